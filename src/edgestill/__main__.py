@@ -1,0 +1,3 @@
+from edgestill.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The measurement record: one per artifact × device × runtime × threads. Torch-free, pure data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyStats:
+    """Steady-state summary built from raw samples by :func:`edgestill.benchmarks.stats.summarize`."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    cv_percent: float
+    min_ms: float
+    max_ms: float
+    n: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Accuracy:
+    metric: str
+    value: float
+    n: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputParity:
+    """Agreement of one output with the torch reference."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float | None = None
+
+
+@dataclass(kw_only=True)
+class Measurement:
+    """What the harness measured (or the estimator estimated) for one artifact on one device."""
+
+    artifact: str
+    format: str
+    precision: str
+    runtime: str
+    threads: int
+    kind: Literal["measured", "estimated", "failed"] = "measured"
+    init_ms: float | None = None
+    first_ms: float | None = None
+    warmup_ms_mean: float | None = None
+    latency: LatencyStats | None = None
+    low_ms: float | None = None  # estimates only
+    high_ms: float | None = None  # estimates only
+    peak_rss_mb: float | None = None
+    model_bytes: int | None = None
+    accuracy: Accuracy | None = None
+    parity: list[OutputParity] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)  # raw steady-state samples, kept in the store
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # why a failed cell failed (with the tail of stderr)
+
+    def to_dict(self, with_samples: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if d["latency"]:
+            d.update(d.pop("latency"))  # flatten p50_ms ... n into the record
+        else:
+            d.pop("latency")
+        if not with_samples:
+            d.pop("samples_ms")
+        return d

@@ -1,0 +1,89 @@
+"""The command line: each command parses, calls one API function, renders, and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgestill import __version__
+from edgestill.errors import EdgestillError
+
+app = typer.Typer(
+    name="edgestill",
+    help=(
+        "Distill a compact student from a teacher, quantize it, export it to ONNX, TFLite and OpenVINO, "
+        "validate every file against torch, and measure accuracy and latency.\n\n"
+        "Examples:\n\n"
+        "  edgestill demo --out demo-out            # the whole chain on built-in data (~4 min)\n\n"
+        "  edgestill demo --quick --out /tmp/d      # a small, fast run of the same chain\n\n"
+        "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --json"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+LOG_DIR = Path(".edgestill") / "logs"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgestill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """edgestill: distill, quantize, export and benchmark models for edge devices."""
+
+
+def run_command(fn: Callable[[], Any]) -> Any:
+    """Run a command body; an EdgestillError becomes its message and exit code, anything else exit 3 + log."""
+    try:
+        return fn()
+    except EdgestillError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # an internal failure: keep the traceback in a log file, not on the terminal
+        log = _write_crash_log()
+        typer.echo(f"internal error: {type(exc).__name__}: {exc}. Traceback written to {log}.", err=True)
+        raise typer.Exit(3) from None
+
+
+def _write_crash_log() -> Path:
+    try:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        path = LOG_DIR / "last-error.log"
+    except OSError:
+        import tempfile
+
+        path = Path(tempfile.gettempdir()) / "edgestill-last-error.log"
+    path.write_text(traceback.format_exc())
+    return path
+
+
+def echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _register_commands() -> None:
+    from edgestill.commands import demo  # noqa: F401  (each module adds its command to ``app``)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _register_commands()
+    app(prog_name="edgestill")
+

@@ -1,0 +1,1 @@
+"""edgestill.compress.distill."""

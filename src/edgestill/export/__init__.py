@@ -1,0 +1,1 @@
+"""Exporters (onnx, tflite, openvino), artifact manifests and parity validation."""

@@ -1,0 +1,153 @@
+"""The Runtime protocol: ``load(artifact, options) -> Session``; ``Session.run(inputs) -> dict``.
+
+Torch-free: the runner imports this on devices. A session hides quantized I/O (it quantizes float
+inputs and dequantizes outputs with the manifest's scale/zero-point) and dtype changes (int64 ids
+fed to an int32 input), so callers pass what the torch model took.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from edgestill.errors import InputError
+from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.registry import Registry
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOptions:
+    """Settings that change numbers or speed; every one is set explicitly and recorded."""
+
+    threads: int = 1
+    inter_op_threads: int = 1  # onnxruntime
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"  # onnxruntime
+    xnnpack: bool = True  # litert
+    ov_performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"  # openvino
+    ov_inference_precision: Literal["f32", "f16", "bf16"] = "f32"  # openvino
+    ov_streams: int = 1  # openvino
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise InputError(f"threads must be >= 1, got {self.threads}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Session:
+    """A loaded model. Subclasses implement ``_prepare_raw`` inputs → runtime feed and ``run_raw``.
+
+    ``prepare`` converts user inputs to what the file takes (done before timing);
+    ``run_raw`` is the runtime's own call (the only thing the harness times);
+    ``finish`` turns raw outputs back into what the torch model gave.
+    """
+
+    runtime: str = ""
+    input_specs: list[TensorSpec]
+    output_specs: list[TensorSpec]
+    settings: dict[str, Any]
+
+    def prepare(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        expected = [s.name for s in self.input_specs]
+        missing = [n for n in expected if n not in inputs]
+        extra = [n for n in inputs if n not in expected]
+        if missing or extra:
+            raise InputError(
+                f"inputs do not match the model: missing {missing or 'none'}, unexpected {extra or 'none'}; "
+                f"the model takes {expected}."
+            )
+        prepared = {}
+        for spec in self.input_specs:
+            arr = np.asarray(inputs[spec.name])
+            _check_shape(spec, arr)
+            prepared[spec.name] = to_file_dtype(spec, arr)
+        return self._feed(prepared)
+
+    def _feed(self, prepared: dict[str, np.ndarray]) -> Any:
+        """Turn name → array (already in file dtype) into the runtime's feed object."""
+        return prepared
+
+    def run_raw(self, feed: Any) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finish(self, raw: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return {spec.name: from_file_dtype(spec, np.asarray(a)) for spec, a in zip(self.output_specs, raw)}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.finish(self.run_raw(self.prepare(inputs)))
+
+
+def _check_shape(spec: TensorSpec, arr: np.ndarray) -> None:
+    ok = arr.ndim == len(spec.shape) and all(
+        not isinstance(d, int) or d < 0 or d == a for d, a in zip(spec.shape, arr.shape)
+    )
+    if not ok:
+        raise InputError(
+            f"input {spec.name!r} has shape {list(arr.shape)} but the model takes {list(spec.shape)} "
+            "(strings are dims of any size). Pass data of the model's input shape."
+        )
+
+
+def to_file_dtype(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """Quantize (float → int8/uint8 with the spec's scale/zero-point) or cast to the file's dtype."""
+    target = np.dtype(spec.dtype)
+    if spec.quantized and arr.dtype.kind == "f":
+        info = np.iinfo(target)
+        q = np.round(arr.astype(np.float32) / spec.scale) + (spec.zero_point or 0)
+        return np.clip(q, info.min, info.max).astype(target)
+    if arr.dtype != target:
+        if target.kind in "iu" and arr.dtype.kind in "iu":
+            info = np.iinfo(target)
+            if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                raise InputError(f"input {spec.name!r} holds values that do not fit the file's {target}.")
+        return arr.astype(target)
+    return np.ascontiguousarray(arr)
+
+
+def from_file_dtype(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """Dequantize a quantized output to float32; otherwise return it in the logical dtype."""
+    if spec.quantized:
+        return ((arr.astype(np.float32) - (spec.zero_point or 0)) * spec.scale).astype(np.float32)
+    if spec.logical_dtype and arr.dtype != np.dtype(spec.logical_dtype):
+        return arr.astype(spec.logical_dtype)
+    return arr
+
+
+class Runtime:
+    """A backend: which formats it loads, its version, and ``load``."""
+
+    name: str = ""
+    formats: tuple[str, ...] = ()
+
+    def version(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact, options: RuntimeOptions) -> Session:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
+
+
+def get_runtime(name: str) -> Runtime:
+    """Return a runtime instance by name (backends register on import of ``edgestill.runtimes``)."""
+    import edgestill.runtimes  # noqa: F401  (registers the backends; each imports its library lazily)
+
+    return RUNTIMES.get(name)()
+
+
+def load(artifact: Artifact | str, options: RuntimeOptions | None = None, runtime: str | None = None) -> Session:
+    """Load an artifact on a runtime (default: the format's own runtime)."""
+    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    rt = get_runtime(runtime or DEFAULT_RUNTIME[art.format])
+    if art.format not in rt.formats:
+        raise InputError(
+            f"runtime {rt.name!r} cannot load {art.format} artifacts; it loads {', '.join(rt.formats)}. "
+            f"Use --runtime {DEFAULT_RUNTIME[art.format]}."
+        )
+    return rt.load(art, options or RuntimeOptions())

@@ -1,0 +1,68 @@
+"""The CLI's contract: version, help with examples, exit 2 with a named fix for bad usage and bad --out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from edgestill import __version__
+
+
+def edgestill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgestill", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_version() -> None:
+    r = edgestill("--version")
+    assert r.returncode == 0
+    assert r.stdout.strip() == f"edgestill {__version__}"
+
+
+def test_help_lists_commands_with_examples() -> None:
+    r = edgestill("--help")
+    assert r.returncode == 0
+    assert "demo" in r.stdout and "Examples" in r.stdout
+    r = edgestill("demo", "--help")
+    assert r.returncode == 0
+    assert "edgestill demo --out" in r.stdout
+
+
+def test_unknown_command_names_the_closest() -> None:
+    r = edgestill("dmeo")
+    assert r.returncode == 2
+    assert "No such command 'dmeo'" in r.stderr and "Did you mean 'demo'?" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_option_names_the_closest() -> None:
+    r = edgestill("demo", "--quik")
+    assert r.returncode == 2
+    assert "--quick" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_demo_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
+    """Bad input: --out is a folder edgestill did not write. Exit 2, nothing touched."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    before = sorted(p.name for p in out.iterdir())
+    r = edgestill("demo", "--quick", "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert "not empty" in r.stderr and "nothing was touched" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_demo_refuses_a_file_as_out(tmp_path: Path) -> None:
+    """Bad input: --out names an existing file."""
+    f = tmp_path / "report.txt"
+    f.write_text("x")
+    r = edgestill("demo", "--quick", "--out", str(f))
+    assert r.returncode == 2
+    assert "is a file" in r.stderr
+    assert f.read_text() == "x"
