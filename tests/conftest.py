@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,7 +32,13 @@ def _block_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the teacher cache of tests out of the user's home."""
-    monkeypatch.setenv("EDGESTILL_CACHE", str(tmp_path_factory.getbasetemp() / "edgestill-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the teacher cache of tests (and of the CLI subprocesses they start) out of the user's home."""
+    old = os.environ.get("EDGESTILL_CACHE")
+    os.environ["EDGESTILL_CACHE"] = str(tmp_path_factory.getbasetemp() / "edgestill-cache")
+    yield
+    if old is None:
+        os.environ.pop("EDGESTILL_CACHE", None)
+    else:
+        os.environ["EDGESTILL_CACHE"] = old

@@ -19,9 +19,9 @@ app = typer.Typer(
     help=(
         "Distill a compact student from a teacher, quantize it, export it to ONNX, TFLite and OpenVINO, "
         "validate every file against torch, and measure accuracy and latency.\n\n"
-        "Examples:\n\n"
-        "  edgestill demo --out demo-out            # the whole chain on built-in data (~4 min)\n\n"
-        "  edgestill demo --quick --out /tmp/d      # a small, fast run of the same chain\n\n"
+        "\b\nExamples:\n"
+        "  edgestill demo --out demo-out         # the whole chain on built-in data\n"
+        "  edgestill demo --quick --out /tmp/d   # a small, fast run of the same chain\n"
         "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --json"
     ),
     no_args_is_help=True,
@@ -79,7 +79,7 @@ def echo_json(obj: Any) -> None:
 
 
 def _register_commands() -> None:
-    from edgestill.commands import demo  # noqa: F401  (each module adds its command to ``app``)
+    from edgestill.commands import bench, demo  # noqa: F401  (each module adds its command to ``app``)
 
 
 def main() -> None:

@@ -75,3 +75,27 @@ class Measurement:
         if not with_samples:
             d.pop("samples_ms")
         return d
+
+
+_LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv_percent", "min_ms", "max_ms", "n")
+
+
+def measurement_from_dict(d: dict[str, Any]) -> Measurement:
+    """Rebuild a Measurement from ``to_dict`` output (flat latency keys or a nested ``latency``).
+
+    Keys that are not record fields (a newer runner's extras) are ignored.
+    """
+    d = dict(d)
+    latency = d.pop("latency", None)
+    if latency is None and all(d.get(k) is not None for k in _LATENCY_KEYS):
+        latency = {k: d[k] for k in _LATENCY_KEYS}
+    for k in _LATENCY_KEYS:
+        d.pop(k, None)
+    known = set(Measurement.__dataclass_fields__)
+    kwargs = {k: v for k, v in d.items() if k in known}
+    if latency is not None:
+        kwargs["latency"] = latency if isinstance(latency, LatencyStats) else LatencyStats(**latency)
+    if isinstance(kwargs.get("accuracy"), dict):
+        kwargs["accuracy"] = Accuracy(**kwargs["accuracy"])
+    kwargs["parity"] = [p if isinstance(p, OutputParity) else OutputParity(**p) for p in kwargs.get("parity") or []]
+    return Measurement(**kwargs)

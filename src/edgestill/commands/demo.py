@@ -11,8 +11,8 @@ from edgestill.cli import app, echo_json, run_command
 
 @app.command(
     epilog=(
-        "Examples:\n\n"
-        "  edgestill demo --out demo-out\n\n"
+        "\b\nExamples:\n"
+        "  edgestill demo --out demo-out\n"
         "  edgestill demo --quick --out /tmp/demo --json > report.json\n\n"
         "Exit codes: 0 ok; 1 a demo check failed (fp32 top-1 parity or the int8 2-point budget); "
         "2 bad input; 3 internal error."

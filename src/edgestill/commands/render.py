@@ -40,3 +40,27 @@ def print_demo_summary(report: dict[str, Any], out: Path) -> None:
         if not c["passed"]:
             console.print(f"[red]FAIL[/] {c['name']} ({c['detail']})")
     console.print(f"Total {report['stage_seconds']['total']:.0f} s. Reports: {out / 'report.json'}, {out / 'report.md'}")
+
+
+def print_measurements(measurements: list[Any]) -> None:
+    """One row per measurement; failed cells show why, and warnings follow the table."""
+    console = Console()
+    table = Table(title="Latency (ms, steady state)")
+    for col in ("artifact", "runtime", "threads", "p50", "p90", "p99", "CV %", "n", "init", "RSS MB", "accuracy"):
+        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+    for m in measurements:
+        if m.kind != "measured" or m.latency is None:
+            table.add_row(m.artifact, m.runtime, str(m.threads), "[red]failed[/]", *[""] * 7)
+            continue
+        lat = m.latency
+        table.add_row(
+            m.artifact, m.runtime, str(m.threads), f"{lat.p50_ms:.3f}", f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}",
+            f"{lat.cv_percent:.1f}", str(lat.n), f"{m.init_ms:.1f}", f"{m.peak_rss_mb:.0f}",
+            "" if m.accuracy is None else f"{m.accuracy.metric} {100 * m.accuracy.value:.2f}%",
+        )
+    console.print(table)
+    for m in measurements:
+        if m.error:
+            console.print(f"[red]{m.artifact} ({m.runtime}, {m.threads} thr) failed:[/] {m.error}")
+        for w in m.warnings:
+            console.print(f"[yellow]warning[/] {m.artifact} ({m.threads} thr): {w}")

@@ -1,0 +1,223 @@
+"""Benchmark artifacts on this machine, each in its own runner subprocess (crash isolation, clean RSS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edgestill.benchmarks.harness import BenchOptions
+from edgestill.benchmarks.record import Measurement, measurement_from_dict
+from edgestill.errors import InputError
+from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
+from edgestill.runtimes.runner import THREAD_ENV
+
+STDERR_TAIL_CHARS = 2000
+
+
+def _tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= chars else "..." + text[-chars:]
+
+
+def _identity(artifact_path: Path) -> dict[str, Any]:
+    """Name, format and precision from the manifest, for the record of a cell that failed."""
+    try:
+        d = json.loads(artifact_path.read_text())
+        return {"artifact": d.get("name", artifact_path.name), "format": d.get("format", "?"), "precision": d.get("precision", "?")}
+    except (OSError, ValueError, AttributeError):
+        name = artifact_path.name.removesuffix(".manifest.json")
+        return {"artifact": name, "format": "?", "precision": "?"}
+
+
+def _failed(ident: dict[str, Any], runtime: str | None, options: RuntimeOptions, why: str, settings: dict[str, Any]) -> Measurement:
+    return Measurement(
+        **ident,
+        runtime=runtime or DEFAULT_RUNTIME.get(ident["format"], "default"),
+        threads=options.threads,
+        kind="failed",
+        error=why,
+        settings=settings,
+    )
+
+
+def benchmark(
+    artifact_path: str | os.PathLike[str],
+    *,
+    runtime: str | None = None,
+    options: RuntimeOptions | None = None,
+    bench: BenchOptions | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
+    metric: str = "top1",
+    inputs: str | os.PathLike[str] = "random",
+    seed: int = 0,
+    affinity: Sequence[int] | None = None,
+    timeout_s: float = 300.0,
+) -> Measurement:
+    """Measure one artifact on one runtime in a fresh runner subprocess; never raises for a failing cell.
+
+    Args:
+        artifact_path: the artifact's manifest (or its model file with the manifest beside it).
+        runtime: runtime name; default the format's own (onnxruntime, litert, openvino).
+        options: threads and backend settings (recorded in the result).
+        bench: the harness's stop rule.
+        eval_data: an .npz with ``x`` and ``y`` to score accuracy on (optional).
+        metric: accuracy metric name ("top1", "top5").
+        inputs: "random" (seeded) or an .npy/.npz of timing inputs.
+        seed: seed of the random inputs.
+        affinity: CPU ids to pin the runner to (recorded either way).
+        timeout_s: wall-clock limit of the subprocess; past it the runner's process group is killed.
+
+    Returns:
+        the runner's Measurement (``kind="measured"``), or ``kind="failed"`` with ``error`` holding why and
+        the tail of the runner's stderr (a crash, a non-zero exit, a timeout, unreadable output).
+    """
+    options = options or RuntimeOptions()
+    bench = bench or BenchOptions()
+    path = Path(artifact_path)
+    ident = _identity(path)
+    job = {
+        "artifact": str(path.resolve()),
+        "runtime": runtime,
+        "options": options.to_dict(),
+        "bench": bench.to_dict(),
+        "inputs": inputs if str(inputs) == "random" else str(Path(inputs).resolve()),
+        "seed": seed,
+        "eval_data": str(Path(eval_data).resolve()) if eval_data else None,
+        "metric": metric,
+        "affinity": list(affinity) if affinity else None,
+    }
+    settings = {"runtime_options": options.to_dict(), "bench": bench.to_dict(), "timeout_s": timeout_s}
+    with tempfile.TemporaryDirectory(prefix="edgestill-job-") as tmp:
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        cmd = [sys.executable, "-m", "edgestill.runtimes.runner", str(job_path)]
+        t0 = time.perf_counter()
+        # Thread variables are set from process start, before any library reads them (the runner sets them too).
+        env = {**os.environ, **{var: str(options.threads) for var in THREAD_ENV}}
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
+            )
+        except OSError as exc:
+            return _failed(ident, runtime, options, f"could not start the runner ({' '.join(cmd)}): {exc}", settings)
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, err = proc.communicate()
+            why = f"runner timed out after {timeout_s:g} s and was killed.\n--- runner stderr (tail) ---\n{_tail(err)}"
+            return _failed(ident, runtime, options, why, settings)
+        except BaseException:  # Ctrl-C: the runner is in its own session and would not see the signal
+            _kill_group(proc)
+            raise
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+    doc = _parse(out)
+    rc = proc.returncode
+    settings["runner_exit_code"] = rc
+    if rc == 0 and doc is not None and doc.get("kind") != "failed":
+        try:
+            m = measurement_from_dict(doc)
+        except (TypeError, ValueError) as exc:
+            return _failed(ident, runtime, options, f"the runner's JSON is not a measurement record ({exc})", settings)
+        m.provenance["runner_wall_ms"] = round(wall_ms, 1)
+        m.provenance["torch_imported"] = bool(doc.get("torch_imported"))
+        return m
+    if rc < 0:
+        try:
+            sig = signal.Signals(-rc).name
+        except ValueError:
+            sig = f"signal {-rc}"
+        why = f"runner crashed ({sig}) without a result"
+    elif doc is not None and doc.get("kind") == "failed":
+        why = f"runner failed (exit {rc}): {doc.get('error')}"
+    else:
+        why = f"runner exited {rc} without a parseable JSON result"
+    return _failed(ident, runtime, options, f"{why}\n--- runner stderr (tail) ---\n{_tail(err)}", settings)
+
+
+def _parse(stdout: str) -> dict[str, Any] | None:
+    """The runner's JSON document: the last non-empty stdout line."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    try:
+        doc = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def benchmark_matrix(
+    artifacts: Sequence[str | os.PathLike[str]],
+    threads_list: Sequence[int] = (1,),
+    *,
+    runtime: str | None = None,
+    options: RuntimeOptions | None = None,
+    bench: BenchOptions | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
+    metric: str = "top1",
+    affinity: Sequence[int] | None = None,
+    rounds: int = 1,
+    timeout_s: float = 300.0,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[Measurement]:
+    """Benchmark every artifact × thread count, one runner subprocess per cell; a failed cell does not stop the rest.
+
+    With ``rounds > 1`` the whole list of cells is run that many times, interleaved (A B A B ...), so
+    drift on a shared machine hits every cell alike; each round is its own Measurement with
+    ``settings["round"]`` set, ready for :func:`edgestill.benchmarks.stats.bootstrap_ratio_ci`.
+
+    Args:
+        artifacts: manifest paths.
+        threads_list: thread counts; each cell uses ``options`` with ``threads`` replaced.
+        rounds: interleaved repetitions of the whole matrix (>= 1).
+        progress: called as ``progress(done, total, label)`` before each cell and once at the end.
+        (the rest as :func:`benchmark`)
+
+    Returns:
+        one Measurement per cell and round: rounds outer, then artifacts, then threads; failed cells have
+        ``kind="failed"``.
+
+    Raises:
+        InputError: ``rounds`` < 1 or an empty thread list.
+    """
+    if rounds < 1 or not threads_list:
+        raise InputError(f"rounds must be >= 1 and threads_list non-empty; got rounds={rounds}, threads_list={list(threads_list)}.")
+    base = options or RuntimeOptions()
+    cells = [(r, Path(a), t) for r in range(rounds) for a in artifacts for t in threads_list]
+    results = []
+    for i, (round_index, path, threads) in enumerate(cells):
+        if progress:
+            progress(i, len(cells), f"{path.name.removesuffix('.manifest.json')} ×{threads}")
+        m = benchmark(
+            path,
+            runtime=runtime,
+            options=replace(base, threads=threads),
+            bench=bench,
+            eval_data=eval_data,
+            metric=metric,
+            affinity=affinity,
+            timeout_s=timeout_s,
+        )
+        if rounds > 1:
+            m.settings["round"] = round_index
+        results.append(m)
+    if progress:
+        progress(len(cells), len(cells), "done")
+    return results

@@ -1,0 +1,182 @@
+"""The timing protocol (DESIGN "Measurement method"): first call, warm-up, steady state, per-call ns clock.
+
+Torch-free and runtime-free: it times any :class:`edgestill.runtimes.base.Session`. Init (load + compile)
+is timed by the caller around ``load``; this module starts from a loaded session.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+
+from edgestill.benchmarks.record import LatencyStats
+from edgestill.benchmarks.stats import summarize
+from edgestill.errors import ConfigError
+
+StopReason = Literal["count_and_duration", "max_runs", "max_seconds"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    """When steady state stops: after BOTH ``min_runs`` calls and ``min_seconds``, or at either cap.
+
+    ``paced_hz`` spaces calls at a fixed rate (a camera at 30 Hz) instead of back to back; the sleep is
+    outside the timed region. ``cv_warn_percent``: a steady-state CV above it adds a warning.
+    """
+
+    min_runs: int = 50
+    min_seconds: float = 1.0
+    max_runs: int = 10000
+    max_seconds: float = 30.0
+    warmup_runs: int = 10
+    paced_hz: float | None = None
+    cv_warn_percent: float = 10.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.min_runs < 1:
+            problems.append(f"min_runs must be >= 1 (got {self.min_runs})")
+        if self.max_runs < self.min_runs:
+            problems.append(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+        if self.min_seconds < 0:
+            problems.append(f"min_seconds must be >= 0 (got {self.min_seconds})")
+        if self.max_seconds <= 0 or self.max_seconds < self.min_seconds:
+            problems.append(f"max_seconds ({self.max_seconds}) must be > 0 and >= min_seconds ({self.min_seconds})")
+        if self.warmup_runs < 0:
+            problems.append(f"warmup_runs must be >= 0 (got {self.warmup_runs})")
+        if self.paced_hz is not None and not self.paced_hz > 0:
+            problems.append(f"paced_hz must be > 0 or unset (got {self.paced_hz})")
+        if not self.cv_warn_percent > 0:
+            problems.append(f"cv_warn_percent must be > 0 (got {self.cv_warn_percent})")
+        if problems:
+            raise ConfigError(
+                "invalid bench options: " + "; ".join(problems) + ". The defaults are min_runs=50, min_seconds=1.0, "
+                "max_runs=10000, max_seconds=30, warmup_runs=10 (the LiteRT benchmark tool's >=50 runs and >=1 s)."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BenchOptions:
+        """Build from a dict (a job file, a recipe); an unknown key is a ConfigError naming the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown bench option(s) {unknown}; valid options: {', '.join(valid)}.")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"bad bench options {dict(d)}: {exc}. Valid options: {', '.join(valid)}.") from None
+
+
+@dataclass(kw_only=True)
+class TimingResult:
+    """What :func:`time_session` measured; ``latency`` summarises ``samples_ms``."""
+
+    first_ms: float
+    warmup_ms: list[float]
+    samples_ms: list[float]
+    latency: LatencyStats
+    stopped_by: StopReason
+    steady_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def warmup_ms_mean(self) -> float | None:
+        return float(np.mean(self.warmup_ms)) if self.warmup_ms else None
+
+
+def time_session(session: Any, inputs: Mapping[str, np.ndarray], options: BenchOptions | None = None) -> TimingResult:
+    """Time ``session.run_raw`` on fixed inputs: first call, warm-up, then steady state.
+
+    Inputs go through ``session.prepare`` once, before anything is timed. Each call is timed alone with
+    ``time.perf_counter_ns()`` around ``session.run_raw(feed)``; nothing else is inside the timed region.
+    The garbage collector is paused during the timed phases (as ``timeit`` does) so a collection of the
+    harness's own objects does not land in a sample.
+
+    Args:
+        session: a loaded session (``prepare`` and ``run_raw``).
+        inputs: one input array per model input, as the torch model took them.
+        options: stop rule and pacing; defaults to :class:`BenchOptions`.
+
+    Returns:
+        first-call time, warm-up times, steady-state samples and their summary, why it stopped, warnings.
+
+    Raises:
+        InputError: the inputs do not match the model (from ``session.prepare``).
+    """
+    opts = options or BenchOptions()
+    feed = session.prepare(inputs)
+    clock = time.perf_counter_ns
+    period_ns = int(1e9 / opts.paced_hz) if opts.paced_hz else 0
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = clock()
+        session.run_raw(feed)
+        first_ms = (clock() - t0) / 1e6
+
+        warmup_ms = []
+        for _ in range(opts.warmup_runs):
+            t0 = clock()
+            session.run_raw(feed)
+            warmup_ms.append((clock() - t0) / 1e6)
+
+        samples_ns: list[int] = []
+        min_ns, max_ns = int(opts.min_seconds * 1e9), int(opts.max_seconds * 1e9)
+        start = next_tick = clock()
+        while True:
+            if period_ns:
+                next_tick += period_ns
+            t0 = clock()
+            session.run_raw(feed)
+            t1 = clock()
+            samples_ns.append(t1 - t0)
+            n, elapsed = len(samples_ns), t1 - start
+            if n >= opts.min_runs and elapsed >= min_ns:
+                stopped_by: StopReason = "count_and_duration"
+                break
+            if n >= opts.max_runs:
+                stopped_by = "max_runs"
+                break
+            if elapsed >= max_ns:
+                stopped_by = "max_seconds"
+                break
+            if period_ns:
+                wait_ns = next_tick - clock()
+                if wait_ns > 0:
+                    time.sleep(wait_ns / 1e9)
+        steady_seconds = (clock() - start) / 1e9
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    samples_ms = [s / 1e6 for s in samples_ns]
+    latency = summarize(samples_ms)
+    warnings = []
+    if latency.cv_percent > opts.cv_warn_percent:
+        warnings.append(
+            f"steady-state CV is {latency.cv_percent:.1f}% (> {opts.cv_warn_percent:g}%): the machine was noisy or "
+            "the model's time varies; compare A/B interleaved in one run, with more runs, on pinned cores."
+        )
+    if stopped_by == "max_seconds" and len(samples_ms) < opts.min_runs:
+        warnings.append(
+            f"stopped at max_seconds={opts.max_seconds:g} after {len(samples_ms)} runs, fewer than min_runs="
+            f"{opts.min_runs}: percentiles rest on few samples; raise max_seconds for a slow model."
+        )
+    return TimingResult(
+        first_ms=first_ms,
+        warmup_ms=warmup_ms,
+        samples_ms=samples_ms,
+        latency=latency,
+        stopped_by=stopped_by,
+        steady_seconds=steady_seconds,
+        warnings=warnings,
+    )

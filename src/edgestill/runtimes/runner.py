@@ -1,0 +1,279 @@
+"""The process that times one model: ``python -m edgestill.runtimes.runner JOB.json``.
+
+It needs numpy and the one runtime the job names, never torch (the output says ``torch_imported``).
+It pins threads and CPU affinity, loads the artifact (timing init), runs the harness, scores accuracy
+when eval data is given, reads peak RSS, and prints ONE JSON document on stdout: the Measurement dict
+with its raw samples. Anything a library prints on stdout is sent to stderr so the JSON stays parseable.
+
+Job file (JSON)::
+
+    {"artifact": "out/student-onnx-fp32.manifest.json",   # required
+     "runtime": null,                                      # default: the format's own runtime
+     "options": {"threads": 1},                            # RuntimeOptions fields
+     "bench": {"min_runs": 50, "min_seconds": 1.0},        # BenchOptions fields
+     "inputs": "random", "seed": 0,                        # or a path to an .npy / .npz
+     "eval_data": null, "metric": "top1", "eval_batch_size": 1,  # .npz with x and y
+     "affinity": null}                                     # CPU ids, e.g. [0]
+
+On failure it prints ``{"kind": "failed", "error": ..., ...}`` and exits 2 (bad input) or 3 (anything
+else; the traceback goes to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+JOB_KEYS = ("artifact", "runtime", "options", "bench", "inputs", "seed", "eval_data", "metric", "eval_batch_size", "affinity")
+# Tests only: abort (SIGABRT, no JSON) after loading the artifact of this name, as a crashing runtime would.
+ABORT_ENV = "EDGESTILL_RUNNER_ABORT_FOR_TEST"
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _fail_input(message: str) -> None:
+    from edgestill.errors import InputError
+
+    raise InputError(message)
+
+
+def read_job(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a job file; return it with defaults filled in.
+
+    Raises:
+        InputError: the file is missing, not JSON, lacks ``artifact`` or holds an unknown key.
+    """
+    p = Path(path)
+    try:
+        job = json.loads(p.read_text())
+    except FileNotFoundError:
+        _fail_input(f"job file {p} does not exist; pass the path of a JSON job (see 'python -m edgestill.runtimes.runner --help').")
+    except (OSError, json.JSONDecodeError) as exc:
+        _fail_input(f"job file {p} is not readable JSON ({exc}); write it with edgestill.benchmarks.bench.")
+    if not isinstance(job, dict) or "artifact" not in job:
+        _fail_input(f"job file {p} must be a JSON object with at least an 'artifact' manifest path.")
+    unknown = sorted(set(job) - set(JOB_KEYS))
+    if unknown:
+        _fail_input(f"job file {p} has unknown key(s) {unknown}; valid keys: {', '.join(JOB_KEYS)}.")
+    defaults = {"runtime": None, "options": {}, "bench": {}, "inputs": "random", "seed": 0, "eval_data": None,
+                "metric": "top1", "eval_batch_size": 1, "affinity": None}  # fmt: skip
+    return {**defaults, **job}
+
+
+def _runtime_options(d: dict[str, Any]) -> Any:
+    from edgestill.runtimes.base import RuntimeOptions
+
+    valid = [f.name for f in fields(RuntimeOptions)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        _fail_input(f"unknown runtime option(s) {unknown}; valid options: {', '.join(valid)}.")
+    return RuntimeOptions(**d)
+
+
+def _pin(affinity: list[int] | None) -> list[int] | None:
+    """Pin this process to ``affinity`` (when given) and return the cores it may run on."""
+    if not hasattr(os, "sched_setaffinity"):
+        if affinity:
+            _fail_input(f"CPU affinity {affinity} was asked for but this OS has no sched_setaffinity; drop 'affinity'.")
+        return None
+    if affinity:
+        try:
+            os.sched_setaffinity(0, {int(c) for c in affinity})
+        except (OSError, ValueError, TypeError) as exc:
+            usable = sorted(os.sched_getaffinity(0))
+            _fail_input(f"cannot pin to CPUs {affinity} ({exc}); this process may use CPUs {usable}.")
+    return sorted(os.sched_getaffinity(0))
+
+
+def _fit(arr: Any, spec: Any) -> Any:
+    """Take the first ``k`` samples of ``arr`` when the model's batch dim is fixed at ``k`` and ``arr`` has more."""
+    first = spec.shape[0] if spec.shape else None
+    if isinstance(first, int) and first > 0 and arr.ndim == len(spec.shape) and arr.shape[0] > first:
+        return arr[:first]
+    return arr
+
+
+def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
+    """Inputs for timing: seeded random data of each input's shape (symbolic dims = 1), or from a file.
+
+    Random floats are standard normal; integer inputs (token ids) are 0 or 1, valid for any vocabulary.
+
+    Raises:
+        InputError: the file is missing or unreadable, or does not name every model input.
+    """
+    import numpy as np
+
+    if source == "random":
+        rng = np.random.default_rng(seed)
+        out = {}
+        for s in specs:
+            shape, dtype = s.concrete_shape(1), np.dtype(s.user_dtype)
+            if dtype.kind == "f":
+                out[s.name] = rng.standard_normal(shape).astype(dtype)
+            elif dtype.kind == "b":
+                out[s.name] = rng.random(shape) < 0.5
+            else:
+                out[s.name] = rng.integers(0, 2, size=shape).astype(dtype)
+        return out
+    p = Path(source)
+    if p.suffix not in (".npy", ".npz") or not p.exists():
+        _fail_input(f"inputs must be 'random' or an existing .npy/.npz file; got {source!r}.")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        _fail_input(f"cannot read inputs from {p} ({exc}); save them with numpy.save / numpy.savez.")
+    names = [s.name for s in specs]
+    if p.suffix == ".npy":
+        if len(specs) != 1:
+            _fail_input(f"{p} holds one array but the model takes {names}; use an .npz keyed by input name.")
+        return {specs[0].name: _fit(loaded, specs[0])}
+    arrays = dict(loaded.items())
+    if len(specs) == 1 and len(arrays) == 1:
+        arrays = {specs[0].name: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        _fail_input(f"{p} has arrays {sorted(arrays)} but the model takes {names} (missing {missing}); key them by input name.")
+    return {s.name: _fit(arrays[s.name], s) for s in specs}
+
+
+def _load_eval(path: str, *, check_only: bool = False) -> tuple[Any, Any] | None:
+    """Read ``x`` and ``y`` from an .npz; with ``check_only`` just check they are there (no arrays in memory)."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.exists() or p.suffix != ".npz":
+        _fail_input(f"eval data {p} is missing or not an .npz; pass an .npz with arrays 'x' (inputs) and 'y' (labels).")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            missing = sorted({"x", "y"} - set(z.files))
+            if missing:
+                _fail_input(f"eval data {p} lacks {missing}; it needs arrays 'x' (inputs) and 'y' (labels).")
+            return None if check_only else (z["x"], z["y"])
+    except (OSError, ValueError) as exc:
+        _fail_input(f"cannot read eval data {p} ({exc}); write it with numpy.savez(path, x=..., y=...).")
+    return None
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Execute a job (see the module docstring) in this process and return the Measurement dict with samples.
+
+    Raises:
+        InputError: a bad job value, artifact, input or eval file.
+        EdgestillError, Exception: the runtime failed.
+    """
+    from edgestill.benchmarks.harness import BenchOptions, time_session
+    from edgestill.benchmarks.record import Measurement
+    from edgestill.devices.host import host_provenance
+    from edgestill.export.artifact import Artifact
+    from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime, load
+
+    options = _runtime_options(dict(job["options"] or {}))
+    bench = BenchOptions.from_dict(dict(job["bench"] or {}))
+    cores = _pin(job["affinity"])
+    for var in THREAD_ENV:  # before the runtime library is imported (lazily, by load)
+        os.environ[var] = str(options.threads)
+    art = Artifact.load(job["artifact"])
+    if job["eval_data"]:  # bad eval data or metric fails before anything is timed
+        from edgestill.benchmarks.accuracy import METRICS
+
+        METRICS.get(job["metric"])
+        _load_eval(job["eval_data"], check_only=True)
+    runtime_name = job["runtime"] or DEFAULT_RUNTIME[art.format]
+    runtime = get_runtime(runtime_name)
+
+    t0 = time.perf_counter_ns()
+    session = load(art, options, runtime=runtime_name)
+    init_ms = (time.perf_counter_ns() - t0) / 1e6
+    if os.environ.get(ABORT_ENV) == art.name:
+        os.abort()
+
+    inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]))
+    timing = time_session(session, inputs, bench)
+    peak_rss_mb = _peak_rss_mb()  # before the eval data is read: the figure is the model's, not the data's
+    accuracy = None
+    if job["eval_data"]:
+        from edgestill.benchmarks.accuracy import evaluate_session
+
+        x, y = _load_eval(job["eval_data"])  # type: ignore[misc]
+        accuracy = evaluate_session(session, x, y, metric=job["metric"], batch_size=int(job["eval_batch_size"]))
+
+    provenance = host_provenance()
+    provenance.update(
+        runtime=runtime_name,
+        runtime_version=runtime.version(),
+        threads=options.threads,
+        affinity=cores,
+        pinned=bool(job["affinity"]),
+    )
+    m = Measurement(
+        artifact=art.name,
+        format=art.format,
+        precision=art.precision,
+        runtime=runtime_name,
+        threads=options.threads,
+        init_ms=init_ms,
+        first_ms=timing.first_ms,
+        warmup_ms_mean=timing.warmup_ms_mean,
+        latency=timing.latency,
+        peak_rss_mb=round(peak_rss_mb, 2),
+        model_bytes=art.model_bytes or art.model_path.stat().st_size,
+        accuracy=accuracy,
+        provenance=provenance,
+        settings={
+            "runtime_options": options.to_dict(),
+            "session": dict(getattr(session, "settings", {}) or {}),
+            "bench": bench.to_dict(),
+            "stopped_by": timing.stopped_by,
+            "steady_seconds": round(timing.steady_seconds, 4),
+            "inputs": job["inputs"] if job["inputs"] != "random" else f"random (seed {job['seed']})",
+            "thread_env": {v: os.environ[v] for v in THREAD_ENV},
+        },
+        samples_ms=timing.samples_ms,
+        warnings=timing.warnings,
+    )
+    return m.to_dict(with_samples=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job file named on the command line; print one JSON document; return the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        sys.stderr.write((__doc__ or "") + "\nusage: python -m edgestill.runtimes.runner JOB.json\n")
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    sys.stdout.flush()
+    json_fd = os.dup(1)
+    os.dup2(2, 1)  # libraries that print on stdout go to stderr; the JSON goes to the saved fd
+    job: dict[str, Any] = {}
+    try:
+        job = read_job(args[0])
+        doc, code = run_job(job), 0
+    except Exception as exc:  # noqa: BLE001 - the runner reports every failure as JSON
+        from edgestill.errors import EdgestillError, InputError
+
+        code = exc.exit_code if isinstance(exc, EdgestillError) else 3
+        if not isinstance(exc, InputError):
+            traceback.print_exc(file=sys.stderr)
+        doc = {"kind": "failed", "error": f"{type(exc).__name__}: {exc}", "exit_code": code, "job": job}
+    doc["torch_imported"] = "torch" in sys.modules
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(json_fd, (json.dumps(doc) + "\n").encode())
+    os.dup2(json_fd, 1)
+    os.close(json_fd)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

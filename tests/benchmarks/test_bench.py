@@ -1,0 +1,72 @@
+"""benchmark() runs each cell in a runner subprocess; a crash or timeout becomes a failed record, not an exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import write_tiny_onnx
+
+from edgestill.benchmarks.bench import benchmark, benchmark_matrix
+from edgestill.benchmarks.harness import BenchOptions
+from edgestill.runtimes import RuntimeOptions
+from edgestill.runtimes.runner import ABORT_ENV
+
+QUICK = BenchOptions(min_runs=20, min_seconds=0.0, warmup_runs=2)
+
+
+def test_benchmark_measures_a_good_artifact(tiny_manifest: Path, eval_npz: Path) -> None:
+    m = benchmark(tiny_manifest, options=RuntimeOptions(threads=1), bench=QUICK, eval_data=eval_npz, affinity=[0])
+    assert m.kind == "measured", m.error
+    assert (m.artifact, m.format, m.precision, m.runtime, m.threads) == ("tiny", "onnx", "fp32", "onnxruntime", 1)
+    assert m.latency is not None and m.latency.n == len(m.samples_ms) >= 20
+    assert m.init_ms and m.init_ms > 0 and m.first_ms and m.first_ms > 0
+    assert m.peak_rss_mb and m.peak_rss_mb > 10
+    assert m.model_bytes == tiny_manifest.with_name("tiny.onnx").stat().st_size
+    assert m.accuracy is not None and m.accuracy.value == pytest.approx(0.75) and m.accuracy.n == 20
+    prov = m.provenance
+    assert prov["affinity"] == [0] and prov["threads"] == 1 and prov["runtime_version"]
+    assert prov["torch_imported"] is False
+    assert m.settings["runtime_options"]["threads"] == 1 and m.settings["session"]["providers"]
+
+
+def test_crashing_cell_is_recorded_and_the_next_cell_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = write_tiny_onnx(tmp_path / "a", name="crashes")
+    good = write_tiny_onnx(tmp_path / "b", name="fine")
+    monkeypatch.setenv(ABORT_ENV, "crashes")  # the runner calls os.abort() after loading this artifact
+    seen: list[tuple[int, int, str]] = []
+    results = benchmark_matrix([bad, good], [1], bench=QUICK, progress=lambda i, n, label: seen.append((i, n, label)))
+    crashed, ok = results
+    assert crashed.kind == "failed" and crashed.artifact == "crashes"
+    assert "SIGABRT" in (crashed.error or "") and "stderr" in (crashed.error or "")
+    assert ok.kind == "measured" and ok.latency is not None
+    assert [s[0] for s in seen] == [0, 1, 2] and seen[-1][1] == 2
+
+
+def test_corrupt_model_fails_with_the_runtime_message(tmp_path: Path) -> None:
+    manifest = write_tiny_onnx(tmp_path)
+    (tmp_path / "tiny.onnx").write_bytes(b"not an onnx file")
+    m = benchmark(manifest, bench=QUICK)
+    assert (m.kind, m.artifact, m.runtime) == ("failed", "tiny", "onnxruntime")
+    assert "exit 3" in (m.error or "") and "onnxruntime could not load" in (m.error or "")
+
+
+def test_missing_manifest_fails_as_bad_input(tmp_path: Path) -> None:
+    m = benchmark(tmp_path / "nope.manifest.json", bench=QUICK)
+    assert m.kind == "failed" and "exit 2" in (m.error or "") and "does not exist" in (m.error or "")
+    assert m.settings["runner_exit_code"] == 2
+
+
+def test_timeout_cell_is_recorded_as_failed(tiny_manifest: Path) -> None:
+    m = benchmark(tiny_manifest, bench=BenchOptions(min_runs=10, min_seconds=30, max_runs=10**9, max_seconds=30), timeout_s=1.5)
+    assert m.kind == "failed" and "timed out after 1.5 s" in (m.error or "")
+    assert m.latency is None and m.artifact == "tiny"
+
+
+def test_rounds_interleave_cells_and_threads(tmp_path: Path) -> None:
+    a, b = write_tiny_onnx(tmp_path / "a", name="a"), write_tiny_onnx(tmp_path / "b", name="b")
+    bench = BenchOptions(min_runs=5, min_seconds=0.0, warmup_runs=0)
+    results = benchmark_matrix([a, b], [1, 2], bench=bench, rounds=2)
+    got = [(m.settings["round"], m.artifact, m.threads, m.provenance["threads"]) for m in results]
+    assert got == [(r, n, t, t) for r in (0, 1) for n in ("a", "b") for t in (1, 2)]
+    assert all(m.kind == "measured" for m in results)

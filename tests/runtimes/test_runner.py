@@ -1,0 +1,94 @@
+"""The runner process: one JSON document on stdout, never torch, exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgestill.export.artifact import Artifact, TensorSpec
+
+QUICK = {"min_runs": 15, "min_seconds": 0.0, "warmup_runs": 2}
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    """A seeded one-layer ONNX model (x[1, 4] @ w[4, 3]) with its manifest, built without torch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    art = Artifact(
+        name="m", format="onnx", precision="fp32", directory=tmp_path, model_file="m.onnx",
+        inputs=[TensorSpec(name="x", shape=(1, 4), dtype="float32")],
+        outputs=[TensorSpec(name="y", shape=(1, 3), dtype="float32")],
+    )  # fmt: skip
+    art.hash_files()
+    return art.write_manifest()
+
+
+def run_runner(tmp_path: Path, job: dict, *extra: str) -> tuple[int, dict, str]:
+    job_path = tmp_path / "job.json"
+    job_path.write_text(json.dumps(job))
+    proc = subprocess.run(
+        [sys.executable, *extra, "-m", "edgestill.runtimes.runner", str(job_path)], capture_output=True, text=True, timeout=120
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"stdout must be one JSON line, got: {proc.stdout!r}"
+    return proc.returncode, json.loads(lines[0]), proc.stderr
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_runner_prints_one_measurement_and_never_imports_torch(tmp_path: Path, manifest: Path, runtime: str) -> None:
+    job = {"artifact": str(manifest), "runtime": runtime, "options": {"threads": 1}, "bench": QUICK, "affinity": [0]}
+    rc, doc, stderr = run_runner(tmp_path, job, "-X", "importtime")
+    assert rc == 0, doc
+    assert doc["kind"] == "measured" and doc["torch_imported"] is False
+    imported = {line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+    assert runtime in imported and "torch" not in imported
+    assert doc["n"] == len(doc["samples_ms"]) >= 15 and doc["p50_ms"] <= doc["p90_ms"] <= doc["p99_ms"]
+    assert doc["provenance"]["affinity"] == [0] and doc["provenance"]["runtime"] == runtime
+    assert doc["provenance"]["runtime_version"] and doc["init_ms"] > 0
+    assert doc["settings"]["thread_env"]["OMP_NUM_THREADS"] == "1"
+    assert doc["settings"]["stopped_by"] == "count_and_duration"
+
+
+def test_runner_reads_timing_inputs_from_npz(tmp_path: Path, manifest: Path) -> None:
+    np.savez(tmp_path / "in.npz", x=np.ones((5, 4), np.float32))  # more samples than the fixed batch of 1
+    rc, doc, _ = run_runner(tmp_path, {"artifact": str(manifest), "bench": QUICK, "inputs": str(tmp_path / "in.npz")})
+    assert rc == 0 and doc["settings"]["inputs"].endswith("in.npz")
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        ({"artifact": "missing.manifest.json"}, "does not exist"),
+        ({"artifact": "{m}", "bench": {"min_runs": 0}}, "min_runs"),
+        ({"artifact": "{m}", "options": {"thread": 2}}, "unknown runtime option"),
+        ({"artifact": "{m}", "runtme": "onnxruntime"}, "unknown key"),
+        ({"artifact": "{m}", "runtime": "onnxrt"}, "Did you mean 'onnxruntime'"),
+        ({"artifact": "{m}", "inputs": "nope.npy"}, "'random' or an existing"),
+        ({"artifact": "{m}", "eval_data": "{x_only}"}, "lacks ['y']"),
+        ({"artifact": "{m}", "eval_data": "{x_only}", "metric": "top3"}, "unknown metric 'top3'"),
+    ],
+)
+def test_bad_jobs_exit_2_with_a_failed_json(tmp_path: Path, manifest: Path, job: dict, message: str) -> None:
+    x_only = tmp_path / "x_only.npz"
+    np.savez(x_only, x=np.zeros((2, 4), np.float32))
+    job = {k: (v.format(m=manifest, x_only=x_only) if isinstance(v, str) else v) for k, v in job.items()}
+    rc, doc, stderr = run_runner(tmp_path, job)
+    assert rc == 2
+    assert doc["kind"] == "failed" and message in doc["error"]
+    assert "Traceback" not in stderr  # bad input is a message, not a stack trace
