@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import labelled_data, write_tiny_onnx
+from tests.benchmarks.conftest import labelled_data, write_tiny_onnx
 
 from edgestill.benchmarks.accuracy import METRICS, evaluate_session
 from edgestill.errors import InputError, UnknownNameError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_tiny_onnx
+from tests.benchmarks.conftest import write_tiny_onnx
 
 from edgestill.benchmarks.bench import benchmark, benchmark_matrix
 from edgestill.benchmarks.harness import BenchOptions

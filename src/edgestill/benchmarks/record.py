@@ -30,7 +30,12 @@ class Accuracy:
 
 @dataclass(frozen=True, kw_only=True)
 class OutputParity:
-    """Agreement of one output with the torch reference."""
+    """Agreement of one output with the torch reference.
+
+    ``top1_agreement`` is the strict share of samples whose argmax matches torch;
+    ``top1_agreement_with_ties`` also counts a mismatch whose torch scores are within the float tolerance
+    (a tie, not an error) and is what a pass/fail verdict uses.
+    """
 
     name: str
     max_abs: float
@@ -38,6 +43,7 @@ class OutputParity:
     cosine: float
     sqnr_db: float
     top1_agreement: float | None = None
+    top1_agreement_with_ties: float | None = None
 
 
 @dataclass(kw_only=True)

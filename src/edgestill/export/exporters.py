@@ -1,0 +1,131 @@
+"""The EXPORTERS registry and what every exporter shares: versions, parent hash, reference outputs.
+
+An exporter is ``fn(model, example_inputs, *, staging_dir, name) -> Artifact``: it writes one fp32
+model into ``staging_dir`` and returns an unvalidated Artifact whose I/O specs are read from the
+written file itself. Torch is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgestill.errors import InputError
+from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+Exporter = Callable[..., Artifact]
+EXPORTERS: Registry[Exporter] = Registry("exporter")
+
+
+def get_exporter(fmt: str) -> Exporter:
+    """Return the exporter registered for a format (importing the backend modules registers them)."""
+    import edgestill.export.onnx  # noqa: F401
+    import edgestill.export.openvino  # noqa: F401
+    import edgestill.export.tflite  # noqa: F401
+
+    return EXPORTERS.get(fmt)
+
+
+def dist_versions(*dists: str) -> dict[str, str]:
+    """Installed versions of the named distributions (``edgestill`` always included)."""
+    out = {}
+    for d in ("edgestill", *dists):
+        try:
+            out[d] = version(d)
+        except PackageNotFoundError:
+            out[d] = "not installed"
+    return out
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the model's state dict: every key, dtype, shape and the raw tensor bytes, in key order."""
+    import torch
+
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def as_tuple(example_inputs: Any) -> tuple:
+    """Example inputs as a tuple of tensors (a single tensor is accepted)."""
+    import torch
+
+    args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        raise InputError(
+            f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}. "
+            "Pass e.g. (torch.zeros(1, 3, 32, 32),)."
+        )
+    return args
+
+
+def flatten_outputs(out: Any) -> list:
+    """A model's output(s) as a flat list of tensors (tensor, tuple/list, or dict in key order)."""
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        flat = []
+        for o in out:
+            flat.extend(flatten_outputs(o))
+        return flat
+    return [out]
+
+
+def torch_outputs(model: torch.nn.Module, args: Sequence) -> list[np.ndarray]:
+    """Run the model in eval mode without gradients; return its outputs as numpy arrays."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return [t.detach().cpu().numpy() for t in flatten_outputs(model(*args))]
+
+
+def logical_dtypes(model: torch.nn.Module, args: Sequence) -> tuple[list[str], list[str]]:
+    """numpy dtype names of what the torch model takes and gives (what a session accepts/returns)."""
+    outs = torch_outputs(model, args)
+    return [str(a.detach().cpu().numpy().dtype) for a in args], [str(o.dtype) for o in outs]
+
+
+def with_logical(specs: list[TensorSpec], dtypes: list[str]) -> list[TensorSpec]:
+    """Attach the torch-side dtype to specs read from a file (positional match)."""
+    out = []
+    for i, s in enumerate(specs):
+        logical = dtypes[i] if i < len(dtypes) else None
+        out.append(TensorSpec(name=s.name, shape=s.shape, dtype=s.dtype, logical_dtype=logical, scale=s.scale, zero_point=s.zero_point))
+    return out
+
+
+def new_artifact(
+    *, name: str, fmt: str, precision: str, staging_dir: Path, model_file: str, extra_files: Sequence[str] = (),
+    inputs: list[TensorSpec], outputs: list[TensorSpec], model: torch.nn.Module, args: Sequence, versions: dict[str, str],
+) -> Artifact:
+    """Build an unvalidated Artifact for files already written in ``staging_dir`` and hash them."""
+    art = Artifact(
+        name=name,
+        format=fmt,
+        precision=precision,
+        directory=Path(staging_dir),
+        model_file=model_file,
+        files={f: "" for f in (model_file, *extra_files)},
+        inputs=inputs,
+        outputs=outputs,
+        parent_sha256=state_dict_sha256(model),
+        source={"model": type(model).__name__, "input_shapes": [list(a.shape) for a in args]},
+        versions=versions,
+    )
+    art.hash_files()
+    return art

@@ -1,0 +1,109 @@
+"""OpenVINO backend on the CPU plugin; precision hint, threads and streams are always set. Never imports torch."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from edgestill.errors import InputError, RuntimeFailure
+from edgestill.export.artifact import Artifact
+from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session
+
+
+@contextlib.contextmanager
+def no_telemetry() -> Iterator[None]:
+    """Silence OpenVINO/NNCF usage telemetry for the duration of the block (edgestill runs offline).
+
+    Without an opt-out file, ``import openvino``, ov.convert_model and nncf post events to Google Analytics
+    from a forked process: a network call, and a fork while other threads (litert-torch's JAX) run. The
+    telemetry backends' ``send`` is a no-op inside this block only.
+    """
+    try:
+        import openvino_telemetry  # noqa: F401
+        from openvino_telemetry.backend import backend_ga, backend_ga4  # noqa: F401  (register the backends)
+        from openvino_telemetry.backend.backend import BackendRegistry
+    except ImportError:  # telemetry not installed: nothing to silence
+        yield
+        return
+    saved = [(cls, vars(cls)["send"]) for cls in BackendRegistry.r.values() if "send" in vars(cls)]
+    try:
+        for cls, _ in saved:
+            cls.send = lambda self, message: None
+        yield
+    finally:
+        for cls, send in saved:
+            cls.send = send
+
+
+class OpenVINOSession(Session):
+    """A compiled model and one infer request created at load; ``run_raw`` is a sync infer."""
+
+    runtime = "openvino"
+
+    def __init__(self, compiled: Any, artifact: Artifact, settings: dict[str, Any]):
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self.input_specs = list(artifact.inputs)
+        self.output_specs = list(artifact.outputs)
+        self.settings = settings
+        self._ports = [_find_port(compiled.outputs, s.name, artifact.model_path) for s in self.output_specs]
+        self._in_ports = [_find_port(compiled.inputs, s.name, artifact.model_path) for s in self.input_specs]
+
+    def _feed(self, prepared: dict[str, np.ndarray]) -> dict[Any, np.ndarray]:
+        return {port: prepared[spec.name] for port, spec in zip(self._in_ports, self.input_specs)}
+
+    def run_raw(self, feed: dict[Any, np.ndarray]) -> list[np.ndarray]:
+        result = self._request.infer(feed)
+        return [np.array(result[p], copy=True) for p in self._ports]
+
+
+def _find_port(ports: Any, name: str, path: Any) -> Any:
+    for p in ports:
+        if name in p.get_names():
+            return p
+    raise InputError(
+        f"{path} has no tensor {name!r}, which its manifest names (it has {[sorted(p.get_names()) for p in ports]}); "
+        "the file and manifest disagree. Re-export the artifact (do not mix files and manifests of different exports)."
+    )
+
+
+@RUNTIMES.register("openvino")
+class OpenVINO(Runtime):
+    """OpenVINO CPU plugin with explicit INFERENCE_PRECISION_HINT (default f32, not the CPU's bf16)."""
+
+    name = "openvino"
+    formats = ("openvino", "onnx")
+
+    def version(self) -> str:
+        with no_telemetry():
+            import openvino
+
+        return openvino.get_version()
+
+    def load(self, artifact: Artifact, options: RuntimeOptions) -> OpenVINOSession:
+        with no_telemetry():
+            import openvino as ov
+
+        config = {
+            "INFERENCE_PRECISION_HINT": options.ov_inference_precision,
+            "PERFORMANCE_HINT": options.ov_performance_hint,
+            "INFERENCE_NUM_THREADS": options.threads,
+            "NUM_STREAMS": options.ov_streams,
+        }
+        try:
+            compiled = ov.Core().compile_model(str(artifact.model_path), "CPU", config)
+        except Exception as exc:  # openvino raises RuntimeError subclasses of its own
+            raise RuntimeFailure(f"OpenVINO could not compile {artifact.model_path}: {exc}") from exc
+        settings = {
+            "runtime": self.name,
+            "runtime_version": ov.get_version(),
+            "threads": options.threads,
+            "inference_precision": options.ov_inference_precision,
+            "performance_hint": options.ov_performance_hint,
+            "streams": options.ov_streams,
+            "device": "CPU",
+        }
+        return OpenVINOSession(compiled, artifact, settings)

@@ -1,0 +1,107 @@
+"""export(): staging → validate → publish or reject; never a half-written or failing artifact under its final name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgestill.errors import ConfigError, InputError, ParityError
+from edgestill.export import Artifact, ExportConfig, export
+from edgestill.export.artifact import sha256_file
+from edgestill.runtimes.openvino import OpenVINO
+
+
+def _break_openvino(monkeypatch: pytest.MonkeyPatch, precisions: tuple[str, ...] = ("fp32", "int8-static")) -> None:
+    """Make OpenVINO sessions of the given precisions return wrong numbers (a runtime/export bug stand-in)."""
+    real_load = OpenVINO.load
+
+    def load(self, artifact, options):
+        session = real_load(self, artifact, options)
+        if artifact.precision in precisions:
+            real_finish = session.finish
+            session.finish = lambda raw: {k: v + 0.5 * np.sign(v) for k, v in real_finish(raw).items()}
+        return session
+
+    monkeypatch.setattr(OpenVINO, "load", load)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'openvino'"):
+        ExportConfig(formats=("openvin",))
+    with pytest.raises(ConfigError, match="empty"):
+        ExportConfig(formats=())
+    with pytest.raises(ConfigError, match="twice"):
+        ExportConfig(formats=("onnx", "onnx"))
+    with pytest.raises(ConfigError, match="int8-static"):
+        ExportConfig(precisions=("int8",))
+    with pytest.raises(ConfigError, match="file name stem"):
+        ExportConfig(name="../student")
+    assert ExportConfig(formats=["onnx"], precisions="fp32").formats == ("onnx",)
+    assert ExportConfig(tolerances={"int8": {"min_sqnr_db": 30.0}}).tolerances.int8.min_sqnr_db == 30.0
+
+
+def test_int8_without_calibration_fails_before_writing(tmp_path, tiny_cnn, example_inputs, validation_x) -> None:
+    with pytest.raises(ConfigError, match="calibration"):
+        export(tiny_cnn, example_inputs, ExportConfig(precisions=("int8-static",)), tmp_path / "out", validation_inputs=validation_x)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_validation_inputs_fail_before_writing(tmp_path, tiny_cnn, example_inputs) -> None:
+    with pytest.raises(InputError, match="validation data"):
+        export(tiny_cnn, example_inputs, ExportConfig(), tmp_path / "out", validation_inputs=np.zeros((4, 3, 8, 8), np.float32))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_passing_cells_are_published_with_their_parity(tmp_path, tiny_cnn, example_inputs, validation_x, calibration_x) -> None:
+    seen = []
+    results = export(
+        tiny_cnn, example_inputs, ExportConfig(formats=("openvino",), precisions=("fp32", "int8-static"), name="student"),
+        tmp_path, validation_inputs=validation_x, calibration=calibration_x,
+        calibration_ids=[f"s{i}" for i in range(32)], progress=lambda i, n, label="": seen.append((i, n, label)),
+    )
+    assert [r.name for r in results] == ["student-openvino-fp32", "student-openvino-int8-static"]
+    assert all(r.passed and r.artifact is not None for r in results)
+    assert seen == [(0, 2, "student-openvino-fp32"), (1, 2, "student-openvino-int8-static"), (2, 2, "done")]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"student-openvino-{p}{s}" for p in ("fp32", "int8-static") for s in (".xml", ".bin", ".manifest.json"))
+    for r in results:
+        loaded = Artifact.load(tmp_path / f"{r.name}.manifest.json")
+        assert all(sha256_file(tmp_path / f) == h for f, h in loaded.files.items())
+        assert loaded.validation["passed"] and loaded.validation["outputs"][0]["top1_agreement"] >= 0.95
+    int8 = Artifact.load(tmp_path / "student-openvino-int8-static.manifest.json")
+    assert int8.calibration["n"] == 32 and int8.calibration["sample_ids"][:2] == ["s0", "s1"]
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_rejected_and_never_published(tmp_path, monkeypatch, tiny_cnn, example_inputs, validation_x) -> None:
+    _break_openvino(monkeypatch)
+    config = ExportConfig(formats=("openvino",), name="student")
+    with pytest.raises(ParityError, match="student-openvino-fp32 failed parity") as info:
+        export(tiny_cnn, example_inputs, config, tmp_path, validation_inputs=validation_x)
+    assert info.value.exit_code == 1
+    assert {f["metric"] for f in info.value.failures} >= {"max_abs"} and info.value.failures[0]["output"] == "output_0"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["student-openvino-fp32.bin.rejected", "student-openvino-fp32.manifest.json.rejected", "student-openvino-fp32.xml.rejected"]
+    kept = json.loads((tmp_path / "student-openvino-fp32.manifest.json.rejected").read_text())
+    assert kept["validation"]["passed"] is False and kept["validation"]["failures"]
+
+    monkeypatch.undo()  # the fix: the same export now passes and replaces the rejected files
+    (result,) = export(tiny_cnn, example_inputs, config, tmp_path, validation_inputs=validation_x)
+    assert result.passed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"student-openvino-fp32{s}" for s in (".bin", ".manifest.json", ".xml")]
+
+
+@pytest.mark.slow
+def test_non_strict_records_the_failure_and_goes_on(tmp_path, monkeypatch, tiny_cnn, example_inputs, validation_x, calibration_x) -> None:
+    _break_openvino(monkeypatch, precisions=("fp32",))
+    results = export(
+        tiny_cnn, example_inputs, ExportConfig(formats=("openvino",), precisions=("fp32", "int8-static"), name="m", strict=False),
+        tmp_path, validation_inputs=validation_x, calibration=calibration_x,
+    )
+    assert [r.passed for r in results] == [False, True]
+    assert results[0].artifact is None and results[0].rejected_files and "max_abs" in results[0].error
+    assert (tmp_path / "m-openvino-int8-static.manifest.json").exists()
+    assert not (tmp_path / "m-openvino-fp32.manifest.json").exists() and not (tmp_path / "m-openvino-fp32.xml").exists()
