@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from edgestill.cli import app, echo_json, run_command
+from edgestill.cli import app, run_command
 
 
 @app.command(
@@ -33,16 +34,24 @@ def demo(
     def body() -> None:
         from edgestill.commands.progress import RichReporter
         from edgestill.commands.render import print_demo_summary
+        from edgestill.commands.streams import library_output_to
+        from edgestill.outdir import claim_output_dir
         from edgestill.pipeline import DemoConfig, run_demo
 
         config = DemoConfig(out_dir=out, quick=quick, bench_threads=threads)
-        with RichReporter(enabled=not json_out) as reporter:
-            report = run_demo(config, reporter)
-        if json_out:
-            echo_json(report)
-        else:
-            print_demo_summary(report, out)
-        if not quick and not all(c["passed"] for c in report["checks"]):
+        claim_output_dir(out, kind="demo")  # a bad --out fails here, before anything is written
+        log = out / "logs" / "demo.log"
+        with library_output_to(log) as (term_out, term_err):
+            with RichReporter(enabled=not json_out, file=term_err) as reporter:
+                report = run_demo(config, reporter, claimed=True)
+            if json_out:
+                term_out.write(json.dumps(report, indent=2, default=str) + "\n")
+            else:
+                print_demo_summary(report, out, file=term_out)
+                term_out.write(f"Library output: {log}\n")
+        failed = [c["name"] for c in report["checks"] if c["enforced"] and not c["passed"]]
+        if failed:
+            typer.echo(f"demo check failed: {'; '.join(failed)}", err=True)
             raise typer.Exit(1)
 
     run_command(body)

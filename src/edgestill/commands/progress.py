@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TextIO
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -9,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class RichReporter:
     """Shows one bar per stage; a finished stage leaves a line with its wall time."""
 
-    def __init__(self, enabled: bool = True):
-        self.console = Console(stderr=True)
+    def __init__(self, enabled: bool = True, file: TextIO | None = None):
+        self.console = Console(file=file, stderr=file is None)
         self._progress = Progress(
             TextColumn("[bold]{task.description:<10}"),
             BarColumn(),

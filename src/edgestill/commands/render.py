@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 
-def print_demo_summary(report: dict[str, Any], out: Path) -> None:
-    console = Console()
+def print_demo_summary(report: dict[str, Any], out: Path, file: TextIO | None = None) -> None:
+    console = Console(file=file, width=None if (file or sys.stdout).isatty() else 140)
     m = report["models"]
     models = Table(title="Models (test accuracy, torch)")
     for col in ("model", "parameters", "test accuracy"):
@@ -44,7 +45,7 @@ def print_demo_summary(report: dict[str, Any], out: Path) -> None:
 
 def print_measurements(measurements: list[Any]) -> None:
     """One row per measurement; failed cells show why, and warnings follow the table."""
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     table = Table(title="Latency (ms, steady state)")
     for col in ("artifact", "runtime", "threads", "p50", "p90", "p99", "CV %", "n", "init", "RSS MB", "accuracy"):
         table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
