@@ -114,7 +114,7 @@ def run_demo(config: DemoConfig, reporter: Reporter | None = None, *, claimed: b
     torch.set_num_threads(config.train_threads)
 
     def progress(epoch: int, step: int, total_steps: int, loss: float, acc: float) -> None:
-        rep.advance(step, total_steps, f"epoch {epoch + 1} loss {loss:.3f} acc {acc:.3f}")
+        rep.advance(step, total_steps, f"epoch {epoch} loss {loss:.3f} acc {acc:.3f}")
 
     with clock.stage("data", rep):
         data = load_dataset(preset.dataset, seed=preset.seed, size=preset.dataset_size)

@@ -139,9 +139,9 @@ def _pick(masks: np.ndarray, index: np.ndarray) -> np.ndarray:
 def generate_shapes(n: int, seed: int, image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` cluttered RGB images of textured shapes; the class is the (shape, texture) pair.
 
-    Each image: a random two-colour gradient background with blotchy low-frequency noise, two smaller solid
-    distractor shapes, the main shape (random position, scale, rotation) filled with a stripes or checks
-    texture of random period, orientation and colours, an occluding bar, and pixel noise.
+    Each image: a random two-colour gradient background with blotchy low-frequency noise, one smaller solid
+    distractor shape, the main shape (random position, scale, rotation) filled with a stripes or checks
+    texture of random period, orientation and contrasting colours, sometimes an occluding bar, and pixel noise.
 
     Returns:
         (x, y): x float32 of shape (n, 3, image_size, image_size) normalised to about mean 0, std 1;
@@ -168,13 +168,13 @@ def generate_shapes(n: int, seed: int, image_size: int = 32) -> tuple[np.ndarray
     t = ((gx * np.cos(phi)[:, None, None] + gy * np.sin(phi)[:, None, None]) / s)[:, None]
     t = (t - t.min(axis=(2, 3), keepdims=True)) / (np.ptp(t, axis=(2, 3), keepdims=True) + 1e-6)
     img = a * (1 - t) + b * t
-    coarse = rng.normal(0, 0.12, size=(n, 3, 4, 4)).astype(np.float32)
+    coarse = rng.normal(0, 0.06, size=(n, 3, 4, 4)).astype(np.float32)
     img += np.repeat(np.repeat(coarse, s // 4, axis=2), s // 4, axis=3)
 
-    # Distractors: two smaller solid shapes of any kind, drawn under the main shape.
-    for _ in range(2):
+    # Distractor: a smaller solid shape of any kind, drawn under the main shape.
+    for _ in range(1):
         kind = rng.integers(0, len(SHAPES), n)
-        u, v = unit_coords(rng.uniform(3, s - 3, n), rng.uniform(3, s - 3, n), rng.uniform(3.0, 6.0, n),
+        u, v = unit_coords(rng.uniform(3, s - 3, n), rng.uniform(3, s - 3, n), rng.uniform(2.5, 4.5, n),
                            rng.uniform(0, 2 * np.pi, n))
         mask = _pick(_shape_masks(u, v), kind)[:, None]
         img = np.where(mask, col(n), img)
@@ -182,11 +182,11 @@ def generate_shapes(n: int, seed: int, image_size: int = 32) -> tuple[np.ndarray
     # Main object: class = shape * len(TEXTURES) + texture.
     y = rng.integers(0, len(SHAPES_CLASSES), n).astype(np.int64)
     shape_idx, texture_idx = y // len(TEXTURES), y % len(TEXTURES)
-    radius = rng.uniform(7.0, 12.0, n)
+    radius = rng.uniform(9.0, 13.0, n)
     cx, cy = rng.uniform(radius * 0.8, s - radius * 0.8), rng.uniform(radius * 0.8, s - radius * 0.8)
     u, v = unit_coords(cx, cy, radius, rng.uniform(0, 2 * np.pi, n))
     mask = _pick(_shape_masks(u, v), shape_idx)[:, None]
-    period = rng.uniform(3.0, 6.0, n)[:, None, None]
+    period = rng.uniform(4.0, 7.0, n)[:, None, None]
     psi = rng.uniform(0, 2 * np.pi, n)
     c, si = np.cos(psi)[:, None, None], np.sin(psi)[:, None, None]
     pu, pv = (gx * c + gy * si) / period, (-gx * si + gy * c) / period
@@ -195,15 +195,16 @@ def generate_shapes(n: int, seed: int, image_size: int = 32) -> tuple[np.ndarray
     checks = (np.sin(2 * np.pi * (pu + off[0])) * np.sin(2 * np.pi * (pv + off[1]))) > 0
     pattern = np.where((texture_idx == 0)[:, None, None], stripes, checks)[:, None]
     fg1 = col(n)
-    fg2 = np.clip(fg1 + rng.choice([-1.0, 1.0], (n, 3, 1, 1)) * rng.uniform(0.25, 0.6, (n, 3, 1, 1)), 0, 1)
+    delta = rng.uniform(0.4, 0.8, (n, 3, 1, 1)).astype(np.float32)  # second colour: away from the first
+    fg2 = np.clip(np.where(fg1 > 0.5, fg1 - delta, fg1 + delta), 0, 1)
     img = np.where(mask, np.where(pattern, fg1, fg2.astype(np.float32)), img)
 
     # Occluder: a bar of random colour, width and angle crossing somewhere near the object.
     u, v = unit_coords(cx + rng.uniform(-8, 8, n), cy + rng.uniform(-8, 8, n), np.ones(n), rng.uniform(0, np.pi, n))
-    bar = (np.abs(u) <= rng.uniform(1.0, 2.5, n)[:, None, None]) & (np.abs(v) <= rng.uniform(4, 12, n)[:, None, None])
-    img = np.where(bar[:, None] & (rng.uniform(size=(n, 1, 1, 1)) < 0.6), col(n), img)
+    bar = (np.abs(u) <= rng.uniform(0.8, 2.0, n)[:, None, None]) & (np.abs(v) <= rng.uniform(4, 12, n)[:, None, None])
+    img = np.where(bar[:, None] & (rng.uniform(size=(n, 1, 1, 1)) < 0.3), col(n), img)
 
-    img += rng.normal(0, 0.08, size=img.shape).astype(np.float32)
+    img += rng.normal(0, 0.06, size=img.shape).astype(np.float32)
     img = np.clip(img, 0.0, 1.0)
     return ((img - _SHAPES_MEAN) / _SHAPES_STD).astype(np.float32), y
 

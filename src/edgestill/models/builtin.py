@@ -156,14 +156,18 @@ def mobilenetv2_student(*, num_classes: int, in_channels: int = 3, **kwargs: Any
         width_mult: scales every layer's channels (default 1.0), rounded to multiples of 8.
         last_channels: width of the final 1×1 conv before pooling (default 256; scaled when width_mult > 1).
         blocks: list of (expansion, channels, repeats, stride) rows (default: 5 rows reaching 1/8 resolution).
+        stem_stride: stride of the first 3×3 conv, 1 or 2 (default 1; 2 quarters the compute).
     """
     import torch.nn as nn
 
-    _check_kwargs("mobilenetv2-student", kwargs, ("width_mult", "last_channels", "blocks"))
+    _check_kwargs("mobilenetv2-student", kwargs, ("width_mult", "last_channels", "blocks", "stem_stride"))
     width_mult = kwargs.get("width_mult", 1.0)
     if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not 0.05 <= width_mult <= 4:
         raise ConfigError(f"model 'mobilenetv2-student': width_mult must be a number in [0.05, 4], got {width_mult!r}.")
     (last_channels,) = _positive_ints("mobilenetv2-student", "last_channels", kwargs.get("last_channels", 256), 1)
+    stem_stride = kwargs.get("stem_stride", 1)
+    if stem_stride not in (1, 2) or isinstance(stem_stride, bool):
+        raise ConfigError(f"model 'mobilenetv2-student': stem_stride must be 1 or 2, got {stem_stride!r}.")
     rows = kwargs.get("blocks", _MOBILENET_BLOCKS)
     rows = tuple(_positive_ints("mobilenetv2-student", "blocks row", row, 4) for row in rows)
     if not rows:
@@ -185,7 +189,7 @@ def mobilenetv2_student(*, num_classes: int, in_channels: int = 3, **kwargs: Any
         def __init__(self):
             super().__init__()
             in_ch = _make_divisible(32 * width_mult)
-            layers = [_conv_bn(in_channels, in_ch, 3, 1, act=nn.ReLU6)]
+            layers = [_conv_bn(in_channels, in_ch, 3, stem_stride, act=nn.ReLU6)]
             for t, c, n, s in rows:
                 out_ch = _make_divisible(c * width_mult)
                 for i in range(n):

@@ -100,8 +100,6 @@ class TrainResult:
 
 def evaluate(model, split: Split, batch_size: int = 512) -> float:
     """Top-1 accuracy (0..1) of ``model`` on ``split``; the model's train/eval mode is restored afterwards."""
-    import torch
-
     logits = predict_logits(model, split.x, batch_size)
     return float((logits.argmax(1).numpy() == split.y).mean()) if len(split) else float("nan")
 
@@ -205,7 +203,7 @@ def train(model, data: DataSplits, config: TrainConfig, *, teacher=None, progres
             loss.backward()
             optimizer.step()
             step += 1
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
             if progress is not None:
