@@ -92,3 +92,24 @@ def test_bad_jobs_exit_2_with_a_failed_json(tmp_path: Path, manifest: Path, job:
     assert rc == 2
     assert doc["kind"] == "failed" and message in doc["error"]
     assert "Traceback" not in stderr  # bad input is a message, not a stack trace
+
+
+def test_peak_rss_is_the_runners_own_not_its_parents(tmp_path) -> None:
+    """A runner started by a large parent must not inherit the parent's memory high-water mark."""
+    import subprocess
+    import sys
+
+    from tests.benchmarks.conftest import write_tiny_onnx
+
+    manifest = write_tiny_onnx(tmp_path)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"artifact": str(manifest), "bench": {"min_runs": 5, "min_seconds": 0.0, "warmup_runs": 1}}))
+    # The parent grows to ~600 MB, then starts the runner (fork + exec) and reports what the runner measured.
+    parent = (
+        "import subprocess, sys, json; ballast = bytearray(600 * 2**20); ballast[::4096] = b'x' * len(ballast[::4096]); "
+        f"r = subprocess.run([sys.executable, '-m', 'edgestill.runtimes.runner', {str(job)!r}], capture_output=True, text=True); "
+        "print(json.loads(r.stdout)['peak_rss_mb'])"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 10 < float(out.stdout) < 400

@@ -160,6 +160,18 @@ def _load_eval(path: str, *, check_only: bool = False) -> tuple[Any, Any] | None
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process.
+
+    On Linux this is VmHWM of /proc/self/status: ``ru_maxrss`` survives fork + exec, so a runner started by
+    a 1 GB parent (torch loaded) would report the parent's size, not its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
