@@ -115,8 +115,12 @@ def test_converts_to_onnx_tflite_openvino_with_matching_outputs(name, tmp_path):
     got = interp.get_tensor(interp.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
 
-    import openvino as ov
-    compiled = ov.Core().compile_model(ov.convert_model(model, example_input=x), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    from edgestill.runtimes.openvino import no_telemetry
+
+    with no_telemetry():  # openvino's usage telemetry forks a sender process: not while JAX threads run
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(ov.convert_model(model, example_input=x), "CPU",
+                                           {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
     got = compiled(x.numpy())[0]
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
