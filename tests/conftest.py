@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 
@@ -42,3 +43,44 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("EDGESTILL_CACHE", None)
     else:
         os.environ["EDGESTILL_CACHE"] = old
+
+
+# --- a tiny seeded CNN and seeded data, shared by the export, quantize and runtime tests ---
+def build_tiny_cnn(seed: int = 0):
+    """The tiny CNN every export test uses; BN running stats are randomised so folding matters."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+
+    def block(cin: int, cout: int, stride: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
+
+    model = nn.Sequential(block(3, 8, 2), block(8, 16, 2), block(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    return build_tiny_cnn()
+
+
+@pytest.fixture(scope="session")
+def example_inputs():
+    import torch
+
+    return (torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)),)
+
+
+@pytest.fixture(scope="session")
+def validation_x() -> np.ndarray:
+    return np.random.default_rng(10).standard_normal((64, 3, 32, 32)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def calibration_x() -> np.ndarray:
+    return np.random.default_rng(20).standard_normal((32, 3, 32, 32)).astype(np.float32)

@@ -12,23 +12,7 @@ import pytest
 from edgestill.errors import InputError
 from edgestill.export.artifact import Artifact
 from edgestill.runtimes import RUNTIMES, RuntimeOptions, load
-
-
-def _tiny_cnn():
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-
-    def block(cin: int, cout: int, stride: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
-
-    model = nn.Sequential(block(3, 8, 2), block(8, 16, 2), block(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):  # non-trivial running stats, so BN folding is exercised
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+from tests.conftest import build_tiny_cnn
 
 
 @pytest.mark.slow
@@ -45,7 +29,7 @@ class RuntimeContract:
         from edgestill.compress.quantize import quantize_export
         from edgestill.export.exporters import get_exporter
 
-        model = _tiny_cnn()
+        model = build_tiny_cnn()
         example = (torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)),)
         rng = np.random.default_rng(0)
         calib = rng.standard_normal((32, 3, 32, 32)).astype(np.float32)
