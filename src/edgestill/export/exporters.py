@@ -73,6 +73,14 @@ def as_tuple(example_inputs: Any) -> tuple:
     return args
 
 
+def staging(example_inputs: Any, staging_dir: Path | str) -> tuple[tuple, Path]:
+    """Validated example inputs and the created staging folder: what every writer starts from."""
+    args = as_tuple(example_inputs)
+    staging_dir = Path(staging_dir)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    return args, staging_dir
+
+
 def flatten_outputs(out: Any) -> list:
     """A model's output(s) as a flat list of tensors (tensor, tuple/list, or dict in key order)."""
     if isinstance(out, dict):

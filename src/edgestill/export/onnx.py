@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgestill.errors import RuntimeFailure
 from edgestill.export.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import EXPORTERS, as_tuple, dist_versions, logical_dtypes, new_artifact, with_logical
+from edgestill.export.exporters import EXPORTERS, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 
 if TYPE_CHECKING:
     import torch
@@ -50,9 +50,7 @@ def export_onnx(model: torch.nn.Module, example_inputs: Any, *, staging_dir: Pat
         InputError: example_inputs are not tensors.
         RuntimeFailure: the exporter failed.
     """
-    args = as_tuple(example_inputs)
-    staging_dir = Path(staging_dir)
-    staging_dir.mkdir(parents=True, exist_ok=True)
+    args, staging_dir = staging(example_inputs, staging_dir)
     model_file = f"{name}.onnx"
     write_onnx(model, args, staging_dir / model_file)
     ins, outs = onnx_specs(staging_dir / model_file)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgestill.errors import RuntimeFailure
 from edgestill.export.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import EXPORTERS, as_tuple, dist_versions, logical_dtypes, new_artifact, with_logical
+from edgestill.export.exporters import EXPORTERS, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 from edgestill.runtimes.openvino import no_telemetry
 
 if TYPE_CHECKING:
@@ -72,8 +72,6 @@ def export_openvino(model: torch.nn.Module, example_inputs: Any, *, staging_dir:
         InputError: example_inputs are not tensors.
         RuntimeFailure: the converter failed.
     """
-    args = as_tuple(example_inputs)
-    staging_dir = Path(staging_dir)
-    staging_dir.mkdir(parents=True, exist_ok=True)
+    args, staging_dir = staging(example_inputs, staging_dir)
     save_openvino(convert_openvino(model, args), staging_dir / f"{name}.xml")
     return openvino_artifact(model, args, staging_dir, name, "fp32")

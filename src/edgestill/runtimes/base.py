@@ -51,6 +51,12 @@ class Session:
     output_specs: list[TensorSpec]
     settings: dict[str, Any]
 
+    def __init__(self, artifact: Artifact, settings: dict[str, Any]):
+        """Take the I/O contract from the manifest (it carries scale/zero-point) and the recorded settings."""
+        self.input_specs = list(artifact.inputs)
+        self.output_specs = list(artifact.outputs)
+        self.settings = settings
+
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> Any:
         expected = [s.name for s in self.input_specs]
         missing = [n for n in expected if n not in inputs]

@@ -52,9 +52,7 @@ class LiteRTSession(Session):
 
     def __init__(self, interp: Any, artifact: Artifact, settings: dict[str, Any]):
         self._interp = interp
-        self.input_specs = list(artifact.inputs)
-        self.output_specs = list(artifact.outputs)
-        self.settings = settings
+        super().__init__(artifact, settings)
         by_name_in = {d["name"]: d["index"] for d in interp.get_input_details()}
         by_name_out = {d["name"]: d["index"] for d in interp.get_output_details()}
         try:

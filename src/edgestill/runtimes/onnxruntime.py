@@ -20,8 +20,7 @@ class OnnxRuntimeSession(Session):
 
     def __init__(self, sess: Any, artifact: Artifact, settings: dict[str, Any]):
         self._sess = sess
-        self.input_specs = list(artifact.inputs)
-        self.output_specs = list(artifact.outputs)
+        super().__init__(artifact, settings)
         self._output_names = [s.name for s in self.output_specs]  # manifest order: finish() zips with it
         in_file, out_file = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
         if sorted(in_file) != sorted(s.name for s in self.input_specs) or not set(self._output_names) <= set(out_file):
@@ -30,7 +29,6 @@ class OnnxRuntimeSession(Session):
                 f"{[s.name for s in self.input_specs]} and {self._output_names}; the file and manifest disagree. "
                 "Re-export the artifact (do not mix files and manifests of different exports)."
             )
-        self.settings = settings
 
     def run_raw(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sess.run(self._output_names, feed)

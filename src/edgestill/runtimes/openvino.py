@@ -46,9 +46,7 @@ class OpenVINOSession(Session):
     def __init__(self, compiled: Any, artifact: Artifact, settings: dict[str, Any]):
         self._compiled = compiled
         self._request = compiled.create_infer_request()
-        self.input_specs = list(artifact.inputs)
-        self.output_specs = list(artifact.outputs)
-        self.settings = settings
+        super().__init__(artifact, settings)
         self._ports = [_find_port(compiled.outputs, s.name, artifact.model_path) for s in self.output_specs]
         self._in_ports = [_find_port(compiled.inputs, s.name, artifact.model_path) for s in self.input_specs]
 
