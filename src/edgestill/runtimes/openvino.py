@@ -50,12 +50,20 @@ class OpenVINOSession(Session):
         self._ports = [_find_port(compiled.outputs, s.name, artifact.model_path) for s in self.output_specs]
         self._in_ports = [_find_port(compiled.inputs, s.name, artifact.model_path) for s in self.input_specs]
 
-    def _feed(self, prepared: dict[str, np.ndarray]) -> dict[Any, np.ndarray]:
-        return {port: prepared[spec.name] for port, spec in zip(self._in_ports, self.input_specs)}
+    def _feed(self, prepared: dict[str, np.ndarray]) -> list[tuple[Any, Any]]:
+        """ov.Tensors built once, before timing: run_raw only binds them and infers."""
+        import openvino as ov
 
-    def run_raw(self, feed: dict[Any, np.ndarray]) -> list[np.ndarray]:
-        result = self._request.infer(feed)
-        return [np.array(result[p], copy=True) for p in self._ports]
+        return [(port, ov.Tensor(np.ascontiguousarray(prepared[spec.name]))) for port, spec in zip(self._in_ports, self.input_specs)]
+
+    def run_raw(self, feed: list[tuple[Any, Any]]) -> list[np.ndarray]:
+        # request.infer(dict) converts the dict to tensors and builds an OVDict of every output on each call:
+        # ~55 us of Python per call measured here, as much as the whole inference of a 0.1 ms model.
+        request = self._request
+        for port, tensor in feed:
+            request.set_tensor(port, tensor)
+        request.infer()
+        return [request.get_tensor(p).data.copy() for p in self._ports]
 
 
 def _find_port(ports: Any, name: str, path: Any) -> Any:
