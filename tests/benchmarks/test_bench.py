@@ -43,12 +43,14 @@ def test_crashing_cell_is_recorded_and_the_next_cell_completes(tmp_path: Path, m
     assert [s[0] for s in seen] == [0, 1, 2] and seen[-1][1] == 2
 
 
-def test_corrupt_model_fails_with_the_runtime_message(tmp_path: Path) -> None:
+def test_corrupt_model_is_bad_input_with_the_runtime_message(tmp_path: Path) -> None:
     manifest = write_tiny_onnx(tmp_path)
     (tmp_path / "tiny.onnx").write_bytes(b"not an onnx file")
     m = benchmark(manifest, bench=QUICK)
     assert (m.kind, m.artifact, m.runtime) == ("failed", "tiny", "onnxruntime")
-    assert "exit 3" in (m.error or "") and "onnxruntime could not load" in (m.error or "")
+    assert m.settings["runner_exit_code"] == 2 and "exit 2" in (m.error or "")
+    assert "cannot be parsed as a onnx model by onnxruntime" in (m.error or "")
+    assert "onnxruntime could not load" in (m.error or "")  # the runtime's own words are kept
 
 
 def test_missing_manifest_fails_as_bad_input(tmp_path: Path) -> None:
@@ -70,3 +72,36 @@ def test_rounds_interleave_cells_and_threads(tmp_path: Path) -> None:
     got = [(m.settings["round"], m.artifact, m.threads, m.provenance["threads"]) for m in results]
     assert got == [(r, n, t, t) for r in (0, 1) for n in ("a", "b") for t in (1, 2)]
     assert all(m.kind == "measured" for m in results)
+
+
+def test_failure_exit_code_is_2_only_when_every_failure_is_bad_input() -> None:
+    from edgestill.benchmarks.bench import failure_exit_code
+    from edgestill.benchmarks.record import Measurement
+
+    def cell(kind: str, code: int | None = None) -> Measurement:
+        return Measurement(artifact="a", format="onnx", precision="fp32", runtime="onnxruntime", threads=1, kind=kind,  # type: ignore[arg-type]
+                           settings={} if code is None else {"runner_exit_code": code})  # fmt: skip
+
+    assert failure_exit_code([cell("measured")]) == 0
+    assert failure_exit_code([cell("measured"), cell("failed", 2), cell("failed", 2)]) == 2
+    assert failure_exit_code([cell("failed", 2), cell("failed", 3)]) == 3
+    assert failure_exit_code([cell("failed", 2), cell("failed", -6)]) == 3  # a crash (SIGABRT)
+    assert failure_exit_code([cell("failed")]) == 3  # a timeout: no exit code recorded
+
+
+def test_repeat_summary_cv_and_warning() -> None:
+    from edgestill.benchmarks.bench import repeat_summary
+    from edgestill.benchmarks.record import Measurement
+    from edgestill.benchmarks.stats import summarize
+
+    def cell(p50: float) -> Measurement:
+        return Measurement(artifact="a", format="onnx", precision="fp32", runtime="onnxruntime", threads=1,
+                           latency=summarize([p50] * 5))  # fmt: skip
+
+    steady = repeat_summary([cell(1.0), cell(1.02), cell(0.98)])[0]
+    assert steady["repeat"] == 3 and steady["p50_ms_each"] == [1.0, 1.02, 0.98]
+    assert steady["p50_cv_percent"] == 2.0 and steady["warning"] is None
+    noisy = repeat_summary([cell(1.0), cell(1.5)])[0]
+    assert noisy["p50_cv_percent"] > 5 and "varies" in noisy["warning"]
+    single = repeat_summary([cell(1.0)])[0]
+    assert single["p50_cv_percent"] is None

@@ -57,3 +57,85 @@ def test_bench_bad_inputs_exit_2_with_a_message(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_bench_repeat_reports_p50_cv_across_interleaved_repetitions(tmp_path: Path) -> None:
+    a, b = write_tiny_onnx(tmp_path / "a", name="a"), write_tiny_onnx(tmp_path / "b", name="b")
+    db = tmp_path / "results.db"
+    r = edgestill("bench", str(a), str(b), "--repeat", "2", "--min-runs", "10", "--min-seconds", "0.05",
+                  "--db", str(db), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # interleaved: a b a b, each repetition its own stored measurement
+    assert [m["artifact"] for m in out["measurements"]] == ["a", "b", "a", "b"]
+    by_name = {c["artifact"]: c for c in out["repeats"]}
+    for name in ("a", "b"):
+        cell = by_name[name]
+        each = [m["p50_ms"] for m in out["measurements"] if m["artifact"] == name]
+        assert cell["repeat"] == 2 and cell["threads"] == 1
+        assert cell["p50_ms_each"] == [round(p, 4) for p in each]
+        import numpy as np
+
+        expected_cv = float(np.std(each, ddof=1) / np.mean(each) * 100)
+        assert abs(cell["p50_cv_percent"] - expected_cv) < 0.01
+    with sqlite3.connect(db) as con:
+        n_samples = con.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    assert n_samples == sum(m["n"] for m in out["measurements"])
+
+    table = edgestill("bench", str(a), "--repeat", "2", "--min-runs", "10", "--min-seconds", "0.05", "--db", str(db))
+    assert table.returncode == 0, table.stderr
+    assert "p50 across interleaved repetitions" in table.stdout and "p50 CV %" in table.stdout
+
+
+def _junk_artifact(tmp_path: Path, fmt: str, ext: str) -> Path:
+    """A valid manifest whose model file holds junk bytes (hashes match: the file is what the manifest says)."""
+    from edgestill.export.artifact import Artifact
+
+    manifest = write_tiny_onnx(tmp_path / fmt, name="junk")
+    d = json.loads(manifest.read_text())
+    d.update(format=fmt, model_file=f"junk.{ext}", files={})
+    model = manifest.parent / f"junk.{ext}"
+    model.write_bytes(b"these bytes are not a model at all" * 4)
+    if fmt == "openvino":
+        (manifest.parent / "junk.bin").write_bytes(b"\0" * 64)
+    manifest.write_text(json.dumps(d))
+    art = Artifact.load(manifest)
+    art.files = {}
+    art.hash_files()
+    return art.write_manifest()
+
+
+def test_bench_model_file_its_runtime_cannot_parse_is_bad_input(tmp_path: Path) -> None:
+    for fmt, ext, runtime in (("onnx", "onnx", "onnxruntime"), ("tflite", "tflite", "litert"), ("openvino", "xml", "openvino")):
+        manifest = _junk_artifact(tmp_path, fmt, ext)
+        r = edgestill("bench", str(manifest), "--min-runs", "5", "--min-seconds", "0", "--db", str(tmp_path / "r.db"))
+        assert r.returncode == 2, (fmt, r.stdout, r.stderr)
+        assert f"junk.{ext} cannot be parsed as a {fmt} model by {runtime}" in r.stderr, (fmt, r.stderr)
+
+
+def test_bench_data_of_the_wrong_shape_names_both_shapes(tmp_path: Path) -> None:
+    import numpy as np
+
+    manifest = write_tiny_onnx(tmp_path)  # takes x [1, 8]
+    data = tmp_path / "wrong.npz"
+    np.savez(data, x=np.zeros((4, 5), np.float32), y=np.zeros(4, np.int64))
+    r = edgestill("bench", str(manifest), "--data", str(data), "--min-runs", "5", "--min-seconds", "0",
+                  "--db", str(tmp_path / "r.db"))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "has shape [1, 5] but the model takes [1, 8]" in r.stderr, r.stderr
+
+
+def test_bench_bad_input_next_to_a_crash_exits_3(tmp_path: Path) -> None:
+    """Exit 2 only when every failed cell was bad input; one crash among them makes the run exit 3."""
+    import os
+
+    from edgestill.runtimes.runner import ABORT_ENV
+
+    junk = _junk_artifact(tmp_path, "onnx", "onnx")
+    crash = write_tiny_onnx(tmp_path / "crash", name="crash")
+    env = {**os.environ, ABORT_ENV: "crash"}
+    r = subprocess.run([sys.executable, "-m", "edgestill", "bench", str(junk), str(crash), "--min-runs", "5",
+                        "--min-seconds", "0", "--db", str(tmp_path / "r.db")],
+                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "SIGABRT" in r.stdout

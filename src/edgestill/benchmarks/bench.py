@@ -21,6 +21,8 @@ from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
 from edgestill.runtimes.runner import THREAD_ENV
 
 STDERR_TAIL_CHARS = 2000
+REPEAT_CV_WARN_PERCENT = 5.0  # p50 CV across interleaved repetitions above this: the cell's numbers are not stable
+BAD_INPUT_EXIT = 2  # the runner's exit code for bad input (errors.InputError)
 
 
 def _tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
@@ -221,3 +223,55 @@ def benchmark_matrix(
     if progress:
         progress(len(cells), len(cells), "done")
     return results
+
+
+def failure_exit_code(measurements: Sequence[Measurement]) -> int:
+    """The exit code a run of cells maps to: 0 none failed; 2 every failure was bad input; 3 otherwise.
+
+    A cell is bad input when its runner exited 2 (an InputError: a file its runtime cannot parse, inputs
+    of the wrong shape, bad eval data). One crash, timeout or internal failure among them makes it 3:
+    a real failure is never hidden behind a user mistake.
+    """
+    failed = [m for m in measurements if m.kind == "failed"]
+    if not failed:
+        return 0
+    if all(m.settings.get("runner_exit_code") == BAD_INPUT_EXIT for m in failed):
+        return BAD_INPUT_EXIT
+    return 3
+
+
+def repeat_summary(measurements: Sequence[Measurement], cv_warn_percent: float = REPEAT_CV_WARN_PERCENT) -> list[dict[str, Any]]:
+    """Per artifact × runtime × threads cell: the p50 of each repetition and their CV (std, ddof=1, / mean).
+
+    Args:
+        measurements: the output of :func:`benchmark_matrix` (failed cells are skipped).
+        cv_warn_percent: a p50 CV across repetitions above this adds a ``warning`` to the cell.
+
+    Returns:
+        one dict per cell, in first-seen order: ``artifact, runtime, threads, repeat`` (repetitions run),
+        ``p50_ms_each`` (measured ones), ``p50_cv_percent`` (None with fewer than 2 measured) and ``warning`` (None or a message).
+    """
+    import numpy as np
+
+    cells: dict[tuple[str, str, int], list[float]] = {}
+    runs: dict[tuple[str, str, int], int] = {}
+    for m in measurements:
+        key = (m.artifact, m.runtime, m.threads)
+        cells.setdefault(key, [])
+        runs[key] = runs.get(key, 0) + 1
+        if m.kind == "measured" and m.latency is not None:
+            cells[key].append(m.latency.p50_ms)
+    out = []
+    for (artifact, runtime, threads), p50s in cells.items():
+        cv = None
+        if len(p50s) >= 2 and np.mean(p50s) > 0:
+            cv = round(float(np.std(p50s, ddof=1) / np.mean(p50s) * 100.0), 2)
+        warning = None
+        if cv is not None and cv > cv_warn_percent:
+            warning = (
+                f"p50 varies {cv:.1f}% across {len(p50s)} repetitions (> {cv_warn_percent:g}%): the machine was "
+                "busy or throttling; compare cells only as interleaved ratios, or pin cores and repeat."
+            )
+        out.append({"artifact": artifact, "runtime": runtime, "threads": threads, "repeat": runs[(artifact, runtime, threads)],
+                    "p50_ms_each": [round(p, 4) for p in p50s], "p50_cv_percent": cv, "warning": warning})  # fmt: skip
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,8 +15,11 @@ from edgestill.cli import app, echo_json, run_command
         "\b\nExamples:\n"
         "  edgestill bench demo-out/artifacts/student-onnx-fp32.manifest.json\n"
         "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --min-runs 100 --json\n"
-        "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n\n"
-        "Every measurement, raw samples included, is stored in the SQLite file given by --db."
+        "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n"
+        "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n\n"
+        "Every measurement, raw samples included, is stored in the SQLite file given by --db.\n"
+        "Exit codes: 0 all cells measured; 2 bad input (also when every failed cell was bad input, e.g. a file\n"
+        "its runtime cannot parse or data of the wrong shape); 3 any cell crashed or failed internally."
     )
 )
 def bench(
@@ -25,13 +29,14 @@ def bench(
     min_seconds: float = typer.Option(1.0, "--min-seconds", min=0.0, help="...and at least this many seconds."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime, litert or openvino (default: the format's own)."),
     data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Run the whole matrix N times, interleaved; report p50 CV across them."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store."),
     json_out: bool = typer.Option(False, "--json", help="Print the measurement records as JSON."),
 ) -> None:
     """Measure latency (p50/p90/p99, CV), init and first-call time, peak memory and accuracy of artifacts."""
 
-    def body() -> None:
-        from edgestill.benchmarks.bench import benchmark_matrix
+    def body() -> int:
+        from edgestill.benchmarks.bench import benchmark_matrix, failure_exit_code, repeat_summary
         from edgestill.benchmarks.harness import BenchOptions
         from edgestill.benchmarks.store import ResultsStore
         from edgestill.commands.options import parse_int_list
@@ -50,23 +55,64 @@ def bench(
             raise InputError(f"--data {data} does not exist. Pass an .npz file holding arrays x and y.")
         store = ResultsStore(db)
         with RichReporter(enabled=not json_out) as rep:
-            rep.stage("bench", total=len(artifacts) * len(thread_counts))
+            rep.stage("bench", total=len(artifacts) * len(thread_counts) * repeat)
             results = benchmark_matrix(
                 [str(a) for a in artifacts],
                 thread_counts,
                 runtime=runtime,
                 bench=BenchOptions(min_runs=min_runs, min_seconds=min_seconds),
                 eval_data=data,
+                rounds=repeat,
                 progress=lambda i, n, label="": rep.advance(i, n, label),
             )
         with store:
             run_id = store.add_run("bench " + " ".join(str(a) for a in artifacts), measurements=results)
+        repeats = repeat_summary(results) if repeat > 1 else []
         if json_out:
-            echo_json({"run_id": run_id, "db": str(db), "measurements": [m.to_dict() for m in results]})
+            doc = {"run_id": run_id, "db": str(db), "measurements": [m.to_dict() for m in results]}
+            if repeat > 1:
+                doc["repeats"] = repeats
+            echo_json(doc)
+            for m in results:  # warnings stay visible on stderr; stdout is only the JSON document
+                for w in m.warnings:
+                    typer.echo(f"warning: {m.artifact} ({m.threads} thr): {w}", err=True)
+            for r in repeats:
+                if r["warning"]:
+                    typer.echo(f"warning: {r['artifact']} ({r['threads']} thr): {r['warning']}", err=True)
         else:
             print_measurements(results)
+            if repeats:
+                print_repeats(repeats)
             typer.echo(f"stored as run {run_id} in {db}")
-        if any(m.kind == "failed" for m in results):
-            raise typer.Exit(3)
+        code = failure_exit_code(results)
+        if code == 2:  # bad input only: the one-paragraph reason on stderr, without the runner's log tail
+            for m in results:
+                if m.kind == "failed":
+                    reason = (m.error or "").split("\n--- runner stderr")[0].removeprefix("runner failed (exit 2): ")
+                    typer.echo(f"error: {m.artifact} ({m.runtime}, {m.threads} thr): {reason}", err=True)
+        return code
 
-    run_command(body)
+    code = run_command(body)  # typer.Exit raised inside body would count as an internal failure
+    if code:
+        raise typer.Exit(code)
+
+
+def print_repeats(repeats: list[dict[str, Any]]) -> None:
+    """The p50 of each interleaved repetition per cell and its CV; a CV past the threshold is warned about."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    table = Table(title="p50 across interleaved repetitions (ms)")
+    for col in ("artifact", "runtime", "threads", "repeat", "p50 each", "p50 CV %"):
+        table.add_column(col, justify="left" if col in ("artifact", "runtime", "p50 each") else "right")
+    for r in repeats:
+        cv = "" if r["p50_cv_percent"] is None else f"{r['p50_cv_percent']:.1f}"
+        table.add_row(r["artifact"], r["runtime"], str(r["threads"]), str(r["repeat"]),
+                      " ".join(f"{p:.3f}" for p in r["p50_ms_each"]), cv)  # fmt: skip
+    console.print(table)
+    for r in repeats:
+        if r["warning"]:
+            console.print(f"[yellow]warning[/] {r['artifact']} ({r['threads']} thr): {r['warning']}")

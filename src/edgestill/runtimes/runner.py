@@ -159,6 +159,33 @@ def _load_eval(path: str, *, check_only: bool = False) -> tuple[Any, Any] | None
     return None
 
 
+# Substrings of the runtimes' own messages for a file they could not parse (not for a valid file they cannot run).
+_PARSE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "not a valid flatbuffer", "model provided has model identifier",
+                 "could not open", "failed to parse", "xml parse", "pugixml", "incorrect ir", "unable to read the model")  # fmt: skip
+
+
+def not_a_model(path: Path, fmt: str, error: str = "") -> str | None:
+    """Why the file at ``path`` is not a ``fmt`` model (its leading bytes, or a parse error of its runtime), else None.
+
+    Used after a load failed, to tell bad input (exit 2) from a runtime that failed on a valid file (exit 3).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"cannot read it: {exc}"
+    if not head:
+        return "the file is empty"
+    if fmt == "tflite" and head[4:8] != b"TFL3":
+        return f"no TFL3 flatbuffer identifier at bytes 4..8 (found {head[4:8]!r})"
+    if fmt == "openvino" and not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        return f"an OpenVINO IR .xml starts with '<' (found {head[:16]!r})"
+    for line in error.splitlines():
+        if any(marker in line.lower() for marker in _PARSE_ERRORS):
+            return f"the runtime could not parse it: {line.strip()[:300]}"
+    return None
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process.
 
@@ -206,7 +233,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     runtime = get_runtime(runtime_name)
 
     t0 = time.perf_counter_ns()
-    session = load(art, options, runtime=runtime_name)
+    try:
+        session = load(art, options, runtime=runtime_name)
+    except Exception as exc:
+        why = not_a_model(art.model_path, art.format, str(exc))
+        if why is None:
+            raise
+        _fail_input(
+            f"{art.model_path} cannot be parsed as a {art.format} model by {runtime_name} ({why}). "
+            f"Check that the manifest {job['artifact']} points at the exported file and re-export it if the file "
+            "was truncated or overwritten."
+        )
     init_ms = (time.perf_counter_ns() - t0) / 1e6
     if os.environ.get(ABORT_ENV) == art.name:
         os.abort()

@@ -1,0 +1,187 @@
+"""Does edgestill's harness measure what the runtimes' own tools measure? Prints ONE JSON line.
+
+For each fp32 / int8 artifact found in --artifacts (one thread):
+- OpenVINO IR: edgestill's ``benchmark(...)`` (runner subprocess) vs OpenVINO's ``benchmark_app``
+  (``-hint latency -api sync -infer_precision f32``, threads and streams via ``-load_config``; its "Median:");
+- ONNX (onnxruntime) and TFLite (LiteRT): edgestill vs a bare ``time.perf_counter_ns`` loop around
+  ``sess.run(None, feed)`` / ``interpreter.invoke()`` in a fresh subprocess with the same thread settings.
+Pairs are interleaved (the order alternates each pair) and each pair gives one ratio
+edgestill p50 / reference median; the report gives the median ratio per artifact (target: within ±5%).
+
+Usage: python perf/bench_fidelity.py [--artifacts demo-out/artifacts] [--pairs 5] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TARGET = 0.05
+PRECISIONS = ("fp32", "int8-static", "int8-dynamic")
+REFERENCE = {"openvino": "benchmark_app", "onnx": "bare_loop", "tflite": "bare_loop"}
+
+# The bare loop: the runtime's own call, nothing else, timed per call; run as `python -c BARE_LOOP args...`.
+BARE_LOOP = r"""
+import json, sys, time
+import numpy as np
+fmt, model, threads, seconds, inputs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5])
+rng = np.random.default_rng(0)
+def make(shape, dtype):
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return rng.standard_normal(shape).astype(dt)
+    info = np.iinfo(dt)
+    return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dt)
+if fmt == "onnx":
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    feed = {i["name"]: make(i["shape"], i["dtype"]) for i in inputs}
+    call = lambda: sess.run(None, feed)
+else:
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_path=model, num_threads=threads)
+    interp.allocate_tensors()
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], make(list(d["shape"]), d["dtype"]))
+    call = interp.invoke
+for _ in range(10):
+    call()
+clock, samples = time.perf_counter_ns, []
+start = clock()
+while len(samples) < 50 or clock() - start < seconds * 1e9:
+    t0 = clock(); call(); samples.append(clock() - t0)
+print(json.dumps({"median_ms": float(np.median(samples)) / 1e6, "n": len(samples)}))
+"""
+
+
+def _edgestill_p50(manifest: Path, threads: int, seconds: float) -> float:
+    from edgestill.benchmarks.bench import benchmark
+    from edgestill.benchmarks.harness import BenchOptions
+    from edgestill.runtimes.base import RuntimeOptions
+
+    bench = BenchOptions(min_runs=50, min_seconds=seconds, max_seconds=max(30.0, 2 * seconds))
+    m = benchmark(manifest, options=RuntimeOptions(threads=threads), bench=bench)
+    if m.kind != "measured" or m.latency is None:
+        raise RuntimeError(f"edgestill failed on {manifest}: {m.error}")
+    return m.latency.p50_ms
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    from edgestill.runtimes.runner import THREAD_ENV
+
+    return {**os.environ, **{var: str(threads) for var in THREAD_ENV}}
+
+
+def _benchmark_app_median(xml: Path, threads: int, seconds: float, home: Path) -> float:
+    """OpenVINO's own tool, with telemetry declined through an opt-out consent file in a private HOME."""
+    exe = Path(sys.executable).with_name("benchmark_app")
+    # benchmark_app refuses -nthreads/-nstreams next to -hint latency (a UI rule of the tool), so the thread
+    # and stream counts go in through -load_config: the same four settings edgestill's OpenVINO backend sets.
+    config = home / f"ov-config-{threads}.json"
+    config.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1"}}))
+    cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-load_config", str(config),
+           "-infer_precision", "f32", "-t", str(int(seconds)), "-report_type", "no_counters", "-report_folder", str(home)]  # fmt: skip
+    env = {**_thread_env(threads), "HOME": str(home)}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120 + 4 * seconds)
+    found = re.search(r"Median:\s*([0-9.]+)\s*(ms|us)", r.stdout + r.stderr)
+    if r.returncode != 0 or not found:
+        raise RuntimeError(f"benchmark_app failed (exit {r.returncode}) on {xml}:\n{(r.stdout + r.stderr)[-2000:]}")
+    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
+
+
+def _bare_loop_median(art: Any, threads: int, seconds: float) -> float:
+    inputs = [{"name": s.name, "shape": list(s.concrete_shape(1)), "dtype": s.dtype} for s in art.inputs]
+    cmd = [sys.executable, "-c", BARE_LOOP, art.format, str(art.model_path), str(threads), f"{seconds:g}", json.dumps(inputs)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_thread_env(threads), timeout=120 + 4 * seconds)
+    if r.returncode != 0:
+        raise RuntimeError(f"bare loop failed (exit {r.returncode}) on {art.model_path}:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["median_ms"]
+
+
+def _select(directory: Path) -> list[Any]:
+    """fp32 and int8 artifacts per format (int8-static preferred over int8-dynamic), sorted by format."""
+    from edgestill.export.artifact import Artifact
+
+    chosen: dict[tuple[str, str], Any] = {}
+    for manifest in sorted(directory.glob("*.manifest.json")):
+        art = Artifact.load(manifest)
+        if art.format not in REFERENCE or art.precision not in PRECISIONS:
+            continue
+        group = "fp32" if art.precision == "fp32" else "int8"
+        key = (art.format, group)
+        if key not in chosen or PRECISIONS.index(art.precision) < PRECISIONS.index(chosen[key][1].precision):
+            chosen[key] = (manifest, art)
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", type=Path, default=Path("demo-out/artifacts"))
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    if args.pairs < 1 or args.seconds <= 0:
+        sys.exit("--pairs must be >= 1 and --seconds > 0")
+    selected = _select(args.artifacts)
+    if not selected:
+        sys.exit(f"no fp32/int8 onnx, tflite or openvino manifests in {args.artifacts}; run 'edgestill demo' first.")
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="edgestill-fidelity-") as tmp:
+        home = Path(tmp)
+        (home / "intel").mkdir()
+        (home / "intel" / "openvino_telemetry").write_text("0\n")  # consent file: telemetry declined
+        for manifest, art in selected:
+            reference = REFERENCE[art.format]
+            # benchmark_app's -t takes whole seconds; both sides of an OpenVINO pair run that long
+            seconds = max(1, round(args.seconds)) if reference == "benchmark_app" else args.seconds
+            ours, theirs = [], []
+            for pair in range(args.pairs):
+
+                def measure_reference(art: Any = art) -> float:
+                    if reference == "benchmark_app":
+                        return _benchmark_app_median(art.model_path, args.threads, seconds, home)
+                    return _bare_loop_median(art, args.threads, seconds)
+
+                if pair % 2 == 0:  # alternate who goes first, so drift hits both sides alike
+                    ours.append(_edgestill_p50(manifest, args.threads, seconds))
+                    theirs.append(measure_reference())
+                else:
+                    theirs.append(measure_reference())
+                    ours.append(_edgestill_p50(manifest, args.threads, seconds))
+            ratios = [a / b for a, b in zip(ours, theirs)]
+            ratio = statistics.median(ratios)
+            results[art.name] = {
+                "format": art.format,
+                "precision": art.precision,
+                "reference": reference,
+                "seconds": seconds,
+                "edgestill_p50_ms": [round(x, 6) for x in ours],
+                "reference_median_ms": [round(x, 6) for x in theirs],
+                "ratios": [round(r, 4) for r in ratios],
+                "ratio_median": round(ratio, 4),
+                "within_5_percent": abs(ratio - 1.0) <= TARGET,
+            }
+    print(json.dumps({
+        "threads": args.threads,
+        "pairs": args.pairs,
+        "seconds": args.seconds,
+        "artifacts": results,
+        "all_within_5_percent": all(r["within_5_percent"] for r in results.values()),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
