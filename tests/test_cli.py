@@ -66,3 +66,18 @@ def test_demo_refuses_a_file_as_out(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "is a file" in r.stderr
     assert f.read_text() == "x"
+
+
+def test_a_deliberate_exit_code_is_not_turned_into_an_internal_error() -> None:
+    """A command that exits 1 for a failed check must exit 1, not 3."""
+    import pytest
+    import typer
+
+    from edgestill.cli import run_command
+
+    def body() -> None:
+        raise typer.Exit(1)
+
+    with pytest.raises(typer.Exit) as info:
+        run_command(body)
+    assert info.value.exit_code == 1

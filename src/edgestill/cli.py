@@ -50,6 +50,8 @@ def run_command(fn: Callable[[], Any]) -> Any:
     """Run a command body; an EdgestillError becomes its message and exit code, anything else exit 3 + log."""
     try:
         return fn()
+    except typer.Exit:  # a deliberate exit code (e.g. 1 for a failed check), not an internal error
+        raise
     except EdgestillError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
