@@ -81,7 +81,14 @@ def echo_json(obj: Any) -> None:
 
 
 def _register_commands() -> None:
-    from edgestill.commands import bench, demo  # noqa: F401  (each module adds its command to ``app``)
+    """Import every module of ``edgestill.commands``: each one that defines a command adds it to ``app``."""
+    import importlib
+    import pkgutil
+
+    import edgestill.commands as commands
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"edgestill.commands.{module}")
 
 
 def main() -> None:
