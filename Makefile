@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: install demo test perf clean
+.PHONY: install demo test test-zoo perf clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the heavy cells of the zoo × format export matrix (about 12 minutes on 2 cores)
+test-zoo: $(STAMP)
+	$(PY) -m pytest -m zoo tests/export/test_zoo_matrix.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .edgestill .pytest_cache
