@@ -1,0 +1,37 @@
+"""``edgestill distill RECIPE.yaml``: train a student from a teacher as a recipe describes (no export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgestill.cli import app, run_command
+
+
+@app.command(
+    epilog=(
+        "\b\nExamples:\n"
+        "  edgestill distill examples/kd.yaml --out runs/kd\n"
+        "  edgestill distill examples/fitnets.yaml --json > report.json\n"
+        "  edgestill distill examples/blackbox-predictions.yaml --force   # start over, ignore the earlier run\n\n"
+        "Writes OUT/checkpoints/student.safetensors, OUT/report.json and OUT/report.md. Rerunning into the same\n"
+        "folder reuses the finished student when the recipe and its files are unchanged, and resumes an\n"
+        "interrupted training from its last epoch.\n"
+        "Exit codes: 0 ok; 2 bad input (unknown key or loss, layer name, teacher/student shape mismatch, bad data);\n"
+        "3 internal error."
+    )
+)
+def distill(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (see examples/*.yaml)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: runs/<recipe name>-distill)."),
+    force: bool = typer.Option(False, "--force", help="Ignore an earlier run in --out and start over."),
+    threads: int = typer.Option(2, "--threads", min=1, help="Torch threads for training."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Distill a student from a teacher (or teacher answers) as RECIPE describes; the data, teacher, student and
+    distill sections are used."""
+    from edgestill.commands.recipe_cli import run_recipe_command
+
+    run_command(lambda: run_recipe_command(recipe, out, through="distill", force=force, threads=threads,
+                                           json_out=json_out))

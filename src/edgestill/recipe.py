@@ -1,0 +1,452 @@
+"""Recipes: one YAML file describing the whole chain, loaded with ``yaml.safe_load`` into typed, frozen configs.
+
+An unknown key or a bad value is a :class:`~edgestill.errors.ConfigError` (exit 2) naming the key path
+(``distill.temprature``), the closest valid key and the valid choices. Paths are relative to the recipe's folder.
+
+Sections: ``data`` (required), ``teacher``, ``student`` (required), ``distill`` (required), ``export``, ``quantize``,
+``validate``, ``bench``, ``gate``; plus an optional ``name``. See ``examples/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgestill.data.loaders import Augment, DataConfig
+from edgestill.errors import ConfigError, InputError, did_you_mean
+
+TEACHER_SOURCES = ("model", "program", "predictions", "artifact")
+TEACHER_MODES = ("auto", "cached", "online")
+DEVICES = ("host",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _is_int(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _model_spec(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a built-in model name or a factory 'package.module:function', got {value!r}.")
+    if ":" in value and not _FACTORY.match(value):
+        raise ConfigError(f"{key} {value!r} is not a factory 'package.module:function' (e.g. mypkg.nets:build_student).")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeacherSpec:
+    """Where the teacher's answers come from; exactly one of ``model``, ``program``, ``predictions``, ``artifact``.
+
+    - ``model``: a built-in name or ``pkg.module:function`` factory, with ``checkpoint`` weights, or trained here
+      when ``train`` is given (built-in teachers are cached by config and data);
+    - ``program``: a TorchScript (.pt) or ``torch.export`` (.pt2) file, used for inference only;
+    - ``predictions``: an NPZ/CSV of per-sample logits, probabilities or labels keyed by sample id (``kind``);
+    - ``artifact``: an exported ONNX/TFLite/OpenVINO model run on its runtime (``runtime``).
+    """
+
+    model: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    trust_checkpoint: bool = False
+    train: Any = None  # TrainConfig | None
+    program: Path | None = None
+    predictions: Path | None = None
+    kind: str = "auto"
+    artifact: Path | None = None
+    runtime: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in TEACHER_SOURCES if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigError(f"teacher: give exactly one of {', '.join(TEACHER_SOURCES)}; got "
+                              f"{', '.join(given) if given else 'none'}. Leave the teacher section out for teacher-free "
+                              "losses (ce, tfkd) or born-again generations from labels.")
+        source = given[0]
+        if self.model is not None:
+            _model_spec("teacher.model", self.model)
+            if self.checkpoint is not None and self.train is not None:
+                raise ConfigError("teacher: give teacher.checkpoint (trained weights) or teacher.train (train it here), "
+                                  "not both.")
+            if self.checkpoint is None and self.train is None:
+                raise ConfigError("teacher.model needs trained weights: give teacher.checkpoint, or teacher.train "
+                                  "(e.g. {epochs: 10}) to train it here first.")
+        if not isinstance(self.kwargs, Mapping):
+            raise ConfigError(f"teacher.kwargs must be a mapping of model options, got {self.kwargs!r}.")
+        owners = {"kwargs": "model", "checkpoint": "model", "train": "model", "trust_checkpoint": "model",
+                  "kind": "predictions", "runtime": "artifact"}
+        for key, owner in owners.items():
+            default = {"kwargs": {}, "trust_checkpoint": False, "kind": "auto"}.get(key)
+            if getattr(self, key) not in (None, default) and owner != source:
+                raise ConfigError(f"teacher.{key} applies to a teacher given by teacher.{owner}, not by teacher.{source}.")
+        from edgestill.compress.distill.blackbox import KINDS
+
+        if self.kind not in KINDS:
+            raise ConfigError(f"teacher.kind {self.kind!r} is not valid.{did_you_mean(str(self.kind), KINDS)} "
+                              f"Valid: {', '.join(KINDS)}.")
+        if self.program is not None and self.program.suffix.lower() not in (".pt", ".pt2", ".ts"):
+            raise ConfigError(f"teacher.program {self.program} must be a TorchScript (.pt) or torch.export (.pt2) file.")
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+    @property
+    def source(self) -> str:
+        return next(k for k in TEACHER_SOURCES if getattr(self, k) is not None)
+
+    @property
+    def black_box(self) -> bool:
+        """Only the teacher's answers are known: no layers, no online outputs."""
+        return self.source in ("predictions", "artifact")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudentSpec:
+    """The model to train: a built-in name or ``pkg.module:function`` factory, optionally from a checkpoint."""
+
+    model: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    trust_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        _model_spec("student.model", self.model)
+        if not isinstance(self.kwargs, Mapping):
+            raise ConfigError(f"student.kwargs must be a mapping of model options, got {self.kwargs!r}.")
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillSpec:
+    """Loss terms and the training schedule. ``train`` holds the TrainConfig fields written flat in the YAML.
+
+    ``temperature`` and ``alpha``, when written, are the default of every loss term that has that option and does
+    not set it itself. ``generations`` > 1 is born-again training (each generation learns from the previous one).
+    ``baseline: true`` also trains the student without a teacher, same seed and schedule, to measure the KD gain.
+    """
+
+    losses: tuple[Any, ...]  # LossTerm
+    train: Any  # TrainConfig
+    generations: int = 1
+    teacher_mode: str = "auto"
+    baseline: bool = False
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.generations, 1) or self.generations > 10:
+            raise ConfigError(f"distill.generations must be a whole number in [1, 10], got {self.generations!r}.")
+        if self.teacher_mode not in TEACHER_MODES:
+            raise ConfigError(f"distill.teacher_mode {self.teacher_mode!r} is not valid."
+                              f"{did_you_mean(str(self.teacher_mode), TEACHER_MODES)} Valid: {', '.join(TEACHER_MODES)}.")
+        if not isinstance(self.baseline, bool):
+            raise ConfigError(f"distill.baseline must be true or false, got {self.baseline!r}.")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.spec.needs_teacher for t in self.losses)
+
+    @property
+    def uses_layers(self) -> bool:
+        return any(t.pairs for t in self.losses)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportSpec:
+    """Formats × precisions to export, and the artifact name stem."""
+
+    formats: tuple[str, ...] = ("onnx",)
+    precisions: tuple[str, ...] = ("fp32",)
+    name: str = "student"
+
+    def __post_init__(self) -> None:
+        from edgestill.export.api import ExportConfig
+
+        cfg = ExportConfig(formats=self.formats, precisions=self.precisions, name=self.name)  # validates, names keys
+        object.__setattr__(self, "formats", cfg.formats)
+        object.__setattr__(self, "precisions", cfg.precisions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeSpec:
+    """Static int8 calibration: how many class-stratified training samples to calibrate on."""
+
+    calibration_samples: int = 300
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.calibration_samples, 10):
+            raise ConfigError(f"quantize.calibration_samples must be a whole number >= 10, got {self.calibration_samples!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchSpec:
+    """Latency measurement of every exported artifact on this host."""
+
+    threads: tuple[int, ...] = (1,)
+    min_runs: int = 50
+    min_seconds: float = 1.0
+    devices: tuple[str, ...] = ("host",)
+
+    def __post_init__(self) -> None:
+        threads = (self.threads,) if isinstance(self.threads, int) else self.threads
+        if not isinstance(threads, (list, tuple)) or not threads or not all(_is_int(t, 1) for t in threads):
+            raise ConfigError(f"bench.threads must be a list of whole numbers >= 1 (e.g. [1, 2]), got {self.threads!r}.")
+        object.__setattr__(self, "threads", tuple(threads))
+        if not _is_int(self.min_runs, 1):
+            raise ConfigError(f"bench.min_runs must be a whole number >= 1, got {self.min_runs!r}.")
+        if not _is_number(self.min_seconds) or self.min_seconds < 0:
+            raise ConfigError(f"bench.min_seconds must be a number >= 0, got {self.min_seconds!r}.")
+        devices = (self.devices,) if isinstance(self.devices, str) else tuple(self.devices)
+        for d in devices:
+            if d not in DEVICES:
+                raise ConfigError(f"bench.devices: unknown device {d!r}.{did_you_mean(str(d), DEVICES)} Valid here: "
+                                  f"{', '.join(DEVICES)} (remote devices come with 'edgestill lab').")
+        object.__setattr__(self, "devices", devices)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateSpec:
+    """Budgets checked at the end of ``run``; a miss exits 1. Every budget is optional."""
+
+    min_test_accuracy: float | None = None  # torch student, 0..1
+    max_accuracy_drop_points: float | None = None  # each artifact vs the torch student, percentage points
+    max_p90_ms: float | None = None
+    max_model_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = {"min_test_accuracy": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+                  "max_accuracy_drop_points": (lambda v: v >= 0, "a number >= 0"),
+                  "max_p90_ms": (lambda v: v > 0, "a number > 0"),
+                  "max_model_bytes": (lambda v: isinstance(v, int) and v > 0, "a whole number > 0")}
+        for key, (ok, valid) in checks.items():
+            v = getattr(self, key)
+            if v is not None and (not _is_number(v) or not ok(v)):
+                raise ConfigError(f"gate.{key} must be {valid}, got {v!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """A whole chain: data → teacher → distill → export (+ int8) → bench → gate."""
+
+    name: str
+    data: DataConfig
+    teacher: TeacherSpec | None
+    student: StudentSpec
+    distill: DistillSpec
+    export: ExportSpec | None = None
+    quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
+    validate: Any = None  # export.validate.Tolerances
+    bench: BenchSpec | None = None
+    gate: GateSpec | None = None
+    source: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the YAML as read, paths resolved: hashed for resumes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ConfigError(f"name {self.name!r} is not a usable name; use letters, digits, '.', '_' or '-'.")
+        if self.distill.needs_teacher and self.teacher is None and self.distill.generations == 1:
+            names = sorted({t.name for t in self.distill.losses if t.spec.needs_teacher})
+            raise ConfigError(f"distill.losses use {', '.join(names)}, which learn from a teacher, but the recipe has no "
+                              "teacher section. Add one, or use teacher-free losses (ce, tfkd).")
+        if self.teacher is not None and self.teacher.black_box:
+            feature = [t.name for t in self.distill.losses if t.pairs]
+            if feature:
+                raise ConfigError(f"distill.losses {', '.join(feature)} match layers of the teacher, but teacher."
+                                  f"{self.teacher.source} gives only its answers (a black-box teacher). Use response "
+                                  "losses (kd, dkd, ce) with it, or give the teacher as teacher.model / teacher.program.")
+            if self.distill.teacher_mode == "online":
+                raise ConfigError("distill.teacher_mode: online needs a teacher that can run on augmented batches; a "
+                                  "black-box teacher's answers are fixed. Remove teacher_mode or data.augment.")
+            if self.distill.generations > 1:
+                raise ConfigError("distill.generations > 1 (born-again) learns from torch students; it starts from a "
+                                  "torch teacher or from labels, not from a black-box teacher.")
+        if self.teacher is not None and self.teacher.source == "program" and self.distill.uses_layers:
+            names = [t.name for t in self.distill.losses if t.pairs]
+            raise ConfigError(f"distill.losses {', '.join(names)} hook layers of the teacher, but teacher.program is "
+                              "an inference-only TorchScript/torch.export file whose layers cannot be hooked. Give the "
+                              "teacher as teacher.model + teacher.checkpoint, or use response losses (kd, dkd).")
+        if self.teacher is not None and self.teacher.black_box and self.data.augment.active:
+            raise ConfigError(f"data.augment {self.data.augment.name!r} changes the training images every epoch, but a "
+                              f"black-box teacher (teacher.{self.teacher.source}) answered for the original images only. "
+                              "Remove data.augment for black-box distillation.")
+
+    def fingerprint(self, *sections: str) -> str:
+        """sha256 of the named raw sections (what a stage depends on in the recipe)."""
+        payload = {s: self.raw.get(s) for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --- parsing ---------------------------------------------------------------------------------------------------
+
+_SECTIONS = ("name", "data", "teacher", "student", "distill", "export", "quantize", "validate", "bench", "gate")
+_REQUIRED = ("data", "student", "distill")
+
+
+def _check_keys(where: str, d: Any, valid: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"recipe key '{where}' must be a mapping of keys to values, got {d!r}.")
+    for key in d:
+        if key not in valid:
+            path = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"recipe key '{path}' is not valid.{did_you_mean(str(key), valid)} Valid keys"
+                              f"{' under ' + repr(where) if where else ''}: {', '.join(valid)}.")
+    return dict(d)
+
+
+def _fields(cls: Any, exclude: tuple[str, ...] = ()) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
+
+
+def _paths(d: dict[str, Any], keys: tuple[str, ...], base: Path, where: str) -> None:
+    for k in keys:
+        if d.get(k) is not None:
+            if not isinstance(d[k], str):
+                raise ConfigError(f"recipe key '{where}.{k}' must be a path, got {d[k]!r}.")
+            p = Path(d[k]).expanduser()
+            d[k] = p if p.is_absolute() else (base / p)
+
+
+def _build(where: str, cls: Any, d: dict[str, Any]) -> Any:
+    try:
+        return cls(**d)
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith(where.split(".")[0]) else f"{where}: {msg}") from None
+    except TypeError as exc:  # a value of a type the config cannot take at all
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _train_config(where: str, d: dict[str, Any]) -> Any:
+    from edgestill.compress.distill.trainer import TrainConfig
+
+    return _build(where, TrainConfig, d)
+
+
+def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recipe", source: Path | None = None) -> Recipe:
+    """Build a :class:`Recipe` from parsed YAML.
+
+    Raises:
+        ConfigError: an unknown key (closest suggested, valid keys listed) or a bad value (valid choices named).
+        UnknownNameError: an unknown loss, dataset or model name.
+    """
+    from edgestill.compress.distill.losses import LossTerm, parse_terms
+    from edgestill.compress.distill.trainer import TrainConfig
+    from edgestill.export.validate import Tolerances
+
+    doc = _check_keys("", doc, _SECTIONS)
+    missing = [s for s in _REQUIRED if doc.get(s) is None]
+    if missing:
+        raise ConfigError(f"recipe is missing section(s) {', '.join(missing)}. A recipe needs data, student and distill "
+                          "(see examples/*.yaml).")
+    base_dir = Path(base_dir)
+
+    data = _check_keys("data", doc["data"], _fields(DataConfig))
+    if "augment" in data:
+        data["augment"] = _build("data.augment", Augment, _check_keys("data.augment", data["augment"], _fields(Augment)))
+    _paths(data, ("folder", "npz", "csv"), base_dir, "data")
+    data_cfg = _build("data", DataConfig, data)
+
+    teacher_cfg = None
+    if doc.get("teacher") is not None:
+        t = _check_keys("teacher", doc["teacher"], _fields(TeacherSpec))
+        _paths(t, ("checkpoint", "program", "predictions", "artifact"), base_dir, "teacher")
+        if t.get("train") is not None:
+            t["train"] = _train_config("teacher.train", _check_keys("teacher.train", t["train"], _fields(TrainConfig)))
+        teacher_cfg = _build("teacher", TeacherSpec, t)
+
+    s = _check_keys("student", doc["student"], _fields(StudentSpec))
+    _paths(s, ("checkpoint",), base_dir, "student")
+    student_cfg = _build("student", StudentSpec, s)
+
+    train_keys = _fields(TrainConfig)
+    dist = _check_keys("distill", doc["distill"], ["losses", *train_keys, "generations", "teacher_mode", "baseline"])
+    if "losses" not in dist:
+        raise ConfigError("distill.losses is missing: list the loss terms, e.g. losses: [{name: kd, weight: 1.0}]. "
+                          "Valid losses: " + ", ".join(_loss_names()) + ".")
+    terms = _terms("distill.losses", dist.pop("losses"), parse_terms)
+    shared = {k: dist[k] for k in ("temperature", "alpha") if k in dist}
+    if shared:
+        terms = tuple(LossTerm(name=t.name, weight=t.weight,
+                               options={**{k: v for k, v in shared.items() if k in t.spec.defaults}, **t.options})
+                      for t in terms)
+    extra = {k: dist.pop(k) for k in ("generations", "teacher_mode", "baseline") if k in dist}
+    distill_cfg = _build("distill", DistillSpec, {"losses": terms, "train": _train_config("distill", dist), **extra})
+
+    export_cfg = None
+    if doc.get("export") is not None:
+        export_cfg = _build("export", ExportSpec, _check_keys("export", doc["export"], _fields(ExportSpec)))
+    quantize_cfg = _build("quantize", QuantizeSpec, _check_keys("quantize", doc.get("quantize"), _fields(QuantizeSpec)))
+    tol = _check_keys("validate", doc.get("validate"), _fields(Tolerances))
+    validate_cfg = _build("validate", Tolerances, tol)
+    bench_cfg = None
+    if doc.get("bench") is not None:
+        bench_cfg = _build("bench", BenchSpec, _check_keys("bench", doc["bench"], _fields(BenchSpec)))
+    gate_cfg = None
+    if doc.get("gate") is not None:
+        gate_cfg = _build("gate", GateSpec, _check_keys("gate", doc["gate"], _fields(GateSpec)))
+    if bench_cfg is not None and export_cfg is None:
+        raise ConfigError("bench needs exported artifacts: add an export section (e.g. export: {formats: [onnx]}).")
+    raw = json.loads(json.dumps(doc, default=str))
+    for section, cfg in (("data", data_cfg),):
+        raw[section] = cfg.to_dict()
+    for section, keys in (("teacher", ("checkpoint", "program", "predictions", "artifact")), ("student", ("checkpoint",))):
+        if isinstance(raw.get(section), dict):
+            for k in keys:
+                if raw[section].get(k) is not None:
+                    raw[section][k] = str(getattr(teacher_cfg if section == "teacher" else student_cfg, k))
+    return Recipe(name=doc.get("name", name), data=data_cfg, teacher=teacher_cfg, student=student_cfg,
+                  distill=distill_cfg, export=export_cfg, quantize=quantize_cfg, validate=validate_cfg, bench=bench_cfg,
+                  gate=gate_cfg, source=source, raw=raw)
+
+
+def _loss_names() -> list[str]:
+    from edgestill.compress.distill.losses import loss_names
+
+    return loss_names()
+
+
+def _terms(where: str, value: Any, parse_terms: Any) -> tuple[Any, ...]:
+    try:
+        return parse_terms(value)
+    except InputError as exc:  # UnknownNameError and ConfigError: say where in the recipe
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe YAML file (``yaml.safe_load``); relative paths in it are relative to its folder.
+
+    Raises:
+        InputError: the file is missing or not valid YAML (the line is named).
+        ConfigError: an unknown key or a bad value (see :func:`recipe_from_dict`).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"recipe {p} does not exist. Pass a recipe YAML file (see examples/*.yaml).")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError(f"recipe {p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"recipe {p} is not UTF-8 text.") from None
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"recipe {p} must be a YAML mapping with sections data, student, distill, ...; got "
+                          f"{type(doc).__name__}.")
+    return recipe_from_dict(doc, base_dir=p.resolve().parent, name=_default_name(p), source=p)
+
+
+def _default_name(p: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", p.stem).lstrip("-._") or "recipe"
+    return stem

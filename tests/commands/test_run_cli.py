@@ -1,0 +1,100 @@
+"""``edgestill run RECIPE.yaml``: the whole chain, resumable stage by stage, gate → exit 1, bad input → exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.commands.test_distill_cli import assert_bad_input, edgestill, shapes_recipe, write_recipe
+
+
+def run_doc(tmp_path: Path, **changes: object) -> dict:
+    doc = shapes_recipe(
+        tmp_path,
+        distill={"losses": [{"name": "kd"}], "epochs": 1, "batch_size": 64},
+        quantize={"calibration_samples": 20},
+        export={"formats": ["onnx"], "precisions": ["fp32", "int8-static"]},
+        bench={"threads": [1], "min_runs": 5, "min_seconds": 0.05},
+        gate={"max_accuracy_drop_points": 100.0, "max_p90_ms": 1000.0},
+    )
+    doc.update(changes)
+    return doc
+
+
+@pytest.mark.slow
+def test_run_goes_through_every_stage_and_a_rerun_redoes_only_what_changed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    doc = run_doc(tmp_path)
+    r = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["kind"] == "run"
+    assert {k: v["status"] for k, v in report["stages"].items()} == {"distill": "ran", "export": "ran", "bench": "ran"}
+    arts = report["export"]["artifacts"]
+    assert [a["artifact"] for a in arts] == ["student-onnx-fp32", "student-onnx-int8-static"]
+    for a in arts:
+        assert a["passed"] and (out / a["manifest"]).is_file() and 0.0 <= a["test_accuracy"] <= 1.0
+    assert arts[0]["accuracy_drop_points"] == 0.0  # fp32 onnx predicts what torch predicts
+    cells = report["bench"]["measurements"]
+    assert len(cells) == 2 and all(c["kind"] == "measured" and c["n"] >= 5 and c["p50_ms"] > 0 for c in cells)
+    assert all(c["passed"] for c in report["checks"]) and len(report["checks"]) == 4
+    md = (out / "report.md").read_text()
+    assert "## Artifacts" in md and "## Latency (host)" in md and "## Gate" in md
+
+    # only the bench section changed: distill and export are reused, bench runs again
+    doc["bench"]["min_runs"] = 6
+    r2 = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1", "--json")
+    assert r2.returncode == 0, r2.stderr
+    stages = {k: v["status"] for k, v in json.loads(r2.stdout)["stages"].items()}
+    assert stages == {"distill": "skipped (unchanged)", "export": "skipped (unchanged)", "bench": "ran"}
+
+    # a budget the artifacts cannot meet: the gate fails with exit 1, nothing is recomputed
+    doc["gate"]["max_p90_ms"] = 1e-6
+    r3 = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1")
+    assert r3.returncode == 1, r3.stderr
+    assert "gate failed" in r3.stderr and "p90 <= 1e-06 ms" in r3.stderr
+    stages = json.loads((out / "report.json").read_text())["stages"]
+    assert all(v["status"] == "skipped (unchanged)" for v in stages.values())
+
+
+
+def test_a_changed_stage_reruns_every_later_stage(tmp_path: Path) -> None:
+    """Stage records: an unchanged key is skipped; once one stage reruns, every later one reruns too."""
+    from edgestill.chain import STATE_FILE, _Stages
+    from edgestill.pipeline import _Silent
+
+    previous = {"distill": {"key": "d1", "result": {"x": 1}}, "export": {"key": "e1", "result": {"y": 2}}}
+    same = _Stages(tmp_path, previous, _Silent())
+    assert same.cached("distill", "d1") == {"x": 1} and same.cached("export", "e1") == {"y": 2}
+    assert json.loads((tmp_path / STATE_FILE).read_text())["export"]["status"] == "skipped (unchanged)"
+    changed = _Stages(tmp_path, previous, _Silent())
+    assert changed.cached("distill", "d2") is None
+    assert changed.cached("export", "e1") is None  # its own key is unchanged, but its input (the student) is new
+
+
+def test_run_with_an_unknown_export_key_exits_2_before_writing_anything(tmp_path: Path) -> None:
+    doc = run_doc(tmp_path, export={"formats": ["onnx"], "precisons": ["fp32"]})
+    out = tmp_path / "out"
+    r = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out))
+    assert_bad_input(r, out, "recipe key 'export.precisons' is not valid. Did you mean 'precisions'?")
+
+
+def test_run_with_an_unknown_precision_exits_2_with_the_valid_ones(tmp_path: Path) -> None:
+    doc = run_doc(tmp_path, export={"formats": ["onnx"], "precisions": ["int8-statik"]})
+    out = tmp_path / "out"
+    r = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out))
+    assert_bad_input(r, out, "unknown value 'int8-statik'. Did you mean 'int8-static'?")
+
+
+def test_full_run_example_is_valid_and_help_lists_it() -> None:
+    from edgestill.recipe import load_recipe
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "run-full.yaml"
+    recipe = load_recipe(example)
+    assert recipe.export and recipe.bench and recipe.gate and recipe.distill.baseline
+    assert yaml.safe_load(example.read_text())["name"] == recipe.name
+    r = edgestill("run", "--help")
+    assert r.returncode == 0 and "examples/run-full.yaml" in r.stdout and "resumable" not in r.stderr
