@@ -34,6 +34,10 @@ class UnknownNameError(InputError):
         super().__init__(f"unknown {kind} {name!r}.{did_you_mean(name, self.valid)} Valid {kind}s: {', '.join(self.valid)}.")
 
 
+class UnsupportedError(InputError):
+    """The model uses an op or construct a target format cannot express; the message names it and what to try."""
+
+
 class CheckFailed(EdgestillError):
     """A check the user asked for failed (gate, parity, accuracy budget)."""
 

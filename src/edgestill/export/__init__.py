@@ -15,6 +15,10 @@ from edgestill.export.validate import ParityReport, Threshold, Tolerances, valid
 
 _LAZY = {
     "export": "edgestill.export.api",
+    "export_model": "edgestill.export.api",
+    "FLOAT_PRECISIONS": "edgestill.export.api",
+    "localize_divergence": "edgestill.export.divergence",
+    "Divergence": "edgestill.export.divergence",
     "ExportConfig": "edgestill.export.api",
     "ExportResult": "edgestill.export.api",
     "EXPORT_PRECISIONS": "edgestill.export.api",

@@ -1,13 +1,15 @@
-"""The EXPORTERS registry and what every exporter shares: versions, parent hash, reference outputs.
+"""The EXPORTERS registry and what every exporter shares: versions, parent hash, reference outputs, errors.
 
-An exporter is ``fn(model, example_inputs, *, staging_dir, name) -> Artifact``: it writes one fp32
-model into ``staging_dir`` and returns an unvalidated Artifact whose I/O specs are read from the
-written file itself. Torch is imported inside the functions only.
+An exporter is ``fn(model, example_inputs, *, staging_dir, name, precision="fp32", dynamic_batch=False)
+-> Artifact``: it writes one float model (fp32, or fp16 where the format has it) into ``staging_dir`` and
+returns an unvalidated Artifact whose I/O specs are read from the written file itself. Torch is imported
+inside the functions only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.errors import InputError
+from edgestill.errors import InputError, RuntimeFailure, UnsupportedError
 from edgestill.export.artifact import Artifact, TensorSpec
 from edgestill.registry import Registry
 
@@ -137,3 +139,43 @@ def new_artifact(
     )
     art.hash_files()
     return art
+
+
+_FORMAT_LABEL = {"onnx": "ONNX (torch.onnx dynamo exporter)", "tflite": "TFLite (litert-torch)", "openvino": "OpenVINO (ov.convert_model)"}
+_OP_PATTERNS = (
+    re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'"),
+    re.compile(r"Lowering not found: ([\w.]+)"),
+    re.compile(r"No conversion rule found for operations?: ([^\n]+)"),
+)
+
+
+def _exception_text(exc: BaseException) -> str:
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def conversion_error(exc: BaseException, fmt: str, model: object) -> Exception:
+    """The error to raise for a failed conversion: UnsupportedError naming the op or construct, else RuntimeFailure."""
+    text = _exception_text(exc)
+    label, model_name = _FORMAT_LABEL.get(fmt, fmt), type(model).__name__
+    others = ", ".join(f for f in _FORMAT_LABEL if f != fmt)
+    for pattern in _OP_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            ops = m.group(1).strip().rstrip(".")
+            return UnsupportedError(
+                f"{label} has no conversion for op {ops} used by {model_name}. Try instead: rewrite that part of the "
+                f"model's forward with ops the format supports (or compute it outside the model), or export to "
+                f"another format ({others}) with --format."
+            )
+    if "data-dependent" in text or "GuardOnDataDependent" in text:
+        return UnsupportedError(
+            f"{label} cannot export {model_name}: its forward branches or loops on tensor values (data-dependent control "
+            "flow), which a traced graph cannot hold. Try instead: torch.where / torch.cond for the branch, or move the "
+            "decision out of forward."
+        )
+    return RuntimeFailure(f"{label} failed for {model_name}: {type(exc).__name__}: {exc}")

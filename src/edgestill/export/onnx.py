@@ -1,29 +1,78 @@
-"""ONNX exporter: torch.onnx.export (dynamo, opset 20) into one self-contained .onnx file."""
+"""ONNX exporter: torch.onnx.export (dynamo, opset 20). One .onnx file below 2 GB, external ``.data`` above.
+
+fp16: the fp32 graph is converted with onnxruntime's float16 tool (``convert_float_to_float16``,
+``keep_io_types=True``): weights and compute in float16, inputs and outputs kept float32 (recorded in the
+manifest's I/O dtypes). onnxruntime's CPU provider inserts casts for ops without a float16 kernel.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgestill.errors import RuntimeFailure
+from edgestill.errors import ConfigError
 from edgestill.export.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import EXPORTERS, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.export.exporters import (
+    EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical,
+)
 
 if TYPE_CHECKING:
     import torch
 
 OPSET = 20
+# protobuf caps one message at 2 GiB; stay clear of it (the graph itself takes some bytes too)
+EXTERNAL_DATA_THRESHOLD_BYTES = 2 * 1024**3 - 64 * 1024**2
+ONNX_PRECISIONS = ("fp32", "fp16")
 
 
-def write_onnx(model: torch.nn.Module, args: tuple, path: Path) -> None:
-    """Write ``model`` to ``path`` as one .onnx file (weights inside, no external .data)."""
+def model_bytes_estimate(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers: about what its weights take in the ONNX file."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def write_onnx(
+    model: torch.nn.Module, args: tuple, path: Path, *, dynamic_batch: bool = False,
+    external_data_threshold_bytes: int | None = None,
+) -> list[str]:
+    """Write ``model`` to ``path``: one file, or ``path`` + ``<path name>.data`` when the weights exceed the threshold.
+
+    Returns:
+        The names of the files written (relative to ``path.parent``).
+
+    Raises:
+        InputError: the model uses an op or construct the exporter cannot express (the message names it).
+        RuntimeFailure: the exporter failed otherwise.
+    """
     import torch
 
+    threshold = EXTERNAL_DATA_THRESHOLD_BYTES if external_data_threshold_bytes is None else external_data_threshold_bytes
+    external = model_bytes_estimate(model) > threshold
+    kwargs: dict[str, Any] = {}
+    if dynamic_batch:
+        batch = torch.export.Dim("batch")
+        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in args)
     model.eval()
     try:
-        torch.onnx.export(model, args, str(path), dynamo=True, opset_version=OPSET, external_data=False)
+        torch.onnx.export(model, args, str(path), dynamo=True, opset_version=OPSET, external_data=external, **kwargs)
     except Exception as exc:  # the exporter raises many types; all mean "this model did not convert"
-        raise RuntimeFailure(f"torch.onnx.export failed for {type(model).__name__}: {exc}") from exc
+        raise conversion_error(exc, "onnx", model) from exc
+    return [path.name, *[p.name for p in path.parent.glob(path.name + ".data") if p.is_file()]]
+
+
+def convert_to_fp16(path: Path, *, external: bool) -> list[str]:
+    """Rewrite the .onnx at ``path`` with float16 weights and compute, float32 inputs and outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path), load_external_data=True)
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=external)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    if external:
+        onnx.save_model(half, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+        return [path.name, data.name]
+    onnx.save_model(half, str(path))
+    return [path.name]
 
 
 def onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -43,20 +92,34 @@ def onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 @EXPORTERS.register("onnx")
-def export_onnx(model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str) -> Artifact:
-    """Export fp32 ONNX to ``staging_dir/<name>.onnx``; return the unvalidated Artifact.
+def export_onnx(
+    model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
+    dynamic_batch: bool = False, external_data_threshold_bytes: int | None = None,
+) -> Artifact:
+    """Export ONNX (fp32 or fp16) to ``staging_dir/<name>.onnx`` (+ ``.onnx.data`` above 2 GB); return the unvalidated Artifact.
 
     Raises:
-        InputError: example_inputs are not tensors.
+        ConfigError: a precision this writer does not make.
+        InputError: example_inputs are not tensors; an op or construct ONNX cannot express.
         RuntimeFailure: the exporter failed.
     """
+    if precision not in ONNX_PRECISIONS:
+        raise ConfigError(f"the ONNX writer makes {', '.join(ONNX_PRECISIONS)}, not {precision!r}; int8 goes through quantize_export.")
     args, staging_dir = staging(example_inputs, staging_dir)
     model_file = f"{name}.onnx"
-    write_onnx(model, args, staging_dir / model_file)
+    files = write_onnx(model, args, staging_dir / model_file, dynamic_batch=dynamic_batch,
+                       external_data_threshold_bytes=external_data_threshold_bytes)
+    if precision == "fp16":
+        files = convert_to_fp16(staging_dir / model_file, external=len(files) > 1)
     ins, outs = onnx_specs(staging_dir / model_file)
     in_dt, out_dt = logical_dtypes(model, args)
-    return new_artifact(
-        name=name, fmt="onnx", precision="fp32", staging_dir=staging_dir, model_file=model_file,
+    art = new_artifact(
+        name=name, fmt="onnx", precision=precision, staging_dir=staging_dir, model_file=model_file, extra_files=files[1:],
         inputs=with_logical(ins, in_dt), outputs=with_logical(outs, out_dt), model=model, args=args,
         versions=dist_versions("torch", "onnx", "onnxscript", "onnxruntime"),
     )
+    art.source.update(dynamic_batch=dynamic_batch, external_data=len(files) > 1, opset=OPSET)
+    if precision == "fp16":
+        art.quantization = {"method": "fp16", "tool": "onnxruntime.transformers.float16 (keep_io_types=True)",
+                            "weights": "float16", "io": "float32"}
+    return art

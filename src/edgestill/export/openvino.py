@@ -1,40 +1,58 @@
-"""OpenVINO exporter: ov.convert_model + ov.save_model(compress_to_fp16=False) → .xml + .bin."""
+"""OpenVINO exporter: ov.convert_model + ov.save_model → .xml + .bin.
+
+fp32 artifacts keep fp32 weights (``compress_to_fp16=False``; save_model would halve them by default).
+fp16 artifacts store fp16 weights (``compress_to_fp16=True``); the CPU plugin decompresses them and runs
+with INFERENCE_PRECISION_HINT f32 (the hint edgestill validates and benchmarks with), because f16
+compute is only native on CPUs with AVX512-FP16/AMX-FP16. The manifest records both choices.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgestill.errors import RuntimeFailure
+from edgestill.errors import ConfigError
 from edgestill.export.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import EXPORTERS, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.export.exporters import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 from edgestill.runtimes.openvino import no_telemetry
 
 if TYPE_CHECKING:
     import torch
 
 
-def convert_openvino(model: torch.nn.Module, args: tuple) -> Any:
-    """Convert to an ov.Model with static input shapes of the example inputs and named outputs."""
+OPENVINO_PRECISIONS = ("fp32", "fp16")
+
+
+def convert_openvino(model: Any, args: tuple, *, dynamic_batch: bool = False) -> Any:
+    """Convert a torch module (or an .onnx path) to an ov.Model with the example inputs' shapes and named outputs.
+
+    ``dynamic_batch`` makes the first dim of every input dynamic (-1).
+    """
     with no_telemetry():
         import openvino as ov
 
+    shapes = [(-1 if dynamic_batch else a.shape[0], *a.shape[1:]) for a in args]
     try:
         with no_telemetry():
-            om = ov.convert_model(model.eval(), example_input=args, input=[tuple(a.shape) for a in args])
+            if isinstance(model, (str, Path)):
+                om = ov.convert_model(str(model))
+                if shapes:
+                    om.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
+            else:
+                om = ov.convert_model(model.eval(), example_input=args, input=[tuple(s) for s in shapes])
     except Exception as exc:  # the converter raises many types; all mean "this model did not convert"
-        raise RuntimeFailure(f"ov.convert_model failed for {type(model).__name__}: {exc}") from exc
+        raise conversion_error(exc, "openvino", model) from exc
     for i, port in enumerate(om.outputs):
         if not port.get_names():
             port.get_tensor().set_names({f"output_{i}"})
     return om
 
 
-def save_openvino(ov_model: Any, path: Path) -> None:
-    """Save with full-precision weights (save_model would compress them to fp16 by default)."""
+def save_openvino(ov_model: Any, path: Path, *, compress_to_fp16: bool = False) -> None:
+    """Save with full-precision weights unless fp16 is asked for (save_model would compress them by default)."""
     import openvino as ov
 
-    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    ov.save_model(ov_model, str(path), compress_to_fp16=compress_to_fp16)
 
 
 def openvino_specs(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -65,13 +83,62 @@ def openvino_artifact(model: torch.nn.Module, args: tuple, staging_dir: Path, na
 
 
 @EXPORTERS.register("openvino")
-def export_openvino(model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str) -> Artifact:
-    """Export fp32 OpenVINO IR to ``staging_dir/<name>.xml`` + ``.bin``; return the unvalidated Artifact.
+def export_openvino(
+    model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
+    dynamic_batch: bool = False,
+) -> Artifact:
+    """Export an fp32 or fp16 OpenVINO IR to ``staging_dir/<name>.xml`` + ``.bin``; return the unvalidated Artifact.
 
     Raises:
-        InputError: example_inputs are not tensors.
+        ConfigError: a precision this writer does not make.
+        InputError: example_inputs are not tensors; UnsupportedError for an op OpenVINO cannot convert.
         RuntimeFailure: the converter failed.
     """
+    if precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(f"the OpenVINO writer makes {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}; int8 goes through quantize_export.")
     args, staging_dir = staging(example_inputs, staging_dir)
-    save_openvino(convert_openvino(model, args), staging_dir / f"{name}.xml")
-    return openvino_artifact(model, args, staging_dir, name, "fp32")
+    om = convert_openvino(model, args, dynamic_batch=dynamic_batch)
+    save_openvino(om, staging_dir / f"{name}.xml", compress_to_fp16=precision == "fp16")
+    art = openvino_artifact(model, args, staging_dir, name, precision)
+    art.source["dynamic_batch"] = dynamic_batch
+    art.quantization = _precision_record(precision)
+    return art
+
+
+def _precision_record(precision: str) -> dict[str, Any] | None:
+    if precision != "fp16":
+        return None
+    return {"method": "fp16", "tool": "ov.save_model(compress_to_fp16=True)", "weights": "float16",
+            "inference_precision_hint": "f32", "io": "float32"}
+
+
+def export_openvino_from_onnx(onnx_path: Path, example_inputs: tuple, *, staging_dir: Path, name: str,
+                              precision: str = "fp32", dynamic_batch: bool = False) -> Artifact:
+    """Convert an ONNX file to an OpenVINO IR in ``staging_dir``; specs and provenance come from the files.
+
+    Raises:
+        ConfigError: a precision this writer does not make.
+        UnsupportedError / RuntimeFailure: the conversion failed.
+    """
+    from edgestill.export.artifact import sha256_file
+
+    if precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(f"an ONNX source converts to OpenVINO {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}.")
+    staging_dir = Path(staging_dir)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    om = convert_openvino(Path(onnx_path), tuple(example_inputs), dynamic_batch=dynamic_batch)
+    save_openvino(om, staging_dir / f"{name}.xml", compress_to_fp16=precision == "fp16")
+    ins, outs = openvino_specs(staging_dir / f"{name}.xml")
+    art = Artifact(
+        name=name, format="openvino", precision=precision, directory=staging_dir, model_file=f"{name}.xml",
+        files={f"{name}.xml": "", f"{name}.bin": ""},
+        inputs=[TensorSpec(name=s.name, shape=s.shape, dtype=s.dtype, logical_dtype=s.dtype) for s in ins],
+        outputs=[TensorSpec(name=s.name, shape=s.shape, dtype=s.dtype, logical_dtype=s.dtype) for s in outs],
+        parent_sha256=sha256_file(onnx_path),
+        source={"model": str(onnx_path), "kind": "onnx", "input_shapes": [list(a.shape) for a in example_inputs],
+                "dynamic_batch": dynamic_batch},
+        versions=dist_versions("onnx", "openvino"),
+        quantization=_precision_record(precision),
+    )
+    art.hash_files()
+    return art

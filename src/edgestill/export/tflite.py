@@ -1,13 +1,21 @@
-"""TFLite exporter: litert_torch.convert into one .tflite file; specs read back with the LiteRT interpreter."""
+"""TFLite exporter: litert_torch.convert into one .tflite file; specs read back with the LiteRT interpreter.
+
+fp16: litert-torch's fp16 recipe (``full_fp16_recipe``): weights stored as float16 and dequantized by the
+interpreter; inputs and outputs stay float32. Batch: litert-torch traces a static batch, so a dynamic
+batch is not available for TFLite; the file takes the example batch and the manifest says so.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgestill.errors import RuntimeFailure
+from edgestill.errors import ConfigError
 from edgestill.export.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import EXPORTERS, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.export.exporters import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+
+TFLITE_PRECISIONS = ("fp32", "fp16")
+STATIC_BATCH_NOTE = "TFLite: litert-torch converts a static batch; this file takes the example batch size only."
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +32,7 @@ def write_tflite(model: torch.nn.Module, args: tuple, path: Path, quant_config: 
             converted = litert_torch.convert(model, args, quant_config=quant_config)
         converted.export(str(path))
     except Exception as exc:  # the converter raises many types; all mean "this model did not convert"
-        raise RuntimeFailure(f"litert_torch.convert failed for {type(model).__name__}: {exc}") from exc
+        raise conversion_error(exc, "tflite", model) from exc
 
 
 def tflite_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -60,13 +68,32 @@ def tflite_artifact(model: torch.nn.Module, args: tuple, staging_dir: Path, name
 
 
 @EXPORTERS.register("tflite")
-def export_tflite(model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str) -> Artifact:
-    """Export fp32 TFLite to ``staging_dir/<name>.tflite``; return the unvalidated Artifact.
+def export_tflite(
+    model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
+    dynamic_batch: bool = False,
+) -> Artifact:
+    """Export fp32 or fp16 TFLite to ``staging_dir/<name>.tflite``; return the unvalidated Artifact.
+
+    ``dynamic_batch`` cannot be honoured (see the module docstring): the artifact's source records it.
 
     Raises:
-        InputError: example_inputs are not tensors.
+        ConfigError: a precision this writer does not make.
+        InputError: example_inputs are not tensors; UnsupportedError for an op litert-torch cannot lower.
         RuntimeFailure: the converter failed.
     """
+    if precision not in TFLITE_PRECISIONS:
+        raise ConfigError(f"the TFLite writer makes {', '.join(TFLITE_PRECISIONS)}, not {precision!r}; int8 goes through quantize_export.")
     args, staging_dir = staging(example_inputs, staging_dir)
-    write_tflite(model, args, staging_dir / f"{name}.tflite")
-    return tflite_artifact(model, args, staging_dir, name, "fp32")
+    quant_config = None
+    if precision == "fp16":
+        from litert_torch.generative.quantize import quant_recipes
+
+        quant_config = quant_recipes.full_fp16_recipe()
+    write_tflite(model, args, staging_dir / f"{name}.tflite", quant_config=quant_config)
+    art = tflite_artifact(model, args, staging_dir, name, precision)
+    art.source["dynamic_batch"] = False
+    if dynamic_batch:
+        art.source["notes"] = [STATIC_BATCH_NOTE]
+    if precision == "fp16":
+        art.quantization = {"method": "fp16", "tool": "litert_torch full_fp16_recipe", "weights": "float16", "io": "float32"}
+    return art

@@ -1,0 +1,139 @@
+"""``edgestill export`` through the CLI: published files and report, parity failure → exit 1, every bad input → exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def edgestill(*args: str) -> subprocess.CompletedProcess[str]:
+    # run from the repository root so the test factories (tests.export.models:...) import as a user's would
+    return subprocess.run([sys.executable, "-m", "edgestill", *args], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_export_publishes_validated_files_and_a_report(tmp_path: Path) -> None:
+    data = tmp_path / "val.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((12, 3, 32, 32)).astype(np.float32), y=np.zeros(12, np.int64))
+    out = tmp_path / "out"
+    r = edgestill("export", "--model", "tests.export.models:tiny_cnn", "--input-shape", "Nx3x32x32", "--format", "onnx",
+                  "--precision", "fp32,fp16", "--data", str(data), "--samples", "8", "--tolerance", "fp16.min_cosine=0.9995",
+                  "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)  # stdout is only the JSON document: library output went to the log
+    assert doc == json.loads((out / "export-report.json").read_text())
+    assert doc["passed"] and [c["name"] for c in doc["results"]] == ["tiny_cnn-onnx-fp32", "tiny_cnn-onnx-fp16"]
+    assert doc["tolerances"]["fp16"]["min_cosine"] == 0.9995 and doc["dynamic_batch"] is True
+    for cell in doc["results"]:
+        assert cell["n_samples"] == 8 and cell["top1_agreement"] == 1.0 and cell["model_bytes"] > 0
+        assert cell["inputs"][0]["shape"] == ["batch", 3, 32, 32] and cell["inputs"][0]["dtype"] == "float32"
+        assert Path(cell["manifest"]).is_file()
+    assert (out / "logs" / "export.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_parity_failure_exits_1_names_the_layer_and_keeps_rejected_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("export", "--model", "tests.export.models:broken_net", "--input-shape", "1x3x32x32", "--format", "onnx",
+            "--samples", "8", "--out", str(out))
+    r = edgestill(*args)
+    assert r.returncode == 1, r.stderr
+    assert "failed parity" in r.stderr and "module 'shift' (ExportOnlyOffset)" in r.stderr and "max_abs" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.glob("broken_net-*")) == ["broken_net-onnx-fp32.manifest.json.rejected", "broken_net-onnx-fp32.onnx.rejected"]
+    doc = json.loads((out / "export-report.json").read_text())
+    assert doc["passed"] is False and doc["results"][0]["divergence"]["module"] == "shift"
+
+    r = edgestill(*args, "--no-strict", "--json")  # records the failure and goes on
+    assert r.returncode == 0, r.stderr
+    cell = json.loads(r.stdout)["results"][0]
+    assert cell["passed"] is False and cell["failures"] and cell["rejected_files"]
+
+
+def _checkpoint_case(tmp_path: Path, case: str) -> list[str]:
+    """Arguments for one bad-checkpoint case; the files are made here."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgestill.models import create_model
+
+    if case == "truncated":
+        path = tmp_path / "w.safetensors"
+        save_file(create_model("mobilenetv2-student", num_classes=10, seed=0).state_dict(), str(path))
+        path.write_bytes(path.read_bytes()[:5000])
+        return ["--model", "mobilenetv2-student", "--checkpoint", str(path)]
+    if case == "architecture":
+        path = tmp_path / "teacher.safetensors"
+        save_file(create_model("resnet-teacher", num_classes=10, seed=0).state_dict(), str(path))
+        return ["--model", "mobilenetv2-student", "--checkpoint", str(path)]
+    from tests.conftest import build_tiny_cnn
+
+    path = tmp_path / "whole.pt"
+    torch.save(build_tiny_cnn(), path)
+    return ["--model", "tests.export.models:tiny_cnn", "--input-shape", "1x3x32x32", "--checkpoint", str(path)]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("truncated", "truncated or not a safetensors file"),
+        ("architecture", "does not fit MobileNetV2: it was saved from another architecture"),
+        ("pickled", "holds pickled Python objects"),
+    ],
+)
+def test_bad_checkpoint_exits_2_and_writes_nothing(tmp_path: Path, case: str, message: str) -> None:
+    out = tmp_path / "out"
+    r = edgestill("export", *_checkpoint_case(tmp_path, case), "--format", "onnx", "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    if case == "architecture":
+        assert "missing keys" in r.stderr and "unexpected keys" in r.stderr
+    if case == "pickled":
+        assert "--trust-checkpoint" in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "mobilenetv2-student", "--input-shape", "1x3xabcx32"], "--input-shape '1x3xabcx32': dim 'abc' is not a whole number"),
+        (["--model", "mobilenetv2-studnet"], "Did you mean 'mobilenetv2-student'?"),
+        (["--model", "mobilenetv2-student", "--format", "onnx,tflit"], "Did you mean 'tflite'?"),
+        (["--model", "mobilenetv2-student", "--tolerance", "fp32.atoll=1"], "unknown key 'atoll'. Did you mean 'atol'?"),
+    ],
+    ids=["malformed-input-shape", "unknown-model-name", "unknown-format", "bad-tolerance"],
+)
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    r = edgestill("export", *args, "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["inside-a-file", "is-a-file"])
+def test_unwritable_out_exits_2(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    out = blocker / "out" if where == "inside-a-file" else blocker
+    r = edgestill("export", "--model", "mobilenetv2-student", "--format", "onnx", "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert f"--out {out}" in r.stderr and "Traceback" not in r.stderr
+    assert blocker.read_text() == "a file" and sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+@pytest.mark.slow
+def test_unsupported_op_exits_2_naming_op_and_format(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = edgestill("export", "--model", "tests.export.models:eig_net", "--input-shape", "1x3x8x8", "--format", "onnx", "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert "ONNX (torch.onnx dynamo exporter) has no conversion for op aten.linalg_eig" in r.stderr and "Try instead" in r.stderr
+    doc = json.loads((out / "export-report.json").read_text())
+    assert doc["passed"] is False and not list(out.glob("eig_net-*"))
