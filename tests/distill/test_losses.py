@@ -1,4 +1,5 @@
-"""Response-KD loss on hand-computable values."""
+"""Loss terms: response KD on hand-computable values, the other families' defining properties, and LossTerm
+validation (unknown loss, unknown option, bad value)."""
 
 import math
 
@@ -6,13 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgestill.compress.distill.losses import LOSSES, ce_loss, kd_loss
+from edgestill.compress.distill.losses import (LOSSES, LossTerm, at_loss, ce_loss, dkd_loss, fitnets_loss, kd_loss,
+                                              parse_terms, pkt_loss, rkd_loss, sp_loss, tfkd_loss)
 from edgestill.errors import ConfigError, UnknownNameError
 
 
 def test_registry_names():
-    assert {"kd", "ce"} <= set(LOSSES.names())
-    assert LOSSES.get("kd") is kd_loss
+    assert {"ce", "kd", "dkd", "fitnets", "at", "rkd", "sp", "pkt", "tfkd"} <= set(LOSSES.names())
+    assert LOSSES.get("kd").fn is kd_loss
     with pytest.raises(UnknownNameError):
         LOSSES.get("kld")
 
@@ -66,3 +68,90 @@ def test_bad_hyperparameters_raise_config_error(kwargs):
     s = torch.zeros(1, 2)
     with pytest.raises(ConfigError):
         kd_loss(s, s, torch.tensor([0]), **kwargs)
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_dkd_is_zero_for_identical_logits_and_positive_otherwise():
+    s, y = _rand(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    assert dkd_loss(s, s.clone(), y, alpha=1.0, beta=8.0, temperature=4.0).item() == pytest.approx(0.0, abs=1e-4)
+    t = _rand(6, 5, seed=1)
+    full = dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=4.0)
+    tckd = dkd_loss(s, t, y, alpha=1.0, beta=0.0, temperature=4.0)
+    nckd = dkd_loss(s, t, y, alpha=0.0, beta=1.0, temperature=4.0)
+    assert full.item() > 0 and full.item() == pytest.approx(tckd.item() + 8 * nckd.item(), rel=1e-5)
+    # warm-up ramps the whole term linearly
+    half = dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=2, epoch=1.0)
+    assert half.item() == pytest.approx(full.item() / 2, rel=1e-5)
+
+
+def test_dkd_tckd_matches_binary_kl_by_hand():
+    s, t, y = torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[math.log(2.0), 0.0, 0.0]]), torch.tensor([0])
+    # teacher: p_target = 2/4, student: 1/3; T=1, binary KL(t || s)
+    kl = 0.5 * math.log(0.5 / (1 / 3)) + 0.5 * math.log(0.5 / (2 / 3))
+    assert dkd_loss(s, t, y, alpha=1.0, beta=0.0, temperature=1.0).item() == pytest.approx(kl, rel=1e-4)
+    # non-target classes are equal in both: NCKD is zero
+    assert dkd_loss(s, t, y, alpha=0.0, beta=1.0, temperature=1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_tfkd_needs_no_teacher_and_reduces_to_ce_at_alpha_zero():
+    s, y = _rand(4, 5), torch.tensor([0, 1, 2, 3])
+    assert tfkd_loss(s, None, y, temperature=4.0, alpha=0.0, correct_prob=0.9).item() == pytest.approx(
+        F.cross_entropy(s, y).item(), rel=1e-6)
+    # a student already matching the virtual teacher has zero KL: only (1 - alpha) * CE is left
+    q = torch.full((4, 5), 0.1 / 4).scatter(1, y[:, None], 0.9).log()
+    got = tfkd_loss(q, None, y, temperature=4.0, alpha=0.5, correct_prob=0.9).item()
+    assert got == pytest.approx(0.5 * F.cross_entropy(q, y).item(), rel=1e-5)
+
+
+def test_feature_losses_vanish_on_equal_inputs_and_handle_spatial_mismatch():
+    f = _rand(4, 8, 8, 8)
+    assert fitnets_loss(f, f.clone()).item() == 0.0
+    assert at_loss(f, f.clone()).item() == pytest.approx(0.0, abs=1e-10)
+    big = F.interpolate(f, scale_factor=2, mode="nearest")  # 16×16 map pools back to the 8×8 one exactly
+    assert fitnets_loss(big, f).item() == pytest.approx(0.0, abs=1e-10)
+    assert at_loss(f, _rand(4, 16, 4, 4, seed=2)).item() > 0  # channels may differ; the larger map is pooled
+
+
+def test_relation_losses_are_invariant_to_what_they_should_be():
+    e = _rand(8, 6)
+    assert rkd_loss(e, 3.0 * e).item() == pytest.approx(0.0, abs=1e-6)   # distances are normalised: scale-free
+    assert sp_loss(e, e.clone()).item() == pytest.approx(0.0, abs=1e-10)
+    assert pkt_loss(e, 2.0 * e).item() == pytest.approx(0.0, abs=1e-7)  # cosine based: scale-free
+    other = _rand(8, 6, seed=3)
+    assert rkd_loss(e, other).item() > 0 and sp_loss(e, other).item() > 0 and pkt_loss(e, other).item() > 0
+    # embeddings of different widths are fine for relation losses (only sample-to-sample relations compared)
+    assert rkd_loss(e, _rand(8, 20, seed=4)).item() > 0
+
+
+def test_unknown_loss_name_lists_names_and_closest():
+    with pytest.raises(UnknownNameError, match=r"unknown loss term 'dkdd'.*Did you mean 'dkd'.*Valid loss terms: at, ce, dkd"):
+        LossTerm(name="dkdd")
+
+
+def test_unknown_option_names_the_closest():
+    with pytest.raises(ConfigError, match=r"loss 'kd': unknown option 'temprature'. Did you mean 'temperature'"):
+        LossTerm(name="kd", options={"temprature": 4})
+
+
+@pytest.mark.parametrize("term", [
+    {"name": "kd", "weight": -1.0}, {"name": "kd", "options": {"alpha": 2}}, {"name": "dkd", "options": {"beta": -1}},
+    {"name": "fitnets"}, {"name": "fitnets", "options": {"pairs": [["a"]]}}, {"name": "at", "options": {"pairs": "a,b"}},
+    {"name": "fitnets", "options": {"pairs": [["a", "b"]], "adapter": "mlp"}},
+])
+def test_bad_term_values_raise_config_error(term):
+    with pytest.raises(ConfigError, match=term["name"]):
+        LossTerm(**term)
+
+
+def test_parse_terms_builds_terms_and_rejects_unknown_keys():
+    terms = parse_terms([{"name": "kd", "weight": 1.0, "options": {"temperature": 2}},
+                         {"name": "fitnets", "weight": 0.5, "options": {"pairs": [["features.3", "features.2"]]}}])
+    assert [t.name for t in terms] == ["kd", "fitnets"] and terms[1].pairs == [("features.3", "features.2")]
+    assert terms[0].resolved() == {"temperature": 2, "alpha": 0.9, "label_smoothing": 0.0}
+    with pytest.raises(ConfigError, match=r"unknown key 'wieght'. Did you mean 'weight'"):
+        parse_terms([{"name": "kd", "wieght": 1.0}])
+    with pytest.raises(ConfigError, match="non-empty list"):
+        parse_terms([])

@@ -39,7 +39,7 @@ class LossSpec:
     doc: str = ""
 
 
-LOSSES: Registry[LossSpec] = Registry("loss")
+LOSSES: Registry[LossSpec] = Registry("loss term")
 
 
 def loss_names() -> list[str]:

@@ -1,14 +1,17 @@
-"""Train a teacher once per (architecture, config, data, torch version) and reload it from disk afterwards."""
+"""Teacher caches: a trained teacher per (architecture, config, data, torch version), and the teacher's outputs
+per (teacher hash, data hash, augmentation policy, feature layers), memory-mapped on disk."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgestill.compress.distill.trainer import Progress, TrainConfig, evaluate, train
 from edgestill.data.datasets import DataSplits
@@ -19,7 +22,11 @@ def teacher_cache_key(model_name: str, model_kwargs: Mapping[str, Any], data: Da
     """Hex sha256 over everything that determines the trained teacher's weights."""
     import torch
 
-    payload = {"model": model_name, "kwargs": dict(model_kwargs), "config": asdict(config), "data": data.sha256,
+    cfg = asdict(config)
+    cfg.pop("deterministic")  # does not change the weights on CPU (see TrainConfig)
+    if cfg["early_stopping_patience"] is None:  # keep the keys of teachers cached before this field existed
+        cfg.pop("early_stopping_patience")
+    payload = {"model": model_name, "kwargs": dict(model_kwargs), "config": cfg, "data": data.sha256,
                "num_classes": data.num_classes, "input_shape": list(data.input_shape), "torch": torch.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 
@@ -72,3 +79,134 @@ def train_or_load_teacher(model_name: str, model_kwargs: Mapping[str, Any], data
     tmp.replace(weights)
     meta_path.write_text(json.dumps(meta, indent=2, default=list))
     return result.model, {**meta, "cache": "miss", "path": str(weights), "load_s": 0.0}
+
+
+# ------------------------------------------------------------------------------ teacher output cache (memmap)
+OUTPUTS_FORMAT = 1
+
+
+def teacher_fingerprint(teacher) -> str:
+    """Hex sha256 of a torch module's class name and every parameter and buffer (names, shapes, bytes)."""
+    import torch
+
+    h = hashlib.sha256(type(teacher).__qualname__.encode())
+    for name, tensor in teacher.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def teacher_outputs_key(teacher_sha256: str, data_sha256: str, augment_policy: str, features: Sequence[str]) -> str:
+    """Hex sha256 keying cached teacher outputs: (teacher hash, data hash, augmentation policy, feature layers)."""
+    payload = {"format": OUTPUTS_FORMAT, "teacher": teacher_sha256, "data": data_sha256, "augment": augment_policy,
+               "features": list(features)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class TeacherOutputs:
+    """Teacher outputs over the training split, row i for ``data.train`` sample i, memory-mapped from disk.
+
+    ``logits`` is N×K float32; ``features[name]`` is N×(shape of that layer's output) float32.
+    """
+
+    logits: np.ndarray
+    features: Mapping[str, np.ndarray]
+    key: str
+    path: Path
+    hit: bool
+    compute_s: float = 0.0
+
+
+def _feature_file(name: str) -> str:
+    return "feat-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + ".npy"
+
+
+def cached_teacher_outputs(teacher, data: DataSplits, *, cache_dir: Path, augment_policy: str = "none",
+                           features: Sequence[str] = (), batch_size: int = 256) -> TeacherOutputs:
+    """Teacher logits (and the named layers' outputs) on ``data.train``, computed once and memory-mapped.
+
+    The files live in ``cache_dir/<key>/`` (``logits.npy``, ``feat-<layer>.npy``, ``meta.json``), keyed by
+    :func:`teacher_outputs_key`; they are written into a temporary folder that is renamed into place, so a
+    killed run never leaves a half-written entry. Reads use ``np.load(mmap_mode="r")``.
+
+    Args:
+        teacher: a torch module; run in eval mode under ``inference_mode``.
+        data: the dataset; rows follow ``data.train``.
+        cache_dir: the cache root.
+        augment_policy: the augmentation the training inputs go through; only ``"none"`` can be cached (an
+            active augmentation changes the inputs every epoch). It is part of the key.
+        features: teacher module names whose outputs to store as well.
+
+    Raises:
+        ConfigError: ``augment_policy`` is not ``"none"`` (cached outputs would not match what the student sees),
+            or an unknown feature layer name.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from edgestill.compress.distill.features import FeatureTap
+    from edgestill.errors import ConfigError
+
+    policy = str(augment_policy)
+    if policy != "none":
+        raise ConfigError(f"teacher outputs cannot be cached under the random augmentation {policy!r}: every epoch "
+                          "shows the student different inputs. Use teacher_mode 'online' (or 'auto').")
+    features = list(dict.fromkeys(features))
+    key = teacher_outputs_key(teacher_fingerprint(teacher), data.sha256, policy, features)
+    root = Path(cache_dir)
+    entry = root / key[:32]
+    if (entry / "meta.json").is_file():
+        try:
+            return _open_outputs(entry, key, features, hit=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RuntimeFailure(f"cached teacher outputs in {entry} could not be read ({exc}). Delete that folder "
+                                 "to recompute them.") from exc
+
+    started = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=root))
+    try:
+        n = len(data.train)
+        was_training = teacher.training
+        teacher.eval()
+        arrays: dict[str, np.ndarray] = {}
+        with FeatureTap(teacher, features, role="teacher", detach=True) as tap, torch.inference_mode():
+            for start in range(0, n, batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(data.train.x[start:start + batch_size]))
+                outs = {"logits": teacher(xb), **{name: tap.outputs[name] for name in features}}
+                for name, value in outs.items():
+                    if name not in arrays:
+                        file = tmp / ("logits.npy" if name == "logits" else _feature_file(name))
+                        arrays[name] = np.lib.format.open_memmap(file, mode="w+", dtype=np.float32,
+                                                                 shape=(n, *value.shape[1:]))
+                    arrays[name][start:start + len(value)] = value.float().numpy()
+        teacher.train(was_training)
+        for arr in arrays.values():
+            arr.flush()
+        del arrays
+        meta = {"key": key, "format": OUTPUTS_FORMAT, "augment": policy, "features": features, "n": n,
+                "data_sha256": data.sha256, "compute_s": time.perf_counter() - started}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            tmp.rename(entry)
+        except OSError:  # another process finished the same entry first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    out = _open_outputs(entry, key, features, hit=False)
+    return TeacherOutputs(logits=out.logits, features=out.features, key=key, path=entry, hit=False,
+                          compute_s=time.perf_counter() - started)
+
+
+def _open_outputs(entry: Path, key: str, features: Sequence[str], *, hit: bool) -> TeacherOutputs:
+    meta = json.loads((entry / "meta.json").read_text())
+    if meta.get("key") != key:
+        raise ValueError(f"meta.json key {meta.get('key')!r} does not match {key!r}")
+    logits = np.load(entry / "logits.npy", mmap_mode="r")
+    feats = {name: np.load(entry / _feature_file(name), mmap_mode="r") for name in features}
+    return TeacherOutputs(logits=logits, features=feats, key=key, path=entry, hit=hit)
