@@ -1,9 +1,22 @@
-"""Static int8 quantization with calibration data, one file per format; ``quantize_export`` is the verb.
+"""int8 quantization that keeps accuracy: per-format quantizers, calibration, sensitivity, float fallback, KD repair.
 
-Importing this package stays light: torch and the format libraries load inside the quantizers.
+``quantize_export`` writes one int8 file for one format; ``quantize`` meets an accuracy budget on each format's
+runtime. Importing this package stays light: torch and the format libraries load inside the functions.
 """
 
 from edgestill.compress.quantize.api import QUANTIZERS, get_quantizer, quantize_export
-from edgestill.compress.quantize.calibration import calibration_manifest, check_calibration
+from edgestill.compress.quantize.budget import QuantizeConfig, QuantizeResult, artifact_accuracy, check_inputs, quantize
+from edgestill.compress.quantize.calibration import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    calibration_manifest,
+    calibration_warnings,
+    check_calibration,
+    select_calibration,
+)
+from edgestill.compress.quantize.options import CALIBRATION_METHODS, QUANT_PRECISIONS, TFLITE_RECIPES, QuantOptions
 
-__all__ = ["QUANTIZERS", "calibration_manifest", "check_calibration", "get_quantizer", "quantize_export"]
+__all__ = [
+    "CALIBRATION_METHODS", "DEFAULT_CALIBRATION_SAMPLES", "QUANTIZERS", "QUANT_PRECISIONS", "TFLITE_RECIPES", "QuantOptions",
+    "QuantizeConfig", "QuantizeResult", "artifact_accuracy", "calibration_manifest", "calibration_warnings", "check_calibration",
+    "check_inputs", "get_quantizer", "quantize", "quantize_export", "select_calibration",
+]

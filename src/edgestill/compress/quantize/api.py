@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.compress.quantize.calibration import calibration_manifest, check_calibration
-from edgestill.errors import InputError
+from edgestill.compress.quantize.options import QUANT_PRECISIONS, QuantOptions, check_choice
+from edgestill.errors import ConfigError, InputError
 from edgestill.export.artifact import Artifact
 from edgestill.registry import Registry
 
@@ -21,7 +22,7 @@ QUANTIZERS: Registry[Quantizer] = Registry("quantizer")
 
 
 def get_quantizer(fmt: str) -> Quantizer:
-    """Return the static-int8 quantizer registered for a format (imports the per-format modules)."""
+    """Return the int8 quantizer registered for a format (imports the per-format modules)."""
     import edgestill.compress.quantize.onnx  # noqa: F401
     import edgestill.compress.quantize.openvino  # noqa: F401
     import edgestill.compress.quantize.tflite  # noqa: F401
@@ -34,44 +35,75 @@ def quantize_export(
     example_inputs: Any,
     *,
     format: str,
-    calibration: np.ndarray,
+    precision: str = "int8-static",
+    calibration: np.ndarray | None = None,
     calibration_ids: Sequence[Any] | None = None,
     staging_dir: Path,
     name: str,
+    options: QuantOptions | None = None,
 ) -> Artifact:
-    """Quantize ``model`` to static int8 for ``format`` with calibration samples; write it to ``staging_dir``.
+    """Quantize ``model`` to int8 for ``format``; write it to ``staging_dir``.
 
     Args:
         model: the float torch model (left unchanged).
         example_inputs: a tensor or tuple with one batch-1 tensor (the shape the file will take).
         format: onnx | tflite | openvino.
-        calibration: N samples shaped like the example input without its batch axis.
+        precision: "int8-static" (int8 weights and activations, calibrated) or "int8-dynamic" (int8 weights;
+            activations quantized at run time, or kept float where the format has no dynamic kernels).
+        calibration: N samples shaped like the example input without its batch axis (required for static).
         calibration_ids: one id per sample, recorded in the manifest (default 0..N-1).
         staging_dir: folder to write into (the caller validates and publishes).
         name: artifact name (file stem).
+        options: calibration method, TFLite recipe, OpenVINO preset, layers kept in float.
 
     Returns:
-        An unvalidated Artifact with precision "int8-static" and its calibration manifest.
+        An unvalidated Artifact with precision ``precision`` ("mixed" when layers are kept in float),
+        its quantization settings and, for static int8, its calibration manifest.
 
     Raises:
-        InputError: calibration empty, the wrong shape, NaN/Inf, ids of the wrong length; a multi-input model.
+        InputError: calibration missing (static), empty, the wrong shape, NaN/Inf, ids of the wrong length;
+            a multi-input model.
+        ConfigError: an unknown precision, a recipe that does not match it, an unknown float layer.
         UnknownNameError: no quantizer for ``format``.
         RuntimeFailure: the conversion library failed.
     """
+    from edgestill.compress.quantize.layers import check_layer_names, quantizable_layers
     from edgestill.export.exporters import as_tuple
 
+    check_choice("precision", precision, QUANT_PRECISIONS)
+    options = options or QuantOptions()
+    if format == "tflite":
+        options.recipe_for(precision)
     quantizer = get_quantizer(format)
     args = as_tuple(example_inputs)
     if len(args) != 1:
         raise InputError(
-            f"static int8 calibration takes models with one input; this model takes {len(args)}. "
-            "Quantize a single-input model or use a dynamic-range precision."
+            f"int8 quantization here takes models with one input; this model takes {len(args)}. "
+            "Quantize a single-input model, or export it in fp32."
         )
-    calib = check_calibration(calibration, args[0].shape[1:])
-    manifest = calibration_manifest(calib, calibration_ids)
+    calib, manifest = None, None
+    if precision == "int8-static":
+        if calibration is None:
+            raise InputError(
+                "static int8 needs calibration data and none was given; pass calibration= (N samples shaped like "
+                "the model input, a few hundred drawn from the training data) or use precision 'int8-dynamic'."
+            )
+        calib = check_calibration(calibration, args[0].shape[1:])
+        manifest = calibration_manifest(calib, calibration_ids)
+        calib = calib.astype(args[0].detach().cpu().numpy().dtype, copy=False)
+    layers = quantizable_layers(model, args)
+    if options.float_layers:
+        check_layer_names(options.float_layers, layers)
+        if precision != "int8-static":
+            raise ConfigError("float_layers (a mixed artifact) applies to int8-static; dynamic int8 keeps activations float already.")
     staging_dir = Path(staging_dir)
     staging_dir.mkdir(parents=True, exist_ok=True)
-    calib = calib.astype(args[0].detach().cpu().numpy().dtype, copy=False)
-    art = quantizer(model, args, calibration=calib, staging_dir=staging_dir, name=name)
-    art.calibration = manifest
+    art = quantizer(model, args, precision=precision, calibration=calib, staging_dir=staging_dir, name=name, options=options, layers=layers)
+    if options.float_layers:
+        art.precision = "mixed"
+        art.quantization["float_layers"] = list(options.float_layers)
+        art.quantization["base_precision"] = precision
+    art.quantization.setdefault("options", options.to_dict())
+    if manifest is not None:
+        art.calibration = manifest
     return art

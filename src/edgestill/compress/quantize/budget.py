@@ -1,0 +1,454 @@
+"""The ``quantize`` verb: int8 per format within an accuracy budget, measured on each artifact's own runtime.
+
+Per format: export the fp32 baseline, quantize naively, and measure both on the eval data on the runtime the
+file ships on. When int8 loses more than ``max_accuracy_drop`` points: rank the layers by simulated int8
+sensitivity (sensitivity.py) and keep the most sensitive in float (a "mixed" artifact), growing that set until the
+budget is met or the time budget ends, always keeping the best artifact found. Optionally repair with the
+teacher (repair.py: quantization-aware fine-tuning with the KD loss) and quantize the repaired model.
+A result within budget is published under its name; a best-effort result over budget is kept as ``*.rejected``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgestill.compress.quantize.calibration import calibration_manifest, calibration_warnings, check_calibration
+from edgestill.compress.quantize.options import QUANT_PRECISIONS, QuantOptions, check_choice
+from edgestill.errors import ConfigError, InputError
+from edgestill.export.artifact import FORMATS, Artifact, publish, reject
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgestill.compress.quantize.repair import RepairConfig
+    from edgestill.compress.quantize.sensitivity import LayerSensitivity
+
+Progress = Callable[[str], None]
+_SENSITIVITY_SAMPLES = 128  # samples the simulated per-layer sensitivity runs on (one forward pass per layer)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeConfig:
+    """What ``quantize`` does: formats, precision, the accuracy budget and how long to search for it.
+
+    max_accuracy_drop: allowed top-1 loss in absolute percentage points vs the fp32 artifact on the same runtime.
+    time_budget_s: wall time for the float-fallback search per format (the naive attempt always runs).
+    max_float_layers: at most this many layers kept in float (None: any number).
+    bench_latency: time fp32, naive int8 and the final artifact at 1 thread (runner subprocesses, interleaved).
+    report: run the sensitivity analysis even when the naive artifact meets the budget.
+    """
+
+    formats: tuple[str, ...] = ("onnx",)
+    precision: str = "int8-static"
+    max_accuracy_drop: float = 1.0
+    time_budget_s: float = 300.0
+    max_float_layers: int | None = None
+    options: QuantOptions = field(default_factory=QuantOptions)
+    name: str = "model"
+    bench_latency: bool = True
+    bench_rounds: int = 3
+    report: bool = False  # rank every layer's sensitivity even when naive int8 is within budget
+
+    def __post_init__(self) -> None:
+        formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
+        if not formats:
+            raise ConfigError(f"quantize.formats is empty; choose one or more of {', '.join(FORMATS)}.")
+        for f in formats:
+            check_choice("quantize.formats", f, FORMATS)
+        object.__setattr__(self, "formats", formats)
+        check_choice("quantize.precision", self.precision, QUANT_PRECISIONS)
+        drop = self.max_accuracy_drop
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not math.isfinite(drop) or drop < 0:
+            raise ConfigError(
+                f"--max-accuracy-drop must be a number of accuracy points >= 0 (e.g. 1.0 allows 1 point of top-1 loss), "
+                f"got {drop!r}."
+            )
+        if isinstance(self.time_budget_s, bool) or not isinstance(self.time_budget_s, (int, float)) or not self.time_budget_s >= 0:
+            raise ConfigError(f"--time-budget must be seconds >= 0, got {self.time_budget_s!r}.")
+        if self.max_float_layers is not None and (not isinstance(self.max_float_layers, int) or self.max_float_layers < 0):
+            raise ConfigError(f"max_float_layers must be an integer >= 0 or None, got {self.max_float_layers!r}.")
+        if not isinstance(self.options, QuantOptions):
+            raise ConfigError(f"quantize.options must be a QuantOptions, got {type(self.options).__name__}.")
+        if "tflite" in formats:
+            self.options.recipe_for(self.precision)
+        if not isinstance(self.bench_rounds, int) or self.bench_rounds < 1:
+            raise ConfigError(f"bench_rounds must be an integer >= 1, got {self.bench_rounds!r}.")
+
+
+@dataclass(kw_only=True)
+class Attempt:
+    """One quantized candidate: which layers stayed float and its accuracy on the runtime."""
+
+    label: str
+    float_layers: tuple[str, ...]
+    accuracy: float
+    drop_points: float
+    seconds: float
+    sqnr_db: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "float_layers": list(self.float_layers), "accuracy": self.accuracy,
+                "drop_points": self.drop_points, "seconds": round(self.seconds, 2), "sqnr_db": self.sqnr_db}
+
+
+@dataclass(kw_only=True)
+class FormatResult:
+    """The outcome for one format."""
+
+    format: str
+    runtime: str
+    fp32_accuracy: float
+    fp32_artifact: Artifact
+    naive: Attempt
+    final: Attempt
+    artifact: Artifact | None  # published (within budget)
+    budget_met: bool
+    rejected_files: list[Path] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    sensitivity: list[LayerSensitivity] = field(default_factory=list)
+    repair: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None
+    stopped_by: str | None = None  # "budget met", "time budget", "no more layers", "repair"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format, "runtime": self.runtime, "budget_met": self.budget_met, "stopped_by": self.stopped_by,
+            "fp32_accuracy": self.fp32_accuracy, "fp32_artifact": str(self.fp32_artifact.manifest_path),
+            "naive": self.naive.to_dict(), "final": self.final.to_dict(),
+            "artifact": str(self.artifact.manifest_path) if self.artifact else None,
+            "precision": self.artifact.precision if self.artifact else None,
+            "float_layers": list(self.final.float_layers),
+            "rejected_files": [str(p) for p in self.rejected_files],
+            "attempts": [a.to_dict() for a in self.attempts],
+            "sensitivity": [s.to_dict() for s in self.sensitivity],
+            "repair": self.repair, "latency": self.latency,
+        }
+
+
+@dataclass(kw_only=True)
+class QuantizeResult:
+    """Every format's outcome plus the calibration record and warnings."""
+
+    config: QuantizeConfig
+    max_accuracy_drop: float
+    formats: list[FormatResult]
+    calibration: dict[str, Any]
+    warnings: list[str]
+    seconds: float
+
+    @property
+    def budget_met(self) -> bool:
+        return all(f.budget_met for f in self.formats)
+
+    def to_dict(self) -> dict[str, Any]:
+        cal = {k: v for k, v in self.calibration.items() if k != "sample_ids"}
+        return {"kind": "quantize", "precision": self.config.precision, "max_accuracy_drop": self.max_accuracy_drop,
+                "budget_met": self.budget_met, "calibration": cal, "warnings": list(self.warnings),
+                "formats": [f.to_dict() for f in self.formats], "seconds": round(self.seconds, 2)}
+
+    def markdown(self) -> str:
+        from edgestill.compress.quantize.sensitivity import sensitivity_markdown
+
+        lines = ["# edgestill quantize report", "",
+                 f"Precision {self.config.precision}, budget {self.max_accuracy_drop:g} points of top-1 vs the fp32 "
+                 f"artifact on the same runtime; calibration {self.calibration.get('n')} samples (sha256 "
+                 f"{str(self.calibration.get('sha256', ''))[:12]}).", ""]
+        lines += [f"- warning: {w}" for w in self.warnings]
+        lines += ["", "| format | runtime | fp32 acc | naive int8 acc | final acc | drop (pts) | within budget | float layers | "
+                  "final/fp32 p50 |", "|---|---|---:|---:|---:|---:|---|---|---:|"]
+        for f in self.formats:
+            ratio = (f.latency or {}).get("final_vs_fp32_p50")
+            lines.append(
+                f"| {f.format} | {f.runtime} | {100 * f.fp32_accuracy:.2f}% | {100 * f.naive.accuracy:.2f}% | "
+                f"{100 * f.final.accuracy:.2f}% | {f.final.drop_points:.2f} | {'yes' if f.budget_met else 'NO'} | "
+                f"{', '.join(f'`{n}`' for n in f.final.float_layers) or '—'} | {'' if ratio is None else f'{ratio:.2f}'} |"
+            )
+        for f in self.formats:
+            if f.sensitivity:
+                lines += ["", f"## Layer sensitivity ({f.format})", "", sensitivity_markdown(f.sensitivity, float_layers=f.final.float_layers)]
+            if f.attempts:
+                lines += ["", f"## Attempts ({f.format})", "", "| attempt | float layers | accuracy | drop (pts) |", "|---|---|---:|---:|"]
+                lines += [f"| {a.label} | {len(a.float_layers)} | {100 * a.accuracy:.2f}% | {a.drop_points:.2f} |" for a in f.attempts]
+            if f.repair:
+                lines += ["", f"## KD repair ({f.format})", "", "```", str(f.repair), "```"]
+        return "\n".join(lines) + "\n"
+
+
+def artifact_accuracy(artifact: Artifact, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy of an artifact on its own runtime (1 thread) and its raw first output."""
+    from edgestill.export.validate import run_artifact
+    from edgestill.runtimes import RuntimeOptions, load
+
+    session = load(artifact, RuntimeOptions(threads=1))
+    out = run_artifact(session, artifact, [x])[0]
+    out = out.reshape(len(x), -1)
+    return float((out.argmax(1) == y).mean()), out
+
+
+def check_eval_data(eval_x: Any, eval_y: Any, sample_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Eval inputs (checked like calibration data) and integer labels of the same length.
+
+    Raises:
+        InputError: bad inputs, labels missing, of another length or not integers.
+    """
+    x = check_calibration(eval_x, sample_shape, what="eval")
+    y = np.asarray(eval_y)
+    if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
+        raise InputError(
+            f"eval labels must be one integer class id per eval sample; got shape {list(y.shape)} dtype {y.dtype} "
+            f"for {len(x)} samples. Pass y as an (N,) integer array."
+        )
+    return x, y
+
+
+def check_inputs(
+    model: torch.nn.Module, example_inputs: Any, config: QuantizeConfig, *, calibration: Any, calibration_ids: Sequence[Any] | None,
+    eval_x: Any, eval_y: Any,
+) -> tuple[tuple, np.ndarray, dict[str, Any], np.ndarray, np.ndarray, list[str]]:
+    """Check everything ``quantize`` takes before anything is written.
+
+    Returns:
+        (example args, calibration array, its manifest, eval x, eval y, calibration warnings).
+
+    Raises:
+        InputError: a multi-input model; calibration or eval data empty, of the wrong shape, with NaN/Inf;
+            ids or labels of the wrong length.
+        ConfigError: a forced float layer that is not a layer of the model.
+    """
+    from edgestill.export.exporters import as_tuple
+
+    args = as_tuple(example_inputs)
+    if len(args) != 1:
+        raise InputError(f"quantize takes models with one input; this model takes {len(args)}.")
+    sample_shape = tuple(args[0].shape[1:])
+    calib = check_calibration(calibration, sample_shape)
+    manifest = calibration_manifest(calib, calibration_ids)
+    x, y = check_eval_data(eval_x, eval_y, sample_shape)
+    warnings = calibration_warnings(calib, x) if config.precision == "int8-static" else []
+    if config.options.float_layers:
+        from edgestill.compress.quantize.layers import check_layer_names, quantizable_layers
+
+        check_layer_names(config.options.float_layers, quantizable_layers(model, args))
+    return args, calib.astype(args[0].detach().cpu().numpy().dtype, copy=False), manifest, x, y, warnings
+
+
+def quantize(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    config: QuantizeConfig,
+    out_dir: str | Path,
+    *,
+    calibration: np.ndarray,
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    calibration_ids: Sequence[Any] | None = None,
+    repair: RepairConfig | None = None,
+    progress: Progress | None = None,
+    claimed: bool = False,
+) -> QuantizeResult:
+    """Quantize ``model`` for every format of ``config`` within the accuracy budget; write artifacts to ``out_dir``.
+
+    Args:
+        model: the float torch model (left unchanged).
+        example_inputs: batch-1 tensor or tuple (the shape the files take).
+        config: formats, precision, budget, time budget, options.
+        out_dir: output folder (made ready with :func:`claim_output_dir` unless ``claimed``).
+        calibration: N samples for static int8 ranges (see calibration.select_calibration).
+        eval_x, eval_y: the data the budget is measured on (inputs and integer labels).
+        calibration_ids: one id per calibration sample for the manifest.
+        repair: opt-in KD repair (teacher, training data, schedule) used when the budget is still missed.
+        progress: called with a one-line status.
+
+    Returns:
+        The QuantizeResult; ``budget_met`` False means at least one format stayed over budget.
+
+    Raises:
+        InputError / ConfigError: bad data or settings (checked before anything is written).
+        RuntimeFailure: a conversion or runtime library failed.
+    """
+    from edgestill.outdir import claim_output_dir
+
+    t_start = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    args, calib, manifest, x, y, warnings = check_inputs(
+        model, example_inputs, config, calibration=calibration, calibration_ids=calibration_ids, eval_x=eval_x, eval_y=eval_y,
+    )
+    out = Path(out_dir) if claimed else claim_output_dir(Path(out_dir), kind="quantize")
+    model.eval()
+    results = []
+    repaired: dict[str, Any] = {}  # the KD-repaired model is trained once and shared by every format
+    for fmt in config.formats:
+        results.append(_quantize_format(model, args, fmt, config, out, calib, calibration_ids, x, y, repair, say, repaired))
+    return QuantizeResult(config=config, max_accuracy_drop=float(config.max_accuracy_drop), formats=results,
+                          calibration=manifest, warnings=warnings, seconds=time.perf_counter() - t_start)
+
+
+def _quantize_format(
+    model: torch.nn.Module, args: tuple, fmt: str, config: QuantizeConfig, out: Path, calib: np.ndarray,
+    calibration_ids: Sequence[Any] | None, x: np.ndarray, y: np.ndarray, repair: RepairConfig | None, say: Progress,
+    repaired_cache: dict[str, Any],
+) -> FormatResult:
+    from edgestill.compress.quantize.api import quantize_export
+    from edgestill.compress.quantize.layers import quantizable_layers
+    from edgestill.export import ExportConfig, export
+    from edgestill.export.validate import Tolerances
+    from edgestill.runtimes.base import DEFAULT_RUNTIME
+
+    say(f"{fmt}: fp32 baseline")
+    (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name), out,
+                         validation_inputs=x[:_SENSITIVITY_SAMPLES])
+    fp32_art = fp32_res.artifact
+    fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y)
+    budget = float(config.max_accuracy_drop)
+    work = out / f".search-{fmt}"
+    shutil.rmtree(work, ignore_errors=True)
+    attempts: list[Attempt] = []
+    arts: dict[str, tuple[Artifact, torch.nn.Module]] = {}
+
+    def attempt(label: str, float_layers: tuple[str, ...], source: torch.nn.Module) -> Attempt:
+        t0 = time.perf_counter()
+        opts = replace(config.options, float_layers=float_layers)
+        art = quantize_export(source, args, format=fmt, precision=config.precision, calibration=calib,
+                              calibration_ids=calibration_ids, staging_dir=work / label, name=_final_name(config, fmt, float_layers),
+                              options=opts)
+        acc, got = artifact_accuracy(art, x, y)
+        sqnr = _sqnr_db(fp32_out, got)
+        a = Attempt(label=label, float_layers=float_layers, accuracy=acc, drop_points=round(100 * (fp32_acc - acc), 3),
+                    seconds=time.perf_counter() - t0, sqnr_db=sqnr)
+        attempts.append(a)
+        arts[label] = (art, source)
+        say(f"{fmt}: {label}: accuracy {100 * acc:.2f}% (drop {a.drop_points:.2f} pts)")
+        return a
+
+    forced = tuple(config.options.float_layers)
+    naive = attempt("naive", forced, model)
+    best, stopped, sens = naive, "budget met" if naive.drop_points <= budget else None, []
+    t_search = time.perf_counter()
+    search = stopped is None and config.precision == "int8-static" and config.max_float_layers != 0
+    if search or (config.report and config.precision == "int8-static"):
+        from edgestill.compress.quantize.sensitivity import layer_sensitivity
+
+        say(f"{fmt}: ranking layers by int8 sensitivity")
+        sens = layer_sensitivity(model, args, calib, x[:_SENSITIVITY_SAMPLES], layers=quantizable_layers(model, args))
+    if search:
+        limit = len(sens) if config.max_float_layers is None else min(config.max_float_layers, len(sens))
+        for k in _fallback_sizes(limit):
+            if time.perf_counter() - t_search > config.time_budget_s:
+                stopped = "time budget"
+                break
+            a = attempt(f"float-top{k}", tuple(dict.fromkeys((*forced, *(s.layer for s in sens[:k])))), model)
+            if a.accuracy > best.accuracy:
+                best = a
+            if a.drop_points <= budget:
+                best, stopped = a, "budget met"
+                break
+        else:
+            stopped = stopped or "no more layers"
+    repair_info = None
+    if best.drop_points > budget and repair is not None:
+        from edgestill.compress.quantize.repair import repair_with_teacher
+
+        say(f"{fmt}: still {best.drop_points:.2f} pts over: KD repair (quantization-aware fine-tuning)")
+        if "model" not in repaired_cache:
+            repaired_cache["model"], repaired_cache["info"] = repair_with_teacher(model, args, repair, calibration=calib)
+        repair_info = dict(repaired_cache["info"])
+        a = attempt("kd-repair", forced, repaired_cache["model"])
+        repair_info["accuracy"] = a.accuracy
+        repair_info["drop_points"] = a.drop_points
+        if a.accuracy > best.accuracy or a.drop_points <= budget:
+            best = a
+        if a.drop_points <= budget:
+            stopped = "repair"
+    met = best.drop_points <= budget
+    if stopped is None:
+        stopped = "no float fallback allowed" if config.max_float_layers == 0 else "precision has no fallback"
+    final_art, final_model = arts[best.label]
+    tol = Tolerances()
+    from edgestill.export.validate import validate
+
+    report = validate(final_art, final_model, x[:_SENSITIVITY_SAMPLES], tol)
+    final_art.validation = report.to_dict()
+    final_art.quantization.update({
+        "accuracy": best.accuracy, "fp32_accuracy": fp32_acc, "accuracy_drop_points": best.drop_points,
+        "max_accuracy_drop": budget, "budget_met": met, "eval_samples": int(len(x)), "runtime": DEFAULT_RUNTIME[fmt],
+        "search": {"stopped_by": stopped, "attempts": [a.to_dict() for a in attempts]},
+    })
+    if best.label == "kd-repair":
+        final_art.quantization["kd_repair"] = repair_info
+    latency = _latency(fp32_art, arts["naive"][0], final_art, config) if config.bench_latency else None
+    published, rejected = None, []
+    if met:
+        publish(final_art.directory, out, list(final_art.files))
+        final_art.directory = out
+        final_art.write_manifest()
+        published = final_art
+    else:
+        final_art.write_manifest()
+        rejected = reject(final_art.directory, out, [*final_art.files, final_art.manifest_path.name])
+    shutil.rmtree(work, ignore_errors=True)
+    return FormatResult(
+        format=fmt, runtime=DEFAULT_RUNTIME[fmt], fp32_accuracy=fp32_acc, fp32_artifact=fp32_art, naive=naive, final=best,
+        artifact=published, budget_met=met, rejected_files=rejected, attempts=attempts, sensitivity=sens, repair=repair_info,
+        latency=latency, stopped_by=stopped,
+    )
+
+
+def _final_name(config: QuantizeConfig, fmt: str, float_layers: Sequence[str]) -> str:
+    return f"{config.name}-{fmt}-{'mixed' if float_layers else config.precision}"
+
+
+def _fallback_sizes(limit: int) -> list[int]:
+    """How many top-ranked layers to keep in float, attempt by attempt: 1, 2, 3, 4, then growing by half."""
+    sizes, k = [], 1
+    while k <= limit:
+        sizes.append(k)
+        k = k + 1 if k < 4 else max(k + 1, int(k * 1.5))
+    if limit and sizes[-1] != limit:
+        sizes.append(limit)
+    return sizes
+
+
+def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:
+    if ref.shape != got.shape:
+        return None
+    noise = float(((got.astype(np.float64) - ref) ** 2).sum())
+    signal = float((ref.astype(np.float64) ** 2).sum())
+    return 300.0 if noise == 0 else round(float(min(300.0, 10 * np.log10(max(signal, 1e-300) / noise))), 2)
+
+
+def _latency(fp32: Artifact, naive: Artifact, final: Artifact, config: QuantizeConfig) -> dict[str, Any]:
+    """p50 at 1 thread of fp32, naive int8 and final, in interleaved rounds (runner subprocesses); medians of rounds."""
+    from edgestill.benchmarks.bench import benchmark_matrix
+    from edgestill.benchmarks.harness import BenchOptions
+
+    for art in (naive, final):
+        art.write_manifest()  # staged candidates need a manifest on disk for the runner
+    paths = {"fp32": fp32.manifest_path, "naive": naive.manifest_path}
+    if final is not naive:
+        paths["final"] = final.manifest_path
+    ms = benchmark_matrix([str(p) for p in paths.values()], (1,), bench=BenchOptions(min_runs=50, min_seconds=0.3),
+                          rounds=config.bench_rounds)
+    p50: dict[str, list[float]] = {k: [] for k in paths}
+    keys = list(paths)
+    for i, m in enumerate(ms):
+        if m.kind == "measured" and m.latency is not None:
+            p50[keys[i % len(keys)]].append(m.latency.p50_ms)
+    med = {k: (float(np.median(v)) if v else None) for k, v in p50.items()}
+    med.setdefault("final", med["naive"])
+    out: dict[str, Any] = {"threads": 1, "rounds": config.bench_rounds, "p50_ms": med,
+                           "p50_ms_each": {k: [round(v, 4) for v in vs] for k, vs in p50.items()}}
+    if med["fp32"] and med["final"]:
+        out["final_vs_fp32_p50"] = round(med["final"] / med["fp32"], 3)
+    if med["naive"] and med["final"]:
+        out["float_layers_cost_vs_naive_int8"] = round(med["final"] / med["naive"], 3)
+    if any(not v for v in p50.values()):
+        out["failed"] = [m.error for m in ms if m.kind != "measured"][:3]
+    return out

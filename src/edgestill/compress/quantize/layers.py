@@ -1,0 +1,123 @@
+"""The quantizable layers of a torch model (Conv/Linear modules, in execution order) and their names in each format."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgestill.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One quantizable torch module: its dotted name, type and weight shape."""
+
+    name: str
+    kind: str
+    weight_shape: tuple[int, ...]
+    macs: int  # multiply-accumulates for one batch-1 call
+
+
+def quantizable_layers(model: torch.nn.Module, args: tuple) -> list[Layer]:
+    """Conv1d/2d and Linear modules in the order one forward pass calls them (hooks on a batch-1 call)."""
+    import torch
+    from torch import nn
+
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    names = {m: n for n, m in model.named_modules() if isinstance(m, kinds)}
+    order: list[Layer] = []
+    seen: set[str] = set()
+
+    def hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        name = names[mod]
+        if name in seen:
+            return
+        seen.add(name)
+        w = tuple(mod.weight.shape)
+        per_out = int(torch.tensor(w[1:]).prod()) if len(w) > 1 else 1
+        spatial = int(out[0, 0].numel()) if out.dim() > 2 else 1
+        rows = int(out.shape[0]) if out.dim() == 2 else 1
+        order.append(Layer(name=name, kind=type(mod).__name__, weight_shape=w, macs=int(w[0]) * per_out * spatial * rows))
+
+    handles = [m.register_forward_hook(hook) for m in names]
+    try:
+        with torch.no_grad():
+            model.eval()(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def check_layer_names(requested: Sequence[str], layers: Sequence[Layer]) -> None:
+    """Raise a ConfigError for a float-layer name that is not a quantizable layer of the model."""
+    valid = [layer.name for layer in layers]
+    for name in requested:
+        if name not in valid:
+            shown = ", ".join(valid[:12]) + (" ..." if len(valid) > 12 else "")
+            raise ConfigError(
+                f"float layer {name!r} is not a Conv/Linear layer of this model.{did_you_mean(name, valid)} "
+                f"Its quantizable layers are: {shown}. Use names from the sensitivity report."
+            )
+
+
+def onnx_nodes_for(graph: Any, layers: Sequence[Layer], wanted: Sequence[str]) -> list[str]:
+    """Names of the ONNX Conv/Gemm/MatMul nodes that implement the torch layers ``wanted``.
+
+    Matched by execution order and checked by weight shape: the dynamo exporter folds BatchNorm into the
+    convolution and names the fused node after the BatchNorm, so names alone do not identify a layer.
+
+    Raises:
+        ConfigError: the graph's weighted nodes do not line up with the torch layers.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: tuple(numpy_helper.to_array(i).shape) for i in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in inits]
+    ok = len(nodes) == len(layers)
+    for node, layer in zip(nodes, layers):
+        shape = inits[node.input[1]]
+        if node.op_type == "MatMul":
+            shape = tuple(reversed(shape))
+        if node.op_type == "Gemm" and shape != layer.weight_shape:
+            shape = tuple(reversed(shape))
+        ok = ok and shape == layer.weight_shape
+    if not ok:
+        raise ConfigError(
+            f"cannot keep layers in float in this ONNX graph: its {len(nodes)} weighted nodes do not line up with the "
+            f"model's {len(layers)} Conv/Linear layers. Use another format for a mixed artifact, or no float layers."
+        )
+    by_name = {layer.name: node.name for layer, node in zip(layers, nodes)}
+    return [by_name[n] for n in wanted]
+
+
+def openvino_ops_for(ov_model: Any, layers: Sequence[Layer], wanted: Sequence[str]) -> list[str]:
+    """Friendly names of the OpenVINO Convolution/GroupConvolution/MatMul ops that implement the torch layers ``wanted``.
+
+    ov.convert_model folds BatchNorm into the convolution and renames it (``Multiply_123``), so ops are matched
+    to layers by execution order and checked by weight size.
+
+    Raises:
+        ConfigError: the model's weighted ops do not line up with the torch layers.
+    """
+    import math
+
+    kinds = ("Convolution", "GroupConvolution", "MatMul")
+    ops = []
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() in kinds:
+            w = op.input_value(1).get_node()
+            if w.get_type_name() == "Constant" or op.get_type_name() != "MatMul":
+                ops.append((op, math.prod(op.input_value(1).get_partial_shape().to_shape())))
+    ok = len(ops) == len(layers) and all(size == math.prod(layer.weight_shape) for (_, size), layer in zip(ops, layers))
+    if not ok:
+        raise ConfigError(
+            f"cannot keep layers in float in this OpenVINO model: its {len(ops)} weighted ops do not line up with the "
+            f"model's {len(layers)} Conv/Linear layers. Use another format for a mixed artifact, or no float layers."
+        )
+    by_name = {layer.name: op.get_friendly_name() for layer, (op, _) in zip(layers, ops)}
+    return [by_name[n] for n in wanted]

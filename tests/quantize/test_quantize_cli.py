@@ -1,0 +1,72 @@
+"""``edgestill quantize`` through the CLI: bad input exits 2 with a message and writes nothing; a real run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def edgestill(*args: str) -> subprocess.CompletedProcess[str]:
+    # run from the repository root so the factory tests.quantize.models:digits_cnn is importable
+    return subprocess.run([sys.executable, "-m", "edgestill", *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def _base(out: Path) -> list[str]:
+    return ["quantize", "--model", "tests.quantize.models:digits_cnn", "--input-shape", "1x1x8x8", "--data", "digits",
+            "--format", "onnx", "--no-bench", "--out", str(out)]
+
+
+def _calibration(tmp_path: Path, x: np.ndarray) -> Path:
+    path = tmp_path / "calib.npz"
+    np.savez(path, x=x)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [
+        (np.where(np.arange(20)[:, None, None, None] == 3, np.nan, np.zeros((20, 1, 8, 8), np.float32)), "NaN or Inf in 1 of 20"),
+        (np.zeros((0, 1, 8, 8), np.float32), "calibration data is empty"),
+        (np.zeros((20, 3, 8, 8), np.float32), r"calibration data has shape \[20, 3, 8, 8\] but the model's input is \(N, 1, 8, 8\)"),
+    ],
+    ids=["nan", "empty", "wrong-shape"],
+)
+def test_bad_calibration_exits_2_and_writes_nothing(tmp_path: Path, calibration: np.ndarray, message: str) -> None:
+    out = tmp_path / "out"
+    r = edgestill(*_base(out), "--calibration", str(_calibration(tmp_path, calibration)))
+    assert r.returncode == 2, r.stderr
+    assert __import__("re").search(message, r.stderr), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_negative_budget_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = edgestill(*_base(out), "--max-accuracy-drop", "-0.5")
+    assert r.returncode == 2
+    assert "--max-accuracy-drop must be a number of accuracy points >= 0" in r.stderr and "-0.5" in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_quantize_writes_artifacts_and_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = edgestill(*_base(out), "--calibration-samples", "64", "--max-accuracy-drop", "100", "--report", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    (f,) = doc["formats"]
+    assert doc["budget_met"] and f["budget_met"] and f["format"] == "onnx"
+    assert doc["calibration"]["n"] == 64 and len(f["sensitivity"]) == 4  # --report ranks every layer
+    manifest = json.loads((out / "digits_cnn-onnx-int8-static.manifest.json").read_text())
+    assert manifest["precision"] == "int8-static" and manifest["calibration"]["sample_ids"][0].startswith("digits/train/")
+    assert (out / "quantize-report.md").read_text().startswith("# edgestill quantize report")
+    assert json.loads((out / "quantize-report.json").read_text())["formats"][0]["naive"]["accuracy"] == f["naive"]["accuracy"]
