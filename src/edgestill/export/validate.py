@@ -6,9 +6,12 @@ Thresholds per precision (defaults, and why):
   below the bound, while a wrong layer or weight gives differences of order 1e-1 and more.
 - fp16: 1e-2 + 1e-2 * max|torch|, cosine >= 0.999, top-1 >= 0.99 (fp16 keeps ~3 decimal digits).
 - int8 (static, dynamic, mixed): SQNR >= 20 dB (error energy below 1% of the signal), cosine >= 0.99 and
-  top-1 agreement >= 0.95. Per-channel int8 PTQ of small CNNs measured 35-50 dB here; a wrong scale,
+  top-1 agreement >= 0.90. Per-channel int8 PTQ of small CNNs measured 35-50 dB here; a wrong scale,
   a dropped bias or calibration on the wrong data falls below 20 dB. No max_abs bound: int8 error is
-  proportional to the activation range, which SQNR normalises.
+  proportional to the activation range, which SQNR normalises. Top-1 agreement depends on the model's
+  margins as much as on the file: the demo student (59% accurate, 10 classes) flipped 5.05% of 2,000 argmaxes
+  at 34.6 dB SQNR and cosine 0.9998 with no accuracy loss, so 0.95 rejected a sound file. Whether int8 costs
+  too much accuracy is the accuracy budget's question (quantize's --max-accuracy-drop), not parity's.
 Top-1 agreement is computed for outputs shaped (N, C) with C > 1; for fp32/fp16 a sample whose torch top-2
 scores lie within the max_abs bound counts as agreeing (a tie, not an error).
 """
@@ -74,7 +77,7 @@ class Tolerances:
 
     fp32: Threshold = field(default_factory=lambda: Threshold(atol=1e-3, rtol=1e-3, min_top1_agreement=1.0))
     fp16: Threshold = field(default_factory=lambda: Threshold(atol=1e-2, rtol=1e-2, min_cosine=0.999, min_top1_agreement=0.99))
-    int8: Threshold = field(default_factory=lambda: Threshold(min_sqnr_db=20.0, min_cosine=0.99, min_top1_agreement=0.95))
+    int8: Threshold = field(default_factory=lambda: Threshold(min_sqnr_db=20.0, min_cosine=0.99, min_top1_agreement=0.90))
 
     def __post_init__(self) -> None:
         for key in ("fp32", "fp16", "int8"):
