@@ -13,7 +13,7 @@ from edgestill.errors import ConfigError
 
 
 class SleepSession:
-    """A session whose run_raw sleeps ``delay_s``; records the order of calls."""
+    """A session whose invoke sleeps ``delay_s``; records the order of calls."""
 
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
@@ -23,11 +23,15 @@ class SleepSession:
         self.calls.append("prepare")
         return {"x": inputs["x"].astype(np.float32)}
 
-    def run_raw(self, feed: Any) -> list[np.ndarray]:
-        self.calls.append("run_raw")
+    def invoke(self, feed: Any) -> None:
+        self.calls.append("invoke")
         if self.delay_s:
             time.sleep(self.delay_s)
-        return [feed["x"]]
+        self._last = [feed["x"]]
+
+    def collect(self) -> list[np.ndarray]:
+        self.calls.append("collect")
+        return self._last
 
 
 X = {"x": np.zeros((1, 4))}
@@ -37,7 +41,8 @@ def test_prepare_once_before_any_timed_call_and_phases_counted() -> None:
     s = SleepSession()
     r = time_session(s, X, BenchOptions(min_runs=7, min_seconds=0.0, warmup_runs=3))
     assert s.calls[0] == "prepare" and s.calls.count("prepare") == 1
-    assert s.calls.count("run_raw") == 1 + 3 + 7  # first + warm-up + steady
+    assert s.calls.count("invoke") == 1 + 3 + 7  # first + warm-up + steady
+    assert s.calls[-1] == "collect" and s.calls.count("collect") == 1  # outputs copied once, after timing
     assert len(r.warmup_ms) == 3 and r.warmup_ms_mean is not None
     assert r.latency.n == len(r.samples_ms) == 7
     assert r.stopped_by == "count_and_duration"
@@ -74,9 +79,9 @@ def test_paced_runs_are_spaced_but_samples_exclude_the_wait() -> None:
 
 def test_noisy_samples_add_a_cv_warning() -> None:
     class Alternating(SleepSession):
-        def run_raw(self, feed: Any) -> list[np.ndarray]:
+        def invoke(self, feed: Any) -> None:
             self.delay_s = 0.004 if self.delay_s < 0.002 else 0.0005
-            return super().run_raw(feed)
+            super().invoke(feed)
 
     r = time_session(Alternating(), X, BenchOptions(min_runs=10, min_seconds=0.0, warmup_runs=0, cv_warn_percent=10))
     assert r.latency.cv_percent > 10

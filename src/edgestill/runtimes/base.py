@@ -39,10 +39,11 @@ class RuntimeOptions:
 
 
 class Session:
-    """A loaded model. Subclasses implement ``_prepare_raw`` inputs → runtime feed and ``run_raw``.
+    """A loaded model. Subclasses implement ``_feed`` (inputs → runtime feed), ``invoke`` and ``collect``.
 
     ``prepare`` converts user inputs to what the file takes (done before timing);
-    ``run_raw`` is the runtime's own call (the only thing the harness times);
+    ``invoke`` is the runtime's own call (the only thing the harness times, as the runtimes' own tools do);
+    ``collect`` copies out the outputs of the last ``invoke``; ``run_raw`` is the two together;
     ``finish`` turns raw outputs back into what the torch model gave.
     """
 
@@ -77,8 +78,15 @@ class Session:
         """Turn name → array (already in file dtype) into the runtime's feed object."""
         return prepared
 
-    def run_raw(self, feed: Any) -> list[np.ndarray]:  # pragma: no cover - abstract
+    def invoke(self, feed: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def collect(self) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run_raw(self, feed: Any) -> list[np.ndarray]:
+        self.invoke(feed)
+        return self.collect()
 
     def finish(self, raw: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {spec.name: from_file_dtype(spec, np.asarray(a)) for spec, a in zip(self.output_specs, raw)}

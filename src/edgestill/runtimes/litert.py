@@ -46,7 +46,7 @@ def _dist_version(dist: str) -> str:
 
 
 class LiteRTSession(Session):
-    """One allocated interpreter; ``run_raw`` is set_tensor, invoke, get_tensor (copied)."""
+    """One allocated interpreter; ``invoke`` is invoke (inputs bound once per feed), ``collect`` copies the outputs."""
 
     runtime = "litert"
 
@@ -78,14 +78,16 @@ class LiteRTSession(Session):
             feed.append((idx, arr))
         return feed
 
-    def run_raw(self, feed: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+    def invoke(self, feed: list[tuple[int, np.ndarray]]) -> None:
         interp = self._interp
-        if feed is not self._bound:  # bind a feed once: the steady state of a benchmark is invoke() + output copy
+        if feed is not self._bound:  # bind a feed once: the steady state of a benchmark is invoke() alone
             for idx, arr in feed:
                 interp.set_tensor(idx, arr)
             self._bound = feed  # held, so its id cannot be reused by a later feed
         interp.invoke()
-        return [interp.get_tensor(i).copy() for i in self._out_idx]
+
+    def collect(self) -> list[np.ndarray]:
+        return [self._interp.get_tensor(i).copy() for i in self._out_idx]
 
 
 @RUNTIMES.register("litert")

@@ -14,7 +14,7 @@ _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exten
 
 
 class OnnxRuntimeSession(Session):
-    """One onnxruntime InferenceSession; ``run_raw`` is ``sess.run(None, feed)``."""
+    """One onnxruntime InferenceSession; ``invoke`` is ``sess.run(names, feed)``."""
 
     runtime = "onnxruntime"
 
@@ -30,8 +30,11 @@ class OnnxRuntimeSession(Session):
                 "Re-export the artifact (do not mix files and manifests of different exports)."
             )
 
-    def run_raw(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._sess.run(self._output_names, feed)
+    def invoke(self, feed: dict[str, np.ndarray]) -> None:
+        self._last = self._sess.run(self._output_names, feed)  # onnxruntime returns the outputs from the call
+
+    def collect(self) -> list[np.ndarray]:
+        return self._last
 
 
 @RUNTIMES.register("onnxruntime")

@@ -39,7 +39,7 @@ def no_telemetry() -> Iterator[None]:
 
 
 class OpenVINOSession(Session):
-    """A compiled model and one infer request created at load; ``run_raw`` is a sync infer."""
+    """A compiled model and one infer request created at load; ``invoke`` is a sync infer."""
 
     runtime = "openvino"
 
@@ -58,17 +58,19 @@ class OpenVINOSession(Session):
 
         return [(port, ov.Tensor(np.ascontiguousarray(prepared[spec.name]))) for port, spec in zip(self._in_ports, self.input_specs)]
 
-    def run_raw(self, feed: list[tuple[Any, Any]]) -> list[np.ndarray]:
-        # A feed is bound to the request once: the steady state of a benchmark is infer() and the output copy.
-        # (request.infer(dict) converts the dict and builds an OVDict of every output on each call: ~55 us of
-        # Python per call measured here; set_tensor/get_tensor by port another ~10 us, on a 0.1 ms model.)
+    def invoke(self, feed: list[tuple[Any, Any]]) -> None:
+        # A feed is bound to the request once: the steady state of a benchmark is infer() alone, as in
+        # benchmark_app. (request.infer(dict) converts the dict and builds an OVDict of every output on each
+        # call: ~55 us of Python per call measured here; set_tensor/get_tensor by port ~10 us more.)
         request = self._request
         if feed is not self._bound:
             for port, tensor in feed:
                 request.set_tensor(port, tensor)
             self._bound = feed  # held, so its id cannot be reused by a later feed
         request.infer()
-        return [request.get_output_tensor(i).data.copy() for i in self._out_index]
+
+    def collect(self) -> list[np.ndarray]:
+        return [self._request.get_output_tensor(i).data.copy() for i in self._out_index]
 
 
 def _find_port(ports: Any, name: str, path: Any) -> Any:
