@@ -105,3 +105,22 @@ def test_repeat_summary_cv_and_warning() -> None:
     assert noisy["p50_cv_percent"] > 5 and "varies" in noisy["warning"]
     single = repeat_summary([cell(1.0)])[0]
     assert single["p50_cv_percent"] is None
+
+
+def test_openvino_cells_report_openvinos_own_clock_and_keep_the_wall_clock(tiny_manifest: Path, tmp_path: Path) -> None:
+    """OpenVINO's figure is InferRequest.latency (what benchmark_app reports); onnxruntime keeps the wall clock."""
+    from edgestill.benchmarks.store import ResultsStore
+
+    ov = benchmark(tiny_manifest, runtime="openvino", options=RuntimeOptions(threads=1), bench=QUICK)
+    assert ov.kind == "measured", ov.error
+    assert ov.clock == "openvino InferRequest.latency"
+    assert ov.wall_latency is not None and ov.wall_latency.n == ov.latency.n == len(ov.samples_ms)
+    assert ov.wall_latency.p50_ms > ov.latency.p50_ms > 0  # the wall clock also holds the Python call
+    ort = benchmark(tiny_manifest, options=RuntimeOptions(threads=1), bench=QUICK)
+    assert ort.clock == "wall" and ort.wall_latency is None
+    walled = benchmark(tiny_manifest, runtime="openvino", bench=BenchOptions(min_runs=20, min_seconds=0.0, clock="wall"))
+    assert walled.clock == "wall" and walled.wall_latency is None
+    with ResultsStore(tmp_path / "r.db") as store:
+        mid = store.add_measurement(store.add_run("bench"), ov)
+        back = store.measurement(mid)
+    assert back.clock == ov.clock and back.wall_latency == ov.wall_latency

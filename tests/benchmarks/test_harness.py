@@ -101,3 +101,38 @@ def test_from_dict_names_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="min_run.*valid options"):
         BenchOptions.from_dict({"min_run": 5})
     assert BenchOptions.from_dict({"min_runs": 5}).min_runs == 5
+
+
+class ClockedSession(SleepSession):
+    """A session that keeps its own per-call clock, as OpenVINO's InferRequest.latency does: 1 ms less than the wall."""
+
+    clock_source = "test clock"
+
+    def invoke(self, feed: Any) -> None:
+        super().invoke(feed)
+        self._own_ms = self.delay_s * 1e3 - 1.0
+
+    def runtime_latency_ms(self) -> float | None:
+        return getattr(self, "_own_ms", 0.0)
+
+
+def test_runtime_clock_is_reported_where_the_session_keeps_one_and_wall_is_kept() -> None:
+    r = time_session(ClockedSession(delay_s=0.003), X, BenchOptions(min_runs=10, min_seconds=0.0, warmup_runs=1))
+    assert r.clock == "test clock"
+    assert r.samples_ms == [pytest.approx(2.0)] * 10  # the session's own readings, one per steady call
+    assert len(r.wall_samples_ms) == 10 and min(r.wall_samples_ms) >= 3.0  # the wall clock held the whole sleep
+    assert r.wall_latency.p50_ms >= r.latency.p50_ms + 0.9
+
+
+def test_wall_clock_on_request_and_for_sessions_without_a_clock() -> None:
+    forced = time_session(ClockedSession(delay_s=0.002), X, BenchOptions(min_runs=5, min_seconds=0.0, clock="wall"))
+    assert forced.clock == "wall" and forced.samples_ms == forced.wall_samples_ms and min(forced.samples_ms) >= 2.0
+    plain = SleepSession(delay_s=0.001)
+    plain.runtime_latency_ms = lambda: None  # type: ignore[attr-defined]
+    r = time_session(plain, X, BenchOptions(min_runs=5, min_seconds=0.0))
+    assert r.clock == "wall" and r.latency == r.wall_latency
+
+
+def test_unknown_clock_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="clock must be one of runtime, wall"):
+        BenchOptions(clock="cpu")  # type: ignore[arg-type]

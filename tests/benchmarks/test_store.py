@@ -106,3 +106,24 @@ def test_unknown_run_and_foreign_file_are_input_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(InputError, match="not an edgestill results store"):
         ResultsStore(tmp_path / "junk.db")
+
+
+def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(tmp_path: Path) -> None:
+    from edgestill.benchmarks import store as store_mod
+
+    path = tmp_path / "old.db"
+    old_schema = store_mod._SCHEMA.replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
+    assert old_schema != store_mod._SCHEMA
+    db = sqlite3.connect(path)
+    db.executescript(old_schema + "\nPRAGMA user_version = 1;")
+    db.execute("INSERT INTO runs (created_at, command) VALUES ('2026-11-01T00:00:00+00:00', 'bench old')")
+    db.execute("INSERT INTO measurements (run_id, artifact, format, precision, runtime, threads, kind, p50_ms, "
+               "parity_json, provenance_json, settings_json, warnings_json) "
+               "VALUES (1, 'old', 'onnx', 'fp32', 'onnxruntime', 1, 'measured', 0.5, '[]', '{}', '{}', '[]')")
+    db.commit()
+    db.close()
+    with ResultsStore(path) as store:
+        (row,) = store.measurements()
+        assert (row["artifact"], row["p50_ms"], row["clock"], row["wall_latency"]) == ("old", 0.5, "wall", None)
+        store.add_run("bench new", measurements=[_measurement()])  # the new columns are writable
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -39,7 +39,7 @@ def test_bench_measures_each_thread_count_and_stores_raw_samples(tmp_path: Path)
 
 def test_bench_bad_inputs_exit_2_with_a_message(tmp_path: Path) -> None:
     """Bad inputs tried: a file that is not a model of its extension (no manifest), a corrupt manifest,
-    an unknown runtime name, a malformed --threads, a missing --data file."""
+    an unknown runtime name, a malformed --threads, a missing --data file, an unknown --clock."""
     manifest = write_tiny_onnx(tmp_path)
     junk = tmp_path / "model.onnx"
     junk.write_bytes(b"not a model")
@@ -51,6 +51,7 @@ def test_bench_bad_inputs_exit_2_with_a_message(tmp_path: Path) -> None:
         ((str(manifest), "--runtime", "onnxrutime"), "Did you mean 'onnxruntime'?"),
         ((str(manifest), "--threads", "1,x"), "--threads takes whole numbers"),
         ((str(manifest), "--data", str(tmp_path / "missing.npz")), "does not exist"),
+        ((str(manifest), "--clock", "cpu"), "--clock 'cpu' is not a clock; use one of runtime, wall"),
     ]
     for args, message in cases:
         r = edgestill("bench", *args, "--db", str(tmp_path / "r.db"))

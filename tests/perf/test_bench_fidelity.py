@@ -52,3 +52,7 @@ def test_bench_fidelity_prints_one_json_line_with_a_ratio_per_artifact(tmp_path:
         assert len(cell["edgestill_p50_ms"]) == len(cell["reference_median_ms"]) == len(cell["ratios"]) == 1
         assert cell["edgestill_p50_ms"][0] > 0 and cell["reference_median_ms"][0] > 0
         assert cell["ratio_median"] == pytest.approx(cell["edgestill_p50_ms"][0] / cell["reference_median_ms"][0], rel=1e-3)
+    assert doc["artifacts"]["tiny-ov"]["edgestill_clock"] == "openvino InferRequest.latency"  # benchmark_app's clock
+    assert doc["artifacts"]["tiny"]["edgestill_clock"] == "wall"
+    ov = doc["artifacts"]["tiny-ov"]
+    assert ov["edgestill_wall_p50_ms"][0] > ov["edgestill_p50_ms"][0]

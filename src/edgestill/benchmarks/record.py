@@ -60,6 +60,8 @@ class Measurement:
     first_ms: float | None = None
     warmup_ms_mean: float | None = None
     latency: LatencyStats | None = None
+    clock: str = "wall"  # what latency was read from: the wall clock, or the runtime's own (e.g. OpenVINO's)
+    wall_latency: LatencyStats | None = None  # the same calls on the wall clock, when clock is the runtime's
     low_ms: float | None = None  # estimates only
     high_ms: float | None = None  # estimates only
     peak_rss_mb: float | None = None
@@ -101,6 +103,10 @@ def measurement_from_dict(d: dict[str, Any]) -> Measurement:
     kwargs = {k: v for k, v in d.items() if k in known}
     if latency is not None:
         kwargs["latency"] = latency if isinstance(latency, LatencyStats) else LatencyStats(**latency)
+    if isinstance(kwargs.get("wall_latency"), dict):
+        kwargs["wall_latency"] = LatencyStats(**kwargs["wall_latency"])
+    if kwargs.get("clock") is None:  # a record from before the clock was recorded: it was the wall clock
+        kwargs.pop("clock", None)
     if isinstance(kwargs.get("accuracy"), dict):
         kwargs["accuracy"] = Accuracy(**kwargs["accuracy"])
     kwargs["parity"] = [p if isinstance(p, OutputParity) else OutputParity(**p) for p in kwargs.get("parity") or []]

@@ -18,7 +18,7 @@ from typing import Any
 from edgestill.benchmarks.record import Measurement, measurement_from_dict
 from edgestill.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PATH = Path(".edgestill") / "results.db"
 
 _SCHEMA = """
@@ -51,7 +51,9 @@ CREATE TABLE measurements (
     provenance_json TEXT NOT NULL,
     settings_json TEXT NOT NULL,
     warnings_json TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    clock TEXT,
+    wall_latency_json TEXT
 );
 CREATE INDEX measurements_run ON measurements(run_id);
 CREATE INDEX measurements_artifact ON measurements(artifact);
@@ -65,7 +67,9 @@ CREATE TABLE samples (
 
 _LATENCY = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv_percent", "min_ms", "max_ms", "n")
 _PLAIN = ("artifact", "format", "precision", "runtime", "threads", "kind", "init_ms", "first_ms", "warmup_ms_mean",
-          "low_ms", "high_ms", "peak_rss_mb", "model_bytes", "error")  # fmt: skip
+          "low_ms", "high_ms", "peak_rss_mb", "model_bytes", "error", "clock")  # fmt: skip
+# schema 1 → 2: the clock a latency was read from, and the wall-clock summary when it was the runtime's own
+_MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABLE measurements ADD COLUMN wall_latency_json TEXT")}
 
 
 class ResultsStore:
@@ -88,6 +92,12 @@ class ResultsStore:
                 # one statement at a time: executescript() would commit and end the transaction
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(stmt)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version < SCHEMA_VERSION:
+            with self._transaction() as db:  # in place and in one transaction: old rows read as wall clock
+                for step in range(version, SCHEMA_VERSION):
+                    for stmt in _MIGRATIONS[step]:
+                        db.execute(stmt)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             self._db.close()
@@ -174,6 +184,7 @@ class ResultsStore:
             provenance_json=json.dumps(m.provenance),
             settings_json=json.dumps(m.settings),
             warnings_json=json.dumps(m.warnings),
+            wall_latency_json=json.dumps(m.wall_latency.__dict__) if m.wall_latency else None,
         )
         cols = ", ".join(row)
         cur = db.execute(f"INSERT INTO measurements ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
@@ -229,6 +240,9 @@ def _to_dict(r: sqlite3.Row) -> dict[str, Any]:
     d["provenance"] = json.loads(d.pop("provenance_json"))
     d["settings"] = json.loads(d.pop("settings_json"))
     d["warnings"] = json.loads(d.pop("warnings_json"))
+    wall = d.pop("wall_latency_json")
+    d["wall_latency"] = json.loads(wall) if wall else None
+    d["clock"] = d["clock"] or "wall"
     metric, value, n = d.pop("accuracy_metric"), d.pop("accuracy_value"), d.pop("accuracy_n")
     d["accuracy"] = {"metric": metric, "value": value, "n": n} if metric is not None else None
     return d

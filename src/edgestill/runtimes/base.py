@@ -45,7 +45,11 @@ class Session:
     ``invoke`` is the runtime's own call (the only thing the harness times, as the runtimes' own tools do);
     ``collect`` copies out the outputs of the last ``invoke``; ``run_raw`` is the two together;
     ``finish`` turns raw outputs back into what the torch model gave.
+    ``runtime_latency_ms`` is the runtime's own measurement of the last ``invoke`` where the runtime keeps one
+    (OpenVINO's ``InferRequest.latency``, the figure ``benchmark_app`` reports), else None.
     """
+
+    clock_source: str | None = None  # what runtime_latency_ms reads, for the record; None: no runtime clock
 
     runtime: str = ""
     input_specs: list[TensorSpec]
@@ -83,6 +87,10 @@ class Session:
 
     def collect(self) -> list[np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def runtime_latency_ms(self) -> float | None:
+        """The runtime's own duration of the last ``invoke`` in ms, or None where it keeps none."""
+        return None
 
     def run_raw(self, feed: Any) -> list[np.ndarray]:
         self.invoke(feed)

@@ -276,6 +276,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         first_ms=timing.first_ms,
         warmup_ms_mean=timing.warmup_ms_mean,
         latency=timing.latency,
+        clock=timing.clock,
+        wall_latency=timing.wall_latency if timing.clock != "wall" else None,
         peak_rss_mb=round(peak_rss_mb, 2),
         model_bytes=art.model_bytes or art.model_path.stat().st_size,
         accuracy=accuracy,
