@@ -131,6 +131,12 @@ def run_demo(config: DemoConfig, reporter: Reporter | None = None, *, claimed: b
         )
     teacher_acc = evaluate(teacher, data.test)
 
+    def macs(model: torch.nn.Module) -> int:
+        """Multiply-accumulates per sample (conv, linear, matmul), as ``edgestill.models.costs`` counts them."""
+        from edgestill.models.costs import model_costs
+
+        return model_costs(model, (torch.zeros(1, c, h, w),))["macs"]
+
     def make_student() -> torch.nn.Module:
         torch.manual_seed(preset.seed)
         return create_model(preset.student_model, num_classes=data.num_classes, in_channels=c, **dict(preset.student_kwargs))
@@ -222,6 +228,7 @@ def run_demo(config: DemoConfig, reporter: Reporter | None = None, *, claimed: b
                 "model": preset.teacher_model,
                 "kwargs": dict(preset.teacher_kwargs),
                 "parameters": count_parameters(teacher),
+                "macs": macs(teacher),
                 "test_accuracy": teacher_acc,
                 "cache": teacher_info.get("cache"),
             },
@@ -229,6 +236,7 @@ def run_demo(config: DemoConfig, reporter: Reporter | None = None, *, claimed: b
                 "model": preset.student_model,
                 "kwargs": dict(preset.student_kwargs),
                 "parameters": count_parameters(student),
+                "macs": macs(student),
                 "test_accuracy": kd_acc,
                 "best_val_accuracy": kd.best_val_accuracy,
                 "temperature": preset.student_train_kd.temperature,
@@ -239,6 +247,7 @@ def run_demo(config: DemoConfig, reporter: Reporter | None = None, *, claimed: b
                 "model": preset.student_model,
                 "kwargs": dict(preset.student_kwargs),
                 "parameters": count_parameters(base.model),
+                "macs": macs(base.model),
                 "test_accuracy": base_acc,
                 "best_val_accuracy": base.best_val_accuracy,
                 "epochs": preset.student_train_baseline.epochs,
@@ -304,12 +313,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Models (test accuracy, torch)",
         "",
-        "| model | architecture | parameters | test accuracy |",
-        "|---|---|---:|---:|",
+        "| model | architecture | parameters | MACs / sample | test accuracy |",
+        "|---|---|---:|---:|---:|",
     ]
     for key, label in (("teacher", "teacher"), ("student_kd", "student, KD"), ("student_baseline", "student, no KD")):
         d = m[key]
-        lines.append(f"| {label} | {d['model']} {d['kwargs']} | {d['parameters']:,} | {100 * d['test_accuracy']:.2f}% |")
+        lines.append(f"| {label} | {d['model']} {d['kwargs']} | {d['parameters']:,} | {d['macs']:,} | "
+                     f"{100 * d['test_accuracy']:.2f}% |")
     lines += [
         "",
         f"KD gain over the no-KD student: **{report['kd_gain_points']:+.2f} points**; "
