@@ -2,7 +2,9 @@
 
 For each fp32 / int8 artifact found in --artifacts (one thread):
 - OpenVINO IR: edgestill's ``benchmark(...)`` (runner subprocess) vs OpenVINO's ``benchmark_app``
-  (``-hint latency -api sync -infer_precision f32``, threads and streams via ``-load_config``; its "Median:").
+  (``-hint latency -api sync -infer_precision f32 -ip f32``, threads and streams via ``-load_config``; its
+  "Median:"). ``-ip f32`` keeps the input f32 as edgestill feeds it: by default benchmark_app turns a 4-D
+  3-channel input into a u8 image input with a Convert in front, a different model.
   benchmark_app's figures are ``InferRequest.latency``, OpenVINO's own clock inside the C++ request; edgestill's
   OpenVINO figure reads the same clock (its default ``--clock runtime``), and its wall-clock p50 of the same calls
   is reported beside it (``edgestill_wall_p50_ms``: that one also holds the Python binding's call);
@@ -11,7 +13,11 @@ For each fp32 / int8 artifact found in --artifacts (one thread):
 Pairs are interleaved (the order alternates each pair) and each pair gives one ratio
 edgestill p50 / reference median; the report gives the median ratio per artifact (target: within ±5%).
 
-Usage: python perf/bench_fidelity.py [--artifacts demo-out/artifacts] [--pairs 5] [--seconds 5]
+``--cpu N`` pins both sides of every pair to CPU N (edgestill through the runner's affinity, the references through
+``sched_setaffinity`` before exec): on a shared VM the latency of one process drifts between regimes that last
+seconds, and pinning both sides alike removes core migration from the comparison.
+
+Usage: python perf/bench_fidelity.py [--artifacts demo-out/artifacts] [--pairs 5] [--seconds 5] [--cpu N]
 """
 
 from __future__ import annotations
@@ -68,14 +74,21 @@ print(json.dumps({"median_ms": float(np.median(samples)) / 1e6, "n": len(samples
 """
 
 
-def _edgestill_p50(manifest: Path, threads: int, seconds: float) -> tuple[float, float, str]:
+def _pinned(cpu: int | None) -> Any:
+    """A preexec_fn that pins the child to ``cpu`` (None: no pinning)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _edgestill_p50(manifest: Path, threads: int, seconds: float, cpu: int | None = None) -> tuple[float, float, str]:
     """(p50 as edgestill reports it, wall-clock p50 of the same calls, the clock the first was read from)."""
     from edgestill.benchmarks.bench import benchmark
     from edgestill.benchmarks.harness import BenchOptions
     from edgestill.runtimes.base import RuntimeOptions
 
     bench = BenchOptions(min_runs=50, min_seconds=seconds, max_seconds=max(30.0, 2 * seconds))
-    m = benchmark(manifest, options=RuntimeOptions(threads=threads), bench=bench)
+    m = benchmark(manifest, options=RuntimeOptions(threads=threads), bench=bench, affinity=None if cpu is None else [cpu])
     if m.kind != "measured" or m.latency is None:
         raise RuntimeError(f"edgestill failed on {manifest}: {m.error}")
     return m.latency.p50_ms, (m.wall_latency or m.latency).p50_ms, m.clock
@@ -87,7 +100,7 @@ def _thread_env(threads: int) -> dict[str, str]:
     return {**os.environ, **{var: str(threads) for var in THREAD_ENV}}
 
 
-def _benchmark_app_median(xml: Path, threads: int, seconds: float, home: Path) -> float:
+def _benchmark_app_median(xml: Path, threads: int, seconds: float, home: Path, cpu: int | None = None) -> float:
     """OpenVINO's own tool, with telemetry declined through an opt-out consent file in a private HOME."""
     exe = Path(sys.executable).with_name("benchmark_app")
     # benchmark_app refuses -nthreads/-nstreams next to -hint latency (a UI rule of the tool), so the thread
@@ -95,19 +108,20 @@ def _benchmark_app_median(xml: Path, threads: int, seconds: float, home: Path) -
     config = home / f"ov-config-{threads}.json"
     config.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1"}}))
     cmd = [str(exe), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-load_config", str(config),
-           "-infer_precision", "f32", "-t", str(int(seconds)), "-report_type", "no_counters", "-report_folder", str(home)]  # fmt: skip
+           "-infer_precision", "f32", "-ip", "f32", "-t", str(int(seconds)), "-report_type", "no_counters", "-report_folder", str(home)]  # fmt: skip
     env = {**_thread_env(threads), "HOME": str(home)}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120 + 4 * seconds)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120 + 4 * seconds, preexec_fn=_pinned(cpu))
     found = re.search(r"Median:\s*([0-9.]+)\s*(ms|us)", r.stdout + r.stderr)
     if r.returncode != 0 or not found:
         raise RuntimeError(f"benchmark_app failed (exit {r.returncode}) on {xml}:\n{(r.stdout + r.stderr)[-2000:]}")
     return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
 
 
-def _bare_loop_median(art: Any, threads: int, seconds: float) -> float:
+def _bare_loop_median(art: Any, threads: int, seconds: float, cpu: int | None = None) -> float:
     inputs = [{"name": s.name, "shape": list(s.concrete_shape(1)), "dtype": s.dtype} for s in art.inputs]
     cmd = [sys.executable, "-c", BARE_LOOP, art.format, str(art.model_path), str(threads), f"{seconds:g}", json.dumps(inputs)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=_thread_env(threads), timeout=120 + 4 * seconds)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_thread_env(threads), timeout=120 + 4 * seconds,
+                       preexec_fn=_pinned(cpu))
     if r.returncode != 0:
         raise RuntimeError(f"bare loop failed (exit {r.returncode}) on {art.model_path}:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])["median_ms"]
@@ -135,6 +149,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cpu", type=int, default=None, help="pin both sides of every pair to this CPU")
     args = parser.parse_args()
     if args.pairs < 1 or args.seconds <= 0:
         sys.exit("--pairs must be >= 1 and --seconds > 0")
@@ -157,15 +172,15 @@ def main() -> None:
 
                 def measure_reference(art: Any = art) -> float:
                     if reference == "benchmark_app":
-                        return _benchmark_app_median(art.model_path, args.threads, seconds, home)
-                    return _bare_loop_median(art, args.threads, seconds)
+                        return _benchmark_app_median(art.model_path, args.threads, seconds, home, args.cpu)
+                    return _bare_loop_median(art, args.threads, seconds, args.cpu)
 
                 if pair % 2 == 0:  # alternate who goes first, so drift hits both sides alike
-                    p50, wall, clock = _edgestill_p50(manifest, args.threads, seconds)
+                    p50, wall, clock = _edgestill_p50(manifest, args.threads, seconds, args.cpu)
                     theirs.append(measure_reference())
                 else:
                     theirs.append(measure_reference())
-                    p50, wall, clock = _edgestill_p50(manifest, args.threads, seconds)
+                    p50, wall, clock = _edgestill_p50(manifest, args.threads, seconds, args.cpu)
                 ours.append(p50)
                 walls.append(wall)
             ratios = [a / b for a, b in zip(ours, theirs)]
@@ -186,6 +201,7 @@ def main() -> None:
             }
     print(json.dumps({
         "threads": args.threads,
+        "cpu": args.cpu,
         "pairs": args.pairs,
         "seconds": args.seconds,
         "artifacts": results,

@@ -44,7 +44,7 @@ def test_bench_fidelity_prints_one_json_line_with_a_ratio_per_artifact(tmp_path:
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1
     doc = json.loads(lines[0])
-    assert set(doc) == {"threads", "pairs", "seconds", "artifacts", "all_within_5_percent"}
+    assert set(doc) == {"threads", "cpu", "pairs", "seconds", "artifacts", "all_within_5_percent"}
     assert set(doc["artifacts"]) == {"tiny", "tiny-ov"}
     assert doc["artifacts"]["tiny"]["reference"] == "bare_loop"
     assert doc["artifacts"]["tiny-ov"]["reference"] == "benchmark_app"
