@@ -17,7 +17,11 @@ edgestill p50 / reference median; the report gives the median ratio per artifact
 ``sched_setaffinity`` before exec): on a shared VM the latency of one process drifts between regimes that last
 seconds, and pinning both sides alike removes core migration from the comparison.
 
-Usage: python perf/bench_fidelity.py [--artifacts demo-out/artifacts] [--pairs 5] [--seconds 5] [--cpu N]
+``--control`` also measures the noise floor: each pair runs the reference a second time, and
+``control_ratio_median`` (reference / reference) says how far two identical measurements disagree on this
+machine. When it is itself outside ±5%, the machine cannot resolve the ±5% target.
+
+Usage: python perf/bench_fidelity.py [--artifacts demo-out/artifacts] [--pairs 5] [--seconds 5] [--cpu N] [--control]
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpu", type=int, default=None, help="pin both sides of every pair to this CPU")
+    parser.add_argument("--control", action="store_true", help="also time the reference against itself (noise floor)")
     args = parser.parse_args()
     if args.pairs < 1 or args.seconds <= 0:
         sys.exit("--pairs must be >= 1 and --seconds > 0")
@@ -166,7 +171,7 @@ def main() -> None:
             reference = REFERENCE[art.format]
             # benchmark_app's -t takes whole seconds; both sides of an OpenVINO pair run that long
             seconds = max(1, round(args.seconds)) if reference == "benchmark_app" else args.seconds
-            ours, theirs, walls = [], [], []
+            ours, theirs, walls, controls = [], [], [], []
             clock = "wall"
             for pair in range(args.pairs):
 
@@ -183,6 +188,8 @@ def main() -> None:
                     p50, wall, clock = _edgestill_p50(manifest, args.threads, seconds, args.cpu)
                 ours.append(p50)
                 walls.append(wall)
+                if args.control:
+                    controls.append(measure_reference())
             ratios = [a / b for a, b in zip(ours, theirs)]
             ratio = statistics.median(ratios)
             results[art.name] = {
@@ -198,6 +205,9 @@ def main() -> None:
                 "ratio_median": round(ratio, 4),
                 "wall_ratio_median": round(statistics.median(w / b for w, b in zip(walls, theirs)), 4),
                 "within_5_percent": abs(ratio - 1.0) <= TARGET,
+                **({"control_ratios": [round(c / b, 4) for c, b in zip(controls, theirs)],
+                    "control_ratio_median": round(statistics.median(c / b for c, b in zip(controls, theirs)), 4)}
+                   if args.control else {}),
             }
     print(json.dumps({
         "threads": args.threads,

@@ -56,3 +56,13 @@ def test_bench_fidelity_prints_one_json_line_with_a_ratio_per_artifact(tmp_path:
     assert doc["artifacts"]["tiny"]["edgestill_clock"] == "wall"
     ov = doc["artifacts"]["tiny-ov"]
     assert ov["edgestill_wall_p50_ms"][0] > ov["edgestill_p50_ms"][0]
+
+
+def test_bench_fidelity_control_times_the_reference_against_itself(tmp_path: Path) -> None:
+    write_tiny_onnx(tmp_path)
+    r = subprocess.run([sys.executable, str(SCRIPT), "--artifacts", str(tmp_path), "--pairs", "2", "--seconds", "0.3",
+                        "--control", "--cpu", "0"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cell = json.loads(r.stdout)["artifacts"]["tiny"]
+    assert len(cell["control_ratios"]) == 2 and all(c > 0 for c in cell["control_ratios"])
+    assert cell["control_ratio_median"] == pytest.approx(sorted(cell["control_ratios"])[0] / 2 + sorted(cell["control_ratios"])[1] / 2, rel=1e-3)

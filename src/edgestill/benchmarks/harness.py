@@ -202,7 +202,7 @@ def time_session(session: Any, inputs: Mapping[str, np.ndarray], options: BenchO
         warmup_ms=warmup_ms,
         samples_ms=samples_ms,
         latency=latency,
-        clock=getattr(session, "clock_source", None) or "runtime" if use_runtime_clock else "wall",
+        clock=(getattr(session, "clock_source", None) or "runtime") if use_runtime_clock else "wall",
         wall_samples_ms=wall_ms,
         wall_latency=latency if not use_runtime_clock else summarize(wall_ms),
         stopped_by=stopped_by,
