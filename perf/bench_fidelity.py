@@ -88,7 +88,7 @@ def _pinned(cpu: int | None) -> Any:
 def _edgestill_p50(manifest: Path, threads: int, seconds: float, cpu: int | None = None) -> tuple[float, float, str]:
     """(p50 as edgestill reports it, wall-clock p50 of the same calls, the clock the first was read from)."""
     from edgestill.benchmarks.bench import benchmark
-    from edgestill.benchmarks.harness import BenchOptions
+    from edgestill.runtimes.harness import BenchOptions
     from edgestill.runtimes.base import RuntimeOptions
 
     bench = BenchOptions(min_runs=50, min_seconds=seconds, max_seconds=max(30.0, 2 * seconds))
@@ -133,7 +133,7 @@ def _bare_loop_median(art: Any, threads: int, seconds: float, cpu: int | None = 
 
 def _select(directory: Path) -> list[Any]:
     """fp32 and int8 artifacts per format (int8-static preferred over int8-dynamic), sorted by format."""
-    from edgestill.export.artifact import Artifact
+    from edgestill.artifact import Artifact
 
     chosen: dict[tuple[str, str], Any] = {}
     for manifest in sorted(directory.glob("*.manifest.json")):

@@ -79,7 +79,7 @@ def search(args: argparse.Namespace, out) -> None:
     import torch
 
     from edgestill.benchmarks.bench import benchmark_matrix
-    from edgestill.benchmarks.harness import BenchOptions
+    from edgestill.runtimes.harness import BenchOptions
     from edgestill.compress.quantize import select_calibration
     from edgestill.compress.quantize.api import quantize_export
     from edgestill.data import load_dataset

@@ -54,7 +54,7 @@ def _hash(*parts: Any) -> str:
 
 
 def _file_sha(path: Path) -> str:
-    from edgestill.export.artifact import sha256_file
+    from edgestill.artifact import sha256_file
 
     return sha256_file(path)
 
@@ -344,7 +344,7 @@ def _export(recipe: Recipe, data: Any, student: Any, out: Path, progress: Any) -
 
 def _bench(recipe: Recipe, exported: dict[str, Any], out: Path, progress: Any) -> dict[str, Any]:
     from edgestill.benchmarks.bench import benchmark
-    from edgestill.benchmarks.harness import BenchOptions
+    from edgestill.runtimes.harness import BenchOptions
     from edgestill.runtimes import RuntimeOptions
 
     spec = recipe.bench
@@ -411,7 +411,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, through: str = "gate", force: b
     out, previous = claimed or prepare_out_dir(out_dir, kind=kind, force=force)
 
     from edgestill.data.loaders import load_data
-    from edgestill.devices.host import host_provenance
+    from edgestill.host import host_provenance
 
     stages = _Stages(out, previous, rep)
     messages: list[str] = []

@@ -98,12 +98,12 @@ def run_demo(config: DemoConfig, reporter: Reporter | None = None, *, claimed: b
     import torch
 
     from edgestill.benchmarks.bench import benchmark
-    from edgestill.benchmarks.harness import BenchOptions
+    from edgestill.runtimes.harness import BenchOptions
     from edgestill.compress.distill.presets import DEMO, QUICK
     from edgestill.compress.distill.teacher_cache import train_or_load_teacher
     from edgestill.compress.distill.trainer import evaluate, train
     from edgestill.data import load_dataset
-    from edgestill.devices.host import host_provenance
+    from edgestill.host import host_provenance
     from edgestill.export import ExportConfig, export
     from edgestill.models import count_parameters, create_model
     from edgestill.runtimes import RuntimeOptions

@@ -15,7 +15,7 @@ def write_tiny_onnx(directory: Path, name: str = "tiny", batch: int | str = 1) -
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgestill.export.artifact import Artifact, TensorSpec
+    from edgestill.artifact import Artifact, TensorSpec
 
     directory.mkdir(parents=True, exist_ok=True)
     w = np.zeros((N_IN, N_CLASSES), np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tests.benchmarks.conftest import labelled_data, write_tiny_onnx
 
-from edgestill.benchmarks.accuracy import METRICS, evaluate_session
+from edgestill.runtimes.accuracy import METRICS, evaluate_session
 from edgestill.errors import InputError, UnknownNameError
 from edgestill.runtimes import load
 

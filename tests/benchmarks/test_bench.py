@@ -8,7 +8,7 @@ import pytest
 from tests.benchmarks.conftest import write_tiny_onnx
 
 from edgestill.benchmarks.bench import benchmark, benchmark_matrix
-from edgestill.benchmarks.harness import BenchOptions
+from edgestill.runtimes.harness import BenchOptions
 from edgestill.runtimes import RuntimeOptions
 from edgestill.runtimes.runner import ABORT_ENV
 
@@ -76,7 +76,7 @@ def test_rounds_interleave_cells_and_threads(tmp_path: Path) -> None:
 
 def test_failure_exit_code_is_2_only_when_every_failure_is_bad_input() -> None:
     from edgestill.benchmarks.bench import failure_exit_code
-    from edgestill.benchmarks.record import Measurement
+    from edgestill.record import Measurement
 
     def cell(kind: str, code: int | None = None) -> Measurement:
         return Measurement(artifact="a", format="onnx", precision="fp32", runtime="onnxruntime", threads=1, kind=kind,  # type: ignore[arg-type]
@@ -91,8 +91,8 @@ def test_failure_exit_code_is_2_only_when_every_failure_is_bad_input() -> None:
 
 def test_repeat_summary_cv_and_warning() -> None:
     from edgestill.benchmarks.bench import repeat_summary
-    from edgestill.benchmarks.record import Measurement
-    from edgestill.benchmarks.stats import summarize
+    from edgestill.record import Measurement
+    from edgestill.stats import summarize
 
     def cell(p50: float) -> Measurement:
         return Measurement(artifact="a", format="onnx", precision="fp32", runtime="onnxruntime", threads=1,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgestill.benchmarks.harness import BenchOptions, time_session
+from edgestill.runtimes.harness import BenchOptions, time_session
 from edgestill.errors import ConfigError
 
 

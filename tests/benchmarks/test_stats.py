@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgestill.benchmarks.stats import bootstrap_ratio_ci, summarize
+from edgestill.stats import bootstrap_ratio_ci, summarize
 from edgestill.errors import InputError
 
 

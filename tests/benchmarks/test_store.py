@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgestill.benchmarks.record import Accuracy, Measurement, OutputParity
-from edgestill.benchmarks.stats import summarize
+from edgestill.record import Accuracy, Measurement, OutputParity
+from edgestill.stats import summarize
 from edgestill.benchmarks.store import SCHEMA_VERSION, ResultsStore
 from edgestill.errors import InputError
 

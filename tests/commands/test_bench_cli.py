@@ -90,7 +90,7 @@ def test_bench_repeat_reports_p50_cv_across_interleaved_repetitions(tmp_path: Pa
 
 def _junk_artifact(tmp_path: Path, fmt: str, ext: str) -> Path:
     """A valid manifest whose model file holds junk bytes (hashes match: the file is what the manifest says)."""
-    from edgestill.export.artifact import Artifact
+    from edgestill.artifact import Artifact
 
     manifest = write_tiny_onnx(tmp_path / fmt, name="junk")
     d = json.loads(manifest.read_text())

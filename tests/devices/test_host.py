@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgestill.devices.host import host_provenance
+from edgestill.host import host_provenance
 
 KEYS = {"device_id", "cpu_model", "cpu_flags", "cpu_count", "usable_cores", "arch", "os", "kernel", "mem_total_mb",
         "python", "package_version", "git_commit", "git_dirty", "time_utc"}  # fmt: skip
@@ -48,6 +48,6 @@ def test_outside_a_repo_git_fields_are_none(tmp_path: Path) -> None:
 
 
 def test_import_is_torch_free() -> None:
-    code = "import sys, edgestill.devices.host as h; h.host_provenance(); print('torch' in sys.modules)"
+    code = "import sys, edgestill.host as h; h.host_provenance(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

@@ -9,7 +9,7 @@ import pytest
 
 from edgestill.errors import ConfigError, InputError, ParityError
 from edgestill.export import Artifact, ExportConfig, export
-from edgestill.export.artifact import sha256_file
+from edgestill.artifact import sha256_file
 from edgestill.runtimes.openvino import OpenVINO
 
 

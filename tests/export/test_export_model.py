@@ -13,7 +13,7 @@ from edgestill.export import Artifact, ExportConfig, export_model
 def test_pt2_program_exports_and_validates(tmp_path, tiny_cnn, example_inputs) -> None:
     import torch
 
-    from edgestill.export.artifact import sha256_file
+    from edgestill.artifact import sha256_file
 
     torch.export.save(torch.export.export(tiny_cnn, example_inputs), tmp_path / "tiny.pt2")
     (result,) = export_model(str(tmp_path / "tiny.pt2"), config=ExportConfig(formats=("onnx",), name="p"), out_dir=tmp_path / "out", samples=8)
@@ -27,7 +27,7 @@ def test_pt2_program_exports_and_validates(tmp_path, tiny_cnn, example_inputs) -
 
 @pytest.mark.slow
 def test_onnx_file_becomes_an_openvino_ir_checked_against_the_onnx_file(tmp_path, tiny_cnn, example_inputs) -> None:
-    from edgestill.export.artifact import sha256_file
+    from edgestill.artifact import sha256_file
     from edgestill.export.onnx import write_onnx
 
     src = tmp_path / "src.onnx"

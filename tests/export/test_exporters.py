@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgestill.export import EXPORTERS, Artifact, get_exporter, state_dict_sha256, validate
-from edgestill.export.artifact import sha256_file
+from edgestill.artifact import sha256_file
 
 
 @pytest.mark.slow

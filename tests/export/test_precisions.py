@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgestill.export import Artifact, ExportConfig, export
-from edgestill.export.artifact import sha256_file
+from edgestill.artifact import sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgestill.export import Artifact, ExportConfig, export
-from edgestill.export.artifact import sha256_file
+from edgestill.artifact import sha256_file
 from edgestill.models import ZOO, create_model, default_num_classes, example_input, sample_inputs, standard_input
 
 FORMATS = ("onnx", "tflite", "openvino")

@@ -16,7 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "perf" / "bench_fidelity.py"
 
 def _tiny_ir(directory: Path) -> None:
     """The tiny ONNX model converted to an OpenVINO IR with an artifact manifest of its own."""
-    from edgestill.export.artifact import Artifact
+    from edgestill.artifact import Artifact
     from edgestill.runtimes.openvino import no_telemetry
 
     with no_telemetry():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgestill.compress.quantize import QuantizeConfig, QuantOptions, artifact_accuracy, quantize, quantize_export
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from tests.quantize.models import CONSUMER_LAYER, OUTLIER_LAYER, add_outliers, train_digits_cnn
 
 pytestmark = pytest.mark.slow

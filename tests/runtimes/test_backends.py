@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgestill.errors import InputError
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from edgestill.runtimes import RUNTIMES, RuntimeOptions, load
 from tests.conftest import build_tiny_cnn
 
@@ -151,7 +151,7 @@ def test_loading_and_running_a_backend_never_imports_torch(tmp_path: Path) -> No
     import onnx
     from onnx import TensorProto, helper
 
-    from edgestill.export.artifact import TensorSpec
+    from edgestill.artifact import TensorSpec
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])], "g",

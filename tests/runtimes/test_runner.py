@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.artifact import Artifact, TensorSpec
 
 QUICK = {"min_runs": 15, "min_seconds": 0.0, "warmup_runs": 2}
 

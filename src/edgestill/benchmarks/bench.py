@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgestill.benchmarks.harness import BenchOptions
-from edgestill.benchmarks.record import Measurement, measurement_from_dict
+from edgestill.runtimes.harness import BenchOptions
+from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import InputError
 from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
 from edgestill.runtimes.runner import THREAD_ENV
@@ -183,7 +183,7 @@ def benchmark_matrix(
 
     With ``rounds > 1`` the whole list of cells is run that many times, interleaved (A B A B ...), so
     drift on a shared machine hits every cell alike; each round is its own Measurement with
-    ``settings["round"]`` set, ready for :func:`edgestill.benchmarks.stats.bootstrap_ratio_ci`.
+    ``settings["round"]`` set, ready for :func:`edgestill.stats.bootstrap_ratio_ci`.
 
     Args:
         artifacts: manifest paths.

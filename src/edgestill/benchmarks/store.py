@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgestill.benchmarks.record import Measurement, measurement_from_dict
+from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import InputError
 
 SCHEMA_VERSION = 2
@@ -142,7 +142,7 @@ class ResultsStore:
         ``git_commit``/``git_dirty``/``package_version`` default to this checkout's (see ``host_provenance``).
         """
         if git_commit is None:
-            from edgestill.devices.host import git_state
+            from edgestill.host import git_state
 
             git_commit, found_dirty = git_state()
             git_dirty = found_dirty if git_dirty is None else git_dirty

@@ -40,13 +40,13 @@ def bench(
 
     def body() -> int:
         from edgestill.benchmarks.bench import benchmark_matrix, failure_exit_code, repeat_summary
-        from edgestill.benchmarks.harness import CLOCKS, BenchOptions
+        from edgestill.runtimes.harness import CLOCKS, BenchOptions
         from edgestill.benchmarks.store import ResultsStore
         from edgestill.commands.options import parse_int_list
         from edgestill.commands.progress import RichReporter
         from edgestill.commands.render import print_measurements
         from edgestill.errors import InputError
-        from edgestill.export.artifact import Artifact
+        from edgestill.artifact import Artifact
         from edgestill.runtimes import get_runtime
 
         thread_counts = parse_int_list(threads, option="--threads")

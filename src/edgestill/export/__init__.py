@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.artifact import Artifact, TensorSpec
 
 # Eager on purpose (numpy only): the function ``validate`` must win over the submodule of the same name.
 from edgestill.export.validate import ParityReport, Threshold, Tolerances, validate

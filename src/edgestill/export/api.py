@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.errors import ConfigError, EdgestillError, InputError, ParityError, UnsupportedError, did_you_mean
-from edgestill.export.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, publish, reject
+from edgestill.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, publish, reject
 from edgestill.export.validate import ParityReport, Tolerances
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure, UnsupportedError
-from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.artifact import Artifact, TensorSpec
 from edgestill.registry import Registry
 
 if TYPE_CHECKING:

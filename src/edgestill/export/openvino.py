@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgestill.errors import ConfigError
-from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.artifact import Artifact, TensorSpec
 from edgestill.export.exporters import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 from edgestill.runtimes.openvino import no_telemetry
 
@@ -120,7 +120,7 @@ def export_openvino_from_onnx(onnx_path: Path, example_inputs: tuple, *, staging
         ConfigError: a precision this writer does not make.
         UnsupportedError / RuntimeFailure: the conversion failed.
     """
-    from edgestill.export.artifact import sha256_file
+    from edgestill.artifact import sha256_file
 
     if precision not in OPENVINO_PRECISIONS:
         raise ConfigError(f"an ONNX source converts to OpenVINO {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}.")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgestill.errors import ConfigError
-from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.artifact import Artifact, TensorSpec
 from edgestill.export.exporters import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 
 TFLITE_PRECISIONS = ("fp32", "fp16")

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.benchmarks.record import OutputParity
+from edgestill.record import OutputParity
 from edgestill.errors import ConfigError, InputError
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 
 if TYPE_CHECKING:
     import torch

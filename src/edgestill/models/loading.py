@@ -389,7 +389,7 @@ def _onnx_source(path: Path, shape: InputShape | None, source: dict[str, Any]) -
 
 
 def _sha(path: Path) -> str:
-    from edgestill.export.artifact import sha256_file
+    from edgestill.artifact import sha256_file
 
     return sha256_file(path)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgestill.errors import InputError
-from edgestill.export.artifact import Artifact, TensorSpec
+from edgestill.artifact import Artifact, TensorSpec
 from edgestill.registry import Registry
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}

@@ -212,10 +212,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         InputError: a bad job value, artifact, input or eval file.
         EdgestillError, Exception: the runtime failed.
     """
-    from edgestill.benchmarks.harness import BenchOptions, time_session
-    from edgestill.benchmarks.record import Measurement
-    from edgestill.devices.host import host_provenance
-    from edgestill.export.artifact import Artifact
+    from edgestill.runtimes.harness import BenchOptions, time_session
+    from edgestill.record import Measurement
+    from edgestill.host import host_provenance
+    from edgestill.artifact import Artifact
     from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime, load
 
     options = _runtime_options(dict(job["options"] or {}))
@@ -225,7 +225,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         os.environ[var] = str(options.threads)
     art = Artifact.load(job["artifact"])
     if job["eval_data"]:  # bad eval data or metric fails before anything is timed
-        from edgestill.benchmarks.accuracy import METRICS
+        from edgestill.runtimes.accuracy import METRICS
 
         METRICS.get(job["metric"])
         _load_eval(job["eval_data"], check_only=True)
@@ -253,7 +253,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     peak_rss_mb = _peak_rss_mb()  # before the eval data is read: the figure is the model's, not the data's
     accuracy = None
     if job["eval_data"]:
-        from edgestill.benchmarks.accuracy import evaluate_session
+        from edgestill.runtimes.accuracy import evaluate_session
 
         x, y = _load_eval(job["eval_data"])  # type: ignore[misc]
         accuracy = evaluate_session(session, x, y, metric=job["metric"], batch_size=int(job["eval_batch_size"]))

@@ -211,7 +211,7 @@ def teacher_logits_from_predictions(path: str | Path, data: DataSplits, *, kind:
 
 def _bare_artifact(path: Path):
     """An Artifact for a model file exported elsewhere (no edgestill manifest): I/O specs read from the file."""
-    from edgestill.export.artifact import Artifact
+    from edgestill.artifact import Artifact
 
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -248,7 +248,7 @@ def teacher_logits_from_artifact(path: str | Path, split: Split, *, num_classes:
             (N, num_classes).
         RuntimeFailure: the runtime failed to load or run it.
     """
-    from edgestill.export.artifact import MANIFEST_SUFFIX, Artifact
+    from edgestill.artifact import MANIFEST_SUFFIX, Artifact
     from edgestill.export.validate import run_artifact
     from edgestill.runtimes import RuntimeOptions, load
 

@@ -11,7 +11,7 @@ import numpy as np
 from edgestill.compress.quantize.calibration import calibration_manifest, check_calibration
 from edgestill.compress.quantize.options import QUANT_PRECISIONS, QuantOptions, check_choice
 from edgestill.errors import ConfigError, InputError
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from edgestill.registry import Registry
 
 if TYPE_CHECKING:

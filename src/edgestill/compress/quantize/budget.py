@@ -23,7 +23,7 @@ import numpy as np
 from edgestill.compress.quantize.calibration import calibration_manifest, calibration_warnings, check_calibration
 from edgestill.compress.quantize.options import QUANT_PRECISIONS, QuantOptions, check_choice
 from edgestill.errors import ConfigError, InputError
-from edgestill.export.artifact import FORMATS, Artifact, publish, reject
+from edgestill.artifact import FORMATS, Artifact, publish, reject
 
 if TYPE_CHECKING:
     import torch
@@ -427,7 +427,7 @@ def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:
 def _latency(fp32: Artifact, naive: Artifact, final: Artifact, config: QuantizeConfig) -> dict[str, Any]:
     """p50 at 1 thread of fp32, naive int8 and final, in interleaved rounds (runner subprocesses); medians of rounds."""
     from edgestill.benchmarks.bench import benchmark_matrix
-    from edgestill.benchmarks.harness import BenchOptions
+    from edgestill.runtimes.harness import BenchOptions
 
     for art in (naive, final):
         art.write_manifest()  # staged candidates need a manifest on disk for the runner

@@ -18,7 +18,7 @@ from edgestill.compress.quantize.api import QUANTIZERS
 from edgestill.compress.quantize.layers import Layer, onnx_nodes_for
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.errors import ConfigError, RuntimeFailure
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from edgestill.export.exporters import dist_versions, logical_dtypes, new_artifact, with_logical
 from edgestill.export.onnx import onnx_specs, write_onnx
 

@@ -13,7 +13,7 @@ from edgestill.compress.quantize.api import QUANTIZERS
 from edgestill.compress.quantize.layers import Layer, openvino_ops_for
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.errors import RuntimeFailure
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from edgestill.export.openvino import convert_openvino, openvino_artifact, save_openvino
 from edgestill.runtimes.openvino import no_telemetry
 

@@ -16,7 +16,7 @@ from edgestill.compress.quantize.api import QUANTIZERS
 from edgestill.compress.quantize.layers import Layer
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.errors import ConfigError, RuntimeFailure
-from edgestill.export.artifact import Artifact
+from edgestill.artifact import Artifact
 from edgestill.export.tflite import tflite_artifact, write_tflite
 
 if TYPE_CHECKING:

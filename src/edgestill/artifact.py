@@ -12,14 +12,40 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from edgestill.errors import InputError
 
-Format = Literal["onnx", "tflite", "openvino"]
-Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "mixed"]
-FORMATS: tuple[str, ...] = ("onnx", "tflite", "openvino")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static", "mixed")
+
+class Format(StrEnum):
+    """A model file format; each has one runtime it ships on by default."""
+
+    ONNX = "onnx"
+    TFLITE = "tflite"
+    OPENVINO = "openvino"
+
+
+class Precision(StrEnum):
+    """What a file computes in. ``mixed`` is int8 with some layers kept in float (the accuracy budget's fallback)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8_DYNAMIC = "int8-dynamic"
+    INT8_STATIC = "int8-static"
+    MIXED = "mixed"
+
+    @property
+    def is_float(self) -> bool:
+        return self in (Precision.FP32, Precision.FP16)
+
+    @property
+    def is_int8(self) -> bool:
+        return not self.is_float
+
+
+FORMATS: tuple[str, ...] = tuple(f.value for f in Format)
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 MANIFEST_SUFFIX = ".manifest.json"
 SCHEMA_VERSION = 1
 

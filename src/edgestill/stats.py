@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgestill.benchmarks.record import LatencyStats
+from edgestill.record import LatencyStats
 from edgestill.errors import InputError
 
 PERCENTILE_METHOD = "linear"

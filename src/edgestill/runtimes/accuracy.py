@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgestill.benchmarks.record import Accuracy
+from edgestill.record import Accuracy
 from edgestill.errors import InputError
 from edgestill.registry import Registry
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 @dataclass(frozen=True, kw_only=True)
 class LatencyStats:
-    """Steady-state summary built from raw samples by :func:`edgestill.benchmarks.stats.summarize`."""
+    """Steady-state summary built from raw samples by :func:`edgestill.stats.summarize`."""
 
     p50_ms: float
     p90_ms: float

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgestill.benchmarks.record import LatencyStats
-from edgestill.benchmarks.stats import summarize
+from edgestill.record import LatencyStats
+from edgestill.stats import summarize
 from edgestill.errors import ConfigError
 
 StopReason = Literal["count_and_duration", "max_runs", "max_seconds"]
