@@ -67,6 +67,10 @@ class Measurement:
     peak_rss_mb: float | None = None
     model_bytes: int | None = None
     accuracy: Accuracy | None = None
+    # Agreement with the teacher's outputs on the same eval samples (no labels needed): the share of samples whose
+    # top-1 class is the teacher's, and the mean KL(teacher || artifact) of their softmax distributions (nats).
+    teacher_top1_agreement: float | None = None
+    teacher_kl: float | None = None
     parity: list[OutputParity] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)

@@ -40,3 +40,20 @@ def test_metric_registry_and_errors(tmp_path: Path) -> None:
         evaluate_session(session, x, y[:3])
     with pytest.raises(InputError, match="integers"):
         evaluate_session(session, x, y.astype(np.float32))
+
+
+def test_teacher_agreement_counts_top1_matches_and_kl_is_zero_only_for_equal_distributions() -> None:
+    from edgestill.runtimes.accuracy import teacher_agreement
+
+    teacher = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.5, 0.0]])
+    same = teacher + 5.0  # a constant shift leaves the softmax unchanged
+    assert teacher_agreement(same, teacher) == (1.0, pytest.approx(0.0, abs=1e-12))
+    flipped = teacher.copy()
+    flipped[3] = [0.0, 0.5, 1.0]  # one of four samples now picks another class
+    agree, kl = teacher_agreement(flipped, teacher)
+    assert agree == 0.75
+    p = np.exp(teacher[3]) / np.exp(teacher[3]).sum()
+    q = np.exp(flipped[3]) / np.exp(flipped[3]).sum()
+    assert kl == pytest.approx((p * np.log(p / q)).sum() / 4)  # KL(teacher || artifact), mean over samples
+    with pytest.raises(InputError, match="same classes"):
+        teacher_agreement(teacher[:, :2], teacher)

@@ -10,7 +10,7 @@ from tests.benchmarks.conftest import write_tiny_onnx
 from edgestill.benchmarks.bench import benchmark, benchmark_matrix
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.runtimes import RuntimeOptions
-from edgestill.runtimes.runner import ABORT_ENV
+from edgestill.runtimes.runner import PLUGINS_ENV
 
 QUICK = BenchOptions(min_runs=20, min_seconds=0.0, warmup_runs=2)
 
@@ -30,12 +30,18 @@ def test_benchmark_measures_a_good_artifact(tiny_manifest: Path, eval_npz: Path)
     assert m.settings["runtime_options"]["threads"] == 1 and m.settings["session"]["providers"]
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def test_crashing_cell_is_recorded_and_the_next_cell_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = write_tiny_onnx(tmp_path / "a", name="crashes")
     good = write_tiny_onnx(tmp_path / "b", name="fine")
-    monkeypatch.setenv(ABORT_ENV, "crashes")  # the runner calls os.abort() after loading this artifact
+    # a test-only runtime that aborts (SIGABRT, no JSON) on loading an artifact named "crash*"
+    monkeypatch.setenv(PLUGINS_ENV, "tests.runtimes.crashing_runtime")
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     seen: list[tuple[int, int, str]] = []
-    results = benchmark_matrix([bad, good], [1], bench=QUICK, progress=lambda i, n, label: seen.append((i, n, label)))
+    results = benchmark_matrix([bad, good], [1], runtime="crash-test", bench=QUICK,
+                               progress=lambda i, n, label: seen.append((i, n, label)))
     crashed, ok = results
     assert crashed.kind == "failed" and crashed.artifact == "crashes"
     assert "SIGABRT" in (crashed.error or "") and "stderr" in (crashed.error or "")

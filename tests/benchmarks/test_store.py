@@ -26,6 +26,8 @@ def _measurement(name: str = "student-onnx-int8", samples: tuple[float, ...] = (
         latency=summarize(samples),
         peak_rss_mb=88.0,
         model_bytes=12345,
+        teacher_top1_agreement=0.97,
+        teacher_kl=0.05,
         accuracy=Accuracy(metric="top1", value=0.91, n=200),
         parity=[OutputParity(name="logits", max_abs=0.01, max_rel=0.02, cosine=0.999, sqnr_db=31.0, top1_agreement=0.99)],
         provenance={"device_id": "abc123", "cpu_model": "x", "git_dirty": False},
@@ -112,8 +114,10 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
     from edgestill.benchmarks import store as store_mod
 
     path = tmp_path / "old.db"
-    old_schema = store_mod._SCHEMA.replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
-    assert old_schema != store_mod._SCHEMA
+    old_schema = (store_mod._SCHEMA.replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
+                  .replace(",\n    teacher_top1_agreement REAL,\n    teacher_kl REAL", "")
+                  .replace(",\n    recipe_sha256 TEXT,\n    machine TEXT", ""))
+    assert old_schema.count("\n") == store_mod._SCHEMA.count("\n") - 6
     db = sqlite3.connect(path)
     db.executescript(old_schema + "\nPRAGMA user_version = 1;")
     db.execute("INSERT INTO runs (created_at, command) VALUES ('2026-11-01T00:00:00+00:00', 'bench old')")
@@ -125,5 +129,7 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
     with ResultsStore(path) as store:
         (row,) = store.measurements()
         assert (row["artifact"], row["p50_ms"], row["clock"], row["wall_latency"]) == ("old", 0.5, "wall", None)
-        store.add_run("bench new", measurements=[_measurement()])  # the new columns are writable
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        run_id = store.add_run("bench new", recipe_sha256="ab" * 32, measurements=[_measurement()])  # new columns
+        assert store.runs()[-1]["recipe_sha256"] == "ab" * 32 and store.runs()[-1]["machine"]
+        assert store.measurements(run_id)[0]["teacher_top1_agreement"] == 0.97
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

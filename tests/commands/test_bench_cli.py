@@ -130,13 +130,15 @@ def test_bench_bad_input_next_to_a_crash_exits_3(tmp_path: Path) -> None:
     """Exit 2 only when every failed cell was bad input; one crash among them makes the run exit 3."""
     import os
 
-    from edgestill.runtimes.runner import ABORT_ENV
+    from edgestill.runtimes.runner import PLUGINS_ENV
 
     junk = _junk_artifact(tmp_path, "onnx", "onnx")
     crash = write_tiny_onnx(tmp_path / "crash", name="crash")
-    env = {**os.environ, ABORT_ENV: "crash"}
+    # a test-only runtime (tests/runtimes/crashing_runtime.py) that aborts on loading an artifact named "crash*"
+    env = {**os.environ, PLUGINS_ENV: "tests.runtimes.crashing_runtime",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     r = subprocess.run([sys.executable, "-m", "edgestill", "bench", str(junk), str(crash), "--min-runs", "5",
-                        "--min-seconds", "0", "--db", str(tmp_path / "r.db")],
+                        "--min-seconds", "0", "--runtime", "crash-test", "--db", str(tmp_path / "r.db")],
                        capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "SIGABRT" in r.stdout

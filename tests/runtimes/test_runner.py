@@ -80,7 +80,7 @@ def test_runner_reads_timing_inputs_from_npz(tmp_path: Path, manifest: Path) -> 
         ({"artifact": "{m}", "runtme": "onnxruntime"}, "unknown key"),
         ({"artifact": "{m}", "runtime": "onnxrt"}, "Did you mean 'onnxruntime'"),
         ({"artifact": "{m}", "inputs": "nope.npy"}, "'random' or an existing"),
-        ({"artifact": "{m}", "eval_data": "{x_only}"}, "lacks ['y']"),
+        ({"artifact": "{m}", "eval_data": "{x_only}"}, "needs 'x' (inputs) and 'y' (labels) and/or 'teacher_logits'"),
         ({"artifact": "{m}", "eval_data": "{x_only}", "metric": "top3"}, "unknown metric 'top3'"),
     ],
 )
@@ -113,3 +113,24 @@ def test_peak_rss_is_the_runners_own_not_its_parents(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 10 < float(out.stdout) < 400
+
+
+def test_teacher_outputs_without_labels_give_agreement_and_kl_on_the_runtime(tmp_path: Path, manifest: Path) -> None:
+    """Unlabelled eval data (x + the teacher's logits, no y) still scores the artifact: against its teacher."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((12, 4)).astype(np.float32)
+    w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)  # the fixture model's weights
+    teacher = x @ w
+    teacher[:3] = -teacher[:3]  # the "teacher" disagrees on 3 of 12 samples (the argmax of -z differs from z's)
+    np.savez(tmp_path / "eval.npz", x=x, teacher_logits=teacher)
+    code, doc, err = run_runner(tmp_path, {"artifact": str(manifest), "bench": QUICK, "eval_data": str(tmp_path / "eval.npz")})
+    assert code == 0, err
+    assert doc["accuracy"] is None
+    assert doc["teacher_top1_agreement"] == pytest.approx(9 / 12)
+    assert doc["teacher_kl"] > 0
+
+
+def test_eval_data_without_labels_or_teacher_outputs_is_bad_input(tmp_path: Path, manifest: Path) -> None:
+    np.savez(tmp_path / "eval.npz", x=np.zeros((4, 4), np.float32))
+    code, doc, _ = run_runner(tmp_path, {"artifact": str(manifest), "bench": QUICK, "eval_data": str(tmp_path / "eval.npz")})
+    assert code == 2 and "teacher_logits" in doc["error"]

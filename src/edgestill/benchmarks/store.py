@@ -18,7 +18,7 @@ from typing import Any
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_PATH = Path(".edgestill") / "results.db"
 
 _SCHEMA = """
@@ -29,7 +29,9 @@ CREATE TABLE runs (
     git_dirty INTEGER,
     package_version TEXT,
     command TEXT NOT NULL,
-    label TEXT
+    label TEXT,
+    recipe_sha256 TEXT,
+    machine TEXT
 );
 CREATE TABLE measurements (
     id INTEGER PRIMARY KEY,
@@ -53,7 +55,9 @@ CREATE TABLE measurements (
     warnings_json TEXT NOT NULL,
     error TEXT,
     clock TEXT,
-    wall_latency_json TEXT
+    wall_latency_json TEXT,
+    teacher_top1_agreement REAL,
+    teacher_kl REAL
 );
 CREATE INDEX measurements_run ON measurements(run_id);
 CREATE INDEX measurements_artifact ON measurements(artifact);
@@ -67,9 +71,14 @@ CREATE TABLE samples (
 
 _LATENCY = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv_percent", "min_ms", "max_ms", "n")
 _PLAIN = ("artifact", "format", "precision", "runtime", "threads", "kind", "init_ms", "first_ms", "warmup_ms_mean",
-          "low_ms", "high_ms", "peak_rss_mb", "model_bytes", "error", "clock")  # fmt: skip
+          "low_ms", "high_ms", "peak_rss_mb", "model_bytes", "error", "clock", "teacher_top1_agreement",
+          "teacher_kl")  # fmt: skip
 # schema 1 → 2: the clock a latency was read from, and the wall-clock summary when it was the runtime's own
-_MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABLE measurements ADD COLUMN wall_latency_json TEXT")}
+# schema 2 → 3: the recipe and machine of a run; each artifact's agreement with its teacher
+_MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABLE measurements ADD COLUMN wall_latency_json TEXT"),
+               2: ("ALTER TABLE runs ADD COLUMN recipe_sha256 TEXT", "ALTER TABLE runs ADD COLUMN machine TEXT",
+                   "ALTER TABLE measurements ADD COLUMN teacher_top1_agreement REAL",
+                   "ALTER TABLE measurements ADD COLUMN teacher_kl REAL")}
 
 
 class ResultsStore:
@@ -135,11 +144,14 @@ class ResultsStore:
         git_dirty: bool | None = None,
         package_version: str | None = None,
         label: str | None = None,
+        recipe_sha256: str | None = None,
+        machine: str | None = None,
         measurements: Iterable[Measurement] = (),
     ) -> int:
         """Record a run (and, optionally, its measurements) in ONE transaction; return the run id.
 
-        ``git_commit``/``git_dirty``/``package_version`` default to this checkout's (see ``host_provenance``).
+        ``git_commit``/``git_dirty``/``package_version`` default to this checkout's, ``machine`` to this host's
+        device id (see ``host_provenance``). ``recipe_sha256`` is the hash of the recipe a chain run followed.
         """
         if git_commit is None:
             from edgestill.host import git_state
@@ -148,11 +160,17 @@ class ResultsStore:
             git_dirty = found_dirty if git_dirty is None else git_dirty
         if package_version is None:
             from edgestill import __version__ as package_version
+        if machine is None:
+            from edgestill.host import host_provenance
+
+            machine = host_provenance().get("device_id")
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         with self._transaction() as db:
             cur = db.execute(
-                "INSERT INTO runs (created_at, git_commit, git_dirty, package_version, command, label) VALUES (?,?,?,?,?,?)",
-                (created, git_commit, None if git_dirty is None else int(git_dirty), package_version, command, label),
+                "INSERT INTO runs (created_at, git_commit, git_dirty, package_version, command, label, recipe_sha256, "
+                "machine) VALUES (?,?,?,?,?,?,?,?)",
+                (created, git_commit, None if git_dirty is None else int(git_dirty), package_version, command, label,
+                 recipe_sha256, machine),
             )
             run_id = int(cur.lastrowid)
             for m in measurements:

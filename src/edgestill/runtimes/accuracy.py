@@ -35,36 +35,19 @@ METRICS.register("top1", _topk(1))
 METRICS.register("top5", _topk(5))
 
 
-def evaluate_session(session: Any, x: np.ndarray, y: np.ndarray, metric: str = "top1", batch_size: int = 1) -> Accuracy:
-    """Score a single-input classifier session on ``x`` with labels ``y``.
+def session_logits(session: Any, x: np.ndarray, batch_size: int = 1) -> np.ndarray:
+    """The first output of a single-input classifier session on every sample of ``x``, as ``[n, classes]``.
 
-    A model whose batch dim is fixed (an int in its input spec) is fed batches of exactly that size
-    (the last batch padded with copies, whose outputs are dropped); a symbolic batch dim takes
-    ``batch_size`` samples per call.
-
-    Args:
-        session: a loaded session (``input_specs``, ``run``).
-        x: inputs, first axis = samples.
-        y: integer labels, one per sample.
-        metric: a name in ``METRICS`` ("top1", "top5").
-        batch_size: samples per call when the batch dim is symbolic.
-
-    Returns:
-        ``Accuracy(metric, value in [0, 1], n)``.
+    A model whose batch dim is fixed (an int in its input spec) is fed batches of exactly that size (the last
+    batch padded with copies, whose outputs are dropped); a symbolic batch dim takes ``batch_size`` samples per call.
 
     Raises:
-        InputError: unknown metric, lengths that differ, non-integer labels, a model with more than one
-            input, or outputs that are not ``[batch, classes]`` scores.
+        InputError: empty ``x``, a bad batch size, a model with more than one input, or outputs that are not
+            ``[batch, classes]`` scores.
     """
-    score = METRICS.get(metric)
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim < 1 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
-        raise InputError(
-            f"eval data has x of shape {list(x.shape)} and y of shape {list(y.shape)}; expected x [n, ...] and "
-            "y [n] with the same n > 0 (an .npz with arrays 'x' and 'y')."
-        )
-    if y.dtype.kind not in "iu":
-        raise InputError(f"labels y have dtype {y.dtype}; class indices must be integers.")
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise InputError(f"eval data x has shape {list(x.shape)}; expected [n, ...] with n > 0 samples.")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}.")
     specs = session.input_specs
@@ -76,7 +59,7 @@ def evaluate_session(session: Any, x: np.ndarray, y: np.ndarray, metric: str = "
     fixed = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
     step = fixed or batch_size
     dtype = np.dtype(spec.user_dtype)
-    correct = []
+    outs = []
     for start in range(0, len(x), step):
         batch = x[start : start + step]
         real = len(batch)
@@ -89,6 +72,64 @@ def evaluate_session(session: Any, x: np.ndarray, y: np.ndarray, metric: str = "
                 f"output {session.output_specs[0].name!r} has shape {list(logits.shape)}; a classifier's first "
                 f"output must be scores [batch, classes] (batch {len(batch)})."
             )
-        correct.append(score(logits[:real], y[start : start + real]))
-    hits = np.concatenate(correct)
+        outs.append(logits[:real])
+    return np.concatenate(outs)
+
+
+def accuracy_of(logits: np.ndarray, y: np.ndarray, metric: str = "top1") -> Accuracy:
+    """Score ``[n, classes]`` outputs against integer labels ``y``.
+
+    Raises:
+        InputError: unknown metric, lengths that differ, or labels that are not integers.
+    """
+    score = METRICS.get(metric)
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(logits) or len(y) == 0:
+        raise InputError(f"labels y have shape {list(y.shape)} for {len(logits)} samples; expected y [n], one "
+                         "integer class per sample (an .npz with arrays 'x' and 'y').")
+    if y.dtype.kind not in "iu":
+        raise InputError(f"labels y have dtype {y.dtype}; class indices must be integers.")
+    hits = score(logits, y)
     return Accuracy(metric=metric, value=float(hits.mean()), n=int(hits.size))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def teacher_agreement(logits: np.ndarray, teacher_logits: np.ndarray) -> tuple[float, float]:
+    """(top-1 agreement, mean KL(teacher || artifact) in nats) of ``[n, classes]`` outputs with the teacher's.
+
+    Both at temperature 1: the teacher's softmax p and the artifact's softmax q on the same samples; KL is
+    sum p (log p - log q), averaged over samples. It needs no labels.
+
+    Raises:
+        InputError: the teacher's outputs do not have the artifact's shape.
+    """
+    t = np.asarray(teacher_logits)
+    if t.shape != logits.shape:
+        raise InputError(f"teacher outputs have shape {list(t.shape)} but the artifact gives {list(logits.shape)} on "
+                         "the same samples; they must score the same classes for the same samples.")
+    agree = float((logits.argmax(1) == t.argmax(1)).mean())
+    log_p, log_q = _log_softmax(t), _log_softmax(logits)
+    kl = float((np.exp(log_p) * (log_p - log_q)).sum(axis=1).mean())
+    return agree, max(kl, 0.0)
+
+
+def evaluate_session(session: Any, x: np.ndarray, y: np.ndarray, metric: str = "top1", batch_size: int = 1) -> Accuracy:
+    """Score a single-input classifier session on ``x`` with labels ``y`` (see :func:`session_logits`).
+
+    Raises:
+        InputError: as :func:`session_logits` and :func:`accuracy_of`.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim != 1 or len(x) != len(y) or len(y) == 0:
+        raise InputError(
+            f"eval data has x of shape {list(x.shape)} and y of shape {list(y.shape)}; expected x [n, ...] and "
+            "y [n] with the same n > 0 (an .npz with arrays 'x' and 'y')."
+        )
+    METRICS.get(metric)
+    if y.dtype.kind not in "iu":
+        raise InputError(f"labels y have dtype {y.dtype}; class indices must be integers.")
+    return accuracy_of(session_logits(session, x, batch_size), y, metric)

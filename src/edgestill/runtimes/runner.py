@@ -12,8 +12,14 @@ Job file (JSON)::
      "options": {"threads": 1},                            # RuntimeOptions fields
      "bench": {"min_runs": 50, "min_seconds": 1.0},        # BenchOptions fields
      "inputs": "random", "seed": 0,                        # or a path to an .npy / .npz
-     "eval_data": null, "metric": "top1", "eval_batch_size": 1,  # .npz with x and y
+     "eval_data": null, "metric": "top1", "eval_batch_size": 1,  # .npz with x, and y and/or teacher_logits
      "affinity": null}                                     # CPU ids, e.g. [0]
+
+Eval data scores the artifact on its own runtime: ``y`` (labels) gives ``accuracy``; ``teacher_logits`` (the
+teacher's outputs on the same ``x``) gives ``teacher_top1_agreement`` and ``teacher_kl``, which need no labels.
+
+Runtimes of your own: ``EDGESTILL_RUNTIME_PLUGINS=pkg.mod1,pkg.mod2`` names modules the runner imports before it
+looks up the runtime; each registers its runtime with ``edgestill.runtimes.base.RUNTIMES``.
 
 On failure it prints ``{"kind": "failed", "error": ..., ...}`` and exits 2 (bad input) or 3 (anything
 else; the traceback goes to stderr).
@@ -31,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 JOB_KEYS = ("artifact", "runtime", "options", "bench", "inputs", "seed", "eval_data", "metric", "eval_batch_size", "affinity")
-# Tests only: abort (SIGABRT, no JSON) after loading the artifact of this name, as a crashing runtime would.
-ABORT_ENV = "EDGESTILL_RUNNER_ABORT_FOR_TEST"
+PLUGINS_ENV = "EDGESTILL_RUNTIME_PLUGINS"  # comma-separated modules that register runtimes of their own
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -141,22 +146,37 @@ def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
     return {s.name: _fit(arrays[s.name], s) for s in specs}
 
 
-def _load_eval(path: str, *, check_only: bool = False) -> tuple[Any, Any] | None:
-    """Read ``x`` and ``y`` from an .npz; with ``check_only`` just check they are there (no arrays in memory)."""
+EVAL_ARRAYS = ("y", "teacher_logits")  # what eval data can score against: labels, the teacher's outputs
+
+
+def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any] | None:
+    """Read ``x`` and whichever of ``y``/``teacher_logits`` are there; with ``check_only`` only check them."""
     import numpy as np
 
     p = Path(path)
     if not p.exists() or p.suffix != ".npz":
-        _fail_input(f"eval data {p} is missing or not an .npz; pass an .npz with arrays 'x' (inputs) and 'y' (labels).")
+        _fail_input(f"eval data {p} is missing or not an .npz; pass an .npz with arrays 'x' (inputs) and 'y' (labels) "
+                    "and/or 'teacher_logits' (the teacher's outputs on x).")
     try:
         with np.load(p, allow_pickle=False) as z:
-            missing = sorted({"x", "y"} - set(z.files))
-            if missing:
-                _fail_input(f"eval data {p} lacks {missing}; it needs arrays 'x' (inputs) and 'y' (labels).")
-            return None if check_only else (z["x"], z["y"])
+            if "x" not in z.files or not any(k in z.files for k in EVAL_ARRAYS):
+                _fail_input(f"eval data {p} holds {sorted(z.files)}; it needs 'x' (inputs) and 'y' (labels) and/or "
+                            "'teacher_logits' (the teacher's outputs on x).")
+            return None if check_only else {k: z[k] for k in ("x", *EVAL_ARRAYS) if k in z.files}
     except (OSError, ValueError) as exc:
         _fail_input(f"cannot read eval data {p} ({exc}); write it with numpy.savez(path, x=..., y=...).")
     return None
+
+
+def _import_plugins() -> None:
+    """Import the modules named in ``EDGESTILL_RUNTIME_PLUGINS`` (they register runtimes)."""
+    import importlib
+
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            _fail_input(f"{PLUGINS_ENV} names {name!r}, which cannot be imported ({exc}); fix the module path.")
 
 
 # Substrings of the runtimes' own messages for a file they could not parse (not for a valid file they cannot run).
@@ -224,6 +244,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     for var in THREAD_ENV:  # before the runtime library is imported (lazily, by load)
         os.environ[var] = str(options.threads)
     art = Artifact.load(job["artifact"])
+    _import_plugins()
     if job["eval_data"]:  # bad eval data or metric fails before anything is timed
         from edgestill.runtimes.accuracy import METRICS
 
@@ -245,18 +266,20 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "was truncated or overwritten."
         )
     init_ms = (time.perf_counter_ns() - t0) / 1e6
-    if os.environ.get(ABORT_ENV) == art.name:
-        os.abort()
 
     inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]))
     timing = time_session(session, inputs, bench)
     peak_rss_mb = _peak_rss_mb()  # before the eval data is read: the figure is the model's, not the data's
-    accuracy = None
+    accuracy = agreement = kl = None
     if job["eval_data"]:
-        from edgestill.runtimes.accuracy import evaluate_session
+        from edgestill.runtimes.accuracy import accuracy_of, session_logits, teacher_agreement
 
-        x, y = _load_eval(job["eval_data"])  # type: ignore[misc]
-        accuracy = evaluate_session(session, x, y, metric=job["metric"], batch_size=int(job["eval_batch_size"]))
+        arrays = _load_eval(job["eval_data"]) or {}
+        logits = session_logits(session, arrays["x"], batch_size=int(job["eval_batch_size"]))
+        if "y" in arrays:
+            accuracy = accuracy_of(logits, arrays["y"], metric=job["metric"])
+        if "teacher_logits" in arrays:
+            agreement, kl = teacher_agreement(logits, arrays["teacher_logits"])
 
     provenance = host_provenance()
     provenance.update(
@@ -281,6 +304,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         peak_rss_mb=round(peak_rss_mb, 2),
         model_bytes=art.model_bytes or art.model_path.stat().st_size,
         accuracy=accuracy,
+        teacher_top1_agreement=agreement,
+        teacher_kl=kl,
         provenance=provenance,
         settings={
             "runtime_options": options.to_dict(),
