@@ -9,7 +9,7 @@ import pytest
 
 from edgestill.errors import ParityError, RuntimeFailure, UnsupportedError
 from edgestill.export import ExportConfig, Tolerances, export
-from edgestill.export.exporters import conversion_error
+from edgestill.export.base import conversion_error
 from tests.export.models import BrokenNet, EigNet
 
 

@@ -13,7 +13,7 @@ from edgestill.artifact import sha256_file
 from edgestill.runtimes.openvino import OpenVINO
 
 
-def _break_openvino(monkeypatch: pytest.MonkeyPatch, precisions: tuple[str, ...] = ("fp32", "int8-static")) -> None:
+def _break_openvino(monkeypatch: pytest.MonkeyPatch, precisions: tuple[str, ...] = ("fp32", "fp16")) -> None:
     """Make OpenVINO sessions of the given precisions return wrong numbers (a runtime/export bug stand-in)."""
     real_load = OpenVINO.load
 
@@ -42,10 +42,19 @@ def test_config_rejects_bad_values() -> None:
     assert ExportConfig(tolerances={"int8": {"min_sqnr_db": 30.0}}).tolerances.int8.min_sqnr_db == 30.0
 
 
-def test_int8_without_calibration_fails_before_writing(tmp_path, tiny_cnn, example_inputs, validation_x) -> None:
-    with pytest.raises(ConfigError, match="calibration"):
-        export(tiny_cnn, example_inputs, ExportConfig(precisions=("int8-static",)), tmp_path / "out", validation_inputs=validation_x)
+@pytest.mark.parametrize("precisions", [("int8-static",), ("fp32", "int8-dynamic")], ids=["int8-static-alone", "fp32-plus-int8-dynamic"])
+def test_export_refuses_int8_and_names_the_fix_before_writing(tmp_path, tiny_cnn, example_inputs, validation_x, precisions) -> None:
+    """export() makes float files only: an int8 precision is a ConfigError naming convert(), and nothing is written."""
+    with pytest.raises(ConfigError, match=r"float files only \(fp32, fp16\).*edgestill\.chain\.convert\.convert") as info:
+        export(tiny_cnn, example_inputs, ExportConfig(formats=("onnx",), precisions=precisions), tmp_path / "out",
+               validation_inputs=validation_x)
+    assert precisions[-1] in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_mixed_is_an_outcome_not_a_request() -> None:
+    with pytest.raises(ConfigError, match="unknown value 'mixed'"):
+        ExportConfig(precisions=("mixed",))
 
 
 def test_bad_validation_inputs_fail_before_writing(tmp_path, tiny_cnn, example_inputs) -> None:
@@ -55,24 +64,21 @@ def test_bad_validation_inputs_fail_before_writing(tmp_path, tiny_cnn, example_i
 
 
 @pytest.mark.slow
-def test_passing_cells_are_published_with_their_parity(tmp_path, tiny_cnn, example_inputs, validation_x, calibration_x) -> None:
+def test_passing_cells_are_published_with_their_parity(tmp_path, tiny_cnn, example_inputs, validation_x) -> None:
     seen = []
     results = export(
-        tiny_cnn, example_inputs, ExportConfig(formats=("openvino",), precisions=("fp32", "int8-static"), name="student"),
-        tmp_path, validation_inputs=validation_x, calibration=calibration_x,
-        calibration_ids=[f"s{i}" for i in range(32)], progress=lambda i, n, label="": seen.append((i, n, label)),
+        tiny_cnn, example_inputs, ExportConfig(formats=("openvino",), precisions=("fp32", "fp16"), name="student"),
+        tmp_path, validation_inputs=validation_x, progress=lambda i, n, label="": seen.append((i, n, label)),
     )
-    assert [r.name for r in results] == ["student-openvino-fp32", "student-openvino-int8-static"]
+    assert [r.name for r in results] == ["student-openvino-fp32", "student-openvino-fp16"]
     assert all(r.passed and r.artifact is not None for r in results)
-    assert seen == [(0, 2, "student-openvino-fp32"), (1, 2, "student-openvino-int8-static"), (2, 2, "done")]
+    assert seen == [(0, 2, "student-openvino-fp32"), (1, 2, "student-openvino-fp16"), (2, 2, "done")]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(f"student-openvino-{p}{s}" for p in ("fp32", "int8-static") for s in (".xml", ".bin", ".manifest.json"))
+    assert names == sorted(f"student-openvino-{p}{s}" for p in ("fp32", "fp16") for s in (".xml", ".bin", ".manifest.json"))
     for r in results:
         loaded = Artifact.load(tmp_path / f"{r.name}.manifest.json")
         assert all(sha256_file(tmp_path / f) == h for f, h in loaded.files.items())
         assert loaded.validation["passed"] and loaded.validation["outputs"][0]["top1_agreement"] >= 0.95
-    int8 = Artifact.load(tmp_path / "student-openvino-int8-static.manifest.json")
-    assert int8.calibration["n"] == 32 and int8.calibration["sample_ids"][:2] == ["s0", "s1"]
 
 
 @pytest.mark.slow
@@ -95,13 +101,13 @@ def test_a_failing_cell_is_rejected_and_never_published(tmp_path, monkeypatch, t
 
 
 @pytest.mark.slow
-def test_non_strict_records_the_failure_and_goes_on(tmp_path, monkeypatch, tiny_cnn, example_inputs, validation_x, calibration_x) -> None:
+def test_non_strict_records_the_failure_and_goes_on(tmp_path, monkeypatch, tiny_cnn, example_inputs, validation_x) -> None:
     _break_openvino(monkeypatch, precisions=("fp32",))
     results = export(
-        tiny_cnn, example_inputs, ExportConfig(formats=("openvino",), precisions=("fp32", "int8-static"), name="m", strict=False),
-        tmp_path, validation_inputs=validation_x, calibration=calibration_x,
+        tiny_cnn, example_inputs, ExportConfig(formats=("openvino",), precisions=("fp32", "fp16"), name="m", strict=False),
+        tmp_path, validation_inputs=validation_x,
     )
     assert [r.passed for r in results] == [False, True]
     assert results[0].artifact is None and results[0].rejected_files and "max_abs" in results[0].error
-    assert (tmp_path / "m-openvino-int8-static.manifest.json").exists()
+    assert (tmp_path / "m-openvino-fp16.manifest.json").exists()
     assert not (tmp_path / "m-openvino-fp32.manifest.json").exists() and not (tmp_path / "m-openvino-fp32.xml").exists()

@@ -37,8 +37,10 @@ def test_budget_must_be_a_finite_non_negative_number(drop) -> None:
 def test_quantize_config_checks_formats_and_precision() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'tflite'"):
         QuantizeConfig(formats=("tflit",))
-    with pytest.raises(ConfigError, match="int8-static, int8-dynamic"):
+    with pytest.raises(ConfigError, match="'int4'.*Valid: int8-dynamic, int8-static"):
         QuantizeConfig(precision="int4")
+    with pytest.raises(ConfigError, match="twice"):
+        QuantizeConfig(formats=("onnx", "onnx"))
     assert QuantizeConfig(formats="onnx").formats == ("onnx",)
 
 
@@ -70,3 +72,43 @@ def test_fallback_grows_one_layer_at_a_time_then_by_half() -> None:
     assert _fallback_sizes(3) == [1, 2, 3]
     assert _fallback_sizes(12) == [1, 2, 3, 4, 6, 9, 12]
     assert _fallback_sizes(0) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("calibration_samples", 0, "calibration_samples must be a whole number >= 1"),
+        ("calibration_samples", 2.5, "calibration_samples must be a whole number >= 1"),
+        ("calibration_samples", True, "calibration_samples must be a whole number >= 1"),
+        ("max_float_layers", -1, "max_float_layers must be an integer >= 0"),
+        ("time_budget_s", -1, "--time-budget must be seconds >= 0"),
+        ("name", "../student", "not a usable file name stem"),
+        ("bench_latency", "yes", "bench_latency must be true or false"),
+        ("options", {"calibration_method": "minmax"}, "must be a QuantOptions"),
+    ],
+    ids=["zero-calibration", "fractional-calibration", "bool-calibration", "negative-float-layers", "negative-time",
+         "path-as-name", "string-bool", "dict-options"],
+)
+def test_quantize_config_refuses_bad_values_with_a_config_error(field, value, message) -> None:
+    """The one quantize config (API, CLI, recipe) validates every field on construction; bad inputs named in the ids."""
+    with pytest.raises(ConfigError, match=message):
+        QuantizeConfig(**{field: value})
+
+
+def test_quantize_config_carries_what_a_recipe_needs() -> None:
+    config = QuantizeConfig()
+    assert config.calibration_samples == 300 and config.max_accuracy_drop == 1.0 and config.bench_latency is True
+    assert isinstance(config.options, QuantOptions) and config.formats == ("onnx",) and config.precision == "int8-static"
+
+
+def test_quantize_config_checks_the_precision_against_each_formats_quantizer(monkeypatch) -> None:
+    """A format whose quantizer does not declare a precision refuses it (the registry, not a hand-written list, decides)."""
+    import dataclasses
+
+    from edgestill.compress.quantize.base import QUANTIZERS
+
+    spec = QUANTIZERS.get("tflite")
+    monkeypatch.setitem(QUANTIZERS._items, "tflite", dataclasses.replace(spec, precisions=("int8-static",)))
+    with pytest.raises(ConfigError, match="makes int8-static, not 'int8-dynamic'"):
+        QuantizeConfig(formats=("onnx", "tflite"), precision="int8-dynamic")
+    assert QuantizeConfig(formats=("onnx",), precision="int8-dynamic").precision == "int8-dynamic"

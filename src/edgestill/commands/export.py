@@ -1,8 +1,11 @@
-"""``edgestill export``: a model → ONNX / TFLite / OpenVINO files, each validated against torch before it is published."""
+"""``edgestill export``: a model → ONNX / TFLite / OpenVINO files, each validated against torch before it is published.
+
+Float cells go through ``edgestill.export``; int8 cells through the quantize accuracy budget; both via one call,
+:func:`edgestill.chain.convert.export_model`. The format and precision choices come from the registries.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -12,9 +15,19 @@ from typing import Any
 
 import typer
 
+from edgestill.artifact import Precision
 from edgestill.cli import app, echo_json, run_command
+from edgestill.compress.quantize.base import quant_precisions
+from edgestill.export.base import EXPORTERS, export_precisions, formats_of
+from edgestill.export.validate import Threshold, Tolerances
 
 REPORT_NAME = "export-report.json"
+FORMAT_CHOICES: tuple[str, ...] = tuple(f.value for f in formats_of(EXPORTERS))
+_TOLERANCE_GROUPS = tuple(Tolerances.__dataclass_fields__)
+_TOLERANCE_KEYS = tuple(Threshold.__dataclass_fields__)
+FLOAT_CHOICES: tuple[str, ...] = tuple(p.value for p in export_precisions())
+INT8_CHOICES: tuple[str, ...] = tuple(p.value for p in quant_precisions())
+PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision if p.value in (*FLOAT_CHOICES, *INT8_CHOICES))
 
 
 @app.command(
@@ -26,15 +39,21 @@ REPORT_NAME = "export-report.json"
         "  edgestill export --model mypkg.nets:build --input-shape Nx3x224x224 --format onnx,openvino --json\n"
         "  edgestill export --model program.pt2 --format tflite\n"
         "  edgestill export --model model.onnx --format openvino --precision fp16   # ONNX → OpenVINO IR\n"
-        "  edgestill export --model mobilenet_v2 --precision int8-static --data calib.npz --tolerance int8.min_sqnr_db=25\n\n"
+        "  edgestill export --model mobilenet_v2 --precision int8-static --data calib.npz --tolerance int8.min_sqnr_db=25\n"
+        "  edgestill export --model mobilenet_v2 --precision fp32,int8-static --data val.npz --max-accuracy-drop 0.5\n\n"
         "\b\nEvery file runs on its own runtime on --samples inputs (from --data, else seeded random inputs)\n"
         "and is compared with the torch model. A file that misses its tolerances is kept as *.rejected, never\n"
         "under its final name; for fp32 the report names the first torch module whose output diverges.\n"
+        "int8 cells go through the same accuracy budget as `edgestill quantize` against the fp32 file on the same\n"
+        "runtime: top-1 accuracy on the --samples inputs when --data has labels y, else top-1 agreement with fp32;\n"
+        "over --max-accuracy-drop, sensitive layers stay float ('mixed'); a cell still over is kept as *.rejected.\n"
         "Writes OUT/export-report.json and OUT/logs/export.log (the conversion libraries' output).\n\n"
-        "\b\nTolerances: --tolerance PRECISION.KEY=VALUE, repeatable or comma-separated; PRECISION fp32, fp16\n"
-        "or int8; KEY atol, rtol, min_cosine, min_sqnr_db or min_top1_agreement; VALUE a number or 'none'.\n"
+        "\b\nTolerances: --tolerance PRECISION.KEY=VALUE, repeatable or comma-separated; PRECISION "
+        f"{', '.join(_TOLERANCE_GROUPS)}\n(int8 covers every int8 precision and mixed); KEY {', '.join(_TOLERANCE_KEYS)};\n"
+        "VALUE a number or 'none'.\n"
         "  e.g. --tolerance fp16.atol=0.05 --tolerance int8.min_sqnr_db=25,int8.min_top1_agreement=0.97\n\n"
-        "\b\nExit codes: 0 ok (also --no-strict with failures); 1 a file failed parity (strict); 2 bad input\n"
+        "\b\nExit codes: 0 ok (also --no-strict with failures); 1 a file failed parity or an int8 cell missed the\n"
+        "accuracy budget (strict); 2 bad input\n"
         "(nothing written), or an op a format cannot express (the message names it; the report is written);\n"
         "3 a conversion library or runtime failed."
     ),
@@ -45,9 +64,16 @@ def export_command(
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow a checkpoint holding pickled objects (runs code from the file)."),
     input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x224x224, or Nx3x224x224 for a dynamic batch (ONNX, OpenVINO)."),
     num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="Classifier size of a built-in model (default: its standard one)."),
-    formats: str = typer.Option("onnx,tflite,openvino", "--format", help="Formats, comma-separated: onnx, tflite, openvino."),
-    precisions: str = typer.Option("fp32", "--precision", help="Precisions, comma-separated: fp32, fp16, int8-dynamic, int8-static."),
-    data: Path | None = typer.Option(None, "--data", help="An .npz with x (and optional y): validation and calibration samples."),
+    formats: str = typer.Option(",".join(FORMAT_CHOICES), "--format", help=f"Formats, comma-separated: {', '.join(FORMAT_CHOICES)}."),
+    precisions: str = typer.Option(
+        "fp32", "--precision",
+        help=f"Precisions, comma-separated: {', '.join(PRECISION_CHOICES)} ({', '.join(INT8_CHOICES)} through the accuracy budget).",
+    ),
+    data: Path | None = typer.Option(None, "--data", help="An .npz with x (and optional integer labels y): validation, budget and calibration samples."),
+    max_accuracy_drop: float = typer.Option(
+        1.0, "--max-accuracy-drop",
+        help="int8 cells: allowed top-1 loss vs the fp32 file on the same runtime, absolute points (without labels: top-1 disagreement, %).",
+    ),
     samples: int = typer.Option(64, "--samples", min=1, help="How many samples each file is validated on."),
     tolerance: list[str] = typer.Option([], "--tolerance", help="Override a threshold: PRECISION.KEY=VALUE (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
@@ -58,19 +84,24 @@ def export_command(
     """Export a model to ONNX, TFLite and OpenVINO (fp32, fp16, int8), validating every file against torch."""
 
     def body() -> None:
+        from edgestill.chain.convert import export_model
         from edgestill.commands.progress import RichReporter
         from edgestill.commands.streams import library_output_to
-        from edgestill.errors import InputError, ParityError, UnsupportedError
-        from edgestill.export.api import ExportConfig, export_model
+        from edgestill.compress.quantize.budget import QuantizeConfig
+        from edgestill.errors import CheckFailed, InputError, UnsupportedError
+        from edgestill.export.api import ExportConfig
+        from edgestill.export.validate import Tolerances
         from edgestill.models.loading import parse_input_shape
         from edgestill.outdir import write_json_atomic
 
         shape = parse_input_shape(input_shape) if input_shape is not None else None
+        stem = name or default_name(model)
         config = ExportConfig(
-            formats=_split(formats), precisions=_split(precisions), name=name or default_name(model),
-            tolerances=parse_tolerances(tolerance), strict=not no_strict,
+            formats=_split(formats), precisions=_split(precisions), name=stem,
+            tolerances=Tolerances.parse(tolerance), strict=not no_strict,
             dynamic_batch=bool(shape and shape.dynamic_batch),
         )
+        budget = QuantizeConfig(max_accuracy_drop=max_accuracy_drop, name=stem, bench_latency=False)
         check_out_dir(out)
         fd, tmp = tempfile.mkstemp(prefix="edgestill-export-", suffix=".log")
         os.close(fd)
@@ -84,11 +115,11 @@ def export_command(
                     rep.stage("export", total=len(config.formats) * len(config.precisions))
                     try:
                         results = export_model(
-                            model, config=config, out_dir=out, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
-                            input_shape=shape, num_classes=num_classes, data=data, samples=samples,
-                            progress=lambda i, n, label="": rep.advance(i, n, label),
+                            model, export=config, quantize=budget, out_dir=out, checkpoint=checkpoint,
+                            trust_checkpoint=trust_checkpoint, input_shape=shape, num_classes=num_classes, data=data,
+                            samples=samples, progress=lambda i, n, label="": rep.advance(i, n, label),
                         )
-                    except (ParityError, UnsupportedError) as exc:  # reported with the cells done so far
+                    except (CheckFailed, UnsupportedError) as exc:  # reported with the cells done so far
                         results, error = list(getattr(exc, "results", [])), exc
             keep_log = True
         except InputError:  # bad input: nothing was written, and no log is left behind either
@@ -98,7 +129,7 @@ def export_command(
             raise
         finally:
             final_log = _keep_log(log, out) if keep_log else log.unlink(missing_ok=True)
-        doc = report_doc(model, config, results, log=final_log)
+        doc = report_doc(model, config, results, log=final_log, max_accuracy_drop=budget.max_accuracy_drop)
         write_json_atomic(out / REPORT_NAME, doc)
         if json_out:
             echo_json(doc)
@@ -133,41 +164,6 @@ def default_name(spec: str) -> str:
     return stem or "model"
 
 
-def parse_tolerances(items: list[str]) -> Any:
-    """``["fp32.atol=1e-4", "int8.min_sqnr_db=25"]`` → Tolerances with those thresholds replaced.
-
-    Raises:
-        ConfigError: an item not of the form PRECISION.KEY=VALUE, an unknown precision or key, a bad value.
-    """
-    from edgestill.errors import ConfigError
-    from edgestill.export.validate import Threshold, Tolerances
-
-    base = Tolerances()
-    keys = sorted(Threshold.__dataclass_fields__)
-    changes: dict[str, dict[str, Any]] = {}
-    for item in items:
-        for part in (p.strip() for p in item.split(",") if p.strip()):
-            m = re.fullmatch(r"(\w+)\.(\w+)=(.+)", part)
-            if not m:
-                raise ConfigError(f"--tolerance {part!r} is not PRECISION.KEY=VALUE (e.g. fp32.atol=1e-4); keys: {', '.join(keys)}.")
-            prec, key, value = m.groups()
-            if prec not in ("fp32", "fp16", "int8"):
-                raise ConfigError(f"--tolerance {part!r}: precision {prec!r} is not one of fp32, fp16, int8.")
-            if key not in keys:
-                from edgestill.errors import did_you_mean
-
-                raise ConfigError(f"--tolerance {part!r}: unknown key {key!r}.{did_you_mean(key, keys)} Valid keys: {', '.join(keys)}.")
-            if value.lower() == "none":
-                parsed = None
-            else:
-                try:
-                    parsed = float(value)
-                except ValueError:
-                    raise ConfigError(f"--tolerance {part!r}: {value!r} is not a number (or 'none' to switch the criterion off).") from None
-            changes.setdefault(prec, {})[key] = parsed
-    return Tolerances(**{p: dataclasses.replace(getattr(base, p), **kv) for p, kv in changes.items()})
-
-
 def check_out_dir(out: Path) -> None:
     """Refuse an --out that cannot hold artifacts, before anything is loaded or written.
 
@@ -187,7 +183,7 @@ def check_out_dir(out: Path) -> None:
         raise InputError(f"--out {out} is not writable ({parent} does not allow writing). Pass a folder you can write to.")
 
 
-def report_doc(model: str, config: Any, results: list[Any], *, log: Path) -> dict[str, Any]:
+def report_doc(model: str, config: Any, results: list[Any], *, log: Path, max_accuracy_drop: float | None = None) -> dict[str, Any]:
     """The export report: what was asked, one entry per cell, and the overall verdict."""
     from edgestill import __version__
 
@@ -201,6 +197,7 @@ def report_doc(model: str, config: Any, results: list[Any], *, log: Path) -> dic
         "strict": config.strict,
         "dynamic_batch": config.dynamic_batch,
         "tolerances": config.tolerances.to_dict(),
+        "max_accuracy_drop": max_accuracy_drop if config.int8_precisions else None,
         "passed": bool(cells) and all(c["passed"] for c in cells) and len(cells) == len(config.formats) * len(config.precisions),
         "results": cells,
         "log": str(log),
@@ -216,7 +213,7 @@ def print_results(results: list[Any], file: Any = None) -> None:
 
     console = Console(file=file, width=None if (file or sys.stdout).isatty() else 140)
     table = Table(title="Export (each file on its own runtime vs torch)")
-    for col in ("format", "precision", "passed", "max_abs", "cosine", "top-1", "KB"):
+    for col in ("format", "precision", "passed", "max_abs", "cosine", "top-1", "KB", "int8 drop (pts)"):
         table.add_column(col, justify="left" if col in ("format", "precision", "passed") else "right")
     for r in results:
         d = r.to_dict()
@@ -226,8 +223,12 @@ def print_results(results: list[Any], file: Any = None) -> None:
             "" if d["cosine"] is None else f"{d['cosine']:.6f}",
             "" if d["top1_agreement"] is None else f"{100 * d['top1_agreement']:.2f}%",
             "" if d["model_bytes"] is None else f"{d['model_bytes'] / 1024:.0f}",
+            _budget_cell(d["quantization"]),
         )
     console.print(table)
+    metrics = sorted({r.quantization["metric"] for r in results if r.quantization})
+    if metrics:
+        console.print(f"int8 drop measured as {' / '.join(metrics)} vs the fp32 file on the same runtime.")
     for r in results:
         for note in r.notes:
             console.print(f"[yellow]note[/] {r.name}: {note}")
@@ -235,3 +236,11 @@ def print_results(results: list[Any], file: Any = None) -> None:
             console.print(f"[red]{r.name}[/]: {r.error}")
             if r.rejected_files:
                 console.print(f"  kept as {', '.join(str(p) for p in r.rejected_files)}")
+
+
+def _budget_cell(q: dict[str, Any] | None) -> str:
+    """``0.52 / 1`` (drop / budget), red when over."""
+    if not q:
+        return ""
+    text = f"{q['drop_points']:.2f} / {q['budget']:g}"
+    return text if q["budget_met"] else f"[red]{text}[/]"

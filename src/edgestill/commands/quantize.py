@@ -8,7 +8,13 @@ from typing import Any
 import typer
 
 from edgestill.cli import app, echo_json, run_command
+from edgestill.compress.quantize.base import QUANTIZERS, quant_precisions
+from edgestill.export.base import formats_of
+from edgestill.compress.quantize.calibration import DEFAULT_CALIBRATION_SAMPLES
+from edgestill.compress.quantize.options import CALIBRATION_METHODS, TFLITE_RECIPES
 
+FORMAT_CHOICES: tuple[str, ...] = tuple(f.value for f in formats_of(QUANTIZERS))
+PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in quant_precisions())
 REPORT_JSON = "quantize-report.json"
 REPORT_MD = "quantize-report.md"
 
@@ -29,8 +35,9 @@ REPORT_MD = "quantize-report.md"
         "points vs the fp32 artifact on the same runtime. Over budget, the most int8-sensitive layers stay float\n"
         "(a 'mixed' artifact) until the budget is met or --time-budget ends; --repair-with-teacher then fine-tunes\n"
         "the student under int8 fake quantization with the KD loss. Writes OUT/quantize-report.json and .md.\n\n"
-        "\b\nExit codes: 0 every format within budget; 1 a format missed the budget (its best artifact is kept as\n"
-        "*.rejected); 2 bad input (nothing written); 3 a conversion library or runtime failed."
+        "\b\nExit codes: 0 every format within budget and its file passed parity with torch; 1 a format missed the\n"
+        "budget or parity (its best artifact is kept as *.rejected); 2 bad input (nothing written); 3 a conversion\n"
+        "library or runtime failed."
     ),
 )
 def quantize_command(
@@ -38,13 +45,13 @@ def quantize_command(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Weights (.safetensors, or .pt/.pth loaded weights-only)."),
     input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x32x32 (needed for a factory)."),
     num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="Classifier size of a built-in model."),
-    formats: str = typer.Option("onnx,tflite,openvino", "--format", help="Formats, comma-separated: onnx, tflite, openvino."),
-    precision: str = typer.Option("int8-static", "--precision", help="int8-static or int8-dynamic."),
+    formats: str = typer.Option(",".join(FORMAT_CHOICES), "--format", help=f"Formats, comma-separated: {', '.join(FORMAT_CHOICES)}."),
+    precision: str = typer.Option("int8-static", "--precision", help=f"One of {', '.join(PRECISION_CHOICES)}."),
     data: str = typer.Option(..., "--data", help="Built-in dataset name or an .npz with x and y."),
     calibration: Path | None = typer.Option(None, "--calibration", help="An .npz with x (and optional ids): the calibration set."),
-    calibration_samples: int = typer.Option(300, "--calibration-samples", min=1, help="Calibration samples drawn from --data."),
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax, entropy or percentile."),
-    tflite_recipe: str | None = typer.Option(None, "--tflite-recipe", help="pt2e, aeq-static, aeq-dynamic or aeq-weight-only."),
+    calibration_samples: int = typer.Option(DEFAULT_CALIBRATION_SAMPLES, "--calibration-samples", min=1, help="Calibration samples drawn from --data."),
+    calibration_method: str = typer.Option("minmax", "--calibration-method", help=f"One of {', '.join(CALIBRATION_METHODS)}."),
+    tflite_recipe: str | None = typer.Option(None, "--tflite-recipe", help=f"One of {', '.join(TFLITE_RECIPES)}."),
     max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Allowed top-1 loss, absolute points."),
     time_budget: float = typer.Option(300.0, "--time-budget", help="Seconds for the float-fallback search per format."),
     max_float_layers: int | None = typer.Option(None, "--max-float-layers", help="At most this many layers kept float (0: all-int8)."),
@@ -69,6 +76,7 @@ def quantize_command(
         from edgestill.compress.quantize.budget import QuantizeConfig, check_inputs, quantize
         from edgestill.compress.quantize.data import load_quant_data
         from edgestill.compress.quantize.options import QuantOptions
+        from edgestill.compress.quantize.repair import teacher_repair_config
         from edgestill.errors import InputError
         from edgestill.models.loading import load_model
         from edgestill.outdir import claim_output_dir, write_json_atomic, write_text_atomic
@@ -77,35 +85,26 @@ def quantize_command(
             formats=tuple(f.strip() for f in formats.split(",") if f.strip()), precision=precision,
             max_accuracy_drop=max_accuracy_drop, time_budget_s=time_budget, max_float_layers=max_float_layers,
             options=QuantOptions(calibration_method=calibration_method, tflite_recipe=tflite_recipe),
-            name=name or default_name(model), bench_latency=bench, report=report,
+            calibration_samples=calibration_samples, name=name or default_name(model), bench_latency=bench, report=report,
         )
         check_out_dir(out)
         loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape, num_classes=num_classes)
         if loaded.model is None:
             raise InputError(f"--model {model}: quantize needs a torch model (a built-in name, a factory or a .pt2), not an ONNX file.")
-        qdata = load_quant_data(data, calibration_file=calibration, n_calibration=calibration_samples)
+        qdata = load_quant_data(data, calibration_file=calibration, n_calibration=config.calibration_samples)
         check_inputs(loaded.model, loaded.example_inputs, config, calibration=qdata.calibration,
                      calibration_ids=qdata.calibration_ids, eval_x=qdata.eval_x, eval_y=qdata.eval_y)
         repair = None
         if repair_with_teacher is not None:
-            from edgestill.compress.quantize.repair import RepairConfig
-            import torch
-
-            from edgestill.models import create_model
-            from edgestill.models.loading import load_checkpoint
-
             try:
                 kwargs = json.loads(teacher_kwargs) if teacher_kwargs else {}
             except json.JSONDecodeError as exc:
                 raise InputError(f"--teacher-kwargs {teacher_kwargs!r} is not JSON ({exc.msg}); pass e.g. '{{\"width\": 16}}'.") from None
             if not isinstance(kwargs, dict):
                 raise InputError(f"--teacher-kwargs must be a JSON object, got {teacher_kwargs!r}.")
-            in_channels = int(loaded.example_inputs[0].shape[1])
-            with torch.no_grad():
-                n_out = int(loaded.model(*loaded.example_inputs).shape[-1])
-            teacher = create_model(teacher_model, num_classes=n_out, in_channels=in_channels, **kwargs)
-            load_checkpoint(teacher, repair_with_teacher)
-            repair = RepairConfig(teacher=teacher.eval(), train_x=qdata.train_x, train_y=qdata.train_y, epochs=repair_epochs)
+            repair = teacher_repair_config(teacher_model, repair_with_teacher, student=loaded.model,
+                                           example_inputs=loaded.example_inputs, train_x=qdata.train_x, train_y=qdata.train_y,
+                                           teacher_kwargs=kwargs, epochs=repair_epochs)
         claim_output_dir(out, kind="quantize")
         with library_output_to(out / "logs" / "quantize.log") as (_, term_err):
             with RichReporter(enabled=not json_out, file=term_err) as rep:
@@ -125,7 +124,10 @@ def quantize_command(
             typer.echo(f"Report: {out / REPORT_MD}")
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)
-        return 0 if result.budget_met else 1
+        for f in result.formats:
+            if f.error:
+                typer.echo(f"{f.format}: {f.error}", err=True)
+        return 0 if result.passed else 1
 
     code = run_command(body)
     if code:
@@ -136,9 +138,10 @@ def _print(doc: dict[str, Any]) -> None:
     for f in doc["formats"]:
         lat = (f.get("latency") or {}).get("final_vs_fp32_p50")
         typer.echo(
-            f"{f['format']:9s} fp32 {100 * f['fp32_accuracy']:.2f}%  naive int8 {100 * f['naive']['accuracy']:.2f}%  "
+            f"{f['format']:9s} ({f['metric']}) fp32 {100 * f['fp32_accuracy']:.2f}%  naive int8 {100 * f['naive']['accuracy']:.2f}%  "
             f"final {100 * f['final']['accuracy']:.2f}% (drop {f['final']['drop_points']:.2f} pts, "
             f"{'within' if f['budget_met'] else 'OVER'} budget {doc['max_accuracy_drop']:g})  "
             f"float layers: {', '.join(f['float_layers']) or 'none'}"
             + ("" if lat is None else f"  latency final/fp32 {lat:.2f}")
+            + ("" if f["passed"] or not f["budget_met"] else "  PARITY FAILED")
         )

@@ -1,4 +1,4 @@
-"""Exporters (onnx, tflite, openvino), artifact manifests and parity validation.
+"""Float exporters (onnx, tflite, openvino), artifact manifests and parity validation.
 
 Names load lazily: ``import edgestill.export`` does not import torch or any format library.
 """
@@ -15,16 +15,16 @@ from edgestill.export.validate import ParityReport, Threshold, Tolerances, valid
 
 _LAZY = {
     "export": "edgestill.export.api",
-    "export_model": "edgestill.export.api",
-    "FLOAT_PRECISIONS": "edgestill.export.api",
+    "export_onnx_file": "edgestill.export.api",
+    "get_exporter": "edgestill.export.api",
     "localize_divergence": "edgestill.export.divergence",
     "Divergence": "edgestill.export.divergence",
     "ExportConfig": "edgestill.export.api",
     "ExportResult": "edgestill.export.api",
-    "EXPORT_PRECISIONS": "edgestill.export.api",
-    "EXPORTERS": "edgestill.export.exporters",
-    "get_exporter": "edgestill.export.exporters",
-    "state_dict_sha256": "edgestill.export.exporters",
+    "BackendSpec": "edgestill.export.base",
+    "EXPORTERS": "edgestill.export.base",
+    "export_precisions": "edgestill.export.base",
+    "state_dict_sha256": "edgestill.export.base",
 }
 
 __all__ = ["Artifact", "ParityReport", "TensorSpec", "Threshold", "Tolerances", "validate", *_LAZY]

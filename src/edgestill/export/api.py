@@ -1,9 +1,11 @@
-"""The export verb: every format × precision written to a staging folder, validated, then published or rejected."""
+"""The export verb: every float format × precision written to a staging folder, validated, then published or rejected.
+
+int8 files are not made here: they go through the accuracy budget of ``edgestill.compress.quantize``, and
+``edgestill.chain.convert.convert`` runs both (float cells here, int8 cells there) for one ExportConfig.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import re
 import shutil
 import time
@@ -14,20 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgestill.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, Precision, publish, reject
 from edgestill.errors import ConfigError, EdgestillError, InputError, ParityError, UnsupportedError, did_you_mean
-from edgestill.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, publish, reject
-from edgestill.export.validate import ParityReport, Tolerances
+from edgestill.export.base import EXPORTERS, Exporter, as_tuple, export_precisions
+from edgestill.export.validate import ParityReport, Tolerances, check_samples
 
 if TYPE_CHECKING:
     import torch
 
     from edgestill.export.divergence import Divergence
 
-EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static")
-FLOAT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
-RANDOM_DATA_NOTE = "validated on seeded random inputs (no data given); pass --data for samples of the real input distribution"
-RANDOM_CALIBRATION_NOTE = ("calibrated and validated on seeded random inputs (no data given): int8 ranges are not "
-                           "representative; pass --data with real samples")
+# What an ExportConfig may ask for: every precision a file can be made in ("mixed" is an outcome of the accuracy
+# budget, never a request). export() makes the float ones; the int8 ones go through edgestill.chain.convert.
+REQUESTABLE_PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision if p is not Precision.MIXED)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 Progress = Callable[..., None]  # progress(done, total, label)
 
@@ -53,6 +54,9 @@ def _choices(key: str, values: Any, valid: Sequence[str]) -> tuple[str, ...]:
 class ExportConfig:
     """What to export: formats × precisions, the artifact name stem, parity thresholds, fail-fast or not.
 
+    ``precisions`` may include int8 ones (int8-static, int8-dynamic): :func:`export` refuses them, and
+    ``edgestill.chain.convert.convert`` sends them through the quantize accuracy budget.
+
     ``dynamic_batch`` gives ONNX and OpenVINO files a symbolic batch dim (TFLite stays static and says so);
     ``localize`` names the first divergent module when an fp32 cell fails parity.
     """
@@ -67,7 +71,7 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", _choices("formats", self.formats, FORMATS))
-        object.__setattr__(self, "precisions", _choices("precisions", self.precisions, EXPORT_PRECISIONS))
+        object.__setattr__(self, "precisions", _choices("precisions", self.precisions, REQUESTABLE_PRECISIONS))
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(
                 f"export.name {self.name!r} is not a usable file name stem; use letters, digits, '.', '_' or '-', "
@@ -83,6 +87,16 @@ class ExportConfig:
 
     def artifact_name(self, fmt: str, precision: str) -> str:
         return f"{self.name}-{fmt}-{precision}"
+
+    @property
+    def float_precisions(self) -> tuple[str, ...]:
+        """The precisions :func:`export` makes (fp32, fp16), in the order asked."""
+        return tuple(p for p in self.precisions if Precision(p).is_float)
+
+    @property
+    def int8_precisions(self) -> tuple[str, ...]:
+        """The int8 precisions asked (they go through the accuracy budget), in the order asked."""
+        return tuple(p for p in self.precisions if not Precision(p).is_float)
 
 
 @dataclass(kw_only=True)
@@ -101,6 +115,9 @@ class ExportResult:
     validate_seconds: float = 0.0
     divergence: dict[str, Any] | None = None  # fp32 failures: the first divergent module (see export/divergence.py)
     notes: list[str] = field(default_factory=list)
+    # int8 cells: the accuracy budget's facts: fp32_accuracy, accuracy, drop_points, budget, budget_met,
+    # float_layers, metric ("top1_accuracy" with labels, "top1_agreement_with_fp32" without)
+    quantization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: verdict, worst-case parity figures, files and timings."""
@@ -121,6 +138,7 @@ class ExportResult:
             "outputs": [s.to_dict() for s in art.outputs] if art else None,
             "failures": list(self.report.failures) if self.report else [],
             "divergence": self.divergence,
+            "quantization": self.quantization,
             "rejected_files": [str(p) for p in self.rejected_files],
             "error": self.error,
             "notes": list(self.notes),
@@ -132,6 +150,34 @@ class ExportResult:
 Writer = Callable[[str, str, Path, str], Artifact]  # write(fmt, precision, staging_dir, name) -> unvalidated Artifact
 
 
+def get_exporter(fmt: str) -> Exporter:
+    """Return the float writer registered for a format (imports its module).
+
+    Raises:
+        UnknownNameError: no writer for ``fmt`` (the message lists the registered formats).
+    """
+    return EXPORTERS.get(fmt).load()
+
+
+def check_float_cells(config: ExportConfig) -> None:
+    """Refuse int8 precisions and format × precision cells no writer makes, before anything is written.
+
+    Raises:
+        ConfigError: an int8 precision (it names the function that makes it), or a precision a format's writer lacks.
+    """
+    if config.int8_precisions:
+        made = ", ".join(export_precisions())
+        raise ConfigError(
+            f"export() writes float files only ({made}); export.precisions also asks {', '.join(config.int8_precisions)}. "
+            "int8 files go through the accuracy budget: call edgestill.chain.convert.convert(model, ..., export=config, "
+            "quantize=QuantizeConfig(...)) (what `edgestill export --precision int8-static` does), or drop "
+            f"{', '.join(config.int8_precisions)} from export.precisions."
+        )
+    for fmt in config.formats:
+        for precision in config.precisions:
+            EXPORTERS.get(fmt).check_precision(precision, "writer")
+
+
 def export(
     model: torch.nn.Module,
     example_inputs: Any,
@@ -139,12 +185,10 @@ def export(
     out_dir: str | Path,
     *,
     validation_inputs: np.ndarray | Sequence[np.ndarray],
-    calibration: np.ndarray | None = None,
-    calibration_ids: Sequence[Any] | None = None,
     progress: Progress | None = None,
     source: dict[str, Any] | None = None,
 ) -> list[ExportResult]:
-    """Export, validate against torch and publish every format × precision of ``config`` into ``out_dir``.
+    """Export, validate against torch and publish every float format × precision of ``config`` into ``out_dir``.
 
     Each cell is written into ``out_dir/.staging-<name>``; a passing one is moved to its final name with a
     manifest carrying the parity report; a failing one is kept as ``*.rejected`` files and never appears
@@ -154,11 +198,9 @@ def export(
     Args:
         model: the torch model (eval mode is set).
         example_inputs: tensor or tuple of batch-1 tensors: the shape the files take.
-        config: formats, precisions, name, tolerances, strict, dynamic_batch, localize.
+        config: formats, float precisions (fp32, fp16), name, tolerances, strict, dynamic_batch, localize.
         out_dir: folder for the artifacts.
         validation_inputs: N samples (an (N, ...) array per input) compared between torch and each file.
-        calibration: N samples for static int8 (required when precisions include "int8-static").
-        calibration_ids: one id per calibration sample, recorded in the manifest.
         progress: called as ``progress(done, total, label)``.
         source: provenance added to every manifest's ``source`` (e.g. the model spec and checkpoint sha256).
 
@@ -166,36 +208,23 @@ def export(
         One ExportResult per cell, in formats × precisions order.
 
     Raises:
-        ConfigError: int8-static asked without calibration data.
-        InputError: calibration or validation data of the wrong shape, empty, or with NaN/Inf.
+        ConfigError: an int8 precision in ``config`` (use edgestill.chain.convert.convert), checked before writing.
+        InputError: validation data of the wrong shape, empty, or with NaN/Inf.
         UnsupportedError: (strict) an op or construct a format cannot express; otherwise recorded.
         ParityError: (strict) a cell failed validation; lists every failing output; ``.results`` holds the cells so far.
         RuntimeFailure: a conversion or runtime library failed (strict; otherwise recorded).
     """
-    from edgestill.compress.quantize import calibration_manifest, check_calibration
-    from edgestill.export.exporters import as_tuple, get_exporter
     from edgestill.export.validate import torch_reference
 
+    check_float_cells(config)
     args = as_tuple(example_inputs)
     model.eval()
-    if "int8-static" in config.precisions:
-        if calibration is None:
-            raise ConfigError(
-                "export.precisions includes 'int8-static' but no calibration data was given; pass calibration= "
-                "(N samples shaped like the model input) or drop 'int8-static'."
-            )
-        if len(args) != 1:
-            raise InputError(f"static int8 calibration takes models with one input; this model takes {len(args)}.")
-        calibration_manifest(check_calibration(calibration, args[0].shape[1:]), calibration_ids)  # fail fast
     if isinstance(validation_inputs, np.ndarray) and len(args) == 1:
-        check_calibration(validation_inputs, args[0].shape[1:], what="validation")
+        check_samples(validation_inputs, args[0].shape[1:], what="validation")
 
     def write(fmt: str, precision: str, staging: Path, name: str) -> Artifact:
-        if precision in FLOAT_PRECISIONS:
-            art = get_exporter(fmt)(model, args, staging_dir=staging, name=name, precision=precision,
-                                    dynamic_batch=config.dynamic_batch)
-        else:
-            art = _quantize(model, args, fmt, precision, staging, name, calibration, calibration_ids)
+        art = get_exporter(fmt)(model, args, staging_dir=staging, name=name, precision=precision,
+                                dynamic_batch=config.dynamic_batch)
         art.source.update(source or {})
         return art
 
@@ -211,20 +240,6 @@ def export(
 
     return _export_cells(config, Path(out_dir), write, lambda: torch_reference(model, validation_inputs), model,
                          validation_inputs, localize if config.localize else None, progress)
-
-
-def _quantize(model: Any, args: tuple, fmt: str, precision: str, staging: Path, name: str,
-              calibration: Any, calibration_ids: Any) -> Artifact:
-    """An int8 cell through the quantization module's ``quantize_export``."""
-    from edgestill.compress.quantize import quantize_export
-
-    kwargs: dict[str, Any] = dict(format=fmt, calibration=calibration, calibration_ids=calibration_ids, staging_dir=staging, name=name)
-    if "precision" in inspect.signature(quantize_export).parameters:
-        kwargs["precision"] = precision
-    elif precision != "int8-static":
-        raise UnsupportedError(f"{precision} is not available from this build's quantization module (static int8 only); "
-                               "use --precision int8-static, fp16 or fp32.")
-    return quantize_export(model, args, **kwargs)
 
 
 def _export_cells(
@@ -317,149 +332,55 @@ def parity_lines(report: ParityReport) -> str:
     return "; ".join(parts)
 
 
-def export_model(
-    model: str | torch.nn.Module,
-    *,
-    config: ExportConfig,
-    out_dir: str | Path,
-    checkpoint: str | Path | None = None,
-    trust_checkpoint: bool = False,
-    input_shape: str | Any | None = None,
-    num_classes: int | None = None,
-    data: str | Path | np.ndarray | None = None,
-    samples: int = 64,
-    calibration_samples: int = 300,
-    seed: int = 0,
-    progress: Progress | None = None,
+def export_onnx_file(
+    onnx_path: str | Path, example_shapes: Sequence[Sequence[int]], config: ExportConfig, out_dir: str | Path, *,
+    validation_inputs: np.ndarray | Sequence[np.ndarray], progress: Progress | None = None,
 ) -> list[ExportResult]:
-    """Load what ``model`` names, build validation (and calibration) samples, and export every cell.
+    """Convert an ONNX file to OpenVINO IR (fp32/fp16), validated against the ONNX file itself on onnxruntime.
+
+    There is no torch model: the reference outputs come from the ONNX file.
 
     Args:
-        model: a built-in name, ``pkg.module:function``, a ``.pt2`` program, an ``.onnx`` file (OpenVINO
-            only), or a torch module (then ``input_shape`` is required).
-        config: formats, precisions, tolerances, strict (``dynamic_batch`` is also set by an ``N`` batch dim).
-        out_dir: folder for the artifacts (created only once every input checked out).
-        checkpoint: weights for a built-in or factory model (.safetensors, or .pt/.pth loaded weights-only).
-        trust_checkpoint: allow a checkpoint holding pickled objects (runs code from the file).
-        input_shape: e.g. ``"1x3x224x224"`` or ``"Nx3x224x224"``; default: the model's own.
-        num_classes: classifier size for a built-in model (default: the model's standard one).
-        data: an .npz holding ``x`` (and optionally ``y``), or an array: validation and calibration samples;
-            seeded random inputs of the input spec when None.
-        samples: how many samples to validate on.
-        calibration_samples: at most this many samples for static int8 calibration.
-
-    Returns:
-        One ExportResult per cell.
+        onnx_path: the .onnx file.
+        example_shapes: the batch-1 shape of each input (the shapes the IR takes; batch -1 with ``dynamic_batch``).
+        config: formats must be ("openvino",) and precisions float ones.
+        out_dir: folder for the artifacts.
+        validation_inputs: N samples per input.
+        progress: called as ``progress(done, total, label)``.
 
     Raises:
-        InputError: any bad input (model name, checkpoint, shape, data), before anything is written.
+        ConfigError: another format, or an int8 precision, asked.
         ParityError, UnsupportedError, RuntimeFailure: as :func:`export`.
     """
-    from edgestill.models.loading import InputShape, LoadedModel, load_model, parse_input_shape
-
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ConfigError(f"samples must be a whole number >= 1, got {samples!r}.")
-    if isinstance(model, str):
-        loaded = load_model(model, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint, input_shape=input_shape,
-                            num_classes=num_classes)
-    else:
-        shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
-        if not isinstance(shape, InputShape):
-            raise InputError("export_model with a torch module needs input_shape (e.g. '1x3x224x224').")
-        if checkpoint is not None:
-            from edgestill.models.loading import load_checkpoint
-
-            load_checkpoint(model, checkpoint, trust=trust_checkpoint)
-        loaded = LoadedModel(model=model.eval(), example_inputs=(shape.example(),), input_shapes=[shape],
-                             source={"model": type(model).__name__, "kind": "module"})
-    if any(s.dynamic_batch for s in loaded.input_shapes) and not config.dynamic_batch:
-        config = dataclasses.replace(config, dynamic_batch=True)
-    validation, calibration, ids = _samples(data, loaded.input_shapes, samples, calibration_samples, seed)
-    if loaded.onnx_path is not None:
-        return _export_onnx_source(loaded, config, Path(out_dir), validation, progress)
-    static = "int8-static" in config.precisions
-    results = export(loaded.model, loaded.example_inputs, config, out_dir, validation_inputs=validation,
-                     calibration=calibration if static else None, calibration_ids=ids if static else None, progress=progress,
-                     source={"spec": loaded.source.get("model"), **{k: v for k, v in loaded.source.items() if k != "model"}})
-    if data is None:
-        for r in results:
-            r.notes.append(RANDOM_DATA_NOTE if r.precision != "int8-static" else RANDOM_CALIBRATION_NOTE)
-    return results
-
-
-def _samples(data: Any, shapes: list[Any], n: int, n_calib: int, seed: int) -> tuple[Any, np.ndarray | None, list[str] | None]:
-    """Validation inputs (first ``n`` samples), calibration samples (the rest, else all) and their ids."""
-    if data is None:
-        val = [s.samples(n, seed=seed) for s in shapes]
-        calib = shapes[0].samples(min(n_calib, 100), seed=seed + 1) if len(shapes) == 1 else None
-        ids = [f"random-{i}" for i in range(len(calib))] if calib is not None else None
-        return (val[0] if len(val) == 1 else val), calib, ids
-    label = "--data"
-    if isinstance(data, np.ndarray):
-        x = data
-    else:
-        path = Path(data)
-        label = f"--data {path}"
-        if not path.is_file():
-            raise InputError(f"{label} does not exist. Pass an .npz file holding an array x (and optionally y).")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if "x" not in npz.files:
-                    raise InputError(f"{label} holds {npz.files} but no array 'x'. Save it with np.savez(path, x=samples, y=labels).")
-                x = npz["x"]
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{label} is not a readable .npz file ({exc}). Save it with np.savez(path, x=samples).") from None
-    if len(shapes) != 1:
-        raise InputError(f"{label}: the model takes {len(shapes)} inputs; --data supports single-input models. Leave it out to validate on random inputs.")
-    spec = shapes[0]
-    expected = tuple(spec.dims[1:])
-    if x.ndim != len(spec.dims) or tuple(x.shape[1:]) != expected or len(x) == 0:
-        raise InputError(f"{label}: x has shape {list(x.shape)}; the model takes (N, {', '.join(map(str, expected))}). "
-                         "Pass samples shaped like the model's input, one per row, or set --input-shape.")
-    if x.dtype.kind not in "fiu":
-        raise InputError(f"{label}: x has dtype {x.dtype}; it must be numeric.")
-    x = np.ascontiguousarray(x.astype(spec.dtype, copy=False))
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise InputError(f"{label}: x holds NaN or Inf; remove or fix those samples.")
-    val = x[:n]
-    rest = np.arange(n, len(x)) if len(x) > n else np.arange(len(x))
-    idx = rest[:n_calib]
-    return val, x[idx], [f"x[{i}]" for i in idx]
-
-
-def _export_onnx_source(loaded: Any, config: ExportConfig, out: Path, validation: Any, progress: Progress | None) -> list[ExportResult]:
-    """An ONNX file → OpenVINO IR, validated against the ONNX file itself on onnxruntime (there is no torch model)."""
     from edgestill.export.onnx import onnx_specs
     from edgestill.export.openvino import export_openvino_from_onnx
     from edgestill.export.validate import run_artifact
     from edgestill.runtimes import RuntimeOptions, load
 
-    bad = [f for f in config.formats if f != "openvino"] + [p for p in config.precisions if p not in FLOAT_PRECISIONS]
+    made = EXPORTERS.get("openvino").precisions
+    bad = [f for f in config.formats if f != "openvino"] + [p for p in config.precisions if p not in made]
     if bad:
         raise ConfigError(
-            f"an ONNX file converts to OpenVINO fp32/fp16 only; {', '.join(bad)} asked. Pass --format openvino "
-            "--precision fp32,fp16, or give the torch model (--model NAME or pkg.module:function) for other formats."
+            f"an ONNX file converts to OpenVINO {'/'.join(made)} only; {', '.join(bad)} asked. Pass --format openvino "
+            f"--precision {','.join(made)}, or give the torch model (--model NAME or pkg.module:function) for other formats "
+            "and for int8."
         )
-    path = loaded.onnx_path
+    path = Path(onnx_path)
     ins, outs = onnx_specs(path)
     source = Artifact(name=path.stem, format="onnx", precision="fp32", directory=path.parent, model_file=path.name,
                       inputs=ins, outputs=outs)
-    arrays = [validation] if isinstance(validation, np.ndarray) else list(validation)
+    arrays = [validation_inputs] if isinstance(validation_inputs, np.ndarray) else list(validation_inputs)
+    stand_ins = tuple(np.zeros(tuple(s), np.float32) for s in example_shapes)  # only .shape is read
 
     def reference() -> list[np.ndarray]:
         return run_artifact(load(source, RuntimeOptions(threads=1)), source, arrays)
 
     def write(fmt: str, precision: str, staging: Path, name: str) -> Artifact:
-        return export_openvino_from_onnx(path, loaded.example_inputs or tuple(_zeros(s) for s in loaded.input_shapes),
-                                         staging_dir=staging, name=name, precision=precision,
+        return export_openvino_from_onnx(path, stand_ins, staging_dir=staging, name=name, precision=precision,
                                          dynamic_batch=config.dynamic_batch)
 
-    return _export_cells(config, out, write, reference, None, validation, None, progress)
+    return _export_cells(config, Path(out_dir), write, reference, None, validation_inputs, None, progress)
 
-
-def _zeros(shape: Any) -> Any:
-    """A batch-1 numpy stand-in with ``.shape`` for an ONNX source (no torch needed)."""
-    return np.zeros(shape.dims, dtype=shape.dtype)
 
 def _remove_final(out: Path, name: str) -> None:
     """Remove an earlier artifact and earlier rejected files of this name: the folder shows the latest run only."""

@@ -1,40 +1,98 @@
-"""The EXPORTERS registry and what every exporter shares: versions, parent hash, reference outputs, errors.
+"""The EXPORTERS registry and what every float writer shares: versions, parent hash, reference outputs, errors.
 
-An exporter is ``fn(model, example_inputs, *, staging_dir, name, precision="fp32", dynamic_batch=False)
--> Artifact``: it writes one float model (fp32, or fp16 where the format has it) into ``staging_dir`` and
-returns an unvalidated Artifact whose I/O specs are read from the written file itself. Torch is imported
-inside the functions only.
+The registry is a table of :class:`BackendSpec`: the format, the precisions the writer makes and where its
+function lives (``module:function``), so what can be exported is known without importing torch or any format
+library; :func:`edgestill.export.api.get_exporter` imports the writer when it is used. A writer is
+``fn(model, example_inputs, *, staging_dir, name, precision="fp32", dynamic_batch=False) -> Artifact``: it writes
+one float model into ``staging_dir`` and returns an unvalidated Artifact whose I/O specs are read from the written
+file itself. Writers import this module only, never the dispatcher (``api``). Torch is imported inside functions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.errors import InputError, RuntimeFailure, UnsupportedError
-from edgestill.artifact import Artifact, TensorSpec
+from edgestill.artifact import Artifact, Format, Precision, TensorSpec
+from edgestill.errors import ConfigError, InputError, RuntimeFailure, UnsupportedError
 from edgestill.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSpec:
+    """One registered backend (a float writer or an int8 quantizer): what it makes and where its function lives.
+
+    ``target`` is ``"package.module:function"``; the module is imported by :meth:`load` only, so reading the
+    table (CLI choices, config validation) never imports torch or a format library.
+    """
+
+    format: Format
+    precisions: tuple[Precision, ...]
+    target: str
+    label: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format", Format(self.format))
+        object.__setattr__(self, "precisions", tuple(Precision(p) for p in self.precisions))
+        if not self.precisions or ":" not in self.target:
+            raise ValueError(f"backend {self.target!r} needs at least one precision and a 'module:function' target")
+
+    def load(self) -> Callable[..., Artifact]:
+        """Import the backend module and return its function."""
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def check_precision(self, precision: str, kind: str) -> Precision:
+        """``precision`` as a Precision when this backend makes it.
+
+        Raises:
+            ConfigError: a precision this backend does not make (the message lists the ones it does).
+        """
+        if precision not in self.precisions:
+            raise ConfigError(
+                f"the {self.label} {kind} makes {', '.join(self.precisions)}, not {precision!r}; "
+                + ("int8 goes through edgestill.compress.quantize (or edgestill.chain.convert)." if kind == "writer"
+                   else "float files go through edgestill.export.")
+            )
+        return Precision(precision)
+
+
+def formats_of(registry: Registry[BackendSpec]) -> tuple[Format, ...]:
+    """The formats ``registry`` has a backend for, in the order of :class:`Format`."""
+    return tuple(f for f in Format if f.value in registry)
+
+
+def precisions_of(registry: Iterable[BackendSpec] | Registry[BackendSpec]) -> tuple[Precision, ...]:
+    """Every precision any backend of ``registry`` makes, in the order of :class:`Precision`."""
+    specs = [registry.get(n) for n in registry.names()] if isinstance(registry, Registry) else list(registry)
+    made = {p for s in specs for p in s.precisions}
+    return tuple(p for p in Precision if p in made)
+
+
 Exporter = Callable[..., Artifact]
-EXPORTERS: Registry[Exporter] = Registry("exporter")
+EXPORTERS: Registry[BackendSpec] = Registry("exporter")
+EXPORTERS.register("onnx", BackendSpec(format=Format.ONNX, precisions=(Precision.FP32, Precision.FP16),
+                                       target="edgestill.export.onnx:export_onnx", label="ONNX (torch.onnx dynamo exporter)"))
+EXPORTERS.register("tflite", BackendSpec(format=Format.TFLITE, precisions=(Precision.FP32, Precision.FP16),
+                                         target="edgestill.export.tflite:export_tflite", label="TFLite (litert-torch)"))
+EXPORTERS.register("openvino", BackendSpec(format=Format.OPENVINO, precisions=(Precision.FP32, Precision.FP16),
+                                           target="edgestill.export.openvino:export_openvino", label="OpenVINO (ov.convert_model)"))
 
 
-def get_exporter(fmt: str) -> Exporter:
-    """Return the exporter registered for a format (importing the backend modules registers them)."""
-    import edgestill.export.onnx  # noqa: F401
-    import edgestill.export.openvino  # noqa: F401
-    import edgestill.export.tflite  # noqa: F401
-
-    return EXPORTERS.get(fmt)
+def export_precisions() -> tuple[Precision, ...]:
+    """The float precisions the registered writers make (what :func:`edgestill.export.export` accepts)."""
+    return precisions_of(EXPORTERS)
 
 
 def dist_versions(*dists: str) -> dict[str, str]:
@@ -141,7 +199,6 @@ def new_artifact(
     return art
 
 
-_FORMAT_LABEL = {"onnx": "ONNX (torch.onnx dynamo exporter)", "tflite": "TFLite (litert-torch)", "openvino": "OpenVINO (ov.convert_model)"}
 _OP_PATTERNS = (
     re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'"),
     re.compile(r"Lowering not found: ([\w.]+)"),
@@ -161,8 +218,9 @@ def _exception_text(exc: BaseException) -> str:
 def conversion_error(exc: BaseException, fmt: str, model: object) -> Exception:
     """The error to raise for a failed conversion: UnsupportedError naming the op or construct, else RuntimeFailure."""
     text = _exception_text(exc)
-    label, model_name = _FORMAT_LABEL.get(fmt, fmt), type(model).__name__
-    others = ", ".join(f for f in _FORMAT_LABEL if f != fmt)
+    label = EXPORTERS.get(fmt).label if fmt in EXPORTERS else fmt
+    model_name = type(model).__name__
+    others = ", ".join(f for f in formats_of(EXPORTERS) if f != fmt)
     for pattern in _OP_PATTERNS:
         m = pattern.search(text)
         if m:

@@ -140,7 +140,7 @@ def localize_divergence(
     import onnxruntime as ort
     import torch
 
-    from edgestill.export.exporters import as_tuple
+    from edgestill.export.base import as_tuple
 
     args = as_tuple(example_inputs)
     arrays = [np.asarray(inputs)] if isinstance(inputs, np.ndarray) else [np.asarray(a) for a in inputs]

@@ -10,11 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgestill.errors import ConfigError
 from edgestill.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import (
-    EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical,
-)
+from edgestill.export.base import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 
 if TYPE_CHECKING:
     import torch
@@ -22,7 +19,6 @@ if TYPE_CHECKING:
 OPSET = 20
 # protobuf caps one message at 2 GiB; stay clear of it (the graph itself takes some bytes too)
 EXTERNAL_DATA_THRESHOLD_BYTES = 2 * 1024**3 - 64 * 1024**2
-ONNX_PRECISIONS = ("fp32", "fp16")
 
 
 def model_bytes_estimate(model: torch.nn.Module) -> int:
@@ -91,7 +87,6 @@ def onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return [spec(v) for v in graph.input if v.name not in initializers], [spec(v) for v in graph.output]
 
 
-@EXPORTERS.register("onnx")
 def export_onnx(
     model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
     dynamic_batch: bool = False, external_data_threshold_bytes: int | None = None,
@@ -103,8 +98,7 @@ def export_onnx(
         InputError: example_inputs are not tensors; an op or construct ONNX cannot express.
         RuntimeFailure: the exporter failed.
     """
-    if precision not in ONNX_PRECISIONS:
-        raise ConfigError(f"the ONNX writer makes {', '.join(ONNX_PRECISIONS)}, not {precision!r}; int8 goes through quantize_export.")
+    precision = EXPORTERS.get("onnx").check_precision(precision, "writer")
     args, staging_dir = staging(example_inputs, staging_dir)
     model_file = f"{name}.onnx"
     files = write_onnx(model, args, staging_dir / model_file, dynamic_batch=dynamic_batch,

@@ -11,16 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgestill.errors import ConfigError
 from edgestill.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.export.base import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 from edgestill.runtimes.openvino import no_telemetry
 
 if TYPE_CHECKING:
     import torch
 
-
-OPENVINO_PRECISIONS = ("fp32", "fp16")
 
 
 def convert_openvino(model: Any, args: tuple, *, dynamic_batch: bool = False) -> Any:
@@ -82,7 +79,6 @@ def openvino_artifact(model: torch.nn.Module, args: tuple, staging_dir: Path, na
     )
 
 
-@EXPORTERS.register("openvino")
 def export_openvino(
     model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
     dynamic_batch: bool = False,
@@ -94,8 +90,7 @@ def export_openvino(
         InputError: example_inputs are not tensors; UnsupportedError for an op OpenVINO cannot convert.
         RuntimeFailure: the converter failed.
     """
-    if precision not in OPENVINO_PRECISIONS:
-        raise ConfigError(f"the OpenVINO writer makes {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}; int8 goes through quantize_export.")
+    precision = EXPORTERS.get("openvino").check_precision(precision, "writer")
     args, staging_dir = staging(example_inputs, staging_dir)
     om = convert_openvino(model, args, dynamic_batch=dynamic_batch)
     save_openvino(om, staging_dir / f"{name}.xml", compress_to_fp16=precision == "fp16")
@@ -122,8 +117,7 @@ def export_openvino_from_onnx(onnx_path: Path, example_inputs: tuple, *, staging
     """
     from edgestill.artifact import sha256_file
 
-    if precision not in OPENVINO_PRECISIONS:
-        raise ConfigError(f"an ONNX source converts to OpenVINO {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}.")
+    precision = EXPORTERS.get("openvino").check_precision(precision, "writer")
     staging_dir = Path(staging_dir)
     staging_dir.mkdir(parents=True, exist_ok=True)
     om = convert_openvino(Path(onnx_path), tuple(example_inputs), dynamic_batch=dynamic_batch)

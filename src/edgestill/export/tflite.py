@@ -10,11 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgestill.errors import ConfigError
 from edgestill.artifact import Artifact, TensorSpec
-from edgestill.export.exporters import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.export.base import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 
-TFLITE_PRECISIONS = ("fp32", "fp16")
 STATIC_BATCH_NOTE = "TFLite: litert-torch converts a static batch; this file takes the example batch size only."
 
 if TYPE_CHECKING:
@@ -67,7 +65,6 @@ def tflite_artifact(model: torch.nn.Module, args: tuple, staging_dir: Path, name
     )
 
 
-@EXPORTERS.register("tflite")
 def export_tflite(
     model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
     dynamic_batch: bool = False,
@@ -81,8 +78,7 @@ def export_tflite(
         InputError: example_inputs are not tensors; UnsupportedError for an op litert-torch cannot lower.
         RuntimeFailure: the converter failed.
     """
-    if precision not in TFLITE_PRECISIONS:
-        raise ConfigError(f"the TFLite writer makes {', '.join(TFLITE_PRECISIONS)}, not {precision!r}; int8 goes through quantize_export.")
+    precision = EXPORTERS.get("tflite").check_precision(precision, "writer")
     args, staging_dir = staging(example_inputs, staging_dir)
     quant_config = None
     if precision == "fp16":

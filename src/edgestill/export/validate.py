@@ -18,6 +18,8 @@ scores lie within the max_abs bound counts as agreeing (a tie, not an error).
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.record import OutputParity
-from edgestill.errors import ConfigError, InputError
+from edgestill.errors import ConfigError, InputError, did_you_mean
 from edgestill.artifact import Artifact
 
 if TYPE_CHECKING:
@@ -82,6 +84,42 @@ class Tolerances:
     def __post_init__(self) -> None:
         for key in ("fp32", "fp16", "int8"):
             object.__setattr__(self, key, _threshold(getattr(self, key), key))
+
+    @classmethod
+    def parse(cls, items: Sequence[str], base: Tolerances | None = None) -> Tolerances:
+        """``["fp32.atol=1e-4", "int8.min_sqnr_db=25,int8.min_top1_agreement=0.97"]`` → ``base`` with those thresholds replaced.
+
+        Each item holds one or more comma-separated ``PRECISION.KEY=VALUE`` overrides; VALUE is a number or
+        ``none`` (switches the criterion off).
+
+        Raises:
+            ConfigError: an item not of the form PRECISION.KEY=VALUE, an unknown precision or key, a bad value.
+        """
+        base = base or cls()
+        groups = [f.name for f in dataclasses.fields(cls)]
+        keys = [f.name for f in dataclasses.fields(Threshold)]
+        changes: dict[str, dict[str, float | None]] = {}
+        for item in items:
+            for part in (p.strip() for p in item.split(",") if p.strip()):
+                m = re.fullmatch(r"(\w+)\.(\w+)=(.+)", part)
+                if not m:
+                    raise ConfigError(f"tolerance {part!r} is not PRECISION.KEY=VALUE (e.g. fp32.atol=1e-4); "
+                                      f"PRECISION one of {', '.join(groups)}, KEY one of {', '.join(keys)}.")
+                prec, key, value = m.groups()
+                if prec not in groups:
+                    raise ConfigError(f"tolerance {part!r}: precision {prec!r} is not one of {', '.join(groups)}."
+                                      f"{did_you_mean(prec, groups)} (int8 covers int8-static, int8-dynamic and mixed.)")
+                if key not in keys:
+                    raise ConfigError(f"tolerance {part!r}: unknown key {key!r}.{did_you_mean(key, keys)} Valid keys: {', '.join(keys)}.")
+                if value.strip().lower() == "none":
+                    parsed = None
+                else:
+                    try:
+                        parsed = float(value)
+                    except ValueError:
+                        raise ConfigError(f"tolerance {part!r}: {value!r} is not a number (or 'none' to switch the criterion off).") from None
+                changes.setdefault(prec, {})[key] = parsed
+        return dataclasses.replace(base, **{p: dataclasses.replace(getattr(base, p), **kv) for p, kv in changes.items()})
 
     def for_precision(self, precision: str) -> Threshold:
         """The threshold that applies to an artifact of ``precision``."""
@@ -182,6 +220,39 @@ def check_parity(p: OutputParity, ref_max_abs: float, t: Threshold) -> list[dict
     return fails
 
 
+def check_samples(data: Any, sample_shape: Sequence[int], *, what: str = "validation",
+                  why: str = "parity figures would be meaningless") -> np.ndarray:
+    """Return ``data`` as a contiguous array of N samples of ``sample_shape`` (the input shape without batch).
+
+    Args:
+        data: the samples (user input), N along the first axis.
+        sample_shape: the model input's shape without its batch dim.
+        what: the data's role, named in messages ("validation", "calibration", "eval").
+        why: what NaN/Inf would break, named in the message.
+
+    Raises:
+        InputError: not numeric, empty, the wrong shape, or holding NaN/Inf.
+    """
+    arr = np.asarray(data)
+    expected = tuple(int(d) for d in sample_shape)
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{what} data has dtype {arr.dtype}; it must be numeric (float32 images, like the model's input).")
+    if arr.ndim == 0 or arr.shape[0] == 0 or arr.size == 0:
+        raise InputError(
+            f"{what} data is empty (shape {list(arr.shape)}); pass samples of shape "
+            f"(N, {', '.join(map(str, expected))}), a few hundred representative inputs."
+        )
+    if tuple(arr.shape[1:]) != expected:
+        raise InputError(
+            f"{what} data has shape {list(arr.shape)} but the model's input is (N, {', '.join(map(str, expected))}) "
+            "with N samples along the first axis. Pass samples shaped like the model's input, one per row."
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())
+        raise InputError(f"{what} data holds NaN or Inf in {bad} of {len(arr)} samples; {why}. Remove or fix those samples.")
+    return np.ascontiguousarray(arr)
+
+
 def _as_input_list(inputs: Any, artifact: Artifact) -> list[np.ndarray]:
     arrays = [np.asarray(inputs)] if isinstance(inputs, np.ndarray) else [np.asarray(a) for a in inputs]
     if len(arrays) != len(artifact.inputs):
@@ -207,7 +278,7 @@ def torch_reference(model: torch.nn.Module, inputs: np.ndarray | Sequence[np.nda
     """The torch model's outputs over N samples (batched, eval mode, no grad): one (N, ...) array per output."""
     import torch
 
-    from edgestill.export.exporters import flatten_outputs
+    from edgestill.export.base import flatten_outputs
 
     arrays = [np.asarray(inputs)] if isinstance(inputs, np.ndarray) else [np.asarray(a) for a in inputs]
     model.eval()

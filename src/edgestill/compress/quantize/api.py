@@ -1,33 +1,30 @@
-"""The QUANTIZERS registry (keyed by format) and the verb ``quantize_export``."""
+"""The verb ``quantize_export``: one int8 file for one format, through the quantizer QUANTIZERS names (base.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgestill.artifact import Artifact, Precision
+from edgestill.compress.quantize.base import QUANTIZERS, Quantizer, quant_precisions
 from edgestill.compress.quantize.calibration import calibration_manifest, check_calibration
-from edgestill.compress.quantize.options import QUANT_PRECISIONS, QuantOptions, check_choice
+from edgestill.compress.quantize.options import QuantOptions, check_choice
 from edgestill.errors import ConfigError, InputError
-from edgestill.artifact import Artifact
-from edgestill.registry import Registry
+from edgestill.export.base import as_tuple
 
 if TYPE_CHECKING:
     import torch
 
-Quantizer = Callable[..., Artifact]
-QUANTIZERS: Registry[Quantizer] = Registry("quantizer")
-
-
 def get_quantizer(fmt: str) -> Quantizer:
-    """Return the int8 quantizer registered for a format (imports the per-format modules)."""
-    import edgestill.compress.quantize.onnx  # noqa: F401
-    import edgestill.compress.quantize.openvino  # noqa: F401
-    import edgestill.compress.quantize.tflite  # noqa: F401
+    """Return the int8 quantizer registered for a format (imports its module).
 
-    return QUANTIZERS.get(fmt)
+    Raises:
+        UnknownNameError: no quantizer for ``fmt`` (the message lists the registered formats).
+    """
+    return QUANTIZERS.get(fmt).load()
 
 
 def quantize_export(
@@ -68,13 +65,14 @@ def quantize_export(
         RuntimeFailure: the conversion library failed.
     """
     from edgestill.compress.quantize.layers import check_layer_names, quantizable_layers
-    from edgestill.export.exporters import as_tuple
 
-    check_choice("precision", precision, QUANT_PRECISIONS)
+    check_choice("precision", precision, quant_precisions())
+    spec = QUANTIZERS.get(format)
+    precision = spec.check_precision(precision, "quantizer")
     options = options or QuantOptions()
     if format == "tflite":
         options.recipe_for(precision)
-    quantizer = get_quantizer(format)
+    quantizer = spec.load()
     args = as_tuple(example_inputs)
     if len(args) != 1:
         raise InputError(
@@ -82,7 +80,7 @@ def quantize_export(
             "Quantize a single-input model, or export it in fp32."
         )
     calib, manifest = None, None
-    if precision == "int8-static":
+    if precision == Precision.INT8_STATIC:
         if calibration is None:
             raise InputError(
                 "static int8 needs calibration data and none was given; pass calibration= (N samples shaped like "
@@ -94,7 +92,7 @@ def quantize_export(
     layers = quantizable_layers(model, args)
     if options.float_layers:
         check_layer_names(options.float_layers, layers)
-        if precision != "int8-static":
+        if precision != Precision.INT8_STATIC:
             raise ConfigError("float_layers (a mixed artifact) applies to int8-static; dynamic int8 keeps activations float already.")
     staging_dir = Path(staging_dir)
     staging_dir.mkdir(parents=True, exist_ok=True)

@@ -1,70 +1,100 @@
 """The ``quantize`` verb: int8 per format within an accuracy budget, measured on each artifact's own runtime.
 
-Per format: export the fp32 baseline, quantize naively, and measure both on the eval data on the runtime the
-file ships on. When int8 loses more than ``max_accuracy_drop`` points: rank the layers by simulated int8
+Per format: export the fp32 baseline (or take the one the caller already exported), quantize naively, and
+measure both on the eval data on the runtime the file ships on. With labels the metric is top-1 accuracy; without
+labels it is top-1 agreement with the fp32 file on the same runtime (the drop is 100 × (1 − agreement)). When int8 loses more than ``max_accuracy_drop`` points: rank the layers by simulated int8
 sensitivity (sensitivity.py) and keep the most sensitive in float (a "mixed" artifact), growing that set until the
 budget is met or the time budget ends, always keeping the best artifact found. Optionally repair with the
 teacher (repair.py: quantization-aware fine-tuning with the KD loss) and quantize the repaired model.
-A result within budget is published under its name; a best-effort result over budget is kept as ``*.rejected``.
+The final file is validated against torch (parity, like every exported file). A result within budget that passes
+parity is published under its name; anything else (the best effort over budget, or a parity failure) is kept as
+``*.rejected``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.compress.quantize.calibration import calibration_manifest, calibration_warnings, check_calibration
-from edgestill.compress.quantize.options import QUANT_PRECISIONS, QuantOptions, check_choice
+from edgestill.artifact import Artifact, Precision, publish, reject
+from edgestill.compress.quantize.base import QUANTIZERS, quant_precisions
+from edgestill.compress.quantize.calibration import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    calibration_manifest,
+    calibration_warnings,
+    check_calibration,
+)
+from edgestill.compress.quantize.options import QuantOptions, check_choice
 from edgestill.errors import ConfigError, InputError
-from edgestill.artifact import FORMATS, Artifact, publish, reject
+from edgestill.export.base import as_tuple, formats_of
 
 if TYPE_CHECKING:
     import torch
 
     from edgestill.compress.quantize.repair import RepairConfig
     from edgestill.compress.quantize.sensitivity import LayerSensitivity
+    from edgestill.export.validate import ParityReport, Tolerances
 
 Progress = Callable[[str], None]
 _SENSITIVITY_SAMPLES = 128  # samples the simulated per-layer sensitivity runs on (one forward pass per layer)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+METRIC_ACCURACY = "top1_accuracy"
+METRIC_AGREEMENT = "top1_agreement_with_fp32"
 
 
 @dataclass(frozen=True, kw_only=True)
 class QuantizeConfig:
     """What ``quantize`` does: formats, precision, the accuracy budget and how long to search for it.
 
-    max_accuracy_drop: allowed top-1 loss in absolute percentage points vs the fp32 artifact on the same runtime.
+    The one quantize config of the API, the CLI and recipes; it validates on construction (ConfigError).
+
+    formats: formats to quantize (each needs a registered quantizer).
+    precision: int8-static (calibrated activations) or int8-dynamic (see QUANTIZERS for what each format makes).
+    max_accuracy_drop: allowed top-1 loss in absolute percentage points vs the fp32 artifact on the same runtime
+        (without labels: allowed top-1 disagreement with the fp32 artifact, in percent).
     time_budget_s: wall time for the float-fallback search per format (the naive attempt always runs).
-    max_float_layers: at most this many layers kept in float (None: any number).
+    max_float_layers: at most this many layers kept in float (None: any number; 0: all-int8 only).
+    options: calibration method, TFLite recipe, OpenVINO preset, layers forced to float.
+    calibration_samples: at most this many samples are drawn for static int8 calibration.
+    name: artifact name stem.
     bench_latency: time fp32, naive int8 and the final artifact at 1 thread (runner subprocesses, interleaved).
+    bench_rounds: interleaved rounds of that timing.
     report: run the sensitivity analysis even when the naive artifact meets the budget.
     """
 
     formats: tuple[str, ...] = ("onnx",)
-    precision: str = "int8-static"
+    precision: str = Precision.INT8_STATIC.value
     max_accuracy_drop: float = 1.0
     time_budget_s: float = 300.0
     max_float_layers: int | None = None
     options: QuantOptions = field(default_factory=QuantOptions)
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
     name: str = "model"
     bench_latency: bool = True
     bench_rounds: int = 3
-    report: bool = False  # rank every layer's sensitivity even when naive int8 is within budget
+    report: bool = False
 
     def __post_init__(self) -> None:
         formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
+        valid = tuple(f.value for f in formats_of(QUANTIZERS))
         if not formats:
-            raise ConfigError(f"quantize.formats is empty; choose one or more of {', '.join(FORMATS)}.")
+            raise ConfigError(f"quantize.formats is empty; choose one or more of {', '.join(valid)}.")
         for f in formats:
-            check_choice("quantize.formats", f, FORMATS)
+            check_choice("quantize.formats", f, valid)
+        if len(set(formats)) != len(formats):
+            raise ConfigError(f"quantize.formats lists a format twice: {list(formats)}; list each once.")
         object.__setattr__(self, "formats", formats)
-        check_choice("quantize.precision", self.precision, QUANT_PRECISIONS)
+        check_choice("quantize.precision", self.precision, quant_precisions())
+        for f in formats:
+            QUANTIZERS.get(f).check_precision(self.precision, "quantizer")
         drop = self.max_accuracy_drop
         if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not math.isfinite(drop) or drop < 0:
             raise ConfigError(
@@ -73,14 +103,25 @@ class QuantizeConfig:
             )
         if isinstance(self.time_budget_s, bool) or not isinstance(self.time_budget_s, (int, float)) or not self.time_budget_s >= 0:
             raise ConfigError(f"--time-budget must be seconds >= 0, got {self.time_budget_s!r}.")
-        if self.max_float_layers is not None and (not isinstance(self.max_float_layers, int) or self.max_float_layers < 0):
+        if self.max_float_layers is not None and (
+            isinstance(self.max_float_layers, bool) or not isinstance(self.max_float_layers, int) or self.max_float_layers < 0
+        ):
             raise ConfigError(f"max_float_layers must be an integer >= 0 or None, got {self.max_float_layers!r}.")
         if not isinstance(self.options, QuantOptions):
             raise ConfigError(f"quantize.options must be a QuantOptions, got {type(self.options).__name__}.")
         if "tflite" in formats:
             self.options.recipe_for(self.precision)
-        if not isinstance(self.bench_rounds, int) or self.bench_rounds < 1:
+        n = self.calibration_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"quantize.calibration_samples must be a whole number >= 1 (a few hundred is typical), got {n!r}.")
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ConfigError(f"quantize.name {self.name!r} is not a usable file name stem; use letters, digits, '.', '_' "
+                              "or '-', starting with a letter or digit (e.g. 'student').")
+        if isinstance(self.bench_rounds, bool) or not isinstance(self.bench_rounds, int) or self.bench_rounds < 1:
             raise ConfigError(f"bench_rounds must be an integer >= 1, got {self.bench_rounds!r}.")
+        for key in ("bench_latency", "report"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"quantize.{key} must be true or false, got {getattr(self, key)!r}.")
 
 
 @dataclass(kw_only=True)
@@ -101,16 +142,28 @@ class Attempt:
 
 @dataclass(kw_only=True)
 class FormatResult:
-    """The outcome for one format."""
+    """The outcome for one format.
+
+    ``fp32_accuracy`` and the attempts' ``accuracy`` are in ``metric``: top-1 accuracy with labels, or top-1
+    agreement with the fp32 file on the same runtime without (then ``fp32_accuracy`` is 1.0). ``passed``: within
+    budget and the final file passed parity with torch (``report``); only then is ``artifact`` published.
+    """
 
     format: str
     runtime: str
+    name: str  # the final file's name (``<name>-<format>-<precision or mixed>``)
+    precision: str  # the final file's precision ("mixed" when layers were kept in float)
+    metric: str
     fp32_accuracy: float
     fp32_artifact: Artifact
     naive: Attempt
     final: Attempt
-    artifact: Artifact | None  # published (within budget)
+    artifact: Artifact | None  # published (within budget and parity passed)
     budget_met: bool
+    budget: float
+    report: ParityReport | None = None  # the final file against torch
+    error: str | None = None  # why the final file was rejected (budget missed by how much, or parity)
+    seconds: float = 0.0
     rejected_files: list[Path] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
@@ -118,13 +171,24 @@ class FormatResult:
     latency: dict[str, Any] | None = None
     stopped_by: str | None = None  # "budget met", "time budget", "no more layers", "repair"
 
+    @property
+    def passed(self) -> bool:
+        return self.budget_met and self.report is not None and self.report.passed
+
+    def budget_facts(self) -> dict[str, Any]:
+        """The budget's verdict in a few fields (what an ExportResult carries as ``quantization``)."""
+        return {"metric": self.metric, "fp32_accuracy": self.fp32_accuracy, "accuracy": self.final.accuracy,
+                "drop_points": self.final.drop_points, "budget": self.budget, "budget_met": self.budget_met,
+                "float_layers": list(self.final.float_layers)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": self.format, "runtime": self.runtime, "budget_met": self.budget_met, "stopped_by": self.stopped_by,
+            "format": self.format, "runtime": self.runtime, "name": self.name, "passed": self.passed,
+            "budget_met": self.budget_met, "stopped_by": self.stopped_by, "metric": self.metric,
             "fp32_accuracy": self.fp32_accuracy, "fp32_artifact": str(self.fp32_artifact.manifest_path),
             "naive": self.naive.to_dict(), "final": self.final.to_dict(),
             "artifact": str(self.artifact.manifest_path) if self.artifact else None,
-            "precision": self.artifact.precision if self.artifact else None,
+            "precision": self.precision, "parity": self.report.to_dict() if self.report else None, "error": self.error,
             "float_layers": list(self.final.float_layers),
             "rejected_files": [str(p) for p in self.rejected_files],
             "attempts": [a.to_dict() for a in self.attempts],
@@ -148,17 +212,26 @@ class QuantizeResult:
     def budget_met(self) -> bool:
         return all(f.budget_met for f in self.formats)
 
+    @property
+    def passed(self) -> bool:
+        """Every format within budget with a file that passed parity (the CLI's exit 0)."""
+        return all(f.passed for f in self.formats)
+
+    @property
+    def metric(self) -> str:
+        return self.formats[0].metric if self.formats else METRIC_ACCURACY
+
     def to_dict(self) -> dict[str, Any]:
         cal = {k: v for k, v in self.calibration.items() if k != "sample_ids"}
         return {"kind": "quantize", "precision": self.config.precision, "max_accuracy_drop": self.max_accuracy_drop,
-                "budget_met": self.budget_met, "calibration": cal, "warnings": list(self.warnings),
+                "metric": self.metric, "budget_met": self.budget_met, "passed": self.passed, "calibration": cal, "warnings": list(self.warnings),
                 "formats": [f.to_dict() for f in self.formats], "seconds": round(self.seconds, 2)}
 
     def markdown(self) -> str:
         from edgestill.compress.quantize.sensitivity import sensitivity_markdown
 
         lines = ["# edgestill quantize report", "",
-                 f"Precision {self.config.precision}, budget {self.max_accuracy_drop:g} points of top-1 vs the fp32 "
+                 f"Precision {self.config.precision}, budget {self.max_accuracy_drop:g} points of {self.metric} vs the fp32 "
                  f"artifact on the same runtime; calibration {self.calibration.get('n')} samples (sha256 "
                  f"{str(self.calibration.get('sha256', ''))[:12]}).", ""]
         lines += [f"- warning: {w}" for w in self.warnings]
@@ -171,6 +244,7 @@ class QuantizeResult:
                 f"{100 * f.final.accuracy:.2f}% | {f.final.drop_points:.2f} | {'yes' if f.budget_met else 'NO'} | "
                 f"{', '.join(f'`{n}`' for n in f.final.float_layers) or '—'} | {'' if ratio is None else f'{ratio:.2f}'} |"
             )
+        lines += [f"- {f.format}: {f.error}" for f in self.formats if f.error]
         for f in self.formats:
             if f.sensitivity:
                 lines += ["", f"## Layer sensitivity ({f.format})", "", sensitivity_markdown(f.sensitivity, float_layers=f.final.float_layers)]
@@ -193,51 +267,60 @@ def artifact_accuracy(artifact: Artifact, x: np.ndarray, y: np.ndarray) -> tuple
     return float((out.argmax(1) == y).mean()), out
 
 
-def check_eval_data(eval_x: Any, eval_y: Any, sample_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Eval inputs (checked like calibration data) and integer labels of the same length.
+def check_eval_data(eval_x: Any, eval_y: Any, sample_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Eval inputs (checked like calibration data) and, when given, integer labels of the same length.
 
     Raises:
-        InputError: bad inputs, labels missing, of another length or not integers.
+        InputError: bad inputs; labels of another length or not integers.
     """
     x = check_calibration(eval_x, sample_shape, what="eval")
+    if eval_y is None:
+        return x, None
     y = np.asarray(eval_y)
     if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
         raise InputError(
             f"eval labels must be one integer class id per eval sample; got shape {list(y.shape)} dtype {y.dtype} "
-            f"for {len(x)} samples. Pass y as an (N,) integer array."
+            f"for {len(x)} samples. Pass y as an (N,) integer array, or no labels (the budget then measures top-1 "
+            "agreement with the fp32 file)."
         )
     return x, y
 
 
 def check_inputs(
     model: torch.nn.Module, example_inputs: Any, config: QuantizeConfig, *, calibration: Any, calibration_ids: Sequence[Any] | None,
-    eval_x: Any, eval_y: Any,
-) -> tuple[tuple, np.ndarray, dict[str, Any], np.ndarray, np.ndarray, list[str]]:
+    eval_x: Any, eval_y: Any = None,
+) -> tuple[tuple, np.ndarray | None, dict[str, Any], np.ndarray, np.ndarray | None, list[str]]:
     """Check everything ``quantize`` takes before anything is written.
 
     Returns:
-        (example args, calibration array, its manifest, eval x, eval y, calibration warnings).
+        (example args, calibration array (None for int8-dynamic without one), its manifest ({} without), eval x,
+        eval y (None without labels), calibration warnings).
 
     Raises:
-        InputError: a multi-input model; calibration or eval data empty, of the wrong shape, with NaN/Inf;
-            ids or labels of the wrong length.
+        InputError: a multi-input model; static int8 without calibration; calibration or eval data empty, of the
+            wrong shape, with NaN/Inf; ids or labels of the wrong length.
         ConfigError: a forced float layer that is not a layer of the model.
     """
-    from edgestill.export.exporters import as_tuple
-
     args = as_tuple(example_inputs)
     if len(args) != 1:
         raise InputError(f"quantize takes models with one input; this model takes {len(args)}.")
     sample_shape = tuple(args[0].shape[1:])
-    calib = check_calibration(calibration, sample_shape)
-    manifest = calibration_manifest(calib, calibration_ids)
+    static = config.precision == Precision.INT8_STATIC
+    if calibration is None and static:
+        raise InputError("static int8 needs calibration data and none was given; pass calibration= (N samples shaped like "
+                         "the model input, a few hundred drawn from the training data) or use precision 'int8-dynamic'.")
+    calib, manifest = None, {}
+    if calibration is not None:
+        calib = check_calibration(calibration, sample_shape)
+        manifest = calibration_manifest(calib, calibration_ids)
+        calib = calib.astype(args[0].detach().cpu().numpy().dtype, copy=False)
     x, y = check_eval_data(eval_x, eval_y, sample_shape)
-    warnings = calibration_warnings(calib, x) if config.precision == "int8-static" else []
+    warnings = calibration_warnings(calib, x) if static else []
     if config.options.float_layers:
         from edgestill.compress.quantize.layers import check_layer_names, quantizable_layers
 
         check_layer_names(config.options.float_layers, quantizable_layers(model, args))
-    return args, calib.astype(args[0].detach().cpu().numpy().dtype, copy=False), manifest, x, y, warnings
+    return args, calib, manifest, x, y, warnings
 
 
 def quantize(
@@ -246,13 +329,16 @@ def quantize(
     config: QuantizeConfig,
     out_dir: str | Path,
     *,
-    calibration: np.ndarray,
+    calibration: np.ndarray | None,
     eval_x: np.ndarray,
-    eval_y: np.ndarray,
+    eval_y: np.ndarray | None = None,
     calibration_ids: Sequence[Any] | None = None,
     repair: RepairConfig | None = None,
     progress: Progress | None = None,
     claimed: bool = False,
+    fp32_artifacts: Mapping[str, Artifact] | None = None,
+    validation_inputs: np.ndarray | None = None,
+    tolerances: Tolerances | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` for every format of ``config`` within the accuracy budget; write artifacts to ``out_dir``.
 
@@ -261,19 +347,27 @@ def quantize(
         example_inputs: batch-1 tensor or tuple (the shape the files take).
         config: formats, precision, budget, time budget, options.
         out_dir: output folder (made ready with :func:`claim_output_dir` unless ``claimed``).
-        calibration: N samples for static int8 ranges (see calibration.select_calibration).
-        eval_x, eval_y: the data the budget is measured on (inputs and integer labels).
+        calibration: N samples for static int8 ranges (see calibration.select_calibration); may be None for int8-dynamic.
+        eval_x: the inputs the budget is measured on.
+        eval_y: their integer labels; None measures top-1 agreement with the fp32 file on the same runtime instead
+            (metric ``top1_agreement_with_fp32``: drop = 100 × (1 − agreement)).
         calibration_ids: one id per calibration sample for the manifest.
         repair: opt-in KD repair (teacher, training data, schedule) used when the budget is still missed.
         progress: called with a one-line status.
+        claimed: ``out_dir`` is already made ready by the caller.
+        fp32_artifacts: format -> an fp32 artifact of ``model`` already exported and validated (the baseline is then
+            not exported again); formats missing from it are exported here.
+        validation_inputs: samples the final file's parity with torch is checked on (default: the first 128 eval inputs).
+        tolerances: parity thresholds (default :class:`~edgestill.export.validate.Tolerances`; int8 applies).
 
     Returns:
-        The QuantizeResult; ``budget_met`` False means at least one format stayed over budget.
+        The QuantizeResult; ``passed`` False means at least one format stayed over budget or failed parity.
 
     Raises:
         InputError / ConfigError: bad data or settings (checked before anything is written).
         RuntimeFailure: a conversion or runtime library failed.
     """
+    from edgestill.export.validate import Tolerances, check_samples
     from edgestill.outdir import claim_output_dir
 
     t_start = time.perf_counter()
@@ -281,32 +375,45 @@ def quantize(
     args, calib, manifest, x, y, warnings = check_inputs(
         model, example_inputs, config, calibration=calibration, calibration_ids=calibration_ids, eval_x=eval_x, eval_y=eval_y,
     )
+    val = x[:_SENSITIVITY_SAMPLES] if validation_inputs is None else check_samples(validation_inputs, args[0].shape[1:])
+    baselines = dict(fp32_artifacts or {})
+    for fmt, art in baselines.items():
+        if fmt in config.formats and (art.format != fmt or art.precision != Precision.FP32):
+            raise InputError(f"fp32_artifacts[{fmt!r}] is {art.name} ({art.format}, {art.precision}); pass the fp32 "
+                             f"{fmt} artifact of this model, or leave {fmt!r} out to export it here.")
     out = Path(out_dir) if claimed else claim_output_dir(Path(out_dir), kind="quantize")
     model.eval()
     results = []
     repaired: dict[str, Any] = {}  # the KD-repaired model is trained once and shared by every format
     for fmt in config.formats:
-        results.append(_quantize_format(model, args, fmt, config, out, calib, calibration_ids, x, y, repair, say, repaired))
+        results.append(_quantize_format(model, args, fmt, config, out, calib, calibration_ids, x, y, repair, say, repaired,
+                                        fp32_art=baselines.get(fmt), val=val, tolerances=tolerances or Tolerances()))
     return QuantizeResult(config=config, max_accuracy_drop=float(config.max_accuracy_drop), formats=results,
                           calibration=manifest, warnings=warnings, seconds=time.perf_counter() - t_start)
 
 
 def _quantize_format(
-    model: torch.nn.Module, args: tuple, fmt: str, config: QuantizeConfig, out: Path, calib: np.ndarray,
-    calibration_ids: Sequence[Any] | None, x: np.ndarray, y: np.ndarray, repair: RepairConfig | None, say: Progress,
-    repaired_cache: dict[str, Any],
+    model: torch.nn.Module, args: tuple, fmt: str, config: QuantizeConfig, out: Path, calib: np.ndarray | None,
+    calibration_ids: Sequence[Any] | None, x: np.ndarray, y: np.ndarray | None, repair: RepairConfig | None, say: Progress,
+    repaired_cache: dict[str, Any], *, fp32_art: Artifact | None, val: np.ndarray, tolerances: Tolerances,
 ) -> FormatResult:
     from edgestill.compress.quantize.api import quantize_export
     from edgestill.compress.quantize.layers import quantizable_layers
-    from edgestill.export import ExportConfig, export
-    from edgestill.export.validate import Tolerances
+    from edgestill.export.api import ExportConfig, export
+    from edgestill.export.validate import validate
     from edgestill.runtimes.base import DEFAULT_RUNTIME
 
-    say(f"{fmt}: fp32 baseline")
-    (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name), out,
-                         validation_inputs=x[:_SENSITIVITY_SAMPLES])
-    fp32_art = fp32_res.artifact
-    fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y)
+    t_format = time.perf_counter()
+    if fp32_art is None:
+        say(f"{fmt}: fp32 baseline")
+        (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name), out,
+                             validation_inputs=val)
+        fp32_art = fp32_res.artifact
+    metric = METRIC_ACCURACY if y is not None else METRIC_AGREEMENT
+    fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y if y is not None else np.zeros(len(x), np.int64))
+    if y is None:  # no labels: the fp32 file's own top-1 is the reference, so its "accuracy" is 1.0
+        y = fp32_out.argmax(1)
+        fp32_acc = 1.0
     budget = float(config.max_accuracy_drop)
     work = out / f".search-{fmt}"
     shutil.rmtree(work, ignore_errors=True)
@@ -325,15 +432,15 @@ def _quantize_format(
                     seconds=time.perf_counter() - t0, sqnr_db=sqnr)
         attempts.append(a)
         arts[label] = (art, source)
-        say(f"{fmt}: {label}: accuracy {100 * acc:.2f}% (drop {a.drop_points:.2f} pts)")
+        say(f"{fmt}: {label}: {metric} {100 * acc:.2f}% (drop {a.drop_points:.2f} pts)")
         return a
 
     forced = tuple(config.options.float_layers)
     naive = attempt("naive", forced, model)
     best, stopped, sens = naive, "budget met" if naive.drop_points <= budget else None, []
     t_search = time.perf_counter()
-    search = stopped is None and config.precision == "int8-static" and config.max_float_layers != 0
-    if search or (config.report and config.precision == "int8-static"):
+    search = stopped is None and config.precision == Precision.INT8_STATIC and config.max_float_layers != 0
+    if search or (config.report and config.precision == Precision.INT8_STATIC):
         from edgestill.compress.quantize.sensitivity import layer_sensitivity
 
         say(f"{fmt}: ranking layers by int8 sensitivity")
@@ -371,21 +478,30 @@ def _quantize_format(
     if stopped is None:
         stopped = "no float fallback allowed" if config.max_float_layers == 0 else "precision has no fallback"
     final_art, final_model = arts[best.label]
-    tol = Tolerances()
-    from edgestill.export.validate import validate
-
-    report = validate(final_art, final_model, x[:_SENSITIVITY_SAMPLES], tol)
+    report = validate(final_art, final_model, val, tolerances)
     final_art.validation = report.to_dict()
     final_art.quantization.update({
-        "accuracy": best.accuracy, "fp32_accuracy": fp32_acc, "accuracy_drop_points": best.drop_points,
+        "accuracy": best.accuracy, "fp32_accuracy": fp32_acc, "accuracy_drop_points": best.drop_points, "metric": metric,
         "max_accuracy_drop": budget, "budget_met": met, "eval_samples": int(len(x)), "runtime": DEFAULT_RUNTIME[fmt],
-        "search": {"stopped_by": stopped, "attempts": [a.to_dict() for a in attempts]},
+        "fp32_artifact": fp32_art.name, "search": {"stopped_by": stopped, "attempts": [a.to_dict() for a in attempts]},
     })
     if best.label == "kd-repair":
         final_art.quantization["kd_repair"] = repair_info
     latency = _latency(fp32_art, arts["naive"][0], final_art, config) if config.bench_latency else None
+    error = None
+    if not met:
+        error = (f"{final_art.name} missed the accuracy budget by {best.drop_points - budget:.2f} points: {metric} "
+                 f"{100 * best.accuracy:.2f}% vs {100 * fp32_acc:.2f}% for fp32 (drop {best.drop_points:.2f} > "
+                 f"{budget:g} allowed; search stopped: {stopped}). Allow a larger --max-accuracy-drop, more float layers "
+                 "or time (--max-float-layers, --time-budget), or repair with the teacher.")
+    elif not report.passed:
+        from edgestill.export.api import parity_lines
+
+        error = (f"{final_art.name} is within the accuracy budget but failed parity with torch: {parity_lines(report)}. "
+                 "Check the calibration data, or loosen the int8 tolerances only if the difference is expected.")
+    _remove_stale(out, final_art.name)
     published, rejected = None, []
-    if met:
+    if error is None:
         publish(final_art.directory, out, list(final_art.files))
         final_art.directory = out
         final_art.write_manifest()
@@ -395,10 +511,19 @@ def _quantize_format(
         rejected = reject(final_art.directory, out, [*final_art.files, final_art.manifest_path.name])
     shutil.rmtree(work, ignore_errors=True)
     return FormatResult(
-        format=fmt, runtime=DEFAULT_RUNTIME[fmt], fp32_accuracy=fp32_acc, fp32_artifact=fp32_art, naive=naive, final=best,
-        artifact=published, budget_met=met, rejected_files=rejected, attempts=attempts, sensitivity=sens, repair=repair_info,
-        latency=latency, stopped_by=stopped,
+        format=fmt, runtime=DEFAULT_RUNTIME[fmt], name=final_art.name, precision=final_art.precision, metric=metric,
+        fp32_accuracy=fp32_acc, fp32_artifact=fp32_art, naive=naive, final=best, artifact=published, budget_met=met,
+        budget=budget, report=report, error=error, seconds=time.perf_counter() - t_format, rejected_files=rejected,
+        attempts=attempts, sensitivity=sens, repair=repair_info, latency=latency, stopped_by=stopped,
     )
+
+
+def _remove_stale(out: Path, name: str) -> None:
+    """Remove an earlier file of this name and its rejected files: the folder shows the latest run only."""
+    escaped = re.sub(r"([*?\[])", r"[\1]", name)
+    for stale in out.glob(escaped + ".*"):
+        if stale.is_file():
+            stale.unlink()
 
 
 def _final_name(config: QuantizeConfig, fmt: str, float_layers: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgestill.errors import InputError
+from edgestill.export.validate import check_samples
 
 
 def check_calibration(calibration: Any, sample_shape: Sequence[int], *, what: str = "calibration") -> np.ndarray:
@@ -17,27 +18,7 @@ def check_calibration(calibration: Any, sample_shape: Sequence[int], *, what: st
     Raises:
         InputError: not numeric, empty, the wrong shape, or holding NaN/Inf.
     """
-    arr = np.asarray(calibration)
-    expected = tuple(int(d) for d in sample_shape)
-    if arr.dtype.kind not in "fiu":
-        raise InputError(f"{what} data has dtype {arr.dtype}; it must be numeric (float32 images, like the model's input).")
-    if arr.ndim == 0 or arr.shape[0] == 0 or arr.size == 0:
-        raise InputError(
-            f"{what} data is empty (shape {list(arr.shape)}); static int8 needs samples of shape "
-            f"(N, {', '.join(map(str, expected))}). Pass a few hundred representative inputs."
-        )
-    if tuple(arr.shape[1:]) != expected:
-        raise InputError(
-            f"{what} data has shape {list(arr.shape)} but the model's input is (N, {', '.join(map(str, expected))}) "
-            "with N samples along the first axis. Pass samples shaped like the model's input, one per row."
-        )
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())
-        raise InputError(
-            f"{what} data holds NaN or Inf in {bad} of {len(arr)} samples; quantization ranges would be meaningless. "
-            "Remove or fix those samples."
-        )
-    return np.ascontiguousarray(arr)
+    return check_samples(calibration, sample_shape, what=what, why="quantization ranges would be meaningless")
 
 
 def calibration_manifest(calibration: np.ndarray, sample_ids: Sequence[Any] | None = None) -> dict[str, Any]:

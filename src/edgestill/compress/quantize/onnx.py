@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgestill.compress.quantize.api import QUANTIZERS
 from edgestill.compress.quantize.layers import Layer, onnx_nodes_for
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.errors import ConfigError, RuntimeFailure
 from edgestill.artifact import Artifact
-from edgestill.export.exporters import dist_versions, logical_dtypes, new_artifact, with_logical
+from edgestill.export.base import dist_versions, logical_dtypes, new_artifact, with_logical
 from edgestill.export.onnx import onnx_specs, write_onnx
 
 if TYPE_CHECKING:
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
-@QUANTIZERS.register("onnx")
 def quantize_onnx(
     model: torch.nn.Module, args: tuple, *, precision: str, calibration: np.ndarray | None, staging_dir: Path, name: str,
     options: QuantOptions, layers: Sequence[Layer],

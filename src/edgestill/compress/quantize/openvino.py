@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgestill.compress.quantize.api import QUANTIZERS
 from edgestill.compress.quantize.layers import Layer, openvino_ops_for
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.errors import RuntimeFailure
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 _ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
 
 
-@QUANTIZERS.register("openvino")
 def quantize_openvino(
     model: torch.nn.Module, args: tuple, *, precision: str, calibration: np.ndarray | None, staging_dir: Path, name: str,
     options: QuantOptions, layers: Sequence[Layer],

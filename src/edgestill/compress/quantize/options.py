@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from edgestill.errors import ConfigError, did_you_mean
 
-QUANT_PRECISIONS: tuple[str, ...] = ("int8-static", "int8-dynamic")
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
 TFLITE_RECIPES: tuple[str, ...] = ("pt2e", "aeq-static", "aeq-dynamic", "aeq-weight-only")
 OPENVINO_PRESETS: tuple[str, ...] = ("performance", "mixed")

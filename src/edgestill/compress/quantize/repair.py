@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +50,44 @@ class RepairConfig:
                 f"KD repair needs at least one batch ({self.batch_size}) of training samples with one label each; got "
                 f"{len(self.train_x)} samples and {len(self.train_y)} labels."
             )
+
+
+def teacher_repair_config(
+    teacher_model: str, checkpoint: str | Path, *, student: torch.nn.Module, example_inputs: tuple,
+    train_x: np.ndarray, train_y: np.ndarray, teacher_kwargs: Mapping[str, Any] | None = None, epochs: int = 3,
+    trust_checkpoint: bool = False,
+) -> RepairConfig:
+    """Build the teacher (a built-in architecture sized to the student's input and classes), load its weights, and
+    return the RepairConfig for KD repair.
+
+    Args:
+        teacher_model: the teacher's built-in architecture name (e.g. "resnet-teacher").
+        checkpoint: the teacher's weights (.safetensors, or .pt/.pth loaded weights-only).
+        student: the student (its output width sets the teacher's classes).
+        example_inputs: the student's batch-1 example inputs (their channels set the teacher's input channels).
+        train_x, train_y: the data to fine-tune on.
+        teacher_kwargs: architecture options (e.g. {"width": 16}).
+        epochs: QAT fine-tuning epochs.
+        trust_checkpoint: allow a checkpoint holding pickled objects.
+
+    Raises:
+        InputError: teacher_kwargs not a mapping; UnknownNameError for an unknown architecture; a checkpoint that
+            does not load into it (the message says why).
+        ConfigError: a bad schedule (see RepairConfig).
+    """
+    import torch
+
+    from edgestill.models import create_model
+    from edgestill.models.loading import load_checkpoint
+
+    if teacher_kwargs is not None and not isinstance(teacher_kwargs, Mapping):
+        raise InputError(f"teacher options must be a mapping such as {{'width': 16}}, got {teacher_kwargs!r}.")
+    in_channels = int(example_inputs[0].shape[1])
+    with torch.no_grad():
+        n_out = int(student.eval()(*example_inputs).shape[-1])
+    teacher = create_model(teacher_model, num_classes=n_out, in_channels=in_channels, **dict(teacher_kwargs or {}))
+    load_checkpoint(teacher, checkpoint, trust=trust_checkpoint)
+    return RepairConfig(teacher=teacher.eval(), train_x=train_x, train_y=train_y, epochs=epochs)
 
 
 def repair_with_teacher(

@@ -72,7 +72,7 @@ def _fq_weight(w: torch.Tensor) -> torch.Tensor:
 def _batched(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     import torch
 
-    from edgestill.export.exporters import flatten_outputs
+    from edgestill.export.base import flatten_outputs
 
     outs = []
     with torch.no_grad():

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.compress.quantize.api import QUANTIZERS
 from edgestill.compress.quantize.layers import Layer
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.errors import ConfigError, RuntimeFailure
@@ -61,7 +60,6 @@ def _module_names(node: Any) -> set[str]:
     return names
 
 
-@QUANTIZERS.register("tflite")
 def quantize_tflite(
     model: torch.nn.Module, args: tuple, *, precision: str, calibration: np.ndarray | None, staging_dir: Path, name: str,
     options: QuantOptions, layers: Sequence[Layer],

@@ -1,0 +1,356 @@
+"""One path from a torch model to every format × precision: float cells through ``export``, int8 cells through the
+quantize accuracy budget (the same verb and budget as ``edgestill quantize``), all returned as ExportResults.
+
+``convert`` takes a model in memory; ``export_model`` loads one by name (built-in, factory, .pt2 or .onnx), builds
+validation and calibration samples, and calls ``convert`` (what ``edgestill export`` runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgestill.artifact import Artifact
+from edgestill.compress.quantize.base import QUANTIZERS
+from edgestill.compress.quantize.budget import METRIC_AGREEMENT, FormatResult, QuantizeConfig, check_inputs, quantize
+from edgestill.errors import CheckFailed, ConfigError, EdgestillError, InputError, ParityError, UnsupportedError
+from edgestill.export.api import ExportConfig, ExportResult, check_float_cells, export_onnx_file
+from edgestill.export.api import export as export_float
+from edgestill.export.validate import check_samples
+
+if TYPE_CHECKING:
+    import torch
+
+Progress = Callable[..., None]  # progress(done, total, label)
+RANDOM_DATA_NOTE = "validated on seeded random inputs (no data given); pass --data for samples of the real input distribution"
+RANDOM_CALIBRATION_NOTE = ("calibrated, validated and budget-checked on seeded random inputs (no data given): int8 ranges "
+                           "are not representative; pass --data with real samples")
+
+
+def convert(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    *,
+    export: ExportConfig,
+    quantize: QuantizeConfig | None,
+    out_dir: str | Path,
+    validation_inputs: np.ndarray | Sequence[np.ndarray],
+    calibration: np.ndarray | None = None,
+    calibration_ids: Sequence[Any] | None = None,
+    eval_x: np.ndarray | None = None,
+    eval_y: np.ndarray | None = None,
+    progress: Progress | None = None,
+    source: dict[str, Any] | None = None,
+) -> list[ExportResult]:
+    """Make every format × precision of ``export``: float cells with :func:`edgestill.export.export`, int8 cells with
+    the accuracy budget (:func:`edgestill.compress.quantize.quantize`), each validated against torch.
+
+    The int8 cells reuse the fp32 files as the budget's baseline (an fp32 file is exported for a format that needs
+    one and did not ask for it; it stays in ``out_dir`` beside the int8 file). Latency is not timed here.
+
+    Args:
+        model: the float torch model (eval mode is set; left unchanged).
+        example_inputs: tensor or tuple of batch-1 tensors: the shape the files take.
+        export: formats, precisions (float and int8), name, tolerances, strict, dynamic_batch.
+        quantize: the budget and quantization options for the int8 cells (max_accuracy_drop, time_budget_s,
+            max_float_layers, options); its formats, precision and name are taken from ``export``. None: defaults.
+        out_dir: folder for the artifacts.
+        validation_inputs: N samples compared between torch and each file (parity).
+        calibration: samples for static int8 ranges (required when export.precisions has int8-static).
+        calibration_ids: one id per calibration sample, recorded in the manifest.
+        eval_x: the inputs the accuracy budget is measured on (default: ``validation_inputs``).
+        eval_y: their integer labels; None measures top-1 agreement of the int8 file with the fp32 file on the same
+            runtime (``quantization["metric"] == "top1_agreement_with_fp32"``).
+        progress: called as ``progress(done, total, label)``.
+        source: provenance added to every manifest's ``source``.
+
+    Returns:
+        One ExportResult per cell: float cells in formats × precisions order, then the int8 cells. An int8 cell's
+        ``precision`` is "mixed" when layers were kept in float; its ``quantization`` holds the budget's facts
+        (fp32_accuracy, accuracy, drop_points, budget, budget_met, float_layers, metric).
+
+    Raises:
+        ConfigError: a precision a format cannot make, quantize settings that do not fit, int8-static without
+            calibration (all before anything is written).
+        InputError: data of the wrong shape, empty, with NaN/Inf; labels of the wrong length.
+        ParityError: (strict) a file failed parity with torch; ``.results`` holds the cells done.
+        CheckFailed: (strict) an int8 cell missed the accuracy budget; ``.results`` holds every cell.
+        UnsupportedError, RuntimeFailure: as :func:`edgestill.export.export` (strict; otherwise recorded).
+    """
+    from edgestill.export.base import as_tuple
+
+    args = as_tuple(example_inputs)
+    floats = dataclasses.replace(export, precisions=export.float_precisions) if export.float_precisions else None
+    if floats is not None:
+        check_float_cells(floats)
+    quant_configs = _quantize_configs(export, quantize or QuantizeConfig())
+    if quant_configs:
+        x_eval = validation_inputs if eval_x is None else eval_x
+        if not isinstance(x_eval, np.ndarray):
+            raise InputError("int8 cells take single-input models; pass validation_inputs (or eval_x) as one (N, ...) array.")
+        for qc in quant_configs:  # every int8 input checked before anything is written
+            check_inputs(model, args, qc, calibration=calibration, calibration_ids=calibration_ids, eval_x=x_eval, eval_y=eval_y)
+        check_samples(validation_inputs, args[0].shape[1:], what="validation")
+    total = len(export.formats) * len(export.precisions)
+    out = Path(out_dir)
+    results: list[ExportResult] = []
+    if floats is not None:
+        results += export_float(model, args, floats, out, validation_inputs=validation_inputs, source=source,
+                                progress=_offset(progress, 0, total))
+    if not quant_configs:
+        if progress:
+            progress(total, total, "done")
+        return results
+
+    baselines, notes = _baselines(model, args, export, results, out, validation_inputs, source)
+    done = len(results)
+    int8_results: list[ExportResult] = []
+    for qc in quant_configs:
+        for fmt in export.formats:
+            label = export.artifact_name(fmt, qc.precision)
+            if progress:
+                progress(done, total, label)
+            if fmt not in baselines:
+                int8_results.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False,
+                                                 error=f"{label} not made: {notes[fmt]}"))
+                done += 1
+                continue
+            cell_config = dataclasses.replace(qc, formats=(fmt,))
+            t0 = time.perf_counter()
+            try:
+                qres = quantize(
+                    model, args, cell_config, out, calibration=calibration, calibration_ids=calibration_ids,
+                    eval_x=x_eval, eval_y=eval_y, claimed=True, fp32_artifacts={fmt: baselines[fmt]},
+                    validation_inputs=validation_inputs, tolerances=export.tolerances,
+                    progress=lambda msg, _d=done, _l=label: progress(_d, total, f"{_l}: {msg}") if progress else None,
+                )
+            except EdgestillError as exc:
+                if export.strict or (isinstance(exc, InputError) and not isinstance(exc, UnsupportedError)):
+                    exc.results = results + int8_results  # type: ignore[attr-defined]
+                    raise
+                int8_results.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False, error=str(exc),
+                                                 export_seconds=time.perf_counter() - t0))
+                done += 1
+                continue
+            (fres,) = qres.formats
+            cell = _int8_result(fres, source, notes.get(fmt))
+            cell.notes += list(qres.warnings)
+            int8_results.append(cell)
+            done += 1
+    results += int8_results
+    if progress:
+        progress(total, total, "done")
+    failed = [r for r in int8_results if not r.passed]
+    if failed and export.strict:
+        first = failed[0]
+        kept = f" Files kept as {', '.join(p.name for p in first.rejected_files)} in {out}." if first.rejected_files else ""
+        if first.report is not None and not first.report.passed and first.quantization and first.quantization["budget_met"]:
+            err: EdgestillError = ParityError(f"{first.error}{kept}", first.report.failures)
+        else:
+            err = CheckFailed(f"{first.error}{kept}")
+        err.results = results  # type: ignore[attr-defined]
+        raise err
+    return results
+
+
+def _quantize_configs(export: ExportConfig, quantize: QuantizeConfig) -> list[QuantizeConfig]:
+    """One QuantizeConfig per int8 precision of ``export`` (formats, precision and name from ``export``; no latency).
+
+    Raises:
+        ConfigError: a format without a quantizer for the precision, or options that do not fit it.
+    """
+    if not isinstance(quantize, QuantizeConfig):
+        raise ConfigError(f"quantize must be a QuantizeConfig, got {type(quantize).__name__}.")
+    configs = []
+    for precision in export.int8_precisions:
+        for fmt in export.formats:
+            QUANTIZERS.get(fmt).check_precision(precision, "quantizer")
+        configs.append(dataclasses.replace(quantize, formats=export.formats, precision=precision, name=export.name,
+                                           bench_latency=False))
+    return configs
+
+
+def _baselines(
+    model: Any, args: tuple, export: ExportConfig, done: list[ExportResult], out: Path, validation_inputs: Any,
+    source: dict[str, Any] | None,
+) -> tuple[dict[str, Artifact], dict[str, str]]:
+    """The published fp32 artifact per format (exported here when not asked for) and a note per format."""
+    baselines: dict[str, Artifact] = {}
+    notes: dict[str, str] = {}
+    fp32 = {r.format: r for r in done if r.precision == "fp32"}
+    missing = tuple(f for f in export.formats if f not in fp32)
+    if missing:
+        extra = export_float(model, args, dataclasses.replace(export, formats=missing, precisions=("fp32",)), out,
+                             validation_inputs=validation_inputs, source=source)
+        for r in extra:
+            fp32[r.format] = r
+            if r.passed:
+                notes[r.format] = (f"the accuracy budget's fp32 baseline {r.name} was exported beside it "
+                                   f"({r.artifact.model_file if r.artifact else ''})")
+    for fmt, r in fp32.items():
+        if r.passed and r.artifact is not None:
+            baselines[fmt] = r.artifact
+        else:
+            notes[fmt] = f"its fp32 baseline {r.name} failed ({r.error}); the accuracy budget needs a valid fp32 file"
+    return baselines, notes
+
+
+def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | None) -> ExportResult:
+    """An int8 cell as an ExportResult, with the budget's facts in ``quantization``."""
+    if f.artifact is not None and source:
+        f.artifact.source.update(source)
+        f.artifact.write_manifest()
+    validate_s = f.report.seconds if f.report else 0.0
+    notes = [note] if note else []
+    if f.metric == METRIC_AGREEMENT:
+        runtime = f.report.runtime if f.report else f.runtime
+        notes.append(f"no labels: the accuracy budget measured top-1 agreement with the fp32 file on {runtime} "
+                     f"(drop = 100 x (1 - agreement)); pass data with y for top-1 accuracy")
+    return ExportResult(
+        name=f.name, format=f.format, precision=f.precision, passed=f.passed, artifact=f.artifact, report=f.report,
+        rejected_files=list(f.rejected_files), error=f.error, export_seconds=max(0.0, f.seconds - validate_s),
+        validate_seconds=validate_s, notes=notes, quantization=f.budget_facts(),
+    )
+
+
+def _offset(progress: Progress | None, start: int, total: int) -> Progress | None:
+    """A progress callback for a sub-step whose cells start at ``start`` of ``total``; its own "done" is dropped."""
+    if progress is None:
+        return None
+
+    def report(i: int, _n: int, label: str = "") -> None:
+        if label != "done":
+            progress(start + i, total, label)
+
+    return report
+
+
+def export_model(
+    model: str | torch.nn.Module,
+    *,
+    export: ExportConfig,
+    quantize: QuantizeConfig | None = None,
+    out_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    trust_checkpoint: bool = False,
+    input_shape: str | Any | None = None,
+    num_classes: int | None = None,
+    data: str | Path | np.ndarray | None = None,
+    samples: int = 64,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[ExportResult]:
+    """Load what ``model`` names, build validation, calibration and eval samples, and :func:`convert` every cell.
+
+    Args:
+        model: a built-in name, ``pkg.module:function``, a ``.pt2`` program, an ``.onnx`` file (OpenVINO float
+            only), or a torch module (then ``input_shape`` is required).
+        export: formats, precisions, tolerances, strict (``dynamic_batch`` is also set by an ``N`` batch dim).
+        quantize: the accuracy budget and options of the int8 cells (its ``calibration_samples`` caps calibration).
+        out_dir: folder for the artifacts (created only once every input checked out).
+        checkpoint: weights for a built-in or factory model (.safetensors, or .pt/.pth loaded weights-only).
+        trust_checkpoint: allow a checkpoint holding pickled objects (runs code from the file).
+        input_shape: e.g. ``"1x3x224x224"`` or ``"Nx3x224x224"``; default: the model's own.
+        num_classes: classifier size for a built-in model (default: the model's standard one).
+        data: an .npz holding ``x`` (and optionally integer labels ``y``), or an array: the first ``samples`` rows
+            validate every file and measure the int8 budget (with ``y``: top-1 accuracy; without: top-1 agreement
+            with fp32); the rest calibrate. Seeded random inputs of the input spec when None.
+        samples: how many samples to validate (and measure the budget) on; one top-1 flip is 100/samples points.
+        seed: seed of the random inputs.
+
+    Returns:
+        One ExportResult per cell.
+
+    Raises:
+        InputError: any bad input (model name, checkpoint, shape, data), before anything is written.
+        ConfigError, ParityError, CheckFailed, UnsupportedError, RuntimeFailure: as :func:`convert`.
+    """
+    from edgestill.models.loading import InputShape, LoadedModel, load_model, parse_input_shape
+
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ConfigError(f"samples must be a whole number >= 1, got {samples!r}.")
+    qconfig = quantize or QuantizeConfig()
+    if isinstance(model, str):
+        loaded = load_model(model, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint, input_shape=input_shape,
+                            num_classes=num_classes)
+    else:
+        shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
+        if not isinstance(shape, InputShape):
+            raise InputError("export_model with a torch module needs input_shape (e.g. '1x3x224x224').")
+        if checkpoint is not None:
+            from edgestill.models.loading import load_checkpoint
+
+            load_checkpoint(model, checkpoint, trust=trust_checkpoint)
+        loaded = LoadedModel(model=model.eval(), example_inputs=(shape.example(),), input_shapes=[shape],
+                             source={"model": type(model).__name__, "kind": "module"})
+    if any(s.dynamic_batch for s in loaded.input_shapes) and not export.dynamic_batch:
+        export = dataclasses.replace(export, dynamic_batch=True)
+    int8 = bool(export.int8_precisions)
+    validation, calibration, ids, labels = _samples(data, loaded.input_shapes, samples, qconfig.calibration_samples, seed,
+                                                    labels=int8)
+    if loaded.onnx_path is not None:
+        return export_onnx_file(loaded.onnx_path, [s.dims for s in loaded.input_shapes], export, out_dir,
+                                validation_inputs=validation, progress=progress)
+    results = convert(
+        loaded.model, loaded.example_inputs, export=export, quantize=qconfig, out_dir=out_dir, validation_inputs=validation,
+        calibration=calibration if int8 else None, calibration_ids=ids if int8 else None,
+        eval_y=labels if int8 else None, progress=progress,
+        source={"spec": loaded.source.get("model"), **{k: v for k, v in loaded.source.items() if k != "model"}},
+    )
+    if data is None:
+        for r in results:
+            r.notes.append(RANDOM_DATA_NOTE if r.quantization is None else RANDOM_CALIBRATION_NOTE)
+    return results
+
+
+def _samples(
+    data: Any, shapes: list[Any], n: int, n_calib: int, seed: int, *, labels: bool = False,
+) -> tuple[Any, np.ndarray | None, list[str] | None, np.ndarray | None]:
+    """Validation inputs (first ``n`` samples), calibration samples (the rest, else all), their ids, and (``labels``)
+    the labels of the validation samples (None when the data has no ``y``)."""
+    if data is None:
+        val = [s.samples(n, seed=seed) for s in shapes]
+        calib = shapes[0].samples(min(n_calib, 100), seed=seed + 1) if len(shapes) == 1 else None
+        ids = [f"random-{i}" for i in range(len(calib))] if calib is not None else None
+        return (val[0] if len(val) == 1 else val), calib, ids, None
+    label = "--data"
+    y = None
+    if isinstance(data, np.ndarray):
+        x = data
+    else:
+        path = Path(data)
+        label = f"--data {path}"
+        if not path.is_file():
+            raise InputError(f"{label} does not exist. Pass an .npz file holding an array x (and optionally y).")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                if "x" not in npz.files:
+                    raise InputError(f"{label} holds {npz.files} but no array 'x'. Save it with np.savez(path, x=samples, y=labels).")
+                x = npz["x"]
+                y = npz["y"] if labels and "y" in npz.files else None
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{label} is not a readable .npz file ({exc}). Save it with np.savez(path, x=samples).") from None
+    if len(shapes) != 1:
+        raise InputError(f"{label}: the model takes {len(shapes)} inputs; --data supports single-input models. Leave it out to validate on random inputs.")
+    spec = shapes[0]
+    expected = tuple(spec.dims[1:])
+    if x.ndim != len(spec.dims) or tuple(x.shape[1:]) != expected or len(x) == 0:
+        raise InputError(f"{label}: x has shape {list(x.shape)}; the model takes (N, {', '.join(map(str, expected))}). "
+                         "Pass samples shaped like the model's input, one per row, or set --input-shape.")
+    if x.dtype.kind not in "fiu":
+        raise InputError(f"{label}: x has dtype {x.dtype}; it must be numeric.")
+    x = np.ascontiguousarray(x.astype(spec.dtype, copy=False))
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise InputError(f"{label}: x holds NaN or Inf; remove or fix those samples.")
+    if y is not None and (y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu"):
+        raise InputError(f"{label}: y has shape {list(y.shape)} dtype {y.dtype} for {len(x)} samples in x; pass one integer "
+                         "class id per sample, or leave y out (int8 budgets then measure top-1 agreement with fp32).")
+    val = x[:n]
+    rest = np.arange(n, len(x)) if len(x) > n else np.arange(len(x))
+    idx = rest[:n_calib]
+    return val, x[idx], [f"x[{i}]" for i in idx], (None if y is None else y[:n])
