@@ -29,7 +29,7 @@ def main() -> None:
     import torch
 
     from edgestill.compress.distill.presets import DEMO
-    from edgestill.compress.distill.teacher_cache import cached_teacher_outputs
+    from edgestill.compress.distill.teacher_outputs import cached_teacher_outputs
     from edgestill.compress.distill.trainer import train
     from edgestill.data import load_dataset
     from edgestill.models import create_model

@@ -1,16 +1,19 @@
-"""The offline teacher-output cache: computed once per (teacher, data, augmentation, layers), memory-mapped,
-written atomically, and reused across runs and seeds."""
+"""The offline teacher-output caches: computed once per (teacher, data, augmentation, layers) or per (teacher,
+array, labels), memory-mapped, written atomically, and reused across runs and seeds."""
 
+import copy
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from edgestill.compress.distill.losses import LossTerm
-from edgestill.compress.distill.teacher_cache import cached_teacher_outputs, teacher_fingerprint
+from edgestill.compress.distill.teacher_outputs import (cached_teacher_outputs, teacher_fingerprint,
+                                                        teacher_logits_for)
 from edgestill.compress.distill.trainer import TrainConfig, predict_logits, train
-from edgestill.errors import ConfigError
+from edgestill.errors import ConfigError, InputError
 from tests.distill.conftest import make_student, make_teacher
 
 
@@ -35,7 +38,48 @@ def test_key_changes_with_teacher_data_and_layers(digits, digits_teacher, tmp_pa
     with_layer = cached_teacher_outputs(digits_teacher, digits, cache_dir=tmp_path, features=["features.0"])
     assert len({base.key, other_teacher.key, other_data.key, with_layer.key}) == 4
     assert not any(o.hit for o in (other_teacher, other_data, with_layer))
-    assert teacher_fingerprint(digits_teacher) == teacher_fingerprint(digits_teacher)
+
+
+def test_fingerprint_follows_the_weights_not_the_object(digits, digits_teacher):
+    same = make_teacher(digits, seed=5)  # other initial weights, then the trained ones loaded
+    assert teacher_fingerprint(same) != teacher_fingerprint(digits_teacher)
+    same.load_state_dict(digits_teacher.state_dict())
+    assert teacher_fingerprint(same) == teacher_fingerprint(digits_teacher)
+    one_weight = copy.deepcopy(digits_teacher)
+    with torch.no_grad():
+        next(one_weight.parameters()).view(-1)[0] += 1e-3
+    one_buffer = copy.deepcopy(digits_teacher)
+    next(b for b in one_buffer.buffers() if b.is_floating_point()).view(-1)[0] += 1e-3  # a BatchNorm running stat
+    assert len({teacher_fingerprint(m) for m in (digits_teacher, one_weight, one_buffer)}) == 3
+
+
+def test_logits_for_any_split_are_cached_and_equal_a_fresh_forward_pass(digits, digits_teacher, tmp_path):
+    calls = []
+    hook = digits_teacher.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        test = {"data": digits.sha256, "split": "test"}
+        first = teacher_logits_for(digits_teacher, digits.test.x, cache_dir=tmp_path, key_parts=test)
+        assert not first.hit and calls and isinstance(first.logits, np.memmap) and first.features == {}
+        assert first.logits.shape == (len(digits.test), digits.num_classes) and first.logits.dtype == np.float32
+        calls.clear()
+        again = teacher_logits_for(digits_teacher, digits.test.x, cache_dir=tmp_path, key_parts=test)
+        assert again.hit and not calls and (again.key, again.path) == (first.key, first.path)
+    finally:
+        hook.remove()
+    fresh = predict_logits(digits_teacher, digits.test.x).numpy()
+    np.testing.assert_allclose(again.logits, fresh, rtol=1e-5, atol=1e-5)
+    assert json.loads((first.path / "meta.json").read_text())["key_parts"] == test
+    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temporary folder left behind
+
+    val = teacher_logits_for(digits_teacher, digits.val.x, cache_dir=tmp_path, key_parts={**test, "split": "val"})
+    assert not val.hit and val.key != first.key
+    np.testing.assert_allclose(val.logits, predict_logits(digits_teacher, digits.val.x).numpy(), rtol=1e-5, atol=1e-5)
+    edited = digits.test.x.copy()
+    edited[0, 0, 0, 0] += 1.0  # same labels, other content: the array's own hash keeps them apart
+    assert not teacher_logits_for(digits_teacher, edited, cache_dir=tmp_path, key_parts=test).hit
+    assert not teacher_logits_for(make_teacher(digits, seed=3), digits.test.x, cache_dir=tmp_path, key_parts=test).hit
+    with pytest.raises(InputError, match="non-empty float32 batch"):
+        teacher_logits_for(digits_teacher, digits.test.x.astype(np.float64), cache_dir=tmp_path)
 
 
 def test_active_augmentation_cannot_be_cached(digits, digits_teacher, tmp_path):

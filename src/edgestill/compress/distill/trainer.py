@@ -1,5 +1,5 @@
-"""Train a classifier on a DataSplits, optionally distilling from a teacher: loss terms, teacher cache, a checkpoint
-per epoch with resume, early stopping, seeds and data-parallel training. Seeded and print-free."""
+"""Train a classifier on a DataSplits, optionally distilling from a teacher: loss terms, cached teacher outputs, a
+checkpoint per epoch with resume, early stopping, seeds and data-parallel training. Seeded and print-free."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from edgestill.compress.distill.teacher_outputs import cached_teacher_outputs, default_cache_dir, teacher_fingerprint
 from edgestill.data.datasets import DataSplits, Split
 from edgestill.errors import ConfigError, InputError
 
@@ -340,8 +341,6 @@ def _train(model, data: DataSplits, config: TrainConfig, *, teacher, teacher_log
         mode, teacher_id = "precomputed", hashlib.sha256(t_logits_all.tobytes()).hexdigest()
         say(f"teacher: precomputed logits {list(t_logits_all.shape)}")
     elif teacher is not None:
-        from edgestill.compress.distill.teacher_cache import cached_teacher_outputs, teacher_fingerprint
-
         teacher.eval()
         teacher_id = teacher_fingerprint(teacher)
         random_aug = augment is not None and bool(augment.active)
@@ -354,7 +353,7 @@ def _train(model, data: DataSplits, config: TrainConfig, *, teacher, teacher_log
                                        "match the student's inputs)" if random_aug else "asked for)"))
         else:
             mode = "cached"
-            root = Path(cache_dir) if cache_dir is not None else _default_cache_dir() / "teacher-outputs"
+            root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "teacher-outputs"
             t0 = time.perf_counter()
             if world > 1 and rank != 0:
                 torch.distributed.barrier()  # rank 0 fills the cache first
@@ -520,11 +519,6 @@ def _probe_shapes(model, layers: Sequence[str], x, *, role: str) -> dict[str, tu
             return {LOGITS: tuple(out.shape[1:]), **{k: tuple(v.shape[1:]) for k, v in tap.outputs.items()}}
     finally:
         model.train(was_training)
-
-
-def _default_cache_dir() -> Path:
-    env = os.environ.get("EDGESTILL_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "edgestill"
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
