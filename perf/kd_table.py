@@ -151,7 +151,7 @@ def main() -> None:
         sys.exit(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
 
     # Teacher and its cached outputs are made once here, so the workers only read them.
-    from edgestill.compress.distill.teacher_cache import cached_teacher_outputs
+    from edgestill.compress.distill.teacher_outputs import cached_teacher_outputs
     from edgestill.compress.distill.trainer import seed_list
     from edgestill.pipeline import default_cache_dir
 
