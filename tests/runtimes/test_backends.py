@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgestill.errors import InputError
+from edgestill.errors import InputError, UnknownNameError
 from edgestill.artifact import Artifact
-from edgestill.runtimes import RUNTIMES, RuntimeOptions, load
+from edgestill.runtimes import BACKEND_MODULES, RUNTIMES, RuntimeOptions, get_runtime, load, runtime_names
 from tests.conftest import build_tiny_cnn
 
 
@@ -27,7 +27,7 @@ class RuntimeContract:
         import torch
 
         from edgestill.compress.quantize import quantize_export
-        from edgestill.export.exporters import get_exporter
+        from edgestill.export.api import get_exporter
 
         model = build_tiny_cnn()
         example = (torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)),)
@@ -143,8 +143,33 @@ class TestOpenVINO(RuntimeContract):
 
 def test_every_registered_runtime_has_a_contract_test() -> None:
     covered = {cls.runtime for cls in RuntimeContract.__subclasses__()}
-    missing = set(RUNTIMES.names()) - covered
+    missing = set(runtime_names()) - covered
     assert not missing, f"runtimes without a RuntimeContract subclass: {sorted(missing)}"
+
+
+def test_each_backend_module_registers_the_runtime_it_is_listed_under() -> None:
+    for name in BACKEND_MODULES:
+        runtime = get_runtime(name)
+        assert name in RUNTIMES and runtime.name == name and type(runtime) is RUNTIMES.get(name)
+    assert set(RUNTIMES.names()) >= set(BACKEND_MODULES)
+
+
+def test_an_unknown_runtime_names_the_valid_ones() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown runtime 'onnxruntim'.*onnxruntime.*Valid runtimes: litert, "
+                                               r"onnxruntime, openvino"):
+        get_runtime("onnxruntim")
+
+
+def test_get_runtime_imports_only_the_backend_it_is_asked_for() -> None:
+    code = (
+        "import sys\nimport edgestill.runtimes as rt\n"
+        "backends = set(rt.BACKEND_MODULES.values())\n"
+        "assert not backends & set(sys.modules), sorted(backends & set(sys.modules))\n"
+        "assert rt.get_runtime('onnxruntime').name == 'onnxruntime'\n"
+        "assert backends & set(sys.modules) == {'edgestill.runtimes.onnxruntime'}, sorted(backends & set(sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_loading_and_running_a_backend_never_imports_torch(tmp_path: Path) -> None:

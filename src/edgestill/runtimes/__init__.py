@@ -1,6 +1,8 @@
-"""Runtime backends behind one protocol. Importing this registers them; each imports its library lazily."""
+"""Runtime backends behind one protocol. The registry and the name -> backend-module table live in
+:mod:`edgestill.runtimes.base`; a backend module (and its library) is imported on first use of its name."""
 
-from edgestill.runtimes import litert, onnxruntime, openvino  # noqa: F401  (register the backends)
-from edgestill.runtimes.base import DEFAULT_RUNTIME, RUNTIMES, Runtime, RuntimeOptions, Session, get_runtime, load
+from edgestill.runtimes.base import (BACKEND_MODULES, DEFAULT_RUNTIME, RUNTIMES, Runtime, RuntimeOptions, Session,
+                                     get_runtime, load, runtime_names)
 
-__all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "Runtime", "RuntimeOptions", "Session", "get_runtime", "load"]
+__all__ = ["BACKEND_MODULES", "DEFAULT_RUNTIME", "RUNTIMES", "Runtime", "RuntimeOptions", "Session", "get_runtime",
+           "load", "runtime_names"]

@@ -7,14 +7,16 @@ fed to an int32 input), so callers pass what the torch model took.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 
-from edgestill.errors import InputError
 from edgestill.artifact import Artifact, TensorSpec
+from edgestill.errors import InputError, RuntimeFailure, UnknownNameError
 from edgestill.registry import Registry
 
 
@@ -153,13 +155,38 @@ class Runtime:
 
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
+"""Runtime classes by name; a backend module registers its class here when it is imported."""
+
+BACKEND_MODULES: Mapping[str, str] = MappingProxyType({
+    "onnxruntime": "edgestill.runtimes.onnxruntime",
+    "litert": "edgestill.runtimes.litert",
+    "openvino": "edgestill.runtimes.openvino",
+})
+"""The built-in backends: name -> the module that registers it. :func:`get_runtime` imports a module on first use,
+so loading one backend never imports the others (and this module imports none of them)."""
+
 DEFAULT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
 
 
-def get_runtime(name: str) -> Runtime:
-    """Return a runtime instance by name (backends register on import of ``edgestill.runtimes``)."""
-    import edgestill.runtimes  # noqa: F401  (registers the backends; each imports its library lazily)
+def runtime_names() -> list[str]:
+    """Every runtime :func:`get_runtime` accepts: the built-in backends and any registered since."""
+    return sorted(set(BACKEND_MODULES) | set(RUNTIMES.names()))
 
+
+def get_runtime(name: str) -> Runtime:
+    """Return a runtime instance by name, importing its backend module on first use.
+
+    Raises:
+        UnknownNameError: ``name`` is neither a built-in backend nor registered (the message lists the valid names).
+        RuntimeFailure: the backend's module was imported but did not register ``name`` (a packaging defect).
+    """
+    if name not in RUNTIMES:
+        if name not in BACKEND_MODULES:
+            raise UnknownNameError("runtime", name, runtime_names())
+        importlib.import_module(BACKEND_MODULES[name])  # the module registers its class in RUNTIMES
+        if name not in RUNTIMES:
+            raise RuntimeFailure(f"module {BACKEND_MODULES[name]} was imported but did not register runtime {name!r}; "
+                                 "the installed edgestill is inconsistent. Reinstall it.")
     return RUNTIMES.get(name)()
 
 
