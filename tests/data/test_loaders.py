@@ -188,32 +188,43 @@ def test_augment_on_tabular_data_is_refused(tmp_path: Path) -> None:
         load_data(DataConfig(npz=tmp_path / "t.npz", augment=Augment(flip=True)))
 
 
-def test_augment_names_are_stable_and_batches_reproducible() -> None:
-    assert Augment().name == "none" and not Augment().random
+def test_augment_names_are_stable() -> None:
+    assert Augment().name == "none" and not Augment().random and not Augment().active
     assert Augment(flip=True, crop_padding=4).name == "flip+crop4" == Augment(flip=True, crop_padding=4).policy
-    x = np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32)
-    flip = Augment(flip=True)
-    a = flip.apply(x, np.random.default_rng(1))
-    b = flip.apply(x, np.random.default_rng(1))
-    np.testing.assert_array_equal(a, b)
-    flipped = [bool(np.array_equal(a[i], x[i, :, :, ::-1])) for i in range(16)]
-    kept = [bool(np.array_equal(a[i], x[i])) for i in range(16)]
-    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
-    crop = Augment(crop_padding=2).apply(x, np.random.default_rng(2))
-    assert crop.shape == x.shape and not np.array_equal(crop, x)
+    assert Augment(crop_padding=4).name == "crop4" and Augment(crop_padding=4).random
 
 
-def test_augment_torch_call_flips_and_crops_within_the_padded_image() -> None:
-    import torch
+def test_augment_flip_mirrors_some_samples_on_the_width_axis_and_keeps_the_others() -> None:
+    x = np.random.default_rng(0).normal(size=(32, 3, 8, 8)).astype(np.float32)
+    mirrored = np.flip(x, axis=3)
+    assert not any(np.array_equal(x[i], mirrored[i]) for i in range(32))  # so "flipped" and "kept" are exclusive
+    out = Augment(flip=True).apply(x, np.random.default_rng(1))
+    np.testing.assert_array_equal(out, Augment(flip=True).apply(x, np.random.default_rng(1)))  # same rng, same batch
+    flipped = [bool(np.array_equal(out[i], mirrored[i])) for i in range(32)]
+    kept = [bool(np.array_equal(out[i], x[i])) for i in range(32)]
+    assert all(f != k for f, k in zip(flipped, kept)), "every sample is either mirrored left-right or unchanged"
+    assert 4 <= sum(flipped) <= 28, f"about half should flip, {sum(flipped)} of 32 did"
+    assert not any(np.array_equal(out[i], np.flip(x[i], axis=1)) for i in range(32))  # never upside down
+    np.testing.assert_array_equal(x, np.random.default_rng(0).normal(size=(32, 3, 8, 8)).astype(np.float32))  # input untouched
 
-    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
-    out = Augment(flip=True)(x, torch.Generator().manual_seed(0))
-    for i in range(2):
-        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
-    g = torch.Generator().manual_seed(3)
-    cropped = Augment(crop_padding=1)(x, g)
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
-    assert cropped.shape == x.shape
-    for i in range(2):  # each output is some 4×4 window of the reflect-padded image
-        windows = [padded[i, :, r:r + 4, c:c + 4] for r in range(3) for c in range(3)]
-        assert any(torch.equal(cropped[i], w) for w in windows)
+
+def test_augment_crop_shifts_content_within_the_reflect_padding() -> None:
+    p, n, h, w = 2, 16, 8, 8
+    x = np.random.default_rng(0).normal(size=(n, 3, h, w)).astype(np.float32)
+    out = Augment(crop_padding=p).apply(x, np.random.default_rng(2))
+    assert out.shape == x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+    offsets = []
+    for i in range(n):  # each output is exactly one window of the padded image (random data: windows differ)
+        found = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+                 if np.array_equal(out[i], padded[i, :, dy:dy + h, dx:dx + w])]
+        assert len(found) == 1, f"sample {i} is not a window of its padded image"
+        offsets.append(found[0])
+    shifted = [i for i, (dy, dx) in enumerate(offsets) if (dy, dx) != (p, p)]
+    assert shifted and len(set(offsets)) > 2, f"offsets {offsets} do not move the content"
+    i = shifted[0]
+    sy, sx = offsets[i][0] - p, offsets[i][1] - p  # out[r, c] == x[r + sy, c + sx] where both are inside the image
+    rows, cols = slice(max(0, -sy), min(h, h - sy)), slice(max(0, -sx), min(w, w - sx))
+    src_rows, src_cols = slice(rows.start + sy, rows.stop + sy), slice(cols.start + sx, cols.stop + sx)
+    np.testing.assert_array_equal(out[i][:, rows, cols], x[i][:, src_rows, src_cols])
+    assert not np.array_equal(out[i], x[i])

@@ -15,7 +15,6 @@ class, seeded by ``seed``. A source without splits is divided the same way by ``
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,30 +77,6 @@ class Augment:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def __call__(self, x: Any, generator: Any) -> Any:
-        """Augment a torch batch (B, C, H, W) with a ``torch.Generator``; returns a new tensor."""
-        import torch
-        import torch.nn.functional as F
-
-        if not self.active:
-            return x
-        if x.ndim != 4:
-            raise InputError(f"augmentation {self.name!r} takes image batches (B, C, H, W); got shape {list(x.shape)}.")
-        b, _, h, w = x.shape
-        if self.flip:
-            flipped = torch.rand(b, generator=generator) < 0.5
-            x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
-        p = self.crop_padding
-        if p:
-            padded = F.pad(x, (p, p, p, p), mode="reflect" if p < min(h, w) else "replicate")
-            dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
-            dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
-            rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None].expand(b, x.shape[1], h, w + 2 * p)
-            padded = torch.gather(padded, 2, rows)
-            cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :].expand(b, x.shape[1], h, w)
-            x = torch.gather(padded, 3, cols)
-        return x
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Return an augmented copy of a float (B, C, H, W) batch; the same ``rng`` state gives the same result."""
@@ -609,15 +584,3 @@ def load_csv(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
         parts = {s: (x[which == s], y[which == s], ids[which == s]) for s in ("train", "val", "test") if (which == s).any()}
     class_names = names if names is not None else tuple(str(i) for i in range(num_classes))
     return _assemble(path.stem, "user", config.seed, parts, class_names, config.val_fraction, config.test_fraction)
-
-
-def source_fingerprint(config: DataConfig) -> str:
-    """A cheap hash of the data source (file size + mtime of every file), used to decide whether a stage reruns."""
-    h = hashlib.sha256(repr(sorted(config.to_dict().items())).encode())
-    src = config.folder or config.npz or config.csv
-    if src is not None and Path(src).exists():
-        files = [Path(src)] if Path(src).is_file() else sorted(p for p in Path(src).rglob("*") if p.is_file())
-        for f in files:
-            st = f.stat()
-            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()
