@@ -81,3 +81,44 @@ def test_a_deliberate_exit_code_is_not_turned_into_an_internal_error() -> None:
     with pytest.raises(typer.Exit) as info:
         run_command(body)
     assert info.value.exit_code == 1
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    """Every command and group registered on the app, as argument paths ((), ("bench",), ...)."""
+    import typer.main
+
+    from edgestill.cli import _register_commands, app
+
+    _register_commands()
+    paths: list[tuple[str, ...]] = []
+
+    def walk(cmd, path: tuple[str, ...]) -> None:  # a group has .commands (typer may vendor its own click)
+        paths.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return paths
+
+
+def test_dash_h_is_help_on_every_command() -> None:
+    from typer.testing import CliRunner
+
+    from edgestill.cli import app
+
+    paths = _command_paths()
+    assert {("bench",), ("demo",), ("export",), ("quantize",)} <= set(paths), paths
+    runner = CliRunner()
+    for path in paths:
+        short = runner.invoke(app, [*path, "-h"], prog_name="edgestill")
+        long = runner.invoke(app, [*path, "--help"], prog_name="edgestill")
+        assert short.exit_code == 0, (path, short.output)
+        assert "Usage: edgestill" in short.output and "-h, --help" in short.output, (path, short.output)
+        assert short.output == long.output, path
+
+
+def test_dash_h_from_the_shell() -> None:
+    r = edgestill("-h")
+    assert r.returncode == 0 and "Usage: edgestill" in r.stdout and "Examples" in r.stdout
+    r = edgestill("bench", "-h")
+    assert r.returncode == 0 and "Usage: edgestill bench" in r.stdout, r.stderr

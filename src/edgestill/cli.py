@@ -25,6 +25,7 @@ app = typer.Typer(
         "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --json"
     ),
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},  # click contexts pass it on to every subcommand
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
