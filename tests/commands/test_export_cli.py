@@ -137,3 +137,52 @@ def test_unsupported_op_exits_2_naming_op_and_format(tmp_path: Path) -> None:
     assert "ONNX (torch.onnx dynamo exporter) has no conversion for op aten.linalg_eig" in r.stderr and "Try instead" in r.stderr
     doc = json.loads((out / "export-report.json").read_text())
     assert doc["passed"] is False and not list(out.glob("eig_net-*"))
+
+
+def _help_text(command: str) -> str:
+    r = edgestill(command, "--help")
+    assert r.returncode == 0, r.stderr
+    return " ".join(r.stdout.split())  # rich wraps lines: compare with single spaces
+
+
+def _listed(text: str, lead: str) -> list[str]:
+    """The comma-separated names after ``lead`` in the help text, up to the first '.' or '('."""
+    rest = text.split(lead, 1)[1]
+    return [t.strip() for t in rest.split("(")[0].split(".")[0].split(",")]
+
+
+def test_help_lists_exactly_the_registered_formats_and_precisions() -> None:
+    """The choices come from the registries: every writer's and quantizer's declared precisions, nothing hand-written."""
+    from edgestill.artifact import Precision
+    from edgestill.commands.export import FORMAT_CHOICES, PRECISION_CHOICES
+    from edgestill.compress.quantize.base import QUANTIZERS
+    from edgestill.export.base import EXPORTERS
+
+    made = {p for reg in (EXPORTERS, QUANTIZERS) for name in reg.names() for p in reg.get(name).precisions}
+    assert list(PRECISION_CHOICES) == [p.value for p in Precision if p in made]
+    assert set(FORMAT_CHOICES) == set(EXPORTERS.names())
+    text = _help_text("export")
+    assert _listed(text, "Formats, comma-separated:") == list(FORMAT_CHOICES)
+    assert _listed(text, "Precisions, comma-separated:") == list(PRECISION_CHOICES)
+    assert "--max-accuracy-drop" in text and "mixed" not in _listed(text, "Precisions, comma-separated:")
+
+
+@pytest.mark.slow
+def test_int8_static_without_labels_goes_through_the_budget(tmp_path: Path) -> None:
+    """Bad-ish input tried: --data holding x only (no y): the budget measures top-1 agreement with fp32 and says so."""
+    data = tmp_path / "x_only.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((96, 3, 32, 32)).astype(np.float32))
+    out = tmp_path / "out"
+    r = edgestill("export", "--model", "tests.export.models:tiny_cnn", "--input-shape", "1x3x32x32", "--format", "onnx",
+                  "--precision", "int8-static", "--data", str(data), "--samples", "32", "--out", str(out), "--json")
+    assert r.returncode in (0, 1), r.stderr
+    doc = json.loads(r.stdout)
+    (cell,) = doc["results"]
+    q = cell["quantization"]
+    assert q["metric"] == "top1_agreement_with_fp32" and q["fp32_accuracy"] == 1.0 and doc["max_accuracy_drop"] == 1.0
+    assert cell["sqnr_db"] is not None and cell["top1_agreement"] is not None  # the parity block vs torch
+    assert (out / "tiny_cnn-onnx-fp32.manifest.json").is_file()  # the budget's baseline, exported once, kept beside it
+    if r.returncode == 0:
+        assert cell["passed"] and q["budget_met"] and Path(cell["manifest"]).is_file()
+    else:  # honest failure: over budget, kept as *.rejected, the message says by how much
+        assert not q["budget_met"] and "missed the accuracy budget by" in r.stderr and cell["rejected_files"]

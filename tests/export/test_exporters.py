@@ -125,3 +125,40 @@ def test_openvino_conversion_sends_no_telemetry(tmp_path, monkeypatch, tiny_cnn,
     get_exporter("openvino")(tiny_cnn, example_inputs, staging_dir=tmp_path, name="t")
     assert sent == []
     assert GA4Backend.send is record  # restored after the conversion: other code in the process is untouched
+
+
+def test_registries_declare_precisions_readable_without_importing_torch() -> None:
+    """The tables (formats × precisions) are data: reading them imports no torch and no format library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from edgestill.export.base import EXPORTERS\n"
+        "from edgestill.compress.quantize.base import QUANTIZERS\n"
+        "table = {k: {n: list(r.get(n).precisions) for n in r.names()} for k, r in (('export', EXPORTERS), ('quantize', QUANTIZERS))}\n"
+        "heavy = sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'litert_torch', 'nncf') if m in sys.modules)\n"
+        "print(json.dumps({'table': table, 'heavy': heavy}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["heavy"] == []
+    assert doc["table"]["export"] == {f: ["fp32", "fp16"] for f in ("onnx", "openvino", "tflite")}
+    assert doc["table"]["quantize"] == {f: ["int8-static", "int8-dynamic"] for f in ("onnx", "openvino", "tflite")}
+
+
+def test_every_spec_loads_the_writer_it_names() -> None:
+    for name in EXPORTERS.names():
+        spec = EXPORTERS.get(name)
+        assert spec.format == name and callable(spec.load()) and get_exporter(name) is spec.load()
+
+
+@pytest.mark.parametrize("precision", ["int8-static", "mixed", "fp8"], ids=["int8", "mixed", "unknown"])
+def test_a_writer_refuses_a_precision_it_does_not_declare(tmp_path, tiny_cnn, example_inputs, precision) -> None:
+    """Bad inputs tried: an int8 precision, the 'mixed' outcome, a made-up name; nothing is written."""
+    from edgestill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"makes fp32, fp16, not"):
+        get_exporter("onnx")(tiny_cnn, example_inputs, staging_dir=tmp_path / "s", name="x", precision=precision)
+    assert not (tmp_path / "s").exists()

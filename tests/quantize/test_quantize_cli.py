@@ -70,3 +70,15 @@ def test_quantize_writes_artifacts_and_a_report(tmp_path: Path) -> None:
     assert manifest["precision"] == "int8-static" and manifest["calibration"]["sample_ids"][0].startswith("digits/train/")
     assert (out / "quantize-report.md").read_text().startswith("# edgestill quantize report")
     assert json.loads((out / "quantize-report.json").read_text())["formats"][0]["naive"]["accuracy"] == f["naive"]["accuracy"]
+
+
+def test_help_lists_exactly_the_registered_formats_and_precisions() -> None:
+    from edgestill.compress.quantize.base import QUANTIZERS, quant_precisions
+
+    r = edgestill("quantize", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    formats = text.split("Formats, comma-separated:", 1)[1].split(".")[0]
+    assert sorted(t.strip() for t in formats.split(",")) == QUANTIZERS.names()
+    precisions = text.split("--precision <str> One of", 1)[1].split(".")[0]
+    assert [t.strip() for t in precisions.split(",")] == [p.value for p in quant_precisions()]

@@ -17,7 +17,8 @@ import numpy as np
 
 from edgestill.artifact import Artifact
 from edgestill.compress.quantize.base import QUANTIZERS
-from edgestill.compress.quantize.budget import METRIC_AGREEMENT, FormatResult, QuantizeConfig, check_inputs, quantize
+from edgestill.compress.quantize.budget import METRIC_AGREEMENT, FormatResult, QuantizeConfig, check_inputs
+from edgestill.compress.quantize.budget import quantize as quantize_within_budget
 from edgestill.errors import CheckFailed, ConfigError, EdgestillError, InputError, ParityError, UnsupportedError
 from edgestill.export.api import ExportConfig, ExportResult, check_float_cells, export_onnx_file
 from edgestill.export.api import export as export_float
@@ -123,7 +124,7 @@ def convert(
             cell_config = dataclasses.replace(qc, formats=(fmt,))
             t0 = time.perf_counter()
             try:
-                qres = quantize(
+                qres = quantize_within_budget(
                     model, args, cell_config, out, calibration=calibration, calibration_ids=calibration_ids,
                     eval_x=x_eval, eval_y=eval_y, claimed=True, fp32_artifacts={fmt: baselines[fmt]},
                     validation_inputs=validation_inputs, tolerances=export.tolerances,

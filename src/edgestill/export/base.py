@@ -53,8 +53,8 @@ class BackendSpec:
         module, _, attr = self.target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
-    def check_precision(self, precision: str, kind: str) -> Precision:
-        """``precision`` as a Precision when this backend makes it.
+    def check_precision(self, precision: str, kind: str) -> str:
+        """``precision`` (its plain string value) when this backend makes it.
 
         Raises:
             ConfigError: a precision this backend does not make (the message lists the ones it does).
@@ -65,7 +65,7 @@ class BackendSpec:
                 + ("int8 goes through edgestill.compress.quantize (or edgestill.chain.convert)." if kind == "writer"
                    else "float files go through edgestill.export.")
             )
-        return Precision(precision)
+        return Precision(precision).value
 
 
 def formats_of(registry: Registry[BackendSpec]) -> tuple[Format, ...]:
