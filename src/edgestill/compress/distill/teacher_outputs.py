@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgestill.data.datasets import DataSplits
-from edgestill.errors import ConfigError, RuntimeFailure
+from edgestill.errors import ConfigError, InputError, RuntimeFailure
 
 OUTPUTS_FORMAT = 1
 
@@ -130,8 +130,6 @@ def teacher_logits_for(teacher, x: np.ndarray, *, cache_dir: Path, key_parts: Ma
         InputError: ``x`` is empty or not float32.
         RuntimeFailure: an existing entry cannot be read; delete its folder to recompute it.
     """
-    from edgestill.errors import InputError
-
     x = np.asarray(x)
     if x.dtype != np.float32 or x.ndim < 2 or len(x) == 0:
         raise InputError(f"teacher_logits_for takes a non-empty float32 batch N×(input shape); got dtype {x.dtype} "
