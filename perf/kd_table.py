@@ -49,7 +49,7 @@ def _setup(size: str, threads: int) -> tuple[Any, Any]:
         from edgestill.compress.distill.presets import DEMO
         from edgestill.compress.distill.teacher_cache import train_or_load_teacher
         from edgestill.data import load_dataset
-        from edgestill.pipeline import default_cache_dir
+        from edgestill.chain.stages import default_cache_dir
 
         torch.set_num_threads(threads)
         data = load_dataset(DEMO.dataset, seed=0, size=size)
@@ -153,7 +153,7 @@ def main() -> None:
     # Teacher and its cached outputs are made once here, so the workers only read them.
     from edgestill.compress.distill.teacher_outputs import cached_teacher_outputs
     from edgestill.compress.distill.trainer import seed_list
-    from edgestill.pipeline import default_cache_dir
+    from edgestill.chain.stages import default_cache_dir
 
     started = time.perf_counter()
     data, teacher = _setup(args.size, max(args.threads, 1))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from edgestill.errors import ConfigError, InputError
-from edgestill.recipe import load_recipe, recipe_from_dict
+from edgestill.chain.recipe import load_recipe, recipe_from_dict
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 FAMILIES = {"kd", "dkd", "fitnets", "at", "rkd", "pkt", "sp", "tfkd"}

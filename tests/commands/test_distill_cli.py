@@ -72,7 +72,7 @@ def assert_bad_input(r: subprocess.CompletedProcess[str], out: Path, *messages: 
 @pytest.mark.slow
 def test_kd_example_distills_writes_the_student_and_a_rerun_skips_it(tmp_path: Path) -> None:
     recipe, out = example("kd", tmp_path), tmp_path / "out"
-    r = edgestill("distill", str(recipe), "--out", str(out), "--threads", "1", "--json")
+    r = edgestill("distill", str(recipe), "--out", str(out), "--train-threads", "1", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["kind"] == "distill" and report["recipe"] == "kd"
@@ -83,7 +83,7 @@ def test_kd_example_distills_writes_the_student_and_a_rerun_skips_it(tmp_path: P
     assert json.loads((out / "report.json").read_text())["student"]["sha256"] == s["sha256"]
     assert "# edgestill distill: kd" in (out / "report.md").read_text()
 
-    again = edgestill("distill", str(recipe), "--out", str(out), "--threads", "1", "--json")
+    again = edgestill("distill", str(recipe), "--out", str(out), "--train-threads", "1", "--json")
     assert again.returncode == 0, again.stderr
     rerun = json.loads(again.stdout)
     assert rerun["stages"]["distill"]["status"] == "skipped (unchanged)"
@@ -93,7 +93,7 @@ def test_kd_example_distills_writes_the_student_and_a_rerun_skips_it(tmp_path: P
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["fitnets", "blackbox-predictions"])
 def test_examples_run_through_distill(name: str, tmp_path: Path) -> None:
-    r = edgestill("distill", str(example(name, tmp_path)), "--out", str(tmp_path / "out"), "--threads", "1", "--json")
+    r = edgestill("distill", str(example(name, tmp_path)), "--out", str(tmp_path / "out"), "--train-threads", "1", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["student"]["epochs_run"] == 1
@@ -125,7 +125,7 @@ def test_user_factory_student_image_folder_and_torchscript_teacher(tmp_path: Pat
            "student": {"model": "mynets:small"},
            "distill": {"losses": [{"name": "kd"}], "epochs": 2, "batch_size": 8}}
     recipe = write_recipe(tmp_path / "r.yaml", doc)
-    r = edgestill("distill", str(recipe), "--out", str(tmp_path / "out"), "--threads", "1", "--json", cwd=tmp_path)
+    r = edgestill("distill", str(recipe), "--out", str(tmp_path / "out"), "--train-threads", "1", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["data"]["class_names"] == ["cat", "dog", "emu"] and report["data"]["n_train"] == 24
@@ -154,7 +154,7 @@ def test_layer_name_that_does_not_exist_exits_2_naming_it(tmp_path: Path) -> Non
     doc = shapes_recipe(tmp_path, distill={"losses": [
         {"name": "fitnets", "options": {"pairs": [["features.33", "features.2"]]}}], "epochs": 1})
     out = tmp_path / "out"
-    r = edgestill("distill", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1")
+    r = edgestill("distill", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--train-threads", "1")
     assert_bad_input(r, out, "features.33", "student")
 
 
@@ -166,7 +166,7 @@ def test_teacher_output_shape_mismatch_exits_2_naming_both_shapes(tmp_path: Path
     torch.jit.save(torch.jit.script(five), str(tmp_path / "t5.pt"))
     doc = shapes_recipe(tmp_path, teacher={"program": str(tmp_path / "t5.pt")})
     out = tmp_path / "out"
-    r = edgestill("distill", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1")
+    r = edgestill("distill", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--train-threads", "1")
     assert_bad_input(r, out, "teacher output shape [2, 5] does not match the student's [2, 10]")
 
 
@@ -233,7 +233,7 @@ def test_help_shows_examples() -> None:
 def test_torchscript_and_torch_export_teachers_run_for_inference_only(tmp_path: Path) -> None:
     import torch
 
-    from edgestill.chain import _load_program
+    from edgestill.chain.stages import _load_program
     from edgestill.errors import InputError
 
     torch.manual_seed(0)

@@ -28,34 +28,41 @@ def run_doc(tmp_path: Path, **changes: object) -> dict:
 def test_run_goes_through_every_stage_and_a_rerun_redoes_only_what_changed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     doc = run_doc(tmp_path)
-    r = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1", "--json")
+    r = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1",
+                  "--db", str(tmp_path / "r.db"), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["kind"] == "run"
     assert {k: v["status"] for k, v in report["stages"].items()} == {"distill": "ran", "export": "ran", "bench": "ran"}
-    arts = report["export"]["artifacts"]
+    arts = report["artifacts"]
     assert [a["artifact"] for a in arts] == ["student-onnx-fp32", "student-onnx-int8-static"]
     for a in arts:
         assert a["passed"] and (out / a["manifest"]).is_file() and 0.0 <= a["test_accuracy"] <= 1.0
+        assert 0.0 <= a["teacher_top1_agreement"] <= 1.0 and a["teacher_kl"] >= 0.0
     assert arts[0]["accuracy_drop_points"] == 0.0  # fp32 onnx predicts what torch predicts
-    cells = report["bench"]["measurements"]
+    cells = [m for a in arts for m in a["measurements"]]
     assert len(cells) == 2 and all(c["kind"] == "measured" and c["n"] >= 5 and c["p50_ms"] > 0 for c in cells)
-    assert all(c["passed"] for c in report["checks"]) and len(report["checks"]) == 4
+    names = [(c["subject"], c["name"]) for c in report["checks"]]
+    assert ("student-onnx-int8-static", "int8 accuracy drop within the quantize budget") in names
+    assert all(c["verdict"] == "pass" for c in report["checks"]) and len(names) == 7, names
+    assert report["store"] == {"path": str(tmp_path / "r.db"), "run_id": 1, "measurements": 2}
     md = (out / "report.md").read_text()
-    assert "## Artifacts" in md and "## Latency (host)" in md and "## Gate" in md
+    assert "## Artifacts" in md and "## Checks" in md and "p50 ms" in md
 
     # only the bench section changed: distill and export are reused, bench runs again
     doc["bench"]["min_runs"] = 6
-    r2 = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1", "--json")
+    r2 = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1",
+                   "--db", str(tmp_path / "r.db"), "--json")
     assert r2.returncode == 0, r2.stderr
     stages = {k: v["status"] for k, v in json.loads(r2.stdout)["stages"].items()}
     assert stages == {"distill": "skipped (unchanged)", "export": "skipped (unchanged)", "bench": "ran"}
 
     # a budget the artifacts cannot meet: the gate fails with exit 1, nothing is recomputed
     doc["gate"]["max_p90_ms"] = 1e-6
-    r3 = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1")
+    r3 = edgestill("run", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--threads", "1",
+                   "--db", str(tmp_path / "r.db"))
     assert r3.returncode == 1, r3.stderr
-    assert "gate failed" in r3.stderr and "p90 <= 1e-06 ms" in r3.stderr
+    assert "check failed" in r3.stderr and "student-onnx-fp32: p90 latency at 1 thread(s)" in r3.stderr
     stages = json.loads((out / "report.json").read_text())["stages"]
     assert all(v["status"] == "skipped (unchanged)" for v in stages.values())
 
@@ -63,8 +70,7 @@ def test_run_goes_through_every_stage_and_a_rerun_redoes_only_what_changed(tmp_p
 
 def test_a_changed_stage_reruns_every_later_stage(tmp_path: Path) -> None:
     """Stage records: an unchanged key is skipped; once one stage reruns, every later one reruns too."""
-    from edgestill.chain import STATE_FILE, _Stages
-    from edgestill.pipeline import _Silent
+    from edgestill.chain.run import STATE_FILE, _Silent, _Stages
 
     previous = {"distill": {"key": "d1", "result": {"x": 1}}, "export": {"key": "e1", "result": {"y": 2}}}
     same = _Stages(tmp_path, previous, _Silent())
@@ -90,7 +96,7 @@ def test_run_with_an_unknown_precision_exits_2_with_the_valid_ones(tmp_path: Pat
 
 
 def test_full_run_example_is_valid_and_help_lists_it() -> None:
-    from edgestill.recipe import load_recipe
+    from edgestill.chain.recipe import load_recipe
 
     example = Path(__file__).resolve().parents[2] / "examples" / "run-full.yaml"
     recipe = load_recipe(example)

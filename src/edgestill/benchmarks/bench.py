@@ -10,16 +10,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.record import Measurement, measurement_from_dict
-from edgestill.errors import InputError
+from edgestill.errors import ConfigError, InputError, did_you_mean
 from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
 from edgestill.runtimes.runner import THREAD_ENV
 
+DEVICES = ("host",)  # where the bench stage can measure today; remote devices come with the devices layer
 STDERR_TAIL_CHARS = 2000
 REPEAT_CV_WARN_PERCENT = 5.0  # p50 CV across interleaved repetitions above this: the cell's numbers are not stable
 BAD_INPUT_EXIT = 2  # the runner's exit code for bad input (errors.InputError)
@@ -49,6 +50,30 @@ def _failed(ident: dict[str, Any], runtime: str | None, options: RuntimeOptions,
         error=why,
         settings=settings,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """The bench stage: which cells it measures (thread counts × devices) and how each one is timed (``timing``)."""
+
+    threads: tuple[int, ...] = (1,)
+    devices: tuple[str, ...] = ("host",)
+    timing: BenchOptions = field(default_factory=BenchOptions)
+
+    def __post_init__(self) -> None:
+        threads = (self.threads,) if isinstance(self.threads, int) else self.threads
+        if (not isinstance(threads, (list, tuple)) or not threads
+                or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in threads)):
+            raise ConfigError(f"bench.threads must be a list of whole numbers >= 1 (e.g. [1, 2]), got {self.threads!r}.")
+        object.__setattr__(self, "threads", tuple(threads))
+        devices = (self.devices,) if isinstance(self.devices, str) else tuple(self.devices)
+        for d in devices:
+            if d not in DEVICES:
+                raise ConfigError(f"bench.devices: unknown device {d!r}.{did_you_mean(str(d), DEVICES)} Valid here: "
+                                  f"{', '.join(DEVICES)}.")
+        object.__setattr__(self, "devices", devices)
+        if not isinstance(self.timing, BenchOptions):
+            raise ConfigError(f"bench.timing must be a BenchOptions, got {type(self.timing).__name__}.")
 
 
 def benchmark(

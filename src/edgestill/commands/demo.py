@@ -1,8 +1,7 @@
-"""``edgestill demo``: the whole chain on built-in data."""
+"""``edgestill demo``: the built-in recipe ``demo`` run through the same engine as ``edgestill run``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -14,44 +13,34 @@ from edgestill.cli import app, run_command
     epilog=(
         "\b\nExamples:\n"
         "  edgestill demo --out demo-out\n"
-        "  edgestill demo --quick --out /tmp/demo --json > report.json\n\n"
-        "Exit codes: 0 ok; 1 a demo check failed (fp32 top-1 parity or the int8 2-point budget); "
-        "2 bad input; 3 internal error."
+        "  edgestill demo --quick --out /tmp/demo --json > report.json\n"
+        "  edgestill recipes show demo > my.yaml && edgestill run my.yaml   # the same chain, from a file you edit\n\n"
+        "The demo is the built-in recipe 'demo' ('demo-quick' with --quick): 'edgestill run' of that YAML gives the\n"
+        "same report. It always starts afresh in --out; the teacher and the no-KD baseline come from the cache\n"
+        "($EDGESTILL_CACHE or ~/.cache/edgestill) after the first run. Measurements go to the results store (--db).\n"
+        "Exit codes: 0 ok; 1 a check failed (KD gain, fp32 parity, int8 budget or speed); 2 bad input; 3 internal error."
     )
 )
 def demo(
-    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for artifacts and reports (new, empty, or a previous demo's)."),
-    quick: bool = typer.Option(False, "--quick", help="A small, fast run (smoke test; numbers are not meaningful)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Threads for the latency measurement."),
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for artifacts and reports (new, empty, or a previous run's)."),
+    quick: bool = typer.Option(False, "--quick", help="The toy-size recipe 'demo-quick' (a smoke test; numbers are not meaningful)."),
+    threads: str | None = typer.Option(None, "--threads", "-t", help="Inference threads for the latency cells, e.g. 1 or 1,2 (default: the recipe's, 1)."),
+    train_threads: int = typer.Option(2, "--train-threads", min=1, help="Torch threads for training."),
+    db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store the run is added to."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
-    """Train a teacher, distill a student, quantize, export, validate and benchmark it on built-in data.
-
-    Writes OUT/report.json (a measurement record per artifact plus teacher, KD-student and no-KD-student
-    accuracy and each stage's wall time), OUT/report.md, and the artifacts under OUT/artifacts.
-    """
+    """Train a teacher, distill a student, quantize, export, validate and benchmark it on built-in data."""
 
     def body() -> None:
-        from edgestill.commands.progress import RichReporter
-        from edgestill.commands.render import print_demo_summary
-        from edgestill.commands.streams import library_output_to
-        from edgestill.outdir import claim_output_dir
-        from edgestill.pipeline import DemoConfig, run_demo
+        from edgestill.chain.recipe import builtin_recipe, with_bench_threads
+        from edgestill.chain.run import RunOptions
+        from edgestill.commands.options import parse_int_list
+        from edgestill.commands.recipe_cli import run_recipe_command
 
-        config = DemoConfig(out_dir=out, quick=quick, bench_threads=threads)
-        claim_output_dir(out, kind="demo")  # a bad --out fails here, before anything is written
-        log = out / "logs" / "demo.log"
-        with library_output_to(log) as (term_out, term_err):
-            with RichReporter(enabled=not json_out, file=term_err) as reporter:
-                report = run_demo(config, reporter, claimed=True)
-            if json_out:
-                term_out.write(json.dumps(report, indent=2, default=str) + "\n")
-            else:
-                print_demo_summary(report, out, file=term_out)
-                term_out.write(f"Library output: {log}\n")
-        failed = [c["name"] for c in report["checks"] if c["enforced"] and not c["passed"]]
-        if failed:
-            typer.echo(f"demo check failed: {'; '.join(failed)}", err=True)
-            raise typer.Exit(1)
+        recipe = builtin_recipe("demo-quick" if quick else "demo")
+        if threads is not None:
+            recipe = with_bench_threads(recipe, tuple(parse_int_list(threads, option="--threads")))
+        options = RunOptions(out_dir=out, force=True, train_threads=train_threads, db=db, command="demo")
+        run_recipe_command(recipe, options, json_out=json_out)
 
     run_command(body)

@@ -24,14 +24,22 @@ from edgestill.cli import app, run_command
 )
 def distill(
     recipe: Path = typer.Argument(..., help="Recipe YAML (see examples/*.yaml)."),
-    out: Path | None = typer.Option(None, "--out", help="Output folder (default: runs/<recipe name>-distill)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: runs/<recipe name>-distill)."),
     force: bool = typer.Option(False, "--force", help="Ignore an earlier run in --out and start over."),
-    threads: int = typer.Option(2, "--threads", min=1, help="Torch threads for training."),
+    train_threads: int = typer.Option(2, "--train-threads", min=1, help="Torch threads for training."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Distill a student from a teacher (or teacher answers) as RECIPE describes; the data, teacher, student and
     distill sections are used."""
-    from edgestill.commands.recipe_cli import run_recipe_command
 
-    run_command(lambda: run_recipe_command(recipe, out, through="distill", force=force, threads=threads,
-                                           json_out=json_out))
+    def body() -> None:
+        from edgestill.chain.recipe import load_recipe
+        from edgestill.chain.run import RunOptions
+        from edgestill.commands.recipe_cli import run_recipe_command
+
+        loaded = load_recipe(recipe)
+        options = RunOptions(out_dir=out or Path("runs") / f"{loaded.name}-distill", through="distill", force=force,
+                             train_threads=train_threads, db=None, command="distill")
+        run_recipe_command(loaded, options, json_out=json_out)
+
+    run_command(body)

@@ -1,4 +1,4 @@
-"""A rich progress display that implements the pipeline's Reporter (on stderr, so --json stays clean)."""
+"""A rich progress display that implements the chain engine's Reporter (on stderr, so --json stays clean)."""
 
 from __future__ import annotations
 

@@ -10,39 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_demo_summary(report: dict[str, Any], out: Path, file: TextIO | None = None) -> None:
-    console = Console(file=file, width=None if (file or sys.stdout).isatty() else 140)
-    m = report["models"]
-    models = Table(title="Models (test accuracy, torch)")
-    for col in ("model", "parameters", "test accuracy"):
-        models.add_column(col, justify="right" if col != "model" else "left")
-    for key, label in (("teacher", "teacher"), ("student_kd", "student, KD"), ("student_baseline", "student, no KD")):
-        models.add_row(label, f"{m[key]['parameters']:,}", f"{100 * m[key]['test_accuracy']:.2f}%")
-    console.print(models)
-    console.print(f"KD gain over no-KD student: {report['kd_gain_points']:+.2f} points")
-    arts = Table(title=f"Artifacts ({report['bench']['threads']} thread, each on its own runtime)")
-    for col in ("artifact", "runtime", "test acc", "drop pts", "parity", "p50 ms", "p90 ms", "CV %", "KB"):
-        arts.add_column(col, justify="left" if col in ("artifact", "runtime", "parity") else "right")
-    for r in report["artifacts"]:
-        measured = r["kind"] == "measured"
-        arts.add_row(
-            r["artifact"],
-            r["runtime"],
-            "—" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}%",
-            str(r["accuracy_drop_points"]),
-            "pass" if r["parity_passed"] else "FAIL",
-            f"{r['p50_ms']:.3f}" if measured else "failed",
-            f"{r['p90_ms']:.3f}" if measured else "",
-            f"{r['cv_percent']:.1f}" if measured else "",
-            "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}",
-        )
-    console.print(arts)
-    for c in report["checks"]:
-        if not c["passed"]:
-            console.print(f"[red]FAIL[/] {c['name']} ({c['detail']})")
-    console.print(f"Total {report['stage_seconds']['total']:.0f} s. Reports: {out / 'report.json'}, {out / 'report.md'}")
-
-
 def print_measurements(measurements: list[Any]) -> None:
     """One row per measurement; failed cells show why, and warnings follow the table."""
     console = Console(width=None if sys.stdout.isatty() else 140)

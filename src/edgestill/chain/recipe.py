@@ -1,10 +1,15 @@
 """Recipes: one YAML file describing the whole chain, loaded with ``yaml.safe_load`` into typed, frozen configs.
 
-An unknown key or a bad value is a :class:`~edgestill.errors.ConfigError` (exit 2) naming the key path
-(``distill.temprature``), the closest valid key and the valid choices. Paths are relative to the recipe's folder.
+One config type per stage, the same one the Python API and the CLI use: ``DataConfig`` (data), ``TeacherConfig``,
+``StudentConfig``, ``DistillConfig`` (with the trainer's ``TrainConfig``), ``ExportConfig`` (export; its
+``tolerances`` are the ``validate`` section), ``QuantizeConfig`` (the accuracy budget of every int8 precision),
+``BenchConfig`` and ``GateConfig``. An unknown key or a bad value is a :class:`~edgestill.errors.ConfigError`
+(exit 2) naming the key path (``distill.temprature``), the closest valid key and the valid choices. Paths are
+relative to the recipe's folder.
 
 Sections: ``data`` (required), ``teacher``, ``student`` (required), ``distill`` (required), ``export``, ``quantize``,
-``validate``, ``bench``, ``gate``; plus an optional ``name``. See ``examples/*.yaml``.
+``validate``, ``bench``, ``gate``; plus an optional ``name``. See ``examples/*.yaml``; the demo is the built-in
+recipe ``demo`` (``edgestill recipes show demo``).
 """
 
 from __future__ import annotations
@@ -19,12 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgestill.benchmarks.bench import BenchConfig
+from edgestill.chain.checks import GateConfig
+from edgestill.compress.distill.losses import LossTerm
+from edgestill.compress.distill.trainer import TrainConfig
+from edgestill.compress.quantize.budget import QuantizeConfig
+from edgestill.compress.quantize.options import QuantOptions
 from edgestill.data.loaders import Augment, DataConfig
 from edgestill.errors import ConfigError, InputError, did_you_mean
+from edgestill.export.api import ExportConfig
+from edgestill.export.validate import Tolerances
+from edgestill.runtimes.harness import BenchOptions
 
 TEACHER_SOURCES = ("model", "program", "predictions", "artifact")
 TEACHER_MODES = ("auto", "cached", "online")
-DEVICES = ("host",)
+BUILTIN_RECIPES = ("demo", "demo-quick")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -46,7 +60,7 @@ def _model_spec(key: str, value: Any) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TeacherSpec:
+class TeacherConfig:
     """Where the teacher's answers come from; exactly one of ``model``, ``program``, ``predictions``, ``artifact``.
 
     - ``model``: a built-in name or ``pkg.module:function`` factory, with ``checkpoint`` weights, or trained here
@@ -60,7 +74,7 @@ class TeacherSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
     trust_checkpoint: bool = False
-    train: Any = None  # TrainConfig | None
+    train: TrainConfig | None = None
     program: Path | None = None
     predictions: Path | None = None
     kind: str = "auto"
@@ -110,7 +124,7 @@ class TeacherSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StudentSpec:
+class StudentConfig:
     """The model to train: a built-in name or ``pkg.module:function`` factory, optionally from a checkpoint."""
 
     model: str
@@ -126,7 +140,7 @@ class StudentSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DistillSpec:
+class DistillConfig:
     """Loss terms and the training schedule. ``train`` holds the TrainConfig fields written flat in the YAML.
 
     ``temperature`` and ``alpha``, when written, are the default of every loss term that has that option and does
@@ -134,8 +148,8 @@ class DistillSpec:
     ``baseline: true`` also trains the student without a teacher, same seed and schedule, to measure the KD gain.
     """
 
-    losses: tuple[Any, ...]  # LossTerm
-    train: Any  # TrainConfig
+    losses: tuple[LossTerm, ...]
+    train: TrainConfig
     generations: int = 1
     teacher_mode: str = "auto"
     baseline: bool = False
@@ -159,92 +173,18 @@ class DistillSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExportSpec:
-    """Formats × precisions to export, and the artifact name stem."""
-
-    formats: tuple[str, ...] = ("onnx",)
-    precisions: tuple[str, ...] = ("fp32",)
-    name: str = "student"
-
-    def __post_init__(self) -> None:
-        from edgestill.export.api import ExportConfig
-
-        cfg = ExportConfig(formats=self.formats, precisions=self.precisions, name=self.name)  # validates, names keys
-        object.__setattr__(self, "formats", cfg.formats)
-        object.__setattr__(self, "precisions", cfg.precisions)
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuantizeSpec:
-    """Static int8 calibration: how many class-stratified training samples to calibrate on."""
-
-    calibration_samples: int = 300
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.calibration_samples, 10):
-            raise ConfigError(f"quantize.calibration_samples must be a whole number >= 10, got {self.calibration_samples!r}.")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BenchSpec:
-    """Latency measurement of every exported artifact on this host."""
-
-    threads: tuple[int, ...] = (1,)
-    min_runs: int = 50
-    min_seconds: float = 1.0
-    devices: tuple[str, ...] = ("host",)
-
-    def __post_init__(self) -> None:
-        threads = (self.threads,) if isinstance(self.threads, int) else self.threads
-        if not isinstance(threads, (list, tuple)) or not threads or not all(_is_int(t, 1) for t in threads):
-            raise ConfigError(f"bench.threads must be a list of whole numbers >= 1 (e.g. [1, 2]), got {self.threads!r}.")
-        object.__setattr__(self, "threads", tuple(threads))
-        if not _is_int(self.min_runs, 1):
-            raise ConfigError(f"bench.min_runs must be a whole number >= 1, got {self.min_runs!r}.")
-        if not _is_number(self.min_seconds) or self.min_seconds < 0:
-            raise ConfigError(f"bench.min_seconds must be a number >= 0, got {self.min_seconds!r}.")
-        devices = (self.devices,) if isinstance(self.devices, str) else tuple(self.devices)
-        for d in devices:
-            if d not in DEVICES:
-                raise ConfigError(f"bench.devices: unknown device {d!r}.{did_you_mean(str(d), DEVICES)} Valid here: "
-                                  f"{', '.join(DEVICES)} (remote devices come with 'edgestill lab').")
-        object.__setattr__(self, "devices", devices)
-
-
-@dataclass(frozen=True, kw_only=True)
-class GateSpec:
-    """Budgets checked at the end of ``run``; a miss exits 1. Every budget is optional."""
-
-    min_test_accuracy: float | None = None  # torch student, 0..1
-    max_accuracy_drop_points: float | None = None  # each artifact vs the torch student, percentage points
-    max_p90_ms: float | None = None
-    max_model_bytes: int | None = None
-
-    def __post_init__(self) -> None:
-        checks = {"min_test_accuracy": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-                  "max_accuracy_drop_points": (lambda v: v >= 0, "a number >= 0"),
-                  "max_p90_ms": (lambda v: v > 0, "a number > 0"),
-                  "max_model_bytes": (lambda v: isinstance(v, int) and v > 0, "a whole number > 0")}
-        for key, (ok, valid) in checks.items():
-            v = getattr(self, key)
-            if v is not None and (not _is_number(v) or not ok(v)):
-                raise ConfigError(f"gate.{key} must be {valid}, got {v!r}.")
-
-
-@dataclass(frozen=True, kw_only=True)
 class Recipe:
     """A whole chain: data → teacher → distill → export (+ int8) → bench → gate."""
 
     name: str
     data: DataConfig
-    teacher: TeacherSpec | None
-    student: StudentSpec
-    distill: DistillSpec
-    export: ExportSpec | None = None
-    quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
-    validate: Any = None  # export.validate.Tolerances
-    bench: BenchSpec | None = None
-    gate: GateSpec | None = None
+    teacher: TeacherConfig | None
+    student: StudentConfig
+    distill: DistillConfig
+    export: ExportConfig | None = None  # its tolerances are the recipe's validate section
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)  # the budget of every int8 precision
+    bench: BenchConfig | None = None
+    gate: GateConfig = field(default_factory=GateConfig)
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)  # the YAML as read, paths resolved: hashed for resumes
 
@@ -278,8 +218,8 @@ class Recipe:
                               "Remove data.augment for black-box distillation.")
 
     def fingerprint(self, *sections: str) -> str:
-        """sha256 of the named raw sections (what a stage depends on in the recipe)."""
-        payload = {s: self.raw.get(s) for s in sections}
+        """sha256 of the named raw sections (what a stage depends on in the recipe); all of them when none named."""
+        payload = {s: self.raw.get(s) for s in (sections or _SECTIONS)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -325,9 +265,7 @@ def _build(where: str, cls: Any, d: dict[str, Any]) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _train_config(where: str, d: dict[str, Any]) -> Any:
-    from edgestill.compress.distill.trainer import TrainConfig
-
+def _train_config(where: str, d: dict[str, Any]) -> TrainConfig:
     return _build(where, TrainConfig, d)
 
 
@@ -338,9 +276,7 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
         ConfigError: an unknown key (closest suggested, valid keys listed) or a bad value (valid choices named).
         UnknownNameError: an unknown loss, dataset or model name.
     """
-    from edgestill.compress.distill.losses import LossTerm, parse_terms
-    from edgestill.compress.distill.trainer import TrainConfig
-    from edgestill.export.validate import Tolerances
+    from edgestill.compress.distill.losses import parse_terms
 
     doc = _check_keys("", doc, _SECTIONS)
     missing = [s for s in _REQUIRED if doc.get(s) is None]
@@ -357,15 +293,15 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
 
     teacher_cfg = None
     if doc.get("teacher") is not None:
-        t = _check_keys("teacher", doc["teacher"], _fields(TeacherSpec))
+        t = _check_keys("teacher", doc["teacher"], _fields(TeacherConfig))
         _paths(t, ("checkpoint", "program", "predictions", "artifact"), base_dir, "teacher")
         if t.get("train") is not None:
             t["train"] = _train_config("teacher.train", _check_keys("teacher.train", t["train"], _fields(TrainConfig)))
-        teacher_cfg = _build("teacher", TeacherSpec, t)
+        teacher_cfg = _build("teacher", TeacherConfig, t)
 
-    s = _check_keys("student", doc["student"], _fields(StudentSpec))
+    s = _check_keys("student", doc["student"], _fields(StudentConfig))
     _paths(s, ("checkpoint",), base_dir, "student")
-    student_cfg = _build("student", StudentSpec, s)
+    student_cfg = _build("student", StudentConfig, s)
 
     train_keys = _fields(TrainConfig)
     dist = _check_keys("distill", doc["distill"], ["losses", *train_keys, "generations", "teacher_mode", "baseline"])
@@ -379,20 +315,27 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
                                options={**{k: v for k, v in shared.items() if k in t.spec.defaults}, **t.options})
                       for t in terms)
     extra = {k: dist.pop(k) for k in ("generations", "teacher_mode", "baseline") if k in dist}
-    distill_cfg = _build("distill", DistillSpec, {"losses": terms, "train": _train_config("distill", dist), **extra})
+    distill_cfg = _build("distill", DistillConfig, {"losses": terms, "train": _train_config("distill", dist), **extra})
 
+    tolerances = _build("validate", Tolerances, _check_keys("validate", doc.get("validate"), _fields(Tolerances)))
     export_cfg = None
     if doc.get("export") is not None:
-        export_cfg = _build("export", ExportSpec, _check_keys("export", doc["export"], _fields(ExportSpec)))
-    quantize_cfg = _build("quantize", QuantizeSpec, _check_keys("quantize", doc.get("quantize"), _fields(QuantizeSpec)))
-    tol = _check_keys("validate", doc.get("validate"), _fields(Tolerances))
-    validate_cfg = _build("validate", Tolerances, tol)
+        e = _check_keys("export", doc["export"], _fields(ExportConfig, exclude=("tolerances",)))
+        export_cfg = _build("export", ExportConfig, {"name": "student", **e, "tolerances": tolerances})
+    q = _check_keys("quantize", doc.get("quantize"), _fields(QuantizeConfig, exclude=("formats", "precision", "name")))
+    if "options" in q:
+        q["options"] = _build("quantize.options", QuantOptions,
+                              _check_keys("quantize.options", q["options"], _fields(QuantOptions)))
+    int8 = [p for p in (export_cfg.precisions if export_cfg else ()) if p not in ("fp32", "fp16")]
+    if export_cfg is not None:
+        q.update(formats=export_cfg.formats, name=export_cfg.name, **({"precision": int8[0]} if int8 else {}))
+    quantize_cfg = _build("quantize", QuantizeConfig, q)
     bench_cfg = None
     if doc.get("bench") is not None:
-        bench_cfg = _build("bench", BenchSpec, _check_keys("bench", doc["bench"], _fields(BenchSpec)))
-    gate_cfg = None
-    if doc.get("gate") is not None:
-        gate_cfg = _build("gate", GateSpec, _check_keys("gate", doc["gate"], _fields(GateSpec)))
+        b = _check_keys("bench", doc["bench"], _fields(BenchConfig, exclude=("timing",)) + _fields(BenchOptions))
+        timing = _build("bench", BenchOptions, {k: b.pop(k) for k in list(b) if k in _fields(BenchOptions)})
+        bench_cfg = _build("bench", BenchConfig, {**b, "timing": timing})
+    gate_cfg = _build("gate", GateConfig, _check_keys("gate", doc.get("gate"), _fields(GateConfig)))
     if bench_cfg is not None and export_cfg is None:
         raise ConfigError("bench needs exported artifacts: add an export section (e.g. export: {formats: [onnx]}).")
     raw = json.loads(json.dumps(doc, default=str))
@@ -404,8 +347,8 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
                 if raw[section].get(k) is not None:
                     raw[section][k] = str(getattr(teacher_cfg if section == "teacher" else student_cfg, k))
     return Recipe(name=doc.get("name", name), data=data_cfg, teacher=teacher_cfg, student=student_cfg,
-                  distill=distill_cfg, export=export_cfg, quantize=quantize_cfg, validate=validate_cfg, bench=bench_cfg,
-                  gate=gate_cfg, source=source, raw=raw)
+                  distill=distill_cfg, export=export_cfg, quantize=quantize_cfg, bench=bench_cfg, gate=gate_cfg,
+                  source=source, raw=raw)
 
 
 def _loss_names() -> list[str]:
@@ -450,3 +393,46 @@ def load_recipe(path: str | Path) -> Recipe:
 def _default_name(p: Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]", "-", p.stem).lstrip("-._") or "recipe"
     return stem
+
+
+def builtin_recipe_text(name: str) -> str:
+    """The YAML text of a built-in recipe (``demo``, ``demo-quick``): what ``edgestill recipes show`` prints.
+
+    Raises:
+        UnknownNameError: no built-in recipe of that name.
+    """
+    from importlib.resources import files
+
+    from edgestill.errors import UnknownNameError
+
+    if name not in BUILTIN_RECIPES:
+        raise UnknownNameError("built-in recipe", name, BUILTIN_RECIPES)
+    return files("edgestill.chain").joinpath("recipes", f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def builtin_recipe(name: str) -> Recipe:
+    """A built-in recipe, parsed exactly as ``edgestill run`` parses the same YAML from a file.
+
+    Raises:
+        UnknownNameError: no built-in recipe of that name.
+    """
+    import yaml
+
+    return recipe_from_dict(yaml.safe_load(builtin_recipe_text(name)), name=name)
+
+
+
+def with_bench_threads(recipe: Recipe, threads: tuple[int, ...]) -> Recipe:
+    """The recipe with its bench section measuring at ``threads`` (a bench section is added when it has none).
+
+    The recipe hash follows: a run at other thread counts is another recipe in the results store.
+
+    Raises:
+        ConfigError: no export section (nothing to measure), or a bad thread count.
+    """
+    if recipe.export is None:
+        raise ConfigError("--threads sets the bench stage's inference threads, but the recipe has no export section; "
+                          "add one (e.g. export: {formats: [onnx]}) or leave --threads out.")
+    bench = dataclasses.replace(recipe.bench or BenchConfig(), threads=tuple(threads))
+    raw = {**recipe.raw, "bench": {**(recipe.raw.get("bench") or {}), "threads": list(bench.threads)}}
+    return dataclasses.replace(recipe, bench=bench, raw=raw)

@@ -1,0 +1,75 @@
+"""``report.md``: the human summary of a chain report (``report.json`` holds every figure it shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgestill.chain.checks import describe_check
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v: Any, fmt: str = "{:,}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A human summary of a chain report: data, models, artifacts with accuracy, agreement and latency, checks."""
+    d, s, t = report["data"], report["student"], report.get("teacher", {})
+    prov = report.get("provenance", {})
+    lines = [f"# edgestill {report['kind']}: {report['recipe']}", "",
+             f"Data `{d['name']}` {d['input_shape']} × {d['num_classes']} classes (train {d['n_train']}, val "
+             f"{d['n_val']}, test {d['n_test']}), augmentation {d['augment']}. Host: {prov.get('cpu_model', '?')}. "
+             f"Recipe sha256 `{report['recipe_sha256'][:12]}`.", "",
+             "## Models (torch, test split)", "", "| model | source | parameters | MACs / sample | test accuracy |",
+             "|---|---|---:|---:|---:|"]
+    if t.get("source") not in (None, "none"):
+        acc = t.get("test_accuracy")
+        shown = _pct(acc) if acc is not None else (
+            f"train {_pct(t['train_accuracy'])} (from its answers)" if t.get("train_accuracy") is not None else "—")
+        lines.append(f"| teacher | {t['source']}: {t.get('model') or t.get('path')} {t.get('kwargs') or ''} | "
+                     f"{_num(t.get('parameters'))} | {_num(t.get('macs'))} | {shown} |")
+    lines.append(f"| student | {s['model']} {s.get('kwargs') or ''} | {_num(s['parameters'])} | {_num(s.get('macs'))} | "
+                 f"{_pct(s['test_accuracy'])} |")
+    if "baseline_test_accuracy" in s:
+        lines.append(f"| student, no KD | {s['model']} | {_num(s['parameters'])} | {_num(s.get('macs'))} | "
+                     f"{_pct(s['baseline_test_accuracy'])} |")
+        lines += ["", f"KD gain over the no-KD student (same seed and schedule): **{s['kd_gain_points']:+.2f} points**."]
+    losses = ", ".join(f"{x['name']}×{x['weight']}" for x in s["losses"])
+    lines += ["", f"Losses: {losses}; {s['epochs_run']} epoch(s), best val accuracy {_pct(s['best_val_accuracy'])} "
+              f"at epoch {s['best_epoch']}{' (stopped early)' if s['stopped_early'] else ''}; teacher mode "
+              f"{s['teacher_mode']}."]
+    if report.get("artifacts"):
+        lines += ["", "## Artifacts (each on its own runtime)", "",
+                  "Test accuracy and its drop are against the labels; teacher agreement is the share of test samples "
+                  "whose top-1 class is the teacher's, and KL is the mean KL(teacher ‖ artifact) in nats: both need "
+                  "no labels.", "",
+                  "| artifact | precision | runtime | parity | test acc | drop (pts) | teacher agree | teacher KL | "
+                  "p50 ms | p90 ms | CV % | KB |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in report["artifacts"]:
+            m = (r.get("measurements") or [{}])[0]
+            lat = [_num(m.get(k), f) if m.get("kind") == "measured" else "—"
+                   for k, f in (("p50_ms", "{:.3f}"), ("p90_ms", "{:.3f}"), ("cv_percent", "{:.1f}"))]
+            kb = "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}"
+            lines.append(
+                f"| {r['artifact']} | {r['precision']} | {r.get('runtime') or '—'} | {'pass' if r['passed'] else 'FAIL'} | "
+                f"{_pct(r.get('test_accuracy'))} | {_num(r.get('accuracy_drop_points'), '{}')} | "
+                f"{_pct(r.get('teacher_top1_agreement'))} | {_num(r.get('teacher_kl'), '{:.4f}')} | "
+                f"{' | '.join(lat)} | {kb} |")
+        bench_threads = sorted({m["threads"] for r in report["artifacts"] for m in r.get("measurements", [])})
+        if bench_threads:
+            lines += ["", f"Latency at {bench_threads[0]} thread(s) (all thread counts: report.json and the results "
+                      "store, raw samples included)."]
+        notes = [f"- {r['artifact']}: {r['error']}" for r in report["artifacts"] if r.get("error")]
+        lines += ["", *notes] if notes else []
+    if report.get("checks"):
+        lines += ["", "## Checks", ""]
+        lines += [f"- {'PASS' if c['verdict'] == 'pass' else 'FAIL'}: {describe_check(c)}" for c in report["checks"]]
+    lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]
+    lines += [f"| {k} | {v['status']} | {v['seconds'] or 0:.1f} |" for k, v in report["stages"].items()]
+    store = report.get("store")
+    if store:
+        lines += ["", f"Stored as run {store['run_id']} in `{store['path']}` ({store['measurements']} measurement(s))."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,284 @@
+"""The engine: runs a recipe's stages in order, resumes finished ones, writes the report and the results store.
+
+data → teacher → distill (+ no-KD baseline) → export (floats validated against torch, int8 through the quantize
+budget) → evaluate (each artifact on its runtime: test accuracy, agreement with the teacher) → bench (latency per
+thread count, runner subprocesses) → checks → ``report.json`` / ``report.md`` → ``results.db``.
+
+``edgestill demo`` is the built-in recipe ``demo`` run by :func:`run_recipe`, like any ``edgestill run RECIPE.yaml``.
+
+Resumable: every finished stage leaves a record in ``OUT/stages.json`` with a hash of what it depends on (its
+recipe sections and the outputs of the stages before it). A rerun into the same folder skips a stage whose hash is
+unchanged and whose outputs are still there, and redoes it and everything after it otherwise. Inside the distill
+stage the trainer checkpoints every epoch, so an interrupted training continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgestill import __version__
+from edgestill.chain.recipe import Recipe
+from edgestill.errors import ConfigError
+from edgestill.outdir import MARKER, claim_output_dir, write_json_atomic, write_text_atomic
+
+STATE_FILE = "stages.json"
+DEFAULT_DB = Path(".edgestill") / "results.db"
+THROUGH = ("distill", "gate")
+
+
+class Reporter(Protocol):
+    """What the engine tells its caller: stages, and steps inside a long stage."""
+
+    def stage(self, name: str, total: int | None = None) -> None: ...
+
+    def advance(self, completed: int, total: int | None = None, info: str = "") -> None: ...
+
+    def done(self, name: str, seconds: float, info: str = "") -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, completed: int, total: int | None = None, info: str = "") -> None:
+        pass
+
+    def done(self, name: str, seconds: float, info: str = "") -> None:
+        pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How a recipe is run (not what it computes): where, resumed or not, threads, the results store.
+
+    through: the last stage, "distill" (``edgestill distill``) or "gate" (the whole chain).
+    train_threads: torch threads for training (inference threads are the recipe's ``bench.threads``).
+    db: the SQLite results store the run's measurements go to; None writes none.
+    cache_dir: trained teachers, no-KD baselines and teacher outputs (default ``$EDGESTILL_CACHE`` or
+        ~/.cache/edgestill).
+    """
+
+    out_dir: Path
+    through: str = "gate"
+    force: bool = False
+    train_threads: int = 2
+    db: Path | None = DEFAULT_DB
+    cache_dir: Path | None = None
+    command: str = "run"
+
+    def __post_init__(self) -> None:
+        if self.through not in THROUGH:
+            raise ConfigError(f"through={self.through!r} is not valid; use 'distill' or 'gate'.")
+        if isinstance(self.train_threads, bool) or not isinstance(self.train_threads, int) or self.train_threads < 1:
+            raise ConfigError(f"--train-threads must be a whole number >= 1, got {self.train_threads!r}.")
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    @property
+    def kind(self) -> str:
+        return "distill" if self.through == "distill" else "run"
+
+
+def prepare_out_dir(out: Path, *, kind: str, force: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Claim ``out`` for a recipe command; keep an earlier run's stage records unless ``force``.
+
+    Returns:
+        (folder, previous stage records: {} for a fresh folder).
+
+    Raises:
+        InputError: ``out`` is a file or a non-empty folder edgestill did not write.
+    """
+    out = Path(out)
+    marker, state = out / MARKER, out / STATE_FILE
+    if not force and marker.is_file() and state.is_file():
+        try:
+            if json.loads(marker.read_text()).get("kind") == kind:
+                return out, json.loads(state.read_text())
+        except (OSError, ValueError):
+            pass
+    claim_output_dir(out, kind=kind)
+    write_json_atomic(state, {})  # from now on a rerun resumes here, even if this run is interrupted
+    return out, {}
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class _Stages:
+    """Stage records in ``OUT/stages.json``: skip a stage whose key is unchanged, else rerun it and the rest."""
+
+    def __init__(self, out: Path, previous: dict[str, Any], reporter: Reporter):
+        self.out, self.previous, self.rep = out, previous, reporter
+        self.records: dict[str, Any] = {}
+        self.invalidated = False
+        self.seconds: dict[str, float] = {}
+
+    def cached(self, name: str, key: str) -> Any:
+        rec = self.previous.get(name)
+        if self.invalidated or not rec or rec.get("key") != key:
+            self.invalidated = True
+            return None
+        self.records[name] = {**rec, "status": "skipped (unchanged)"}
+        self.rep.stage(name)
+        self.rep.done(name, 0.0, "unchanged, skipped")
+        self._save()
+        return rec["result"]
+
+    def run(self, name: str, fn: Callable[[], Any], total: int | None = None) -> Any:
+        """Time ``fn`` as stage ``name`` (not recorded: see :meth:`record`)."""
+        self.rep.stage(name, total)
+        t0 = time.perf_counter()
+        value = fn()
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+        self.rep.done(name, self.seconds[name])
+        return value
+
+    def record(self, name: str, key: str, result: Any) -> None:
+        self.records[name] = {"key": key, "result": result, "seconds": self.seconds.get(name, 0.0), "status": "ran"}
+        self._save()
+
+    def _save(self) -> None:
+        write_json_atomic(self.out / STATE_FILE, {**self.records})
+
+
+def _input_files(recipe: Recipe) -> dict[str, str]:
+    """Size and mtime of the files the teacher/student sections name: a changed file reruns the distill stage."""
+    files = {}
+    for spec, keys in ((recipe.teacher, ("checkpoint", "program", "predictions", "artifact")), (recipe.student, ("checkpoint",))):
+        for k in keys if spec is not None else ():
+            p = getattr(spec, k, None)
+            if p is not None and Path(p).exists():
+                st = Path(p).stat()
+                files[f"{k}:{p}"] = f"{st.st_size}:{st.st_mtime_ns}"
+    return files
+
+
+def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = None, *,
+               claimed: tuple[Path, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run the recipe's chain up to ``options.through``; write ``report.json``, ``report.md`` and the results store.
+
+    Args:
+        claimed: the result of :func:`prepare_out_dir` when the caller already prepared the folder.
+
+    Returns:
+        The report (also written to disk); ``report["checks"]`` holds every check's verdict.
+
+    Raises:
+        InputError / ConfigError: bad data, teacher, student, layer names or shapes (exit 2).
+    """
+    from edgestill.chain import stages as st
+    from edgestill.chain.checks import run_checks
+    from edgestill.chain.report import render_markdown
+    from edgestill.data.loaders import load_data
+    from edgestill.host import host_provenance
+
+    rep = reporter or _Silent()
+    out, previous = claimed or prepare_out_dir(options.out_dir, kind=options.kind, force=options.force)
+    cache_dir = options.cache_dir or st.default_cache_dir()
+    stages = _Stages(out, previous, rep)
+    messages: list[str] = []
+    started = time.perf_counter()
+
+    def train_progress(epoch: int, step: int, total: int, loss: float, acc: float) -> None:
+        rep.advance(step, total, f"epoch {epoch} loss {loss:.3f} acc {acc:.3f}")
+
+    data = stages.run("data", lambda: load_data(recipe.data))  # bad data fails here, before torch is imported
+
+    import torch
+
+    torch.set_num_threads(options.train_threads)
+    report: dict[str, Any] = {
+        "edgestill_version": __version__, "kind": options.kind, "recipe": recipe.name,
+        "recipe_sha256": recipe.fingerprint(), "recipe_path": None if recipe.source is None else str(recipe.source),
+        "data": {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                 "class_names": list(data.class_names), "n_train": len(data.train), "n_val": len(data.val),
+                 "n_test": len(data.test), "sha256": data.sha256, "augment": recipe.data.augment.name},
+    }
+
+    # teacher + distill: one resumable unit (the teacher is needed only to train the student and to score agreement)
+    distill_key = _hash(data.sha256, recipe.fingerprint("data", "teacher", "student", "distill"), _input_files(recipe))
+    student_file = out / "checkpoints" / "student.safetensors"
+    logits_file = out / "checkpoints" / "teacher-test-logits.npy"
+    done = stages.cached("distill", distill_key) if student_file.is_file() else None
+    if done is not None and done.get("sha256") == st._file_sha(student_file):
+        student = st.load_student(recipe, data, out)
+        report["teacher"], report["student"] = done["teacher"], done["student"]
+    else:
+        stages.invalidated = True
+        teacher, logits, t_info = stages.run("teacher", lambda: st.teacher_stage(recipe, data, messages.append,
+                                                                                   train_progress, cache_dir=cache_dir))
+        test_logits = st.teacher_test_logits(teacher, recipe, data)
+        logits_file.parent.mkdir(parents=True, exist_ok=True)
+        if test_logits is not None:
+            np.save(logits_file, test_logits)
+        elif logits_file.exists():
+            logits_file.unlink()  # this run's own file, from an earlier recipe in the same folder
+        student, s_info = stages.run("distill", lambda: st.distill_stage(
+            recipe, data, teacher, logits, out, distill_key, messages.append, train_progress, cache_dir=cache_dir))
+        report["teacher"], report["student"] = t_info, s_info
+        stages.seconds["distill"] += stages.seconds.get("teacher", 0.0)
+        stages.record("distill", distill_key, {"teacher": t_info, "student": s_info, "sha256": s_info["sha256"]})
+    teacher_logits = np.load(logits_file) if logits_file.is_file() else None
+
+    measurements: list[Any] = []
+    report["artifacts"] = []
+    if options.through != "distill" and recipe.export is not None:
+        export_key = _hash(report["student"]["sha256"], data.sha256, recipe.fingerprint("export", "quantize", "validate"))
+        rows = stages.cached("export", export_key)
+        if rows is None or not all((out / r["manifest"]).is_file() for r in rows if r.get("manifest")):
+            stages.invalidated = True
+            n = len(recipe.export.formats) * len(recipe.export.precisions)
+            rows = stages.run("export", lambda: st.export_stage(recipe, data, student, out, rep.advance), total=n)
+            stages.run("evaluate", lambda: st.evaluate_stage(rows, data, out, report["student"]["test_accuracy"],
+                                                             teacher_logits, rep.advance))
+            stages.seconds["export"] += stages.seconds["evaluate"]
+            stages.record("export", export_key, rows)
+        if recipe.bench is not None:
+            bench_key = _hash(export_key, recipe.fingerprint("bench"))
+            benched = stages.cached("bench", bench_key)
+            if benched is None:
+                for r in rows:
+                    r.pop("measurements", None)
+                measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance),
+                                          total=sum(len(recipe.bench.threads) for r in rows if r["passed"]))
+                stages.record("bench", bench_key, rows)
+            else:
+                rows = benched
+        report["artifacts"] = rows
+
+    report["checks"] = [c.to_dict() for c in run_checks(report, recipe.gate)] if options.through != "distill" else []
+    report["stages"] = {k: {"status": v["status"], "seconds": v.get("seconds")} for k, v in stages.records.items()}
+    report["stage_seconds"] = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
+    report["log"] = messages
+    report["provenance"] = host_provenance()
+    report["store"] = _store(options, recipe, report, measurements)
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", render_markdown(report))
+    return report
+
+
+def _store(options: RunOptions, recipe: Recipe, report: dict[str, Any], measurements: list[Any]) -> dict[str, Any] | None:
+    """Write the run and its measurements (raw samples included) into the results store, in one transaction."""
+    if options.db is None or options.through == "distill":
+        return None
+    from edgestill.benchmarks.store import ResultsStore
+
+    with ResultsStore(options.db) as store:
+        run_id = store.add_run(f"{options.command} {recipe.name}", label=recipe.name,
+                               recipe_sha256=report["recipe_sha256"], measurements=measurements)
+    return {"path": str(options.db), "run_id": run_id, "measurements": len(measurements)}
+
+
+def failed_checks(report: dict[str, Any]) -> list[str]:
+    """One line for every check that failed (what, measured against what)."""
+    from edgestill.chain.checks import describe_check
+
+    return [describe_check(c) for c in report.get("checks", []) if c["verdict"] != "pass"]

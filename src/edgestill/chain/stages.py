@@ -1,0 +1,372 @@
+"""The stages of the chain, one function each: teacher, distill, export (+ int8), evaluate, bench.
+
+Each takes the recipe's typed config for its stage and what the stages before it produced; the engine in
+:mod:`edgestill.chain.run` owns their order, resumption, output folders, reporting and the results store.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgestill.chain.recipe import Recipe, StudentConfig, TeacherConfig
+from edgestill.errors import ConfigError, InputError
+
+Progress = Callable[..., None]
+VALIDATION_SAMPLES = 500  # test samples each file is compared with torch on (parity); accuracy uses the whole split
+
+
+def default_cache_dir() -> Path:
+    """Where trained teachers, baselines and teacher outputs are cached: ``$EDGESTILL_CACHE`` or ~/.cache/edgestill."""
+    import os
+
+    env = os.environ.get("EDGESTILL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "edgestill"
+
+
+def _file_sha(path: Path) -> str:
+    from edgestill.artifact import sha256_file
+
+    return sha256_file(path)
+
+
+def macs_per_sample(model: Any, data: Any) -> int | None:
+    """Multiply-accumulates of one forward pass on one sample (conv, linear, matmul), or None for a program."""
+    import torch
+
+    from edgestill.models.costs import model_costs
+
+    try:
+        return int(model_costs(model, (torch.from_numpy(np.ascontiguousarray(data.test.x[:1])),))["macs"])
+    except Exception:  # an inference-only program (TorchScript / torch.export) cannot be counted this way
+        return None
+
+
+def _build_model(spec: StudentConfig | TeacherConfig, data: Any, *, role: str, seed: int) -> Any:
+    """A fresh model from a built-in name (with kwargs) or a factory, with checkpoint weights when given."""
+    from edgestill.models import MODELS, create_model
+    from edgestill.models.loading import load_checkpoint, resolve_model
+
+    name = spec.model
+    if name is None:
+        raise ConfigError(f"{role}.model is not set; give a built-in model name or a 'package.module:function' factory.")
+    if ":" in name:
+        if spec.kwargs:
+            raise ConfigError(f"{role}.kwargs apply to built-in models; the factory {name!r} takes its settings in code "
+                              "(give it default arguments). Remove the kwargs.")
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # a factory's initial weights follow the recipe's seed
+            torch.manual_seed(seed)
+            model = resolve_model(name, num_classes=data.num_classes)
+    else:
+        MODELS.get(name)  # unknown name -> UnknownNameError with the closest
+        extra = {} if len(data.input_shape) != 3 else {"in_channels": data.input_shape[0]}
+        model = create_model(name, num_classes=data.num_classes, seed=seed, **extra, **spec.kwargs)
+    if spec.checkpoint is not None:
+        model = load_checkpoint(model, spec.checkpoint, trust=spec.trust_checkpoint)
+    return model
+
+
+def _output_shape(model: Any, x: np.ndarray, role: str) -> tuple[int, ...]:
+    import torch
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(x[:2])))
+    except Exception as exc:  # user models: whatever they raise is a mismatch with the data
+        raise InputError(f"the {role} cannot run on the data's samples of shape {list(x.shape[1:])} "
+                         f"({type(exc).__name__}: {exc}). Give a {role} that takes this input shape.") from None
+    finally:
+        model.train(was)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return tuple(out.shape)
+
+
+def _inference_only(fn: Any) -> Any:
+    """Wrap a TorchScript or torch.export module so the trainer can call it; it cannot be trained or hooked."""
+    import torch
+
+    class InferenceOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            object.__setattr__(self, "_fn", fn)  # not a submodule: nothing to train, no layers to hook
+
+        def forward(self, x: Any) -> Any:
+            with torch.no_grad():
+                if not self.__dict__.get("_one_by_one"):
+                    try:
+                        return self._fn(x)
+                    except Exception:  # a program exported with a fixed batch of 1 refuses other batch sizes
+                        if x.shape[0] == 1:
+                            raise
+                        object.__setattr__(self, "_one_by_one", True)
+                return torch.cat([self._fn(x[i:i + 1]) for i in range(x.shape[0])])
+
+        def train(self, mode: bool = True) -> InferenceOnly:  # exported programs refuse .train()/.eval()
+            return self
+
+    return InferenceOnly()
+
+
+def _load_program(path: Path) -> Any:
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"teacher.program {path} does not exist. Pass a TorchScript (.pt) or torch.export (.pt2) file.")
+    if path.suffix.lower() == ".pt2":
+        from edgestill.models.loading import load_exported_program
+
+        return _inference_only(load_exported_program(path).module())
+    try:
+        return _inference_only(torch.jit.load(str(path), map_location="cpu").eval())
+    except Exception as exc:  # torch raises RuntimeError/zip errors alike for a file that is not TorchScript
+        raise InputError(f"teacher.program {path} is not a TorchScript file ({type(exc).__name__}). Save it with "
+                         "torch.jit.save(torch.jit.script(model), path), or export a .pt2 with torch.export.save.") from None
+
+
+def teacher_stage(recipe: Recipe, data: Any, log: Any, progress: Any, *, cache_dir: Path) -> tuple[Any, np.ndarray | None, dict[str, Any]]:
+    """(torch teacher or None, black-box logits aligned with data.train or None, info for the report)."""
+    from edgestill.compress.distill.blackbox import teacher_logits_from_artifact, teacher_logits_from_predictions
+    from edgestill.compress.distill.teacher_cache import train_or_load_teacher
+    from edgestill.compress.distill.trainer import evaluate, train
+    from edgestill.models import count_parameters
+
+    t = recipe.teacher
+    if t is None:
+        return None, None, {"source": "none"}
+    info: dict[str, Any] = {"source": t.source}
+    if t.source == "predictions":
+        logits = teacher_logits_from_predictions(t.predictions, data, kind=t.kind)
+        info.update(path=str(t.predictions), kind=t.kind, train_accuracy=float((logits.argmax(1) == data.train.y).mean()))
+        return None, logits, info
+    if t.source == "artifact":
+        logits = teacher_logits_from_artifact(t.artifact, data.train, num_classes=data.num_classes, runtime=t.runtime)
+        info.update(path=str(t.artifact), train_accuracy=float((logits.argmax(1) == data.train.y).mean()))
+        return None, logits, info
+    if t.source == "program":
+        model = _load_program(t.program)
+        info.update(path=str(t.program))
+    elif t.checkpoint is None and ":" not in t.model and len(data.input_shape) == 3:
+        model, cache = train_or_load_teacher(t.model, t.kwargs, data, t.train,
+                                             cache_dir=cache_dir, progress=progress)
+        info.update(model=t.model, kwargs=t.kwargs, cache=cache.get("cache"), trained_epochs=t.train.epochs)
+    else:
+        model = _build_model(t, data, role="teacher", seed=0)
+        info.update(model=t.model, kwargs=t.kwargs, checkpoint=None if t.checkpoint is None else str(t.checkpoint))
+        if t.checkpoint is None:
+            log(f"training teacher {t.model} for {t.train.epochs} epoch(s)")
+            model = train(model, data, t.train, progress=progress).model
+    model.eval()
+    info["test_accuracy"] = evaluate(model, data.test)
+    if t.source != "program":
+        info["parameters"] = count_parameters(model)
+        info["macs"] = macs_per_sample(model, data)
+    return model, None, info
+
+
+def teacher_test_logits(teacher: Any, recipe: Recipe, data: Any) -> np.ndarray | None:
+    """The teacher's outputs on the test split, for each artifact's agreement with it; None when not available.
+
+    A torch teacher runs here; an artifact teacher runs on its runtime; a predictions file gives them when it
+    covers the test samples' ids.
+    """
+    from edgestill.compress.distill.trainer import predict_logits
+
+    if teacher is not None:
+        return predict_logits(teacher, data.test.x).numpy()
+    t = recipe.teacher
+    if t is not None and t.source == "artifact":
+        from edgestill.compress.distill.blackbox import teacher_logits_from_artifact
+
+        return teacher_logits_from_artifact(t.artifact, data.test, num_classes=data.num_classes, runtime=t.runtime)
+    return None
+
+
+def _check_shapes(teacher: Any, logits: np.ndarray | None, student: Any, data: Any) -> None:
+    """A teacher whose output shape differs from the student's cannot teach it: say both shapes."""
+    s_shape = _output_shape(student, data.train.x, "student")
+    if len(s_shape) != 2 or s_shape[1] != data.num_classes:
+        raise InputError(f"the student outputs shape {list(s_shape)} for 2 samples but the data has {data.num_classes} "
+                         f"classes; build it with num_classes={data.num_classes}.")
+    if teacher is not None:
+        t_shape = _output_shape(teacher, data.train.x, "teacher")
+        if t_shape != s_shape:
+            raise InputError(f"teacher output shape {list(t_shape)} does not match the student's {list(s_shape)} (for 2 "
+                             f"samples of {data.name!r}, {data.num_classes} classes). Teacher and student must score the "
+                             "same classes in the same order.")
+    if logits is not None and logits.shape[1:] != s_shape[1:]:
+        raise InputError(f"teacher outputs have shape {list(logits.shape)} but the student's are {list(s_shape)} per 2 "
+                         "samples; they must score the same classes.")
+
+
+def _save_student(model: Any, path: Path) -> str:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return _file_sha(path)
+
+
+def distill_stage(recipe: Recipe, data: Any, teacher: Any, logits: np.ndarray | None, out: Path, key: str, log: Any,
+                  progress: Any, *, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
+    from edgestill.compress.distill.losses import LossTerm
+    from edgestill.compress.distill.trainer import evaluate, train, train_generations
+    from edgestill.models import count_parameters
+
+    d = recipe.distill
+    seed = d.train.seed
+
+    def make_student() -> Any:
+        return _build_model(recipe.student, data, role="student", seed=seed)
+
+    student = make_student()
+    _check_shapes(teacher, logits, student, data)
+    augment = recipe.data.augment if recipe.data.augment.active else None
+    common = dict(teacher_mode=d.teacher_mode, augment=augment, progress=progress, log=log)
+    ckpt = out / "checkpoints" / "train-state"
+    key_file = ckpt / "recipe-key"
+    if ckpt.exists() and (not key_file.is_file() or key_file.read_text() != key):
+        shutil.rmtree(ckpt)  # the trainer's state of another recipe: start this one fresh
+    ckpt.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    if d.generations > 1:
+        results = train_generations(make_student, data, d.train, generations=d.generations, teacher=teacher,
+                                    terms=d.losses, checkpoint_dir=ckpt, **common)
+        result = results[-1]  # the last generation is the student
+        gens = [{"generation": i + 1, "best_val_accuracy": r.best_val_accuracy, "test_accuracy": evaluate(r.model, data.test)}
+                for i, r in enumerate(results)]
+    else:
+        result = train(student, data, d.train, teacher=teacher, teacher_logits=logits, terms=d.losses,
+                       checkpoint_dir=ckpt, **common)
+        gens = []
+    model = result.model.eval()
+    sha = _save_student(model, out / "checkpoints" / "student.safetensors")
+    info: dict[str, Any] = {
+        "model": recipe.student.model, "kwargs": recipe.student.kwargs, "parameters": count_parameters(model),
+        "macs": macs_per_sample(model, data),
+        "losses": [t.to_dict() for t in d.losses], "test_accuracy": evaluate(model, data.test),
+        "best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from_epoch, "teacher_mode": result.teacher_mode,
+        "wall_s": round(result.wall_s, 3), "checkpoint": "checkpoints/student.safetensors", "sha256": sha,
+        "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "train_accuracy": h.train_accuracy,
+                     "val_accuracy": h.val_accuracy} for h in result.history],
+    }
+    if gens:
+        info["generations"] = gens
+    if d.baseline:
+        log("training the no-KD baseline (cross-entropy only, same seed and schedule)")
+        base = train(make_student(), data, d.train, terms=(LossTerm(name="ce"),), augment=augment, progress=progress)
+        info["baseline_test_accuracy"] = evaluate(base.model, data.test)
+        info["kd_gain_points"] = round(100 * (info["test_accuracy"] - info["baseline_test_accuracy"]), 2)
+    return model, info
+
+
+def load_student(recipe: Recipe, data: Any, out: Path) -> Any:
+    from safetensors.torch import load_file
+
+    model = _build_model(recipe.student, data, role="student", seed=recipe.distill.train.seed)
+    model.load_state_dict(load_file(str(out / "checkpoints" / "student.safetensors")))
+    return model.eval()
+
+
+
+
+def export_stage(recipe: Recipe, data: Any, student: Any, out: Path, progress: Progress) -> list[dict[str, Any]]:
+    """Every format × precision of the export section: floats validated against torch, int8 through the quantize
+    verb and its accuracy budget (:func:`edgestill.chain.convert.convert`). One row per cell."""
+    import torch
+
+    from edgestill.chain.convert import convert
+    from edgestill.compress.quantize.calibration import select_calibration
+
+    spec = recipe.export
+    if spec is None:
+        return []
+    art_dir = out / "artifacts"
+    if art_dir.exists():
+        shutil.rmtree(art_dir)  # this run's folder (claimed by the engine): the artifacts of an older recipe go
+    calib = select_calibration(len(data.train.y), labels=data.train.y, n=recipe.quantize.calibration_samples,
+                               seed=recipe.distill.train.seed)
+    results = convert(
+        student, (torch.from_numpy(data.test.x[:1]),), export=spec, quantize=recipe.quantize, out_dir=art_dir,
+        validation_inputs=data.test.x[:VALIDATION_SAMPLES], calibration=data.train.x[calib],
+        calibration_ids=[str(i) for i in data.train.ids[calib]], eval_x=data.test.x, eval_y=data.test.y,
+        progress=lambda i, n, label="": progress(i, n, label),
+        source={"student": recipe.student.model, "recipe": recipe.name},
+    )
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"artifact": r.name, "format": str(r.format), "precision": str(r.precision),
+                               "passed": bool(r.passed and r.artifact is not None), "error": r.error,
+                               "quantization": getattr(r, "quantization", None) or None, "notes": list(r.notes)}
+        if row["passed"]:
+            art = r.artifact
+            row.update(manifest=str(art.manifest_path.relative_to(out)), model_bytes=art.model_bytes,
+                       precision=str(art.precision), parity=(art.validation or {}).get("outputs", []))
+        else:
+            row.update(rejected_files=[str(p.relative_to(out)) for p in r.rejected_files], parity=
+                       r.report.to_dict().get("outputs", []) if r.report else [])
+        rows.append(row)
+    return rows
+
+
+def evaluate_stage(rows: list[dict[str, Any]], data: Any, out: Path, torch_accuracy: float,
+                   teacher_logits: np.ndarray | None, progress: Progress) -> None:
+    """Score every published artifact on its own runtime over the whole test split (in place on ``rows``).
+
+    The same functions the runner uses on a device: test accuracy and its drop vs the torch student, and top-1
+    agreement and mean KL(teacher || artifact) against the teacher's outputs on the same samples.
+    """
+    from edgestill.runtimes import RuntimeOptions, load
+    from edgestill.runtimes.accuracy import accuracy_of, session_logits, teacher_agreement
+
+    todo = [r for r in rows if r["passed"]]
+    for i, row in enumerate(todo):
+        progress(i, len(todo), row["artifact"])
+        session = load(out / row["manifest"], RuntimeOptions(threads=1))
+        logits = session_logits(session, data.test.x)
+        acc = accuracy_of(logits, data.test.y).value
+        row.update(runtime=session.runtime, test_accuracy=acc, n_test=len(data.test.y),
+                   accuracy_drop_points=round(100 * (torch_accuracy - acc), 2))
+        agree, kl = teacher_agreement(logits, teacher_logits) if teacher_logits is not None else (None, None)
+        row.update(teacher_top1_agreement=agree, teacher_kl=None if kl is None else round(kl, 6))
+    progress(len(todo), len(todo), "done")
+
+
+def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress: Progress) -> list[Any]:
+    """Latency of every published artifact × thread count, each cell in its own runner subprocess.
+
+    Returns the Measurements (raw samples kept), each carrying its artifact's evaluation figures, in cell order;
+    ``rows`` gain a ``measurements`` list (records without raw samples).
+    """
+    from edgestill.benchmarks.bench import benchmark
+    from edgestill.record import Accuracy
+    from edgestill.runtimes import RuntimeOptions
+
+    spec = recipe.bench
+    if spec is None:
+        return []
+    cells = [(row, t) for row in rows if row["passed"] for t in spec.threads]
+    measurements = []
+    for i, (row, threads) in enumerate(cells):
+        progress(i, len(cells), f"{row['artifact']} ({threads} thr)")
+        m = benchmark(out / row["manifest"], options=RuntimeOptions(threads=threads), bench=spec.timing)
+        if row.get("test_accuracy") is not None:
+            m.accuracy = Accuracy(metric="top1", value=row["test_accuracy"], n=int(row.get("n_test") or 0))
+        m.teacher_top1_agreement, m.teacher_kl = row.get("teacher_top1_agreement"), row.get("teacher_kl")
+        m.provenance["device"] = "host"
+        measurements.append(m)
+        row.setdefault("measurements", []).append(m.to_dict())
+    progress(len(cells), len(cells), "done")
+    return measurements
