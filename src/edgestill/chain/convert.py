@@ -186,8 +186,12 @@ def _baselines(
     fp32 = {r.format: r for r in done if r.precision == "fp32"}
     missing = tuple(f for f in export.formats if f not in fp32)
     if missing:
-        extra = export_float(model, args, dataclasses.replace(export, formats=missing, precisions=("fp32",)), out,
-                             validation_inputs=validation_inputs, source=source)
+        try:
+            extra = export_float(model, args, dataclasses.replace(export, formats=missing, precisions=("fp32",)), out,
+                                 validation_inputs=validation_inputs, source=source)
+        except EdgestillError as exc:  # strict: the baseline failed; report it with the cells done before it
+            exc.results = [*done, *getattr(exc, "results", [])]  # type: ignore[attr-defined]
+            raise
         for r in extra:
             fp32[r.format] = r
             if r.passed:

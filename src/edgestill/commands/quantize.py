@@ -34,7 +34,8 @@ REPORT_MD = "quantize-report.md"
         "--calibration C.npz (x, optional ids) replaces the drawn calibration set. The budget is absolute top-1\n"
         "points vs the fp32 artifact on the same runtime. Over budget, the most int8-sensitive layers stay float\n"
         "(a 'mixed' artifact) until the budget is met or --time-budget ends; --repair-with-teacher then fine-tunes\n"
-        "the student under int8 fake quantization with the KD loss. Writes OUT/quantize-report.json and .md.\n\n"
+        "the student under int8 fake quantization with the KD loss. The final file must also pass parity with torch\n"
+        "(int8 tolerances, --tolerance int8.min_sqnr_db=15 to change them). Writes OUT/quantize-report.json and .md.\n\n"
         "\b\nExit codes: 0 every format within budget and its file passed parity with torch; 1 a format missed the\n"
         "budget or parity (its best artifact is kept as *.rejected); 2 bad input (nothing written); 3 a conversion\n"
         "library or runtime failed."
@@ -60,6 +61,7 @@ def quantize_command(
     teacher_model: str = typer.Option("resnet-teacher", "--teacher-model", help="The teacher's architecture (built-in name)."),
     teacher_kwargs: str = typer.Option("", "--teacher-kwargs", help="Teacher architecture options as JSON, e.g. '{\"width\": 16}'."),
     repair_epochs: int = typer.Option(3, "--repair-epochs", min=1, help="QAT fine-tuning epochs."),
+    tolerance: list[str] = typer.Option([], "--tolerance", help="Parity threshold for the final file: int8.KEY=VALUE (repeatable; see export --help)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Time fp32 vs int8 at 1 thread (interleaved rounds)."),
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
     out: Path = typer.Option(Path("quantize-out"), "--out", help="Folder for the artifacts and the report."),
@@ -78,6 +80,7 @@ def quantize_command(
         from edgestill.compress.quantize.options import QuantOptions
         from edgestill.compress.quantize.repair import teacher_repair_config
         from edgestill.errors import InputError
+        from edgestill.export.validate import Tolerances
         from edgestill.models.loading import load_model
         from edgestill.outdir import claim_output_dir, write_json_atomic, write_text_atomic
 
@@ -87,6 +90,7 @@ def quantize_command(
             options=QuantOptions(calibration_method=calibration_method, tflite_recipe=tflite_recipe),
             calibration_samples=calibration_samples, name=name or default_name(model), bench_latency=bench, report=report,
         )
+        tolerances = Tolerances.parse(tolerance)
         check_out_dir(out)
         loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape, num_classes=num_classes)
         if loaded.model is None:
@@ -112,7 +116,7 @@ def quantize_command(
                 result = quantize(
                     loaded.model, loaded.example_inputs, config, out, calibration=qdata.calibration,
                     calibration_ids=qdata.calibration_ids, eval_x=qdata.eval_x, eval_y=qdata.eval_y, repair=repair,
-                    progress=lambda msg: rep.advance(0, None, msg), claimed=True,
+                    progress=lambda msg: rep.advance(0, None, msg), claimed=True, tolerances=tolerances,
                 )
         doc = {**result.to_dict(), "model": model, "checkpoint": str(checkpoint) if checkpoint else None, "data": qdata.source}
         write_json_atomic(out / REPORT_JSON, doc)

@@ -406,8 +406,8 @@ def _quantize_format(
     t_format = time.perf_counter()
     if fp32_art is None:
         say(f"{fmt}: fp32 baseline")
-        (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name), out,
-                             validation_inputs=val)
+        (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name,
+                                                       tolerances=tolerances), out, validation_inputs=val)
         fp32_art = fp32_res.artifact
     metric = METRIC_ACCURACY if y is not None else METRIC_AGREEMENT
     fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y if y is not None else np.zeros(len(x), np.int64))
