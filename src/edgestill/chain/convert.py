@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.artifact import Artifact
+from edgestill.artifact import Artifact, Precision
 from edgestill.compress.quantize.base import QUANTIZERS
 from edgestill.compress.quantize.budget import METRIC_AGREEMENT, FormatResult, QuantizeConfig, check_inputs
 from edgestill.compress.quantize.budget import quantize as quantize_within_budget
@@ -309,7 +309,8 @@ def export_model(
     )
     if data is None:
         for r in results:
-            r.notes.append(RANDOM_DATA_NOTE if r.quantization is None else RANDOM_CALIBRATION_NOTE)
+            calibrated = r.precision in (Precision.INT8_STATIC, Precision.MIXED)
+            r.notes.append(RANDOM_CALIBRATION_NOTE if calibrated else RANDOM_DATA_NOTE)
     return results
 
 
