@@ -76,9 +76,9 @@ def convert(
         (fp32_accuracy, accuracy, drop_points, budget, budget_met, float_layers, metric).
 
     Raises:
-        ConfigError: a precision a format cannot make, quantize settings that do not fit, int8-static without
-            calibration (all before anything is written).
-        InputError: data of the wrong shape, empty, with NaN/Inf; labels of the wrong length.
+        ConfigError: a precision a format cannot make, or quantize settings that do not fit (before anything is written).
+        InputError: int8-static without calibration; data of the wrong shape, empty, with NaN/Inf; labels of the wrong
+            length; a multi-input model with int8 cells (all before anything is written).
         ParityError: (strict) a file failed parity with torch; ``.results`` holds the cells done.
         CheckFailed: (strict) an int8 cell missed the accuracy budget; ``.results`` holds every cell.
         UnsupportedError, RuntimeFailure: as :func:`edgestill.export.export` (strict; otherwise recorded).
