@@ -12,7 +12,7 @@ import torch
 from edgestill.compress.distill.teacher_cache import train_or_load_teacher
 from edgestill.compress.distill.trainer import TrainConfig, predict_logits
 from edgestill.data import load_dataset
-from edgestill.chain.stages import default_cache_dir
+from edgestill.compress.distill.teacher_outputs import default_cache_dir
 
 
 def main() -> None:

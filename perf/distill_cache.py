@@ -28,7 +28,7 @@ def main() -> None:
 
     import torch
 
-    from edgestill.compress.distill.presets import DEMO
+    from demo_settings import DEMO
     from edgestill.compress.distill.teacher_outputs import cached_teacher_outputs
     from edgestill.compress.distill.trainer import train
     from edgestill.data import load_dataset

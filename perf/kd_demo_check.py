@@ -25,7 +25,7 @@ def main() -> None:
 
     import torch
 
-    from edgestill.compress.distill.presets import DEMO, QUICK
+    from demo_settings import DEMO, QUICK
     from edgestill.compress.distill.trainer import evaluate, train
     from edgestill.data import load_dataset
     from edgestill.models import count_parameters, create_model

@@ -46,10 +46,10 @@ def _setup(size: str, threads: int) -> tuple[Any, Any]:
     if "data" not in _STATE:
         import torch
 
-        from edgestill.compress.distill.presets import DEMO
+        from demo_settings import DEMO
         from edgestill.compress.distill.teacher_cache import train_or_load_teacher
         from edgestill.data import load_dataset
-        from edgestill.chain.stages import default_cache_dir
+        from edgestill.compress.distill.teacher_outputs import default_cache_dir
 
         torch.set_num_threads(threads)
         data = load_dataset(DEMO.dataset, seed=0, size=size)
@@ -62,7 +62,7 @@ def _setup(size: str, threads: int) -> tuple[Any, Any]:
 def _one(task: dict[str, Any]) -> dict[str, Any]:
     """Train one (width, variant, seed) and return its accuracies."""
     from edgestill.compress.distill.losses import parse_terms
-    from edgestill.compress.distill.presets import DEMO
+    from demo_settings import DEMO
     from edgestill.compress.distill.trainer import evaluate, train
     from edgestill.models import create_model
 
@@ -153,7 +153,7 @@ def main() -> None:
     # Teacher and its cached outputs are made once here, so the workers only read them.
     from edgestill.compress.distill.teacher_outputs import cached_teacher_outputs
     from edgestill.compress.distill.trainer import seed_list
-    from edgestill.chain.stages import default_cache_dir
+    from edgestill.compress.distill.teacher_outputs import default_cache_dir
 
     started = time.perf_counter()
     data, teacher = _setup(args.size, max(args.threads, 1))

@@ -34,7 +34,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from edgestill.compress.distill.presets import DEMO
+    from demo_settings import DEMO
     from edgestill.compress.quantize import QuantizeConfig, QuantOptions, quantize, select_calibration
     from edgestill.data import load_dataset
     from edgestill.models import create_model

@@ -22,7 +22,7 @@ DEFAULT_MODELS = "demo-student,mobilenet_v2,mobilenet_v3_small,resnet18,squeezen
 
 
 def _build(name: str, num_classes: int, seed: int):
-    from edgestill.compress.distill.presets import DEMO
+    from demo_settings import DEMO
     from edgestill.models import create_model
 
     if name == "demo-student":

@@ -141,8 +141,10 @@ class _Stages:
         self.rep.done(name, self.seconds[name])
         return value
 
-    def record(self, name: str, key: str, result: Any) -> None:
-        self.records[name] = {"key": key, "result": result, "seconds": self.seconds.get(name, 0.0), "status": "ran"}
+    def record(self, name: str, key: str, result: Any, *, parts: tuple[str, ...] = ()) -> None:
+        """Record stage ``name`` as done; its time is its own plus that of the timed ``parts`` it includes."""
+        seconds = sum(self.seconds.get(n, 0.0) for n in (name, *parts))
+        self.records[name] = {"key": key, "result": result, "seconds": round(seconds, 3), "status": "ran"}
         self._save()
 
     def _save(self) -> None:
@@ -177,12 +179,13 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     from edgestill.chain import stages as st
     from edgestill.chain.checks import run_checks
     from edgestill.chain.report import render_markdown
+    from edgestill.compress.distill.teacher_outputs import default_cache_dir
     from edgestill.data.loaders import load_data
     from edgestill.host import host_provenance
 
     rep = reporter or _Silent()
     out, previous = claimed or prepare_out_dir(options.out_dir, kind=options.kind, force=options.force)
-    cache_dir = options.cache_dir or st.default_cache_dir()
+    cache_dir = options.cache_dir or default_cache_dir()
     stages = _Stages(out, previous, rep)
     messages: list[str] = []
     started = time.perf_counter()
@@ -215,7 +218,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
         stages.invalidated = True
         teacher, logits, t_info = stages.run("teacher", lambda: st.teacher_stage(recipe, data, messages.append,
                                                                                    train_progress, cache_dir=cache_dir))
-        test_logits = st.teacher_test_logits(teacher, recipe, data)
+        test_logits = st.teacher_test_logits(teacher, recipe, data, cache_dir=cache_dir)
         logits_file.parent.mkdir(parents=True, exist_ok=True)
         if test_logits is not None:
             np.save(logits_file, test_logits)
@@ -224,8 +227,8 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
         student, s_info = stages.run("distill", lambda: st.distill_stage(
             recipe, data, teacher, logits, out, distill_key, messages.append, train_progress, cache_dir=cache_dir))
         report["teacher"], report["student"] = t_info, s_info
-        stages.seconds["distill"] += stages.seconds.get("teacher", 0.0)
-        stages.record("distill", distill_key, {"teacher": t_info, "student": s_info, "sha256": s_info["sha256"]})
+        stages.record("distill", distill_key, {"teacher": t_info, "student": s_info, "sha256": s_info["sha256"]},
+                      parts=("teacher",))
     teacher_logits = np.load(logits_file) if logits_file.is_file() else None
 
     measurements: list[Any] = []
@@ -239,8 +242,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
             rows = stages.run("export", lambda: st.export_stage(recipe, data, student, out, rep.advance), total=n)
             stages.run("evaluate", lambda: st.evaluate_stage(rows, data, out, report["student"]["test_accuracy"],
                                                              teacher_logits, rep.advance))
-            stages.seconds["export"] += stages.seconds["evaluate"]
-            stages.record("export", export_key, rows)
+            stages.record("export", export_key, rows, parts=("evaluate",))
         if recipe.bench is not None:
             bench_key = _hash(export_key, recipe.fingerprint("bench"))
             benched = stages.cached("bench", bench_key)

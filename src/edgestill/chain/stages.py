@@ -20,14 +20,6 @@ Progress = Callable[..., None]
 VALIDATION_SAMPLES = 500  # test samples each file is compared with torch on (parity); accuracy uses the whole split
 
 
-def default_cache_dir() -> Path:
-    """Where trained teachers, baselines and teacher outputs are cached: ``$EDGESTILL_CACHE`` or ~/.cache/edgestill."""
-    import os
-
-    env = os.environ.get("EDGESTILL_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "edgestill"
-
-
 def _file_sha(path: Path) -> str:
     from edgestill.artifact import sha256_file
 
@@ -172,16 +164,18 @@ def teacher_stage(recipe: Recipe, data: Any, log: Any, progress: Any, *, cache_d
     return model, None, info
 
 
-def teacher_test_logits(teacher: Any, recipe: Recipe, data: Any) -> np.ndarray | None:
+def teacher_test_logits(teacher: Any, recipe: Recipe, data: Any, *, cache_dir: Path) -> np.ndarray | None:
     """The teacher's outputs on the test split, for each artifact's agreement with it; None when not available.
 
-    A torch teacher runs here; an artifact teacher runs on its runtime; a predictions file gives them when it
-    covers the test samples' ids.
+    A torch teacher's come from the teacher-outputs cache (computed once per teacher and data); an artifact
+    teacher runs on its runtime. A predictions file has answers for the training samples only: no agreement.
     """
-    from edgestill.compress.distill.trainer import predict_logits
+    from edgestill.compress.distill.teacher_outputs import teacher_logits_for
 
     if teacher is not None:
-        return predict_logits(teacher, data.test.x).numpy()
+        outs = teacher_logits_for(teacher, data.test.x, cache_dir=cache_dir / "teacher-outputs",
+                                  key_parts={"data": data.sha256, "split": "test"})
+        return np.asarray(outs.logits)
     t = recipe.teacher
     if t is not None and t.source == "artifact":
         from edgestill.compress.distill.blackbox import teacher_logits_from_artifact
@@ -219,7 +213,6 @@ def _save_student(model: Any, path: Path) -> str:
 
 def distill_stage(recipe: Recipe, data: Any, teacher: Any, logits: np.ndarray | None, out: Path, key: str, log: Any,
                   progress: Any, *, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
-    from edgestill.compress.distill.losses import LossTerm
     from edgestill.compress.distill.trainer import evaluate, train, train_generations
     from edgestill.models import count_parameters
 
@@ -232,7 +225,8 @@ def distill_stage(recipe: Recipe, data: Any, teacher: Any, logits: np.ndarray | 
     student = make_student()
     _check_shapes(teacher, logits, student, data)
     augment = recipe.data.augment if recipe.data.augment.active else None
-    common = dict(teacher_mode=d.teacher_mode, augment=augment, progress=progress, log=log)
+    common = dict(teacher_mode=d.teacher_mode, augment=augment, progress=progress, log=log,
+                  cache_dir=cache_dir / "teacher-outputs")
     ckpt = out / "checkpoints" / "train-state"
     key_file = ckpt / "recipe-key"
     if ckpt.exists() and (not key_file.is_file() or key_file.read_text() != key):
@@ -265,11 +259,31 @@ def distill_stage(recipe: Recipe, data: Any, teacher: Any, logits: np.ndarray | 
     if gens:
         info["generations"] = gens
     if d.baseline:
-        log("training the no-KD baseline (cross-entropy only, same seed and schedule)")
-        base = train(make_student(), data, d.train, terms=(LossTerm(name="ce"),), augment=augment, progress=progress)
-        info["baseline_test_accuracy"] = evaluate(base.model, data.test)
+        info.update(_baseline(recipe, data, augment, make_student, log, progress, cache_dir=cache_dir))
         info["kd_gain_points"] = round(100 * (info["test_accuracy"] - info["baseline_test_accuracy"]), 2)
     return model, info
+
+
+def _baseline(recipe: Recipe, data: Any, augment: Any, make_student: Callable[[], Any], log: Any, progress: Any, *,
+              cache_dir: Path) -> dict[str, Any]:
+    """The same student trained without a teacher (cross-entropy only, same seed and schedule): what KD gained.
+
+    A built-in student trained from scratch without augmentation is the same every time for the same data,
+    config and seed, so it comes from the trained-model cache (like the teacher) after its first run.
+    """
+    from edgestill.compress.distill.losses import LossTerm
+    from edgestill.compress.distill.teacher_cache import train_or_load
+    from edgestill.compress.distill.trainer import evaluate, train
+
+    s, train_cfg = recipe.student, recipe.distill.train
+    if augment is None and s.checkpoint is None and ":" not in s.model and len(data.input_shape) == 3:
+        model, cache = train_or_load(s.model, s.kwargs, data, train_cfg, cache_dir=cache_dir, role="baseline",
+                                     seed=train_cfg.seed, progress=progress)
+        log(f"no-KD baseline: cache {cache.cache} ({cache.path})")
+        return {"baseline_test_accuracy": evaluate(model, data.test), "baseline_cache": cache.cache}
+    log("training the no-KD baseline (cross-entropy only, same seed and schedule)")
+    base = train(make_student(), data, train_cfg, terms=(LossTerm(name="ce"),), augment=augment, progress=progress)
+    return {"baseline_test_accuracy": evaluate(base.model, data.test), "baseline_cache": None}
 
 
 def load_student(recipe: Recipe, data: Any, out: Path) -> Any:

@@ -1,9 +1,8 @@
 """Knowledge distillation: loss terms behind a registry, named-layer features, the trainer (checkpoints, resume,
-early stopping, seeds, data-parallel), teacher-output caches, the trained-model cache (teacher, no-KD baseline)
-and the demo's tuned settings."""
+early stopping, seeds, data-parallel), teacher-output caches and the trained-model cache (teacher, no-KD baseline).
+The demo's settings are the built-in recipe ``demo`` (edgestill.chain)."""
 
 from edgestill.compress.distill.losses import LOSSES, LossSpec, LossTerm, ce_loss, kd_loss, loss_names, parse_terms
-from edgestill.compress.distill.presets import DEMO, QUICK, DemoSettings
 from edgestill.compress.distill.teacher_cache import (ROLES, TrainCacheInfo, train_cache_key, train_or_load,
                                                       train_or_load_teacher)
 from edgestill.compress.distill.teacher_outputs import (TeacherOutputs, cached_teacher_outputs, default_cache_dir,
@@ -13,7 +12,7 @@ from edgestill.compress.distill.trainer import (Augment, EpochRecord, SeedStats,
                                                 default_terms, evaluate, predict_logits, seed_list, summarize_seeds,
                                                 train, train_generations)
 
-__all__ = ["DEMO", "LOSSES", "QUICK", "ROLES", "Augment", "DemoSettings", "EpochRecord", "LossSpec", "LossTerm",
+__all__ = ["LOSSES", "ROLES", "Augment", "EpochRecord", "LossSpec", "LossTerm",
            "SeedStats", "TeacherOutputs", "TrainCacheInfo", "TrainConfig", "TrainResult", "cached_teacher_outputs",
            "ce_loss", "default_cache_dir", "default_terms", "evaluate", "kd_loss", "loss_names", "parse_terms",
            "predict_logits", "seed_list", "summarize_seeds", "teacher_fingerprint", "teacher_logits_for",
