@@ -10,7 +10,7 @@ from tests.benchmarks.conftest import write_tiny_onnx
 from edgestill.benchmarks.bench import benchmark, benchmark_matrix
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.runtimes import RuntimeOptions
-from edgestill.runtimes.runner import PLUGINS_ENV
+from edgestill.runtimes.base import PLUGINS_ENV
 
 QUICK = BenchOptions(min_runs=20, min_seconds=0.0, warmup_runs=2)
 
@@ -130,3 +130,21 @@ def test_openvino_cells_report_openvinos_own_clock_and_keep_the_wall_clock(tiny_
         mid = store.add_measurement(store.add_run("bench"), ov)
         back = store.measurement(mid)
     assert back.clock == ov.clock and back.wall_latency == ov.wall_latency
+
+
+def test_a_cell_measured_in_rounds_is_recorded_as_its_median_round() -> None:
+    from edgestill.benchmarks.bench import median_round
+    from edgestill.record import Measurement
+    from edgestill.stats import summarize
+
+    def cell(p50: float | None) -> Measurement:
+        if p50 is None:
+            return Measurement(artifact="a", format="onnx", precision="fp32", runtime="onnxruntime", threads=1,
+                               kind="failed", error="crashed")
+        return Measurement(artifact="a", format="onnx", precision="fp32", runtime="onnxruntime", threads=1,
+                           latency=summarize([p50] * 5), samples_ms=[p50] * 5)
+
+    chosen = median_round([cell(0.5), cell(0.2), cell(0.3)])
+    assert chosen.latency.p50_ms == 0.3 and chosen.settings["rounds_p50_ms"] == [0.5, 0.2, 0.3]
+    assert median_round([cell(0.4), cell(None), cell(0.2)]).latency.p50_ms == 0.2  # lower middle of what ran
+    assert median_round([cell(None), cell(None)]).kind == "failed"

@@ -130,7 +130,7 @@ def test_bench_bad_input_next_to_a_crash_exits_3(tmp_path: Path) -> None:
     """Exit 2 only when every failed cell was bad input; one crash among them makes the run exit 3."""
     import os
 
-    from edgestill.runtimes.runner import PLUGINS_ENV
+    from edgestill.runtimes.base import PLUGINS_ENV
 
     junk = _junk_artifact(tmp_path, "onnx", "onnx")
     crash = write_tiny_onnx(tmp_path / "crash", name="crash")

@@ -82,3 +82,21 @@ def test_help_lists_exactly_the_registered_formats_and_precisions() -> None:
     assert sorted(t.strip() for t in formats.split(",")) == QUANTIZERS.names()
     precisions = text.split("--precision <str> One of", 1)[1].split(".")[0]
     assert [t.strip() for t in precisions.split(",")] == [p.value for p in quant_precisions()]
+
+
+def test_quantize_with_bench_stores_its_latency_rounds_with_raw_samples(tmp_path: Path) -> None:
+    from edgestill.benchmarks.store import ResultsStore
+
+    out, db = tmp_path / "out", tmp_path / "r.db"
+    args = [a for a in _base(out) if a != "--no-bench"]
+    r = edgestill(*args, "--calibration-samples", "64", "--max-accuracy-drop", "100", "--db", str(db), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["store"]["path"] == str(db) and doc["store"]["measurements"] >= 2
+    with ResultsStore(db) as store:
+        (run,) = store.runs()
+        assert run["command"].startswith("quantize ") and run["machine"]
+        rows = store.measurements(run["id"])
+        assert len(rows) == doc["store"]["measurements"]
+        assert {row["precision"] for row in rows} >= {"fp32", "int8-static"}
+        assert all(len(store.samples(row["id"])) >= 50 for row in rows if row["kind"] == "measured")

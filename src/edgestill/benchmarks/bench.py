@@ -54,10 +54,13 @@ def _failed(ident: dict[str, Any], runtime: str | None, options: RuntimeOptions,
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
-    """The bench stage: which cells it measures (thread counts × devices) and how each one is timed (``timing``)."""
+    """The bench stage: which cells it measures (thread counts × devices), how each one is timed (``timing``), and
+    ``rounds``: the whole list of cells measured that many times, interleaved (A B C A B C ...), so that the
+    machine's drift hits every cell alike; a cell's record is its median round (by p50)."""
 
     threads: tuple[int, ...] = (1,)
     devices: tuple[str, ...] = ("host",)
+    rounds: int = 1
     timing: BenchOptions = field(default_factory=BenchOptions)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,8 @@ class BenchConfig:
                 raise ConfigError(f"bench.devices: unknown device {d!r}.{did_you_mean(str(d), DEVICES)} Valid here: "
                                   f"{', '.join(DEVICES)}.")
         object.__setattr__(self, "devices", devices)
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
+            raise ConfigError(f"bench.rounds must be a whole number in [1, 20], got {self.rounds!r}.")
         if not isinstance(self.timing, BenchOptions):
             raise ConfigError(f"bench.timing must be a BenchOptions, got {type(self.timing).__name__}.")
 
@@ -300,3 +305,17 @@ def repeat_summary(measurements: Sequence[Measurement], cv_warn_percent: float =
         out.append({"artifact": artifact, "runtime": runtime, "threads": threads, "repeat": runs[(artifact, runtime, threads)],
                     "p50_ms_each": [round(p, 4) for p in p50s], "p50_cv_percent": cv, "warning": warning})  # fmt: skip
     return out
+
+
+def median_round(rounds: Sequence[Measurement]) -> Measurement:
+    """One record for a cell measured in several interleaved rounds: the round with the median p50 (the lower
+    middle one for an even count), with every round's p50 in ``settings["rounds_p50_ms"]``. A cell that failed in
+    every round gives its first failure."""
+    measured = sorted((m for m in rounds if m.kind == "measured" and m.latency is not None), key=lambda m: m.latency.p50_ms)
+    if not measured:
+        return rounds[0]
+    chosen = measured[(len(measured) - 1) // 2]
+    chosen.settings["rounds"] = len(rounds)
+    chosen.settings["rounds_p50_ms"] = [None if m.latency is None else round(m.latency.p50_ms, 5) for m in rounds]
+    return chosen
+

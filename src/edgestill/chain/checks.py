@@ -61,11 +61,11 @@ _OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: 
 
 def compare(name: str, subject: str, measured: float | bool | None, op: str, threshold: float | bool | None, *,
             unit: str = "", detail: str = "") -> Check:
-    """A check of ``measured op threshold``; nothing measured (None, NaN) fails."""
+    """A check of ``measured op threshold``; nothing measured (None, NaN) fails, and ``detail`` says why."""
     ok = (measured is not None and not (isinstance(measured, float) and math.isnan(measured))
           and threshold is not None and _OPS[op](measured, threshold))
     return Check(name=name, subject=subject, op=op, threshold=threshold, measured=measured,
-                 verdict="pass" if ok else "fail", unit=unit, detail=detail)
+                 verdict="pass" if ok else "fail", unit=unit, detail=detail if measured is None else "")
 
 
 def _number(key: str, value: Any, valid: str, ok: Any) -> None:

@@ -320,7 +320,7 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
     tolerances = _build("validate", Tolerances, _check_keys("validate", doc.get("validate"), _fields(Tolerances)))
     export_cfg = None
     if doc.get("export") is not None:
-        e = _check_keys("export", doc["export"], _fields(ExportConfig, exclude=("tolerances",)))
+        e = _check_keys("export", doc["export"], _fields(ExportConfig, exclude=("tolerances", "strict")))
         export_cfg = _build("export", ExportConfig, {"name": "student", **e, "tolerances": tolerances})
     q = _check_keys("quantize", doc.get("quantize"), _fields(QuantizeConfig, exclude=("formats", "precision", "name")))
     if "options" in q:

@@ -212,7 +212,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     logits_file = out / "checkpoints" / "teacher-test-logits.npy"
     done = stages.cached("distill", distill_key) if student_file.is_file() else None
     if done is not None and done.get("sha256") == st._file_sha(student_file):
-        student = st.load_student(recipe, data, out)
+        student = st.load_student(recipe.student, recipe.distill.train.seed, data, out)
         report["teacher"], report["student"] = done["teacher"], done["student"]
     else:
         stages.invalidated = True
@@ -250,7 +250,8 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
                 for r in rows:
                     r.pop("measurements", None)
                 measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance),
-                                          total=sum(len(recipe.bench.threads) for r in rows if r["passed"]))
+                                          total=recipe.bench.rounds * len(recipe.bench.threads)
+                                          * sum(1 for r in rows if r["passed"]))
                 stages.record("bench", bench_key, rows)
             else:
                 rows = benched

@@ -6,6 +6,7 @@ Each takes the recipe's typed config for its stage and what the stages before it
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -286,10 +287,11 @@ def _baseline(recipe: Recipe, data: Any, augment: Any, make_student: Callable[[]
     return {"baseline_test_accuracy": evaluate(base.model, data.test), "baseline_cache": None}
 
 
-def load_student(recipe: Recipe, data: Any, out: Path) -> Any:
+def load_student(student: StudentConfig, seed: int, data: Any, out: Path) -> Any:
+    """The student the distill stage saved in ``out``, rebuilt from its config and loaded from its checkpoint."""
     from safetensors.torch import load_file
 
-    model = _build_model(recipe.student, data, role="student", seed=recipe.distill.train.seed)
+    model = _build_model(student, data, role="student", seed=seed)
     model.load_state_dict(load_file(str(out / "checkpoints" / "student.safetensors")))
     return model.eval()
 
@@ -304,21 +306,36 @@ def export_stage(recipe: Recipe, data: Any, student: Any, out: Path, progress: P
     from edgestill.chain.convert import convert
     from edgestill.compress.quantize.calibration import select_calibration
 
-    spec = recipe.export
-    if spec is None:
+    if recipe.export is None:
         return []
+    spec = dataclasses.replace(recipe.export, strict=False)  # a failing cell is a failed check, not a stopped run
     art_dir = out / "artifacts"
     if art_dir.exists():
         shutil.rmtree(art_dir)  # this run's folder (claimed by the engine): the artifacts of an older recipe go
     calib = select_calibration(len(data.train.y), labels=data.train.y, n=recipe.quantize.calibration_samples,
                                seed=recipe.distill.train.seed)
-    results = convert(
-        student, (torch.from_numpy(data.test.x[:1]),), export=spec, quantize=recipe.quantize, out_dir=art_dir,
-        validation_inputs=data.test.x[:VALIDATION_SAMPLES], calibration=data.train.x[calib],
-        calibration_ids=[str(i) for i in data.train.ids[calib]], eval_x=data.test.x, eval_y=data.test.y,
-        progress=lambda i, n, label="": progress(i, n, label),
-        source={"student": recipe.student.model, "recipe": recipe.name},
-    )
+    kwargs = dict(quantize=recipe.quantize, out_dir=art_dir, validation_inputs=data.test.x[:VALIDATION_SAMPLES],
+                  calibration=data.train.x[calib], calibration_ids=[str(i) for i in data.train.ids[calib]],
+                  eval_x=data.test.x, eval_y=data.test.y, source={"student": recipe.student.model, "recipe": recipe.name})
+    example = (torch.from_numpy(data.test.x[:1]),)
+    here, there = _split_formats(spec.formats)
+    if not there:
+        results = convert(student, example, export=spec, progress=lambda i, n, label="": progress(i, n, label), **kwargs)
+    else:  # the slow converter's cells in a second process while the others run here (the files do not overlap)
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            shape = _DataShape(num_classes=data.num_classes, input_shape=tuple(data.input_shape))
+            future = pool.submit(_convert_saved_student, recipe.student, recipe.distill.train.seed, shape, out, example,
+                                 dataclasses.replace(spec, formats=there), kwargs)
+            n_here = len(here) * len(spec.precisions)
+            results = convert(student, example, export=dataclasses.replace(spec, formats=here),
+                              progress=lambda i, n, label="": progress(i, n_here + len(there) * len(spec.precisions),
+                                                                        label), **kwargs)
+            progress(n_here, n_here + len(there) * len(spec.precisions), f"waiting for {', '.join(there)}")
+            results += future.result()
+        results.sort(key=lambda r: spec.formats.index(str(r.format)))  # stable: each format's cells keep their order
     rows = []
     for r in results:
         row: dict[str, Any] = {"artifact": r.name, "format": str(r.format), "precision": str(r.precision),
@@ -333,6 +350,37 @@ def export_stage(recipe: Recipe, data: Any, student: Any, out: Path, progress: P
                        r.report.to_dict().get("outputs", []) if r.report else [])
         rows.append(row)
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class _DataShape:
+    """What building a student needs to know of the data (sent to the second process instead of the data)."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def _convert_saved_student(student: StudentConfig, seed: int, shape: _DataShape, out: Path, example: Any, export: Any,
+                           kwargs: dict[str, Any]) -> list[Any]:
+    """``convert`` of the student saved in ``out`` (runs in the second process: models do not pickle)."""
+    from edgestill.chain.convert import convert
+
+    return convert(load_student(student, seed, shape, out), example, export=export, **kwargs)
+
+
+SLOW_FORMATS = ("tflite",)  # litert-torch takes ~12 s a file here whatever the model: converted in a second process
+
+
+def _split_formats(formats: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(formats converted here, formats converted in a second process): the slow ones go there when there are
+    others to overlap them with and a second CPU to run them on."""
+    import os
+
+    there = tuple(f for f in formats if f in SLOW_FORMATS)
+    here = tuple(f for f in formats if f not in there)
+    if not here or not there or (os.cpu_count() or 1) < 2:
+        return tuple(formats), ()
+    return here, there
 
 
 def evaluate_stage(rows: list[dict[str, Any]], data: Any, out: Path, torch_accuracy: float,
@@ -359,28 +407,30 @@ def evaluate_stage(rows: list[dict[str, Any]], data: Any, out: Path, torch_accur
 
 
 def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress: Progress) -> list[Any]:
-    """Latency of every published artifact × thread count, each cell in its own runner subprocess.
+    """Latency of every published artifact × thread count, each cell in its own runner subprocess, the whole list
+    ``bench.rounds`` times interleaved; a cell's record is its median round.
 
     Returns the Measurements (raw samples kept), each carrying its artifact's evaluation figures, in cell order;
     ``rows`` gain a ``measurements`` list (records without raw samples).
     """
-    from edgestill.benchmarks.bench import benchmark
+    from edgestill.benchmarks.bench import benchmark_matrix, median_round
     from edgestill.record import Accuracy
     from edgestill.runtimes import RuntimeOptions
 
     spec = recipe.bench
-    if spec is None:
+    todo = [row for row in rows if row["passed"]]
+    if spec is None or not todo:
         return []
-    cells = [(row, t) for row in rows if row["passed"] for t in spec.threads]
+    cells = [(row, t) for row in todo for t in spec.threads]
+    ms = benchmark_matrix([out / row["manifest"] for row in todo], spec.threads, options=RuntimeOptions(),
+                          bench=spec.timing, rounds=spec.rounds, progress=progress)
     measurements = []
     for i, (row, threads) in enumerate(cells):
-        progress(i, len(cells), f"{row['artifact']} ({threads} thr)")
-        m = benchmark(out / row["manifest"], options=RuntimeOptions(threads=threads), bench=spec.timing)
+        m = median_round(ms[i::len(cells)])  # rounds outer, then artifacts, then threads
         if row.get("test_accuracy") is not None:
-            m.accuracy = Accuracy(metric="top1", value=row["test_accuracy"], n=int(row.get("n_test") or 0))
+            m.accuracy = Accuracy(metric="top1", value=row["test_accuracy"], n=int(row["n_test"]))
         m.teacher_top1_agreement, m.teacher_kl = row.get("teacher_top1_agreement"), row.get("teacher_kl")
         m.provenance["device"] = "host"
         measurements.append(m)
         row.setdefault("measurements", []).append(m.to_dict())
-    progress(len(cells), len(cells), "done")
     return measurements

@@ -26,7 +26,7 @@ from edgestill.cli import app, echo_json, run_command
 )
 def bench(
     artifacts: list[Path] = typer.Argument(..., help="Artifact manifests (or model files with a manifest beside them)."),
-    threads: str = typer.Option("1", "--threads", help="Thread counts, comma-separated (e.g. 1,2)."),
+    threads: str = typer.Option("1", "--threads", "-t", help="Inference thread counts, comma-separated (e.g. 1,2)."),
     min_runs: int = typer.Option(50, "--min-runs", min=1, help="Steady state lasts at least this many runs..."),
     min_seconds: float = typer.Option(1.0, "--min-seconds", min=0.0, help="...and at least this many seconds."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime, litert or openvino (default: the format's own)."),

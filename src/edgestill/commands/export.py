@@ -77,7 +77,7 @@ def export_command(
     samples: int = typer.Option(64, "--samples", min=1, help="How many samples each file is validated on."),
     tolerance: list[str] = typer.Option([], "--tolerance", help="Override a threshold: PRECISION.KEY=VALUE (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
-    out: Path = typer.Option(Path("export-out"), "--out", help="Folder for the artifacts and the report."),
+    out: Path = typer.Option(Path("export-out"), "--out", "-o", help="Folder for the artifacts and the report."),
     no_strict: bool = typer.Option(False, "--no-strict", help="Record parity failures and go on (exit 0) instead of stopping with exit 1."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:

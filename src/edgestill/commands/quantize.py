@@ -64,7 +64,8 @@ def quantize_command(
     tolerance: list[str] = typer.Option([], "--tolerance", help="Parity threshold for the final file: int8.KEY=VALUE (repeatable; see export --help)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Time fp32 vs int8 at 1 thread (interleaved rounds)."),
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
-    out: Path = typer.Option(Path("quantize-out"), "--out", help="Folder for the artifacts and the report."),
+    out: Path = typer.Option(Path("quantize-out"), "--out", "-o", help="Folder for the artifacts and the report."),
+    db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store the latency rounds are added to (with --bench)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Quantize a model to int8 for each format within an accuracy budget measured on the format's runtime."""
@@ -119,6 +120,13 @@ def quantize_command(
                     progress=lambda msg: rep.advance(0, None, msg), claimed=True, tolerances=tolerances,
                 )
         doc = {**result.to_dict(), "model": model, "checkpoint": str(checkpoint) if checkpoint else None, "data": qdata.source}
+        measured = [m for f in result.formats for m in f.measurements]
+        if measured:  # the fp32 / int8 latency rounds, raw samples included
+            from edgestill.benchmarks.store import ResultsStore
+
+            with ResultsStore(db) as store:
+                run_id = store.add_run(f"quantize {model}", label=config.name, measurements=measured)
+            doc["store"] = {"path": str(db), "run_id": run_id, "measurements": len(measured)}
         write_json_atomic(out / REPORT_JSON, doc)
         write_text_atomic(out / REPORT_MD, result.markdown())
         if json_out:

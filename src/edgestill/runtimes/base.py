@@ -8,6 +8,7 @@ fed to an int32 input), so callers pass what the torch model took.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
@@ -167,9 +168,32 @@ so loading one backend never imports the others (and this module imports none of
 
 DEFAULT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
 
+PLUGINS_ENV = "EDGESTILL_RUNTIME_PLUGINS"
+"""Runtimes of your own: comma-separated modules imported before a runtime is looked up; each registers its class
+with ``RUNTIMES.register(name)``. The runner and every command see the same ones."""
+_plugins_loaded: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$EDGESTILL_RUNTIME_PLUGINS`` (once each).
+
+    Raises:
+        InputError: a named module cannot be imported.
+    """
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        if name in _plugins_loaded:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise InputError(f"{PLUGINS_ENV} names {name!r}, which cannot be imported ({exc}); fix the module path "
+                             "or unset the variable.") from None
+        _plugins_loaded.add(name)
+
 
 def runtime_names() -> list[str]:
-    """Every runtime :func:`get_runtime` accepts: the built-in backends and any registered since."""
+    """Every runtime :func:`get_runtime` accepts: the built-in backends, plugins, and any registered since."""
+    load_plugins()
     return sorted(set(BACKEND_MODULES) | set(RUNTIMES.names()))
 
 
@@ -180,6 +204,8 @@ def get_runtime(name: str) -> Runtime:
         UnknownNameError: ``name`` is neither a built-in backend nor registered (the message lists the valid names).
         RuntimeFailure: the backend's module was imported but did not register ``name`` (a packaging defect).
     """
+    if name not in RUNTIMES and name not in BACKEND_MODULES:
+        load_plugins()
     if name not in RUNTIMES:
         if name not in BACKEND_MODULES:
             raise UnknownNameError("runtime", name, runtime_names())

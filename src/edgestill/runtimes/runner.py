@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 JOB_KEYS = ("artifact", "runtime", "options", "bench", "inputs", "seed", "eval_data", "metric", "eval_batch_size", "affinity")
-PLUGINS_ENV = "EDGESTILL_RUNTIME_PLUGINS"  # comma-separated modules that register runtimes of their own
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -168,17 +167,6 @@ def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any] | None:
     return None
 
 
-def _import_plugins() -> None:
-    """Import the modules named in ``EDGESTILL_RUNTIME_PLUGINS`` (they register runtimes)."""
-    import importlib
-
-    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            _fail_input(f"{PLUGINS_ENV} names {name!r}, which cannot be imported ({exc}); fix the module path.")
-
-
 # Substrings of the runtimes' own messages for a file they could not parse (not for a valid file they cannot run).
 _PARSE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "not a valid flatbuffer", "model provided has model identifier",
                  "could not open", "failed to parse", "xml parse", "pugixml", "incorrect ir", "unable to read the model")  # fmt: skip
@@ -244,7 +232,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     for var in THREAD_ENV:  # before the runtime library is imported (lazily, by load)
         os.environ[var] = str(options.threads)
     art = Artifact.load(job["artifact"])
-    _import_plugins()
     if job["eval_data"]:  # bad eval data or metric fails before anything is timed
         from edgestill.runtimes.accuracy import METRICS
 

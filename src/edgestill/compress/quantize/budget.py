@@ -34,6 +34,7 @@ from edgestill.compress.quantize.calibration import (
 )
 from edgestill.compress.quantize.options import QuantOptions, check_choice
 from edgestill.errors import ConfigError, InputError
+from edgestill.record import Measurement
 from edgestill.export.base import as_tuple, formats_of
 
 if TYPE_CHECKING:
@@ -169,6 +170,7 @@ class FormatResult:
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
     repair: dict[str, Any] | None = None
     latency: dict[str, Any] | None = None
+    measurements: list[Measurement] = field(default_factory=list)  # the latency cells, raw samples kept (the store's)
     stopped_by: str | None = None  # "budget met", "time budget", "no more layers", "repair"
 
     @property
@@ -487,7 +489,7 @@ def _quantize_format(
     })
     if best.label == "kd-repair":
         final_art.quantization["kd_repair"] = repair_info
-    latency = _latency(fp32_art, arts["naive"][0], final_art, config) if config.bench_latency else None
+    latency, measurements = _latency(fp32_art, arts["naive"][0], final_art, config) if config.bench_latency else (None, [])
     error = None
     if not met:
         error = (f"{final_art.name} missed the accuracy budget by {best.drop_points - budget:.2f} points: {metric} "
@@ -514,7 +516,7 @@ def _quantize_format(
         format=fmt, runtime=DEFAULT_RUNTIME[fmt], name=final_art.name, precision=final_art.precision, metric=metric,
         fp32_accuracy=fp32_acc, fp32_artifact=fp32_art, naive=naive, final=best, artifact=published, budget_met=met,
         budget=budget, report=report, error=error, seconds=time.perf_counter() - t_format, rejected_files=rejected,
-        attempts=attempts, sensitivity=sens, repair=repair_info, latency=latency, stopped_by=stopped,
+        attempts=attempts, sensitivity=sens, repair=repair_info, latency=latency, measurements=measurements, stopped_by=stopped,
     )
 
 
@@ -549,8 +551,12 @@ def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:
     return 300.0 if noise == 0 else round(float(min(300.0, 10 * np.log10(max(signal, 1e-300) / noise))), 2)
 
 
-def _latency(fp32: Artifact, naive: Artifact, final: Artifact, config: QuantizeConfig) -> dict[str, Any]:
-    """p50 at 1 thread of fp32, naive int8 and final, in interleaved rounds (runner subprocesses); medians of rounds."""
+def _latency(fp32: Artifact, naive: Artifact, final: Artifact, config: QuantizeConfig) -> tuple[dict[str, Any], list[Measurement]]:
+    """p50 at 1 thread of fp32, naive int8 and final, in interleaved rounds (runner subprocesses); medians of rounds.
+
+    Returns:
+        (the summary, every round's Measurement with its raw samples).
+    """
     from edgestill.benchmarks.bench import benchmark_matrix
     from edgestill.runtimes.harness import BenchOptions
 
@@ -576,4 +582,4 @@ def _latency(fp32: Artifact, naive: Artifact, final: Artifact, config: QuantizeC
         out["float_layers_cost_vs_naive_int8"] = round(med["final"] / med["naive"], 3)
     if any(not v for v in p50.values()):
         out["failed"] = [m.error for m in ms if m.kind != "measured"][:3]
-    return out
+    return out, ms
