@@ -46,6 +46,9 @@ def run_demo(work: Path, cache: Path, label: str, quick: bool) -> dict:
     row["teacher_cache"] = report["teacher"].get("cache")
     row["baseline_cache"] = report["student"].get("baseline_cache")
     row["kd_gain_points"] = report["student"].get("kd_gain_points")
+    row["test_accuracy"] = {"teacher": report["teacher"].get("test_accuracy"), "student": report["student"]["test_accuracy"],
+                            "baseline": report["student"].get("baseline_test_accuracy")}
+    row["p50_ms"] = {a["artifact"]: (a.get("measurements") or [{}])[0].get("p50_ms") for a in report["artifacts"]}
     return row
 
 

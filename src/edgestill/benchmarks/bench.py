@@ -171,6 +171,7 @@ def benchmark(
         why = f"runner crashed ({sig}) without a result"
     elif doc is not None and doc.get("kind") == "failed":
         why = f"runner failed (exit {rc}): {doc.get('error')}"
+        settings["runner_error"] = str(doc.get("error"))  # its own one-paragraph reason, without the log tail
     else:
         why = f"runner exited {rc} without a parseable JSON result"
     return _failed(ident, runtime, options, f"{why}\n--- runner stderr (tail) ---\n{_tail(err)}", settings)
@@ -253,6 +254,11 @@ def benchmark_matrix(
     if progress:
         progress(len(cells), len(cells), "done")
     return results
+
+
+def failure_reason(m: Measurement) -> str:
+    """Why a cell failed in one paragraph: the runner's own message when it gave one, else the whole error."""
+    return str(m.settings.get("runner_error") or m.error or "")
 
 
 def failure_exit_code(measurements: Sequence[Measurement]) -> int:

@@ -39,7 +39,7 @@ def bench(
     """Measure latency (p50/p90/p99, CV), init and first-call time, peak memory and accuracy of artifacts."""
 
     def body() -> int:
-        from edgestill.benchmarks.bench import benchmark_matrix, failure_exit_code, repeat_summary
+        from edgestill.benchmarks.bench import benchmark_matrix, failure_exit_code, failure_reason, repeat_summary
         from edgestill.runtimes.harness import CLOCKS, BenchOptions
         from edgestill.benchmarks.store import ResultsStore
         from edgestill.commands.options import parse_int_list
@@ -94,8 +94,7 @@ def bench(
         if code == 2:  # bad input only: the one-paragraph reason on stderr, without the runner's log tail
             for m in results:
                 if m.kind == "failed":
-                    reason = (m.error or "").split("\n--- runner stderr")[0].removeprefix("runner failed (exit 2): ")
-                    typer.echo(f"error: {m.artifact} ({m.runtime}, {m.threads} thr): {reason}", err=True)
+                    typer.echo(f"error: {m.artifact} ({m.runtime}, {m.threads} thr): {failure_reason(m)}", err=True)
         return code
 
     code = run_command(body)  # typer.Exit raised inside body would count as an internal failure
