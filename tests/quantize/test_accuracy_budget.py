@@ -18,13 +18,6 @@ BUDGET = 1.0
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from edgestill.data import load_dataset
-
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def trained(digits):
     import torch
 

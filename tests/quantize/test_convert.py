@@ -82,13 +82,6 @@ def test_label_free_int8_goes_through_the_budget_against_the_fp32_file(tmp_path,
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from edgestill.data import load_dataset
-
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def outlier_model(digits):
     import torch
 
