@@ -5,7 +5,7 @@ alike; each round trains one epoch of each from the same initial weights. It rep
 each and the ratios b/a and c/a (median of the per-round ratios, with their range). The cache is filled once
 before the rounds (its one-time cost is reported as ``cache_fill_s``). Needs a quiet machine for a final figure.
 
-Usage: python perf/distill_cache.py [--rounds 5] [--threads 1] [--size default|quick]
+Usage: python perf/distill_cache.py [--rounds 5] [--train-threads 1] [--size default|quick]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-threads", type=int, default=1)
     parser.add_argument("--size", choices=("default", "quick"), default="default")
     args = parser.parse_args()
 
@@ -34,7 +34,7 @@ def main() -> None:
     from edgestill.data import load_dataset
     from edgestill.models import create_model
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.train_threads)
     data = load_dataset(DEMO.dataset, seed=0, size=args.size)
     c = data.input_shape[0]
     # The demo's architectures; the teacher's weights do not change its cost, so it is not trained here.
@@ -67,7 +67,7 @@ def main() -> None:
 
     per_round = {k: [b / a for a, b in zip(times["alone"], times[k])] for k in ("online", "cached")}
     out = {
-        "script": "distill_cache", "dataset": data.name, "n_train": len(data.train), "threads": args.threads,
+        "script": "distill_cache", "dataset": data.name, "n_train": len(data.train), "threads": args.train_threads,
         "rounds": args.rounds, "student": DEMO.student_model, "teacher": DEMO.teacher_model,
         "batch_size": config.batch_size, "cache_fill_s": round(fill_s, 3),
         "epoch_s_median": {k: round(statistics.median(v), 3) for k, v in times.items()},

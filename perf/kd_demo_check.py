@@ -1,6 +1,6 @@
 """Measure the demo's distillation stage: teacher, KD student, no-KD student; print one JSON line.
 
-Usage: python perf/kd_demo_check.py [--seed N] [--quick] [--threads 2] [--override JSON]
+Usage: python perf/kd_demo_check.py [--seed N] [--quick] [--train-threads 2] [--override JSON]
 
 ``--override`` replaces fields of the preset to try another configuration before changing the preset, e.g.
 ``--override '{"teacher_kwargs": {"width": 32, "blocks": [2, 2, 2]}, "student_kwargs": {"width_mult": 1.25}}'``
@@ -19,7 +19,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="use QUICK instead of DEMO")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-threads", type=int, default=2)
     parser.add_argument("--override", type=json.loads, default={}, help="JSON object of preset fields to replace")
     args = parser.parse_args()
 
@@ -30,7 +30,7 @@ def main() -> None:
     from edgestill.data import load_dataset
     from edgestill.models import count_parameters, create_model
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.train_threads)
     s = QUICK if args.quick else DEMO
     changes = {}
     for key, value in args.override.items():
@@ -38,7 +38,7 @@ def main() -> None:
         changes[key] = dataclasses.replace(current, **value) if dataclasses.is_dataclass(current) else value
     s = dataclasses.replace(s, **changes)
     seed = args.seed
-    out: dict = {"preset": "quick" if args.quick else "demo", "seed": seed, "threads": args.threads, "override": args.override}
+    out: dict = {"preset": "quick" if args.quick else "demo", "seed": seed, "threads": args.train_threads, "override": args.override}
 
     t0 = time.perf_counter()
     data = load_dataset(s.dataset, seed=seed, size=s.dataset_size)

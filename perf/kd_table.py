@@ -5,7 +5,7 @@ the teacher cache) and the demo's student schedule. Prints one JSON line per (wi
 sample std and per-seed test accuracies, then one summary line per width (best KD variant vs no KD). With
 ``--markdown`` it prints the README table instead (from this run, or from an earlier run's lines with --from).
 
-Trainings run in ``--jobs`` worker processes with ``--threads`` torch threads each. The default (2 widths × 5
+Trainings run in ``--jobs`` worker processes with ``--train-threads`` torch threads each. The default (2 widths × 5
 variants × 3 seeds, 8 epochs) took about 15 minutes on 2 idle cores.
 
 Usage:
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="student epochs (the demo's: 8)")
     parser.add_argument("--size", choices=("default", "quick"), default="default")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--train-threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--markdown", action="store_true", help="print the README table instead of JSON lines")
     parser.add_argument("--from", dest="from_file", type=Path, help="read the JSON lines of an earlier run")
     args = parser.parse_args()
@@ -156,13 +156,13 @@ def main() -> None:
     from edgestill.compress.distill.teacher_outputs import default_cache_dir
 
     started = time.perf_counter()
-    data, teacher = _setup(args.size, max(args.threads, 1))
+    data, teacher = _setup(args.size, max(args.train_threads, 1))
     for feats in ([], [FITNETS_PAIR[1]], ["pool"]):
         cached_teacher_outputs(teacher, data, cache_dir=default_cache_dir() / "teacher-outputs", features=feats)
     print(json.dumps({"setup": True, "teacher_cache": _STATE["teacher_info"]["cache"],
                       "teacher_test_acc": _STATE["teacher_info"].get("test_accuracy"),
                       "setup_s": round(time.perf_counter() - started, 1)}), file=sys.stderr)
-    tasks = [{"width": w, "variant": v, "seed": s, "epochs": args.epochs, "size": args.size, "threads": args.threads}
+    tasks = [{"width": w, "variant": v, "seed": s, "epochs": args.epochs, "size": args.size, "threads": args.train_threads}
              for w in widths for s in seed_list(args.seeds) for v in variants]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = []

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--size", default="default", choices=("default", "quick"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calibration-samples", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2, help="training threads")
+    parser.add_argument("--train-threads", type=int, default=2, help="training threads")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
@@ -50,7 +50,7 @@ def main() -> None:
     from edgestill.data import load_dataset
     from edgestill.models import count_parameters
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.train_threads)
     data = load_dataset("synthetic-shapes", size=args.size)
     idx = select_calibration(len(data.train), labels=data.train.y, n=args.calibration_samples)
     rows = []
