@@ -125,7 +125,8 @@ def _load_program(path: Path) -> Any:
                          "torch.jit.save(torch.jit.script(model), path), or export a .pt2 with torch.export.save.") from None
 
 
-def teacher_stage(recipe: Recipe, data: Any, log: Any, progress: Any, *, cache_dir: Path) -> tuple[Any, np.ndarray | None, dict[str, Any]]:
+def teacher_stage(recipe: Recipe, data: Any, log: Any, progress: Any, *,
+                  cache_dir: Path) -> tuple[Any, np.ndarray | None, dict[str, Any]]:
     """(torch teacher or None, black-box logits aligned with data.train or None, info for the report)."""
     from edgestill.compress.distill.blackbox import teacher_logits_from_artifact, teacher_logits_from_predictions
     from edgestill.compress.distill.teacher_cache import train_or_load_teacher
@@ -294,8 +295,6 @@ def load_student(student: StudentConfig, seed: int, data: Any, out: Path) -> Any
     model = _build_model(student, data, role="student", seed=seed)
     model.load_state_dict(load_file(str(out / "checkpoints" / "student.safetensors")))
     return model.eval()
-
-
 
 
 def export_stage(recipe: Recipe, data: Any, student: Any, out: Path, progress: Progress) -> list[dict[str, Any]]:
