@@ -259,14 +259,16 @@ class QuantizeResult:
 
 
 def artifact_accuracy(artifact: Artifact, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Top-1 accuracy of an artifact on its own runtime (1 thread) and its raw first output."""
-    from edgestill.export.validate import run_artifact
+    """Top-1 accuracy of an artifact on its own runtime (1 thread) and its raw first output ``[n, classes]``.
+
+    The same functions score artifacts everywhere (the chain's evaluate stage, the runner on a device).
+    """
     from edgestill.runtimes import RuntimeOptions, load
+    from edgestill.runtimes.accuracy import accuracy_of, session_logits
 
     session = load(artifact, RuntimeOptions(threads=1))
-    out = run_artifact(session, artifact, [x])[0]
-    out = out.reshape(len(x), -1)
-    return float((out.argmax(1) == y).mean()), out
+    out = session_logits(session, x, batch_size=64)  # 64 a call where the batch dim is symbolic
+    return accuracy_of(out, y).value, out
 
 
 def check_eval_data(eval_x: Any, eval_y: Any, sample_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
