@@ -77,6 +77,15 @@ class Measurement:
     samples_ms: list[float] = field(default_factory=list)  # raw steady-state samples, kept in the store
     warnings: list[str] = field(default_factory=list)
     error: str | None = None  # why a failed cell failed (with the tail of stderr)
+    # Whether the steady state was stable (see edgestill.stats.stability): ``{"stable": bool, "reasons": [...], ...}``.
+    # None for a record from before stability was checked, an estimate, or a failed cell. A gate gives no verdict on an
+    # unstable cell.
+    stability: dict[str, Any] | None = None
+
+    @property
+    def unstable(self) -> bool:
+        """True when the harness flagged the steady state as unstable (drift, spread or outliers past its bounds)."""
+        return bool(self.stability) and not self.stability.get("stable", True)
 
     def to_dict(self, with_samples: bool = False) -> dict[str, Any]:
         d = asdict(self)

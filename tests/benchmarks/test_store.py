@@ -64,7 +64,7 @@ def test_filters_by_artifact_and_run(tmp_path: Path) -> None:
         assert len(store.measurements()) == 3
 
 
-def test_failed_and_estimated_records_store_without_latency(tmp_path: Path) -> None:
+def test_failed_records_store_without_latency(tmp_path: Path) -> None:
     failed = Measurement(artifact="x", format="tflite", precision="fp32", runtime="litert", threads=1, kind="failed", error="boom")
     with ResultsStore(tmp_path / "r.db") as store:
         run_id = store.add_run("c", measurements=[failed])
@@ -114,10 +114,12 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
     from edgestill.benchmarks import store as store_mod
 
     path = tmp_path / "old.db"
-    old_schema = (store_mod._SCHEMA.replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
-                  .replace(",\n    teacher_top1_agreement REAL,\n    teacher_kl REAL", "")
-                  .replace(",\n    recipe_sha256 TEXT,\n    machine TEXT", ""))
-    assert old_schema.count("\n") == store_mod._SCHEMA.count("\n") - 6
+    current = store_mod._SCHEMA
+    old_schema = (current[: current.index("CREATE TABLE artifacts")] + current[current.index("CREATE TABLE samples"):])
+    old_schema = (old_schema.replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
+                  .replace(",\n    teacher_top1_agreement REAL,\n    teacher_kl REAL,\n    stability_json TEXT", "")
+                  .replace(",\n    recipe_sha256 TEXT,\n    machine TEXT,\n    git_ref TEXT", ""))
+    assert "stability_json" not in old_schema and "git_ref" not in old_schema and "recipe_sha256" not in old_schema
     db = sqlite3.connect(path)
     db.executescript(old_schema + "\nPRAGMA user_version = 1;")
     db.execute("INSERT INTO runs (created_at, command) VALUES ('2026-11-01T00:00:00+00:00', 'bench old')")
@@ -132,4 +134,90 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
         run_id = store.add_run("bench new", recipe_sha256="ab" * 32, measurements=[_measurement()])  # new columns
         assert store.runs()[-1]["recipe_sha256"] == "ab" * 32 and store.runs()[-1]["machine"]
         assert store.measurements(run_id)[0]["teacher_top1_agreement"] == 0.97
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+
+
+def test_estimates_are_kept_apart_from_measurements(tmp_path: Path) -> None:
+    est = Measurement(artifact="m", format="onnx", precision="fp32", runtime="onnxruntime", threads=1, kind="estimated",
+                      latency=summarize([2.0]), low_ms=1.5, high_ms=2.6, provenance={"device_id": "raspberry-pi-5"})
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id = store.add_run("estimate", measurements=[est, _measurement("m")])
+        assert [d["kind"] for d in store.measurements(run_id)] == ["measured"]  # no read of measurements returns one
+        (back,) = store.estimates(run_id)
+        assert (back["kind"], back["low_ms"], back["high_ms"], back["p50_ms"]) == ("estimated", 1.5, 2.6, 2.0)
+
+
+def test_a_manifest_in_settings_is_stored_once_per_artifact_and_run(tmp_path: Path) -> None:
+    a, b = _measurement("m"), _measurement("m")
+    a.settings["manifest"] = b.settings["manifest"] = {"name": "m", "format": "onnx", "files": {"m.onnx": "ab" * 32}}
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id = store.add_run("bench", measurements=[a, b])
+        assert store.artifacts(run_id) == {"m": a.settings["manifest"]}
+        assert all("manifest" not in d["settings"] for d in store.measurements(run_id))
+
+
+def test_stability_verdict_round_trips(tmp_path: Path) -> None:
+    m = _measurement()
+    m.stability = {"stable": False, "reasons": ["drift 12% > 8%"]}
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id = store.add_run("bench", measurements=[m])
+        (row,) = store.measurements(run_id)
+        assert row["stability"] == m.stability and store.measurement(row["id"]).unstable
+
+
+def test_runs_resolve_by_id_label_git_ref_and_commit(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "r.db") as store:
+        r1 = store.add_run("a", git_commit="0123abcd" * 5, git_ref="main", label="baseline")
+        r2 = store.add_run("b", git_commit="fedc9876" * 5, git_ref="feature/x")
+        r3 = store.add_run("c", git_commit="0123abcd" * 5, git_ref="main")
+        assert store.resolve_runs("latest") == [r3]
+        assert store.resolve_runs(str(r2)) == [r2] and store.resolve_runs(f"#{r1}") == [r1]
+        assert store.resolve_runs("baseline") == [r1]
+        assert store.resolve_runs("main") == [r1, r3]
+        assert store.resolve_runs("fedc98") == [r2]
+        with pytest.raises(InputError, match="no run .* matches 'nope'.*main"):
+            store.resolve_runs("nope")
+        with pytest.raises(InputError, match="no run"):
+            store.resolve_runs("#99")
+
+
+def test_git_ref_defaults_to_the_ci_branch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGESTILL_GIT_REF", "release-1.2")
+    with ResultsStore(tmp_path / "r.db") as store:
+        store.add_run("bench")
+        assert store.runs()[0]["git_ref"] == "release-1.2"
+
+
+def test_store_is_in_wal_mode_and_a_db_under_a_file_is_bad_input(tmp_path: Path) -> None:
+    ResultsStore(tmp_path / "r.db").close()
+    assert sqlite3.connect(tmp_path / "r.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="part of its folder path is a file"):
+        ResultsStore(tmp_path / "afile" / "r.db")
+    with pytest.raises(InputError, match="is a folder"):
+        ResultsStore(tmp_path)
+
+
+def _write_runs(path: str, worker: int, count: int) -> None:
+    with ResultsStore(path) as store:
+        for i in range(count):
+            store.add_run(f"w{worker}-{i}", git_commit="x", package_version="0", machine="m",
+                          measurements=[_measurement(f"w{worker}-{i}")])
+
+
+def test_many_processes_writing_one_new_store_lose_no_row(tmp_path: Path) -> None:
+    """Several processes create the same new store at once and each writes runs: every run and sample lands."""
+    import multiprocessing as mp
+
+    path = str(tmp_path / "shared.db")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_write_runs, args=(path, w, 10)) for w in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with ResultsStore(path) as store:
+        assert sorted(r["command"] for r in store.runs()) == sorted(f"w{w}-{i}" for w in range(6) for i in range(10))
+        assert len(store.measurements()) == 60
+        assert store._db.execute("SELECT count(*) FROM samples").fetchone()[0] == 60 * 4

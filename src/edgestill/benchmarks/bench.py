@@ -41,6 +41,19 @@ def _identity(artifact_path: Path) -> dict[str, Any]:
         return {"artifact": name, "format": "?", "precision": "?"}
 
 
+def _manifest(artifact_path: Path) -> dict[str, Any] | None:
+    """The artifact's manifest as a dict (the file given, or the manifest beside a model file), or None."""
+    candidates = [artifact_path] if artifact_path.name.endswith(".manifest.json") else [
+        artifact_path.with_name(artifact_path.stem + ".manifest.json"), artifact_path.with_name(artifact_path.name + ".manifest.json")]
+    for p in candidates:
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        return d if isinstance(d, dict) else None
+    return None
+
+
 def _failed(ident: dict[str, Any], runtime: str | None, options: RuntimeOptions, why: str, settings: dict[str, Any]) -> Measurement:
     return Measurement(
         **ident,
@@ -160,6 +173,9 @@ def benchmark(
             m = measurement_from_dict(doc)
         except (TypeError, ValueError) as exc:
             return _failed(ident, runtime, options, f"the runner's JSON is not a measurement record ({exc})", settings)
+        manifest = _manifest(path)
+        if manifest is not None:  # the store keeps it once per artifact and run (its artifacts table)
+            m.settings["manifest"] = manifest
         m.provenance["runner_wall_ms"] = round(wall_ms, 1)
         m.provenance["torch_imported"] = bool(doc.get("torch_imported"))
         return m

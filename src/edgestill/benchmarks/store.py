@@ -1,7 +1,10 @@
-"""The results store: SQLite with runs, measurements (every record field + provenance) and raw samples.
+"""The results store: SQLite with runs, artifacts (their manifests), measurements (every record field + provenance)
+with their raw samples, and estimates, kept in a table of their own so that no read of measurements returns one.
 
 Every write is one transaction: a crash part-way through leaves no half-written run or measurement.
-The schema is versioned with ``PRAGMA user_version``; a newer store than this code knows is refused.
+The schema is versioned with ``PRAGMA user_version`` and migrated in place; a newer store than this code knows is
+refused. The file is in write-ahead-log mode and every connection waits (and retries) while another process writes,
+so many ``bench`` processes can share one store: every row lands.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import datetime as _dt
 import json
 import os
 import sqlite3
+import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +23,9 @@ from typing import Any
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import InputError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+BUSY_TIMEOUT_S = 30.0  # how long one statement waits for another writer's lock before the retry loop takes over
+BUSY_RETRIES = 8  # retries of a whole transaction that still found the store locked (backoff 0.05 s doubling)
 DEFAULT_PATH = Path(".edgestill") / "results.db"
 
 _SCHEMA = """
@@ -31,7 +38,8 @@ CREATE TABLE runs (
     command TEXT NOT NULL,
     label TEXT,
     recipe_sha256 TEXT,
-    machine TEXT
+    machine TEXT,
+    git_ref TEXT
 );
 CREATE TABLE measurements (
     id INTEGER PRIMARY KEY,
@@ -57,10 +65,35 @@ CREATE TABLE measurements (
     clock TEXT,
     wall_latency_json TEXT,
     teacher_top1_agreement REAL,
-    teacher_kl REAL
+    teacher_kl REAL,
+    stability_json TEXT
 );
 CREATE INDEX measurements_run ON measurements(run_id);
 CREATE INDEX measurements_artifact ON measurements(artifact);
+CREATE TABLE artifacts (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    format TEXT,
+    precision TEXT,
+    manifest_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE estimates (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    artifact TEXT NOT NULL,
+    format TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    threads INTEGER NOT NULL,
+    device_id TEXT,
+    estimate_ms REAL,
+    low_ms REAL,
+    high_ms REAL,
+    model_bytes INTEGER,
+    record_json TEXT NOT NULL
+);
+CREATE INDEX estimates_run ON estimates(run_id);
 CREATE TABLE samples (
     measurement_id INTEGER NOT NULL REFERENCES measurements(id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
@@ -78,7 +111,17 @@ _PLAIN = ("artifact", "format", "precision", "runtime", "threads", "kind", "init
 _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABLE measurements ADD COLUMN wall_latency_json TEXT"),
                2: ("ALTER TABLE runs ADD COLUMN recipe_sha256 TEXT", "ALTER TABLE runs ADD COLUMN machine TEXT",
                    "ALTER TABLE measurements ADD COLUMN teacher_top1_agreement REAL",
-                   "ALTER TABLE measurements ADD COLUMN teacher_kl REAL")}
+                   "ALTER TABLE measurements ADD COLUMN teacher_kl REAL"),
+               # schema 3 → 4: a run's git ref (branch or tag), each cell's stability verdict, artifacts' manifests,
+               # and estimates apart from measurements
+               3: ("ALTER TABLE runs ADD COLUMN git_ref TEXT", "ALTER TABLE measurements ADD COLUMN stability_json TEXT",
+                   "CREATE TABLE artifacts (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT "
+                   "NULL, format TEXT, precision TEXT, manifest_json TEXT NOT NULL, PRIMARY KEY (run_id, name))",
+                   "CREATE TABLE estimates (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE "
+                   "CASCADE, artifact TEXT NOT NULL, format TEXT NOT NULL, precision TEXT NOT NULL, runtime TEXT NOT NULL, "
+                   "threads INTEGER NOT NULL, device_id TEXT, estimate_ms REAL, low_ms REAL, high_ms REAL, model_bytes "
+                   "INTEGER, record_json TEXT NOT NULL)",
+                   "CREATE INDEX estimates_run ON estimates(run_id)")}
 
 
 class ResultsStore:
@@ -86,34 +129,54 @@ class ResultsStore:
 
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise InputError(f"--db {self.path} is a folder; pass a file path for the results store (e.g. {DEFAULT_PATH}).")
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InputError(f"cannot create the results store {self.path}: a part of its folder path is a file. "
+                             "Pass a path whose parent is a folder.") from None
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)  # explicit transactions
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA foreign_keys = ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path} is not an edgestill results store ({exc}); pass a new path or the right file.") from None
-        if version == 0:
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # the schema is read and written inside one write transaction: two processes creating a new store at once
+            # cannot both see version 0 and both create it (the second waits and then finds version SCHEMA_VERSION)
             with self._transaction() as db:
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise InputError(f"{self.path} is a SQLite file with other tables; use a new path for the results store.")
-                # one statement at a time: executescript() would commit and end the transaction
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(stmt)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version < SCHEMA_VERSION:
-            with self._transaction() as db:  # in place and in one transaction: old rows read as wall clock
-                for step in range(version, SCHEMA_VERSION):
-                    for stmt in _MIGRATIONS[step]:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                        raise InputError(f"{self.path} is a SQLite file with other tables; use a new path for the results store.")
+                    # one statement at a time: executescript() would commit and end the transaction
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
                         db.execute(stmt)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            self._db.close()
-            raise InputError(
-                f"{self.path} has results-store schema {version}, newer than this edgestill's {SCHEMA_VERSION}; "
-                "upgrade edgestill to read it."
-            )
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version < SCHEMA_VERSION:  # in place and in one transaction: old rows read as wall clock
+                    for step in range(version, SCHEMA_VERSION):
+                        for stmt in _MIGRATIONS[step]:
+                            db.execute(stmt)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version > SCHEMA_VERSION:
+                    raise InputError(
+                        f"{self.path} has results-store schema {version}, newer than this edgestill's {SCHEMA_VERSION}; "
+                        "upgrade edgestill to read it."
+                    )
+            self._db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer; kept in the file
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            raise InputError(f"{self.path} is not an edgestill results store ({exc}); pass a new path or the right file.") from None
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
 
     def close(self) -> None:
         self._db.close()
@@ -126,7 +189,18 @@ class ResultsStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE (the write lock up front, so a transaction never fails half-way on a lock), retried with
+        backoff while another writer holds the store past the busy timeout."""
+        delay = 0.05
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == BUSY_RETRIES:
+                    raise
+                time.sleep(delay)
+                delay *= 2
         try:
             yield self._db
         except BaseException:
@@ -146,13 +220,18 @@ class ResultsStore:
         label: str | None = None,
         recipe_sha256: str | None = None,
         machine: str | None = None,
+        git_ref: str | None = None,
         measurements: Iterable[Measurement] = (),
     ) -> int:
-        """Record a run (and, optionally, its measurements) in ONE transaction; return the run id.
+        """Record a run (and, optionally, its measurements and estimates) in ONE transaction; return the run id.
 
-        ``git_commit``/``git_dirty``/``package_version`` default to this checkout's, ``machine`` to this host's
-        device id (see ``host_provenance``). ``recipe_sha256`` is the hash of the recipe a chain run followed.
+        ``git_commit``/``git_dirty``/``package_version`` default to this checkout's, ``git_ref`` to ``$EDGESTILL_GIT_REF``,
+        CI's branch (``$GITHUB_REF_NAME``) or the checkout's branch, ``machine`` to this host's device id (see
+        ``host_provenance``). ``recipe_sha256`` is the hash of the recipe a chain run followed. A record of kind
+        ``estimated`` goes to the estimates table, never among the measurements.
         """
+        if git_ref is None:
+            git_ref = _git_ref()
         if git_commit is None:
             from edgestill.host import git_state
 
@@ -168,9 +247,9 @@ class ResultsStore:
         with self._transaction() as db:
             cur = db.execute(
                 "INSERT INTO runs (created_at, git_commit, git_dirty, package_version, command, label, recipe_sha256, "
-                "machine) VALUES (?,?,?,?,?,?,?,?)",
+                "machine, git_ref) VALUES (?,?,?,?,?,?,?,?,?)",
                 (created, git_commit, None if git_dirty is None else int(git_dirty), package_version, command, label,
-                 recipe_sha256, machine),
+                 recipe_sha256, machine, git_ref),
             )
             run_id = int(cur.lastrowid)
             for m in measurements:
@@ -189,6 +268,20 @@ class ResultsStore:
             return self._insert(db, run_id, m)
 
     def _insert(self, db: sqlite3.Connection, run_id: int, m: Measurement) -> int:
+        settings = dict(m.settings)
+        manifest = settings.pop("manifest", None)
+        if isinstance(manifest, dict):  # one row per artifact and run, however many cells measured it
+            db.execute("INSERT OR REPLACE INTO artifacts (run_id, name, format, precision, manifest_json) VALUES (?,?,?,?,?)",
+                       (run_id, m.artifact, m.format, m.precision, json.dumps(manifest)))
+        if m.kind == "estimated":
+            cur = db.execute(
+                "INSERT INTO estimates (run_id, artifact, format, precision, runtime, threads, device_id, estimate_ms, "
+                "low_ms, high_ms, model_bytes, record_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, m.artifact, m.format, m.precision, m.runtime, m.threads, m.provenance.get("device_id"),
+                 m.latency.p50_ms if m.latency else None, m.low_ms, m.high_ms, m.model_bytes,
+                 json.dumps({**m.to_dict(), "settings": settings})),
+            )
+            return int(cur.lastrowid)
         lat = m.latency
         row: dict[str, Any] = {k: getattr(m, k) for k in _PLAIN}
         row.update({k: getattr(lat, k) if lat else None for k in _LATENCY})
@@ -200,7 +293,8 @@ class ResultsStore:
             accuracy_n=m.accuracy.n if m.accuracy else None,
             parity_json=json.dumps([p.__dict__ for p in m.parity]),
             provenance_json=json.dumps(m.provenance),
-            settings_json=json.dumps(m.settings),
+            settings_json=json.dumps(settings),
+            stability_json=json.dumps(m.stability) if m.stability is not None else None,
             warnings_json=json.dumps(m.warnings),
             wall_latency_json=json.dumps(m.wall_latency.__dict__) if m.wall_latency else None,
         )
@@ -215,10 +309,66 @@ class ResultsStore:
 
     # -- reads ----------------------------------------------------------------------------------------
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run, oldest first."""
+    def runs(self, run_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """Every run (or those with the given ids), oldest first."""
         rows = self._db.execute("SELECT * FROM runs ORDER BY id").fetchall()
-        return [{**dict(r), "git_dirty": None if r["git_dirty"] is None else bool(r["git_dirty"])} for r in rows]
+        wanted = None if run_ids is None else set(run_ids)
+        return [{**dict(r), "git_dirty": None if r["git_dirty"] is None else bool(r["git_dirty"])}
+                for r in rows if wanted is None or r["id"] in wanted]  # fmt: skip
+
+    def resolve_runs(self, ref: str) -> list[int]:
+        """The ids of the runs a reference names, oldest first.
+
+        ``ref`` is ``latest`` (the newest run), a run id (``12`` or ``#12``), a label, a git ref recorded with the run
+        (``main``, a tag), or a commit: a full or abbreviated hash, or a name that ``git rev-parse`` resolves in the
+        current checkout (``HEAD~1``, ``origin/main``).
+
+        Raises:
+            InputError: no run matches; the message lists what the store holds.
+        """
+        runs = self.runs()
+        ref = str(ref).strip()
+        if runs and ref == "latest":
+            return [runs[-1]["id"]]
+        if ref.lstrip("#").isdigit():
+            found = [r["id"] for r in runs if r["id"] == int(ref.lstrip("#"))]
+            if found or ref.startswith("#"):
+                return self._found(found, ref, runs)
+        named = [r["id"] for r in runs if ref in (r["label"], r["git_ref"])]
+        if named:
+            return named
+        commits = {ref} if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref.lower()) else set()
+        resolved = _rev_parse(ref)
+        if resolved:
+            commits.add(resolved)
+        found = [r["id"] for r in runs if r["git_commit"] and any(r["git_commit"].startswith(c.lower()) for c in commits)]
+        return self._found(found, ref, runs)
+
+    def _found(self, found: list[int], ref: str, runs: list[dict[str, Any]]) -> list[int]:
+        if found:
+            return found
+        if not runs:
+            raise InputError(f"no run matches {ref!r}: the results store {self.path} is empty. Run `edgestill bench` or "
+                             "`edgestill run` with --db pointing at it first.")
+        refs = sorted({str(r[k]) for r in runs for k in ("label", "git_ref") if r[k]})
+        commits = sorted({r["git_commit"][:10] for r in runs if r["git_commit"]})
+        raise InputError(
+            f"no run in {self.path} matches {ref!r}. It holds runs {runs[0]['id']}..{runs[-1]['id']}"
+            + (f", labels/refs {', '.join(refs[:10])}" if refs else "")
+            + (f", commits {', '.join(commits[:10])}" if commits else "")
+            + ". Name a run id, 'latest', a label, a git ref or a commit."
+        )
+
+    def artifacts(self, run_id: int) -> dict[str, dict[str, Any]]:
+        """The manifests of the artifacts a run measured, by artifact name."""
+        rows = self._db.execute("SELECT name, manifest_json FROM artifacts WHERE run_id = ? ORDER BY name", (run_id,))
+        return {r["name"]: json.loads(r["manifest_json"]) for r in rows}
+
+    def estimates(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        """Estimated records (``kind == "estimated"``) as flat dicts with ``id`` and ``run_id``, oldest first."""
+        sql = "SELECT id, run_id, record_json FROM estimates" + (" WHERE run_id = ?" if run_id is not None else "") + " ORDER BY id"
+        rows = self._db.execute(sql, () if run_id is None else (run_id,)).fetchall()
+        return [{**json.loads(r["record_json"]), "id": r["id"], "run_id": r["run_id"]} for r in rows]
 
     def measurements(self, run_id: int | None = None, artifact: str | None = None) -> list[dict[str, Any]]:
         """Measurements as flat dicts (``Measurement.to_dict`` keys plus ``id`` and ``run_id``), oldest first."""
@@ -252,8 +402,34 @@ class ResultsStore:
         return [r[0] for r in rows]
 
 
+def _git_ref() -> str | None:
+    """The branch or tag this run belongs to: ``$EDGESTILL_GIT_REF``, CI's ``$GITHUB_REF_NAME``, or the checkout's
+    branch (None when detached or outside a git repo)."""
+    for var in ("EDGESTILL_GIT_REF", "GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        out = subprocess.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _rev_parse(ref: str) -> str | None:
+    """The commit a git name resolves to in the current checkout, or None. ``--end-of-options`` keeps a ref that
+    starts with ``-`` from being read as an option."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "-q", "--end-of-options", f"{ref}^{{commit}}"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def _to_dict(r: sqlite3.Row) -> dict[str, Any]:
     d = dict(r)
+    stability = d.pop("stability_json", None)
+    d["stability"] = json.loads(stability) if stability else None
     d["parity"] = json.loads(d.pop("parity_json"))
     d["provenance"] = json.loads(d.pop("provenance_json"))
     d["settings"] = json.loads(d.pop("settings_json"))
