@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+# The JSON documents that carry measurement records (``edgestill bench --json``, a chain run's report.json) say which
+# schema they follow; ``edgestill gate`` refuses a version it does not know rather than misreading it.
+RESULTS_SCHEMA = "edgestill.results"
+RESULTS_SCHEMA_VERSION = 1
+
 
 @dataclass(frozen=True, kw_only=True)
 class LatencyStats:

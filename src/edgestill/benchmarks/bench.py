@@ -193,6 +193,55 @@ def benchmark(
     return _failed(ident, runtime, options, f"{why}\n--- runner stderr (tail) ---\n{_tail(err)}", settings)
 
 
+def benchmark_ab(
+    old: str | os.PathLike[str],
+    new: str | os.PathLike[str],
+    *,
+    runtime: str | None = None,
+    options: RuntimeOptions | None = None,
+    blocks: int = 30,
+    block_seconds: float = 0.05,
+    block_min_runs: int = 5,
+    affinity: Sequence[int] | None = None,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Time two artifacts interleaved in one runner process (:mod:`edgestill.runtimes.ab`); return its JSON document.
+
+    Raises:
+        InputError: the runner found bad input (an artifact its runtime cannot load, a bad option); the message is
+            the runner's.
+        RuntimeFailure: the runner crashed, timed out or printed no result.
+    """
+    from edgestill.errors import RuntimeFailure
+
+    options = options or RuntimeOptions()
+    job = {"old": str(Path(old).resolve()), "new": str(Path(new).resolve()), "runtime": runtime,
+           "options": options.to_dict(), "blocks": blocks, "block_seconds": block_seconds, "block_min_runs": block_min_runs,
+           "affinity": list(affinity) if affinity else None}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="edgestill-ab-") as tmp:
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        env = {**os.environ, **{var: str(options.threads) for var in THREAD_ENV}}
+        proc = subprocess.Popen([sys.executable, "-m", "edgestill.runtimes.ab", str(job_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            raise RuntimeFailure(f"the A/B runner timed out after {timeout_s:g} s and was killed.") from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+    doc = _parse(out)
+    if proc.returncode == 0 and doc is not None and doc.get("kind") == "ab":
+        return doc
+    if proc.returncode == BAD_INPUT_EXIT and doc is not None:
+        raise InputError(str(doc.get("error")))
+    raise RuntimeFailure(f"the A/B runner failed (exit {proc.returncode}): "
+                         f"{(doc or {}).get('error') or 'no result'}\n--- runner stderr (tail) ---\n{_tail(err)}")
+
+
 def _parse(stdout: str) -> dict[str, Any] | None:
     """The runner's JSON document: the last non-empty stdout line."""
     lines = [ln for ln in stdout.splitlines() if ln.strip()]

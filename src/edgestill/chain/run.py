@@ -27,6 +27,7 @@ import numpy as np
 from edgestill import __version__
 from edgestill.chain.recipe import Recipe
 from edgestill.errors import ConfigError
+from edgestill.record import RESULTS_SCHEMA_VERSION
 from edgestill.outdir import MARKER, claim_output_dir, write_json_atomic, write_text_atomic
 
 STATE_FILE = "stages.json"
@@ -199,7 +200,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
 
     torch.set_num_threads(options.train_threads)
     report: dict[str, Any] = {
-        "edgestill_version": __version__, "kind": options.kind, "recipe": recipe.name,
+        "schema_version": RESULTS_SCHEMA_VERSION, "edgestill_version": __version__, "kind": options.kind, "recipe": recipe.name,
         "recipe_sha256": recipe.fingerprint(), "recipe_path": None if recipe.source is None else str(recipe.source),
         "data": {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                  "class_names": list(data.class_names), "n_train": len(data.train), "n_val": len(data.val),

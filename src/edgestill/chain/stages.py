@@ -431,5 +431,5 @@ def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress:
         m.teacher_top1_agreement, m.teacher_kl = row.get("teacher_top1_agreement"), row.get("teacher_kl")
         m.provenance["device"] = "host"
         measurements.append(m)
-        row.setdefault("measurements", []).append(m.to_dict())
+        row.setdefault("measurements", []).append(m.to_dict(with_samples=True))  # raw samples: `edgestill gate` reads them
     return measurements

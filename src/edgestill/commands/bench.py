@@ -75,7 +75,10 @@ def bench(
             run_id = store.add_run("bench " + " ".join(str(a) for a in artifacts), measurements=results)
         repeats = repeat_summary(results) if repeat > 1 else []
         if json_out:
-            doc = {"run_id": run_id, "db": str(db), "measurements": [m.to_dict() for m in results]}
+            from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
+
+            doc = {"schema": RESULTS_SCHEMA, "schema_version": RESULTS_SCHEMA_VERSION, "run_id": run_id, "db": str(db),
+                   "measurements": [m.to_dict(with_samples=True) for m in results]}  # raw samples: `edgestill gate` reads them
             if repeat > 1:
                 doc["repeats"] = repeats
             echo_json(doc)
