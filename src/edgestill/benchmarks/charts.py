@@ -83,7 +83,7 @@ def _draw_points(ax: Any, measured: list[dict], estimated: list[dict], colours: 
     front = sorted((c for c in measured if c["pareto"]), key=lambda c: c["p50_ms"])
     if len(front) > 1:
         ax.plot([c["p50_ms"] for c in front], [c["quality"] * 100 for c in front], color="black", lw=1.0, ls=":",
-                drawstyle="steps-post", zorder=2)  # fmt: skip
+                drawstyle="steps-post", zorder=2, gid="pareto-front")  # fmt: skip
     for c in estimated:
         area, xy = _area(c["model_bytes"], max_bytes), ([c["p50_ms"]], [c["quality"] * 100])
         if c.get("low_ms") is not None and c.get("high_ms") is not None:
@@ -162,11 +162,20 @@ def _place_labels(fig: Any, ax: Any, labels: list[tuple[str, dict[str, Any], dic
     renderer = fig.canvas.get_renderer()
     px_per_pt = fig.dpi / 72.0
     frame = ax.get_window_extent(renderer)
-    markers = []
+    markers = []  # and the low–high bars of estimates and the front's steps: a name on a line is hard to read
+    for line in ax.get_lines():
+        if line.get_gid() == "pareto-front":
+            xy = ax.transData.transform(line.get_xydata())
+            for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:]):  # steps-post: along at y0, then up to y1
+                markers.append(Bbox([[x0, y0 - 2 * px_per_pt], [x1, y0 + 2 * px_per_pt]]))
+                markers.append(Bbox([[x1 - 2 * px_per_pt, min(y0, y1)], [x1 + 2 * px_per_pt, max(y0, y1)]]))
     for _, c, _, area in labels:
         x, y = ax.transData.transform((c["p50_ms"], c["quality"] * 100))
         half = math.sqrt(area) / 2 * px_per_pt
         markers.append(Bbox([[x - half, y - half], [x + half, y + half]]))
+        if c.get("kind") == "estimated" and c.get("low_ms") is not None and c.get("high_ms") is not None:
+            (x0, _), (x1, _) = ax.transData.transform([(c["low_ms"], 0.0), (c["high_ms"], 0.0)])
+            markers.append(Bbox([[x0, y - 3 * px_per_pt], [x1, y + 3 * px_per_pt]]))
     ordered = sorted(labels, key=lambda t: (t[1]["p50_ms"], -t[1]["quality"]))
 
     def place(texts: list[str]) -> bool:

@@ -97,15 +97,15 @@ def outline(report: dict[str, Any]) -> list[Block]:
                         ("h2", "Summary"), ("table", _summary(devices))]  # fmt: skip
     for i, d in enumerate(devices):
         out += _device_blocks(d, f"chart-{i + 1}", multi)
-    pairs = [(d, p) for d in devices for p in d["int8_vs_fp32"]]
-    est_pairs = [(d, p) for d in devices for p in d["estimated_int8_vs_fp32"]]
     out += [("h2", "int8 vs fp32"), ("note", INT8_NOTE)]
-    if pairs:
-        out.append(("table", _pairs_table(pairs, multi)))
-    else:
+    for d in devices:
+        if d["int8_vs_fp32"]:
+            out += [("h3", f"on {d['device_id']}"), ("table", _pairs_table(d["int8_vs_fp32"], multi))]
+        if d["estimated_int8_vs_fp32"]:
+            out += [("h3", f"on {d['device_id']}, estimated (not measured)"),
+                    ("table", _pairs_table(d["estimated_int8_vs_fp32"], multi, estimated=True))]
+    if not any(d["int8_vs_fp32"] or d["estimated_int8_vs_fp32"] for d in devices):
         out.append(("p", "No int8 cell was measured beside an fp32 cell of the same model, format, runtime and threads."))
-    if est_pairs:
-        out += [("h3", "int8 vs fp32, estimated (not measured)"), ("table", _pairs_table(est_pairs, multi, estimated=True))]
     out.append(("h2", "Parity with torch"))
     if report["parity"]:
         out.append(("table", _parity_table(report["parity"], multi)))
@@ -185,20 +185,21 @@ def _estimates_table(d: dict[str, Any], multi: bool) -> Table:
     return Table(head, rows, numeric={i + multi for i in (4, 6, 7, 8)}, row_classes=["estimated"] * len(rows))
 
 
-def _pairs_table(pairs: list[tuple[dict, dict]], multi: bool, estimated: bool = False) -> Table:
-    head = ["run"] * multi + ["device", "model", "format", "runtime", "threads", "int8 file", "fp32 p50 ms", "int8 p50 ms",
-                              "speed-up", "fp32 acc", "int8 acc", "acc drop (pts)", "agree drop (pts)", "size", "notes"]
+def _pairs_table(pairs: list[dict[str, Any]], multi: bool, estimated: bool = False) -> Table:
+    head = ["run"] * multi + ["int8 file", "fp32 file", "runtime", "threads", "fp32 p50 ms", "int8 p50 ms", "speed-up",
+                              "accuracy fp32 → int8", "acc drop (pts)", "agree drop (pts)", "size", "notes"]
     rows, classes = [], []
-    for d, p in pairs:
+    for p in pairs:
         notes = ["estimated"] * estimated + ["unstable cell"] * bool(p["unstable"])
         if p["speedup"] is not None and p["speedup"] < 1:
             notes.append("int8 slower")
-        rows.append([str(p["run_id"])] * multi + [d["device_id"], p["model"], p["format"], p["runtime"], str(p["threads"]),
-                    p["int8"], fmt_ms(p["fp32_p50_ms"]), fmt_ms(p["int8_p50_ms"]), fmt_ratio(p["speedup"]),
-                    fmt_pct(p["fp32_accuracy"]), fmt_pct(p["int8_accuracy"]), fmt_points(p["accuracy_drop_points"]),
-                    fmt_points(p["agreement_drop_points"]), fmt_ratio(p["size_ratio"]), ", ".join(notes)])  # fmt: skip
+        accuracy = NONE if p["fp32_accuracy"] is None else f"{fmt_pct(p['fp32_accuracy'])} → {fmt_pct(p['int8_accuracy'])}"
+        rows.append([str(p["run_id"])] * multi + [p["int8"], p["fp32"], p["runtime"], str(p["threads"]),
+                    fmt_ms(p["fp32_p50_ms"]), fmt_ms(p["int8_p50_ms"]), fmt_ratio(p["speedup"]), accuracy,
+                    fmt_points(p["accuracy_drop_points"]), fmt_points(p["agreement_drop_points"]),
+                    fmt_ratio(p["size_ratio"]), ", ".join(notes)])  # fmt: skip
         classes.append(" ".join(["estimated"] * estimated + ["unstable"] * bool(p["unstable"])))
-    return Table(head, rows, numeric={i + multi for i in (4, *range(6, 14))}, row_classes=classes)
+    return Table(head, rows, numeric={i + multi for i in range(3, 11)}, row_classes=classes)
 
 
 def _parity_table(rows: list[dict[str, Any]], multi: bool) -> Table:
@@ -259,7 +260,7 @@ p{margin:.4rem 0}
 table{border-collapse:collapse;font-size:.84rem}
 th,td{padding:5px 9px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{white-space:nowrap}
-td{overflow-wrap:anywhere;min-width:4.5em}
+td{min-width:4em}
 th{background:var(--band);font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;min-width:0}
 tr.pareto td:first-child{box-shadow:inset 4px 0 0 var(--accent)}
