@@ -292,3 +292,21 @@ def test_cli_bad_input_exits_2_with_one_paragraph(case: str, expected: str, stor
     assert r.stderr.startswith("error: ") and expected in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert "Traceback" not in r.output and r.stdout == ""
     assert (db.read_bytes() if db.exists() else None) == before  # nothing created or changed
+
+
+def test_without_labels_the_chart_axis_is_teacher_agreement(tmp_path: Path) -> None:
+    """A run without eval labels still gets a front and a chart: on top-1 agreement with the teacher."""
+    cells = [_cell("a-onnx-fp32", "onnx", "fp32", 2.0, 0.90, 1000),  # teacher agreement is accuracy + 5 points
+             _cell("a-onnx-int8-static", "onnx", "int8-static", 1.0, 0.80, 500),
+             _cell("b-onnx-fp32", "onnx", "fp32", 3.0, 0.85, 1000)]
+    for c in cells:
+        c.accuracy = None
+    with ResultsStore(tmp_path / "r.db") as store:
+        report = build_report(store, [store.add_run("bench", git_commit="f" * 40, machine=HOST, measurements=cells)])
+    (host,) = report["devices"]
+    assert (host["quality"], host["quality_label"]) == ("teacher_top1_agreement", "top-1 agreement with the teacher")
+    assert {c["artifact"] for c in host["cells"] if c["pareto"]} == {"a-onnx-fp32", "a-onnx-int8-static"}
+    page = render_html(report)
+    assert page.count("<svg") == 1 and "top-1 agreement with the teacher (%)" in page
+    (pair,) = host["int8_vs_fp32"]
+    assert pair["accuracy_drop_points"] is None and pair["agreement_drop_points"] == pytest.approx(10.0)
