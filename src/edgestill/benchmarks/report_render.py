@@ -229,7 +229,8 @@ def _provenance(r: dict[str, Any]) -> list[tuple[str, str]]:
     for h in r["hosts"]:
         mem = f", {h['mem_total_mb'] / 1024:.1f} GiB" if h.get("mem_total_mb") else ""
         system = " ".join(str(h[k]) for k in ("os", "kernel", "arch") if h.get(k))
-        host = f"{h.get('cpu_model') or NONE}, {h.get('cpu_count') or '?'} cores{mem}; {system}; Python {h.get('python') or '?'}"
+        python = f"; Python {h['python']}" if h.get("python") else ""
+        host = f"{h.get('cpu_model') or NONE}, {h.get('cpu_count') or '?'} cores{mem}; {system}{python}"
         kv.append((f"host {h['device_id']}", host))
     if r["runtimes"]:
         kv.append(("runtimes", ", ".join(f"{k} {v}" for k, v in r["runtimes"].items())))
