@@ -63,8 +63,17 @@ def test_run_goes_through_every_stage_and_a_rerun_redoes_only_what_changed(tmp_p
                    "--db", str(tmp_path / "r.db"))
     assert r3.returncode == 1, r3.stderr
     assert "check failed" in r3.stderr and "student-onnx-fp32: p90 latency at 1 thread(s)" in r3.stderr
-    stages = json.loads((out / "report.json").read_text())["stages"]
-    assert all(v["status"] == "skipped (unchanged)" for v in stages.values())
+    report3 = json.loads((out / "report.json").read_text())
+    assert all(v["status"] == "skipped (unchanged)" for v in report3["stages"].values())
+    # ... and the store is not given the same measurements twice: the rerun names the run it stored before
+    assert report3["store"]["run_id"] == 2 and report3["store"]["reused"]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "r.db") as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+        assert con.execute("SELECT count(*) FROM measurements").fetchone()[0] == 4
+    html = (out / "report.html").read_text()
+    assert "student-onnx-fp32" in html and "<svg" in html  # the HTML report of the run, beside report.md
 
 
 

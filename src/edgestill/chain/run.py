@@ -256,6 +256,9 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
                 stages.record("bench", bench_key, rows)
             else:
                 rows = benched
+                from edgestill.record import measurement_from_dict
+
+                measurements = [measurement_from_dict(m) for r in rows for m in r.get("measurements") or []]
         report["artifacts"] = rows
 
     report["checks"] = [c.to_dict() for c in run_checks(report, recipe.gate)] if options.through != "distill" else []
@@ -263,22 +266,37 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     report["stage_seconds"] = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
     report["log"] = messages
     report["provenance"] = host_provenance()
-    report["store"] = _store(options, recipe, report, measurements)
+    report["store"] = _store(options, recipe, report, measurements, stages)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", render_markdown(report))
+    if report["store"] is not None:
+        from edgestill.benchmarks.report import write_report
+
+        write_report(options.db, [report["store"]["run_id"]], html=out / "report.html")
     return report
 
 
-def _store(options: RunOptions, recipe: Recipe, report: dict[str, Any], measurements: list[Any]) -> dict[str, Any] | None:
-    """Write the run and its measurements (raw samples included) into the results store, in one transaction."""
+def _store(options: RunOptions, recipe: Recipe, report: dict[str, Any], measurements: list[Any],
+           stages: _Stages) -> dict[str, Any] | None:  # fmt: skip
+    """Write the run and its measurements (raw samples included) into the results store, in one transaction.
+
+    Once per set of measurements: a rerun whose bench stage was unchanged, into a store that already holds the run it
+    wrote, reuses that run rather than storing the same rows again; a run killed before it stored anything stores
+    them on its rerun."""
     if options.db is None or options.through == "distill":
         return None
     from edgestill.benchmarks.store import ResultsStore
 
+    key = _hash(*(str(stages.records.get(n, {}).get("key")) for n in ("distill", "export", "bench")), str(Path(options.db).resolve()))
     with ResultsStore(options.db) as store:
+        earlier = stages.cached("store", key)
+        if earlier is not None and any(r["id"] == earlier.get("run_id") for r in store.runs()):
+            return {**earlier, "reused": True}
         run_id = store.add_run(f"{options.command} {recipe.name}", label=recipe.name,
                                recipe_sha256=report["recipe_sha256"], measurements=measurements)
-    return {"path": str(options.db), "run_id": run_id, "measurements": len(measurements)}
+    result = {"path": str(options.db), "run_id": run_id, "measurements": len(measurements)}
+    stages.record("store", key, result)
+    return result
 
 
 def failed_checks(report: dict[str, Any]) -> list[str]:

@@ -109,4 +109,5 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
         console.print(f"Unchanged since the last run, skipped: {', '.join(skipped)}.")
     if report.get("store"):
         console.print(f"Stored as run {report['store']['run_id']} in {report['store']['path']}.")
-    console.print(f"Total {report['stage_seconds']['total']:.1f} s. Reports: {out / 'report.json'}, {out / 'report.md'}")
+    html = f", {out / 'report.html'}" if (out / "report.html").is_file() else ""
+    console.print(f"Total {report['stage_seconds']['total']:.1f} s. Reports: {out / 'report.json'}, {out / 'report.md'}{html}")
