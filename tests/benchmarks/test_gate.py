@@ -238,7 +238,7 @@ def test_a_foreign_sqlite_file_and_a_missing_store_are_input_errors(tmp_path: Pa
     con.execute("CREATE TABLE t (x)")
     con.commit()
     con.close()
-    with pytest.raises(InputError, match="other tables"):
+    with pytest.raises(InputError, match="not an edgestill results store: it is a SQLite file with tables t"):
         load_records(str(foreign), db=tmp_path / "r.db", role="baseline")
     with pytest.raises(InputError, match="does not exist"):
         load_records("main", db=tmp_path / "missing.db", role="baseline")

@@ -90,7 +90,7 @@ def test_gate_bad_inputs_exit_2_with_a_message(tmp_path: Path, chains: dict[str,
     cases = [
         (("--baseline", "main", "--candidate", "other", "--db", str(db)), "no cell in common"),
         (("--baseline", str(corrupt), "--candidate", "latest", "--db", str(db)), "not an edgestill results store"),
-        (("--baseline", str(foreign), "--candidate", "latest", "--db", str(db)), "other tables"),
+        (("--baseline", str(foreign), "--candidate", "latest", "--db", str(db)), "tables users"),
         (("--baseline", str(wrong), "--candidate", "latest", "--db", str(db)), "version 7"),
         (("--baseline", "release-9", "--db", str(db)), "no run in"),
         (("--baseline", "main", "--db", str(tmp_path / "missing.db")), "does not exist"),

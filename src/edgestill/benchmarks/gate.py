@@ -423,10 +423,10 @@ def load_records(spec: str, *, db: str | Path, role: str) -> tuple[list[dict[str
 def _from_store(path: Path, ref: str, role: str) -> list[dict[str, Any]]:
     from edgestill.benchmarks.store import ResultsStore
 
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"the results store {path} does not exist, so the {role} {ref!r} cannot be looked up there. "
                          "Pass --db with the store your benchmarks wrote, or a results JSON file.")
-    with ResultsStore(path) as store:
+    with ResultsStore.open_existing(path) as store:
         records: list[dict[str, Any]] = []
         for run_id in store.resolve_runs(ref):
             for m in store.measurements(run_id):

@@ -11,7 +11,6 @@ the chain and the ``report`` command call.
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from edgestill.benchmarks.report_render import render_html, render_markdown
 from edgestill.benchmarks.store import ResultsStore
 from edgestill.errors import InputError
 
-__all__ = ["REPORT_SCHEMA", "build_report", "int8_pairs", "mark_pareto", "open_store_for_reading", "render_html",
+__all__ = ["REPORT_SCHEMA", "build_report", "int8_pairs", "mark_pareto", "render_html",
            "render_markdown", "write_report"]
 
 REPORT_SCHEMA = "edgestill.report/1"
@@ -262,36 +261,6 @@ def _teacher_rows(devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- files --------------------------------------------------------------------------------------------------------
 
 
-def open_store_for_reading(path: str | os.PathLike[str]) -> ResultsStore:
-    """Open an existing results store; never create one (opening a store for writing creates an empty file).
-
-    Raises:
-        InputError: no file at ``path``, a folder, or a file that is not an edgestill results store (corrupt, not
-            SQLite, another program's database, an empty file).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"no results store at {p}. Run `edgestill bench`, `edgestill run` or `edgestill demo` with "
-                         "--db pointing there first, or pass --db with the path of an existing store.")  # fmt: skip
-    if not p.is_file():
-        raise InputError(f"the results store {p} is not a file; pass the path of the SQLite file "
-                         "(e.g. .edgestill/results.db).")  # fmt: skip
-    try:  # read-only, so that a file that is not a store is left exactly as it was
-        con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise InputError(f"{p} is not an edgestill results store ({exc}); pass the results store's path "
-                         "with --db.") from None  # fmt: skip
-    if version == 0 or not {"runs", "measurements"} <= tables:
-        what = f"a SQLite file with tables {', '.join(sorted(tables))}" if tables else "an empty SQLite file"
-        raise InputError(f"{p} is not an edgestill results store: it is {what}. Pass the results store's path with --db.")
-    return ResultsStore(p)
-
-
 def check_output_path(path: str | os.PathLike[str], *, option: str) -> Path:
     """The path a report file will be written to, checked before any work is done.
 
@@ -352,7 +321,7 @@ def write_report(
     if len(outputs) == 2 and outputs["--html"].resolve() == outputs["--md"].resolve():
         raise InputError(f"--html and --md both name {outputs['--md']}; give each report its own file.")
     refs = [refs] if isinstance(refs, (str, int)) else list(refs) or ["latest"]
-    with open_store_for_reading(store_path) as store:
+    with ResultsStore.open_existing(store_path) as store:
         run_ids = [i for ref in refs for i in store.resolve_runs(str(ref))]
         report = build_report(store, run_ids)
     if "--html" in outputs:

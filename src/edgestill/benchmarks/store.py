@@ -170,6 +170,36 @@ class ResultsStore:
             self._close_quietly()
             raise
 
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike[str]) -> ResultsStore:
+        """Open an existing results store; never create one (opening a store for writing creates an empty file).
+
+        Raises:
+            InputError: no file at ``path``, a folder, or a file that is not an edgestill results store (corrupt, not
+                SQLite, another program's database, an empty file).
+        """
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"no results store at {p}. Run `edgestill bench`, `edgestill run` or `edgestill demo` with "
+                             "--db pointing there first, or pass --db with the path of an existing store.")  # fmt: skip
+        if not p.is_file():
+            raise InputError(f"the results store {p} is not a file; pass the path of the SQLite file "
+                             "(e.g. .edgestill/results.db).")  # fmt: skip
+        try:  # read-only, so that a file that is not a store is left exactly as it was
+            con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{p} is not an edgestill results store ({exc}); pass the results store's path "
+                             "with --db.") from None  # fmt: skip
+        if version == 0 or not {"runs", "measurements"} <= tables:
+            what = f"a SQLite file with tables {', '.join(sorted(tables))}" if tables else "an empty SQLite file"
+            raise InputError(f"{p} is not an edgestill results store: it is {what}. Pass the results store's path with --db.")
+        return cls(p)
+
     def _close_quietly(self) -> None:
         db = getattr(self, "_db", None)
         if db is not None:

@@ -83,7 +83,6 @@ def _batched(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
 
 def layer_ranges(model: torch.nn.Module, layers: Sequence[Layer], calibration: np.ndarray) -> dict[str, tuple[float, float, float, float]]:
     """(input min, input max, output min, output max) of every layer over the calibration samples."""
-    import torch
 
     mods = dict(model.named_modules())
     ranges: dict[str, list[float]] = {layer.name: [np.inf, -np.inf, np.inf, -np.inf] for layer in layers}
