@@ -357,12 +357,11 @@ def history(
     if not runs:
         raise InputError(f"the results store {store.path} holds no runs. Run `edgestill bench` or `edgestill run` "
                          "with --db pointing at it first.")  # fmt: skip
-    records = [m for m in store.measurements() if m["kind"] == "measured"]
+    rows = [m for m in store.measurements(artifact=model) if m["kind"] == "measured"]
     if include_estimates:
-        records += [{**e, "kind": "estimated"} for e in store.estimates()]
-    rows = [m for m in records if m["artifact"] == model]
+        rows += [{**e, "kind": "estimated"} for e in store.estimates() if e["artifact"] == model]
     if not rows:
-        models = sorted({m["artifact"] for m in records})
+        models = sorted({m["artifact"] for m in [*store.measurements(), *store.estimates()] if m["kind"] != "failed"})
         raise InputError(f"no stored measurement of model {model!r} in {store.path}.{did_you_mean(model, models)} "
                          f"Its models: {_listing(models)}. --model takes the artifact name as `edgestill bench` "
                          "stored it.")  # fmt: skip
