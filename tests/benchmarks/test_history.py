@@ -251,6 +251,5 @@ def test_estimates_are_kept_apart_and_shown_only_when_asked(tmp_path: Path) -> N
 
 
 def test_an_empty_store_is_an_input_error(tmp_path: Path) -> None:
-    with ResultsStore(tmp_path / "r.db") as store:
-        with pytest.raises(InputError, match="holds no runs"):
-            history(store, metric="p50_ms", model="m")
+    with ResultsStore(tmp_path / "r.db") as store, pytest.raises(InputError, match="holds no runs"):
+        history(store, metric="p50_ms", model="m")

@@ -45,6 +45,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -201,7 +202,7 @@ def _within_level_slope(y: np.ndarray, cps: Sequence[int]) -> tuple[float, float
 
     slopes, s_stat, var = [], 0.0, 0.0
     bounds = [0, *cps, y.size]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in pairwise(bounds):
         m = b - a
         if m < 2:
             continue
