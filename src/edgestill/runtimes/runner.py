@@ -305,6 +305,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         },
         samples_ms=timing.samples_ms,
         warnings=timing.warnings,
+        stability=timing.stability,
     )
     return m.to_dict(with_samples=True)
 
