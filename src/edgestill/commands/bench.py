@@ -20,6 +20,8 @@ from edgestill.cli import app, echo_json, run_command
         "Every measurement, raw samples included, is stored in the SQLite file given by --db.\n"
         "Latency is the runtime's own per-call clock where it keeps one (OpenVINO, as benchmark_app reports it)\n"
         "and the wall clock around the runtime's call elsewhere; --clock wall uses the wall clock everywhere.\n"
+        "A steady state that drifts, spreads or has many outliers is extended (up to --extend-unstable seconds) until a\n"
+        "stable stretch is found, else flagged unstable in the record; `edgestill gate` gives no verdict on it.\n"
         "Exit codes: 0 all cells measured; 2 bad input (also when every failed cell was bad input, e.g. a file\n"
         "its runtime cannot parse or data of the wrong shape); 3 any cell crashed or failed internally."
     )
@@ -31,6 +33,9 @@ def bench(
     min_seconds: float = typer.Option(1.0, "--min-seconds", min=0.0, help="...and at least this many seconds."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime, litert or openvino (default: the format's own)."),
     data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact."),
+    extend_unstable: float = typer.Option(5.0, "--extend-unstable", min=0.0,
+                                          help="Extend an unstable steady state up to this many seconds, then flag it "
+                                               "(0: only flag it)."),
     clock: str = typer.Option("runtime", "--clock", help="runtime (the runtime's own per-call clock where it has one) or wall."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Run the whole matrix N times, interleaved; report p50 CV across them."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store."),
@@ -52,7 +57,8 @@ def bench(
         thread_counts = parse_int_list(threads, option="--threads")
         if clock not in CLOCKS:
             raise InputError(f"--clock {clock!r} is not a clock; use one of {', '.join(CLOCKS)}.")
-        bench_options = BenchOptions(min_runs=min_runs, min_seconds=min_seconds, clock=clock)  # type: ignore[arg-type]
+        bench_options = BenchOptions(min_runs=min_runs, min_seconds=min_seconds, clock=clock,  # type: ignore[arg-type]
+                                     stability_max_seconds=extend_unstable)
         for a in artifacts:
             Artifact.load(a)  # a missing or foreign file fails here, before any process starts
         if runtime is not None:
