@@ -221,3 +221,60 @@ def test_born_again_generations_teach_each_other(data, tmp_path):
     results = train_generations(lambda: _student(data), data, CFG, generations=2, cache_dir=tmp_path)
     assert [r.teacher_mode for r in results] == ["none", "cached"]
     assert results[0].model is not results[1].model
+
+
+# --- a loss that stops being finite --------------------------------------------------------------------------
+class _NaNFrom:
+    """Inputs pass through until the ``first_bad``-th batch (1-based, counted over the run), which gets a NaN pixel:
+    training data that goes bad part-way, the way a corrupt sample or an overflowing augmentation does."""
+
+    active = True
+
+    def __init__(self, first_bad: int):
+        self.first_bad, self.calls = first_bad, 0
+        self.name = f"nan-from-batch-{first_bad}"
+
+    def apply(self, x, rng):
+        self.calls += 1
+        if self.calls >= self.first_bad:
+            x = x.copy()
+            x[0, 0, 0, 0] = np.nan
+        return x
+
+
+def _finite_parameters(model):
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(data, tmp_path):
+    steps = len(data.train) // CFG.batch_size
+    saved = {}
+
+    def after_epoch(record):  # called after the epoch's checkpoint is written
+        saved[record.epoch] = (tmp_path / "last.pt").read_bytes()
+
+    model = _student(data)
+    with pytest.raises(InputError) as err:
+        train(model, data, dataclasses.replace(CFG, epochs=3), augment=_NaNFrom(steps + 4), checkpoint_dir=tmp_path,
+              on_epoch_end=after_epoch)
+    message = str(err.value)
+    assert err.value.exit_code == 2
+    assert f"training diverged at epoch 2 (batch 4 of {steps}, step {steps + 4} of {3 * steps})" in message
+    assert "the loss is nan (terms: 0:ce=nan)" in message and "NaN or Inf" in message
+    assert "lower the learning rate (lr=0.05)" in message
+    assert f"{tmp_path / 'last.pt'} still holds epoch 1" in message
+    # the epoch-1 checkpoint is the last one written and is untouched; the NaN step was never taken
+    assert list(saved) == [1] and (tmp_path / "last.pt").read_bytes() == saved[1]
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and all(bool(torch.isfinite(v).all()) for v in ckpt["trainable"].values()
+                                      if v.is_floating_point())
+    assert _finite_parameters(model)
+
+
+def test_non_finite_loss_on_the_first_step_says_no_checkpoint_was_written(data, tmp_path):
+    model = _student(data)
+    with pytest.raises(InputError, match=r"epoch 1 \(batch 1 of \d+, step 1 of \d+\).*No epoch had finished"):
+        train(model, data, CFG, augment=_NaNFrom(1), checkpoint_dir=tmp_path / "ck")
+    assert not (tmp_path / "ck" / "last.pt").exists() and _finite_parameters(model)
+    with pytest.raises(InputError, match="No checkpoint folder was given"):
+        train(_student(data), data, CFG, augment=_NaNFrom(1))

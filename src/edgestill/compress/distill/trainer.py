@@ -249,7 +249,9 @@ def train(model, data: DataSplits, config: TrainConfig, *, teacher=None, teacher
         A :class:`TrainResult` whose model holds the best-validation weights.
 
     Raises:
-        InputError: an empty training split; teacher outputs whose shape does not match the student's.
+        InputError: an empty training split; teacher outputs whose shape does not match the student's; a loss or
+            gradient that is not finite (NaN or Inf: bad data or too large a learning rate), raised before the
+            optimizer step, so neither the weights nor the last checkpoint take it in.
         ConfigError: a loss that needs a teacher without one, an unknown layer name (available names and the
             closest listed), a random augmentation with ``teacher_mode="cached"``, a checkpoint from another config.
     """
@@ -452,9 +454,13 @@ def _train(model, data: DataSplits, config: TrainConfig, *, teacher, teacher_log
                 loss, parts = objective(logits, t_logits, yb, s_tap.outputs, t_feats, epoch=epoch - 1 + i / steps_per_epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                loss_value = loss.item()
+                _stop_if_diverged(loss_value, parts, params, world=world, epoch=epoch, batch=i + 1,
+                                  batches=steps_per_epoch, step=step + 1, total_steps=total_steps, lr=lr,
+                                  config=config, ckpt_path=ckpt_path, last_saved=history[-1].epoch if history else 0)
                 optimizer.step()
                 step += 1
-                loss_sum += loss.item() * len(idx)
+                loss_sum += loss_value * len(idx)
                 correct += int((logits.detach().argmax(1) == yb).sum())
                 seen += len(idx)
                 for k, v in parts.items():
@@ -503,6 +509,48 @@ def _train(model, data: DataSplits, config: TrainConfig, *, teacher, teacher_log
                        wall_s=time.perf_counter() - started, teacher_logits_s=teacher_s, distilled=mode != "none",
                        last_state=last_state, stopped_early=bool(stopped_early), resumed_from_epoch=resumed_from,
                        teacher_mode=mode, cache=cache)
+
+
+def _stop_if_diverged(loss_value: float, parts: dict[str, float], params, *, world: int, epoch: int, batch: int,
+                      batches: int, step: int, total_steps: int, lr: float, config: TrainConfig,
+                      ckpt_path: Path | None, last_saved: int) -> None:
+    """Raise before the optimizer step when the loss or the gradient is not finite (NaN or Inf).
+
+    A step on such a gradient writes NaN into every weight and the optimizer state, and the next checkpoint would
+    carry them; stopping first leaves the parameters, the optimizer state and the last checkpoint as they were after
+    the last good step (the BatchNorm running statistics of the model in memory may already hold the bad batch).
+    Under DDP every rank takes the same decision (the gradients are already averaged; the loss flag is reduced).
+
+    Raises:
+        InputError: the loss or the gradient norm is not finite; the message names the epoch, the step, each term's
+            value and what to change. It is the data or the settings (NaN/Inf inputs, a learning rate or loss
+            weight too large for this model), so it is an input error (exit 2), not an internal one.
+    """
+    import torch
+
+    grads = [p.grad for p in params if p.grad is not None]
+    grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    bad = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
+    if world > 1:
+        flag = torch.tensor([float(bad)])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        bad = bool(flag.item())
+    if not bad:
+        return
+    terms = ", ".join(f"{k}={v:.6g}" for k, v in parts.items())
+    if ckpt_path is None:
+        kept = "No checkpoint folder was given."
+    elif last_saved:
+        kept = (f"The checkpoint {ckpt_path} still holds epoch {last_saved}: a rerun with the same settings resumes "
+                "from it (and diverges again); to change the settings use another checkpoint folder or delete it.")
+    else:
+        kept = "No epoch had finished, so no checkpoint was written."
+    raise InputError(
+        f"training diverged at epoch {epoch} (batch {batch} of {batches}, step {step} of {total_steps}): the loss is "
+        f"{loss_value:.6g} (terms: {terms}) and the gradient norm {grad_norm:.6g}, at learning rate {lr:.4g}. "
+        f"The optimizer step was not taken, so the weights are those of the last good step. {kept} Check the "
+        f"training data for NaN or Inf values, or lower the learning rate (lr={config.lr:g}), the loss weights or "
+        "the temperature.")
 
 
 def _probe_shapes(model, layers: Sequence[str], x, *, role: str) -> dict[str, tuple[int, ...]]:
