@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from edgestill.compress.distill.losses import (LOSSES, LossTerm, at_loss, ce_loss, dkd_loss, fitnets_loss, kd_loss,
                                               parse_terms, pkt_loss, rkd_loss, sp_loss, tfkd_loss)
-from edgestill.errors import ConfigError, UnknownNameError
+from edgestill.errors import ConfigError, InputError, UnknownNameError
 
 
 def test_registry_names():
@@ -155,3 +155,70 @@ def test_parse_terms_builds_terms_and_rejects_unknown_keys():
         parse_terms([{"name": "kd", "wieght": 1.0}])
     with pytest.raises(ConfigError, match="non-empty list"):
         parse_terms([])
+
+
+# --- numerics at the edges: extreme logits, bad temperatures, p < 1, tiny batches --------------------------------
+def _dkd_probability_space(s, t, y, alpha, beta, T):
+    """The previous implementation (mdistiller's): probabilities clamped at 1e-8, the target masked by -1000."""
+    gt = F.one_hot(y, s.shape[1]).to(s.dtype)
+    p_s, p_t = F.softmax(s / T, dim=1), F.softmax(t / T, dim=1)
+    bin_s = torch.stack([(p_s * gt).sum(1), (p_s * (1 - gt)).sum(1)], dim=1).clamp_min(1e-8)
+    bin_t = torch.stack([(p_t * gt).sum(1), (p_t * (1 - gt)).sum(1)], dim=1).clamp_min(1e-8)
+    tckd = F.kl_div(bin_s.log(), bin_t, reduction="batchmean") * T * T
+    nckd = F.kl_div(F.log_softmax(s / T - 1000.0 * gt, dim=1), F.softmax(t / T - 1000.0 * gt, dim=1),
+                    reduction="batchmean") * T * T
+    return alpha * tckd + beta * nckd
+
+
+@pytest.mark.parametrize("alpha,beta,T", [(1.0, 8.0, 4.0), (1.0, 0.0, 4.0), (0.0, 1.0, 1.0), (0.5, 2.0, 2.0)])
+def test_dkd_matches_the_probability_space_formula_on_moderate_logits(alpha, beta, T):
+    s, t = 3.0 * _rand(16, 10), 3.0 * _rand(16, 10, seed=1)
+    y = torch.arange(16) % 10
+    s1, s2 = s.clone().requires_grad_(), s.clone().requires_grad_()
+    got = dkd_loss(s1, t, y, alpha=alpha, beta=beta, temperature=T)
+    want = _dkd_probability_space(s2, t, y, alpha, beta, T)
+    got.backward(), want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [100.0, 1e4])
+def test_dkd_gives_a_confidently_wrong_student_a_finite_gradient_towards_the_teacher(scale):
+    T, n = 4.0, 2
+    s = torch.tensor([[-scale, scale, 0.0], [0.0, -scale, scale]], requires_grad=True)  # sure of a wrong class
+    t = torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]])                            # sure of the label
+    y = torch.tensor([0, 1])
+    tckd = dkd_loss(s, t, y, alpha=1.0, beta=0.0, temperature=T)
+    tckd.backward()
+    # TCKD = T² · KL(b_t || b_s) per sample, b = (p_target, 1 - p_target); here -log b_s[target] = 2·scale/T +
+    # log(1 + e^(-scale/T) + ...) and b_t is (1, ~0), so TCKD is 2·scale·T to float precision
+    assert math.isfinite(tckd.item()) and tckd.item() == pytest.approx(2 * scale * T, rel=1e-5)
+    # d TCKD / d z_target = T · (b_s[target] - b_t[target]) / n = -T / n: full strength, towards the label
+    rows = torch.arange(n)
+    torch.testing.assert_close(s.grad[rows, y], torch.full((n,), -T / n))
+    s.grad = None
+    full = dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=T)
+    full.backward()
+    assert math.isfinite(full.item()) and bool(torch.isfinite(s.grad).all())
+    assert (s.grad[rows, y] < 0).all()                           # raise the label
+    assert s.grad[0, 1] > 0 and s.grad[1, 2] > 0                 # lower the wrongly favoured class
+
+
+def test_dkd_needs_two_classes():
+    with pytest.raises(InputError, match=r"dkd needs at least 2 classes.*\[3, 1\]"):
+        dkd_loss(torch.zeros(3, 1), torch.zeros(3, 1), torch.zeros(3, dtype=torch.long), alpha=1.0, beta=1.0,
+                 temperature=4.0)
+
+
+BAD_TEMPERATURES = [0.0, -4.0, float("nan"), float("inf"), 101.0]
+
+
+@pytest.mark.parametrize("temperature", BAD_TEMPERATURES)
+@pytest.mark.parametrize("loss", ["kd", "dkd", "tfkd"])
+def test_bad_temperature_is_a_config_error_naming_the_range(loss, temperature):
+    s, y = _rand(4, 5), torch.tensor([0, 1, 2, 3])
+    opts = {"dkd": {"alpha": 1.0, "beta": 1.0}, "kd": {"alpha": 0.9}, "tfkd": {"alpha": 0.5, "correct_prob": 0.9}}
+    with pytest.raises(ConfigError, match=rf"{loss} temperature must be a number in \(0, 100\], got {temperature!r}"):
+        LOSSES.get(loss).fn(s, _rand(4, 5, seed=1), y, temperature=temperature, **opts[loss])
+    with pytest.raises(ConfigError, match=rf"loss '{loss}': temperature={temperature!r} is not valid.*\(0, 100\]"):
+        parse_terms([{"name": loss, "options": {"temperature": temperature}}])

@@ -8,12 +8,13 @@ named layers, builds the learned adapters and calls these functions.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from edgestill.errors import ConfigError, did_you_mean
+from edgestill.errors import ConfigError, InputError, did_you_mean
 from edgestill.registry import Registry
 
 LossFn = Callable[..., Any]
@@ -57,6 +58,16 @@ def _register(name: str, family: Family, defaults: dict[str, Any], **kw: Any) ->
 
 
 # ----------------------------------------------------------------------------------------------- response
+def _check_temperature(loss: str, temperature: float) -> None:
+    """Raise ConfigError unless ``temperature`` is a finite number in (0, 100] (what :class:`LossTerm` accepts).
+
+    The logits are divided by it: 0 gives NaN, a negative value reverses the ranking, inf flattens everything.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature <= 100:
+        raise ConfigError(f"{loss} temperature must be a number in (0, 100], got {temperature!r}. Typical values "
+                          "are 1 to 8 (4 is the usual choice).")
+
+
 @_register("ce", "response", {"label_smoothing": 0.0}, needs_teacher=False)
 def ce_loss(student_logits, teacher_logits, labels, *, temperature: float = 1.0, alpha: float = 0.0,
             label_smoothing: float = 0.0):
@@ -75,12 +86,11 @@ def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha
     of the temperature. With ``teacher_logits=None`` this is plain cross-entropy.
 
     Raises:
-        ConfigError: temperature is not positive or alpha is outside [0, 1].
+        ConfigError: temperature is not in (0, 100] or alpha is outside [0, 1].
     """
     import torch.nn.functional as F
 
-    if not temperature > 0:
-        raise ConfigError(f"kd temperature must be > 0, got {temperature!r}. Typical values are 2 to 8.")
+    _check_temperature("kd", temperature)
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"kd alpha (weight of the teacher term) must be in [0, 1], got {alpha!r}.")
     ce = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
@@ -93,25 +103,43 @@ def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha
 
 @_register("dkd", "response", {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 0})
 def dkd_loss(student_logits, teacher_logits, labels, *, alpha: float, beta: float, temperature: float,
-             warmup_epochs: float = 0, epoch: float = 0.0):
+             warmup_epochs: float = 0.0, epoch: float = 0.0):
     """Decoupled KD (Zhao et al. 2022): ``alpha * TCKD + beta * NCKD``, each scaled by T²; no CE (add a ``ce`` term).
 
     TCKD is the KL between the binary (target, non-target) distributions; NCKD the KL between the distributions
-    over the non-target classes only. With ``warmup_epochs`` the term ramps up linearly over that many epochs
-    (``epoch`` is the fractional epoch the trainer passes).
+    over the non-target classes only. Both are computed from log-softmaxes (the binary split as a log-softmax
+    over [target logit, logsumexp of the others]), so a confidently wrong student (logits of ±1e4) still gets a
+    finite gradient pointing towards the teacher, where clamping the probabilities would give none.
+
+    The term ramps up linearly over the first ``warmup_epochs`` epochs: ``min(1, epoch / warmup_epochs)``, where
+    ``epoch`` is the fractional epoch the trainer passes (0 at the first step).
+
+    Raises:
+        ConfigError: temperature is not in (0, 100].
+        InputError: fewer than two classes (there is no non-target class to decouple).
     """
     import torch
     import torch.nn.functional as F
 
+    _check_temperature("dkd", temperature)
+    n, k = student_logits.shape
+    if k < 2:
+        raise InputError(f"dkd needs at least 2 classes, got logits of shape {list(student_logits.shape)}; with one "
+                         "class there is no non-target part. Use ce or kd.")
     T = temperature
-    gt = F.one_hot(labels, student_logits.shape[1]).to(student_logits.dtype)
-    p_s, p_t = F.softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1)
-    bin_s = torch.stack([(p_s * gt).sum(1), (p_s * (1 - gt)).sum(1)], dim=1).clamp_min(1e-8)
-    bin_t = torch.stack([(p_t * gt).sum(1), (p_t * (1 - gt)).sum(1)], dim=1).clamp_min(1e-8)
-    tckd = F.kl_div(bin_s.log(), bin_t, reduction="batchmean") * T * T
-    log_ns = F.log_softmax(student_logits / T - 1000.0 * gt, dim=1)
-    p_nt = F.softmax(teacher_logits / T - 1000.0 * gt, dim=1)
-    nckd = F.kl_div(log_ns, p_nt, reduction="batchmean") * T * T
+    target = F.one_hot(labels, k).bool()
+
+    def binary_log_probs(z):  # log [p(target), p(non-target)], exact however large the logits
+        z_target = z.gather(1, labels[:, None])
+        z_rest = z.masked_fill(target, float("-inf")).logsumexp(1, keepdim=True)
+        return F.log_softmax(torch.cat([z_target, z_rest], dim=1), dim=1)
+
+    def non_target_log_probs(z):  # log-softmax over the k - 1 non-target classes only
+        return F.log_softmax(z[~target].reshape(n, k - 1), dim=1)
+
+    zs, zt = student_logits / T, teacher_logits / T
+    tckd = F.kl_div(binary_log_probs(zs), binary_log_probs(zt), reduction="batchmean", log_target=True) * T * T
+    nckd = F.kl_div(non_target_log_probs(zs), non_target_log_probs(zt), reduction="batchmean", log_target=True) * T * T
     ramp = min(1.0, epoch / warmup_epochs) if warmup_epochs > 0 else 1.0
     return ramp * (alpha * tckd + beta * nckd)
 
@@ -122,10 +150,14 @@ def tfkd_loss(student_logits, teacher_logits, labels, *, temperature: float, alp
 
     ``(1 - alpha) * CE + alpha * T² * KL(softmax(log q / T) || softmax(s / T))`` where q is ``correct_prob`` on the
     true class and the rest spread evenly; the teacher arguments are ignored.
+
+    Raises:
+        ConfigError: temperature is not in (0, 100].
     """
     import torch
     import torch.nn.functional as F
 
+    _check_temperature("tfkd", temperature)
     k = student_logits.shape[1]
     q = torch.full_like(student_logits, (1.0 - correct_prob) / max(k - 1, 1))
     q = q.scatter(1, labels[:, None], correct_prob)
