@@ -222,3 +222,29 @@ def test_bad_temperature_is_a_config_error_naming_the_range(loss, temperature):
         LOSSES.get(loss).fn(s, _rand(4, 5, seed=1), y, temperature=temperature, **opts[loss])
     with pytest.raises(ConfigError, match=rf"loss '{loss}': temperature={temperature!r} is not valid.*\(0, 100\]"):
         parse_terms([{"name": loss, "options": {"temperature": temperature}}])
+
+
+@pytest.mark.parametrize("p", [0.5, 0.0, -2.0, float("nan"), float("inf")])
+def test_attention_transfer_rejects_p_below_one(p):
+    f = torch.relu(_rand(2, 3, 4, 4))  # exact zeros, where |f|^p with p < 1 has an infinite slope
+    with pytest.raises(ConfigError, match=rf"at p .* must be a finite number >= 1, got {p!r}"):
+        at_loss(f, _rand(2, 3, 4, 4, seed=1), p=p)
+    with pytest.raises(ConfigError, match=r"loss 'at': p=.* is not valid; p must be a number >= 1"):
+        LossTerm(name="at", options={"pairs": [["a", "b"]], "p": p})
+
+
+def test_attention_transfer_with_p_one_has_finite_gradients_at_zero_activations():
+    f = torch.relu(_rand(2, 3, 4, 4)).requires_grad_()
+    at_loss(f, _rand(2, 3, 4, 4, seed=1), p=1.0).backward()
+    assert bool(torch.isfinite(f.grad).all()) and f.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_rkd_on_a_batch_without_pairs_or_triplets_is_zero_with_a_zero_gradient(n):
+    s = _rand(n, 6).requires_grad_()
+    loss = rkd_loss(s, _rand(n, 6, seed=1))
+    loss.backward()  # also when it is the only term: the zero stays on the student's graph
+    assert loss.item() == 0.0 and torch.equal(s.grad, torch.zeros_like(s))
+    fmap = _rand(n, 4, 3, 3).requires_grad_()  # 4-D features are pooled first
+    rkd_loss(fmap, _rand(n, 8, 3, 3, seed=2)).backward()
+    assert torch.equal(fmap.grad, torch.zeros_like(fmap))

@@ -191,9 +191,17 @@ def fitnets_loss(student_feature, teacher_feature):
 
 @_register("at", "feature", {"pairs": None, "p": 2.0}, kind="pairs", pairs_required=True)
 def at_loss(student_feature, teacher_feature, *, p: float = 2.0):
-    """Attention transfer (Zagoruyko & Komodakis 2017): distance of normalised ``mean_c |f|^p`` spatial maps."""
+    """Attention transfer (Zagoruyko & Komodakis 2017): distance of normalised ``mean_c |f|^p`` spatial maps.
+
+    Raises:
+        ConfigError: ``p`` < 1 (the paper uses 2): below 1, ``|f|^p`` has an infinite slope at 0, so the exact
+            zeros a ReLU produces give NaN gradients.
+    """
     import torch.nn.functional as F
 
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 1 <= p < math.inf:
+        raise ConfigError(f"at p (the exponent of |feature|) must be a finite number >= 1, got {p!r}: below 1 the "
+                          "gradient at zero activations is infinite (NaN). The paper uses 2.")
     s, t = _match_spatial(student_feature, teacher_feature)
 
     def attention(f):
@@ -218,17 +226,21 @@ def _pdist(e):
 
 @_register("rkd", "relation", {"pairs": None, "distance": 1.0, "angle": 2.0}, kind="pairs")
 def rkd_loss(student_feature, teacher_feature, *, distance: float = 1.0, angle: float = 2.0):
-    """Relational KD (Park et al. 2019): Huber loss on normalised pairwise distances plus triplet angles."""
+    """Relational KD (Park et al. 2019): Huber loss on normalised pairwise distances plus triplet angles.
+
+    A batch of one sample has no pair and one of two no triplet of distinct samples: the distance (angle) part is
+    then 0, with a zero gradient, so a short last batch does not turn the loss into NaN.
+    """
     import torch.nn.functional as F
 
     s, t = _embedding(student_feature), _embedding(teacher_feature)
-    loss = s.new_zeros(())
-    if distance:
+    loss = s.flatten()[:0].sum()  # 0, on the student's graph: backward works even when no part applies
+    if distance and len(s) >= 2:
         td, sd = _pdist(t), _pdist(s)
         td = td / td[td > 0].mean().clamp_min(1e-12)
         sd = sd / sd[sd > 0].mean().clamp_min(1e-12)
         loss = loss + distance * F.smooth_l1_loss(sd, td)
-    if angle:
+    if angle and len(s) >= 3:
         def angles(e):
             v = F.normalize(e[None, :, :] - e[:, None, :], p=2, dim=2)
             return (v @ v.transpose(1, 2)).flatten()
@@ -266,7 +278,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "correct_prob": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "beta": (lambda v: v >= 0, "a number >= 0"),
     "warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
-    "p": (lambda v: v > 0, "a number > 0"),
+    "p": (lambda v: v >= 1, "a number >= 1 (below 1 zero activations get NaN gradients; the paper uses 2)"),
     "distance": (lambda v: v >= 0, "a number >= 0"),
     "angle": (lambda v: v >= 0, "a number >= 0"),
 }
