@@ -204,6 +204,19 @@ def test_dkd_gives_a_confidently_wrong_student_a_finite_gradient_towards_the_tea
     assert s.grad[0, 1] > 0 and s.grad[1, 2] > 0                 # lower the wrongly favoured class
 
 
+def test_dkd_as_a_loss_term_ramps_in_over_its_first_epoch_by_default():
+    from edgestill.compress.distill.features import build_objective
+
+    term = LossTerm(name="dkd")
+    assert term.resolved()["warmup_epochs"] == 1.0 and term.resolved()["beta"] == 1.0
+    objective = build_objective([term], {"logits": (5,)}, {"logits": (5,)})
+    s, t, y = _rand(6, 5), _rand(6, 5, seed=1), torch.tensor([0, 1, 2, 3, 4, 0])
+    full = dkd_loss(s, t, y, alpha=1.0, beta=1.0, temperature=4.0).item()
+    at = {e: objective(s, t, y, {}, {}, epoch=e)[0].item() for e in (0.0, 0.25, 1.0, 3.0)}
+    assert at[0.0] == 0.0 and at[0.25] == pytest.approx(full / 4, rel=1e-6)
+    assert at[1.0] == pytest.approx(full, rel=1e-6) and at[3.0] == pytest.approx(full, rel=1e-6)
+
+
 def test_dkd_needs_two_classes():
     with pytest.raises(InputError, match=r"dkd needs at least 2 classes.*\[3, 1\]"):
         dkd_loss(torch.zeros(3, 1), torch.zeros(3, 1), torch.zeros(3, dtype=torch.long), alpha=1.0, beta=1.0,
