@@ -12,6 +12,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+from edgestill.benchmarks.store import ResultsStore
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
 from gate_models import write_dense_chain  # noqa: E402
 
@@ -28,23 +30,32 @@ def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"main": write_dense_chain(root / "main", "model", 20), "pr": write_dense_chain(root / "pr", "model", 40)}
 
 
-def test_a_pull_request_that_doubles_the_work_fails_against_main(tmp_path: Path, chains: dict[str, Path]) -> None:
+def test_a_slower_pull_request_fails_against_main_in_the_store(tmp_path: Path) -> None:
+    """Runs stored under git refs (records with raw samples as bench writes them; their noise is set here so the
+    verdict does not depend on this machine's mood): the candidate is 30% slower → exit 1, JUnit and Markdown."""
+    from tests.benchmarks.test_gate import _record
+
     db = tmp_path / "results.db"
-    for ref in ("main", "pr"):
-        r = edgestill("bench", str(chains[ref]), "--min-runs", "50", "--min-seconds", "0.3", "--db", str(db),
-                      env={"EDGESTILL_GIT_REF": ref})  # fmt: skip
-        assert r.returncode == 0, r.stderr
+    with ResultsStore(db) as store:
+        store.add_run("bench", git_commit="aa" * 20, git_ref="main", measurements=[_record("model"), _record("other")])
+        store.add_run("bench", git_commit="bb" * 20, git_ref="pr-7", measurements=[_record("model", median=1.3, seed=4)])
     junit, md = tmp_path / "gate.xml", tmp_path / "gate.md"
     r = edgestill("gate", "--baseline", "main", "--candidate", "latest", "--db", str(db), "--junit", str(junit),
-                  "--md", str(md), "--max-size-growth", "200")  # fmt: skip
+                  "--md", str(md))  # fmt: skip
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "regression" in r.stdout and "gate FAILED" in r.stdout
+    assert "regression" in r.stdout and "% slower" in r.stdout and "gate FAILED" in r.stdout
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "1" and suite.get("failures") == "1"
-    assert "edgestill gate: FAILED" in md.read_text()
+    text = md.read_text()
+    assert "edgestill gate: FAILED" in text and "only in the baseline" in text and "other" in text
+    r = edgestill("gate", "--baseline", "main", "--candidate", "main", "--db", str(db), "--json")  # main against itself
+    assert r.returncode == 0 and json.loads(r.stdout)["counts"]["no change"] == 2
 
 
-def test_bench_json_files_gate_each_other(tmp_path: Path, chains: dict[str, Path]) -> None:
+def test_real_bench_runs_gate_each_other_through_their_json_files(tmp_path: Path, chains: dict[str, Path]) -> None:
+    """Two real `bench --json` documents (20 and 40 layers under one name). Between separate runs this machine may
+    drift or a window may be flagged unstable, so the faster candidate is an improvement or, when the noise says so,
+    no verdict with its reason — never a regression, and the job passes either way."""
     docs = {}
     for ref in ("main", "pr"):
         r = edgestill("bench", str(chains[ref]), "--min-runs", "50", "--min-seconds", "0.3", "--db", str(tmp_path / "r.db"),
@@ -54,9 +65,13 @@ def test_bench_json_files_gate_each_other(tmp_path: Path, chains: dict[str, Path
         docs[ref].write_text(r.stdout)
         assert json.loads(r.stdout)["schema_version"] == 1 and json.loads(r.stdout)["measurements"][0]["samples_ms"]
     r = edgestill("gate", "--baseline", str(docs["pr"]), "--candidate", str(docs["main"]), "--json")
-    out = json.loads(r.stdout)
-    assert r.returncode == 0, r.stderr  # the candidate is the faster one: an improvement, and a smaller file
-    assert out["cells"][0]["verdict"] == "improvement" and out["counts"]["improvement"] == 1
+    assert r.returncode == 0, r.stderr
+    (cell,) = json.loads(r.stdout)["cells"]
+    assert cell["verdict"] in ("improvement", "no verdict"), cell
+    if cell["verdict"] == "no verdict":
+        assert "unstable" in cell["reason"] or "CV" in cell["reason"] or "resolve" in cell["reason"], cell["reason"]
+    else:
+        assert cell["latency"]["ratio"] < 0.75 and cell["latency"]["test"] == "mann-whitney-u"
 
 
 def test_ab_mode_times_both_interleaved_and_calls_the_slowdown(chains: dict[str, Path]) -> None:

@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -136,28 +135,9 @@ def run_ab_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the A/B job file named on the command line; print one JSON document; return the exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        sys.stderr.write((__doc__ or "") + "\nusage: python -m edgestill.runtimes.ab JOB.json\n")
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    sys.stdout.flush()
-    json_fd = os.dup(1)
-    os.dup2(2, 1)  # libraries that print on stdout go to stderr; the JSON goes to the saved fd
-    try:
-        doc, code = run_ab_job(read_ab_job(args[0])), 0
-    except Exception as exc:  # noqa: BLE001 - every failure is reported as JSON
-        from edgestill.errors import EdgestillError, InputError
+    from edgestill.runtimes.runner import serve_json
 
-        code = exc.exit_code if isinstance(exc, EdgestillError) else 3
-        if not isinstance(exc, InputError):
-            traceback.print_exc(file=sys.stderr)
-        doc = {"kind": "failed", "error": f"{type(exc).__name__}: {exc}", "exit_code": code}
-    doc["torch_imported"] = "torch" in sys.modules
-    sys.stdout.flush()
-    os.write(json_fd, (json.dumps(doc) + "\n").encode())
-    os.dup2(json_fd, 1)
-    os.close(json_fd)
-    return code
+    return serve_json(argv, module="edgestill.runtimes.ab", doc=__doc__, work=lambda path, _: run_ab_job(read_ab_job(path)))
 
 
 if __name__ == "__main__":

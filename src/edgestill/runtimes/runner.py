@@ -32,6 +32,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -310,33 +311,47 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return m.to_dict(with_samples=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the job file named on the command line; print one JSON document; return the exit code."""
+def serve_json(argv: list[str] | None, *, module: str, doc: str | None, work: Callable[[str, dict[str, Any]], dict[str, Any]]) -> int:
+    """The body of a device-side entry point: run ``work(job_path, context)`` and print ONE JSON document on stdout.
+
+    Anything a library prints on stdout goes to stderr so the JSON stays parseable. A failure becomes
+    ``{"kind": "failed", "error": ..., "exit_code": ...}`` plus whatever ``work`` left in ``context`` (e.g. the job),
+    with exit 2 for bad input and 3 otherwise (the traceback on stderr); every document says ``torch_imported``.
+    """
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
-        sys.stderr.write((__doc__ or "") + "\nusage: python -m edgestill.runtimes.runner JOB.json\n")
+        sys.stderr.write((doc or "") + f"\nusage: python -m {module} JOB.json\n")
         return 0 if args and args[0] in ("-h", "--help") else 2
     sys.stdout.flush()
     json_fd = os.dup(1)
     os.dup2(2, 1)  # libraries that print on stdout go to stderr; the JSON goes to the saved fd
-    job: dict[str, Any] = {}
+    context: dict[str, Any] = {}
     try:
-        job = read_job(args[0])
-        doc, code = run_job(job), 0
-    except Exception as exc:  # noqa: BLE001 - the runner reports every failure as JSON
+        out, code = work(args[0], context), 0
+    except Exception as exc:  # noqa: BLE001 - every failure is reported as JSON
         from edgestill.errors import EdgestillError, InputError
 
         code = exc.exit_code if isinstance(exc, EdgestillError) else 3
         if not isinstance(exc, InputError):
             traceback.print_exc(file=sys.stderr)
-        doc = {"kind": "failed", "error": f"{type(exc).__name__}: {exc}", "exit_code": code, "job": job}
-    doc["torch_imported"] = "torch" in sys.modules
+        out = {"kind": "failed", "error": f"{type(exc).__name__}: {exc}", "exit_code": code, **context}
+    out["torch_imported"] = "torch" in sys.modules
     sys.stdout.flush()
     sys.stderr.flush()
-    os.write(json_fd, (json.dumps(doc) + "\n").encode())
+    os.write(json_fd, (json.dumps(out) + "\n").encode())
     os.dup2(json_fd, 1)
     os.close(json_fd)
     return code
+
+
+def _job(path: str, context: dict[str, Any]) -> dict[str, Any]:
+    context["job"] = read_job(path)
+    return run_job(context["job"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job file named on the command line; print one JSON document; return the exit code."""
+    return serve_json(argv, module="edgestill.runtimes.runner", doc=__doc__, work=_job)
 
 
 if __name__ == "__main__":
