@@ -102,6 +102,13 @@ CREATE TABLE samples (
 ) WITHOUT ROWID;
 """
 
+
+
+def _statement(prefix: str) -> str:
+    """The statement of ``_SCHEMA`` that starts with ``prefix``: a migration creates a table exactly as a new store has it."""
+    return next(stmt.strip() for stmt in _SCHEMA.split(";") if stmt.strip().startswith(prefix))
+
+
 _LATENCY = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv_percent", "min_ms", "max_ms", "n")
 _PLAIN = ("artifact", "format", "precision", "runtime", "threads", "kind", "init_ms", "first_ms", "warmup_ms_mean",
           "low_ms", "high_ms", "peak_rss_mb", "model_bytes", "error", "clock", "teacher_top1_agreement",
@@ -115,13 +122,7 @@ _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABL
                # schema 3 → 4: a run's git ref (branch or tag), each cell's stability verdict, artifacts' manifests,
                # and estimates apart from measurements
                3: ("ALTER TABLE runs ADD COLUMN git_ref TEXT", "ALTER TABLE measurements ADD COLUMN stability_json TEXT",
-                   "CREATE TABLE artifacts (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT "
-                   "NULL, format TEXT, precision TEXT, manifest_json TEXT NOT NULL, PRIMARY KEY (run_id, name))",
-                   "CREATE TABLE estimates (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE "
-                   "CASCADE, artifact TEXT NOT NULL, format TEXT NOT NULL, precision TEXT NOT NULL, runtime TEXT NOT NULL, "
-                   "threads INTEGER NOT NULL, device_id TEXT, estimate_ms REAL, low_ms REAL, high_ms REAL, model_bytes "
-                   "INTEGER, record_json TEXT NOT NULL)",
-                   "CREATE INDEX estimates_run ON estimates(run_id)")}
+                   *(_statement(p) for p in ("CREATE TABLE artifacts", "CREATE TABLE estimates", "CREATE INDEX estimates_run")))}
 
 
 class ResultsStore:
