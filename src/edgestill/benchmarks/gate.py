@@ -43,7 +43,8 @@ class GateBudgets:
     ``min_effect_percent``: the smallest latency change the gate calls (5% by default; github-action-benchmark's 200%
     alert is blind to a 15% slowdown). ``alpha``: the significance level of the test. ``confidence``: the level of the
     ratio's interval. ``min_samples``: fewer raw samples (or A/B blocks) than this on either side is no verdict.
-    ``max_cv_percent``: a side whose steady-state CV is above it is too noisy to call (no verdict).
+    ``max_cv_percent``: a side whose robust steady-state CV (1.4826·MAD / median) is above it is too noisy to call
+    (no verdict).
     ``fail_on_no_verdict``: whether a no-verdict cell fails the job (exit 1).
     """
 
@@ -124,9 +125,11 @@ def _noise_problem(side: str, samples: Sequence[float], budgets: GateBudgets, st
         reasons = "; ".join(stability.get("reasons") or []) or "flagged by the harness"
         return f"the {side}'s steady state was unstable ({reasons})"
     arr = np.asarray(samples, dtype=np.float64)
-    cv = float(arr.std(ddof=1) / arr.mean() * 100) if arr.mean() > 0 else math.inf
+    med = float(np.median(arr))
+    # robust (MAD-based) like the harness's: a few preempted calls among thousands must not hide a clear median
+    cv = float(1.4826 * np.median(np.abs(arr - med)) / med * 100) if med > 0 else math.inf
     if cv > budgets.max_cv_percent:
-        return f"the {side}'s CV is {cv:.1f}% (> {budgets.max_cv_percent:g}%)"
+        return f"the {side}'s robust CV is {cv:.1f}% (> {budgets.max_cv_percent:g}%)"
     return None
 
 
