@@ -129,6 +129,12 @@ def test_accuracy_and_size_budgets_regress_a_cell_whose_latency_held() -> None:
 def test_a_candidate_that_failed_where_the_baseline_ran_fails_the_gate() -> None:
     result = gate([_d(_record())], [_d(_record(kind="failed"))])
     assert result.cells[0].verdict == "failed" and result.exit_code == 1
+    # a runner that crashed before it reported its machine: no device in the record, still the baseline's cell
+    crashed = _d(_record(kind="failed"))
+    crashed["provenance"] = {}
+    result = gate([_d(_record()), _d(_record("other"))], [crashed, _d(_record("other", seed=3))])
+    assert {c.cell["model"]: c.verdict for c in result.cells} == {"student": "failed", "other": "no change"}
+    assert result.exit_code == 1
 
 
 def test_no_verdict_passes_unless_asked_to_fail() -> None:

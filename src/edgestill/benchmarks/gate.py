@@ -355,7 +355,7 @@ def gate(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str,
     """
     budgets = budgets or GateBudgets()
     base = {cell_key(m): m for m in baseline}
-    cand = {cell_key(m): m for m in candidate}
+    cand = {_failed_on_baseline_device(m, base): m for m in candidate}
     common = [k for k in cand if k in base]
     if not common:
         raise InputError(
@@ -370,6 +370,17 @@ def gate(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str,
         only_in_baseline=[dict(zip(CELL_FIELDS, k)) for k in base if k not in cand],
         only_in_candidate=[dict(zip(CELL_FIELDS, k)) for k in cand if k not in base],
     )  # fmt: skip
+
+
+def _failed_on_baseline_device(m: Mapping[str, Any], base: Mapping[tuple[Any, ...], Any]) -> tuple[Any, ...]:
+    """A candidate cell that failed before its runner reported a machine has no device: it is the baseline's cell of
+    the same (model, format, precision, runtime, threads) when there is exactly one, so a failure is judged, not
+    dropped as a cell of an unknown device."""
+    key = cell_key(m)
+    if m.get("kind") != "failed" or key[3] != "?":
+        return key
+    same = [k for k in base if k[:3] == key[:3] and k[4:] == key[4:]]
+    return same[0] if len(same) == 1 else key
 
 
 def _list_cells(cells: Mapping[tuple[Any, ...], Any], limit: int = 6) -> str:
