@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -66,15 +67,28 @@ def run_command(fn: Callable[[], Any]) -> Any:
 
 
 def _write_crash_log() -> Path:
+    """Write the current traceback to a new file and return its path.
+
+    ``.edgestill/logs/last-error.log`` is replaced atomically (a fresh temporary file, then a rename), so a symlink
+    planted at that name is replaced, never written through; when that folder cannot be written, a new file with a
+    unique name is created exclusively in the temp folder (never an existing file or a planted symlink).
+    """
+    import tempfile
+
+    from edgestill.outdir import write_text_atomic
+
+    text = traceback.format_exc()
     try:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         path = LOG_DIR / "last-error.log"
+        write_text_atomic(path, text)
+        return path
     except OSError:
-        import tempfile
-
-        path = Path(tempfile.gettempdir()) / "edgestill-last-error.log"
-    path.write_text(traceback.format_exc())
-    return path
+        pass
+    fd, name = tempfile.mkstemp(prefix="edgestill-last-error-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(name)
 
 
 def echo_json(obj: Any) -> None:

@@ -11,7 +11,6 @@ the chain and the ``report`` command call.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from edgestill.benchmarks.report_render import render_html, render_markdown
 from edgestill.benchmarks.store import ResultsStore
 from edgestill.errors import InputError
+from edgestill.outdir import write_text_atomic
 
 __all__ = ["REPORT_SCHEMA", "build_report", "int8_pairs", "mark_pareto", "render_html",
            "render_markdown", "write_report"]
@@ -276,22 +276,6 @@ def check_output_path(path: str | os.PathLike[str], *, option: str) -> Path:
     return p
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one, never a part: a temporary
-    file created exclusively in the same folder, flushed to disk, then renamed over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp's 0600 would hide the report
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(
     store_path: str | os.PathLike[str],
     refs: str | int | Sequence[str | int] = ("latest",),
@@ -325,7 +309,7 @@ def write_report(
         run_ids = [i for ref in refs for i in store.resolve_runs(str(ref))]
         report = build_report(store, run_ids)
     if "--html" in outputs:
-        write_atomic(outputs["--html"], render_html(report))
+        write_text_atomic(outputs["--html"], render_html(report))
     if "--md" in outputs:
-        write_atomic(outputs["--md"], render_markdown(report))
+        write_text_atomic(outputs["--md"], render_markdown(report))
     return report
