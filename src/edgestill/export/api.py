@@ -6,6 +6,9 @@ int8 files are not made here: they go through the accuracy budget of ``edgestill
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
 import shutil
 import time
@@ -16,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, Precision, publish, reject
+from edgestill.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, Precision, publish, reject, sha256_file
 from edgestill.errors import ConfigError, EdgestillError, InputError, ParityError, UnsupportedError, did_you_mean
 from edgestill.export.base import EXPORTERS, Exporter, as_tuple, export_precisions
 from edgestill.export.validate import ParityReport, Tolerances, check_samples
+
+logger = logging.getLogger(__name__)
+MAX_LISTING_BYTES = 16 << 20  # a manifest larger than this is not one edgestill wrote: its files are left alone
 
 if TYPE_CHECKING:
     import torch
@@ -383,19 +389,59 @@ def export_onnx_file(
 
 
 def _remove_final(out: Path, name: str) -> None:
-    """Remove an earlier artifact and earlier rejected files of this name: the folder shows the latest run only."""
+    """Remove an earlier artifact and earlier rejected files of this name: the folder shows the latest run only.
+
+    A file the old manifest lists is removed only when it is one edgestill wrote there (see :func:`_written_by_us`);
+    any other entry, e.g. ``../x`` or an absolute path in a crafted manifest, is left alone and logged.
+    """
     manifest = out / f"{name}{MANIFEST_SUFFIX}"
-    if manifest.exists():
-        try:
-            old = Artifact.load(manifest)
-            old_files = list(old.files)
-        except InputError:
-            old_files = []
+    if manifest.is_symlink():
+        manifest.unlink()  # the link only, never what it points at
+    elif manifest.is_file():
+        old_files = _listed_files(manifest)
         manifest.unlink()
-        for f in old_files:
-            (out / f).unlink(missing_ok=True)
+        for f, sha in old_files.items():
+            path = _written_by_us(out, f, sha)
+            if path is None and os.path.lexists(out / f):
+                logger.warning("%s lists %r, which is not a file edgestill wrote inside %s; left as it is", manifest, f, out)
+            elif path is not None:
+                path.unlink()
     for stale in out.glob(f"{_glob_escape(name)}.*.rejected"):
         stale.unlink()
+
+
+def _listed_files(manifest: Path) -> dict[Any, Any]:
+    """The ``files`` map of a manifest read as plain JSON ({} when unreadable): each entry is checked by the caller."""
+    try:
+        if manifest.stat().st_size > MAX_LISTING_BYTES:
+            return {}
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return {}
+    return files if isinstance(files, dict) else {}
+
+
+def _written_by_us(out: Path, entry: object, sha256: object) -> Path | None:
+    """``out / entry`` when it may be deleted as an earlier run's file, else None.
+
+    That is: a relative path without ``..``, whose folder resolves inside ``out`` (no symlink leading out), naming a
+    regular file (not a symlink) whose sha256 is the one the manifest recorded, i.e. the file edgestill wrote.
+    """
+    if not isinstance(entry, str) or not entry or "\\" in entry or "\0" in entry:
+        return None
+    rel = Path(entry)
+    if rel.is_absolute() or any(part in ("..", "") for part in rel.parts) or rel.drive:
+        return None
+    path = out / rel
+    try:
+        root = out.resolve(strict=True)
+        if not path.parent.resolve(strict=True).is_relative_to(root):
+            return None
+        if path.is_symlink() or not path.is_file():
+            return None
+        return path if sha256_file(path) == sha256 else None
+    except (OSError, RuntimeError):
+        return None
 
 
 def _glob_escape(text: str) -> str:
