@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -160,7 +161,16 @@ class Artifact:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Artifact:
-        """Load from a manifest path, or from a model file that has a manifest beside it."""
+        """Load from a manifest path, or from a model file that has a manifest beside it.
+
+        The manifest is untrusted input (it may come from another machine): it must be a regular UTF-8 JSON file of
+        at most :data:`MAX_MANIFEST_BYTES` whose keys have the documented types, known format, precision and dtypes,
+        shapes of bounded rank and size, and file names that stay inside the manifest's folder once symlinks are
+        resolved. The files' sha256 are checked by :meth:`verify_files` (the runner calls it before loading).
+
+        Raises:
+            InputError: no manifest, or one that breaks any rule above (the message names the key and what is valid).
+        """
         p = Path(path)
         if not p.name.endswith(MANIFEST_SUFFIX):
             candidates = [p.with_name(p.stem + MANIFEST_SUFFIX), p.with_name(p.name + MANIFEST_SUFFIX)]
@@ -171,34 +181,220 @@ class Artifact:
                     "Artifacts written by 'edgestill export' carry one; pass the .manifest.json path."
                 )
             p = found[0]
-        if not p.exists():
-            raise InputError(f"artifact manifest {p} does not exist.")
-        try:
-            d = json.loads(p.read_text())
-            art = cls(
-                name=d["name"],
-                format=d["format"],
-                precision=d["precision"],
-                directory=p.parent,
-                model_file=d["model_file"],
-                files=d.get("files", {}),
-                inputs=[TensorSpec.from_dict(s) for s in d.get("inputs", [])],
-                outputs=[TensorSpec.from_dict(s) for s in d.get("outputs", [])],
-                parent_sha256=d.get("parent_sha256"),
-                source=d.get("source") or {},
-                calibration=d.get("calibration"),
-                quantization=d.get("quantization"),
-                validation=d.get("validation"),
-                versions=d.get("versions") or {},
-                created_at=d.get("created_at", ""),
-            )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InputError(f"{p} is not a valid edgestill manifest ({exc}). Re-export the artifact.") from None
-        if art.format not in FORMATS:
-            raise InputError(f"{p}: unknown format {art.format!r}; valid formats: {', '.join(FORMATS)}.")
-        if not art.model_path.exists():
-            raise InputError(f"{p} names model file {art.model_file!r}, which is missing from {p.parent}.")
+        d = _read_manifest(p)
+        check = _ManifestCheck(p)
+        directory = p.parent
+        model_file = check.relative_file(directory, d.get("model_file"), "model_file")
+        files = check.files(directory, d.get("files", {}))
+        if model_file not in files:
+            raise InputError(check.refuse("files", f"has no sha256 for model_file {model_file!r}",
+                                          "every file a runtime loads must be recorded with its sha256"))
+        art = cls(
+            name=check.name(d.get("name")),
+            format=check.choice(d.get("format"), "format", FORMATS),
+            precision=check.choice(d.get("precision"), "precision", PRECISIONS),
+            directory=directory,
+            model_file=model_file,
+            files=files,
+            inputs=check.specs(d.get("inputs", []), "inputs"),
+            outputs=check.specs(d.get("outputs", []), "outputs"),
+            parent_sha256=check.optional(d.get("parent_sha256"), "parent_sha256", str),
+            source=check.optional(d.get("source"), "source", dict) or {},
+            calibration=check.optional(d.get("calibration"), "calibration", dict),
+            quantization=check.optional(d.get("quantization"), "quantization", dict),
+            validation=check.optional(d.get("validation"), "validation", dict),
+            versions=check.optional(d.get("versions"), "versions", dict) or {},
+            created_at=check.optional(d.get("created_at"), "created_at", str) or "",
+        )
+        if not art.model_path.is_file():
+            what = "is not a regular file" if art.model_path.exists() else "is missing"
+            raise InputError(f"{p} names model file {art.model_file!r}, which {what} in {p.parent}. Re-export the "
+                             "artifact, or copy the whole artifact folder (manifest and model files together).")
         return art
+
+    def required_files(self) -> list[str]:
+        """Every file a runtime reads: those the manifest records, the model file, and an OpenVINO IR's ``.bin``."""
+        names = set(self.files) | {self.model_file}
+        if self.format == Format.OPENVINO:
+            names.add(str(Path(self.model_file).with_suffix(".bin")))
+        return sorted(names)
+
+    def verify_files(self) -> None:
+        """Check that every file a runtime will read is present, inside the folder, and has its recorded sha256.
+
+        Called by the runner before a runtime loads the files (and before init time is measured). There is no switch
+        to skip it: hashing is one read of each file, small next to loading it and timing it.
+
+        Raises:
+            InputError: a file is missing, not a regular file, has no recorded sha256, or changed since export.
+        """
+        root = self.directory.resolve()
+        for name in self.required_files():
+            path = self.directory / name
+            if not path.resolve().is_relative_to(root):
+                raise InputError(f"{self.manifest_path}: file {name!r} resolves to {path.resolve()}, outside the "
+                                 f"artifact folder {root}; an artifact's files must stay in its folder. Re-export it.")
+            if not path.is_file():
+                what = "is not a regular file" if path.exists() else "is missing"
+                raise InputError(f"{self.manifest_path}: {name} {what} in {self.directory} (the {self.format} "
+                                 f"model {self.model_file} needs it). Copy the whole artifact folder, or re-export it.")
+            recorded = self.files.get(name)
+            if not recorded:
+                raise InputError(f"{self.manifest_path} records no sha256 for {name}, which the {self.format} "
+                                 f"runtime reads with {self.model_file}; it cannot be checked. Re-export the artifact.")
+            actual = sha256_file(path)
+            if actual != recorded:
+                raise InputError(f"file {path} changed since it was exported (sha256 {actual}, the manifest "
+                                 f"{self.manifest_path.name} records {recorded}); re-export it, or restore the "
+                                 "file the manifest was written for.")
+
+
+MAX_MANIFEST_BYTES = 1 << 20
+"""A manifest is a few KB (the largest in the tests: the quantized ones, with per-layer records, under 20 KB)."""
+MAX_RANK = 8
+"""Tensors of the supported models have rank <= 5 (video); 8 leaves room without admitting nonsense."""
+MAX_TENSOR_ELEMENTS = 1 << 28
+"""Elements of one declared input or output (symbolic dims counted as 1): 268M, 1 GiB of float32, what the runner
+allocates for random inputs; far above any edge model's tensor (a 1024x1024 RGB image is 3M)."""
+DTYPES: tuple[str, ...] = ("float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
+                           "uint32", "int64", "uint64", "bool")
+"""The numpy dtype names a tensor spec may carry."""
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _read_manifest(p: Path) -> dict[str, Any]:
+    """The manifest at ``p`` as a dict, refusing what is not a small regular UTF-8 JSON object file."""
+    if not p.exists():
+        raise InputError(f"artifact manifest {p} does not exist. Pass the path of a .manifest.json written by "
+                         "'edgestill export'.")
+    if not p.is_file():
+        raise InputError(f"artifact manifest {p} is not a regular file (a directory or a device); pass the "
+                         ".manifest.json file written by 'edgestill export'.")
+    size = p.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise InputError(f"artifact manifest {p} is {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES} bytes "
+                         "(they are a few KB). Pass the .manifest.json written by 'edgestill export'.")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        d = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p} is not a valid edgestill manifest: it is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start}). Re-export the artifact.") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{p} is not a valid edgestill manifest: not JSON ({exc}). Re-export the artifact.") from None
+    except OSError as exc:
+        raise InputError(f"artifact manifest {p} cannot be read ({exc}); check its permissions.") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{p} is not a valid edgestill manifest: it holds a JSON {type(d).__name__}, not an object "
+                         "with keys name, format, precision, model_file and files. Re-export the artifact.")
+    version = d.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InputError(f"{p}: schema_version {version!r} is not a positive whole number. Re-export the artifact.")
+    if version > SCHEMA_VERSION:
+        raise InputError(f"{p} has manifest schema_version {version}; this edgestill reads up to {SCHEMA_VERSION}. "
+                         "Upgrade edgestill on this machine or export with the same version.")
+    return d
+
+
+class _ManifestCheck:
+    """Type and range checks of one manifest's values; each failure names the key, the value and what is valid."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def refuse(self, key: str, problem: str, valid: str) -> str:
+        return f"{self.path} is not a valid edgestill manifest: {key} {problem}; {valid}. Re-export the artifact."
+
+    def _short(self, value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    def name(self, value: Any) -> str:
+        if not isinstance(value, str) or not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+            raise InputError(self.refuse("name", f"is {self._short(value)}",
+                                         "it must be a non-empty string without path separators"))
+        return value
+
+    def choice(self, value: Any, key: str, valid: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in valid:
+            raise InputError(self.refuse(key, f"{self._short(value)} is unknown", f"valid {key}s: {', '.join(valid)}"))
+        return value
+
+    def optional(self, value: Any, key: str, kind: type) -> Any:
+        if value is not None and not isinstance(value, kind):
+            raise InputError(self.refuse(key, f"is a {type(value).__name__}", f"it must be a {kind.__name__} or null"))
+        return value
+
+    def relative_file(self, directory: Path, value: Any, key: str) -> str:
+        """``value`` as a relative file name that stays inside ``directory`` after resolving symlinks."""
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise InputError(self.refuse(key, f"is {self._short(value)}", "it must be a file name relative to the "
+                                                                         "manifest's folder"))
+        from pathlib import PurePosixPath, PureWindowsPath
+
+        if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or PureWindowsPath(value).drive:
+            raise InputError(self.refuse(key, f"{value!r} is an absolute path", "files must be named relative to the "
+                                                                              "manifest's folder, e.g. 'model.onnx'"))
+        root = directory.resolve()
+        target = (directory / value).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise InputError(self.refuse(key, f"{value!r} resolves to {target}, outside the artifact folder {root}",
+                                         "an artifact's files must stay in the folder of its manifest (no '..', "
+                                         "no symlink out of it)"))
+        return value
+
+    def files(self, directory: Path, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise InputError(self.refuse("files", f"is a {type(value).__name__}",
+                                         "it must map each file name to its sha256 (64 lowercase hex digits)"))
+        out = {}
+        for name, digest in value.items():
+            self.relative_file(directory, name, f"files entry {name!r}")
+            if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _SHA256_HEX:
+                raise InputError(self.refuse(f"files[{name!r}]", f"is {self._short(digest)}",
+                                             "a sha256 is 64 lowercase hex digits"))
+            out[name] = digest
+        return out
+
+    def specs(self, value: Any, key: str) -> list[TensorSpec]:
+        if not isinstance(value, list):
+            raise InputError(self.refuse(key, f"is a {type(value).__name__}", "it must be a list of tensor specs"))
+        return [self.spec(s, f"{key}[{i}]") for i, s in enumerate(value)]
+
+    def spec(self, d: Any, key: str) -> TensorSpec:
+        if not isinstance(d, dict):
+            raise InputError(self.refuse(key, f"is a {type(d).__name__}",
+                                         "a tensor spec is an object with name, shape and dtype"))
+        name, shape = d.get("name"), d.get("shape")
+        if not isinstance(name, str) or not name:
+            raise InputError(self.refuse(f"{key}.name", f"is {self._short(name)}", "it must be a non-empty string"))
+        if not isinstance(shape, list) or not all(
+            isinstance(s, str) or (isinstance(s, int) and not isinstance(s, bool) and s >= -1) for s in shape
+        ):
+            raise InputError(self.refuse(f"{key}.shape", f"is {self._short(shape)}", "a shape is a list of whole "
+                                         "numbers >= 0 (-1 or a name such as 'batch' for a dynamic dim)"))
+        if len(shape) > MAX_RANK:
+            raise InputError(self.refuse(f"{key}.shape", f"has rank {len(shape)}", f"the largest rank is {MAX_RANK}"))
+        elements = 1
+        for s in shape:
+            elements *= s if isinstance(s, int) and s > 0 else 1
+        if elements > MAX_TENSOR_ELEMENTS:
+            raise InputError(self.refuse(f"{key}.shape", f"{shape} declares {elements} elements",
+                                         f"one tensor may have at most {MAX_TENSOR_ELEMENTS} elements"))
+        dtype = self.choice(d.get("dtype"), f"{key}.dtype", DTYPES)
+        logical = d.get("logical_dtype")
+        if logical is not None:
+            self.choice(logical, f"{key}.logical_dtype", DTYPES)
+        scale, zero_point = d.get("scale"), d.get("zero_point")
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                  or not math.isfinite(scale) or scale <= 0):
+            raise InputError(self.refuse(f"{key}.scale", f"is {self._short(scale)}", "a scale is a finite number > 0"))
+        if zero_point is not None and (isinstance(zero_point, bool) or not isinstance(zero_point, int)):
+            raise InputError(self.refuse(f"{key}.zero_point", f"is {self._short(zero_point)}",
+                                         "a zero point is a whole number"))
+        return TensorSpec(name=name, shape=tuple(shape), dtype=dtype, logical_dtype=logical,
+                          scale=None if scale is None else float(scale), zero_point=zero_point)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:

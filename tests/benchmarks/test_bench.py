@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tests.benchmarks.conftest import write_tiny_onnx
 
+from edgestill.artifact import Artifact
 from edgestill.benchmarks.bench import benchmark, benchmark_matrix
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.runtimes import RuntimeOptions
@@ -52,6 +53,9 @@ def test_crashing_cell_is_recorded_and_the_next_cell_completes(tmp_path: Path, m
 def test_corrupt_model_is_bad_input_with_the_runtime_message(tmp_path: Path) -> None:
     manifest = write_tiny_onnx(tmp_path)
     (tmp_path / "tiny.onnx").write_bytes(b"not an onnx file")
+    art = Artifact.load(manifest)
+    art.hash_files()  # the manifest vouches for the junk: the runtime, not the sha256 check, must refuse it
+    art.write_manifest()
     m = benchmark(manifest, bench=QUICK)
     assert (m.kind, m.artifact, m.runtime) == ("failed", "tiny", "onnxruntime")
     assert m.settings["runner_exit_code"] == 2 and "exit 2" in (m.error or "")

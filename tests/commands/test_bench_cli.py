@@ -90,20 +90,19 @@ def test_bench_repeat_reports_p50_cv_across_interleaved_repetitions(tmp_path: Pa
 
 def _junk_artifact(tmp_path: Path, fmt: str, ext: str) -> Path:
     """A valid manifest whose model file holds junk bytes (hashes match: the file is what the manifest says)."""
-    from edgestill.artifact import Artifact
+    from edgestill.artifact import sha256_file
 
     manifest = write_tiny_onnx(tmp_path / fmt, name="junk")
     d = json.loads(manifest.read_text())
-    d.update(format=fmt, model_file=f"junk.{ext}", files={})
     model = manifest.parent / f"junk.{ext}"
     model.write_bytes(b"these bytes are not a model at all" * 4)
+    names = [model.name]
     if fmt == "openvino":
         (manifest.parent / "junk.bin").write_bytes(b"\0" * 64)
+        names.append("junk.bin")
+    d.update(format=fmt, model_file=model.name, files={n: sha256_file(manifest.parent / n) for n in names})
     manifest.write_text(json.dumps(d))
-    art = Artifact.load(manifest)
-    art.files = {}
-    art.hash_files()
-    return art.write_manifest()
+    return manifest
 
 
 def test_bench_model_file_its_runtime_cannot_parse_is_bad_input(tmp_path: Path) -> None:

@@ -94,6 +94,8 @@ def run_ab_job(job: dict[str, Any]) -> dict[str, Any]:
     for var in THREAD_ENV:
         os.environ[var] = str(options.threads)
     arts = {side: Artifact.load(job[side]) for side in ("old", "new")}
+    for art in arts.values():
+        art.verify_files()  # before a runtime parses them, and outside the init time
     sides: dict[str, dict[str, Any]] = {}
     sessions, feeds = {}, {}
     for side, art in arts.items():

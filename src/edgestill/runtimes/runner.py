@@ -130,14 +130,17 @@ def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
         _fail_input(f"inputs must be 'random' or an existing .npy/.npz file; got {source!r}.")
     try:
         loaded = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        arrays = {specs[0].name: loaded} if p.suffix == ".npy" else dict(loaded.items())
+    except (OSError, ValueError, EOFError) as exc:
         _fail_input(f"cannot read inputs from {p} ({exc}); save them with numpy.save / numpy.savez.")
     names = [s.name for s in specs]
+    odd = {k: str(a.dtype) for k, a in arrays.items() if a.dtype.kind not in "biuf"}
+    if odd:
+        _fail_input(f"inputs {p} hold arrays of non-numeric dtype {odd}; a model takes numbers. Save numeric arrays.")
     if p.suffix == ".npy":
         if len(specs) != 1:
             _fail_input(f"{p} holds one array but the model takes {names}; use an .npz keyed by input name.")
-        return {specs[0].name: _fit(loaded, specs[0])}
-    arrays = dict(loaded.items())
+        return {specs[0].name: _fit(arrays[specs[0].name], specs[0])}
     if len(specs) == 1 and len(arrays) == 1:
         arrays = {specs[0].name: next(iter(arrays.values()))}
     missing = [n for n in names if n not in arrays]
@@ -162,10 +165,31 @@ def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any] | None:
             if "x" not in z.files or not any(k in z.files for k in EVAL_ARRAYS):
                 _fail_input(f"eval data {p} holds {sorted(z.files)}; it needs 'x' (inputs) and 'y' (labels) and/or "
                             "'teacher_logits' (the teacher's outputs on x).")
-            return None if check_only else {k: z[k] for k in ("x", *EVAL_ARRAYS) if k in z.files}
-    except (OSError, ValueError) as exc:
+            if check_only:
+                return None
+            arrays = {k: z[k] for k in ("x", *EVAL_ARRAYS) if k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
         _fail_input(f"cannot read eval data {p} ({exc}); write it with numpy.savez(path, x=..., y=...).")
-    return None
+    _check_eval(p, arrays)
+    return arrays
+
+
+def _check_eval(p: Path, arrays: dict[str, Any]) -> None:
+    """Refuse eval arrays a model cannot be scored on: non-numeric x, non-integer y, lengths that differ."""
+    x = arrays["x"]
+    if x.dtype.kind not in "biuf" or x.ndim < 1 or len(x) == 0:
+        _fail_input(f"eval data {p}: x has dtype {x.dtype} and shape {list(x.shape)}; it must be a numeric array "
+                    "[n, ...] with n > 0 samples, as the model's input. Save it with numpy.savez(path, x=..., y=...).")
+    if "y" in arrays:
+        y = arrays["y"]
+        if y.dtype.kind not in "iu" or y.ndim != 1 or len(y) != len(x):
+            _fail_input(f"eval data {p}: y has dtype {y.dtype} and shape {list(y.shape)} for {len(x)} samples of x; "
+                        "labels are whole-number class indices [n], one per sample.")
+    if "teacher_logits" in arrays:
+        t = arrays["teacher_logits"]
+        if t.dtype.kind != "f" or t.ndim < 1 or len(t) != len(x):
+            _fail_input(f"eval data {p}: teacher_logits has dtype {t.dtype} and shape {list(t.shape)} for {len(x)} "
+                        "samples of x; they are the teacher's float outputs [n, classes] on the same x.")
 
 
 # Substrings of the runtimes' own messages for a file they could not parse (not for a valid file they cannot run).
@@ -233,6 +257,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     for var in THREAD_ENV:  # before the runtime library is imported (lazily, by load)
         os.environ[var] = str(options.threads)
     art = Artifact.load(job["artifact"])
+    art.verify_files()  # before a runtime parses them, and outside the init time
     if job["eval_data"]:  # bad eval data or metric fails before anything is timed
         from edgestill.runtimes.accuracy import METRICS
 

@@ -1,0 +1,252 @@
+"""Manifests and model files as untrusted input: every malformed, escaping or altered artifact is exit 2 with a message.
+
+Three levels: ``Artifact.load`` (the manifest itself), the runner (files checked against their sha256 before a
+runtime reads them, bad data), and ``edgestill bench`` in a subprocess (exit 2, one paragraph, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.benchmarks.conftest import write_tiny_onnx
+
+from edgestill.artifact import MAX_MANIFEST_BYTES, MAX_TENSOR_ELEMENTS, Artifact, sha256_file
+from edgestill.benchmarks.bench import benchmark, failure_reason
+from edgestill.errors import InputError
+from edgestill.runtimes.harness import BenchOptions
+
+QUICK = BenchOptions(min_runs=5, min_seconds=0.0, warmup_runs=1)
+
+
+def edited(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A tiny ONNX artifact whose manifest dict was changed by ``edit``."""
+    manifest = write_tiny_onnx(tmp_path / "art")
+    d = json.loads(manifest.read_text())
+    edit(d)
+    manifest.write_text(json.dumps(d))
+    return manifest
+
+
+def load_error(manifest: Path) -> str:
+    with pytest.raises(InputError) as info:
+        Artifact.load(manifest)
+    return str(info.value)
+
+
+def test_exported_manifest_loads_and_verifies(tmp_path: Path) -> None:
+    """The control: an untouched artifact passes every check below."""
+    art = Artifact.load(write_tiny_onnx(tmp_path / "art"))
+    art.verify_files()
+    assert art.required_files() == ["tiny.onnx"]
+
+
+def test_manifest_that_is_not_a_small_utf8_json_object_file(tmp_path: Path) -> None:
+    """Bad inputs tried: a directory named like a manifest; non-UTF-8 bytes; a JSON list; JSON nested past the
+    parser's recursion limit; a file over the size bound; a schema_version from a newer edgestill."""
+    folder = tmp_path / "dir.manifest.json"
+    folder.mkdir()
+    assert "is not a regular file" in load_error(folder)
+
+    latin = tmp_path / "latin.manifest.json"
+    latin.write_bytes(b'{"name": "caf\xe9"}')
+    assert "not UTF-8" in load_error(latin)
+
+    listed = tmp_path / "list.manifest.json"
+    listed.write_text("[1, 2, 3]")
+    assert "holds a JSON list, not an object" in load_error(listed)
+
+    deep = tmp_path / "deep.manifest.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert "not a valid edgestill manifest" in load_error(deep)
+
+    big = tmp_path / "big.manifest.json"
+    big.write_text(json.dumps({"pad": "x" * MAX_MANIFEST_BYTES}))
+    message = load_error(big)
+    assert f"at most {MAX_MANIFEST_BYTES} bytes" in message and str(big.stat().st_size) in message
+
+    newer = edited(tmp_path, lambda d: d.update(schema_version=99))
+    assert "schema_version 99" in load_error(newer)
+
+
+@pytest.mark.parametrize("key", ["name", "format", "precision", "model_file"])
+def test_missing_required_key_is_named(tmp_path: Path, key: str) -> None:
+    """Bad inputs tried: a manifest without name, format, precision or model_file (one each)."""
+    message = load_error(edited(tmp_path, lambda d: d.pop(key)))
+    assert f"manifest: {key} " in message and "Re-export the artifact" in message
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d.update(format="caffe"), "format 'caffe' is unknown; valid formats: onnx, tflite, openvino"),
+        (lambda d: d.update(precision="int3"), "precision 'int3' is unknown; valid precisions: fp32"),
+        (lambda d: d["inputs"][0].update(dtype="float128"), "inputs[0].dtype 'float128' is unknown; valid"),
+        (lambda d: d["outputs"][0].update(dtype=["float32"]), "outputs[0].dtype ['float32'] is unknown"),
+        (lambda d: d["inputs"][0].update(shape=[1, 2.5]), "inputs[0].shape is [1, 2.5]; a shape is a list"),
+        (lambda d: d["inputs"][0].update(shape=[1] * 9), "inputs[0].shape has rank 9; the largest rank is 8"),
+        (lambda d: d["inputs"][0].update(scale=float("nan")), "inputs[0].scale is nan; a scale is a finite number"),
+        (lambda d: d.update(inputs={"x": [1, 8]}), "inputs is a dict; it must be a list of tensor specs"),
+        (lambda d: d.update(name="../../evil"), "name is '../../evil'; it must be a non-empty string without path"),
+        (lambda d: d.update(files=["tiny.onnx"]), "files is a list; it must map each file name to its sha256"),
+        (lambda d: d.update(files={"tiny.onnx": "abc"}), "files['tiny.onnx'] is 'abc'; a sha256 is 64 lowercase hex"),
+        (lambda d: d.update(files={}), "files has no sha256 for model_file 'tiny.onnx'"),
+        (lambda d: d.update(source="tiny"), "source is a str; it must be a dict or null"),
+    ],
+)
+def test_wrong_type_or_unknown_value_names_the_key_and_what_is_valid(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    """Bad inputs tried: unknown format, precision and dtype; a dtype that is a list; a fractional dim; rank 9; a NaN
+    scale; inputs as an object; a name with '..' and '/'; files as a list, a short sha256, no sha256 for the model
+    file; source as a string."""
+    assert expected in load_error(edited(tmp_path, edit))
+
+
+def test_huge_declared_shape_names_the_value_and_the_limit(tmp_path: Path) -> None:
+    """Bad input tried: an input shape of 10^12 elements ([1000000, 1000000]) that the runner would allocate."""
+    message = load_error(edited(tmp_path, lambda d: d["inputs"][0].update(shape=[10**6, 10**6])))
+    assert "inputs[0].shape [1000000, 1000000] declares 1000000000000 elements" in message
+    assert f"at most {MAX_TENSOR_ELEMENTS} elements" in message
+
+
+def test_model_file_and_files_must_stay_inside_the_manifest_folder(tmp_path: Path) -> None:
+    """Bad inputs tried: model_file '../x.onnx' (the file exists outside); model_file as an absolute path (it
+    exists); a files entry '../../etc/passwd'; a model file that is a symlink to a file outside the folder."""
+    outside = tmp_path / "x.onnx"
+    outside.write_bytes(b"outside")
+    escape = edited(tmp_path / "a", lambda d: d.update(model_file="../../x.onnx", files={"../../x.onnx": "0" * 64}))
+    assert "model_file '../../x.onnx' resolves to" in load_error(escape) and "outside the artifact folder" in load_error(escape)
+
+    absolute = edited(tmp_path / "b", lambda d: d.update(model_file=str(outside), files={str(outside): "0" * 64}))
+    assert f"model_file {str(outside)!r} is an absolute path" in load_error(absolute)
+
+    listed = edited(tmp_path / "c", lambda d: d["files"].update({"../../etc/passwd": "0" * 64}))
+    assert "files entry '../../etc/passwd' '../../etc/passwd' resolves to" in load_error(listed)
+
+    linked = write_tiny_onnx(tmp_path / "d" / "art")
+    model = linked.parent / "tiny.onnx"
+    outside.write_bytes(model.read_bytes())
+    model.unlink()
+    os.symlink(outside, model)
+    message = load_error(linked)
+    assert "model_file 'tiny.onnx' resolves to" in message and str(outside) in message
+
+
+def test_sha256_mismatch_and_missing_companion_files(tmp_path: Path) -> None:
+    """Bad inputs tried: a model file changed after export (one byte appended); an ONNX external-data file the
+    manifest lists but that is missing; a listed file replaced by a directory."""
+    changed = write_tiny_onnx(tmp_path / "a")
+    with open(changed.parent / "tiny.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(InputError, match=r"tiny.onnx changed since it was exported \(sha256 [0-9a-f]{64}, .* re-export"):
+        Artifact.load(changed).verify_files()
+
+    data = write_tiny_onnx(tmp_path / "b")
+    (data.parent / "tiny.onnx.data").write_bytes(b"\0" * 16)
+    art = Artifact.load(data)
+    art.files = {}
+    art.hash_files()
+    art.files["tiny.onnx.data"] = art.files["tiny.onnx"]  # recorded by the exporter beside the model
+    art.write_manifest()
+    (data.parent / "tiny.onnx.data").unlink()
+    with pytest.raises(InputError, match=r"tiny.onnx.data is missing in .* Copy the whole artifact folder"):
+        Artifact.load(data).verify_files()
+
+    (data.parent / "tiny.onnx.data").mkdir()
+    with pytest.raises(InputError, match=r"tiny.onnx.data is not a regular file"):
+        Artifact.load(data).verify_files()
+
+
+def _openvino_artifact(directory: Path) -> Path:
+    """A real OpenVINO IR (.xml + .bin) of the tiny ONNX model, with a manifest recording both files' sha256."""
+    ov = pytest.importorskip("openvino")
+    onnx_manifest = write_tiny_onnx(directory, name="src")
+    ov.save_model(ov.convert_model(str(directory / "src.onnx")), str(directory / "tiny.xml"))
+    d = json.loads(onnx_manifest.read_text())
+    names = ("tiny.xml", "tiny.bin")
+    d.update(name="tiny", format="openvino", model_file="tiny.xml", files={n: sha256_file(directory / n) for n in names})
+    manifest = directory / "tiny.manifest.json"
+    manifest.write_text(json.dumps(d))
+    return manifest
+
+
+def test_runner_refuses_altered_or_incomplete_files_as_bad_input(tmp_path: Path) -> None:
+    """Bad inputs tried, each through a runner process: a model file modified after export (sha256 mismatch); an
+    OpenVINO .xml whose .bin was deleted; the control (an untouched OpenVINO IR) measures."""
+    changed = write_tiny_onnx(tmp_path / "onnx")
+    with open(changed.parent / "tiny.onnx", "ab") as f:
+        f.write(b"\0")
+    m = benchmark(changed, bench=QUICK)
+    assert m.kind == "failed" and m.settings["runner_exit_code"] == 2
+    assert "tiny.onnx changed since it was exported" in failure_reason(m) and "re-export it" in failure_reason(m)
+
+    ir = _openvino_artifact(tmp_path / "ov")
+    ok = benchmark(ir, bench=QUICK)
+    assert ok.kind == "measured", ok.error
+    (ir.parent / "tiny.bin").unlink()
+    m = benchmark(ir, bench=QUICK)
+    assert m.kind == "failed" and m.settings["runner_exit_code"] == 2
+    assert "tiny.bin is missing" in failure_reason(m) and "the openvino model tiny.xml needs it" in failure_reason(m)
+
+
+def test_runner_refuses_bad_data_as_bad_input(tmp_path: Path) -> None:
+    """Bad inputs tried, each through a runner process: eval x of strings; eval y of floats; eval y shorter than x;
+    an empty eval .npz file; timing inputs (.npy) of strings."""
+    manifest = write_tiny_onnx(tmp_path / "art")
+    x = np.zeros((4, 8), np.float32)
+    cases = {
+        "strings.npz": ({"x": np.array([["a"] * 8] * 4), "y": np.zeros(4, np.int64)}, "x has dtype <U1"),
+        "float_y.npz": ({"x": x, "y": np.zeros(4, np.float32)}, "y has dtype float32"),
+        "short_y.npz": ({"x": x, "y": np.zeros(3, np.int64)}, "y has dtype int64 and shape [3] for 4 samples"),
+    }
+    for name, (arrays, expected) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        m = benchmark(manifest, bench=QUICK, eval_data=tmp_path / name)
+        assert m.kind == "failed" and m.settings["runner_exit_code"] == 2, (name, m.error)
+        assert expected in failure_reason(m), (name, failure_reason(m))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    m = benchmark(manifest, bench=QUICK, eval_data=tmp_path / "empty.npz")
+    assert m.settings["runner_exit_code"] == 2 and "cannot read eval data" in failure_reason(m), m.error
+    np.save(tmp_path / "strings.npy", np.array([["a"] * 8]))
+    m = benchmark(manifest, bench=QUICK, inputs=tmp_path / "strings.npy")
+    assert m.settings["runner_exit_code"] == 2 and "non-numeric dtype" in failure_reason(m), m.error
+
+
+def edgestill(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgestill", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_bench_cli_untrusted_artifacts_exit_2_with_one_paragraph(tmp_path: Path) -> None:
+    """Bad inputs tried through ``edgestill bench``: a directory as the manifest; a shape of 10^12 elements;
+    model_file '../x.onnx'; a model file changed after export (found by the runner); an OpenVINO .xml without its
+    .bin (found by the runner). Each: exit 2, one paragraph on stderr, no Traceback anywhere on the console."""
+    folder = tmp_path / "dir.manifest.json"
+    folder.mkdir()
+    (tmp_path / "x.onnx").write_bytes(b"outside")
+    changed = write_tiny_onnx(tmp_path / "changed")
+    with open(changed.parent / "tiny.onnx", "ab") as f:
+        f.write(b"\0")
+    ir = _openvino_artifact(tmp_path / "ov")
+    (ir.parent / "tiny.bin").unlink()
+    cases = [
+        (folder, "is not a regular file"),
+        (edited(tmp_path / "huge", lambda d: d["inputs"][0].update(shape=[10**6, 10**6])), "declares 1000000000000"),
+        (edited(tmp_path / "escape", lambda d: d.update(model_file="../../x.onnx")), "outside the artifact folder"),
+        (changed, "changed since it was exported"),
+        (ir, "tiny.bin is missing"),
+    ]
+    for manifest, expected in cases:
+        r = edgestill("bench", str(manifest), "--min-runs", "5", "--min-seconds", "0", "--db", str(tmp_path / "r.db"))
+        assert r.returncode == 2, (manifest, r.stdout, r.stderr)
+        assert expected in r.stderr, (manifest, r.stderr)
+        assert "Traceback" not in r.stderr + r.stdout, (manifest, r.stdout, r.stderr)
+        paragraph = [line for line in r.stderr.strip().splitlines() if line.strip()]
+        assert len(paragraph) == 1 and paragraph[0].startswith("error"), (manifest, r.stderr)
