@@ -187,6 +187,7 @@ def test_runner_refuses_altered_or_incomplete_files_as_bad_input(tmp_path: Path)
     m = benchmark(changed, bench=QUICK)
     assert m.kind == "failed" and m.settings["runner_exit_code"] == 2
     assert "tiny.onnx changed since it was exported" in failure_reason(m) and "re-export it" in failure_reason(m)
+    assert "runner stderr" not in (m.error or "")  # bad input: the reason alone; the log stays in the record
 
     ir = _openvino_artifact(tmp_path / "ov")
     ok = benchmark(ir, bench=QUICK)
@@ -248,5 +249,6 @@ def test_bench_cli_untrusted_artifacts_exit_2_with_one_paragraph(tmp_path: Path)
         assert r.returncode == 2, (manifest, r.stdout, r.stderr)
         assert expected in r.stderr, (manifest, r.stderr)
         assert "Traceback" not in r.stderr + r.stdout, (manifest, r.stdout, r.stderr)
+        assert "runner stderr" not in r.stdout, r.stdout  # a bad-input cell shows its reason, not the runner's log
         paragraph = [line for line in r.stderr.strip().splitlines() if line.strip()]
         assert len(paragraph) == 1 and paragraph[0].startswith("error"), (manifest, r.stderr)

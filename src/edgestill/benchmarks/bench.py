@@ -188,6 +188,10 @@ def benchmark(
     elif doc is not None and doc.get("kind") == "failed":
         why = f"runner failed (exit {rc}): {doc.get('error')}"
         settings["runner_error"] = str(doc.get("error"))  # its own one-paragraph reason, without the log tail
+        if rc == BAD_INPUT_EXIT:  # the reason is the whole story; what the libraries printed stays in the record
+            if err.strip():
+                settings["runner_stderr_tail"] = _tail(err)
+            return _failed(ident, runtime, options, why, settings)
     else:
         why = f"runner exited {rc} without a parseable JSON result"
     return _failed(ident, runtime, options, f"{why}\n--- runner stderr (tail) ---\n{_tail(err)}", settings)
