@@ -97,7 +97,6 @@ def test_missing_required_key_is_named(tmp_path: Path, key: str) -> None:
         (lambda d: d.update(name="../../evil"), "name is '../../evil'; it must be a non-empty string without path"),
         (lambda d: d.update(files=["tiny.onnx"]), "files is a list; it must map each file name to its sha256"),
         (lambda d: d.update(files={"tiny.onnx": "abc"}), "files['tiny.onnx'] is 'abc'; a sha256 is 64 lowercase hex"),
-        (lambda d: d.update(files={}), "files has no sha256 for model_file 'tiny.onnx'"),
         (lambda d: d.update(source="tiny"), "source is a str; it must be a dict or null"),
     ],
 )
@@ -105,8 +104,7 @@ def test_wrong_type_or_unknown_value_names_the_key_and_what_is_valid(
     tmp_path: Path, edit: Callable[[dict[str, Any]], None], expected: str
 ) -> None:
     """Bad inputs tried: unknown format, precision and dtype; a dtype that is a list; a fractional dim; rank 9; a NaN
-    scale; inputs as an object; a name with '..' and '/'; files as a list, a short sha256, no sha256 for the model
-    file; source as a string."""
+    scale; inputs as an object; a name with '..' and '/'; files as a list, a short sha256; source as a string."""
     assert expected in load_error(edited(tmp_path, edit))
 
 
@@ -141,13 +139,18 @@ def test_model_file_and_files_must_stay_inside_the_manifest_folder(tmp_path: Pat
 
 
 def test_sha256_mismatch_and_missing_companion_files(tmp_path: Path) -> None:
-    """Bad inputs tried: a model file changed after export (one byte appended); an ONNX external-data file the
-    manifest lists but that is missing; a listed file replaced by a directory."""
+    """Bad inputs tried: a model file changed after export (one byte appended); a manifest recording no sha256 for
+    its model file; an ONNX external-data file the manifest lists but that is missing; a listed file replaced by a
+    directory."""
     changed = write_tiny_onnx(tmp_path / "a")
     with open(changed.parent / "tiny.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(InputError, match=r"tiny.onnx changed since it was exported \(sha256 [0-9a-f]{64}, .* re-export"):
         Artifact.load(changed).verify_files()
+
+    unrecorded = edited(tmp_path / "c", lambda d: d.update(files={}))
+    with pytest.raises(InputError, match=r"records no sha256 for tiny.onnx in 'files'"):
+        Artifact.load(unrecorded).verify_files()
 
     data = write_tiny_onnx(tmp_path / "b")
     (data.parent / "tiny.onnx.data").write_bytes(b"\0" * 16)

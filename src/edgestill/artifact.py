@@ -148,9 +148,8 @@ class Artifact:
         }
 
     def hash_files(self) -> None:
-        """Recompute the sha256 of every file listed in ``files`` (and of the model file)."""
-        names = set(self.files) | {self.model_file}
-        self.files = {n: sha256_file(self.directory / n) for n in sorted(names)}
+        """Recompute the sha256 of every file listed in ``files`` and of every file a runtime reads (:meth:`required_files`)."""
+        self.files = {n: sha256_file(self.directory / n) for n in self.required_files()}
 
     def write_manifest(self) -> Path:
         """Write the manifest atomically (temp file + rename)."""
@@ -186,9 +185,6 @@ class Artifact:
         directory = p.parent
         model_file = check.relative_file(directory, d.get("model_file"), "model_file")
         files = check.files(directory, d.get("files", {}))
-        if model_file not in files:
-            raise InputError(check.refuse("files", f"has no sha256 for model_file {model_file!r}",
-                                          "every file a runtime loads must be recorded with its sha256"))
         art = cls(
             name=check.name(d.get("name")),
             format=check.choice(d.get("format"), "format", FORMATS),
@@ -240,8 +236,9 @@ class Artifact:
                                  f"model {self.model_file} needs it). Copy the whole artifact folder, or re-export it.")
             recorded = self.files.get(name)
             if not recorded:
-                raise InputError(f"{self.manifest_path} records no sha256 for {name}, which the {self.format} "
-                                 f"runtime reads with {self.model_file}; it cannot be checked. Re-export the artifact.")
+                raise InputError(f"{self.manifest_path} records no sha256 for {name} in 'files', and the {self.format} "
+                                 f"runtime reads it for {self.model_file}; an unrecorded file cannot be checked. "
+                                 "Re-export the artifact.")
             actual = sha256_file(path)
             if actual != recorded:
                 raise InputError(f"file {path} changed since it was exported (sha256 {actual}, the manifest "
