@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from edgestill.outdir import write_json_atomic, write_text_atomic
+from edgestill.errors import InputError
+from edgestill.outdir import (
+    MARKER,
+    claim_output_dir,
+    marker_kind,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 @pytest.mark.parametrize("write", [write_text_atomic, write_json_atomic])
@@ -112,3 +119,60 @@ def test_the_fallback_crash_log_gets_a_fresh_name_in_the_temp_folder(tmp_path: P
     assert path.parent == tmpdir and path.name != "edgestill-last-error.log"
     assert "ValueError: internal" in path.read_text() and not path.is_symlink()
     assert os.stat(path).st_mode & 0o077 == 0  # private: a traceback may name local paths
+
+
+# --- claiming a folder: only an earlier run of the same command is emptied, never an input ---------------------------
+
+
+def _earlier(out: Path, kind: str | None) -> Path:
+    """A folder an earlier edgestill ``kind`` run wrote (``kind`` None: a marker without a kind)."""
+    out.mkdir(parents=True)
+    (out / MARKER).write_text(json.dumps({"tool": "edgestill", **({} if kind is None else {"kind": kind})}))
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "student.safetensors").write_bytes(b"weights")
+    return out
+
+
+def test_a_folder_of_the_same_command_is_emptied_and_marked(tmp_path: Path) -> None:
+    out = _earlier(tmp_path / "out", "quantize")
+    claim_output_dir(out, kind="quantize")
+    assert [p.name for p in out.iterdir()] == [MARKER] and marker_kind(out) == "quantize"
+
+
+@pytest.mark.parametrize("writer", ["distill", None])
+def test_a_folder_another_command_wrote_is_refused_untouched(tmp_path: Path, writer: str | None) -> None:
+    """Bad input: --out is a folder 'edgestill distill' wrote (or whose marker names no command), claimed by quantize."""
+    out = _earlier(tmp_path / "out", writer)
+    with pytest.raises(InputError) as err:
+        claim_output_dir(out, kind="quantize")
+    msg = str(err.value)
+    assert f"holds the output of 'edgestill {writer or 'unknown'}'" in msg and "--overwrite" in msg and "\n" not in msg
+    assert (out / "checkpoints" / "student.safetensors").read_bytes() == b"weights"
+
+
+def test_overwrite_replaces_another_commands_folder(tmp_path: Path) -> None:
+    out = _earlier(tmp_path / "out", "distill")
+    claim_output_dir(out, kind="quantize", overwrite=True)
+    assert [p.name for p in out.iterdir()] == [MARKER] and marker_kind(out) == "quantize"
+
+
+@pytest.mark.parametrize("how", ["inside", "via-symlink", "dotdot", "the-folder"])
+def test_a_folder_holding_an_input_is_never_emptied(tmp_path: Path, how: str) -> None:
+    """Bad input: the command's own --checkpoint lies inside --out (directly, through a symlink, through '..', or is
+    --out itself); refused even with --overwrite and even by the same command."""
+    out = _earlier(tmp_path / "out", "quantize")
+    ckpt = out / "checkpoints" / "student.safetensors"
+    given = {"inside": ckpt, "dotdot": out / "checkpoints" / ".." / "checkpoints" / "student.safetensors",
+             "the-folder": out, "via-symlink": tmp_path / "link.safetensors"}[how]
+    if how == "via-symlink":
+        given.symlink_to(ckpt)
+    with pytest.raises(InputError, match=r"--checkpoint .* lies inside --out .*move the input"):
+        claim_output_dir(out, kind="quantize", overwrite=True, inputs=[("--checkpoint", given), ("--data", None)])
+    assert ckpt.read_bytes() == b"weights"
+
+
+def test_an_input_beside_the_folder_does_not_stop_a_claim(tmp_path: Path) -> None:
+    out = _earlier(tmp_path / "out", "quantize")
+    (tmp_path / "out-2.npz").write_bytes(b"x")  # a sibling whose name starts like the folder's
+    claim_output_dir(out, kind="quantize", inputs=[("--data", tmp_path / "out-2.npz")])
+    assert marker_kind(out) == "quantize"

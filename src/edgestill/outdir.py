@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from edgestill import __version__
@@ -14,25 +15,23 @@ from edgestill.errors import InputError
 MARKER = ".edgestill-out"
 
 
-def claim_output_dir(path: Path, *, kind: str) -> Path:
+def claim_output_dir(path: Path, *, kind: str, overwrite: bool = False,
+                     inputs: Iterable[tuple[str, Path | str | None]] = ()) -> Path:
     """Make ``path`` ready for a fresh run of ``kind`` and return it.
 
-    An empty or missing folder is created; a folder edgestill wrote before (it holds the marker) is
-    emptied; anything else is refused untouched.
+    An empty or missing folder is created; a folder an earlier run of the same ``kind`` wrote (its marker says so) is
+    emptied; one another command wrote is emptied only with ``overwrite``; anything else is refused untouched.
+
+    Args:
+        kind: the command writing the folder (``quantize``, ``distill``, ``run``, ``export``); recorded in the marker.
+        overwrite: the user passed ``--overwrite``: replace the output of another edgestill command.
+        inputs: (option, path) pairs of the command's own input files; none may lie inside a folder to be emptied.
 
     Raises:
-        InputError: ``path`` is a file, a non-empty folder edgestill did not write, or not writable.
+        InputError: see :func:`check_output_dir`; or the folder is not writable.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {path} is a file, not a folder. Pass a new or empty folder.")
-    if path.is_dir() and any(path.iterdir()):
-        if not (path / MARKER).is_file():
-            raise InputError(
-                f"--out {path} is not empty and was not written by edgestill, so nothing was touched. "
-                "Pass a new or empty folder, or one a previous edgestill run wrote (it holds a "
-                f"{MARKER} file)."
-            )
+    if check_output_dir(path, kind=kind, overwrite=overwrite, inputs=inputs):
         if not os.access(path, os.W_OK):
             raise InputError(f"--out {path} is not writable. Pass a folder you can write to.")
         for child in path.iterdir():
@@ -42,10 +41,78 @@ def claim_output_dir(path: Path, *, kind: str) -> Path:
                 child.unlink()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        (path / MARKER).write_text(json.dumps({"tool": "edgestill", "version": __version__, "kind": kind}) + "\n")
+        write_marker(path, kind)
     except OSError as exc:
         raise InputError(f"cannot write to --out {path}: {exc.strerror}. Pass a folder you can write to.") from None
     return path
+
+
+def check_output_dir(path: Path, *, kind: str, overwrite: bool = False,
+                     inputs: Iterable[tuple[str, Path | str | None]] = ()) -> bool:
+    """Check, touching nothing, that ``path`` may be claimed by ``kind``; return True when claiming empties it.
+
+    Raises:
+        InputError: ``path`` is a file; a non-empty folder edgestill did not write; a folder another command wrote
+            (without ``overwrite``); or one holding one of ``inputs``.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {path} is a file, not a folder. Pass a new or empty folder.")
+    if not path.is_dir() or not any(path.iterdir()):
+        return False
+    writer = marker_kind(path)
+    if writer is None:
+        raise InputError(
+            f"--out {path} is not empty and was not written by edgestill, so nothing was touched. "
+            "Pass a new or empty folder, or one a previous edgestill run wrote (it holds a "
+            f"{MARKER} file)."
+        )
+    if writer != kind and not overwrite:
+        raise InputError(
+            f"--out {path} holds the output of 'edgestill {writer}' (its {MARKER} marker says so), and 'edgestill "
+            f"{kind}' would delete it before writing, so nothing was touched. Pass a new or empty folder, or add "
+            f"--overwrite to replace that output."
+        )
+    inside = inputs_inside(path, inputs)
+    if inside:
+        raise InputError(
+            f"{', '.join(inside)} inside --out {path}, which 'edgestill {kind}' empties before writing, so nothing was "
+            "touched. Pass another --out, or move the input out of that folder first."
+        )
+    return True
+
+
+def inputs_inside(folder: Path, inputs: Iterable[tuple[str, Path | str | None]]) -> list[str]:
+    """``'--option PATH lies'`` for each input path that is ``folder`` or lies inside it (symlinks resolved)."""
+    root = Path(folder).resolve()
+    found = []
+    for option, value in inputs:
+        if value is None or str(value) == "":
+            continue
+        p = Path(value)
+        for candidate in {p.absolute(), p.resolve()}:
+            if candidate == root or candidate.is_relative_to(root):
+                found.append(f"{option} {value} lies")
+                break
+    return found
+
+
+def marker_kind(path: Path) -> str | None:
+    """The command that wrote ``path`` as its marker records it; ``"unknown"`` when the marker has no kind; None when
+    there is no marker (edgestill did not write the folder)."""
+    marker = Path(path) / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+    return kind if isinstance(kind, str) and kind.isidentifier() else "unknown"
+
+
+def write_marker(path: Path, kind: str) -> None:
+    """Record that edgestill's ``kind`` command wrote the folder ``path``."""
+    write_text_atomic(Path(path) / MARKER, json.dumps({"tool": "edgestill", "version": __version__, "kind": kind}) + "\n")
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

@@ -252,3 +252,42 @@ def test_torchscript_and_torch_export_teachers_run_for_inference_only(tmp_path: 
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="is not a TorchScript file"):
         _load_program(tmp_path / "junk.pt")
+
+
+def _earlier_run(out: Path) -> list[Path]:
+    """A folder 'edgestill run' wrote (marker, stage records, a report); returns its files."""
+    (out / "artifacts").mkdir(parents=True)
+    (out / ".edgestill-out").write_text(json.dumps({"tool": "edgestill", "kind": "run"}))
+    (out / "stages.json").write_text(json.dumps({"distill": {"key": "k"}}))
+    (out / "report.json").write_text("{}")
+    (out / "artifacts" / "m.onnx").write_bytes(b"exported")
+    return sorted(out.rglob("*"))
+
+
+def test_distill_with_bad_data_keeps_an_earlier_run_folder(tmp_path: Path) -> None:
+    """Bad input: data.npz is not an NPZ file, and --out is a folder an earlier 'edgestill run' wrote. Without
+    --overwrite the folder is refused as another command's; with it, the data is checked before anything is deleted."""
+    (tmp_path / "bad.npz").write_text("not an npz")
+    out = tmp_path / "runs" / "r"
+    files = _earlier_run(out)
+    recipe = write_recipe(tmp_path / "r.yaml", shapes_recipe(tmp_path, data={"npz": str(tmp_path / "bad.npz")}))
+    r = edgestill("distill", str(recipe), "--out", str(out))
+    assert r.returncode == 2 and "holds the output of 'edgestill run'" in r.stderr and "--overwrite" in r.stderr
+    assert sorted(out.rglob("*")) == files
+    r = edgestill("distill", str(recipe), "--out", str(out), "--overwrite")
+    assert r.returncode == 2 and "bad.npz" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(out.rglob("*")) == files and (out / "artifacts" / "m.onnx").read_bytes() == b"exported"
+
+
+def test_distill_never_empties_a_folder_holding_its_teacher_checkpoint(tmp_path: Path) -> None:
+    """Bad input: teacher.checkpoint lies inside --out, a folder an earlier distill wrote, and --force asks to start
+    over; refused before anything is deleted."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".edgestill-out").write_text(json.dumps({"tool": "edgestill", "kind": "distill"}))
+    doc = shapes_recipe(tmp_path)
+    teacher = Path(doc["teacher"]["checkpoint"]).rename(out / "teacher.safetensors")
+    doc["teacher"]["checkpoint"] = str(teacher)
+    r = edgestill("distill", str(write_recipe(tmp_path / "r.yaml", doc)), "--out", str(out), "--force")
+    assert r.returncode == 2 and f"teacher.checkpoint {teacher} lies inside --out" in r.stderr, r.stderr
+    assert teacher.is_file()

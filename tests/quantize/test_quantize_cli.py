@@ -100,3 +100,27 @@ def test_quantize_with_bench_stores_its_latency_rounds_with_raw_samples(tmp_path
         assert len(rows) == doc["store"]["measurements"]
         assert {row["precision"] for row in rows} >= {"fp32", "int8-static"}
         assert all(len(store.samples(row["id"])) >= 50 for row in rows if row["kind"] == "measured")
+
+
+def _distill_folder(out: Path) -> Path:
+    """A folder 'edgestill distill' wrote, holding the student checkpoint; returns the checkpoint."""
+    (out / "checkpoints").mkdir(parents=True)
+    (out / ".edgestill-out").write_text(json.dumps({"tool": "edgestill", "kind": "distill"}))
+    (out / "stages.json").write_text("{}")
+    ckpt = out / "checkpoints" / "student.safetensors"
+    ckpt.write_bytes(b"the student being quantized")
+    return ckpt
+
+
+def test_quantize_into_the_distill_folder_it_reads_exits_2_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    """Bad input: --out is the folder 'edgestill distill' wrote, which holds the --checkpoint being quantized."""
+    out = tmp_path / "run"
+    ckpt = _distill_folder(out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    r = edgestill(*_base(out), "--checkpoint", str(ckpt))
+    assert r.returncode == 2 and "holds the output of 'edgestill distill'" in r.stderr and "--overwrite" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = edgestill(*_base(out), "--checkpoint", str(ckpt), "--overwrite")  # an input is never deleted, even then
+    assert r.returncode == 2 and f"--checkpoint {ckpt} lies inside --out" in r.stderr, r.stderr
+    assert ckpt.read_bytes() == b"the student being quantized"
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +28,7 @@ from edgestill import __version__
 from edgestill.chain.recipe import Recipe
 from edgestill.errors import ConfigError
 from edgestill.record import RESULTS_SCHEMA_VERSION
-from edgestill.outdir import MARKER, claim_output_dir, write_json_atomic, write_text_atomic
+from edgestill.outdir import MARKER, check_output_dir, claim_output_dir, write_json_atomic, write_text_atomic
 
 STATE_FILE = "stages.json"
 DEFAULT_DB = Path(".edgestill") / "results.db"
@@ -63,6 +63,7 @@ class RunOptions:
     through: the last stage, "distill" (``edgestill distill``) or "gate" (the whole chain).
     train_threads: torch threads for training (inference threads are the recipe's ``bench.threads``).
     db: the SQLite results store the run's measurements go to; None writes none.
+    overwrite: replace an --out folder another edgestill command wrote (else that is refused, exit 2).
     cache_dir: trained teachers, no-KD baselines and teacher outputs (default ``$EDGESTILL_CACHE`` or
         ~/.cache/edgestill).
     """
@@ -74,6 +75,7 @@ class RunOptions:
     db: Path | None = DEFAULT_DB
     cache_dir: Path | None = None
     command: str = "run"
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.through not in THROUGH:
@@ -87,14 +89,23 @@ class RunOptions:
         return "distill" if self.through == "distill" else "run"
 
 
-def prepare_out_dir(out: Path, *, kind: str, force: bool = False) -> tuple[Path, dict[str, Any]]:
+def prepare_out_dir(out: Path, *, kind: str, force: bool = False, overwrite: bool = False,
+                    inputs: Iterable[tuple[str, Path | str | None]] = (),
+                    before_emptying: Callable[[], Any] | None = None) -> tuple[Path, dict[str, Any]]:
     """Claim ``out`` for a recipe command; keep an earlier run's stage records unless ``force``.
+
+    Args:
+        overwrite: replace a folder another edgestill command wrote (``--overwrite``).
+        inputs: (option, path) of the recipe's own files: a folder holding one is never emptied.
+        before_emptying: called before a non-empty folder is emptied (e.g. to check the data), so that a bad input
+            leaves an earlier run untouched.
 
     Returns:
         (folder, previous stage records: {} for a fresh folder).
 
     Raises:
-        InputError: ``out`` is a file or a non-empty folder edgestill did not write.
+        InputError: ``out`` is a file, a non-empty folder edgestill did not write, another command's folder (without
+            ``overwrite``) or one holding an input; or what ``before_emptying`` raises.
     """
     out = Path(out)
     marker, state = out / MARKER, out / STATE_FILE
@@ -102,11 +113,22 @@ def prepare_out_dir(out: Path, *, kind: str, force: bool = False) -> tuple[Path,
         try:
             if json.loads(marker.read_text()).get("kind") == kind:
                 return out, json.loads(state.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
-    claim_output_dir(out, kind=kind)
+    if check_output_dir(out, kind=kind, overwrite=overwrite, inputs=inputs) and before_emptying is not None:
+        before_emptying()
+    claim_output_dir(out, kind=kind, overwrite=overwrite, inputs=inputs)
     write_json_atomic(state, {})  # from now on a rerun resumes here, even if this run is interrupted
     return out, {}
+
+
+def recipe_inputs(recipe: Recipe) -> list[tuple[str, Path | str | None]]:
+    """(recipe key, path) of every file or folder the recipe reads."""
+    found: list[tuple[str, Path | str | None]] = [(f"data.{k}", getattr(recipe.data, k, None)) for k in ("folder", "npz", "csv")]
+    for section, spec, keys in (("teacher", recipe.teacher, ("checkpoint", "program", "predictions", "artifact")),
+                                ("student", recipe.student, ("checkpoint",))):
+        found += [(f"{section}.{k}", getattr(spec, k, None)) for k in keys if spec is not None]
+    return found
 
 
 def _hash(*parts: Any) -> str:
@@ -185,7 +207,8 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     from edgestill.host import host_provenance
 
     rep = reporter or _Silent()
-    out, previous = claimed or prepare_out_dir(options.out_dir, kind=options.kind, force=options.force)
+    out, previous = claimed or prepare_out_dir(options.out_dir, kind=options.kind, force=options.force,
+                                               overwrite=options.overwrite, inputs=recipe_inputs(recipe))
     cache_dir = options.cache_dir or default_cache_dir()
     stages = _Stages(out, previous, rep)
     messages: list[str] = []

@@ -27,6 +27,7 @@ def demo(
     threads: str | None = typer.Option(None, "--threads", "-t", help="Inference threads for the latency cells, e.g. 1 or 1,2 (default: the recipe's, 1)."),
     train_threads: int = typer.Option(2, "--train-threads", min=1, help="Torch threads for training."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store the run is added to."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder another edgestill command wrote."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Train a teacher, distill a student, quantize, export, validate and benchmark it on built-in data."""
@@ -40,7 +41,8 @@ def demo(
         recipe = builtin_recipe("demo-quick" if quick else "demo")
         if threads is not None:
             recipe = with_bench_threads(recipe, tuple(parse_int_list(threads, option="--threads")))
-        options = RunOptions(out_dir=out, force=True, train_threads=train_threads, db=db, command="demo")
+        options = RunOptions(out_dir=out, force=True, train_threads=train_threads, db=db, command="demo",
+                             overwrite=overwrite)
         run_recipe_command(recipe, options, json_out=json_out)
 
     run_command(body)

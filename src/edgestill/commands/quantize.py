@@ -35,7 +35,9 @@ REPORT_MD = "quantize-report.md"
         "points vs the fp32 artifact on the same runtime. Over budget, the most int8-sensitive layers stay float\n"
         "(a 'mixed' artifact) until the budget is met or --time-budget ends; --repair-with-teacher then fine-tunes\n"
         "the student under int8 fake quantization with the KD loss. The final file must also pass parity with torch\n"
-        "(int8 tolerances, --tolerance int8.min_sqnr_db=15 to change them). Writes OUT/quantize-report.json and .md.\n\n"
+        "(int8 tolerances, --tolerance int8.min_sqnr_db=15 to change them). Writes OUT/quantize-report.json and .md.\n"
+        "OUT is emptied first: it must be new, empty or an earlier quantize's (another command's only with --overwrite),\n"
+        "and may not hold an input (--checkpoint, --data, ...).\n\n"
         "\b\nExit codes: 0 every format within budget and its file passed parity with torch; 1 a format missed the\n"
         "budget or parity (its best artifact is kept as *.rejected); 2 bad input (nothing written); 3 a conversion\n"
         "library or runtime failed."
@@ -66,6 +68,7 @@ def quantize_command(
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
     out: Path = typer.Option(Path("quantize-out"), "--out", "-o", help="Folder for the artifacts and the report."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store the latency rounds are added to (with --bench)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder another edgestill command wrote."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Quantize a model to int8 for each format within an accuracy budget measured on the format's runtime."""
@@ -83,7 +86,7 @@ def quantize_command(
         from edgestill.errors import InputError
         from edgestill.export.validate import Tolerances
         from edgestill.models.loading import load_model
-        from edgestill.outdir import claim_output_dir, write_json_atomic, write_text_atomic
+        from edgestill.outdir import check_output_dir, claim_output_dir, write_json_atomic, write_text_atomic
 
         config = QuantizeConfig(
             formats=tuple(f.strip() for f in formats.split(",") if f.strip()), precision=precision,
@@ -93,6 +96,10 @@ def quantize_command(
         )
         tolerances = Tolerances.parse(tolerance)
         check_out_dir(out)
+        inputs = [("--model", model if Path(model).exists() else None), ("--checkpoint", checkpoint),
+                  ("--data", data if Path(data).exists() else None), ("--calibration", calibration),
+                  ("--repair-with-teacher", repair_with_teacher)]
+        check_output_dir(out, kind="quantize", overwrite=overwrite, inputs=inputs)  # before anything is loaded
         loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape, num_classes=num_classes)
         if loaded.model is None:
             raise InputError(f"--model {model}: quantize needs a torch model (a built-in name, a factory or a .pt2), not an ONNX file.")
@@ -110,7 +117,7 @@ def quantize_command(
             repair = teacher_repair_config(teacher_model, repair_with_teacher, student=loaded.model,
                                            example_inputs=loaded.example_inputs, train_x=qdata.train_x, train_y=qdata.train_y,
                                            teacher_kwargs=kwargs, epochs=repair_epochs)
-        claim_output_dir(out, kind="quantize")
+        claim_output_dir(out, kind="quantize", overwrite=overwrite, inputs=inputs)
         with library_output_to(out / "logs" / "quantize.log") as (_, term_err):
             with RichReporter(enabled=not json_out, file=term_err) as rep:
                 rep.stage("quantize")

@@ -23,14 +23,15 @@ def run_recipe_command(recipe: Any, options: Any, *, json_out: bool) -> None:
         InputError / ConfigError: bad recipe, data, teacher or student (exit 2).
         typer.Exit(1): a check failed (``run`` and ``demo``).
     """
-    from edgestill.chain.run import STATE_FILE, failed_checks, prepare_out_dir, run_recipe
+    from edgestill.chain.run import STATE_FILE, failed_checks, prepare_out_dir, recipe_inputs, run_recipe
     from edgestill.commands.progress import RichReporter
     from edgestill.commands.streams import library_output_to
 
     out = options.out_dir
     created = not out.exists()
     was_empty = out.is_dir() and not any(out.iterdir())
-    claimed = prepare_out_dir(out, kind=options.kind, force=options.force)
+    claimed = prepare_out_dir(out, kind=options.kind, force=options.force, overwrite=options.overwrite,
+                              inputs=recipe_inputs(recipe), before_emptying=lambda: _check_data(recipe))
     log = out / "logs" / f"{options.command}.log"
     try:
         with library_output_to(log) as (term_out, term_err):
@@ -51,6 +52,13 @@ def run_recipe_command(recipe: Any, options: Any, *, json_out: bool) -> None:
     if failed:
         typer.echo(f"check failed: {'; '.join(failed)}", err=True)
         raise typer.Exit(1)
+
+
+def _check_data(recipe: Any) -> None:
+    """Load the recipe's data once, so that bad data is refused before an earlier run's folder is emptied."""
+    from edgestill.data.loaders import load_data
+
+    load_data(recipe.data)
 
 
 def _finished_stages(state: Path) -> dict[str, Any]:

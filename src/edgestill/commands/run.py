@@ -31,6 +31,7 @@ def run(
     threads: str | None = typer.Option(None, "--threads", "-t", help="Inference threads for the latency cells, e.g. 1,2 (default: the recipe's bench.threads)."),
     train_threads: int = typer.Option(2, "--train-threads", min=1, help="Torch threads for training."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store the run is added to."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder another edgestill command wrote."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Run the whole chain a recipe describes: distill, quantize + export, validate, evaluate, benchmark, check."""
@@ -45,7 +46,7 @@ def run(
         if threads is not None:
             loaded = with_bench_threads(loaded, tuple(parse_int_list(threads, option="--threads")))
         options = RunOptions(out_dir=out or Path("runs") / loaded.name, force=force, train_threads=train_threads,
-                             db=db, command="run")
+                             db=db, command="run", overwrite=overwrite)
         run_recipe_command(loaded, options, json_out=json_out)
 
     run_command(body)
