@@ -186,3 +186,51 @@ def test_int8_static_without_labels_goes_through_the_budget(tmp_path: Path) -> N
         assert cell["passed"] and q["budget_met"] and Path(cell["manifest"]).is_file()
     else:  # honest failure: over budget, kept as *.rejected, the message says by how much
         assert not q["budget_met"] and "missed the accuracy budget by" in r.stderr and cell["rejected_files"]
+
+
+def test_export_refuses_a_non_empty_folder_it_did_not_write(tmp_path: Path) -> None:
+    """Bad input: --out holds the user's own logs/export.log and export-report.json and no edgestill marker."""
+    out = tmp_path / "mine"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "export.log").write_text("my log")
+    (out / "export-report.json").write_text("my report")
+    r = edgestill("export", "--model", "tests.export.models:tiny_cnn", "--input-shape", "1x3x32x32", "--format", "onnx",
+                  "--out", str(out))
+    assert r.returncode == 2 and "not written by edgestill" in r.stderr and "nothing was touched" in r.stderr, r.stderr
+    assert (out / "logs" / "export.log").read_text() == "my log" and (out / "export-report.json").read_text() == "my report"
+    assert sorted(p.name for p in out.iterdir()) == ["export-report.json", "logs"]
+
+
+def test_export_refuses_another_commands_folder_without_overwrite(tmp_path: Path) -> None:
+    """Bad input: --out is a folder 'edgestill quantize' wrote."""
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / ".edgestill-out").write_text(json.dumps({"tool": "edgestill", "kind": "quantize"}))
+    (out / "quantize-report.json").write_text("{}")
+    r = edgestill("export", "--model", "tests.export.models:tiny_cnn", "--input-shape", "1x3x32x32", "--format", "onnx",
+                  "--out", str(out))
+    assert r.returncode == 2 and "holds the output of 'edgestill quantize'" in r.stderr, r.stderr
+    assert (out / "quantize-report.json").read_text() == "{}"
+
+
+@pytest.mark.slow
+def test_reexport_over_a_crafted_manifest_deletes_nothing_outside_the_folder(tmp_path: Path) -> None:
+    """Bad input: an earlier export's folder whose manifest was edited to list ``../victim.txt`` and an absolute path
+    (with their real sha256); the re-export replaces the artifact and both victims survive."""
+    from edgestill.artifact import sha256_file
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".edgestill-out").write_text(json.dumps({"tool": "edgestill", "kind": "export"}))
+    victim, far = tmp_path / "victim.txt", tmp_path / "far" / "victim2.txt"
+    victim.write_text("precious")
+    far.parent.mkdir()
+    far.write_text("precious too")
+    (out / "tiny_cnn-onnx-fp32.manifest.json").write_text(json.dumps({
+        "name": "tiny_cnn-onnx-fp32", "format": "onnx", "precision": "fp32", "model_file": "tiny_cnn-onnx-fp32.onnx",
+        "files": {"../victim.txt": sha256_file(victim), str(far): sha256_file(far)}}))
+    r = edgestill("export", "--model", "tests.export.models:tiny_cnn", "--input-shape", "1x3x32x32", "--format", "onnx",
+                  "--samples", "4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "precious" and far.read_text() == "precious too"
+    assert (out / "tiny_cnn-onnx-fp32.onnx").is_file() and (out / "export-report.json").is_file()

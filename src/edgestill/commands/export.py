@@ -47,7 +47,8 @@ PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision if p.value
         "int8 cells go through the same accuracy budget as `edgestill quantize` against the fp32 file on the same\n"
         "runtime: top-1 accuracy on the --samples inputs when --data has labels y, else top-1 agreement with fp32;\n"
         "over --max-accuracy-drop, sensitive layers stay float ('mixed'); a cell still over is kept as *.rejected.\n"
-        "Writes OUT/export-report.json and OUT/logs/export.log (the conversion libraries' output).\n\n"
+        "Writes OUT/export-report.json and OUT/logs/export.log (the conversion libraries' output). OUT is new, empty\n"
+        "or an earlier export's (its files of the same names are replaced); another command's folder only with --overwrite.\n\n"
         "\b\nTolerances: --tolerance PRECISION.KEY=VALUE, repeatable or comma-separated; PRECISION "
         f"{', '.join(_TOLERANCE_GROUPS)}\n(int8 covers every int8 precision and mixed); KEY {', '.join(_TOLERANCE_KEYS)};\n"
         "VALUE a number or 'none'.\n"
@@ -79,6 +80,7 @@ def export_command(
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
     out: Path = typer.Option(Path("export-out"), "--out", "-o", help="Folder for the artifacts and the report."),
     no_strict: bool = typer.Option(False, "--no-strict", help="Record parity failures and go on (exit 0) instead of stopping with exit 1."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder another edgestill command wrote."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Export a model to ONNX, TFLite and OpenVINO (fp32, fp16, int8), validating every file against torch."""
@@ -92,7 +94,12 @@ def export_command(
         from edgestill.export.api import ExportConfig
         from edgestill.export.validate import Tolerances
         from edgestill.models.loading import parse_input_shape
-        from edgestill.outdir import write_json_atomic
+        from edgestill.outdir import (
+            MARKER,
+            claim_output_dir,
+            write_json_atomic,
+            write_marker,
+        )
 
         shape = parse_input_shape(input_shape) if input_shape is not None else None
         stem = name or default_name(model)
@@ -103,6 +110,9 @@ def export_command(
         )
         budget = QuantizeConfig(max_accuracy_drop=max_accuracy_drop, name=stem, bench_latency=False)
         check_out_dir(out)
+        inputs = [("--model", model if Path(model).exists() else None), ("--checkpoint", checkpoint), ("--data", data)]
+        if check_export_dir(out, overwrite=overwrite, inputs=inputs):
+            claim_output_dir(out, kind="export", overwrite=True, inputs=inputs)
         fd, tmp = tempfile.mkstemp(prefix="edgestill-export-", suffix=".log")
         os.close(fd)
         log = Path(tmp)
@@ -128,6 +138,8 @@ def export_command(
             keep_log = True
             raise
         finally:
+            if keep_log and out.is_dir() and not (out / MARKER).is_file():
+                write_marker(out, "export")  # a later export may add to this folder; another command must ask first
             final_log = _keep_log(log, out) if keep_log else log.unlink(missing_ok=True)
         doc = report_doc(model, config, results, log=final_log, max_accuracy_drop=budget.max_accuracy_drop)
         write_json_atomic(out / REPORT_NAME, doc)
@@ -181,6 +193,23 @@ def check_out_dir(out: Path) -> None:
         raise InputError(f"--out {out} lies inside {parent}, which is a file, so the folder cannot be created. Pass another folder.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"--out {out} is not writable ({parent} does not allow writing). Pass a folder you can write to.")
+
+
+def check_export_dir(out: Path, *, overwrite: bool, inputs: list[tuple[str, Any]]) -> bool:
+    """Check, touching nothing, that ``export`` may write into ``out``; return True when it must be emptied first.
+
+    An export adds to a folder missing, empty or written by an earlier export (files of the same names are replaced);
+    a folder another command wrote is emptied only with ``--overwrite``.
+
+    Raises:
+        InputError: a non-empty folder edgestill did not write, another command's folder without ``--overwrite``,
+            or one holding an input (see :func:`edgestill.outdir.check_output_dir`).
+    """
+    from edgestill.outdir import check_output_dir, marker_kind
+
+    if out.is_dir() and marker_kind(out) == "export":
+        return False
+    return check_output_dir(out, kind="export", overwrite=overwrite, inputs=inputs)
 
 
 def report_doc(model: str, config: Any, results: list[Any], *, log: Path, max_accuracy_drop: float | None = None) -> dict[str, Any]:
