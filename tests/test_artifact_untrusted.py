@@ -201,6 +201,19 @@ def test_runner_refuses_altered_or_incomplete_files_as_bad_input(tmp_path: Path)
     assert "tiny.bin is missing" in failure_reason(m) and "the openvino model tiny.xml needs it" in failure_reason(m)
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_manifest_shape_that_disagrees_with_the_file_is_bad_input(tmp_path: Path, runtime: str) -> None:
+    """Bad input tried, through a runner process on each runtime that loads ONNX: a manifest declaring input x as
+    [1, 4] (sha256 recorded, so only the shape lies) for a file that takes [1, 8]; before the check the runtime
+    raised on the first call and the runner exited 3."""
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    manifest = edited(tmp_path, lambda d: d["inputs"][0].update(shape=[1, 4]))
+    m = benchmark(manifest, runtime=runtime, bench=QUICK)
+    assert m.kind == "failed" and m.settings["runner_exit_code"] == 2, m.error
+    assert "takes input 'x' of shape [1, 8] but its manifest tiny.manifest.json declares [1, 4]" in failure_reason(m)
+
+
 def test_runner_refuses_bad_data_as_bad_input(tmp_path: Path) -> None:
     """Bad inputs tried, each through a runner process: eval x of strings; eval y of floats; eval y shorter than x;
     an empty eval .npz file; timing inputs (.npy) of strings."""

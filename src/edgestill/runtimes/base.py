@@ -117,6 +117,30 @@ def _check_shape(spec: TensorSpec, arr: np.ndarray) -> None:
         )
 
 
+def check_file_shapes(artifact: Artifact, file_shapes: Mapping[str, Any]) -> None:
+    """Refuse a manifest whose inputs disagree with the model file's own shapes (``file_shapes``: name -> dims).
+
+    Only what both sides fix is compared: a rank the file knows, and dims that are whole numbers > 0 on both sides
+    (a string, None or -1 is dynamic). Checked at load, so a manifest that lies is bad input, not a runtime crash.
+
+    Raises:
+        InputError: a rank or a fixed dim differs.
+    """
+    for spec in artifact.inputs:
+        dims = file_shapes.get(spec.name)
+        if dims is None:
+            continue
+        dims = list(dims)
+        fixed = [(m, f) for m, f in zip(spec.shape, dims)
+                 if isinstance(m, int) and m > 0 and isinstance(f, int) and not isinstance(f, bool) and f > 0]
+        if len(dims) != len(spec.shape) or any(m != f for m, f in fixed):
+            raise InputError(
+                f"{artifact.model_path} takes input {spec.name!r} of shape {dims} but its manifest "
+                f"{artifact.manifest_path.name} declares {list(spec.shape)}; the file and manifest disagree. "
+                "Re-export the artifact (do not mix files and manifests of different exports)."
+            )
+
+
 def to_file_dtype(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     """Quantize (float → int8/uint8 with the spec's scale/zero-point) or cast to the file's dtype."""
     target = np.dtype(spec.dtype)

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure
 from edgestill.artifact import Artifact
-from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session
+from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session, check_file_shapes
 
 
 def interpreter_module() -> tuple[Any, str, str | None]:
@@ -63,6 +63,8 @@ class LiteRTSession(Session):
                 f"{artifact.model_path} has no tensor {exc}, which its manifest names; the file and manifest disagree. "
                 "Re-export the artifact (do not mix files and manifests of different exports)."
             ) from None
+        check_file_shapes(artifact, {d["name"]: [int(n) for n in d.get("shape_signature", d["shape"])]
+                                     for d in interp.get_input_details()})
         self._shapes = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
         self._bound: Any = None
 

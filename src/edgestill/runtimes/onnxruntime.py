@@ -8,7 +8,7 @@ import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure
 from edgestill.artifact import Artifact
-from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session
+from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session, check_file_shapes
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -29,6 +29,7 @@ class OnnxRuntimeSession(Session):
                 f"{[s.name for s in self.input_specs]} and {self._output_names}; the file and manifest disagree. "
                 "Re-export the artifact (do not mix files and manifests of different exports)."
             )
+        check_file_shapes(artifact, {i.name: i.shape for i in sess.get_inputs()})
 
     def invoke(self, feed: dict[str, np.ndarray]) -> None:
         self._last = self._sess.run(self._output_names, feed)  # onnxruntime returns the outputs from the call

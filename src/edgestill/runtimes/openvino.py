@@ -10,7 +10,7 @@ import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure
 from edgestill.artifact import Artifact
-from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session
+from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session, check_file_shapes
 
 
 @contextlib.contextmanager
@@ -50,6 +50,7 @@ class OpenVINOSession(Session):
         super().__init__(artifact, settings)
         self._ports = [_find_port(compiled.outputs, s.name, artifact.model_path) for s in self.output_specs]
         self._in_ports = [_find_port(compiled.inputs, s.name, artifact.model_path) for s in self.input_specs]
+        check_file_shapes(artifact, {s.name: _dims(p) for s, p in zip(self.input_specs, self._in_ports)})
         self._out_index = [list(compiled.outputs).index(p) for p in self._ports]
         self._bound: Any = None
 
@@ -76,6 +77,14 @@ class OpenVINOSession(Session):
 
     def collect(self) -> list[np.ndarray]:
         return [self._request.get_output_tensor(i).data.copy() for i in self._out_index]
+
+
+def _dims(port: Any) -> list[Any] | None:
+    """A port's dims (None for a dynamic one), or None when even its rank is dynamic."""
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic:
+        return None
+    return [d.get_length() if d.is_static else None for d in shape]
 
 
 def _find_port(ports: Any, name: str, path: Any) -> Any:
