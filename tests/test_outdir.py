@@ -176,3 +176,37 @@ def test_an_input_beside_the_folder_does_not_stop_a_claim(tmp_path: Path) -> Non
     (tmp_path / "out-2.npz").write_bytes(b"x")  # a sibling whose name starts like the folder's
     claim_output_dir(out, kind="quantize", inputs=[("--data", tmp_path / "out-2.npz")])
     assert marker_kind(out) == "quantize"
+
+
+def test_checkpoint_writers_do_not_follow_symlinks_at_their_old_temporary_names(tmp_path: Path) -> None:
+    """Bad input: symlinks planted at the old fixed temporary names of the student checkpoint
+    (``student.safetensors.tmp``) and of the trainer's epoch checkpoint (``.last.pt.<pid>.tmp``), each pointing at a
+    victim file; both victims are unchanged and the checkpoints are written."""
+    import torch
+
+    from edgestill.chain.stages import _save_student
+    from edgestill.compress.distill.trainer import _atomic_save
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    (ckpts / "student.safetensors.tmp").symlink_to(victim)
+    (ckpts / f".last.pt.{os.getpid()}.tmp").symlink_to(victim)
+    _save_student(torch.nn.Linear(2, 2), ckpts / "student.safetensors")
+    _atomic_save({"epoch": 1}, ckpts / "last.pt")
+    assert victim.read_text() == "precious"
+    assert torch.load(ckpts / "last.pt", weights_only=True) == {"epoch": 1}
+    assert (ckpts / "student.safetensors").stat().st_size > 0
+    assert sorted(p.name for p in ckpts.iterdir() if not p.is_symlink()) == ["last.pt", "student.safetensors"]
+
+
+def test_replacing_removes_its_temporary_file_when_the_writer_fails(tmp_path: Path) -> None:
+    """Bad input: the writer raises half-way; the earlier file stays and no temporary file is left."""
+    from edgestill.outdir import replacing
+
+    (tmp_path / "w.pt").write_bytes(b"old")
+    with pytest.raises(RuntimeError), replacing(tmp_path / "w.pt") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert (tmp_path / "w.pt").read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["w.pt"]

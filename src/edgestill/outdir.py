@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgestill import __version__
@@ -136,6 +137,26 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.fsync(f.fileno())
         mode = path.stat().st_mode & 0o777 if path.is_file() and not path.is_symlink() else 0o644
         os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path`` for a writer that takes a file name (torch.save, safetensors);
+    when the block ends without error it is renamed over ``path``, else removed.
+
+    The temporary file is created exclusively under a unique name (``mkstemp``), so no symlink planted at a
+    predictable name is ever written through. The result is 0644, like :func:`write_text_atomic`'s.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

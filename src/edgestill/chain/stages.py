@@ -207,9 +207,10 @@ def _save_student(model: Any, path: Path) -> str:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    from edgestill.outdir import replacing
+
+    with replacing(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     return _file_sha(path)
 
 

@@ -150,9 +150,9 @@ def run_job(job: DDPJob) -> dict[str, Any]:
         out_dir = Path(job.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(out_dir / "student.safetensors"))
-        tmp = out_dir / ".result.json.tmp"
-        tmp.write_text(json.dumps(out, indent=2))
-        os.replace(tmp, out_dir / "result.json")
+        from edgestill.outdir import write_text_atomic
+
+        write_text_atomic(out_dir / "result.json", json.dumps(out, indent=2))
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from edgestill.compress.distill.trainer import Progress, TrainConfig, default_terms, evaluate, train
 from edgestill.data.datasets import DataSplits
 from edgestill.errors import ConfigError, RuntimeFailure
+from edgestill.outdir import replacing, write_text_atomic
 
 Role = Literal["teacher", "baseline"]
 ROLES = ("teacher", "baseline")
@@ -123,12 +124,9 @@ def train_or_load(model_name: str, model_kwargs: Mapping[str, Any], data: DataSp
             "test_accuracy": evaluate(result.model, data.test), "best_epoch": result.best_epoch,
             "train_wall_s": result.wall_s, "history": [asdict(h) for h in result.history]}
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".safetensors.tmp")
-    save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
-    tmp_meta = meta_path.with_suffix(".json.tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2, default=list))
-    tmp_meta.replace(meta_path)  # last: an entry counts only once both files are complete
+    with replacing(weights) as tmp:
+        save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
+    write_text_atomic(meta_path, json.dumps(meta, indent=2, default=list))  # last: an entry counts once both are complete
     return result.model, _info(meta, "miss", weights, load_s=0.0)
 
 

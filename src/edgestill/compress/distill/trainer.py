@@ -7,7 +7,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -197,9 +196,10 @@ def _dist_info() -> tuple[int, int]:
 def _atomic_save(obj: Any, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from edgestill.outdir import replacing
+
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _fingerprint(config: TrainConfig, terms, data: DataSplits, model, teacher_id: str, augment, world: int) -> str:
