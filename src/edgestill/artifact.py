@@ -148,7 +148,7 @@ class Artifact:
         }
 
     def hash_files(self) -> None:
-        """Recompute the sha256 of every file listed in ``files`` and of every file a runtime reads (:meth:`required_files`)."""
+        """Recompute the sha256 of every file in ``files`` and of every file a runtime reads (``required_files``)."""
         self.files = {n: sha256_file(self.directory / n) for n in self.required_files()}
 
     def write_manifest(self) -> Path:
@@ -182,13 +182,17 @@ class Artifact:
             p = found[0]
         d = _read_manifest(p)
         check = _ManifestCheck(p)
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise InputError(check.refuse(", ".join(missing), "missing", f"a manifest has the keys "
+                                          f"{', '.join(REQUIRED_KEYS)}, files (name -> sha256), inputs and outputs"))
         directory = p.parent
         model_file = check.relative_file(directory, d.get("model_file"), "model_file")
         files = check.files(directory, d.get("files", {}))
         art = cls(
             name=check.name(d.get("name")),
-            format=check.choice(d.get("format"), "format", FORMATS),
-            precision=check.choice(d.get("precision"), "precision", PRECISIONS),
+            format=check.choice(d.get("format"), "format", FORMATS, "formats"),
+            precision=check.choice(d.get("precision"), "precision", PRECISIONS, "precisions"),
             directory=directory,
             model_file=model_file,
             files=files,
@@ -246,6 +250,7 @@ class Artifact:
                                  "file the manifest was written for.")
 
 
+REQUIRED_KEYS = ("name", "format", "precision", "model_file")
 MAX_MANIFEST_BYTES = 1 << 20
 """A manifest is a few KB (the largest in the tests: the quantized ones, with per-layer records, under 20 KB)."""
 MAX_RANK = 8
@@ -313,9 +318,9 @@ class _ManifestCheck:
                                          "it must be a non-empty string without path separators"))
         return value
 
-    def choice(self, value: Any, key: str, valid: tuple[str, ...]) -> str:
+    def choice(self, value: Any, key: str, valid: tuple[str, ...], noun: str) -> str:
         if not isinstance(value, str) or value not in valid:
-            raise InputError(self.refuse(key, f"{self._short(value)} is unknown", f"valid {key}s: {', '.join(valid)}"))
+            raise InputError(self.refuse(key, f"{self._short(value)} is unknown", f"valid {noun}: {', '.join(valid)}"))
         return value
 
     def optional(self, value: Any, key: str, kind: type) -> Any:
@@ -347,7 +352,7 @@ class _ManifestCheck:
                                          "it must map each file name to its sha256 (64 lowercase hex digits)"))
         out = {}
         for name, digest in value.items():
-            self.relative_file(directory, name, f"files entry {name!r}")
+            self.relative_file(directory, name, "files entry")
             if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _SHA256_HEX:
                 raise InputError(self.refuse(f"files[{name!r}]", f"is {self._short(digest)}",
                                              "a sha256 is 64 lowercase hex digits"))
@@ -379,10 +384,10 @@ class _ManifestCheck:
         if elements > MAX_TENSOR_ELEMENTS:
             raise InputError(self.refuse(f"{key}.shape", f"{shape} declares {elements} elements",
                                          f"one tensor may have at most {MAX_TENSOR_ELEMENTS} elements"))
-        dtype = self.choice(d.get("dtype"), f"{key}.dtype", DTYPES)
+        dtype = self.choice(d.get("dtype"), f"{key}.dtype", DTYPES, "dtypes")
         logical = d.get("logical_dtype")
         if logical is not None:
-            self.choice(logical, f"{key}.logical_dtype", DTYPES)
+            self.choice(logical, f"{key}.logical_dtype", DTYPES, "dtypes")
         scale, zero_point = d.get("scale"), d.get("zero_point")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                                   or not math.isfinite(scale) or scale <= 0):

@@ -21,8 +21,15 @@ teacher's outputs on the same ``x``) gives ``teacher_top1_agreement`` and ``teac
 Runtimes of your own: ``EDGESTILL_RUNTIME_PLUGINS=pkg.mod1,pkg.mod2`` names modules the runner imports before it
 looks up the runtime; each registers its runtime with ``edgestill.runtimes.base.RUNTIMES``.
 
-On failure it prints ``{"kind": "failed", "error": ..., ...}`` and exits 2 (bad input) or 3 (anything
-else; the traceback goes to stderr).
+Artifacts are untrusted: the manifest is validated by ``Artifact.load`` (types, enums, sizes, files confined to its
+folder), and every file a runtime reads (the model file, an IR's ``.bin``, ONNX external data) is checked against the
+manifest's sha256 before it is parsed and outside the timed init. There is no switch to skip the check: it costs one
+read of each file, small next to loading and timing it; an artifact edited on purpose is re-exported (or its manifest
+rewritten with ``Artifact.hash_files``).
+
+On failure it prints ``{"kind": "failed", "error": ..., ...}`` and exits 2 (bad input: a malformed manifest, a file
+missing or changed since export, a file its runtime cannot parse or whose shapes disagree with the manifest, bad
+data; one paragraph, no traceback) or 3 (anything else; the traceback goes to stderr).
 """
 
 from __future__ import annotations
