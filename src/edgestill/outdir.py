@@ -70,15 +70,15 @@ def check_output_dir(path: Path, *, kind: str, overwrite: bool = False,
         )
     if writer != kind and not overwrite:
         raise InputError(
-            f"--out {path} holds the output of 'edgestill {writer}' (its {MARKER} marker says so), and 'edgestill "
-            f"{kind}' would delete it before writing, so nothing was touched. Pass a new or empty folder, or add "
-            f"--overwrite to replace that output."
+            f"--out {path} holds the output of 'edgestill {writer}' (its {MARKER} marker says so), which this "
+            f"{kind} command would delete before writing, so nothing was touched. Pass a new or empty folder, or add "
+            "--overwrite to replace that output."
         )
     inside = inputs_inside(path, inputs)
     if inside:
         raise InputError(
-            f"{', '.join(inside)} inside --out {path}, which 'edgestill {kind}' empties before writing, so nothing was "
-            "touched. Pass another --out, or move the input out of that folder first."
+            f"{', '.join(inside)} inside --out {path}, which this {kind} command empties before writing, so nothing "
+            "was touched. Pass another --out, or move the input out of that folder first."
         )
     return True
 

@@ -234,3 +234,26 @@ def test_reexport_over_a_crafted_manifest_deletes_nothing_outside_the_folder(tmp
     assert r.returncode == 0, r.stderr
     assert victim.read_text() == "precious" and far.read_text() == "precious too"
     assert (out / "tiny_cnn-onnx-fp32.onnx").is_file() and (out / "export-report.json").is_file()
+
+
+def test_the_export_log_is_not_written_through_planted_symlinks(tmp_path: Path) -> None:
+    """Bad input: in an earlier export's folder, ``logs/export.log`` is a symlink to a victim file, and in another
+    ``logs`` itself is a symlink to a folder outside --out; neither victim is written."""
+    from edgestill.commands.export import _keep_log
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "logs").mkdir(parents=True)
+    (a / "logs" / "export.log").symlink_to(victim)
+    b.mkdir()
+    (b / "logs").symlink_to(outside, target_is_directory=True)
+    for out in (a, b):
+        log = tmp_path / "lib.log"
+        log.write_text("library output")
+        final = _keep_log(log, out)
+        assert final == out / "logs" / "export.log" and final.read_text() == "library output" and not final.is_symlink()
+        assert not log.exists() and oct(final.stat().st_mode & 0o777) == "0o644"
+    assert victim.read_text() == "precious" and list(outside.iterdir()) == []

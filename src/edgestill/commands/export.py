@@ -155,13 +155,23 @@ def export_command(
 
 
 def _keep_log(log: Path, out: Path) -> Path:
-    """Move the library log into OUT/logs/export.log when OUT exists (else leave it where it is); return its path."""
+    """Move the library log into OUT/logs/export.log when OUT exists (else leave it where it is); return its path.
+
+    The log is copied to a fresh file inside OUT, then renamed: a symlink planted at ``logs`` or ``export.log`` is
+    replaced, never written through.
+    """
+    from edgestill.outdir import replacing
+
     if not log.exists() or not out.is_dir():
         return log
-    final = out / "logs" / "export.log"
-    final.parent.mkdir(exist_ok=True)
-    shutil.move(str(log), final)
-    final.chmod(0o644)  # mkstemp made it private to this user
+    logs = out / "logs"
+    if logs.is_symlink():
+        logs.unlink()  # the link only, never what it points at
+    logs.mkdir(exist_ok=True)
+    final = logs / "export.log"
+    with replacing(final) as tmp:
+        shutil.copyfile(log, tmp)
+    log.unlink()
     return final
 
 
