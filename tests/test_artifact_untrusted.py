@@ -210,6 +210,24 @@ def test_runner_refuses_altered_or_incomplete_files_as_bad_input(tmp_path: Path)
     assert "tiny.bin is missing" in failure_reason(m) and "the openvino model tiny.xml needs it" in failure_reason(m)
 
 
+def test_onnx_external_data_the_manifest_does_not_list_is_bad_input(tmp_path: Path) -> None:
+    """Bad input tried, through a runner process: an ONNX file whose weights live in external data that is missing,
+    with a manifest that records only the .onnx (so the sha256 check passes and onnxruntime finds the gap)."""
+    import onnx
+
+    manifest = write_tiny_onnx(tmp_path / "art")
+    model_path = manifest.parent / "tiny.onnx"
+    model = onnx.load(str(model_path))
+    onnx.save(model, str(model_path), save_as_external_data=True, location="tiny.onnx.data", size_threshold=0)
+    (manifest.parent / "tiny.onnx.data").unlink()
+    art = Artifact.load(manifest)
+    art.hash_files()
+    art.write_manifest()
+    m = benchmark(manifest, bench=QUICK)
+    assert m.kind == "failed" and m.settings["runner_exit_code"] == 2, m.error
+    assert "tiny.onnx.data" in failure_reason(m) and "External data path does not exist" in failure_reason(m)
+
+
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_manifest_shape_that_disagrees_with_the_file_is_bad_input(tmp_path: Path, runtime: str) -> None:
     """Bad input tried, through a runner process on each runtime that loads ONNX: a manifest declaring input x as

@@ -201,7 +201,8 @@ def _check_eval(p: Path, arrays: dict[str, Any]) -> None:
 
 # Substrings of the runtimes' own messages for a file they could not parse (not for a valid file they cannot run).
 _PARSE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "not a valid flatbuffer", "model provided has model identifier",
-                 "could not open", "failed to parse", "xml parse", "pugixml", "incorrect ir", "unable to read the model")  # fmt: skip
+                 "could not open", "failed to parse", "xml parse", "pugixml", "incorrect ir", "unable to read the model",
+                 "external data path")  # fmt: skip  (onnxruntime: external data missing, or a path leading out)
 
 
 def not_a_model(path: Path, fmt: str, error: str = "") -> str | None:
@@ -221,8 +222,12 @@ def not_a_model(path: Path, fmt: str, error: str = "") -> str | None:
     if fmt == "openvino" and not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
         return f"an OpenVINO IR .xml starts with '<' (found {head[:16]!r})"
     for line in error.splitlines():
-        if any(marker in line.lower() for marker in _PARSE_ERRORS):
-            return f"the runtime could not parse it: {line.strip()[:300]}"
+        line, lower = line.strip(), line.strip().lower()
+        at = min((lower.find(m) for m in _PARSE_ERRORS if m in lower), default=-1)
+        if at >= 0:  # the runtime's words: its opening and those around its marker (long paths come before it)
+            start = max(150, at - 60)
+            text = line if len(line) <= 450 else f"{line[:150]} ... {line[start:start + 300]}"
+            return f"the runtime could not parse it: {text}"
     return None
 
 
