@@ -210,3 +210,25 @@ def test_replacing_removes_its_temporary_file_when_the_writer_fails(tmp_path: Pa
         tmp.write_bytes(b"half")
         raise RuntimeError("writer failed")
     assert (tmp_path / "w.pt").read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["w.pt"]
+
+
+def test_working_folders_are_fresh_and_never_a_planted_symlink(tmp_path: Path) -> None:
+    """Bad input: a symlink planted at the old fixed staging name ``.staging-m-onnx-fp32`` (and one at a
+    mkdtemp-like name) pointing at a folder outside --out; the new working folder is a fresh real folder inside
+    --out and nothing is written outside."""
+    from edgestill.outdir import fresh_work_dir
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".staging-m-onnx-fp32").symlink_to(outside, target_is_directory=True)
+    (out / ".staging-m-onnx-fp32-abcdefgh").symlink_to(outside, target_is_directory=True)
+    (out / ".staging-m-onnx-fp32-12345678").mkdir()  # left by an interrupted run: removed
+    (out / ".staging-m-onnx-fp16-12345678").mkdir()  # another cell's: kept
+    work = fresh_work_dir(out, ".staging-m-onnx-fp32")
+    (work / "m.onnx").write_bytes(b"x")
+    assert work.parent == out and not work.is_symlink() and work.name.startswith(".staging-m-onnx-fp32-")
+    assert sorted(p.name for p in out.iterdir()) == sorted([".staging-m-onnx-fp16-12345678", work.name])
+    assert [p.name for p in outside.iterdir()] == ["keep.txt"] and (outside / "keep.txt").read_text() == "precious"

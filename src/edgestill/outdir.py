@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -161,3 +162,19 @@ def replacing(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fresh_work_dir(out: Path, prefix: str) -> Path:
+    """A new, empty working folder ``out/<prefix>-XXXXXXXX`` created exclusively (``mkdtemp``).
+
+    Folders an interrupted earlier run left under the same prefix are removed first (real folders only: a symlink
+    is unlinked, never followed), so a planted link at a predictable name can never redirect the writes.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [out / prefix, *out.glob(f"{glob.escape(prefix)}-????????")]:  # an older version's name, mkdtemp's
+        if old.is_symlink():
+            old.unlink()
+        elif old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=out))

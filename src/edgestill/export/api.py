@@ -23,6 +23,7 @@ from edgestill.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, Precision, pu
 from edgestill.errors import ConfigError, EdgestillError, InputError, ParityError, UnsupportedError, did_you_mean
 from edgestill.export.base import EXPORTERS, Exporter, as_tuple, export_precisions
 from edgestill.export.validate import ParityReport, Tolerances, check_samples
+from edgestill.outdir import fresh_work_dir
 
 logger = logging.getLogger(__name__)
 MAX_LISTING_BYTES = 16 << 20  # a manifest larger than this is not one edgestill wrote: its files are left alone
@@ -196,7 +197,7 @@ def export(
 ) -> list[ExportResult]:
     """Export, validate against torch and publish every float format × precision of ``config`` into ``out_dir``.
 
-    Each cell is written into ``out_dir/.staging-<name>``; a passing one is moved to its final name with a
+    Each cell is written into a fresh ``out_dir/.staging-<name>-XXXX``; a passing one is moved to its final name with a
     manifest carrying the parity report; a failing one is kept as ``*.rejected`` files and never appears
     under its final name. A failing fp32 cell is localised (``config.localize``): the result, the rejected
     manifest and the ParityError name the first torch module whose output the export computes differently.
@@ -266,9 +267,7 @@ def _export_cells(
         name = config.artifact_name(fmt, precision)
         if progress:
             progress(i, len(cells), name)
-        staging = out / f".staging-{name}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = fresh_work_dir(out, f".staging-{name}")
         try:
             t0 = time.perf_counter()
             art = write(fmt, precision, staging, name)

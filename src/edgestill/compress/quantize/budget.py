@@ -419,8 +419,9 @@ def _quantize_format(
         y = fp32_out.argmax(1)
         fp32_acc = 1.0
     budget = float(config.max_accuracy_drop)
-    work = out / f".search-{fmt}"
-    shutil.rmtree(work, ignore_errors=True)
+    from edgestill.outdir import fresh_work_dir
+
+    work = fresh_work_dir(out, f".search-{fmt}")
     attempts: list[Attempt] = []
     arts: dict[str, tuple[Artifact, torch.nn.Module]] = {}
 
