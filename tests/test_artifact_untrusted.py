@@ -99,6 +99,10 @@ def test_missing_required_key_is_named(tmp_path: Path, key: str) -> None:
         (lambda d: d["inputs"][0].update(shape=[1, 2.5]), "inputs[0].shape is [1, 2.5]; a shape is a list"),
         (lambda d: d["inputs"][0].update(shape=[1] * 9), "inputs[0].shape has rank 9; the largest rank is 8"),
         (lambda d: d["inputs"][0].update(scale=float("nan")), "inputs[0].scale is nan; a scale is a finite number"),
+        (lambda d: d["inputs"][0].update(scale=0.1), "inputs[0].scale is set for a float32 tensor; only an integer"),
+        (lambda d: d["inputs"][0].update(dtype="int8", scale=0.1, zero_point=300),
+         "inputs[0].zero_point 300 does not fit int8; it must be in [-128, 127]"),
+        (lambda d: d["outputs"].append(d["outputs"][0]), "outputs name ['logits'] more than once"),
         (lambda d: d.update(inputs={"x": [1, 8]}), "inputs is a dict; it must be a list of tensor specs"),
         (lambda d: d.update(name="../../evil"), "name is '../../evil'; it must be a non-empty string without path"),
         (lambda d: d.update(files=["tiny.onnx"]), "files is a list; it must map each file name to its sha256"),
@@ -110,7 +114,7 @@ def test_wrong_type_or_unknown_value_names_the_key_and_what_is_valid(
     tmp_path: Path, edit: Callable[[dict[str, Any]], None], expected: str
 ) -> None:
     """Bad inputs tried: unknown format, precision and dtype; a dtype that is a list; a fractional dim; rank 9; a NaN
-    scale; inputs as an object; a name with '..' and '/'; files as a list, a short sha256; source as a string."""
+    scale; a scale on a float tensor; an int8 zero point of 300; an output named twice; inputs as an object; a name with '..' and '/'; files as a list, a short sha256; source as a string."""
     assert expected in load_error(edited(tmp_path, edit))
 
 

@@ -362,7 +362,12 @@ class _ManifestCheck:
     def specs(self, value: Any, key: str) -> list[TensorSpec]:
         if not isinstance(value, list):
             raise InputError(self.refuse(key, f"is a {type(value).__name__}", "it must be a list of tensor specs"))
-        return [self.spec(s, f"{key}[{i}]") for i, s in enumerate(value)]
+        specs = [self.spec(s, f"{key}[{i}]") for i, s in enumerate(value)]
+        names = [s.name for s in specs]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(self.refuse(key, f"name {repeated} more than once", "each tensor has its own name"))
+        return specs
 
     def spec(self, d: Any, key: str) -> TensorSpec:
         if not isinstance(d, dict):
@@ -395,6 +400,16 @@ class _ManifestCheck:
         if zero_point is not None and (isinstance(zero_point, bool) or not isinstance(zero_point, int)):
             raise InputError(self.refuse(f"{key}.zero_point", f"is {self._short(zero_point)}",
                                          "a zero point is a whole number"))
+        if scale is not None or zero_point is not None:
+            import numpy as np
+
+            if np.dtype(dtype).kind not in "iu":
+                raise InputError(self.refuse(f"{key}.scale", f"is set for a {dtype} tensor",
+                                             "only an integer tensor (int8, uint8, ...) is quantized"))
+            info = np.iinfo(dtype)
+            if zero_point is not None and not info.min <= zero_point <= info.max:
+                raise InputError(self.refuse(f"{key}.zero_point", f"{zero_point} does not fit {dtype}",
+                                             f"it must be in [{info.min}, {info.max}]"))
         return TensorSpec(name=name, shape=tuple(shape), dtype=dtype, logical_dtype=logical,
                           scale=None if scale is None else float(scale), zero_point=zero_point)
 
