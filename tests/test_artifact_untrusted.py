@@ -298,6 +298,7 @@ def test_bench_cli_untrusted_artifacts_exit_2_with_one_paragraph(tmp_path: Path)
         assert expected in r.stderr, (manifest, r.stderr)
         assert "Traceback" not in r.stderr + r.stdout, (manifest, r.stdout, r.stderr)
         assert "runner stderr" not in r.stdout, r.stdout  # a bad-input cell shows its reason, not the runner's log
+        assert "InputError" not in r.stderr, r.stderr  # a message for the user, not a class name
         paragraph = [line for line in r.stderr.strip().splitlines() if line.strip()]
         assert len(paragraph) == 1 and paragraph[0].startswith("error"), (manifest, r.stderr)
 

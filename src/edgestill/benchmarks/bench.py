@@ -325,9 +325,19 @@ def benchmark_matrix(
     return results
 
 
+_BAD_INPUT_PREFIXES = ("InputError: ", "ConfigError: ", "UnknownNameError: ", "UnsupportedError: ")
+
+
 def failure_reason(m: Measurement) -> str:
-    """Why a cell failed in one paragraph: the runner's own message when it gave one, else the whole error."""
-    return str(m.settings.get("runner_error") or m.error or "")
+    """Why a cell failed in one paragraph: the runner's own message when it gave one, else the whole error.
+
+    A bad-input message is shown without its class name: it is written for the user, who fixes the input.
+    """
+    reason = str(m.settings.get("runner_error") or m.error or "")
+    if m.settings.get("runner_exit_code") == BAD_INPUT_EXIT:
+        for prefix in _BAD_INPUT_PREFIXES:
+            reason = reason.removeprefix(prefix)
+    return reason
 
 
 def failure_exit_code(measurements: Sequence[Measurement]) -> int:
