@@ -245,6 +245,27 @@ def test_manifest_shape_that_disagrees_with_the_file_is_bad_input(tmp_path: Path
     assert "takes input 'x' of shape [1, 8] but its manifest tiny.manifest.json declares [1, 4]" in failure_reason(m)
 
 
+def test_ab_runner_refuses_altered_or_unparseable_files_as_bad_input(tmp_path: Path) -> None:
+    """Bad inputs tried through the A/B runner (``gate --ab``): a new side whose model file changed after export; a new
+    side whose file is junk with a matching sha256 (before, the A/B runner exited 3 on it)."""
+    from edgestill.benchmarks.bench import benchmark_ab
+
+    old = write_tiny_onnx(tmp_path / "old")
+    changed = write_tiny_onnx(tmp_path / "changed")
+    with open(changed.parent / "tiny.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(InputError, match="tiny.onnx changed since it was exported"):
+        benchmark_ab(old, changed, blocks=2)
+
+    junk = write_tiny_onnx(tmp_path / "junk")
+    (junk.parent / "tiny.onnx").write_bytes(b"not an onnx file")
+    art = Artifact.load(junk)
+    art.hash_files()
+    art.write_manifest()
+    with pytest.raises(InputError, match="cannot be parsed as a onnx model by onnxruntime"):
+        benchmark_ab(old, junk, blocks=2)
+
+
 def test_runner_refuses_bad_data_as_bad_input(tmp_path: Path) -> None:
     """Bad inputs tried, each through a runner process: eval x of strings; eval y of floats; eval y shorter than x;
     an empty eval .npz file; timing inputs (.npy) of strings."""

@@ -86,8 +86,8 @@ def run_ab_job(job: dict[str, Any]) -> dict[str, Any]:
     """
     from edgestill.artifact import Artifact
     from edgestill.host import host_provenance
-    from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime, load
-    from edgestill.runtimes.runner import THREAD_ENV, _pin, _runtime_options, make_inputs
+    from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime
+    from edgestill.runtimes.runner import THREAD_ENV, _pin, _runtime_options, load_model, make_inputs
 
     options = _runtime_options(dict(job["options"] or {}))
     cores = _pin(job["affinity"])
@@ -102,7 +102,7 @@ def run_ab_job(job: dict[str, Any]) -> dict[str, Any]:
         runtime_name = job["runtime"] or DEFAULT_RUNTIME[art.format]
         runtime = get_runtime(runtime_name)
         t0 = time.perf_counter_ns()
-        sessions[side] = load(art, options, runtime=runtime_name)
+        sessions[side] = load_model(art, options, runtime_name)
         init_ms = (time.perf_counter_ns() - t0) / 1e6
         feeds[side] = sessions[side].prepare(make_inputs(sessions[side].input_specs, job["inputs"], int(job["seed"])))
         sides[side] = {"artifact": art.name, "format": art.format, "precision": art.precision, "runtime": runtime_name,

@@ -231,6 +231,28 @@ def not_a_model(path: Path, fmt: str, error: str = "") -> str | None:
     return None
 
 
+def load_model(art: Any, options: Any, runtime_name: str) -> Any:
+    """``runtimes.base.load``, with a file its runtime cannot parse reported as bad input.
+
+    Raises:
+        InputError: the file is not a model of its format (see :func:`not_a_model`), or the runtime's own check.
+        Exception: the runtime failed on a valid file.
+    """
+    from edgestill.runtimes.base import load
+
+    try:
+        return load(art, options, runtime=runtime_name)
+    except Exception as exc:
+        why = not_a_model(art.model_path, art.format, str(exc))
+        if why is None:
+            raise
+        _fail_input(
+            f"{art.model_path} cannot be parsed as a {art.format} model by {runtime_name} ({why}). "
+            f"Check that the manifest {art.manifest_path} points at the exported file and re-export it if the file "
+            "was truncated or overwritten."
+        )
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process.
 
@@ -261,7 +283,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from edgestill.record import Measurement
     from edgestill.host import host_provenance
     from edgestill.artifact import Artifact
-    from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime, load
+    from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime
 
     options = _runtime_options(dict(job["options"] or {}))
     bench = BenchOptions.from_dict(dict(job["bench"] or {}))
@@ -279,17 +301,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     runtime = get_runtime(runtime_name)
 
     t0 = time.perf_counter_ns()
-    try:
-        session = load(art, options, runtime=runtime_name)
-    except Exception as exc:
-        why = not_a_model(art.model_path, art.format, str(exc))
-        if why is None:
-            raise
-        _fail_input(
-            f"{art.model_path} cannot be parsed as a {art.format} model by {runtime_name} ({why}). "
-            f"Check that the manifest {job['artifact']} points at the exported file and re-export it if the file "
-            "was truncated or overwritten."
-        )
+    session = load_model(art, options, runtime_name)
     init_ms = (time.perf_counter_ns() - t0) / 1e6
 
     inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]))
