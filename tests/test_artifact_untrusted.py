@@ -127,7 +127,8 @@ def test_huge_declared_shape_names_the_value_and_the_limit(tmp_path: Path) -> No
 
 def test_model_file_and_files_must_stay_inside_the_manifest_folder(tmp_path: Path) -> None:
     """Bad inputs tried: model_file '../x.onnx' (the file exists outside); model_file as an absolute path (it
-    exists); a files entry '../../etc/passwd'; a model file that is a symlink to a file outside the folder."""
+    exists); a files entry '../../etc/passwd'; a model file that is a symlink to a file outside the folder; a model
+    file that is a symlink loop."""
     outside = tmp_path / "x.onnx"
     outside.write_bytes(b"outside")
     escape = edited(tmp_path / "a", lambda d: d.update(model_file="../../x.onnx", files={"../../x.onnx": "0" * 64}))
@@ -147,6 +148,11 @@ def test_model_file_and_files_must_stay_inside_the_manifest_folder(tmp_path: Pat
     os.symlink(outside, model)
     message = load_error(linked)
     assert "model_file 'tiny.onnx' resolves to" in message and str(outside) in message
+
+    looped = edited(tmp_path / "e", lambda d: d.update(model_file="loop1"))
+    os.symlink("loop2", looped.parent / "loop1")
+    os.symlink("loop1", looped.parent / "loop2")
+    assert "model_file 'loop1' cannot be resolved" in load_error(looped)
 
 
 def test_sha256_mismatch_and_missing_companion_files(tmp_path: Path) -> None:

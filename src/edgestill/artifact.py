@@ -231,8 +231,13 @@ class Artifact:
         root = self.directory.resolve()
         for name in self.required_files():
             path = self.directory / name
-            if not path.resolve().is_relative_to(root):
-                raise InputError(f"{self.manifest_path}: file {name!r} resolves to {path.resolve()}, outside the "
+            try:
+                resolved = path.resolve()
+            except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+                raise InputError(f"{self.manifest_path}: file {name!r} cannot be resolved ({exc}); an artifact's files "
+                                 "are regular files in its folder. Re-export it.") from None
+            if not resolved.is_relative_to(root):
+                raise InputError(f"{self.manifest_path}: file {name!r} resolves to {resolved}, outside the "
                                  f"artifact folder {root}; an artifact's files must stay in its folder. Re-export it.")
             if not path.is_file():
                 what = "is not a regular file" if path.exists() else "is missing"
@@ -339,7 +344,11 @@ class _ManifestCheck:
             raise InputError(self.refuse(key, f"{value!r} is an absolute path", "files must be named relative to the "
                                                                               "manifest's folder, e.g. 'model.onnx'"))
         root = directory.resolve()
-        target = (directory / value).resolve()
+        try:
+            target = (directory / value).resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise InputError(self.refuse(key, f"{value!r} cannot be resolved ({exc})",
+                                         "files must be regular files in the manifest's folder")) from None
         if not target.is_relative_to(root) or target == root:
             raise InputError(self.refuse(key, f"{value!r} resolves to {target}, outside the artifact folder {root}",
                                          "an artifact's files must stay in the folder of its manifest (no '..', "
