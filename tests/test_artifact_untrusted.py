@@ -251,6 +251,25 @@ def test_manifest_shape_that_disagrees_with_the_file_is_bad_input(tmp_path: Path
     assert "takes input 'x' of shape [1, 8] but its manifest tiny.manifest.json declares [1, 4]" in failure_reason(m)
 
 
+def test_benchmark_api_records_a_malformed_manifest_as_bad_input(tmp_path: Path) -> None:
+    """Bad inputs tried through ``benchmark()`` (no CLI check before the runner): a directory as the manifest; a
+    non-UTF-8 manifest; a manifest of 2 MiB; a manifest whose name is a number. Each is a failed cell named after
+    the file, with the runner's exit 2 and its reason."""
+    folder = tmp_path / "dir.manifest.json"
+    folder.mkdir()
+    latin = tmp_path / "latin.manifest.json"
+    latin.write_bytes(b'{"name": "caf\xe9"}')
+    big = tmp_path / "big.manifest.json"
+    big.write_text(json.dumps({"pad": "x" * (2 << 20)}))
+    numbered = edited(tmp_path, lambda d: d.update(name=5))
+    cases = [(folder, "dir", "is not a regular file"), (latin, "latin", "not UTF-8"),
+             (big, "big", "a manifest is at most"), (numbered, "tiny", "name is 5")]
+    for manifest, name, expected in cases:
+        m = benchmark(manifest, bench=QUICK)
+        assert (m.kind, m.artifact, m.settings["runner_exit_code"]) == ("failed", name, 2), (manifest, m.error)
+        assert expected in failure_reason(m), (manifest, failure_reason(m))
+
+
 def test_ab_runner_refuses_altered_or_unparseable_files_as_bad_input(tmp_path: Path) -> None:
     """Bad inputs tried through the A/B runner (``gate --ab``): a new side whose model file changed after export; a new
     side whose file is junk with a matching sha256 (before, the A/B runner exited 3 on it)."""

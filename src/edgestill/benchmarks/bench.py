@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgestill.artifact import MAX_MANIFEST_BYTES
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import ConfigError, InputError, did_you_mean
@@ -31,12 +32,22 @@ def _tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
     return text if len(text) <= chars else "..." + text[-chars:]
 
 
+def _read_small_json(path: Path) -> Any:
+    """``path`` parsed as JSON when it is a regular file no larger than a manifest may be (else OSError/ValueError)."""
+    if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{path} is not a manifest-sized regular file")
+    return json.loads(path.read_bytes())
+
+
 def _identity(artifact_path: Path) -> dict[str, Any]:
     """Name, format and precision from the manifest, for the record of a cell that failed."""
     try:
-        d = json.loads(artifact_path.read_text())
-        return {"artifact": d.get("name", artifact_path.name), "format": d.get("format", "?"), "precision": d.get("precision", "?")}
-    except (OSError, ValueError, AttributeError):
+        d = _read_small_json(artifact_path)
+        ident = {"artifact": d.get("name", artifact_path.name), "format": d.get("format", "?"), "precision": d.get("precision", "?")}
+        if all(isinstance(v, str) for v in ident.values()):
+            return ident
+        raise ValueError("not a manifest")
+    except (OSError, ValueError, AttributeError, RecursionError):
         name = artifact_path.name.removesuffix(".manifest.json")
         return {"artifact": name, "format": "?", "precision": "?"}
 
@@ -47,8 +58,8 @@ def _manifest(artifact_path: Path) -> dict[str, Any] | None:
         artifact_path.with_name(artifact_path.stem + ".manifest.json"), artifact_path.with_name(artifact_path.name + ".manifest.json")]
     for p in candidates:
         try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError):
+            d = _read_small_json(p)
+        except (OSError, ValueError, RecursionError):
             continue
         return d if isinstance(d, dict) else None
     return None
