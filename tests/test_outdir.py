@@ -232,3 +232,17 @@ def test_working_folders_are_fresh_and_never_a_planted_symlink(tmp_path: Path) -
     assert work.parent == out and not work.is_symlink() and work.name.startswith(".staging-m-onnx-fp32-")
     assert sorted(p.name for p in out.iterdir()) == sorted([".staging-m-onnx-fp16-12345678", work.name])
     assert [p.name for p in outside.iterdir()] == ["keep.txt"] and (outside / "keep.txt").read_text() == "precious"
+
+
+def test_write_manifest_never_writes_through_a_symlink_at_the_old_fixed_temp_name(tmp_path: Path) -> None:
+    """Bad input tried: a symlink planted at `<name>.manifest.tmp` (the fixed name writes once went through),
+    pointing at a file outside the folder."""
+    from tests.benchmarks.conftest import write_tiny_onnx
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    art_dir = tmp_path / "art"
+    art_dir.mkdir()
+    (art_dir / "tiny.manifest.tmp").symlink_to(victim)
+    manifest = write_tiny_onnx(art_dir)
+    assert victim.read_text() == "keep me" and manifest.is_file() and not manifest.is_symlink()

@@ -152,10 +152,11 @@ class Artifact:
         self.files = {n: sha256_file(self.directory / n) for n in self.required_files()}
 
     def write_manifest(self) -> Path:
-        """Write the manifest atomically (temp file + rename)."""
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, self.manifest_path)
+        """Write the manifest atomically: an exclusively created temporary file, then a rename (never through a
+        symlink planted at a fixed temporary name)."""
+        from edgestill.outdir import write_text_atomic
+
+        write_text_atomic(self.manifest_path, json.dumps(self.to_dict(), indent=2) + "\n")
         return self.manifest_path
 
     @classmethod

@@ -34,6 +34,10 @@ def print_measurements(measurements: list[Any]) -> None:
                       "Python binding's call overhead. --clock wall reports the wall clock everywhere.")
     for m in measurements:
         if m.error:
-            console.print(f"[red]{m.artifact} ({m.runtime}, {m.threads} thr) failed:[/] {m.error}")
+            from edgestill.benchmarks.bench import BAD_INPUT_EXIT, failure_reason
+
+            # bad input: the runner's one paragraph (its log tail stays in the record); anything else: the whole error
+            why = failure_reason(m) if m.settings.get("runner_exit_code") == BAD_INPUT_EXIT else m.error
+            console.print(f"[red]{m.artifact} ({m.runtime}, {m.threads} thr) failed:[/] {why}")
         for w in m.warnings:
             console.print(f"[yellow]warning[/] {m.artifact} ({m.threads} thr): {w}")
