@@ -241,16 +241,10 @@ def test_the_export_log_is_not_written_through_planted_symlinks(tmp_path: Path) 
     ``logs`` itself is a symlink to a folder outside --out; neither victim is written."""
     from edgestill.commands.export import _keep_log
 
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    a, b = tmp_path / "a", tmp_path / "b"
-    (a / "logs").mkdir(parents=True)
-    (a / "logs" / "export.log").symlink_to(victim)
-    b.mkdir()
-    (b / "logs").symlink_to(outside, target_is_directory=True)
-    for out in (a, b):
+    from tests.commands.symlinks import plant_log_symlinks
+
+    victim, outside, folders = plant_log_symlinks(tmp_path, "export.log")
+    for out in folders:
         log = tmp_path / "lib.log"
         log.write_text("library output")
         final = _keep_log(log, out)

@@ -6,21 +6,14 @@ import os
 from pathlib import Path
 
 from edgestill.commands.streams import library_output_to
+from tests.commands.symlinks import plant_log_symlinks
 
 
 def test_library_output_is_not_written_through_planted_symlinks(tmp_path: Path) -> None:
     """Bad input: in one run folder ``logs/run.log`` is a symlink to a victim file; in another ``logs`` is a symlink
     to a folder outside --out. Neither victim is written; each log holds the library output."""
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    a, b = tmp_path / "a", tmp_path / "b"
-    (a / "logs").mkdir(parents=True)
-    (a / "logs" / "run.log").symlink_to(victim)
-    b.mkdir()
-    (b / "logs").symlink_to(outside, target_is_directory=True)
-    for out in (a, b):
+    victim, outside, folders = plant_log_symlinks(tmp_path, "run.log")
+    for out in folders:
         log = out / "logs" / "run.log"
         with library_output_to(log):
             os.write(1, b"from a library\n")
