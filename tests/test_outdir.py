@@ -124,10 +124,12 @@ def test_the_fallback_crash_log_gets_a_fresh_name_in_the_temp_folder(tmp_path: P
 # --- claiming a folder: only an earlier run of the same command is emptied, never an input ---------------------------
 
 
-def _earlier(out: Path, kind: str | None) -> Path:
-    """A folder an earlier edgestill ``kind`` run wrote (``kind`` None: a marker without a kind)."""
+def _earlier(out: Path, kind: str | None, files: list[str] | None = ["checkpoints"]) -> Path:  # noqa: B006
+    """A folder an earlier edgestill ``kind`` run wrote (``kind`` None: a marker without a kind) and recorded as
+    holding ``files`` (None: a run stopped before it recorded anything)."""
     out.mkdir(parents=True)
-    (out / MARKER).write_text(json.dumps({"tool": "edgestill", **({} if kind is None else {"kind": kind})}))
+    doc = {"tool": "edgestill", **({} if kind is None else {"kind": kind}), **({} if files is None else {"files": files})}
+    (out / MARKER).write_text(json.dumps(doc))
     (out / "checkpoints").mkdir()
     (out / "checkpoints" / "student.safetensors").write_bytes(b"weights")
     return out
@@ -246,3 +248,75 @@ def test_write_manifest_never_writes_through_a_symlink_at_the_old_fixed_temp_nam
     (art_dir / "tiny.manifest.tmp").symlink_to(victim)
     manifest = write_tiny_onnx(art_dir)
     assert victim.read_text() == "keep me" and manifest.is_file() and not manifest.is_symlink()
+
+
+@pytest.mark.parametrize("case", ["a file the user added", "a run stopped before it recorded its files"])
+def test_a_same_command_folder_with_unrecorded_entries_is_refused_untouched(tmp_path: Path, case: str) -> None:
+    """Bad input: the folder of an earlier quantize holds an entry its marker does not list (the user's notes.txt), or
+    a marker that lists nothing (a SIGKILLed run); quantize must not delete what it cannot prove it wrote."""
+    out = _earlier(tmp_path / "out", "quantize", files=None if "stopped" in case else ["checkpoints"])
+    (out / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(InputError) as err:
+        claim_output_dir(out, kind="quantize")
+    msg = str(err.value)
+    assert "notes.txt" in msg and "did not record writing" in msg and "--overwrite" in msg and "\n" not in msg
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    claim_output_dir(out, kind="quantize", overwrite=True)  # explicit: the whole folder goes
+    assert [p.name for p in out.iterdir()] == [MARKER]
+
+
+def test_release_records_what_the_command_left_so_its_rerun_may_replace_exactly_that(tmp_path: Path) -> None:
+    from edgestill.outdir import recorded_entries, release_output_dir
+
+    out = claim_output_dir(tmp_path / "out", kind="quantize")
+    (out / "logs").mkdir()
+    (out / "model.onnx").write_bytes(b"onnx")
+    release_output_dir(out)
+    assert recorded_entries(out) == ["logs", "model.onnx"] and marker_kind(out) == "quantize"
+    (out / "later.txt").write_text("added after the run")
+    with pytest.raises(InputError, match="later.txt"):
+        claim_output_dir(out, kind="quantize")
+    (out / "later.txt").unlink()
+    claim_output_dir(out, kind="quantize")
+    assert [p.name for p in out.iterdir()] == [MARKER]
+    release_output_dir(out)
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from edgestill.outdir import claim_output_dir
+claim_output_dir(Path(sys.argv[1]), kind="quantize")
+print("claimed", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_folder_another_process_is_writing_is_refused(tmp_path: Path) -> None:
+    """Fault: two processes claim one output folder at once; the second gets a clear error and changes nothing."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "claimed"
+        (out / "result.txt").write_text("the holder's work")
+        with pytest.raises(InputError) as err:
+            claim_output_dir(out, kind="quantize")
+        assert "in use" in str(err.value) and "another edgestill command" in str(err.value)
+        assert (out / "result.txt").read_text() == "the holder's work"
+    finally:
+        holder.kill()
+        holder.wait()
+    claim_output_dir(out, kind="quantize", overwrite=True)  # the lock died with its process
+
+
+def test_one_process_may_claim_its_own_folder_again(tmp_path: Path) -> None:
+    """A library caller (a test, a notebook) running two commands into one folder is not locked out by itself."""
+    out = claim_output_dir(tmp_path / "out", kind="run")
+    (out / "stages.json").write_text("{}")
+    claim_output_dir(out, kind="run")
+    assert [p.name for p in out.iterdir()] == [MARKER]
+

@@ -1,12 +1,21 @@
-"""Output folders edgestill owns: a marker file says edgestill wrote it, so a rerun may replace it."""
+"""Output folders edgestill owns: a marker file says edgestill wrote it and what it wrote, so a rerun may replace it.
+
+The marker (``.edgestill-out``, JSON) records the command that claimed the folder and, once that command ends, the
+top-level entries it left there (``files``). A later run of the same command deletes only those; an entry the marker
+does not list (a file the user added, or everything a killed run left before it could record) is never deleted
+without ``--overwrite``. While a command works in a folder it holds an exclusive lock on it (``flock`` on the
+folder itself, so no lock file is written): a second process claiming the same folder gets a clear error.
+"""
 
 from __future__ import annotations
 
+import atexit
 import glob
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +24,12 @@ from edgestill import __version__
 from edgestill.errors import InputError
 
 MARKER = ".edgestill-out"
+_SHOWN = 5  # unrecorded entries named in a refusal
+
+_lock = threading.Lock()
+_held: dict[tuple[int, int], tuple[int, Path]] = {}  # (st_dev, st_ino) of a folder this process locked -> (fd, path)
+_claimed: dict[tuple[int, int], tuple[Path, str]] = {}  # folders this process claimed -> (path, kind); sealed at exit
+_sealing = False  # the exit hook that seals them is registered
 
 
 def claim_output_dir(path: Path, *, kind: str, overwrite: bool = False,
@@ -33,7 +48,25 @@ def claim_output_dir(path: Path, *, kind: str, overwrite: bool = False,
         InputError: see :func:`check_output_dir`; or the folder is not writable.
     """
     path = Path(path)
-    if check_output_dir(path, kind=kind, overwrite=overwrite, inputs=inputs):
+    created = False
+    if not path.exists() and not path.is_symlink():
+        try:
+            path.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            pass  # another process made it first; the lock below decides who works in it
+        except OSError as exc:
+            raise InputError(f"cannot create --out {path}: {exc.strerror}. Pass a folder you can write to.") from None
+    try:
+        lock_output_dir(path)
+        empty = check_output_dir(path, kind=kind, overwrite=overwrite, inputs=inputs)
+    except BaseException:
+        if created:
+            release_output_dir(path)
+            with _suppress_os_error():
+                path.rmdir()  # only the empty folder this call made
+        raise
+    if empty:
         if not os.access(path, os.W_OK):
             raise InputError(f"--out {path} is not writable. Pass a folder you can write to.")
         for child in path.iterdir():
@@ -46,7 +79,123 @@ def claim_output_dir(path: Path, *, kind: str, overwrite: bool = False,
         write_marker(path, kind)
     except OSError as exc:
         raise InputError(f"cannot write to --out {path}: {exc.strerror}. Pass a folder you can write to.") from None
+    adopt_output_dir(path, kind)
     return path
+
+
+def adopt_output_dir(path: Path, kind: str) -> None:
+    """Lock ``path`` for this process and record, when the process ends, what is in it (the marker's ``files``).
+
+    :func:`claim_output_dir` calls it; a command that resumes in its own folder (``edgestill run``) calls it directly.
+    """
+    lock_output_dir(path)
+    key = _key(path)
+    with _lock:
+        _claimed[key] = (Path(path), kind)
+        global _sealing
+        if not _sealing:
+            atexit.register(_seal_all)
+            _sealing = True
+
+
+def lock_output_dir(path: Path) -> None:
+    """Take an exclusive lock on the folder ``path`` for the rest of this process (or :func:`release_output_dir`).
+
+    Raises:
+        InputError: another process holds it (another edgestill command is writing there now).
+    """
+    import fcntl
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise InputError(f"cannot open --out {path}: {exc.strerror}. Pass a folder you can write to.") from None
+    key = _stat_key(os.fstat(fd))
+    with _lock:
+        if key in _held:  # this process holds it already (a library caller claiming twice)
+            os.close(fd)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"--out {path} is in use: another edgestill command is writing there now (it holds the folder's lock), "
+                "so nothing was touched. Wait for it to finish, or pass another --out."
+            ) from None
+        _held[key] = (fd, path)
+
+
+def release_output_dir(path: Path) -> None:
+    """Record what ``path`` holds in its marker and drop this process's lock on it (a no-op if it holds none)."""
+    try:
+        key = _key(path)
+    except OSError:
+        return
+    with _lock:
+        claimed = _claimed.pop(key, None)
+        held = _held.pop(key, None)
+    if claimed is not None:
+        _seal(*claimed)
+    if held is not None:
+        os.close(held[0])  # closing the descriptor releases the flock
+
+
+def _seal_all() -> None:
+    with _lock:
+        claimed = list(_claimed.values())
+        _claimed.clear()
+    for path, kind in claimed:
+        _seal(path, kind)
+
+
+def _seal(path: Path, kind: str) -> None:
+    """Write the marker with the top-level entries ``path`` holds now: what this command may delete on its rerun."""
+    with _suppress_os_error():
+        if marker_kind(path) != kind:
+            return  # the folder was removed or taken over meanwhile
+        files = sorted(p.name for p in Path(path).iterdir() if p.name != MARKER)
+        write_marker(path, kind, files=files)
+
+
+def recorded_entries(path: Path) -> list[str] | None:
+    """The top-level entries the marker says the last command left in ``path``; None when it recorded none."""
+    try:
+        files = json.loads((Path(path) / MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return files
+
+
+def unrecorded_entries(path: Path) -> list[str]:
+    """Top-level entries of ``path`` its marker does not list (none for a folder this process claimed itself)."""
+    path = Path(path)
+    try:
+        if _key(path) in _claimed:
+            return []
+    except OSError:
+        return []
+    recorded = set(recorded_entries(path) or ())
+    return sorted(p.name for p in path.iterdir() if p.name != MARKER and p.name not in recorded)
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
+
+
+def _key(path: Path) -> tuple[int, int]:
+    return _stat_key(os.stat(path))
+
+
+@contextmanager
+def _suppress_os_error() -> Iterator[None]:
+    try:
+        yield
+    except OSError:
+        pass
 
 
 def check_output_dir(path: Path, *, kind: str, overwrite: bool = False,
@@ -81,6 +230,16 @@ def check_output_dir(path: Path, *, kind: str, overwrite: bool = False,
             f"{', '.join(inside)} inside --out {path}, which this {kind} command empties before writing, so nothing "
             "was touched. Pass another --out, or move the input out of that folder first."
         )
+    if writer == kind and not overwrite:
+        extra = unrecorded_entries(path)
+        if extra:
+            shown = ", ".join(extra[:_SHOWN]) + (f" and {len(extra) - _SHOWN} more" if len(extra) > _SHOWN else "")
+            raise InputError(
+                f"--out {path} holds {len(extra)} entr{'y' if len(extra) == 1 else 'ies'} the earlier 'edgestill {kind}' "
+                f"run did not record writing ({shown}): you added them, or that run was stopped before it could record "
+                "what it wrote. Nothing was touched. Move them out, pass another --out, or add --overwrite to replace "
+                "the whole folder."
+            )
     return True
 
 
@@ -112,9 +271,12 @@ def marker_kind(path: Path) -> str | None:
     return kind if isinstance(kind, str) and kind.isidentifier() else "unknown"
 
 
-def write_marker(path: Path, kind: str) -> None:
-    """Record that edgestill's ``kind`` command wrote the folder ``path``."""
-    write_text_atomic(Path(path) / MARKER, json.dumps({"tool": "edgestill", "version": __version__, "kind": kind}) + "\n")
+def write_marker(path: Path, kind: str, *, files: list[str] | None = None) -> None:
+    """Record that edgestill's ``kind`` command wrote the folder ``path`` (and, once it ended, the ``files`` it left)."""
+    doc: dict[str, object] = {"tool": "edgestill", "version": __version__, "kind": kind}
+    if files is not None:
+        doc["files"] = files
+    write_text_atomic(Path(path) / MARKER, json.dumps(doc) + "\n")
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

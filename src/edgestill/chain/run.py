@@ -28,7 +28,15 @@ from edgestill import __version__
 from edgestill.chain.recipe import Recipe
 from edgestill.errors import ConfigError
 from edgestill.record import RESULTS_SCHEMA_VERSION
-from edgestill.outdir import MARKER, check_output_dir, claim_output_dir, write_json_atomic, write_text_atomic
+from edgestill.outdir import (
+    MARKER,
+    adopt_output_dir,
+    check_output_dir,
+    claim_output_dir,
+    marker_kind,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 STATE_FILE = "stages.json"
 DEFAULT_DB = Path(".edgestill") / "results.db"
@@ -109,12 +117,14 @@ def prepare_out_dir(out: Path, *, kind: str, force: bool = False, overwrite: boo
     """
     out = Path(out)
     marker, state = out / MARKER, out / STATE_FILE
-    if not force and marker.is_file() and state.is_file():
+    if not force and marker.is_file() and state.is_file() and marker_kind(out) == kind:
+        adopt_output_dir(out, kind)  # locked before the records are read: a second run into it stops here
         try:
-            if json.loads(marker.read_text()).get("kind") == kind:
-                return out, json.loads(state.read_text())
-        except (OSError, ValueError, AttributeError):
-            pass
+            previous = json.loads(state.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if isinstance(previous, dict):
+            return out, previous
     if check_output_dir(out, kind=kind, overwrite=overwrite, inputs=inputs) and before_emptying is not None:
         before_emptying()
     claim_output_dir(out, kind=kind, overwrite=overwrite, inputs=inputs)
