@@ -152,3 +152,80 @@ def test_a_cell_measured_in_rounds_is_recorded_as_its_median_round() -> None:
     assert chosen.latency.p50_ms == 0.3 and chosen.settings["rounds_p50_ms"] == [0.5, 0.2, 0.3]
     assert median_round([cell(0.4), cell(None), cell(0.2)]).latency.p50_ms == 0.2  # lower middle of what ran
     assert median_round([cell(None), cell(None)]).kind == "failed"
+
+
+def test_each_runner_runs_under_a_memory_limit_derived_from_the_available_memory(tiny_manifest: Path) -> None:
+    from edgestill.benchmarks.bench import default_memory_limit_bytes
+    from edgestill.limits import available_memory_bytes
+
+    m = benchmark(tiny_manifest, bench=QUICK)
+    assert m.kind == "measured", m.error
+    limit = m.settings["memory_limit_bytes"]
+    assert limit == pytest.approx(default_memory_limit_bytes(), rel=0.05)  # MemAvailable moves a little between calls
+    assert limit <= max(available_memory_bytes(), 512 << 20)
+
+
+def test_a_runner_that_exceeds_its_memory_limit_is_a_failed_cell_with_that_reason(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timing input of 1 GiB (a valid .npy the runner loads into memory) cannot fit a 256 MiB limit: the cell fails
+    with "ran out of memory (limit 256.0 MiB)" and no traceback in its reason; the next cell, with room, is measured."""
+    import numpy as np
+
+    from edgestill.benchmarks.bench import failure_exit_code, failure_reason
+
+    manifest = write_tiny_onnx(tmp_path / "art")
+    big = tmp_path / "big.npy"
+    np.lib.format.open_memmap(big, mode="w+", dtype=np.float32, shape=(1 << 28,)).flush()  # sparse on disk
+    m = benchmark(manifest, bench=QUICK, inputs=big, memory_limit_bytes=256 << 20)
+    assert m.kind == "failed", m.to_dict()
+    assert (m.error or "").startswith("ran out of memory (limit 256.0 MiB)"), m.error
+    assert "Traceback" not in (m.error or "") and m.settings["failure"] == "out_of_memory"
+    assert failure_reason(m).startswith("ran out of memory (limit 256.0 MiB)")
+    assert failure_exit_code([m]) == 3  # a runtime failure, never hidden as bad input
+    ok = benchmark(manifest, bench=QUICK, memory_limit_bytes=1 << 30)
+    assert ok.kind == "measured", ok.error
+
+
+@pytest.mark.parametrize("bad", [0, 1 << 20, -5, 2.5, True])
+def test_a_memory_limit_a_runner_cannot_start_under_is_refused(tiny_manifest: Path, bad: object) -> None:
+    from edgestill.errors import InputError
+
+    with pytest.raises(InputError, match="memory_limit_bytes"):
+        benchmark_matrix([tiny_manifest], [1], bench=QUICK, memory_limit_bytes=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("said", [
+    "MemoryError: Unable to allocate 1.00 GiB for an array with shape (268435456,) and data type float32",
+    "Check 'false' failed at src/frontends/common/src/frontend.cpp:47:\nLoading input model\nstd::bad_alloc",  # OpenVINO
+    "terminate called after throwing an instance of 'std::bad_alloc'\n  what():  std::bad_alloc",  # a native abort
+    "cannot allocate memory for thread-local data: ABORT",  # glibc starting a thread
+])
+def test_what_runtimes_print_when_memory_runs_out_is_recognised(said: str) -> None:
+    from edgestill.benchmarks.bench import _out_of_memory
+
+    assert _out_of_memory(1 << 30, said)
+    assert not _out_of_memory(None, said)  # no limit set: a failure is what it says it is
+    assert not _out_of_memory(1 << 30, "RuntimeFailure: OpenVINO could not compile x.xml: unsupported op Foo")
+
+
+@pytest.mark.slow
+def test_onnxruntime_openvino_and_litert_artifacts_run_under_the_default_memory_limit(tmp_path: Path) -> None:
+    """RLIMIT_DATA, not RLIMIT_AS: the runtimes reserve address space they never touch (onnxruntime 1.5 GB at 32
+    threads for 70 MB resident); under the default limit every format runs, at 1 and at many threads."""
+    import numpy as np
+    import torch
+
+    from edgestill.export import ExportConfig, export
+    from tests.conftest import build_tiny_cnn
+
+    torch.set_num_threads(1)
+    x = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    results = export(build_tiny_cnn(seed=1), (torch.from_numpy(x[:1]),),
+                     ExportConfig(formats=("onnx", "tflite", "openvino"), name="cnn"), tmp_path / "art",
+                     validation_inputs=x)  # fmt: skip
+    manifests = [r.artifact.manifest_path for r in results]
+    assert sorted(r.artifact.format for r in results) == ["onnx", "openvino", "tflite"]
+    ms = benchmark_matrix(manifests, [1, 16], bench=BenchOptions(min_runs=5, min_seconds=0.0, warmup_runs=1))
+    for m in ms:
+        assert m.kind == "measured", (m.format, m.threads, m.error)
+        assert m.settings["memory_limit_bytes"] >= 512 << 20

@@ -141,3 +141,74 @@ def test_bench_bad_input_next_to_a_crash_exits_3(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "SIGABRT" in r.stdout
+
+
+FAULTY_RUNTIME = '''"""A test-only runtime: onnxruntime, except that loading an artifact named hang* sleeps, crash* aborts (SIGABRT,
+no JSON) and hog* allocates and touches 1.5 GiB in 64 MiB steps (which a memory limit must stop)."""
+import os
+import time
+
+import numpy as np
+
+from edgestill.runtimes.base import RUNTIMES
+from edgestill.runtimes.onnxruntime import OnnxRuntime
+
+
+@RUNTIMES.register("fault-test")
+class FaultyRuntime(OnnxRuntime):
+    name = "fault-test"
+
+    def load(self, artifact, options):
+        session = super().load(artifact, options)
+        if artifact.name.startswith("hang"):
+            time.sleep(3600)
+        if artifact.name.startswith("crash"):
+            os.abort()
+        if artifact.name.startswith("hog"):
+            held = [np.ones(64 << 20, np.uint8) for _ in range(24)]
+            del held
+        return session
+'''
+
+
+def faulty_runtime_env(tmp_path: Path) -> dict[str, str]:
+    """The environment that makes the runner import the fault-injecting runtime above (as ``--runtime fault-test``)."""
+    import os
+
+    from edgestill.runtimes.base import PLUGINS_ENV
+
+    plugin_dir = tmp_path / "plugin"
+    plugin_dir.mkdir(exist_ok=True)
+    (plugin_dir / "faulty_runtime_plugin.py").write_text(FAULTY_RUNTIME)
+    repo = Path(__file__).resolve().parents[2]
+    return {**os.environ, PLUGINS_ENV: "faulty_runtime_plugin", "PYTHONPATH": f"{plugin_dir}{os.pathsep}{repo}"}
+
+
+def test_a_hang_a_crash_and_a_memory_hog_are_stopped_and_the_matrix_completes(tmp_path: Path) -> None:
+    """Isolation: each bad cell is stopped (timeout, SIGABRT, memory limit) and recorded with its reason; the good
+    cell is measured and stored; the run exits 3 (a runtime failure, not bad input)."""
+    names = ("hang", "crash", "hog", "fine")
+    manifests = [write_tiny_onnx(tmp_path / n, name=n) for n in names]
+    db = tmp_path / "r.db"
+    r = subprocess.run([sys.executable, "-m", "edgestill", "bench", *map(str, manifests), "--runtime", "fault-test",
+                        "--timeout", "15", "--memory-limit", "400M", "--min-runs", "5", "--min-seconds", "0",
+                        "--db", str(db), "--json"],
+                       capture_output=True, text=True, timeout=300, env=faulty_runtime_env(tmp_path))  # fmt: skip
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    cells = {c["artifact"]: c for c in json.loads(r.stdout)["measurements"]}
+    assert list(cells) == list(names)
+    assert cells["fine"]["kind"] == "measured" and cells["fine"]["n"] >= 5
+    hang, crash, hog = cells["hang"], cells["crash"], cells["hog"]
+    assert [c["kind"] for c in (hang, crash, hog)] == ["failed"] * 3
+    assert hang["error"].startswith("runner timed out after 15 s and was killed"), hang["error"]
+    assert hang["settings"]["failure"] == "timeout"
+    assert "SIGABRT" in crash["error"] and crash["settings"]["failure"] == "crash"
+    assert hog["error"].startswith("ran out of memory (limit 400.0 MiB)"), hog["error"]
+    assert "MemoryError" in hog["error"] and "Traceback" not in hog["error"]  # the reason, not a crash dump
+    assert hog["settings"]["failure"] == "out_of_memory" and hog["settings"]["memory_limit_bytes"] == 400 << 20
+    assert cells["fine"]["settings"]["memory_limit_bytes"] == 400 << 20
+    with sqlite3.connect(db) as con:
+        kinds = dict(con.execute("SELECT artifact, kind FROM measurements").fetchall())
+        n_samples = con.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    assert kinds == {"hang": "failed", "crash": "failed", "hog": "failed", "fine": "measured"}
+    assert n_samples == cells["fine"]["n"]

@@ -18,6 +18,7 @@ from edgestill.artifact import MAX_MANIFEST_BYTES
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import ConfigError, InputError, did_you_mean
+from edgestill.limits import available_memory_bytes, format_bytes
 from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
 from edgestill.runtimes.runner import THREAD_ENV
 
@@ -25,6 +26,73 @@ DEVICES = ("host",)  # where the bench stage can measure today; remote devices c
 STDERR_TAIL_CHARS = 2000
 REPEAT_CV_WARN_PERCENT = 5.0  # p50 CV across interleaved repetitions above this: the cell's numbers are not stable
 BAD_INPUT_EXIT = 2  # the runner's exit code for bad input (errors.InputError)
+DEFAULT_MEMORY_FRACTION = 0.9  # the runner's default memory limit: this share of the memory available when it starts
+MIN_DEFAULT_MEMORY_BYTES = 512 << 20  # ...but never less: a busy moment must not make a small model fail
+MIN_MEMORY_LIMIT_BYTES = 64 << 20  # Python, numpy and a runtime library need about 110-180 MiB of data; below this nothing runs
+# What a runner that hit its memory limit prints: Python's MemoryError, C++'s std::bad_alloc (OpenVINO, onnxruntime),
+# glibc failing to map a library or a thread's memory, numpy's and onnxruntime's own messages.
+_OOM_MARKERS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "cannot allocate memory", "Unable to allocate",
+                "Failed to allocate memory", "failed to map segment", "out of memory")
+
+
+def default_memory_limit_bytes() -> int:
+    """The runner's memory limit when none is given: 90% of the memory available now (``$EDGESTILL_MEMORY_LIMIT``
+    overrides it, see :func:`edgestill.limits.available_memory_bytes`), at least 512 MiB."""
+    return max(int(available_memory_bytes() * DEFAULT_MEMORY_FRACTION), MIN_DEFAULT_MEMORY_BYTES)
+
+
+def check_memory_limit(n_bytes: int, *, option: str = "memory_limit_bytes") -> int:
+    """``n_bytes`` if it can be a runner's memory limit.
+
+    Raises:
+        InputError: not a whole number, or below the 64 MiB a runner needs before it loads any model.
+    """
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int):
+        raise InputError(f"{option} must be a whole number of bytes, got {n_bytes!r}.")
+    if n_bytes < MIN_MEMORY_LIMIT_BYTES:
+        raise InputError(f"{option} {format_bytes(n_bytes)} is below the {format_bytes(MIN_MEMORY_LIMIT_BYTES)} a runner "
+                         "needs before it loads a model (Python, numpy and the runtime library); give at least 256M.")
+    return n_bytes
+
+
+def _limit_memory(pid: int, n_bytes: int) -> int | None:
+    """Cap the data memory of the just-started runner ``pid`` at ``n_bytes``; return the limit set (None where the
+    platform cannot set one: no ``prlimit`` outside Linux).
+
+    ``RLIMIT_DATA`` (heap and private writable mappings, Linux >= 4.7), not ``RLIMIT_AS``: address space counts
+    reservations that are never touched, so it fails runtimes that run fine. Measured here on the demo's artifacts
+    at 32 threads: onnxruntime reserved 1.5 GB of address space for 70 MB resident, and under a 1 GiB RLIMIT_AS it
+    could not even import numpy; under a 512 MiB RLIMIT_DATA onnxruntime, OpenVINO and LiteRT all ran (their data
+    was 125-180 MB).
+
+    Set from the parent with ``prlimit`` as soon as ``Popen`` returns (the child has just exec'd Python, which has
+    allocated next to nothing yet), not in a ``preexec_fn``: that forces a plain fork of a parent that may hold
+    torch's or JAX's threads, and a child that then runs Python code before exec can deadlock on a lock one of those
+    threads held.
+    """
+    try:
+        import resource
+
+        _, hard = resource.prlimit(pid, resource.RLIMIT_DATA)
+        soft = n_bytes if hard == resource.RLIM_INFINITY else min(n_bytes, hard)  # the hard limit cannot be raised
+        resource.prlimit(pid, resource.RLIMIT_DATA, (soft, hard))
+        return soft
+    except (ImportError, AttributeError):  # Windows, macOS: no prlimit
+        return None
+    except ProcessLookupError:  # it has already exited (the child is ours and unreaped, so the pid is not reused)
+        return n_bytes
+    except OSError:
+        return None
+
+
+def _out_of_memory(limit_bytes: int | None, *texts: str) -> bool:
+    """Whether a failed runner ran out of memory under its limit (its error or stderr says so)."""
+    return limit_bytes is not None and any(marker in text for text in texts for marker in _OOM_MARKERS)
+
+
+def _first_line(text: str, chars: int = 300) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= chars else line[:chars] + "..."
 
 
 def _tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
@@ -117,6 +185,7 @@ def benchmark(
     seed: int = 0,
     affinity: Sequence[int] | None = None,
     timeout_s: float = 300.0,
+    memory_limit_bytes: int | None = None,
 ) -> Measurement:
     """Measure one artifact on one runtime in a fresh runner subprocess; never raises for a failing cell.
 
@@ -131,12 +200,17 @@ def benchmark(
         seed: seed of the random inputs.
         affinity: CPU ids to pin the runner to (recorded either way).
         timeout_s: wall-clock limit of the subprocess; past it the runner's process group is killed.
+        memory_limit_bytes: the runner's data memory limit (``RLIMIT_DATA``); default
+            :func:`default_memory_limit_bytes`. A runner that hits it fails with "ran out of memory (limit X)".
 
     Returns:
-        the runner's Measurement (``kind="measured"``), or ``kind="failed"`` with ``error`` holding why and
-        the tail of the runner's stderr (a crash, a non-zero exit, a timeout, unreadable output).
+        the runner's Measurement (``kind="measured"``), or ``kind="failed"`` with ``error`` holding why (a crash,
+        a non-zero exit, a timeout, running out of memory, unreadable output) and, for a crash or an internal
+        failure, the tail of the runner's stderr. ``settings["failure"]`` names the class: ``bad_input``,
+        ``timeout``, ``out_of_memory``, ``crash`` or ``error``.
     """
     options = options or RuntimeOptions()
+    memory_limit_bytes = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     bench = bench or BenchOptions()
     path = Path(artifact_path)
     ident = _identity(path)
@@ -151,7 +225,8 @@ def benchmark(
         "metric": metric,
         "affinity": list(affinity) if affinity else None,
     }
-    settings = {"runtime_options": options.to_dict(), "bench": bench.to_dict(), "timeout_s": timeout_s}
+    settings: dict[str, Any] = {"runtime_options": options.to_dict(), "bench": bench.to_dict(), "timeout_s": timeout_s,
+                                 "memory_limit_bytes": None}
     with tempfile.TemporaryDirectory(prefix="edgestill-job-") as tmp:
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(job))
@@ -164,14 +239,18 @@ def benchmark(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
             )
         except OSError as exc:
+            settings["failure"] = "error"
             return _failed(ident, runtime, options, f"could not start the runner ({' '.join(cmd)}): {exc}", settings)
+        settings["memory_limit_bytes"] = _limit_memory(proc.pid, memory_limit_bytes)
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             out, err = proc.communicate()
-            why = f"runner timed out after {timeout_s:g} s and was killed.\n--- runner stderr (tail) ---\n{_tail(err)}"
-            return _failed(ident, runtime, options, why, settings)
+            settings["failure"] = "timeout"
+            if err.strip():
+                settings["runner_stderr_tail"] = _tail(err)
+            return _failed(ident, runtime, options, f"runner timed out after {timeout_s:g} s and was killed.", settings)
         except BaseException:  # Ctrl-C: the runner is in its own session and would not see the signal
             _kill_group(proc)
             raise
@@ -183,28 +262,46 @@ def benchmark(
         try:
             m = measurement_from_dict(doc)
         except (TypeError, ValueError) as exc:
+            settings["failure"] = "error"
             return _failed(ident, runtime, options, f"the runner's JSON is not a measurement record ({exc})", settings)
+        m.settings["memory_limit_bytes"] = settings["memory_limit_bytes"]
         manifest = _manifest(path)
         if manifest is not None:  # the store keeps it once per artifact and run (its artifacts table)
             m.settings["manifest"] = manifest
         m.provenance["runner_wall_ms"] = round(wall_ms, 1)
         m.provenance["torch_imported"] = bool(doc.get("torch_imported"))
         return m
+    runner_error = str(doc.get("error")) if doc is not None and doc.get("kind") == "failed" else ""
+    if rc != BAD_INPUT_EXIT and _out_of_memory(settings["memory_limit_bytes"], runner_error, err):
+        # the limit did its job: one line says so (the runner's own first line, e.g. numpy's request, follows);
+        # the traceback or native abort it printed stays in the record, not in the reason
+        settings["failure"] = "out_of_memory"
+        if err.strip():
+            settings["runner_stderr_tail"] = _tail(err)
+        detail = _first_line(runner_error) or next((ln.strip() for ln in reversed(err.splitlines())
+                                                    if any(k in ln for k in _OOM_MARKERS)), "")
+        limit_text = format_bytes(settings["memory_limit_bytes"])
+        why = f"ran out of memory (limit {limit_text}); raise --memory-limit if the model needs more"
+        settings["runner_error"] = why
+        return _failed(ident, runtime, options, f"{why}. The runner said: {detail}" if detail else why + ".", settings)
     if rc < 0:
         try:
             sig = signal.Signals(-rc).name
         except ValueError:
             sig = f"signal {-rc}"
         why = f"runner crashed ({sig}) without a result"
+        settings["failure"] = "crash"
     elif doc is not None and doc.get("kind") == "failed":
         why = f"runner failed (exit {rc}): {doc.get('error')}"
-        settings["runner_error"] = str(doc.get("error"))  # its own one-paragraph reason, without the log tail
+        settings["runner_error"] = runner_error  # its own one-paragraph reason, without the log tail
+        settings["failure"] = "bad_input" if rc == BAD_INPUT_EXIT else "error"
         if rc == BAD_INPUT_EXIT:  # the reason is the whole story; what the libraries printed stays in the record
             if err.strip():
                 settings["runner_stderr_tail"] = _tail(err)
             return _failed(ident, runtime, options, why, settings)
     else:
         why = f"runner exited {rc} without a parseable JSON result"
+        settings["failure"] = "crash"
     return _failed(ident, runtime, options, f"{why}\n--- runner stderr (tail) ---\n{_tail(err)}", settings)
 
 
@@ -219,8 +316,11 @@ def benchmark_ab(
     block_min_runs: int = 5,
     affinity: Sequence[int] | None = None,
     timeout_s: float = 600.0,
+    memory_limit_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Time two artifacts interleaved in one runner process (:mod:`edgestill.runtimes.ab`); return its JSON document.
+
+    The runner runs under ``memory_limit_bytes`` (default :func:`default_memory_limit_bytes`), as in :func:`benchmark`.
 
     Raises:
         InputError: the runner found bad input (an artifact its runtime cannot load, a bad option); the message is
@@ -230,6 +330,7 @@ def benchmark_ab(
     from edgestill.errors import RuntimeFailure
 
     options = options or RuntimeOptions()
+    limit = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     job = {"old": str(Path(old).resolve()), "new": str(Path(new).resolve()), "runtime": runtime,
            "options": options.to_dict(), "blocks": blocks, "block_seconds": block_seconds, "block_min_runs": block_min_runs,
            "affinity": list(affinity) if affinity else None}  # fmt: skip
@@ -239,6 +340,7 @@ def benchmark_ab(
         env = {**os.environ, **{var: str(options.threads) for var in THREAD_ENV}}
         proc = subprocess.Popen([sys.executable, "-m", "edgestill.runtimes.ab", str(job_path)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)  # fmt: skip
+        limit = _limit_memory(proc.pid, limit)
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -253,6 +355,9 @@ def benchmark_ab(
         return doc
     if proc.returncode == BAD_INPUT_EXIT and doc is not None:
         raise InputError(str(doc.get("error")))
+    if _out_of_memory(limit, str((doc or {}).get("error") or ""), err):
+        raise RuntimeFailure(f"the A/B runner ran out of memory (limit {format_bytes(limit)}).\n"
+                             f"--- runner stderr (tail) ---\n{_tail(err)}")
     raise RuntimeFailure(f"the A/B runner failed (exit {proc.returncode}): "
                          f"{(doc or {}).get('error') or 'no result'}\n--- runner stderr (tail) ---\n{_tail(err)}")
 
@@ -288,6 +393,7 @@ def benchmark_matrix(
     affinity: Sequence[int] | None = None,
     rounds: int = 1,
     timeout_s: float = 300.0,
+    memory_limit_bytes: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Measurement]:
     """Benchmark every artifact × thread count, one runner subprocess per cell; a failed cell does not stop the rest.
@@ -300,6 +406,8 @@ def benchmark_matrix(
         artifacts: manifest paths.
         threads_list: thread counts; each cell uses ``options`` with ``threads`` replaced.
         rounds: interleaved repetitions of the whole matrix (>= 1).
+        memory_limit_bytes: every runner's memory limit; default :func:`default_memory_limit_bytes`, taken once
+            before the first cell so that every cell runs under the same limit.
         progress: called as ``progress(done, total, label)`` before each cell and once at the end.
         (the rest as :func:`benchmark`)
 
@@ -313,6 +421,7 @@ def benchmark_matrix(
     if rounds < 1 or not threads_list:
         raise InputError(f"rounds must be >= 1 and threads_list non-empty; got rounds={rounds}, threads_list={list(threads_list)}.")
     base = options or RuntimeOptions()
+    memory_limit_bytes = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     cells = [(r, Path(a), t) for r in range(rounds) for a in artifacts for t in threads_list]
     results = []
     for i, (round_index, path, threads) in enumerate(cells):
@@ -327,6 +436,7 @@ def benchmark_matrix(
             metric=metric,
             affinity=affinity,
             timeout_s=timeout_s,
+            memory_limit_bytes=memory_limit_bytes,
         )
         if rounds > 1:
             m.settings["round"] = round_index

@@ -22,8 +22,11 @@ from edgestill.cli import app, echo_json, run_command
         "and the wall clock around the runtime's call elsewhere; --clock wall uses the wall clock everywhere.\n"
         "A steady state that drifts, spreads or has many outliers is extended (up to --extend-unstable seconds) until a\n"
         "stable stretch is found, else flagged unstable in the record; `edgestill gate` gives no verdict on it.\n"
+        "Each cell runs in its own process, stopped past --timeout seconds or --memory-limit bytes; such a cell is\n"
+        "recorded as failed with its reason (timed out, ran out of memory, crashed) and the other cells still run.\n"
         "Exit codes: 0 all cells measured; 2 bad input (also when every failed cell was bad input, e.g. a file\n"
-        "its runtime cannot parse or data of the wrong shape); 3 any cell crashed or failed internally."
+        "its runtime cannot parse or data of the wrong shape); 3 any cell crashed, timed out, ran out of memory\n"
+        "or failed internally."
     )
 )
 def bench(
@@ -38,6 +41,11 @@ def bench(
                                                "(0: only flag it)."),
     clock: str = typer.Option("runtime", "--clock", help="runtime (the runtime's own per-call clock where it has one) or wall."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Run the whole matrix N times, interleaved; report p50 CV across them."),
+    timeout: str = typer.Option("300", "--timeout", help="Seconds one cell may run; past them its runner is killed and "
+                                "the cell recorded as failed."),
+    memory_limit: str | None = typer.Option(None, "--memory-limit",
+                                            help="Memory one cell's runner may use (e.g. 2G, 512M); past it the cell is "
+                                                 "recorded as failed (default: 90% of the memory available)."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store."),
     json_out: bool = typer.Option(False, "--json", help="Print the measurement records as JSON."),
 ) -> None:
@@ -55,6 +63,14 @@ def bench(
         from edgestill.runtimes import get_runtime
 
         thread_counts = parse_int_list(threads, option="--threads")
+        timeout_s = _positive_seconds(timeout, option="--timeout")
+        memory_limit_bytes = None
+        if memory_limit is not None:
+            from edgestill.benchmarks.bench import check_memory_limit
+            from edgestill.limits import parse_bytes
+
+            memory_limit_bytes = check_memory_limit(parse_bytes(memory_limit, option="--memory-limit"),
+                                                    option="--memory-limit")
         if clock not in CLOCKS:
             raise InputError(f"--clock {clock!r} is not a clock; use one of {', '.join(CLOCKS)}.")
         bench_options = BenchOptions(min_runs=min_runs, min_seconds=min_seconds, clock=clock,  # type: ignore[arg-type]
@@ -75,6 +91,8 @@ def bench(
                 bench=bench_options,
                 eval_data=data,
                 rounds=repeat,
+                timeout_s=timeout_s,
+                memory_limit_bytes=memory_limit_bytes,
                 progress=lambda i, n, label="": rep.advance(i, n, label),
             )
         with store:
@@ -109,6 +127,25 @@ def bench(
     code = run_command(body)  # typer.Exit raised inside body would count as an internal failure
     if code:
         raise typer.Exit(code)
+
+
+def _positive_seconds(text: str, *, option: str) -> float:
+    """``text`` as a finite number of seconds > 0.
+
+    Raises:
+        InputError: not a number, not finite, or <= 0.
+    """
+    import math
+
+    from edgestill.errors import InputError
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{option} takes a number of seconds (e.g. 300), got {text!r}.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{option} must be a number of seconds > 0 (e.g. 300), got {text!r}.")
+    return value
 
 
 def print_repeats(repeats: list[dict[str, Any]]) -> None:
