@@ -156,3 +156,19 @@ def _tiny_npz(tmp_path: Path) -> Path:
     p = tmp_path / "small.npz"
     np.savez(p, x=np.zeros((12, 3, 16, 16), np.float32), y=np.arange(12) % 2)
     return p
+
+
+def test_a_teacher_artifact_changed_since_export_is_refused_before_it_is_run(data, tmp_path: Path) -> None:
+    """Untrusted artifacts: the manifest's sha256 is checked (as the runner checks it) before a runtime parses the
+    teacher; an untouched one gets past that check (and is then refused for its input shape, which is not the data's)."""
+    from tests.benchmarks.conftest import write_tiny_onnx
+
+    manifest = write_tiny_onnx(tmp_path / "teacher", name="teacher")
+    with pytest.raises(InputError, match="takes input"):  # the control: the sha256 check passes
+        teacher_logits_from_artifact(manifest, data.train, num_classes=3)
+    with open(manifest.with_name("teacher.onnx"), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(InputError, match="teacher.onnx changed since it was exported"):
+        teacher_logits_from_artifact(manifest, data.train, num_classes=3)
+    with pytest.raises(InputError, match="changed since it was exported"):  # the model file given, its manifest beside
+        teacher_logits_from_artifact(manifest.with_name("teacher.onnx"), data.train, num_classes=3)

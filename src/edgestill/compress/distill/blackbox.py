@@ -243,9 +243,12 @@ def teacher_logits_from_artifact(path: str | Path, split: Split, *, num_classes:
     ``path`` is an edgestill manifest, a model file with a manifest beside it, or a bare .onnx/.tflite/.xml file.
     The model's first output is taken as the logits.
 
+    An artifact with a manifest is untrusted until its files match the manifest's sha256 and stay inside its folder
+    (:meth:`Artifact.verify_files`, as the runner checks them); a bare model file has no record to check against.
+
     Raises:
-        InputError: not a model file, inputs of another shape than the data, or an output that is not
-            (N, num_classes).
+        InputError: not a model file, a file missing, outside its folder or changed since export, inputs of another
+            shape than the data, or an output that is not (N, num_classes).
         RuntimeFailure: the runtime failed to load or run it.
     """
     from edgestill.artifact import MANIFEST_SUFFIX, Artifact
@@ -257,6 +260,8 @@ def teacher_logits_from_artifact(path: str | Path, split: Split, *, num_classes:
         raise InputError(f"teacher artifact {path} does not exist.")
     has_manifest = path.name.endswith(MANIFEST_SUFFIX) or path.with_name(path.stem + MANIFEST_SUFFIX).exists()
     art = Artifact.load(path) if has_manifest else _bare_artifact(path)
+    if has_manifest:  # as the runner does: the files must be the ones the manifest recorded before a runtime parses them
+        art.verify_files()
     if len(art.inputs) != 1:
         raise InputError(f"teacher artifact {path} takes {len(art.inputs)} inputs; a black-box image teacher takes one.")
     spec = art.inputs[0]
