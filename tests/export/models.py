@@ -55,3 +55,15 @@ def eig_net() -> nn.Module:
 
 def not_a_model() -> str:
     return "a string, not a module"
+
+
+def exits_factory() -> nn.Module:
+    """A factory that ends the process the way a script's ``main()`` might: ``sys.exit(0)`` while building the model."""
+    import sys
+
+    sys.exit(0)
+
+
+def raising_factory() -> nn.Module:
+    """A factory that fails the way user code does: an exception with a message."""
+    raise RuntimeError("weights folder /nonexistent/weights not found\nsecond line of detail")
