@@ -118,7 +118,8 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
     old_schema = (current[: current.index("CREATE TABLE artifacts")] + current[current.index("CREATE TABLE samples"):])
     old_schema = (old_schema.replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
                   .replace(",\n    teacher_top1_agreement REAL,\n    teacher_kl REAL,\n    stability_json TEXT", "")
-                  .replace(",\n    recipe_sha256 TEXT,\n    machine TEXT,\n    git_ref TEXT", ""))
+                  .replace(",\n    recipe_sha256 TEXT,\n    machine TEXT,\n    git_ref TEXT,\n    run_key TEXT", "")
+                  .replace("CREATE UNIQUE INDEX runs_key ON runs(run_key);", ""))
     assert "stability_json" not in old_schema and "git_ref" not in old_schema and "recipe_sha256" not in old_schema
     db = sqlite3.connect(path)
     db.executescript(old_schema + "\nPRAGMA user_version = 1;")
@@ -134,7 +135,21 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
         run_id = store.add_run("bench new", recipe_sha256="ab" * 32, measurements=[_measurement()])  # new columns
         assert store.runs()[-1]["recipe_sha256"] == "ab" * 32 and store.runs()[-1]["machine"]
         assert store.measurements(run_id)[0]["teacher_top1_agreement"] == 0.97
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert store.add_run("bench keyed", run_key="k1") == store.add_run("bench keyed again", run_key="k1")
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+
+
+def test_a_run_key_stores_a_run_once_however_often_the_command_is_rerun(tmp_path: Path) -> None:
+    """Fault: a command killed after its run was committed (before it could record that) is rerun with the same key;
+    the store returns the run it holds and adds no rows."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        first = store.add_run("run demo", run_key="chain:abc", measurements=[_measurement("a"), _measurement("b")])
+        again = store.add_run("run demo", run_key="chain:abc", measurements=[_measurement("a"), _measurement("b")])
+        other = store.add_run("run demo", run_key="chain:def", measurements=[_measurement("a")])
+        plain = [store.add_run("bench"), store.add_run("bench")]  # no key: every call is a new run
+        assert again == first == store.run_by_key("chain:abc") and other != first and plain[0] != plain[1]
+        assert store.run_by_key("nope") is None
+        assert len(store.measurements(first)) == 2 and len(store.runs()) == 4
 
 
 def test_estimates_are_kept_apart_from_measurements(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import InputError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 30.0  # how long one statement waits for another writer's lock before the retry loop takes over
 BUSY_RETRIES = 8  # retries of a whole transaction that still found the store locked (backoff 0.05 s doubling)
 DEFAULT_PATH = Path(".edgestill") / "results.db"
@@ -39,8 +39,10 @@ CREATE TABLE runs (
     label TEXT,
     recipe_sha256 TEXT,
     machine TEXT,
-    git_ref TEXT
+    git_ref TEXT,
+    run_key TEXT
 );
+CREATE UNIQUE INDEX runs_key ON runs(run_key);
 CREATE TABLE measurements (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -122,7 +124,9 @@ _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABL
                # schema 3 → 4: a run's git ref (branch or tag), each cell's stability verdict, artifacts' manifests,
                # and estimates apart from measurements
                3: ("ALTER TABLE runs ADD COLUMN git_ref TEXT", "ALTER TABLE measurements ADD COLUMN stability_json TEXT",
-                   *(_statement(p) for p in ("CREATE TABLE artifacts", "CREATE TABLE estimates", "CREATE INDEX estimates_run")))}
+                   *(_statement(p) for p in ("CREATE TABLE artifacts", "CREATE TABLE estimates", "CREATE INDEX estimates_run"))),
+               # schema 4 → 5: a caller's key for a run, so a command killed after storing and rerun finds its run
+               4: ("ALTER TABLE runs ADD COLUMN run_key TEXT", _statement("CREATE UNIQUE INDEX runs_key"))}
 
 
 class ResultsStore:
@@ -252,6 +256,7 @@ class ResultsStore:
         recipe_sha256: str | None = None,
         machine: str | None = None,
         git_ref: str | None = None,
+        run_key: str | None = None,
         measurements: Iterable[Measurement] = (),
     ) -> int:
         """Record a run (and, optionally, its measurements and estimates) in ONE transaction; return the run id.
@@ -260,6 +265,9 @@ class ResultsStore:
         CI's branch (``$GITHUB_REF_NAME``) or the checkout's branch, ``machine`` to this host's device id (see
         ``host_provenance``). ``recipe_sha256`` is the hash of the recipe a chain run followed. A record of kind
         ``estimated`` goes to the estimates table, never among the measurements.
+
+        ``run_key`` makes the call idempotent: when the store already holds a run with that key (a command killed after
+        it stored, then rerun), that run's id is returned and nothing is added.
         """
         if git_ref is None:
             git_ref = _git_ref()
@@ -276,16 +284,25 @@ class ResultsStore:
             machine = host_provenance().get("device_id")
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         with self._transaction() as db:
+            if run_key is not None:
+                found = db.execute("SELECT id FROM runs WHERE run_key = ?", (run_key,)).fetchone()
+                if found is not None:
+                    return int(found[0])
             cur = db.execute(
                 "INSERT INTO runs (created_at, git_commit, git_dirty, package_version, command, label, recipe_sha256, "
-                "machine, git_ref) VALUES (?,?,?,?,?,?,?,?,?)",
+                "machine, git_ref, run_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (created, git_commit, None if git_dirty is None else int(git_dirty), package_version, command, label,
-                 recipe_sha256, machine, git_ref),
+                 recipe_sha256, machine, git_ref, run_key),
             )
             run_id = int(cur.lastrowid)
             for m in measurements:
                 self._insert(db, run_id, m)
         return run_id
+
+    def run_by_key(self, run_key: str) -> int | None:
+        """The id of the run stored with ``run_key`` (see :meth:`add_run`), or None."""
+        found = self._db.execute("SELECT id FROM runs WHERE run_key = ?", (run_key,)).fetchone()
+        return None if found is None else int(found[0])
 
     def add_measurement(self, run_id: int, m: Measurement) -> int:
         """Add one measurement and its raw samples to a run (one transaction); return its id.
