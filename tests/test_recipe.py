@@ -139,3 +139,147 @@ def test_fingerprint_changes_only_with_its_sections() -> None:
     b = recipe_from_dict(doc)
     assert a.fingerprint("teacher", "student", "distill") == b.fingerprint("teacher", "student", "distill")
     assert a.fingerprint("bench") != b.fingerprint("bench")
+
+
+# --- hardened loading: budgets, duplicate keys, types -------------------------------------------------------------
+
+from edgestill.chain import recipe as recipe_mod  # noqa: E402
+from edgestill.chain.recipe import MAX_ALIASES, MAX_DEPTH, MAX_RECIPE_BYTES, MAX_VALUES, parse_recipe_yaml  # noqa: E402
+
+
+def test_duplicate_keys_are_refused_with_both_lines() -> None:
+    with pytest.raises(ConfigError, match=r"duplicate key 'lr' at line 4 \(first at line 2\)"):
+        parse_recipe_yaml("distill:\n  lr: 0.1\n  epochs: 2\n  lr: 0.5\n")
+    # the same key in two different mappings is fine, and so is overriding a '<<' merge
+    doc = parse_recipe_yaml("base: &b {lr: 0.1, epochs: 2}\na: {lr: 0.1}\nb: {lr: 0.2}\nc:\n  <<: *b\n  lr: 0.3\n")
+    assert doc["c"] == {"lr": 0.3, "epochs": 2}
+
+
+def test_alias_budget_allows_exactly_the_limit(tmp_path: Path) -> None:
+    text = "x: &x 1\nys:\n" + "".join(f"  - *x\n" for _ in range(MAX_ALIASES))
+    assert len(parse_recipe_yaml(text)["ys"]) == MAX_ALIASES
+    with pytest.raises(ConfigError, match=rf"uses {MAX_ALIASES + 1} aliases \(e.g. \*x\); the limit is {MAX_ALIASES}"):
+        parse_recipe_yaml(text + "  - *x\n")
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it() -> None:
+    lines = ["a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]"]
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    with pytest.raises(ConfigError, match=rf"expand to more than {MAX_VALUES:,} values"):
+        parse_recipe_yaml("\n".join(lines))  # 9**9 values if expanded: this returns at once or not at all
+    shallow = "\n".join(lines[:4])  # 9**4 = 6561 values: a large but honest document still loads
+    assert len(parse_recipe_yaml(shallow)["d"]) == 9
+
+
+def test_an_alias_inside_itself_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"alias \*d is used inside the value &d it names \(line 1\)"):
+        parse_recipe_yaml("data: &d {builtin: x, again: *d}\n")
+    doc = {"data": {"builtin": "synthetic-shapes"}}
+    doc["data"]["me"] = doc["data"]  # the same through the Python API
+    with pytest.raises(ConfigError, match=r"'data.me' contains itself"):
+        recipe_from_dict(doc)
+
+
+def test_nesting_is_limited_by_the_loader_and_by_recipe_from_dict() -> None:
+    ok = "k: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    parse_recipe_yaml(ok)
+    with pytest.raises(ConfigError, match=rf"nested more than {MAX_DEPTH} levels deep at line 1"):
+        parse_recipe_yaml("k: " + "[" * 10_000 + "]" * 10_000)
+    doc = base()
+    deep: list = []
+    doc["student"]["kwargs"]["x"] = deep
+    for _ in range(MAX_DEPTH):
+        deep.append([])
+        deep = deep[0]
+    with pytest.raises(ConfigError, match=r"'student.kwargs.x\[0\].*nested more than"):
+        recipe_from_dict(doc)
+
+
+def test_size_budget_is_checked_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(base()) + "#" * (MAX_RECIPE_BYTES - len(yaml.safe_dump(base()))))
+    assert path.stat().st_size == MAX_RECIPE_BYTES
+    load_recipe(path)  # exactly at the limit: fine
+    with path.open("a") as f:
+        f.write("#")
+    with pytest.raises(InputError, match="larger than the 1 MiB limit"):
+        load_recipe(path)
+
+
+def test_files_that_are_not_recipes_say_what_they_are(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a directory"):
+        load_recipe(tmp_path)
+    for name, content in (("empty.yaml", b""), ("comments.yaml", b"# nothing\n"), ("blank.yaml", b"\n\n  \n")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match="is empty"):
+            load_recipe(tmp_path / name)
+    (tmp_path / "latin1.yaml").write_bytes(b"name: x\n# caf\xe9\n")
+    with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
+        load_recipe(tmp_path / "latin1.yaml")
+    (tmp_path / "nul.yaml").write_bytes(b"name: x\nb: \x00\n")
+    with pytest.raises(InputError, match=r"not valid YAML at line 2: character #x0000"):
+        load_recipe(tmp_path / "nul.yaml")
+    (tmp_path / "scalar.yaml").write_text("42\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping .* got int"):
+        load_recipe(tmp_path / "scalar.yaml")
+    (tmp_path / "two.yaml").write_text("a: 1\n---\nb: 2\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_recipe(tmp_path / "two.yaml")
+
+
+def test_python_tags_are_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    for tag in ("!!python/object/apply:os.system", "!!python/name:os.system", "!!python/object/new:os.system"):
+        with pytest.raises(InputError, match=f"tag:yaml.org,2002:{tag[2:]}"):
+            parse_recipe_yaml(f"name: {tag} ['touch {marker}']\n")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["distill"].update(lr=float("nan")), "lr=nan is not valid; lr must be a number in (0, 10]"),
+        (lambda d: d["distill"].update(epochs=float("inf")), "'distill.epochs' must be a whole number, got inf"),
+        (lambda d: d.update(validate={"fp32": {"atol": float("nan")}}), "'validate.fp32.atol' is not a finite number"),
+        (lambda d: d.update(validate={"int8": {"min_sqnr_db": float("inf")}}), "'validate.int8.min_sqnr_db' is not a finite"),
+        (lambda d: d["student"]["kwargs"].update(width_mult=float("nan")), "'student.kwargs.width_mult' is not a finite"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"min_seconds": float("nan")}), "'bench.min_seconds' is not a finite"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"stability_max_seconds": float("inf")}), "'bench.stability_max_seconds' is not a finite"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"min_runs": 1.5}), "'bench.min_runs' must be a whole number, got 1.5"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"min_runs": "5"}), "'bench.min_runs' must be a whole number, got '5'"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"max_runs": True}), "'bench.max_runs' must be a whole number, got True"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"threads": [0]}), "bench.threads must be a list of whole numbers >= 1"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"threads": [-1]}), "bench.threads must be a list of whole numbers >= 1"),
+        (lambda d: d.update(export={"formats": ["onnx"]}, bench={"threads": [True]}), "bench.threads must be a list of whole numbers >= 1"),
+        (lambda d: d["student"].update(trust_checkpoint="yes"), "'student.trust_checkpoint' must be true or false, got 'yes'"),
+        (lambda d: d["distill"]["losses"][0].update(name=["kd"]), "distill.losses[0].name must be a loss name, got ['kd']"),
+        (lambda d: d["student"]["kwargs"].update({3: 1}), "'student.kwargs.3' is not text (YAML read it as int)"),
+        (lambda d: d.update(name=b"x"), "'name' is binary data"),
+        (lambda d: d["student"].update(checkpoint="a\x00b"), "'student.checkpoint' must be a path"),
+    ],
+    ids=["lr-nan", "epochs-inf", "atol-nan", "sqnr-inf", "kwarg-nan", "min-seconds-nan", "stability-inf", "min-runs-1.5",
+         "min-runs-text", "max-runs-bool", "threads-0", "threads-neg", "threads-bool", "trust-text", "loss-name-list",
+         "int-key", "binary", "nul-path"],
+)
+def test_values_of_the_wrong_kind_name_the_key(edit, message: str) -> None:
+    doc = base()
+    edit(doc)
+    with pytest.raises(ConfigError) as exc:
+        recipe_from_dict(doc)
+    assert message in str(exc.value)
+
+
+def test_dates_and_sets_from_yaml_are_named(tmp_path: Path) -> None:
+    text = yaml.safe_dump(base())
+    (tmp_path / "date.yaml").write_text(text.replace("width_mult: 0.25", "width_mult: 0.25\n    2024-01-01: 1"))
+    with pytest.raises(ConfigError, match=r"'student.kwargs.2024-01-01' is not text \(YAML read it as a date\)"):
+        load_recipe(tmp_path / "date.yaml")
+    (tmp_path / "set.yaml").write_text(text.replace("width_mult: 0.25", "width_mult: !!set {a, b}"))
+    with pytest.raises(ConfigError, match=r"'student.kwargs.width_mult' is a set"):
+        load_recipe(tmp_path / "set.yaml")
+
+
+def test_builtin_recipes_go_through_the_same_loader(monkeypatch) -> None:
+    monkeypatch.setattr(recipe_mod, "builtin_recipe_text", lambda name: "name: x\nname: y\n")
+    with pytest.raises(ConfigError, match="built-in recipe demo has the duplicate key 'name' at line 2"):
+        recipe_mod.builtin_recipe("demo")

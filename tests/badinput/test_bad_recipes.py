@@ -52,7 +52,7 @@ CASES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("too-many-aliases", _MANY_ALIASES, ("150", "100 alias")),
     ("over-size-budget", "# " + "x" * (1024 * 1024 + 10) + "\n" + _GOOD, ("1 MiB",)),
     ("duplicate-section", _GOOD + "distill:\n  losses: [{name: ce}]\n  epochs: 3\n", ("duplicate key 'distill'", "line")),
-    ("duplicate-nested", _GOOD.replace("  epochs: 1\n", "  epochs: 1\n  epochs: 50\n", 1), ("duplicate key 'epochs'", "line")),
+    ("duplicate-nested", _GOOD.replace("\n  epochs: 1\n", "\n  epochs: 1\n  epochs: 50\n", 1), ("duplicate key 'epochs'", "line")),
     ("python-tag", "name: !!python/object/apply:os.system ['touch PWNED']\n" + _GOOD.split("\n", 1)[1],
      ("python/object/apply:os.system",)),
     ("not-utf8", _GOOD.replace("name: bad", "name: bad  # caf\xe9").encode("latin-1"), ("not UTF-8",)),

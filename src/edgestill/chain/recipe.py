@@ -10,11 +10,18 @@ relative to the recipe's folder.
 Sections: ``data`` (required), ``teacher``, ``student`` (required), ``distill`` (required), ``export``, ``quantize``,
 ``validate``, ``bench``, ``gate``; plus an optional ``name``. See ``examples/*.yaml``; the demo is the built-in
 recipe ``demo`` (``edgestill recipes show demo``).
+
+A recipe may come from anyone, so it is read defensively: safe-loaded (no python tags), at most
+:data:`MAX_RECIPE_BYTES`, at most :data:`MAX_ALIASES` aliases expanding to at most :data:`MAX_VALUES` values (a small
+alias bomb would otherwise expand to gigabytes), nested at most :data:`MAX_DEPTH` levels, no duplicate keys (YAML
+would keep the last one silently), keys that are text, and only finite numbers. Each refusal is a ConfigError or
+InputError (exit 2) naming the key or line and the limit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -41,6 +48,15 @@ TEACHER_MODES = ("auto", "cached", "online")
 BUILTIN_RECIPES = ("demo", "demo-quick")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+MAX_RECIPE_BYTES = 1024 * 1024
+"""A recipe is a few KB; a file past 1 MiB is the wrong file or an attack, refused before it is read."""
+MAX_ALIASES = 100
+"""Aliases (``*name``) in one recipe; real recipes use a handful to share a block."""
+MAX_VALUES = 100_000
+"""Values (mappings, lists and scalars) a recipe may expand to with its aliases resolved; the examples have ~100."""
+MAX_DEPTH = 32
+"""Nesting levels; the deepest real key (``distill.losses[0].options.pairs[0][0]``) is 6 levels down."""
 
 
 def _is_int(v: Any, low: int = 0) -> bool:
@@ -229,6 +245,84 @@ _SECTIONS = ("name", "data", "teacher", "student", "distill", "export", "quantiz
 _REQUIRED = ("data", "student", "distill")
 
 
+def _key_path(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _check_document(doc: Any) -> str | None:
+    """Refuse what no config can use: a cycle, too many values, too deep, a key that is not text, binary data,
+    a date or a set. Returns the key path of the first NaN/Inf number (refused once the configs had their say).
+
+    Raises:
+        ConfigError: naming the key path and the limit or the fix.
+    """
+    count = 0
+    non_finite: list[str] = []
+    active: set[int] = set()
+
+    def walk(path: str, value: Any, depth: int) -> None:
+        nonlocal count
+        count += 1
+        shown = path or "(top level)"
+        if count > MAX_VALUES:
+            raise ConfigError(f"recipe holds more than {MAX_VALUES:,} values (aliases expanded); a recipe has a few "
+                              "hundred. Shorten it, or check that it is the right file.")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"recipe key '{shown}' is nested more than {MAX_DEPTH} levels deep; no recipe setting is "
+                              "that deep. Check the brackets and indentation there.")
+        if isinstance(value, float) and not math.isfinite(value):
+            non_finite.append(path)
+        elif isinstance(value, (bytes, bytearray)):
+            raise ConfigError(f"recipe key '{shown}' is binary data (!!binary); give text or a number instead.")
+        elif isinstance(value, (datetime.date, datetime.datetime)):
+            raise ConfigError(f"recipe key '{shown}' was read as a date ({value}); quote it if you mean text.")
+        elif isinstance(value, (set, frozenset)):
+            raise ConfigError(f"recipe key '{shown}' is a set (!!set); write a list [a, b] instead.")
+        elif isinstance(value, (Mapping, list, tuple)):
+            if id(value) in active:
+                raise ConfigError(f"recipe key '{shown}' contains itself (an alias of a value it is part of); a recipe "
+                                  "value cannot repeat itself forever. Remove that alias.")
+            active.add(id(value))
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        kind = "a date" if isinstance(key, datetime.date) else type(key).__name__
+                        raise ConfigError(f"recipe key '{_key_path(path, key)}' is not text (YAML read it as {kind}); "
+                                          "keys are names: quote it, e.g. \"" + str(key) + "\": ...")
+                    walk(_key_path(path, key), item, depth + 1)
+            else:
+                for i, item in enumerate(value):
+                    walk(f"{shown}[{i}]", item, depth + 1)
+            active.discard(id(value))
+
+    walk("", doc, 0)
+    return non_finite[0] if non_finite else None
+
+
+_SCALAR_TYPES = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
+def _check_scalars(where: str, cls: Any, d: Mapping[str, Any]) -> None:
+    """Refuse a value of the wrong type for a config field typed int, float or bool (``min_runs: 1.5``, ``"5"``,
+    ``trust_checkpoint: "yes"``) before the config compares it with anything."""
+    for f in dataclasses.fields(cls):
+        if f.name not in d or not isinstance(f.type, str):
+            continue
+        optional = f.type.endswith(" | None")
+        kind = f.type.removesuffix(" | None")
+        if kind not in _SCALAR_TYPES:
+            continue
+        v = d[f.name]
+        if v is None and optional:
+            continue
+        ok = (isinstance(v, bool) if kind == "bool" else
+              isinstance(v, int) and not isinstance(v, bool) if kind == "int" else
+              isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not ok:
+            raise ConfigError(f"recipe key '{_key_path(where, f.name)}' must be {_SCALAR_TYPES[kind]}"
+                              f"{' (or null for none)' if optional else ''}, got {v!r}.")
+
+
 def _check_keys(where: str, d: Any, valid: tuple[str, ...] | list[str]) -> dict[str, Any]:
     if d is None:
         return {}
@@ -249,13 +343,14 @@ def _fields(cls: Any, exclude: tuple[str, ...] = ()) -> list[str]:
 def _paths(d: dict[str, Any], keys: tuple[str, ...], base: Path, where: str) -> None:
     for k in keys:
         if d.get(k) is not None:
-            if not isinstance(d[k], str):
+            if not isinstance(d[k], str) or not d[k] or "\x00" in d[k]:
                 raise ConfigError(f"recipe key '{where}.{k}' must be a path, got {d[k]!r}.")
             p = Path(d[k]).expanduser()
             d[k] = p if p.is_absolute() else (base / p)
 
 
 def _build(where: str, cls: Any, d: dict[str, Any]) -> Any:
+    _check_scalars(where, cls, d)
     try:
         return cls(**d)
     except ConfigError as exc:
@@ -278,6 +373,7 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
     """
     from edgestill.compress.distill.losses import parse_terms
 
+    non_finite = _check_document(doc)
     doc = _check_keys("", doc, _SECTIONS)
     missing = [s for s in _REQUIRED if doc.get(s) is None]
     if missing:
@@ -338,6 +434,8 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
     gate_cfg = _build("gate", GateConfig, _check_keys("gate", doc.get("gate"), _fields(GateConfig)))
     if bench_cfg is not None and export_cfg is None:
         raise ConfigError("bench needs exported artifacts: add an export section (e.g. export: {formats: [onnx]}).")
+    if non_finite is not None:  # every config took what it checks itself; the rest may not be NaN/Inf either
+        raise ConfigError(f"recipe key '{non_finite}' is not a finite number (NaN or Inf); give a finite value.")
     raw = json.loads(json.dumps(doc, default=str))
     for section, cfg in (("data", data_cfg),):
         raw[section] = cfg.to_dict()
@@ -358,6 +456,10 @@ def _loss_names() -> list[str]:
 
 
 def _terms(where: str, value: Any, parse_terms: Any) -> tuple[Any, ...]:
+    for i, term in enumerate(value if isinstance(value, list) else ()):
+        if isinstance(term, Mapping) and "name" in term and not isinstance(term["name"], str):
+            raise ConfigError(f"{where}[{i}].name must be a loss name, got {term['name']!r}. Valid losses: "
+                              f"{', '.join(_loss_names())}.")
     try:
         return parse_terms(value)
     except InputError as exc:  # UnknownNameError and ConfigError: say where in the recipe
@@ -365,29 +467,177 @@ def _terms(where: str, value: Any, parse_terms: Any) -> tuple[Any, ...]:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read a recipe YAML file (``yaml.safe_load``); relative paths in it are relative to its folder.
+    """Read a recipe YAML file (safe-loaded, within the budgets above); relative paths in it are relative to its folder.
 
     Raises:
-        InputError: the file is missing or not valid YAML (the line is named).
-        ConfigError: an unknown key or a bad value (see :func:`recipe_from_dict`).
+        InputError: the file is missing, a directory, unreadable, over :data:`MAX_RECIPE_BYTES`, not UTF-8 or not
+            valid YAML (the line is named).
+        ConfigError: an alias, nesting or duplicate-key problem (the line is named), an empty file or not a mapping,
+            an unknown key or a bad value (see :func:`recipe_from_dict`).
     """
-    import yaml
-
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"recipe {p} is a directory; pass one recipe YAML file in it (see examples/*.yaml).")
     if not p.is_file():
         raise InputError(f"recipe {p} does not exist. Pass a recipe YAML file (see examples/*.yaml).")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"recipe {p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"recipe {p} is not UTF-8 text.") from None
+        with p.open("rb") as f:
+            data = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"recipe {p} cannot be read: {exc.strerror or exc}.") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise InputError(f"recipe {p} is larger than the 1 MiB limit for a recipe file ({MAX_RECIPE_BYTES:,} bytes); "
+                         "a recipe is a few KB. Check that it is the right file.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"recipe {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as "
+                         "UTF-8.") from None
+    doc = parse_recipe_yaml(text, str(p))
+    if doc is None:
+        raise ConfigError(f"recipe {p} is empty; a recipe is a YAML mapping with sections data, student and distill "
+                          "(see examples/*.yaml).")
     if not isinstance(doc, Mapping):
         raise ConfigError(f"recipe {p} must be a YAML mapping with sections data, student, distill, ...; got "
                           f"{type(doc).__name__}.")
     return recipe_from_dict(doc, base_dir=p.resolve().parent, name=_default_name(p), source=p)
+
+
+def parse_recipe_yaml(text: str, where: str = "recipe") -> Any:
+    """Safe-load one YAML document within the recipe budgets: no python tags, at most :data:`MAX_ALIASES` aliases
+    expanding to at most :data:`MAX_VALUES` values, no alias inside itself, at most :data:`MAX_DEPTH` levels, no
+    duplicate keys. ``where`` names the source in messages.
+
+    Raises:
+        InputError: not valid YAML (line and column named), e.g. a ``!!python/...`` tag.
+        ConfigError: a budget exceeded or a duplicate key (the line named).
+    """
+    import yaml
+
+    if len(text) > MAX_RECIPE_BYTES:
+        raise InputError(f"{where} is larger than the 1 MiB limit for a recipe ({len(text):,} characters).")
+    loader = None
+    try:
+        loader = _budget_loader(yaml)(text)  # the reader checks for forbidden characters (NUL) here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_aliases(loader, node, where)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character such as NUL
+            at = f" at line {text[:exc.position].count(chr(10)) + 1}"
+            problem = f"character #x{exc.character:04x} is not allowed in YAML"
+        raise InputError(f"{where} is not valid YAML{at}: {' '.join(str(problem).split())}.") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deep to read; no recipe setting is more than {MAX_DEPTH} levels "
+                          "deep.") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _budget_loader(yaml: Any) -> Any:
+    """A SafeLoader that counts aliases, limits nesting and refuses duplicate keys (built lazily: yaml is imported
+    only when a recipe is read)."""
+
+    class BudgetLoader(yaml.SafeLoader):
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.alias_count = 0
+            self.first_alias: str | None = None
+            self.anchor_names: dict[int, str] = {}  # the composer forgets its anchors once the document is read
+            self.depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.alias_count += 1
+                self.first_alias = self.first_alias or self.peek_event().anchor
+                return super().compose_node(parent, index)
+            self.depth += 1
+            try:
+                event = self.peek_event()
+                if self.depth > MAX_DEPTH:
+                    raise ConfigError(f"{self.name_for_messages} is nested more than {MAX_DEPTH} levels deep at line "
+                                      f"{event.start_mark.line + 1}; no recipe setting is that deep. Check the "
+                                      "brackets and indentation there.")
+                node = super().compose_node(parent, index)
+                if getattr(event, "anchor", None):
+                    self.anchor_names[id(node)] = event.anchor
+                return node
+            finally:
+                self.depth -= 1
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                first_line: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' keys may be overridden
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        seen = first_line.get(key)
+                    except TypeError:  # an unhashable key: the base class says so with its line
+                        continue
+                    line = key_node.start_mark.line + 1
+                    if seen is not None:
+                        raise ConfigError(f"{self.name_for_messages} has the duplicate key {key!r} at line {line} "
+                                          f"(first at line {seen}); YAML would silently keep the last one. Keep one.")
+                    first_line[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    BudgetLoader.name_for_messages = "recipe"
+    return BudgetLoader
+
+
+def _check_aliases(loader: Any, root: Any, where: str) -> None:
+    """Refuse too many aliases, an alias inside the value it names, and a document that expands past the budget.
+
+    Counting on the composed graph (each alias shares its node) is linear in the file, never in the expansion.
+    """
+    import yaml
+
+    loader.name_for_messages = where
+    if loader.alias_count > MAX_ALIASES:
+        raise ConfigError(f"{where} uses {loader.alias_count} aliases (e.g. *{loader.first_alias}); the limit is "
+                          f"{MAX_ALIASES} aliases per recipe. Write the values out, or share fewer blocks.")
+    if not loader.alias_count:
+        return
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    anchors = loader.anchor_names
+
+    def size(node: Any) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in active:
+            name = anchors.get(id(node), "?")
+            raise ConfigError(f"{where}: the alias *{name} is used inside the value &{name} it names (line "
+                              f"{node.start_mark.line + 1}), so that value would contain itself forever. Remove "
+                              "that alias.")
+        active.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_VALUES:
+                raise ConfigError(f"{where}: its aliases (e.g. *{loader.first_alias}) expand to more than "
+                                  f"{MAX_VALUES:,} values; a recipe has a few hundred. This looks like an alias bomb: "
+                                  "write the values out instead of nesting aliases.")
+        active.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root)
 
 
 def _default_name(p: Path) -> str:
@@ -416,9 +666,7 @@ def builtin_recipe(name: str) -> Recipe:
     Raises:
         UnknownNameError: no built-in recipe of that name.
     """
-    import yaml
-
-    return recipe_from_dict(yaml.safe_load(builtin_recipe_text(name)), name=name)
+    return recipe_from_dict(parse_recipe_yaml(builtin_recipe_text(name), f"built-in recipe {name}"), name=name)
 
 
 
