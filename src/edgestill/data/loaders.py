@@ -24,6 +24,7 @@ import numpy as np
 
 from edgestill.data.datasets import SIZES, DataSplits, Split, _data_sha256, load_dataset
 from edgestill.errors import ConfigError, InputError, did_you_mean
+from edgestill.runtimes.base import read_npz
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -417,8 +418,12 @@ def _check_x(where: str, x: np.ndarray) -> np.ndarray:
         raise InputError(f"{where}: x must be a numeric array (N, ...) with one row per sample, got dtype {x.dtype} "
                          f"and shape {list(x.shape)}.")
     x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise InputError(f"{where}: x holds {int((~np.isfinite(x)).sum())} NaN or infinite value(s). Clean the data.")
+    finite = np.isfinite(x)
+    if not finite.all():
+        rows = int((~finite.reshape(len(x), -1)).any(axis=1).sum())
+        raise InputError(f"{where}: x holds {int(x.size - np.count_nonzero(finite))} NaN or infinite value(s) in {rows} "
+                         f"of its {len(x)} samples (a value too large for float32 becomes infinite); training and "
+                         "accuracies on them would be meaningless. Remove or fix those samples.")
     return x
 
 
@@ -435,12 +440,8 @@ def load_npz(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
     config = config or DataConfig(npz=path)
     if not path.is_file():
         raise InputError(f"data file {path} does not exist. Pass an .npz holding x and y (and optionally ids).")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is not a readable .npz of plain arrays ({exc}). Save it with numpy.savez(path, "
-                         "x=..., y=..., ids=...); object arrays are refused.") from None
+    # every array's declared size is checked before it is allocated; pickled (object) arrays are refused
+    arrays = read_npz(path, what=f"data file {path}")
     prefixed = "train_x" in arrays
     if not prefixed and not {"x", "y"} <= set(arrays):
         raise InputError(f"{path} holds arrays {sorted(arrays) or 'none'}; expected x and y (and optionally ids, "
@@ -452,7 +453,7 @@ def load_npz(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
         key = (lambda k: f"{s}_{k}") if prefixed else (lambda k: k)
         if key("y") not in arrays:
             raise InputError(f"{path} has {key('x')} but no {key('y')}; every x array needs its labels.")
-        where = f"{path.name}[{key('x')}]"
+        where = f"{path}[{key('x')}]"
         x, y = _check_x(where, arrays[key("x")]), np.asarray(arrays[key("y")])
         ids = arrays.get(key("ids"))
         ids = np.arange(offset, offset + len(x), dtype=np.int64) if ids is None else np.asarray(ids)
@@ -470,7 +471,7 @@ def load_npz(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
         if num_classes is not None and num_classes != len(names):
             raise InputError(f"{path}: class_names lists {len(names)} classes but data.num_classes is {num_classes}.")
         num_classes = len(names)
-    parts = {s: (x, _check_labels(f"{path.name} ({s})", y, ids, num_classes), ids) for s, (x, y, ids) in raw.items()}
+    parts = {s: (x, _check_labels(f"{path} ({s})", y, ids, num_classes), ids) for s, (x, y, ids) in raw.items()}
     if num_classes is None:
         num_classes = int(max(p[1].max() for p in parts.values())) + 1
     if names is None:
@@ -543,7 +544,7 @@ def load_csv(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
             raise InputError(f"{path}: column {config.label_column!r} names {len(names)} classes ({_examples(list(names))}) "
                              f"but data.num_classes is {config.num_classes}.")
         y = np.asarray([names.index(s) for s in labels], dtype=np.int64)
-    y = _check_labels(f"{path.name} column {config.label_column!r}", y, ids, config.num_classes)
+    y = _check_labels(f"{path} column {config.label_column!r}", y, ids, config.num_classes)
     num_classes = len(names) if names is not None else (config.num_classes or int(y.max()) + 1)
     if num_classes < 2:
         raise InputError(f"{path}: column {config.label_column!r} holds a single class; a classifier needs at least two.")
@@ -568,7 +569,7 @@ def load_csv(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
                     raise InputError(f"{path} line {r + 2}, column {header[c]!r}: {row[c]!r} is not a number. Feature "
                                      "columns must be numeric; set data.id_column / data.split_column for text columns, "
                                      "or drop the column.") from None
-        x = _check_x(path.name, x)
+        x = _check_x(str(path), x)
     if split_i is None:
         parts = {"train": (x, y, ids)}
     else:

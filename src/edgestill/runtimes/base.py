@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+import zipfile
+import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from edgestill.artifact import Artifact, TensorSpec
 from edgestill.errors import InputError, RuntimeFailure, UnknownNameError
+from edgestill.limits import check_allocation, element_count, format_bytes
 from edgestill.registry import Registry
 
 
@@ -164,6 +168,119 @@ def from_file_dtype(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     if spec.logical_dtype and arr.dtype != np.dtype(spec.logical_dtype):
         return arr.astype(spec.logical_dtype)
     return arr
+
+
+# --- untrusted array files (.npz / .npy): every declared size checked before numpy allocates it ----------------
+
+NPZ_FIX = "Save it with numpy.savez(path, x=..., y=...) (plain numeric arrays)."
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
+
+
+def _npy_header(f: Any, what: str, stored_bytes: int | None) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header of the .npy stream ``f``, refusing object arrays and sizes that cannot be
+    allocated or that the stream cannot hold (``stored_bytes``: the stream's length, when known)."""
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(f)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported here")
+        shape = tuple(int(d) for d in shape)
+    except _READ_ERRORS as exc:
+        raise InputError(f"{what} is not a readable .npy array ({exc}): the file is corrupt, truncated or not "
+                         f"written by numpy. {NPZ_FIX}") from None
+    if dtype.hasobject:
+        raise InputError(f"{what} holds Python objects (dtype {dtype}), which would be unpickled to load: refused. "
+                         f"{NPZ_FIX}")
+    n_bytes = element_count(shape) * dtype.itemsize
+    check_allocation(n_bytes, what=f"{what} (declared shape {list(shape)}, {dtype})",
+                     fix="Pass a smaller file, or check that its header is not corrupt.")
+    data_bytes = None if stored_bytes is None else stored_bytes - f.tell()
+    if data_bytes is not None and n_bytes > data_bytes:
+        raise InputError(f"{what} declares shape {list(shape)} of {dtype} ({format_bytes(n_bytes)}) but its data is "
+                         f"only {format_bytes(data_bytes)}: the file is truncated or its header is wrong. {NPZ_FIX}")
+    return shape, dtype
+
+
+def _open_npz(path: Path, what: str) -> zipfile.ZipFile:
+    if not path.exists():
+        raise InputError(f"{what} does not exist. Pass an existing .npz file; {NPZ_FIX[0].lower()}{NPZ_FIX[1:]}")
+    if not path.is_file():
+        raise InputError(f"{what} is not a file (a folder?). Pass the path of an .npz file.")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} is empty (0 bytes), so it holds no arrays. {NPZ_FIX}")
+    try:
+        return zipfile.ZipFile(path)
+    except _READ_ERRORS as exc:
+        raise InputError(f"{what} is not an .npz (zip) archive ({exc}). {NPZ_FIX}") from None
+
+
+def npz_headers(path: str | os.PathLike[str], *, what: str, keys: Iterable[str] | None = None,
+                ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of the arrays of an .npz (``keys`` of them where given and present), read from the headers only.
+
+    ``what`` names the file as the user gave it (``"--data val.npz"``, ``"eval data /p/val.npz"``).
+
+    Raises:
+        InputError: the file is missing, a folder, empty or not a zip archive; a member is not a .npy array, holds
+            Python objects (pickles are refused), or declares a size larger than the machine's memory
+            (:func:`edgestill.limits.check_allocation`) or than the bytes it holds.
+    """
+    p = Path(path)
+    with _open_npz(p, what) as zf:
+        members = {i.filename.removesuffix(".npy"): i for i in zf.infolist() if not i.is_dir()}
+        wanted = [k for k in (members if keys is None else keys) if k in members]
+        out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        total = 0
+        for k in wanted:
+            info = members[k]
+            try:
+                with zf.open(info) as f:
+                    out[k] = _npy_header(f, f"{what}: array {k!r}", info.file_size)
+            except _READ_ERRORS as exc:
+                raise InputError(f"{what}: array {k!r} cannot be read ({exc}). {NPZ_FIX}") from None
+            shape, dtype = out[k]
+            total += element_count(shape) * dtype.itemsize
+        if len(wanted) > 1:
+            check_allocation(total, what=f"{what} (arrays {', '.join(wanted)} together)",
+                             fix="Pass a smaller file, or split it.")
+    return out
+
+
+def read_npz(path: str | os.PathLike[str], *, what: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The plain arrays of an .npz (``keys`` of them where given and present), every header checked by
+    :func:`npz_headers` before numpy allocates anything; Python objects are never unpickled.
+
+    Raises:
+        InputError: as :func:`npz_headers`, or a member whose data is corrupt or shorter than its header says.
+    """
+    heads = npz_headers(path, what=what, keys=keys)
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return {k: z[k] for k in heads}
+    except _READ_ERRORS as exc:
+        raise InputError(f"{what} cannot be read ({exc}); the file is corrupt or truncated. {NPZ_FIX}") from None
+
+
+def read_npy(path: str | os.PathLike[str], *, what: str) -> np.ndarray:
+    """One plain array from a .npy file, its header checked as :func:`npz_headers` checks an .npz member's.
+
+    Raises:
+        InputError: missing, empty, not a .npy array, Python objects, a declared size too large or not in the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} does not exist or is not a file. Pass a .npy file written by numpy.save.")
+    try:
+        with p.open("rb") as f:
+            _npy_header(f, what, p.stat().st_size)
+        return np.load(p, allow_pickle=False)
+    except _READ_ERRORS as exc:
+        raise InputError(f"{what} cannot be read ({exc}); the file is corrupt or truncated. Save it with numpy.save.") from None
 
 
 class Runtime:

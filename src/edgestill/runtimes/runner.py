@@ -135,11 +135,12 @@ def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
     p = Path(source)
     if p.suffix not in (".npy", ".npz") or not p.exists():
         _fail_input(f"inputs must be 'random' or an existing .npy/.npz file; got {source!r}.")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-        arrays = {specs[0].name: loaded} if p.suffix == ".npy" else dict(loaded.items())
-    except (OSError, ValueError, EOFError) as exc:
-        _fail_input(f"cannot read inputs from {p} ({exc}); save them with numpy.save / numpy.savez.")
+    from edgestill.runtimes.base import read_npy, read_npz
+
+    if p.suffix == ".npy":
+        arrays = {specs[0].name: read_npy(p, what=f"inputs {p}")}
+    else:
+        arrays = read_npz(p, what=f"inputs {p}")
     names = [s.name for s in specs]
     odd = {k: str(a.dtype) for k, a in arrays.items() if a.dtype.kind not in "biuf"}
     if odd:
@@ -159,44 +160,99 @@ def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
 EVAL_ARRAYS = ("y", "teacher_logits")  # what eval data can score against: labels, the teacher's outputs
 
 
-def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any] | None:
-    """Read ``x`` and whichever of ``y``/``teacher_logits`` are there; with ``check_only`` only check them."""
-    import numpy as np
+def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any]:
+    """Read ``x`` and whichever of ``y``/``teacher_logits`` are there, each checked (size, dtype, shape, NaN/Inf).
+
+    With ``check_only`` only the headers are read and checked (nothing is allocated) and name → (shape, dtype) is
+    returned, so bad eval data fails before anything is timed without adding to the runner's peak memory.
+
+    Raises:
+        InputError: the file is missing, not an .npz, holds pickles, declares sizes it cannot hold or the machine cannot
+            allocate, lacks ``x`` or both of ``y``/``teacher_logits``, or its arrays cannot score a model (see
+            :func:`_check_eval`).
+    """
+    from edgestill.runtimes.base import npz_headers, read_npz
 
     p = Path(path)
-    if not p.exists() or p.suffix != ".npz":
-        _fail_input(f"eval data {p} is missing or not an .npz; pass an .npz with arrays 'x' (inputs) and 'y' (labels) "
+    if p.suffix != ".npz" and p.exists():
+        _fail_input(f"eval data {p} is not an .npz; pass an .npz with arrays 'x' (inputs) and 'y' (labels) "
                     "and/or 'teacher_logits' (the teacher's outputs on x).")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            if "x" not in z.files or not any(k in z.files for k in EVAL_ARRAYS):
-                _fail_input(f"eval data {p} holds {sorted(z.files)}; it needs 'x' (inputs) and 'y' (labels) and/or "
-                            "'teacher_logits' (the teacher's outputs on x).")
-            if check_only:
-                return None
-            arrays = {k: z[k] for k in ("x", *EVAL_ARRAYS) if k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        _fail_input(f"cannot read eval data {p} ({exc}); write it with numpy.savez(path, x=..., y=...).")
-    _check_eval(p, arrays)
+    what = f"eval data {p}"
+    heads = npz_headers(p, what=what, keys=("x", *EVAL_ARRAYS))
+    if "x" not in heads or not any(k in heads for k in EVAL_ARRAYS):
+        lacks = "no array 'x' (the inputs)" if "x" not in heads else "neither 'y' (labels) nor 'teacher_logits'"
+        _fail_input(f"{what} has {lacks}; eval data needs 'x' (inputs) and 'y' (labels) and/or 'teacher_logits' "
+                    "(the teacher's outputs on x). Write it with numpy.savez(path, x=..., y=...).")
+    _check_eval(p, heads)
+    if check_only:
+        return heads
+    arrays = read_npz(p, what=what, keys=heads)
+    _check_eval_values(p, arrays)
     return arrays
 
 
-def _check_eval(p: Path, arrays: dict[str, Any]) -> None:
-    """Refuse eval arrays a model cannot be scored on: non-numeric x, non-integer y, lengths that differ."""
-    x = arrays["x"]
-    if x.dtype.kind not in "biuf" or x.ndim < 1 or len(x) == 0:
-        _fail_input(f"eval data {p}: x has dtype {x.dtype} and shape {list(x.shape)}; it must be a numeric array "
+def _check_eval(p: Path, heads: dict[str, Any]) -> None:
+    """Refuse eval arrays a model cannot be scored on, from their (shape, dtype): non-numeric or empty x, labels that
+    are not whole numbers, lengths that differ."""
+    x_shape, x_dtype = heads["x"]
+    n = x_shape[0] if x_shape else 0
+    if x_dtype.kind not in "biuf" or len(x_shape) < 1 or n == 0:
+        _fail_input(f"eval data {p}: x has dtype {x_dtype} and shape {list(x_shape)}; it must be a numeric array "
                     "[n, ...] with n > 0 samples, as the model's input. Save it with numpy.savez(path, x=..., y=...).")
-    if "y" in arrays:
-        y = arrays["y"]
-        if y.dtype.kind not in "iu" or y.ndim != 1 or len(y) != len(x):
-            _fail_input(f"eval data {p}: y has dtype {y.dtype} and shape {list(y.shape)} for {len(x)} samples of x; "
-                        "labels are whole-number class indices [n], one per sample.")
-    if "teacher_logits" in arrays:
-        t = arrays["teacher_logits"]
-        if t.dtype.kind != "f" or t.ndim < 1 or len(t) != len(x):
-            _fail_input(f"eval data {p}: teacher_logits has dtype {t.dtype} and shape {list(t.shape)} for {len(x)} "
+    if "y" in heads:
+        y_shape, y_dtype = heads["y"]
+        if y_dtype.kind not in "iu" or len(y_shape) != 1 or y_shape[0] != n:
+            _fail_input(f"eval data {p}: y has dtype {y_dtype} and shape {list(y_shape)} for {n} samples of x; "
+                        "labels are whole-number class indices [n], one per sample (e.g. y.astype(numpy.int64)).")
+    if "teacher_logits" in heads:
+        t_shape, t_dtype = heads["teacher_logits"]
+        if t_dtype.kind != "f" or len(t_shape) < 1 or t_shape[0] != n:
+            _fail_input(f"eval data {p}: teacher_logits has dtype {t_dtype} and shape {list(t_shape)} for {n} "
                         "samples of x; they are the teacher's float outputs [n, classes] on the same x.")
+
+
+def _check_eval_values(p: Path, arrays: dict[str, Any]) -> None:
+    """Refuse values no score can be trusted on: NaN/Inf in x or teacher_logits, negative labels."""
+    import numpy as np
+
+    for key in ("x", "teacher_logits"):
+        a = arrays.get(key)
+        if a is not None and a.dtype.kind == "f":
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if bad:
+                rows = int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
+                _fail_input(f"eval data {p}: {key} holds {bad} NaN or infinite value(s) in {rows} of its {len(a)} "
+                            "samples; an accuracy on them would be meaningless. Remove or fix those samples.")
+    y = arrays.get("y")
+    if y is not None and y.size and int(y.min()) < 0:
+        bad = np.flatnonzero(y < 0)
+        _fail_input(f"eval data {p}: {bad.size} label(s) in y are negative (sample {int(bad[0])} has {int(y[bad[0]])}); "
+                    "labels are class indices 0..classes-1. Fix the labels.")
+
+
+def _check_eval_fits(p: Path, x_shape: tuple[int, ...], specs: list[Any]) -> None:
+    """Refuse eval samples whose shape the model does not take (checked before timing, from the file's header)."""
+    if len(specs) != 1:
+        return  # session_logits says a multi-input model cannot be scored
+    spec = specs[0]
+    sample = list(x_shape[1:])
+    fits = len(x_shape) == len(spec.shape) and all(
+        not isinstance(d, int) or d < 0 or d == a for d, a in zip(spec.shape[1:], sample))
+    if not fits:
+        _fail_input(f"eval data {p}: x has shape {list(x_shape)}, samples of shape {sample}, but the model's input "
+                    f"{spec.name!r} takes {list(spec.shape)}. Pass samples shaped like the model's input, one per row "
+                    "of x (the same preprocessing as in training).")
+
+
+def _check_label_range(p: Path, y: Any, num_classes: int) -> None:
+    """Refuse labels the model cannot predict (>= its number of outputs): its accuracy would count them as misses."""
+    import numpy as np
+
+    bad = np.flatnonzero((y < 0) | (y >= num_classes))
+    if bad.size:
+        _fail_input(f"eval data {p}: {bad.size} label(s) in y are outside the model's class range [0, {num_classes}) "
+                    f"(sample {int(bad[0])} has {int(y[bad[0]])}; largest {int(y.max())}). The labels do not belong to "
+                    "this model: fix them, or evaluate on data labelled for its classes.")
 
 
 # Substrings of the runtimes' own messages for a file they could not parse (not for a valid file they cannot run).
@@ -292,17 +348,20 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         os.environ[var] = str(options.threads)
     art = Artifact.load(job["artifact"])
     art.verify_files()  # before a runtime parses them, and outside the init time
+    eval_heads: dict[str, Any] = {}
     if job["eval_data"]:  # bad eval data or metric fails before anything is timed
         from edgestill.runtimes.accuracy import METRICS
 
         METRICS.get(job["metric"])
-        _load_eval(job["eval_data"], check_only=True)
+        eval_heads = _load_eval(job["eval_data"], check_only=True)
     runtime_name = job["runtime"] or DEFAULT_RUNTIME[art.format]
     runtime = get_runtime(runtime_name)
 
     t0 = time.perf_counter_ns()
     session = load_model(art, options, runtime_name)
     init_ms = (time.perf_counter_ns() - t0) / 1e6
+    if job["eval_data"]:
+        _check_eval_fits(Path(job["eval_data"]), eval_heads["x"][0], session.input_specs)
 
     inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]))
     timing = time_session(session, inputs, bench)
@@ -311,9 +370,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     if job["eval_data"]:
         from edgestill.runtimes.accuracy import accuracy_of, session_logits, teacher_agreement
 
-        arrays = _load_eval(job["eval_data"]) or {}
+        arrays = _load_eval(job["eval_data"])
         logits = session_logits(session, arrays["x"], batch_size=int(job["eval_batch_size"]))
         if "y" in arrays:
+            _check_label_range(Path(job["eval_data"]), arrays["y"], int(logits.shape[1]))
             accuracy = accuracy_of(logits, arrays["y"], metric=job["metric"])
         if "teacher_logits" in arrays:
             agreement, kl = teacher_agreement(logits, arrays["teacher_logits"])
