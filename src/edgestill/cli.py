@@ -61,34 +61,83 @@ def run_command(fn: Callable[[], Any]) -> Any:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # an internal failure: keep the traceback in a log file, not on the terminal
-        log = _write_crash_log()
-        typer.echo(f"internal error: {type(exc).__name__}: {exc}. Traceback written to {log}.", err=True)
+        log, why_not = _save_traceback()
+        where = f"Traceback written to {log}." if log is not None else f"(the traceback could not be written: {why_not})"
+        try:
+            said = str(exc)
+        except Exception:  # noqa: BLE001 - an exception whose __str__ fails
+            said = "(its message could not be read)"
+        _echo_err(f"internal error: {type(exc).__name__}: {said}. {where}")
         raise typer.Exit(3) from None
 
 
+def _echo_err(text: str) -> None:
+    """``text`` on stderr; a closed or broken stderr is not a second failure."""
+    try:
+        typer.echo(text, err=True)
+    except (OSError, ValueError):
+        pass
+
+
 def _write_crash_log() -> Path:
-    """Write the current traceback to a new file and return its path.
+    """Write the current traceback to a new file and return its path (see :func:`_save_traceback`).
+
+    Raises:
+        OSError: neither the log folder nor the temp folder could take it (the message says why for each).
+    """
+    path, why_not = _save_traceback()
+    if path is None:
+        raise OSError(f"the traceback could not be written: {why_not}")
+    return path
+
+
+def _save_traceback() -> tuple[Path | None, str]:
+    """Write the current traceback to a new file; return its path, or ``(None, why)`` when no file could be written.
+
+    Never raises: it runs while an error is already being reported, and a full disk (ENOSPC), a read-only file system
+    or an unwritable temp folder must not turn one failure into a traceback on the terminal.
 
     ``.edgestill/logs/last-error.log`` is replaced atomically (a fresh temporary file, then a rename), so a symlink
     planted at that name is replaced, never written through; when that folder cannot be written, a new file with a
     unique name is created exclusively in the temp folder (never an existing file or a planted symlink).
     """
-    import tempfile
-
-    from edgestill.outdir import write_text_atomic
-
-    text = traceback.format_exc()
     try:
+        text = traceback.format_exc()
+    except Exception as exc:  # noqa: BLE001 - e.g. MemoryError formatting a huge traceback
+        text = f"(the traceback could not be formatted: {type(exc).__name__}: {exc})\n"
+    reasons = []
+    try:
+        from edgestill.outdir import write_text_atomic
+
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         path = LOG_DIR / "last-error.log"
         write_text_atomic(path, text)
-        return path
-    except OSError:
-        pass
-    fd, name = tempfile.mkstemp(prefix="edgestill-last-error-", suffix=".log")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    return Path(name)
+        return path, ""
+    except Exception as exc:  # noqa: BLE001 - OSError above all; whatever it is, try the temp folder
+        reasons.append(f"{LOG_DIR}: {_os_reason(exc)}")
+    name = None
+    try:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="edgestill-last-error-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return Path(name), ""
+    except Exception as exc:  # noqa: BLE001
+        reasons.append(f"temp folder: {_os_reason(exc)}")
+        if name is not None:  # a partial file would look like a whole log
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+    return None, "; ".join(reasons)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """``No space left on device`` rather than ``[Errno 28] No space left on device: '/x/y'``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def echo_json(obj: Any) -> None:
