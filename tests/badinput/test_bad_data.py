@@ -317,7 +317,21 @@ def _db_other_sqlite(tmp: Path) -> Path:
     return p
 
 
+def _db_dangling_link(tmp: Path) -> Path:
+    link = tmp / "results.db"
+    link.symlink_to(tmp / "no-such-folder" / "results.db")
+    return link
+
+
+def _db_unwritable_place(tmp: Path) -> Path:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc (a folder no one can create files in, root included)")
+    return Path("/proc/edgestill-bad-input-test.db")
+
+
 DB_CASES = [
+    ("db-dangling-link", _db_dangling_link, ("cannot open or write", "a link to", "no-such-folder")),
+    ("db-in-an-unwritable-folder", _db_unwritable_place, ("cannot open or write", "writable folder")),
     ("db-parent-is-a-file", _db_parent_is_file, ("a part of its folder path is a file",)),
     ("db-grandparent-is-a-file", _db_grandparent_is_file, ("a part of its folder path is a file",)),
     ("db-is-a-folder", _db_folder, ("is a folder",)),
@@ -330,8 +344,8 @@ DB_CASES = [
 def test_bench_refuses_a_bad_db(tmp_path: Path, artifact: Path, make: Callable[[Path], Path], phrases: tuple[str, ...]) -> None:
     (tmp_path / "files").mkdir()
     db = make(tmp_path / "files")
-    before = tree(tmp_path / "files")
+    before, names = tree(tmp_path / "files"), sorted(p.name for p in (tmp_path / "files").rglob("*"))
     r = edgestill("bench", str(artifact), "--db", str(db), "--min-runs", "5", "--min-seconds", "0")
     assert_bad_input(r, str(db), *phrases)
-    assert tree(tmp_path / "files") == before  # nothing created, nothing overwritten
-    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == sorted(Path(k).parts[0] for k in before)
+    assert tree(tmp_path / "files") == before  # nothing overwritten
+    assert sorted(p.name for p in (tmp_path / "files").rglob("*")) == names  # nothing created

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgestill.record import Measurement, measurement_from_dict
-from edgestill.errors import InputError
+from edgestill.errors import EdgestillError, InputError, RuntimeFailure
 
 SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 30.0  # how long one statement waits for another writer's lock before the retry loop takes over
@@ -129,6 +129,21 @@ _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABL
                4: ("ALTER TABLE runs ADD COLUMN run_key TEXT", _statement("CREATE UNIQUE INDEX runs_key"))}
 
 
+def _store_error(path: Path, exc: sqlite3.DatabaseError) -> EdgestillError:
+    """What a SQLite failure on opening ``path`` means for the user: a file that is not a store, a place no store can
+    be written (a folder that cannot be written, a dangling link, a read-only file), or a store other writers hold."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return RuntimeFailure(f"the results store {path} stayed locked by other writers past {BUSY_RETRIES} retries "
+                              f"of {BUSY_TIMEOUT_S:g} s ({text}); retry when they are done, or pass another --db.")
+    if any(m in text for m in ("unable to open", "readonly", "read-only")):
+        where = f"{path} (a link to {os.readlink(path)})" if path.is_symlink() else str(path)
+        return InputError(f"cannot open or write the results store {where} ({text}): the file must be writable and its "
+                          "folder an existing, writable folder (a link must point at one). Pass another --db, e.g. "
+                          f"{DEFAULT_PATH}.")
+    return InputError(f"{path} is not an edgestill results store ({text}); pass a new path or the right file.")
+
+
 class ResultsStore:
     """A SQLite file of runs and their measurements. Use as a context manager or call ``close()``."""
 
@@ -170,7 +185,7 @@ class ResultsStore:
             self._db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer; kept in the file
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
-            raise InputError(f"{self.path} is not an edgestill results store ({exc}); pass a new path or the right file.") from None
+            raise _store_error(self.path, exc) from None
         except BaseException:
             self._close_quietly()
             raise
