@@ -96,3 +96,36 @@ def test_two_runs_into_one_folder_at_once_one_waits_out_with_a_clear_error(tmp_p
             first.kill()
     assert _rows(db) == (1, 2)
     assert os.path.isfile(out / "report.json")
+
+
+def test_a_run_killed_between_storing_and_recording_that_it_stored_does_not_store_twice(tmp_path: Path) -> None:
+    """Fault: the process dies after the store committed the run but before ``stages.json`` recorded it (the one
+    window a stage record cannot cover). The rerun finds the run by the bench stage's run key: no second run."""
+    from types import SimpleNamespace
+
+    from edgestill.chain.run import RunOptions, _Silent, _Stages, _store
+    from tests.benchmarks.test_store import _measurement
+
+    db, out = tmp_path / "r.db", tmp_path / "out"
+    out.mkdir()
+    records = {"distill": {"key": "d"}, "export": {"key": "e"}, "bench": {"key": "b", "run_key": "run:1234"}}
+    options = RunOptions(out_dir=out, db=db)
+    recipe, report = SimpleNamespace(name="demo"), {"recipe_sha256": "ab" * 32}
+    cells = [_measurement("a"), _measurement("b")]
+
+    class Dies(_Stages):
+        def record(self, name: str, *args: object, **kwargs: object) -> None:
+            if name == "store":
+                raise KeyboardInterrupt  # killed right after the commit
+            super().record(name, *args, **kwargs)
+
+    dying = Dies(out, {}, _Silent())
+    dying.records.update(records)
+    with pytest.raises(KeyboardInterrupt):
+        _store(options, recipe, report, cells, dying)
+    rerun = _Stages(out, {}, _Silent())  # nothing recorded about the store
+    rerun.records.update(records)
+    result = _store(options, recipe, report, cells, rerun)
+    assert result["reused"] and result["run_id"] == 1
+    assert _rows(db) == (1, 2)
+    assert json.loads((out / "stages.json").read_text())["store"]["result"]["run_id"] == 1

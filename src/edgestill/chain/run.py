@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,10 +175,11 @@ class _Stages:
         self.rep.done(name, self.seconds[name])
         return value
 
-    def record(self, name: str, key: str, result: Any, *, parts: tuple[str, ...] = ()) -> None:
-        """Record stage ``name`` as done; its time is its own plus that of the timed ``parts`` it includes."""
+    def record(self, name: str, key: str, result: Any, *, parts: tuple[str, ...] = (), **extra: Any) -> None:
+        """Record stage ``name`` as done; its time is its own plus that of the timed ``parts`` it includes; ``extra``
+        fields are kept in the record (and in the record a later skip copies)."""
         seconds = sum(self.seconds.get(n, 0.0) for n in (name, *parts))
-        self.records[name] = {"key": key, "result": result, "seconds": round(seconds, 3), "status": "ran"}
+        self.records[name] = {"key": key, "result": result, "seconds": round(seconds, 3), "status": "ran", **extra}
         self._save()
 
     def _save(self) -> None:
@@ -286,7 +288,8 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
                 measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance),
                                           total=recipe.bench.rounds * len(recipe.bench.threads)
                                           * sum(1 for r in rows if r["passed"]))
-                stages.record("bench", bench_key, rows)
+                # a fresh key for the rows this bench measured: a rerun that skips bench stores them under the same key
+                stages.record("bench", bench_key, rows, run_key=f"run:{uuid.uuid4()}")
             else:
                 rows = benched
                 from edgestill.record import measurement_from_dict
@@ -313,20 +316,27 @@ def _store(options: RunOptions, recipe: Recipe, report: dict[str, Any], measurem
            stages: _Stages) -> dict[str, Any] | None:  # fmt: skip
     """Write the run and its measurements (raw samples included) into the results store, in one transaction.
 
-    Once per set of measurements: a rerun whose bench stage was unchanged, into a store that already holds the run it
-    wrote, reuses that run rather than storing the same rows again; a run killed before it stored anything stores
-    them on its rerun."""
+    Once per set of measurements: the bench stage's record carries a run key, and the store keeps one run per key. A
+    rerun whose bench stage was unchanged (also one killed after the store committed, before that was recorded) gets
+    the run it stored back instead of storing the same rows again; a run killed before it stored anything stores them
+    on its rerun."""
     if options.db is None or options.through == "distill":
         return None
     from edgestill.benchmarks.store import ResultsStore
 
     key = _hash(*(str(stages.records.get(n, {}).get("key")) for n in ("distill", "export", "bench")), str(Path(options.db).resolve()))
+    run_key = stages.records.get("bench", {}).get("run_key") or f"run:{_hash(key, str(stages.out.resolve()))}"
     with ResultsStore(options.db) as store:
         earlier = stages.cached("store", key)
-        if earlier is not None and any(r["id"] == earlier.get("run_id") for r in store.runs()):
-            return {**earlier, "reused": True}
+        found = store.run_by_key(run_key)
+        if found is not None or (earlier is not None and any(r["id"] == earlier.get("run_id") for r in store.runs())):
+            run_id = found if found is not None else earlier["run_id"]
+            result = {"path": str(options.db), "run_id": run_id, "measurements": len(measurements), "reused": True}
+            if earlier is None or earlier.get("run_id") != run_id:
+                stages.record("store", key, {k: v for k, v in result.items() if k != "reused"})
+            return result
         run_id = store.add_run(f"{options.command} {recipe.name}", label=recipe.name,
-                               recipe_sha256=report["recipe_sha256"], measurements=measurements)
+                               recipe_sha256=report["recipe_sha256"], measurements=measurements, run_key=run_key)
     result = {"path": str(options.db), "run_id": run_id, "measurements": len(measurements)}
     stages.record("store", key, result)
     return result
