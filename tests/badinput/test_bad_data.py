@@ -238,6 +238,21 @@ def _runs(db: Path) -> int:
         return con.execute("SELECT count(*) FROM runs").fetchone()[0]
 
 
+def test_run_refuses_an_image_folder_larger_than_memory(tmp_path: Path) -> None:
+    """40 images of 64×64 as float32 need 3.8 MiB; with the memory limit at 1 MiB that is refused before decoding."""
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "images" / c).mkdir(parents=True)
+        for i in range(20):
+            Image.new("RGB", (64, 64), (i, 2, 3)).save(tmp_path / "images" / c / f"{i}.png")
+    out = tmp_path / "out"
+    r = edgestill("run", str(_recipe(tmp_path, {"folder": str(tmp_path / "images")})), "--out", str(out),
+                  "--db", str(tmp_path / "results.db"), env={"EDGESTILL_MEMORY_LIMIT": "1M"})
+    assert_bad_input(r, "40 images of 64×64 pixels", str(tmp_path / "images"), "3.8 MiB", "data.image_size")
+    assert no_artifacts(out) and not (tmp_path / "results.db").exists()
+
+
 @pytest.mark.parametrize("case", ["npz-empty-file", "npz-huge-declared-shape", "npz-x-nan"])
 def test_distill_refuses_bad_recipe_data(tmp_path: Path, case: str) -> None:
     _, make, section, phrases = next(c for c in RECIPE_CASES if c[0] == case)

@@ -134,3 +134,69 @@ def test_eval_data_without_labels_or_teacher_outputs_is_bad_input(tmp_path: Path
     np.savez(tmp_path / "eval.npz", x=np.zeros((4, 4), np.float32))
     code, doc, _ = run_runner(tmp_path, {"artifact": str(manifest), "bench": QUICK, "eval_data": str(tmp_path / "eval.npz")})
     assert code == 2 and "teacher_logits" in doc["error"]
+
+
+def _huge_npy() -> bytes:
+    """A few dozen bytes whose .npy header declares (10**9, 3, 224, 224) float32: 548 TiB if numpy allocated it."""
+    import io
+
+    from numpy.lib import format as npy
+
+    buf = io.BytesIO()
+    npy.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 3, 224, 224)})
+    return buf.getvalue() + b"\0" * 16
+
+
+def _eval_file(tmp_path: Path, case: str) -> Path:
+    import zipfile
+
+    p = tmp_path / "eval.npz"
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    y = np.arange(10) % 3
+    if case == "huge-x":
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("x.npy", _huge_npy())
+            z.writestr("y.npy", b"")
+    elif case == "x-nan":
+        x[2, 1] = np.nan
+        np.savez(p, x=x, y=y)
+    elif case == "y-beyond-classes":
+        np.savez(p, x=x, y=np.where(np.arange(10) == 6, 3, y))  # the model has 3 outputs: label 3 cannot be predicted
+    elif case == "x-wrong-shape":
+        np.savez(p, x=x[:, :3], y=y)
+    elif case == "empty":
+        p.write_bytes(b"")
+    return p
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("empty", "is empty (0 bytes)"),
+    ("huge-x", "[1000000000, 3, 224, 224]"),
+    ("x-wrong-shape", "takes [1, 4]"),
+    ("x-nan", "x holds 1 NaN or infinite value(s) in 1 of its 10 samples"),
+    ("y-beyond-classes", "outside the model's class range [0, 3)"),
+])
+def test_bad_eval_data_is_bad_input_and_gives_no_accuracy(tmp_path: Path, manifest: Path, case: str, message: str) -> None:
+    """Exit 2 with the reason in the failed document, no accuracy, no traceback."""
+    job = {"artifact": str(manifest), "bench": QUICK, "eval_data": str(_eval_file(tmp_path, case))}
+    rc, doc, stderr = run_runner(tmp_path, job)
+    assert rc == 2 and doc["kind"] == "failed" and message in doc["error"], doc
+    assert "accuracy" not in doc and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("suffix", "content", "message"), [
+    (".npy", "huge", "[1000000000, 3, 224, 224]"),
+    (".npz", "empty", "is empty (0 bytes)"),
+    (".npz", "object", "Python objects"),
+])
+def test_bad_timing_inputs_are_bad_input(tmp_path: Path, manifest: Path, suffix: str, content: str, message: str) -> None:
+    p = tmp_path / f"in{suffix}"
+    if content == "huge":
+        p.write_bytes(_huge_npy())
+    elif content == "empty":
+        p.write_bytes(b"")
+    else:
+        np.savez(p, x=np.array([None, 1], dtype=object), allow_pickle=True)
+    rc, doc, stderr = run_runner(tmp_path, {"artifact": str(manifest), "bench": QUICK, "inputs": str(p)})
+    assert rc == 2 and message in doc["error"], doc
+    assert "Traceback" not in stderr

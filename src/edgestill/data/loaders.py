@@ -24,6 +24,7 @@ import numpy as np
 
 from edgestill.data.datasets import SIZES, DataSplits, Split, _data_sha256, load_dataset
 from edgestill.errors import ConfigError, InputError, did_you_mean
+from edgestill.limits import check_allocation
 from edgestill.runtimes.base import read_npz
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -316,7 +317,13 @@ def _read_images(files: list[Path], root: Path, config: DataConfig) -> np.ndarra
     arrays, first_size = [], None
     for p in files:
         try:
-            with Image.open(p) as im:
+            with Image.open(p) as im:  # reads the header only: the size is known before any pixel is decoded
+                if first_size is None:
+                    h, w = config.image_size or (im.size[1], im.size[0])
+                    # float32 N×C×H×W, held twice while it is normalised
+                    check_allocation(2 * len(files) * config.channels * h * w * 4,
+                                     what=f"{len(files)} images of {h}×{w} pixels in {root} (as float32)",
+                                     fix="Set data.image_size: [H, W] to a smaller size, or use fewer images.")
                 im = im.convert(mode)
                 if config.image_size is not None:
                     h, w = config.image_size
