@@ -7,6 +7,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -107,3 +108,71 @@ def host_provenance(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]
     info["git_commit"], info["git_dirty"] = git_state(cwd)
     info["time_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return info
+
+
+# --- secrets: nothing a measurement, a report or the store keeps may carry a credential ---------------------------------
+REDACTED = "[redacted]"
+GIT_REF_ENV = ("EDGESTILL_GIT_REF", "GITHUB_HEAD_REF", "GITHUB_REF_NAME")
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# Known credential shapes: GitHub, GitLab, Slack, Hugging Face, OpenAI-style and AWS access keys, JWTs.
+_KNOWN_TOKENS = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[A-Z0-9]{16}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+)
+# Anything else that looks random: a run of 32+ base64 characters mixing upper case, lower case and digits (an API
+# key). Hex (commit ids, sha256) has no upper case and is never matched; "/" ends a run, so paths are left alone.
+_RANDOM_RUN = re.compile(r"[A-Za-z0-9+_]{32,}={0,2}")
+# A whole value that is one random-looking word, "/" allowed (an AWS secret access key is 40 such characters): no ref
+# name looks like this (they are words joined by "-", "_", "." or "/").
+_RANDOM_VALUE = re.compile(r"[A-Za-z0-9+/=]{30,}")
+
+
+def _looks_random(run: str) -> bool:
+    return any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run)
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials: the user:password of every URL removed (``https://u:p@host/x`` becomes
+    ``https://host/x``), and every token-looking word (known token formats, long random base64) replaced by
+    ``[redacted]``. Paths, names, hex digests and ordinary words are unchanged."""
+    text = _URL_USERINFO.sub(lambda m: m.group("scheme"), text)
+    text = _KNOWN_TOKENS.sub(REDACTED, text)
+    return _RANDOM_RUN.sub(lambda m: REDACTED if _looks_random(m.group(0)) else m.group(0), text)
+
+
+def redact_all(obj: Any) -> Any:
+    """:func:`redact` applied to every string in a JSON-like value (dict keys included); other values unchanged."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact(k) if isinstance(k, str) else k: redact_all(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact_all(v) for v in obj)
+    return obj
+
+
+def git_ref(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The branch or tag a run belongs to, safe to store: ``$EDGESTILL_GIT_REF``, CI's ``$GITHUB_HEAD_REF`` or
+    ``$GITHUB_REF_NAME``, else the checkout's branch (None when detached or outside a repo).
+
+    A variable whose value looks like a credential (a token pasted into the wrong variable) is not stored: the
+    checkout's branch is used instead, or ``[redacted]`` when there is none. A URL's user:password is removed.
+    """
+    for var in GIT_REF_ENV:
+        value = os.environ.get(var)
+        if value:
+            cleaned = redact(value)
+            if REDACTED not in cleaned and not (_RANDOM_VALUE.fullmatch(value) and _looks_random(value)):
+                return cleaned
+            return _checkout_branch(cwd) or REDACTED
+    return _checkout_branch(cwd)
+
+
+def _checkout_branch(cwd: str | os.PathLike[str] | None) -> str | None:
+    try:
+        out = subprocess.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return redact(out.stdout.strip()) or None

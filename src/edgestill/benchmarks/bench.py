@@ -18,6 +18,7 @@ from edgestill.artifact import MAX_MANIFEST_BYTES
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import ConfigError, InputError, did_you_mean
+from edgestill.host import redact, redact_all
 from edgestill.limits import available_memory_bytes, format_bytes
 from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
 from edgestill.runtimes.runner import THREAD_ENV
@@ -134,13 +135,14 @@ def _manifest(artifact_path: Path) -> dict[str, Any] | None:
 
 
 def _failed(ident: dict[str, Any], runtime: str | None, options: RuntimeOptions, why: str, settings: dict[str, Any]) -> Measurement:
+    """A failed cell's record; what the runner printed is kept without credentials (:func:`edgestill.host.redact`)."""
     return Measurement(
         **ident,
         runtime=runtime or DEFAULT_RUNTIME.get(ident["format"], "default"),
         threads=options.threads,
         kind="failed",
-        error=why,
-        settings=settings,
+        error=redact(why),
+        settings=redact_all(settings),
     )
 
 
@@ -270,6 +272,9 @@ def benchmark(
             m.settings["manifest"] = manifest
         m.provenance["runner_wall_ms"] = round(wall_ms, 1)
         m.provenance["torch_imported"] = bool(doc.get("torch_imported"))
+        # no credentials in what is stored and reported: a manifest's source URL with user:password, a token
+        # a runtime echoed into a warning
+        m.settings, m.provenance, m.warnings = redact_all(m.settings), redact_all(m.provenance), redact_all(m.warnings)
         return m
     runner_error = str(doc.get("error")) if doc is not None and doc.get("kind") == "failed" else ""
     if rc != BAD_INPUT_EXIT and _out_of_memory(settings["memory_limit_bytes"], runner_error, err):

@@ -60,6 +60,7 @@ def bench(
         from edgestill.commands.render import print_measurements
         from edgestill.errors import InputError
         from edgestill.artifact import Artifact
+        from edgestill.host import git_ref, redact
         from edgestill.runtimes import get_runtime
 
         thread_counts = parse_int_list(threads, option="--threads")
@@ -96,7 +97,9 @@ def bench(
                 progress=lambda i, n, label="": rep.advance(i, n, label),
             )
         with store:
-            run_id = store.add_run("bench " + " ".join(str(a) for a in artifacts), measurements=results)
+            # the ref and command line without credentials: a token in $EDGESTILL_GIT_REF, a URL's user:password
+            run_id = store.add_run(redact("bench " + " ".join(str(a) for a in artifacts)), git_ref=git_ref(),
+                                   measurements=results)
         repeats = repeat_summary(results) if repeat > 1 else []
         if json_out:
             from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
