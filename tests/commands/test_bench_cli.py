@@ -122,7 +122,7 @@ def test_bench_data_of_the_wrong_shape_names_both_shapes(tmp_path: Path) -> None
     r = edgestill("bench", str(manifest), "--data", str(data), "--min-runs", "5", "--min-seconds", "0",
                   "--db", str(tmp_path / "r.db"))
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "has shape [1, 5] but the model takes [1, 8]" in r.stderr, r.stderr
+    assert "x has shape [4, 5], samples of shape [5]" in r.stderr and "takes [1, 8]" in r.stderr, r.stderr
 
 
 def test_bench_bad_input_next_to_a_crash_exits_3(tmp_path: Path) -> None:
