@@ -36,6 +36,11 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 CELL_FIELDS = ("model", "format", "precision", "device", "runtime", "threads", "kind")
 
 
+_OPTIONS = {"min_effect_percent": "--min-effect", "max_cv_percent": "--max-cv",
+            "max_accuracy_drop_points": "--max-accuracy-drop", "max_agreement_drop_points": "--max-agreement-drop",
+            "max_size_growth_percent": "--max-size-growth"}  # the CLI option that sets each budget
+
+
 @dataclass(frozen=True, kw_only=True)
 class GateBudgets:
     """What counts as a regression, and when the noise is too large to say.
@@ -66,9 +71,11 @@ class GateBudgets:
                      "max_size_growth_percent"):  # fmt: skip
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                problems.append(f"{name} must be a finite number >= 0 (got {v!r})")
-        if not 0 < self.min_effect_percent < 100:
-            problems.append(f"min_effect_percent must be in (0, 100) (got {self.min_effect_percent!r})")
+                problems.append(f"{_OPTIONS[name]} must be a finite number >= 0 (got {v!r})")
+        if isinstance(self.min_effect_percent, (int, float)) and not 0 < self.min_effect_percent < 100:
+            problems.append(f"--min-effect must be in (0, 100) percent (got {self.min_effect_percent!r})")
+        if isinstance(self.max_cv_percent, (int, float)) and not self.max_cv_percent > 0:
+            problems.append(f"--max-cv must be above 0 percent: at {self.max_cv_percent!r} no cell could get a verdict")
         for name in ("alpha", "confidence"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < 1):

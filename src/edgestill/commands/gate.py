@@ -50,9 +50,13 @@ def gate(
         budgets = GateBudgets(min_effect_percent=min_effect, max_accuracy_drop_points=max_accuracy_drop,
                               max_agreement_drop_points=max_agreement_drop, max_size_growth_percent=max_size_growth,
                               max_cv_percent=max_cv, fail_on_no_verdict=fail_on_no_verdict)  # fmt: skip
-        for out in (junit, md):
+        for option, out in (("--junit", junit), ("--md", md)):
             if out is not None and not out.parent.is_dir():
-                raise InputError(f"cannot write {out}: its folder {out.parent} does not exist.")
+                why = "is a file" if out.parent.exists() else "does not exist"
+                raise InputError(f"{option} {out} cannot be written: its folder {out.parent} {why}. Pass a path in an "
+                                 "existing folder.")
+            if out is not None and out.is_dir():
+                raise InputError(f"{option} {out} is a folder. Pass a file path (e.g. gate.xml).")
         if ab is not None:
             result = gate_ab(ab[0], ab[1], budgets=budgets, threads=threads, blocks=blocks)
         elif baseline is None:
