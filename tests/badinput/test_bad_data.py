@@ -209,6 +209,8 @@ RECIPE_CASES: list[tuple[str, Callable[[Path], Path], Callable[[Path], dict], tu
     ("npz-y-not-integer", _img(y=_IMG_Y + 0.25), lambda p: {"npz": str(p)}, ("labels must be integers",)),
     ("npz-y-out-of-range", _img(y=np.where(np.arange(30) == 4, 7, _IMG_Y)), lambda p: {"npz": str(p), "num_classes": 3},
      ("outside the class range [0, 3)", "4→7")),
+    ("npz-y-sparse-labels", _img(y=np.where(np.arange(30) == 9, 57, _IMG_Y)), lambda p: {"npz": str(p)},
+     ("up to 57", "54 of them have no sample", "data.num_classes")),
     ("npz-y-length-differs", _img(y=_IMG_Y[:10]), lambda p: {"npz": str(p)}, ("x has 30 rows", "y 10")),
     ("folder-empty", lambda p: (p.mkdir(), p)[1], lambda p: {"folder": str(p)}, ("no class sub-folders",)),
     ("folder-unreadable-image", lambda p: _image_folder(p, bad=True), lambda p: {"folder": str(p)},

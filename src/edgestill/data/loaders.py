@@ -419,6 +419,17 @@ def _check_labels(where: str, y: np.ndarray, ids: np.ndarray, num_classes: int |
     return y
 
 
+def _check_inferred_classes(where: str, y: np.ndarray, num_classes: int) -> None:
+    """Labels without data.num_classes or class names give ``max + 1`` classes; refuse that count when some class in
+    it has no sample at all (labels 0, 1, 57 are not 58 classes but labels that are not class indices)."""
+    missing = np.setdiff1d(np.arange(num_classes), y).tolist()
+    if missing:
+        raise InputError(f"{where}: the labels run up to {num_classes - 1}, so there would be {num_classes} classes, but "
+                         f"{len(missing)} of them have no sample at all (class(es) {_examples(missing)}). Labels must be "
+                         f"class indices 0..K-1: remap them, or set data.num_classes: {num_classes} if those classes are "
+                         "real and only absent from this data.")
+
+
 def _check_x(where: str, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 2 or x.dtype.kind not in "fiu":
@@ -481,6 +492,7 @@ def load_npz(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
     parts = {s: (x, _check_labels(f"{path} ({s})", y, ids, num_classes), ids) for s, (x, y, ids) in raw.items()}
     if num_classes is None:
         num_classes = int(max(p[1].max() for p in parts.values())) + 1
+        _check_inferred_classes(str(path), np.concatenate([p[1] for p in parts.values()]), num_classes)
     if names is None:
         names = tuple(str(i) for i in range(num_classes))
     if num_classes < 2:
@@ -553,6 +565,8 @@ def load_csv(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
         y = np.asarray([names.index(s) for s in labels], dtype=np.int64)
     y = _check_labels(f"{path} column {config.label_column!r}", y, ids, config.num_classes)
     num_classes = len(names) if names is not None else (config.num_classes or int(y.max()) + 1)
+    if names is None and config.num_classes is None:
+        _check_inferred_classes(f"{path} column {config.label_column!r}", y, num_classes)
     if num_classes < 2:
         raise InputError(f"{path}: column {config.label_column!r} holds a single class; a classifier needs at least two.")
     if image_i is not None:
