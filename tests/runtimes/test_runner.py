@@ -200,3 +200,33 @@ def test_bad_timing_inputs_are_bad_input(tmp_path: Path, manifest: Path, suffix:
     rc, doc, stderr = run_runner(tmp_path, {"artifact": str(manifest), "bench": QUICK, "inputs": str(p)})
     assert rc == 2 and message in doc["error"], doc
     assert "Traceback" not in stderr
+
+
+def test_eval_values_beyond_the_models_float32_input_are_bad_input(tmp_path: Path, manifest: Path) -> None:
+    x = np.ones((4, 4), np.float64)
+    x[1, 2] = 1e39  # finite in float64, infinite once cast to the model's float32
+    np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(4, np.int64))
+    rc, doc, _ = run_runner(tmp_path, {"artifact": str(manifest), "bench": QUICK, "eval_data": str(tmp_path / "eval.npz")})
+    assert rc == 2 and "1 value(s) beyond ±3.4e+38" in doc["error"] and "accuracy" not in doc
+
+
+def test_an_artifact_giving_nan_outputs_records_no_accuracy(tmp_path: Path) -> None:
+    """x · w with an Inf weight: finite inputs give NaN/Inf logits; the cell fails (exit 3) instead of scoring argmax(NaN)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((4, 3), np.float32)
+    w[0, 0] = np.inf
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    art = Artifact(name="m", format="onnx", precision="fp32", directory=tmp_path, model_file="m.onnx",
+                   inputs=[TensorSpec(name="x", shape=(1, 4), dtype="float32")],
+                   outputs=[TensorSpec(name="y", shape=(1, 3), dtype="float32")])
+    art.hash_files()
+    np.savez(tmp_path / "eval.npz", x=np.ones((5, 4), np.float32), y=np.zeros(5, np.int64))
+    rc, doc, _ = run_runner(tmp_path, {"artifact": str(art.write_manifest()), "bench": QUICK,
+                                       "eval_data": str(tmp_path / "eval.npz")})
+    assert rc == 3 and "NaN or infinite outputs on 5 of 5 eval samples" in doc["error"] and "accuracy" not in doc

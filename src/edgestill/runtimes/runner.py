@@ -244,6 +244,35 @@ def _check_eval_fits(p: Path, x_shape: tuple[int, ...], specs: list[Any]) -> Non
                     "of x (the same preprocessing as in training).")
 
 
+def _check_eval_range(p: Path, x: Any, specs: list[Any]) -> None:
+    """Refuse finite values that become infinite in the model's input dtype (1e39 is finite in float64, not in float32)."""
+    import numpy as np
+
+    target = np.dtype(specs[0].user_dtype) if len(specs) == 1 else None
+    if target is None or target.kind != "f" or x.dtype.kind != "f" or x.dtype.itemsize <= target.itemsize:
+        return
+    limit = float(np.finfo(target).max)
+    over = int(np.count_nonzero(np.abs(x) > limit))
+    if over:
+        _fail_input(f"eval data {p}: x holds {over} value(s) beyond ±{limit:.3g}, the largest the model's {target} input "
+                    f"can hold (largest |x| {float(np.abs(x).max()):.3g}); they would become infinite. Scale the data "
+                    "as in training.")
+
+
+def _check_logits(artifact: str, logits: Any) -> None:
+    """No accuracy from outputs that are not numbers: an artifact giving NaN/Inf on finite data failed, it did not score."""
+    import numpy as np
+
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        from edgestill.errors import RuntimeFailure
+
+        raise RuntimeFailure(f"{artifact} gave NaN or infinite outputs on {int(bad.sum())} of {len(logits)} eval samples "
+                             f"(the first is sample {int(np.flatnonzero(bad)[0])}), so no accuracy is recorded. The data "
+                             "is finite: the artifact overflows (an fp16 or int8 range?) or is broken; validate it "
+                             "against torch with `edgestill validate`.")
+
+
 def _check_label_range(p: Path, y: Any, num_classes: int) -> None:
     """Refuse labels the model cannot predict (>= its number of outputs): its accuracy would count them as misses."""
     import numpy as np
@@ -371,7 +400,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         from edgestill.runtimes.accuracy import accuracy_of, session_logits, teacher_agreement
 
         arrays = _load_eval(job["eval_data"])
+        _check_eval_range(Path(job["eval_data"]), arrays["x"], session.input_specs)
         logits = session_logits(session, arrays["x"], batch_size=int(job["eval_batch_size"]))
+        _check_logits(art.name, logits)
         if "y" in arrays:
             _check_label_range(Path(job["eval_data"]), arrays["y"], int(logits.shape[1]))
             accuracy = accuracy_of(logits, arrays["y"], metric=job["metric"])
