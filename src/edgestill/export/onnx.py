@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgestill.artifact import Artifact, TensorSpec
+from edgestill.errors import InputError
 from edgestill.export.base import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
 
 if TYPE_CHECKING:
@@ -69,6 +70,71 @@ def convert_to_fp16(path: Path, *, external: bool) -> list[str]:
         return [path.name, data.name]
     onnx.save_model(half, str(path))
     return [path.name]
+
+
+def check_onnx_file(path: Path) -> None:
+    """Refuse an .onnx file that is not a whole model, before a converter or runtime meets it.
+
+    protobuf parses an empty file as an empty model and a converter then fails with an unrelated message, so the
+    file must hold a graph (an IR version, at least one node and one output); every external-data file it names must
+    lie beside it, inside its folder, and be long enough for the ranges the model reads from it.
+
+    Raises:
+        InputError: an empty file or model, bytes that are not an ONNX model (garbage, truncated), or missing,
+            outside or short external data (the message names the file).
+    """
+    import onnx
+
+    path = Path(path)
+    label = f"--model {path}"
+    if path.stat().st_size == 0:
+        raise InputError(f"{label} is empty (0 bytes), not an ONNX model. Export it again (torch.onnx.export) or copy it again.")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and others: the bytes are not a ModelProto
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(f"{label} is not an ONNX model or is truncated ({type(exc).__name__}: {first}). "
+                         "Export it again or copy it again.") from None
+    if model.ir_version == 0 or not model.graph.node or not model.graph.output:
+        raise InputError(f"{label} parses as an empty ONNX model (IR version {model.ir_version}, {len(model.graph.node)} "
+                         f"nodes, {len(model.graph.output)} outputs): it is empty, truncated or not an ONNX file. "
+                         "Export it again or copy it again.")
+    folder = path.resolve().parent
+    needs: dict[str, int] = {}  # external file -> bytes the model reads from it
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        end = int(info.get("offset") or 0) + int(info.get("length") or 0)
+        needs[location] = max(needs.get(location, 0), end)
+    for location, end in needs.items():
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise InputError(f"{label} names external data {location!r} outside its folder; edgestill reads external data "
+                             "only from files beside the .onnx. Re-save the model with its data beside it.")
+        if not target.is_file():
+            raise InputError(f"{label} keeps its weights in the external data file {location!r}, which is missing from "
+                             f"{folder}. Copy {location} next to the .onnx file (it was written with it).")
+        if target.stat().st_size < end:
+            raise InputError(f"{label}: its external data file {location!r} holds {target.stat().st_size} bytes but the "
+                             f"model reads up to byte {end}: it is truncated. Copy it again.")
+
+
+def _all_tensors(graph: Any) -> Any:
+    """Every initializer and constant tensor of ``graph`` and its subgraphs (If/Loop bodies)."""
+    import onnx
+
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_tensors(g)
 
 
 def onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -29,6 +29,8 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # common training-s
 _DYNAMIC = {"n", "?", "-1", "batch", "b"}
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _LIST_LIMIT = 12
+MAX_RANK = 8  # images are 4-D and video 5-D; a longer --input-shape is almost always a typo (LiteRT kernels stop near 5-6)
+_RANDOM_BYTES = 8  # seeded samples are drawn as float64, then cast: 8 transient bytes per element on top of the result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,9 +48,18 @@ class InputShape:
         return "x".join(dims)
 
     def samples(self, n: int, *, seed: int = 0) -> np.ndarray:
-        """``n`` seeded random samples, (n, *dims[1:]): standard normal floats, or ids in [low, high)."""
-        rng = np.random.default_rng(seed)
+        """``n`` seeded random samples, (n, *dims[1:]): standard normal floats, or ids in [low, high).
+
+        Raises:
+            InputError: the samples would not fit the machine's memory (checked before anything is allocated).
+        """
+        from edgestill.limits import check_allocation, element_count
+
         shape = (n, *self.dims[1:])
+        check_allocation(element_count(shape) * (_RANDOM_BYTES + np.dtype(self.dtype).itemsize),
+                         what=f"{n} random samples of input {self} ({self.dtype})",
+                         fix="Pass a smaller --samples (64 is the default), a smaller --input-shape, or --data with real samples.")
+        rng = np.random.default_rng(seed)
         if np.dtype(self.dtype).kind in "iu":
             return rng.integers(self.low or 0, self.high or 100, size=shape).astype(self.dtype)
         return rng.standard_normal(shape).astype(self.dtype)
@@ -79,7 +90,8 @@ def parse_input_shape(text: str, *, option: str = "--input-shape") -> InputShape
     """Parse ``1x3x224x224`` (static) or ``Nx3x224x224`` / ``?x3x224x224`` (dynamic batch).
 
     Raises:
-        InputError: not positive whole numbers separated by 'x', or a dynamic dim other than the first.
+        InputError: not positive whole numbers separated by 'x', a dynamic dim other than the first, more than
+            ``MAX_RANK`` dims, or one example input too large for the machine's memory (checked before allocating).
     """
     raw = str(text).strip()
     parts = [p.strip() for p in re.split(r"[xX×,]", raw)] if raw else []
@@ -96,6 +108,12 @@ def parse_input_shape(text: str, *, option: str = "--input-shape") -> InputShape
         dims.append(int(p))
     if not dynamic and dims[0] != 1:
         raise InputError(f"{option} {text!r}: the batch dim must be 1 (the traced shape) or N for a dynamic batch ({example}).")
+    if len(dims) > MAX_RANK:
+        raise InputError(f"{option} {text!r} has {len(dims)} dims; edgestill's formats take at most {MAX_RANK} ({example}).")
+    from edgestill.limits import check_allocation, element_count
+
+    check_allocation(element_count(dims) * (_RANDOM_BYTES + 4), what=f"{option} {text} (one float32 example input)",
+                     fix="Pass the input size the model really takes (batch first, e.g. 1x3x224x224).")
     return InputShape(dims=tuple(dims), dynamic_batch=dynamic)
 
 
@@ -107,7 +125,8 @@ def resolve_model(spec: str, *, num_classes: int | None = None, in_channels: int
 
     Raises:
         UnknownNameError: an unknown built-in name (the message lists the names and the closest one).
-        InputError: the factory's module or function cannot be imported, fails, or returns no torch module.
+        InputError: the factory's module or function cannot be imported, its import or call raises or exits
+            (``sys.exit()``), or it returns no torch module.
     """
     import torch
 
@@ -120,15 +139,25 @@ def resolve_model(spec: str, *, num_classes: int | None = None, in_channels: int
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise InputError(f"--model {spec!r}: cannot import module {module_name!r} ({exc}). Run from the folder that holds it or install it.") from None
+            raise InputError(f"--model {spec!r}: cannot import module {module_name!r} ({_first_line(exc)}). Run from the folder that holds it or install it.") from None
+        except SystemExit as exc:  # a script's top-level sys.exit(): not a success, nothing was built
+            raise InputError(f"--model {spec!r}: importing module {module_name!r} exited (SystemExit {exc.code}) before the "
+                             "factory could build the model. Move the script code under `if __name__ == \"__main__\":`.") from None
+        except Exception as exc:  # user code runs on import: whatever it raises is a problem with the user's module
+            raise InputError(f"--model {spec!r}: importing module {module_name!r} raised {type(exc).__name__}: {_first_line(exc)}. "
+                             "Fix the module so it imports cleanly (python -c 'import ...').") from None
         fn = getattr(module, fn_name, None)
         if not callable(fn):
             names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
             raise UnknownNameError(f"function in {module_name}", fn_name, names)
         try:
             model = fn(num_classes=num_classes) if num_classes is not None else fn()
+        except SystemExit as exc:  # sys.exit() in a factory is not a model: report it rather than exit as a success
+            raise InputError(f"--model {spec!r}: the factory {fn_name}() exited (SystemExit {exc.code}) while building the model. "
+                             "Make it return the torch.nn.Module instead of calling sys.exit().") from None
         except Exception as exc:  # user code: whatever it raises is a problem with the user's factory
-            raise InputError(f"--model {spec!r}: the factory raised {type(exc).__name__}: {exc}") from None
+            raise InputError(f"--model {spec!r}: the factory {fn_name}() raised {type(exc).__name__}: {_first_line(exc)}. "
+                             "Fix the factory (call it in Python to see the whole traceback).") from None
         if not isinstance(model, torch.nn.Module):
             raise InputError(f"--model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module. Return the model from the factory.")
         return model.eval()
@@ -211,32 +240,63 @@ def _tensors_of(obj: Any, p: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str], *, trust: bool = False) -> torch.nn.Module:
-    """Load a checkpoint into ``model`` strictly: every key present, none extra, every shape equal.
+    """Load a checkpoint into ``model`` strictly: every key present, none extra, every shape equal, every dtype the
+    model's or a lossless widening of it (float16/bfloat16 weights load into a float32 model; see :func:`_lossless_cast`).
 
     Raises:
         InputError: the file cannot be read (see :func:`read_state_dict`), or it belongs to another
-            architecture: the message lists missing keys, unexpected keys and shape mismatches.
+            architecture: the message lists missing keys, unexpected keys, shape and dtype mismatches; or its
+            tensors have a dtype that would be cast with a loss (float64 into float32) or across kinds (int into float).
     """
     state = read_state_dict(path, trust=trust)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
+    dtypes = [f"{k}: checkpoint {_dtype(state[k])} vs model {_dtype(own[k])}" for k in own
+              if k in state and not _lossless_cast(state[k].dtype, own[k].dtype)]
+    if missing or unexpected or shapes or dtypes:
         parts = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes),
+                             ("dtype mismatches", dtypes)):
             if items:
                 more = f" (+{len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else ""
                 parts.append(f"{label} ({len(items)}): {', '.join(items[:_LIST_LIMIT])}{more}")
         hint = ""
         if unexpected and all(k.startswith("module.") for k in unexpected):
             hint = " The keys start with 'module.' (saved from DataParallel/DDP): save model.module.state_dict() instead."
+        if dtypes and not (missing or unexpected or shapes):
+            raise InputError(
+                f"--checkpoint {path} has tensors of another dtype than {type(model).__name__} holds, and loading would "
+                f"cast them silently: {parts[0]}. Save the weights in the model's dtype (e.g. "
+                "{k: v.float() for k, v in state.items()}); half-precision (float16, bfloat16) weights into float32 are accepted."
+            )
         raise InputError(
             f"--checkpoint {path} does not fit {type(model).__name__}: it was saved from another architecture or size. "
             f"{'; '.join(parts)}. Pass the --model (and --num-classes) it was trained with.{hint}"
         )
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _lossless_cast(saved: torch.dtype, model: torch.dtype) -> bool:
+    """Whether checkpoint values of ``saved`` dtype load into a ``model`` tensor without a silent change of meaning.
+
+    The same dtype, or a widening within one kind (float16/bfloat16 → float32, int32 → int64): a half-precision
+    checkpoint of a float32 model is common and loses nothing. Refused: a narrowing (float64 → float32 rounds every
+    weight) and a change of kind (int or bool weights into float parameters, floats into an integer buffer).
+    """
+    import torch
+
+    if saved == model:
+        return True
+    if saved.is_floating_point != model.is_floating_point or saved.is_complex != model.is_complex or torch.bool in (saved, model):
+        return False
+    return torch.promote_types(saved, model) == model
 
 
 def load_exported_program(path: str | os.PathLike[str]) -> Any:
@@ -250,11 +310,21 @@ def load_exported_program(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--model {p} does not exist. Pass a .pt2 file written by torch.export.save.")
+    if p.stat().st_size == 0:
+        raise InputError(f"--model {p} is empty (0 bytes), not a torch.export program. "
+                         "Write it with torch.export.save(torch.export.export(model, args), path).")
+    import logging
+
+    quiet = logging.getLogger("torch.export")  # logs a traceback for a bad archive before trying its legacy reader
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         return torch.export.load(str(p))
     except Exception as exc:  # the loader raises zip, pickle and runtime errors alike for a bad file
         raise InputError(f"--model {p} is not a torch.export program or is truncated ({type(exc).__name__}: {_first_line(exc)}). "
                          "Write it with torch.export.save(torch.export.export(model, args), path).") from None
+    finally:
+        quiet.setLevel(level)
 
 
 def program_module(ep: Any, static_batch: int | None = None) -> torch.nn.Module:
@@ -323,7 +393,8 @@ def load_model(
 
     Raises:
         UnknownNameError: unknown built-in name (closest names suggested).
-        InputError: a bad checkpoint, malformed input shape, missing file, or options that do not apply.
+        InputError: a bad checkpoint, malformed input shape, missing or corrupt file, options that do not apply, or a
+            forward that fails on the example input (see :func:`check_forward`).
     """
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
     source: dict[str, Any] = {"model": spec}
@@ -344,7 +415,9 @@ def load_model(
             specs = [InputShape(dims=shape.dims, dynamic_batch=shape.dynamic_batch, dtype=specs[0].dtype)]
         model = program_module(ep, static_batch=static_batch)
         source.update(kind="exported-program", sha256=_sha(path))
-        return LoadedModel(model=model, example_inputs=tuple(s.example() for s in specs), input_shapes=specs, source=source)
+        examples = tuple(s.example() for s in specs)
+        check_forward(model, examples, spec)
+        return LoadedModel(model=model, example_inputs=examples, input_shapes=specs, source=source)
     model = resolve_model(spec, num_classes=num_classes, in_channels=in_channels)
     if ":" in spec:
         source["kind"] = "factory"
@@ -363,14 +436,39 @@ def load_model(
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, trust=trust_checkpoint)
         source["checkpoint_sha256"] = _sha(Path(checkpoint))
-    return LoadedModel(model=model.eval(), example_inputs=tuple(s.example() for s in specs), input_shapes=specs, source=source)
+    examples = tuple(s.example() for s in specs)
+    check_forward(model.eval(), examples, spec)
+    return LoadedModel(model=model, example_inputs=examples, input_shapes=specs, source=source)
+
+
+def check_forward(model: torch.nn.Module, example_inputs: tuple, spec: str) -> None:
+    """Run ``model`` once on its batch-1 example inputs, so a shape it cannot take is reported here, in one paragraph,
+    before any output folder is touched (an exporter would bury the same error in pages of tracing output).
+
+    Raises:
+        InputError: the forward raised (or called ``sys.exit()``): names the input shape and the cause's first line.
+    """
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    except (Exception, SystemExit) as exc:  # user code on an input shape it may not take: anything it raises is that
+        shapes = ", ".join("x".join(map(str, t.shape)) + f" ({str(t.dtype).removeprefix('torch.')})" for t in example_inputs)
+        cause = f"SystemExit {exc.code}" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {_first_line(exc)}"
+        raise InputError(
+            f"--model {spec}: the model's forward failed on the example input of shape {shapes}: {cause}. "
+            "Pass the --input-shape the model takes (batch first, e.g. 1x3x224x224 for an image model), or check the "
+            "model with that input in Python."
+        ) from None
 
 
 def _onnx_source(path: Path, shape: InputShape | None, source: dict[str, Any]) -> LoadedModel:
     if not path.is_file():
         raise InputError(f"--model {path} does not exist. Pass an .onnx file to convert to OpenVINO.")
-    from edgestill.export.onnx import onnx_specs
+    from edgestill.export.onnx import check_onnx_file, onnx_specs
 
+    check_onnx_file(path)
     try:
         ins, _ = onnx_specs(path)
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
