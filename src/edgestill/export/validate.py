@@ -19,6 +19,7 @@ scores lie within the max_abs bound counts as agreeing (a tie, not an error).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -51,14 +52,16 @@ class Threshold:
     min_top1_agreement: float | None = None
 
     def __post_init__(self) -> None:
+        # NaN compares false with everything, so a NaN bound fails every file (and Inf passes or fails every one):
+        # a bound must be a finite number, or None to switch the criterion off.
         for key in ("atol", "rtol", "min_sqnr_db"):
             v = getattr(self, key)
-            if v is not None and (not isinstance(v, (int, float)) or v < 0):
-                raise ConfigError(f"tolerance {key} must be a number >= 0, got {v!r}.")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+                raise ConfigError(f"tolerance {key} must be a finite number >= 0 (or none to switch it off), got {v!r}.")
         for key in ("min_cosine", "min_top1_agreement"):
             v = getattr(self, key)
-            if v is not None and (not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0):
-                raise ConfigError(f"tolerance {key} must be a number in [-1, 1] (1 = identical), got {v!r}.")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0):
+                raise ConfigError(f"tolerance {key} must be a number in [-1, 1] (1 = identical; none switches it off), got {v!r}.")
 
 
 def _threshold(value: Any, key: str) -> Threshold:
@@ -118,8 +121,16 @@ class Tolerances:
                         parsed = float(value)
                     except ValueError:
                         raise ConfigError(f"tolerance {part!r}: {value!r} is not a number (or 'none' to switch the criterion off).") from None
+                    if not math.isfinite(parsed):
+                        raise ConfigError(f"tolerance {part!r}: {value!r} is not a finite number, so the check would fail or "
+                                          "pass every file whatever its numbers; give a finite bound, or 'none' to switch "
+                                          f"{prec}.{key} off.")
                 changes.setdefault(prec, {})[key] = parsed
-        return dataclasses.replace(base, **{p: dataclasses.replace(getattr(base, p), **kv) for p, kv in changes.items()})
+        try:
+            return dataclasses.replace(base, **{p: dataclasses.replace(getattr(base, p), **kv) for p, kv in changes.items()})
+        except ConfigError as exc:  # name the --tolerance items the bad bound came from
+            given = ", ".join(items)
+            raise ConfigError(f"--tolerance {given}: {exc}") from None
 
     def for_precision(self, precision: str) -> Threshold:
         """The threshold that applies to an artifact of ``precision``."""
