@@ -290,6 +290,62 @@ def check_eval_data(eval_x: Any, eval_y: Any, sample_shape: Sequence[int]) -> tu
     return x, y
 
 
+CHANCE_Z = 2.33  # one-sided 1% level: guessing scores above chance + 2.33 standard errors once in a hundred tries
+
+
+def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> float:
+    """Refuse labels the float model cannot be scored on, and a float model at chance level on them; return its accuracy.
+
+    The budget compares int8 with fp32 in points, so with an fp32 reference at chance (an untrained or wrong
+    checkpoint, labels of another dataset or order) a broken int8 file "meets" any budget (0% → 0%). The float
+    model's top-1 is measured here with torch, before anything is written (the fp32 file matches torch within its
+    parity tolerances). It must beat guessing: more correct than ``n/C + CHANCE_Z·sqrt(n·(1/C)·(1 − 1/C))`` of the
+    ``n`` labelled samples for ``C`` classes (the model's output width), i.e. above what random guessing reaches at the
+    1% level. A model whose first output is not ``[n, classes]`` logits is not checked.
+
+    Raises:
+        InputError: a label outside ``[0, C)``; or the float model's accuracy at or below that chance bound (the message
+            gives its accuracy, the number of classes and what to fix). This is a refusal (exit 2), not a budget miss:
+            no int8 result would mean anything.
+    """
+    import torch
+
+    preds = []
+    classes = None
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            try:
+                out = model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
+            except Exception:  # e.g. a .pt2 program fixed to another batch size: the runtime's own scoring decides
+                return float("nan")
+            out = out[0] if isinstance(out, (tuple, list)) and out else out
+            if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                return float("nan")  # not classifier logits: nothing to compare labels with
+            classes = int(out.shape[1])
+            preds.append(out.argmax(1).cpu().numpy())
+    if not preds or classes is None or classes < 2:
+        return float("nan")
+    bad = (y < 0) | (y >= classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"eval labels y hold {int(bad.sum())} value(s) outside the model's {classes} classes [0, {classes}) "
+                         f"(e.g. y[{i}] = {int(y[i])}): the labels belong to another dataset or --num-classes is wrong. "
+                         "Pass labels of this model's classes.")
+    n = len(y)
+    correct = int((np.concatenate(preds) == y).sum())
+    p = 1.0 / classes
+    bound = n * p + CHANCE_Z * math.sqrt(n * p * (1 - p))
+    if correct <= bound:
+        raise InputError(
+            f"the float model scores {100 * correct / n:.2f}% top-1 ({correct} of {n}) on the labelled eval data, which is "
+            f"chance level for {classes} classes (guessing gets {100 * p:.2f}%, and up to {math.floor(bound)} of {n} correct "
+            "one time in a hundred): an int8 file would 'meet' any accuracy budget against it, so the budget cannot be "
+            "checked. Pass the trained weights (--checkpoint), eval data whose labels y match this model's classes, or "
+            "more labelled samples."
+        )
+    return correct / n
+
+
 def check_inputs(
     model: torch.nn.Module, example_inputs: Any, config: QuantizeConfig, *, calibration: Any, calibration_ids: Sequence[Any] | None,
     eval_x: Any, eval_y: Any = None,
@@ -302,7 +358,8 @@ def check_inputs(
 
     Raises:
         InputError: a multi-input model; static int8 without calibration; calibration or eval data empty, of the
-            wrong shape, with NaN/Inf; ids or labels of the wrong length.
+            wrong shape, with NaN/Inf; ids or labels of the wrong length; labels outside the model's classes, or a
+            float model at chance level on them (see :func:`check_reference_accuracy`).
         ConfigError: a forced float layer that is not a layer of the model.
     """
     args = as_tuple(example_inputs)
@@ -319,6 +376,8 @@ def check_inputs(
         manifest = calibration_manifest(calib, calibration_ids)
         calib = calib.astype(args[0].detach().cpu().numpy().dtype, copy=False)
     x, y = check_eval_data(eval_x, eval_y, sample_shape)
+    if y is not None:
+        check_reference_accuracy(model, x.astype(args[0].detach().cpu().numpy().dtype, copy=False), y)
     warnings = calibration_warnings(calib, x) if static else []
     if config.options.float_layers:
         from edgestill.compress.quantize.layers import check_layer_names, quantizable_layers
