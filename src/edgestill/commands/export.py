@@ -112,6 +112,10 @@ def export_command(
         check_out_dir(out)
         inputs = [("--model", model if Path(model).exists() else None), ("--checkpoint", checkpoint), ("--data", data)]
         if check_export_dir(out, overwrite=overwrite, inputs=inputs):
+            # --overwrite empties another command's folder: only once every input checked out, so a refused run
+            # leaves that output as it was
+            check_export_inputs(model, config, budget, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
+                                input_shape=shape, num_classes=num_classes, data=data, samples=samples)
             claim_output_dir(out, kind="export", overwrite=True, inputs=inputs)
         fd, tmp = tempfile.mkstemp(prefix="edgestill-export-", suffix=".log")
         os.close(fd)
@@ -184,6 +188,34 @@ def default_name(spec: str) -> str:
     stem = spec.rsplit(":", 1)[-1] if ":" in spec else (Path(spec).stem if Path(spec).suffix in (".pt2", ".onnx") else spec)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")
     return stem or "model"
+
+
+def check_export_inputs(model: str, config: Any, budget: Any, *, checkpoint: Path | None, trust_checkpoint: bool,
+                        input_shape: Any, num_classes: int | None, data: Path | None, samples: int) -> None:
+    """Check every input ``export_model`` takes (model, checkpoint, input shape and forward, data, int8 budget data)
+    without writing anything: what must hold before an --overwrite folder is emptied.
+
+    It loads the model a second time, so it runs only when a folder is to be emptied.
+
+    Raises:
+        InputError: whatever :func:`edgestill.chain.convert.export_model` would refuse before writing.
+    """
+    import dataclasses
+
+    from edgestill.chain import convert
+    from edgestill.compress.quantize.budget import check_inputs
+    from edgestill.models.loading import load_model
+
+    loaded = load_model(model, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint, input_shape=input_shape,
+                        num_classes=num_classes)
+    int8 = bool(config.int8_precisions)
+    validation, calibration, ids, labels = convert._samples(  # noqa: SLF001  (chain exposes no public check yet)
+        data, loaded.input_shapes, samples, budget.calibration_samples, 0, labels=int8)
+    if int8 and loaded.model is not None:
+        for precision in config.int8_precisions:
+            qc = dataclasses.replace(budget, formats=config.formats, precision=precision, name=config.name)
+            check_inputs(loaded.model, loaded.example_inputs, qc, calibration=calibration, calibration_ids=ids,
+                         eval_x=validation, eval_y=labels)
 
 
 def check_out_dir(out: Path) -> None:
