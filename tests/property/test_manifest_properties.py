@@ -165,8 +165,11 @@ def test_file_names_never_escape_the_artifact_folder(model_file: str, others: li
     doc["files"] = {name: "0" * 64 for name in [model_file, *others] if isinstance(name, str)}
     with artifact_folder() as art:
         loaded = load_or_refuse(write_manifest(art, doc))
-        resolved = (art / model_file).resolve() if "\x00" not in model_file else None
-        escapes = resolved is None or not resolved.is_relative_to(art.resolve())
+        try:
+            resolved = (art / model_file).resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL: nothing a manifest may name
+            resolved = None
+        escapes = resolved is None or not resolved.is_relative_to(art.resolve()) or resolved == art.resolve()
         if escapes:
             assert loaded is None, f"{model_file!r} resolves outside and was accepted"
 
