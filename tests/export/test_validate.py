@@ -118,3 +118,13 @@ def test_validate_rejects_bad_inputs(tmp_path, inputs, message) -> None:
 
     with pytest.raises(InputError, match=message):
         validate(_relu_artifact(tmp_path), torch.nn.ReLU(), inputs)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_tolerances_are_refused(value) -> None:
+    """NaN compares false with every number, so fp32.atol=nan rejected every correct file; Inf passes every one."""
+    with pytest.raises(ConfigError, match=rf"fp32.atol={value}.*not a finite number"):
+        Tolerances.parse([f"fp32.atol={value}"])
+    with pytest.raises(ConfigError, match="finite"):
+        Threshold(min_sqnr_db=float(value))
+    assert Tolerances.parse(["fp32.atol=none"]).fp32.atol is None  # switching a criterion off stays possible

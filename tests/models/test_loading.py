@@ -181,3 +181,62 @@ def test_onnx_source(tmp_path) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(InputError, match="not an ONNX model"):
         load_model(str(tmp_path / "bad.onnx"))
+
+
+def test_checkpoint_dtypes_lossless_widening_only(tmp_path, student) -> None:
+    """float16/bfloat16 weights load into a float32 model (a common half-precision save, nothing lost); float64
+    (rounded on load) and integer weights (a different kind) are refused naming the tensor and both dtypes."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgestill.models import create_model
+
+    key = next(k for k, v in student.state_dict().items() if v.is_floating_point())
+    for dtype in (torch.float16, torch.bfloat16):
+        state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in student.state_dict().items()}
+        save_file(state, str(tmp_path / "half.safetensors"))
+        fresh = create_model("mobilenetv2-student", num_classes=10, seed=1)
+        load_checkpoint(fresh, tmp_path / "half.safetensors")
+        assert fresh.state_dict()[key].dtype == torch.float32
+        assert torch.equal(fresh.state_dict()[key], state[key].float())
+    for dtype, label in ((torch.float64, "float64"), (torch.int32, "int32")):
+        state = dict(student.state_dict())
+        state[key] = state[key].to(dtype)
+        save_file(state, str(tmp_path / f"{label}.safetensors"))
+        with pytest.raises(InputError, match=rf"{key}: checkpoint {label} vs model float32"):
+            load_checkpoint(create_model("mobilenetv2-student", num_classes=10, seed=1), tmp_path / f"{label}.safetensors")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1x1x1x1x1x1x1x1x1", "has 9 dims"),
+    ("1x3x65536x65536", "needs .* of memory"),
+])
+def test_input_shapes_too_long_or_too_large(text, message) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_input_shape(text)
+
+
+def test_random_samples_are_checked_before_allocation(monkeypatch) -> None:
+    monkeypatch.setenv("EDGESTILL_MEMORY_LIMIT", "1M")
+    shape = parse_input_shape("1x3x32x32")
+    assert shape.samples(10).shape == (10, 3, 32, 32)  # 10 x 3 KiB x (8 + 4) bytes: fits
+    with pytest.raises(InputError, match="1000 random samples of input 1x3x32x32"):
+        shape.samples(1000)
+
+
+def test_forward_failure_on_the_example_input_is_one_paragraph() -> None:
+    with pytest.raises(InputError, match=r"forward failed on the example input of shape 1x32x32 \(float32\): RuntimeError") as e:
+        load_model("tests.export.models:tiny_cnn", input_shape="1x32x32")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("tests.export.models:exits_factory", r"exits_factory\(\) exited \(SystemExit 0\) while building the model"),
+    ("tests.export.models:raising_factory", r"raising_factory\(\) raised RuntimeError: weights folder /nonexistent/weights not found\."),
+    ("tests.export.exits_on_import:build", r"importing module 'tests.export.exits_on_import' exited \(SystemExit 0\)"),
+    ("tests.export.raises_on_import:build", r"importing module 'tests.export.raises_on_import' raised ValueError: CONFIG_PATH"),
+])
+def test_factories_that_exit_or_raise(spec, message) -> None:
+    with pytest.raises(InputError, match=message) as e:
+        resolve_model(spec)
+    assert "\n" not in str(e.value)

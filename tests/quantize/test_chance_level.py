@@ -1,0 +1,54 @@
+"""The accuracy budget needs a float reference above chance: 0% → 0% must not 'meet' it (issue 12, class 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgestill.compress.quantize.budget import check_reference_accuracy
+from edgestill.errors import InputError
+
+
+class _Fixed:
+    """A stand-in classifier over 10 classes that predicts ``pred[i]`` for row ``i`` (x holds the row index)."""
+
+    def __init__(self, pred: np.ndarray):
+        self.pred = pred
+
+    def __call__(self, x):
+        import torch
+
+        rows = x[:, 0].long().numpy()
+        logits = torch.zeros(len(rows), 10)
+        logits[torch.arange(len(rows)), torch.from_numpy(self.pred[rows])] = 1.0
+        return logits
+
+
+def _case(n: int, correct: int) -> tuple[_Fixed, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, n)
+    pred = (y + 1) % 10
+    pred[:correct] = y[:correct]
+    return _Fixed(pred), np.arange(n, dtype=np.float32)[:, None], y
+
+
+@pytest.mark.parametrize(("n", "correct"), [(200, 0), (200, 20), (200, 28), (64, 11), (5, 1)])
+def test_chance_level_reference_is_refused(n, correct) -> None:
+    """At n=200 over 10 classes guessing reaches 20 ± 4.2: up to 29 correct is not told apart from guessing at 1%;
+    5 samples can never show a model beats chance."""
+    model, x, y = _case(n, correct)
+    with pytest.raises(InputError, match="chance level for 10 classes"):
+        check_reference_accuracy(model, x, y)
+
+
+@pytest.mark.parametrize(("n", "correct"), [(200, 30), (200, 180), (64, 12)])
+def test_reference_above_chance_is_accepted(n, correct) -> None:
+    model, x, y = _case(n, correct)
+    assert check_reference_accuracy(model, x, y) == pytest.approx(correct / n)
+
+
+def test_labels_outside_the_model_classes_are_refused() -> None:
+    model, x, y = _case(50, 50)
+    y[7] = 12
+    with pytest.raises(InputError, match=r"outside the model's 10 classes .*y\[7\] = 12"):
+        check_reference_accuracy(model, x, y)
