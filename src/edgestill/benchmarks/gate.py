@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edgestill.benchmarks.report_render import md_text
 from edgestill.errors import ConfigError, InputError
 from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
 
@@ -492,15 +493,6 @@ _MARK = {"regression": "❌ regression", "improvement": "✅ improvement", "no c
          "no verdict": "⚠️ no verdict", "failed": "❌ failed"}  # fmt: skip
 
 
-def _md(text: Any) -> str:
-    """A Markdown table cell: user strings can carry |, <, >, backticks and newlines."""
-    s = str(text)
-    for ch, rep in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "\\`"), ("*", "\\*"), ("_", "\\_"),
-                    ("[", "\\["), ("]", "\\]")):  # fmt: skip
-        s = s.replace(ch, rep)
-    return " ".join(s.split())
-
-
 def _ms(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}"
 
@@ -510,7 +502,7 @@ def to_markdown(result: GateResult) -> str:
     counts = result.counts()
     status = "FAILED" if result.exit_code else "passed"
     lines = [f"## edgestill gate: {status}", "",
-             f"{_md(result.candidate)} vs {_md(result.baseline)} ({'interleaved A/B' if result.mode == 'ab' else 'stored runs'}); "
+             f"{md_text(result.candidate)} vs {md_text(result.baseline)} ({'interleaved A/B' if result.mode == 'ab' else 'stored runs'}); "
              f"minimum effect {result.budgets.min_effect_percent:g}%, α={result.budgets.alpha:g}.", "",
              " · ".join(f"{k}: {v}" for k, v in counts.items() if v), "",
              "| cell | baseline p50 ms | candidate p50 ms | ratio [CI] | accuracy | size | verdict |",
@@ -523,14 +515,14 @@ def to_markdown(result: GateResult) -> str:
         size = next((ch for ch in c.checks if ch["name"] == "size"), None)
         acc_s = "–" if acc is None else f"{acc['baseline'] * 100:.2f} → {acc['candidate'] * 100:.2f}"
         size_s = "–" if size is None else f"{size['growth_percent']:+.1f}%"
-        lines.append(f"| {_md(c.name)} | {_ms(c.baseline.get('p50_ms'))} | {_ms(c.candidate.get('p50_ms'))} | {ratio} | "
+        lines.append(f"| {md_text(c.name)} | {_ms(c.baseline.get('p50_ms'))} | {_ms(c.candidate.get('p50_ms'))} | {ratio} | "
                      f"{acc_s} | {size_s} | {_MARK[c.verdict]} |")
     notes = [c for c in result.cells if c.verdict in ("regression", "failed", "no verdict")]
     if notes:
-        lines += ["", "**Why**", ""] + [f"- {_md(c.name)}: {_md(c.reason)}" for c in notes]
+        lines += ["", "**Why**", ""] + [f"- {md_text(c.name)}: {md_text(c.reason)}" for c in notes]
     for title, cells in (("only in the baseline", result.only_in_baseline), ("only in the candidate", result.only_in_candidate)):
         if cells:
-            lines += ["", f"Cells {title} (not gated): " + ", ".join(_md(f"{c['model']} {c['format']}/{c['precision']} "
+            lines += ["", f"Cells {title} (not gated): " + ", ".join(md_text(f"{c['model']} {c['format']}/{c['precision']} "
                                                                             f"×{c['threads']}") for c in cells)]  # fmt: skip
     return "\n".join(lines) + "\n"
 

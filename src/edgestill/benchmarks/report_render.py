@@ -2,7 +2,7 @@
 
 Both renderers walk one outline (:func:`outline`: headings, paragraphs, tables, charts), so they show the same
 things. Every string in the outline is plain text; each renderer escapes it in exactly one place (``_h`` for HTML,
-``_md`` for Markdown), so no caller can forget to. The HTML is one file with nothing to fetch: inline CSS, inline
+``md_text`` for Markdown), so no caller can forget to. The HTML is one file with nothing to fetch: inline CSS, inline
 SVG charts, no script, and a Content-Security-Policy that would block a script even if one got in.
 """
 
@@ -343,18 +343,18 @@ def outline_title(report: dict[str, Any]) -> str:
 _MD_SPECIAL = "\\`*_[]|~#"
 
 
-def _md(text: object) -> str:
+def md_text(text: object) -> str:
     """Plain text as Markdown that renders as the same text: HTML characters as entities (so ``<script>`` is text,
     not a tag), Markdown punctuation and table pipes backslash-escaped, line breaks as spaces."""
     s = _html.escape(str(text), quote=False)
     s = "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in s)
-    return " ".join(s.splitlines())
+    return " ".join(s.split())
 
 
 def _md_table(t: Table) -> str:
-    lines = ["| " + " | ".join(_md(h) for h in t.headers) + " |",
+    lines = ["| " + " | ".join(md_text(h) for h in t.headers) + " |",
              "|" + "|".join("---:" if i in t.numeric else "---" for i in range(len(t.headers))) + "|"]
-    lines += ["| " + " | ".join(_md(x) for x in row) + " |" for row in t.rows]
+    lines += ["| " + " | ".join(md_text(x) for x in row) + " |" for row in t.rows]
     return "\n".join(lines)
 
 
@@ -365,17 +365,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     for block in outline(report):
         kind = block[0]
         if kind in marks:
-            parts.append(f"{marks[kind]} {_md(block[1])}")
+            parts.append(f"{marks[kind]} {md_text(block[1])}")
         elif kind == "p":
-            parts.append(_md(block[1]))
+            parts.append(md_text(block[1]))
         elif kind == "note":
-            parts.append(f"_{_md(block[1])}_")
+            parts.append(f"_{md_text(block[1])}_")
         elif kind == "table":
             parts.append(_md_table(block[1]))
         elif kind == "list":
-            parts.append("\n".join(f"- {_md(x)}" for x in block[1]))
+            parts.append("\n".join(f"- {md_text(x)}" for x in block[1]))
         elif kind == "details":
-            parts.append(f"{_md(block[1])}:\n\n" + "\n".join(f"- {_md(x)}" for x in block[2]))
+            parts.append(f"{md_text(block[1])}:\n\n" + "\n".join(f"- {md_text(x)}" for x in block[2]))
         elif kind == "kv":
-            parts.append("\n".join(f"- **{_md(k)}**: {_md(v)}" for k, v in block[1]))
+            parts.append("\n".join(f"- **{md_text(k)}**: {md_text(v)}" for k, v in block[1]))
     return "\n\n".join(parts) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgestill.benchmarks.report_render import md_text as _t
 from edgestill.chain.checks import describe_check
 
 
@@ -16,12 +17,15 @@ def _num(v: Any, fmt: str = "{:,}") -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """A human summary of a chain report: data, models, artifacts with accuracy, agreement and latency, checks."""
+    """A human summary of a chain report: data, models, artifacts with accuracy, agreement and latency, checks.
+
+    Every string a recipe, a model or a file can carry (names, paths, kwargs, error messages) goes through ``_t``:
+    it shows as the same text, never as Markdown or HTML."""
     d, s, t = report["data"], report["student"], report.get("teacher", {})
     prov = report.get("provenance", {})
-    lines = [f"# edgestill {report['kind']}: {report['recipe']}", "",
-             f"Data `{d['name']}` {d['input_shape']} × {d['num_classes']} classes (train {d['n_train']}, val "
-             f"{d['n_val']}, test {d['n_test']}), augmentation {d['augment']}. Host: {prov.get('cpu_model', '?')}. "
+    lines = [f"# edgestill {report['kind']}: {_t(report['recipe'])}", "",
+             f"Data {_t(d['name'])} {d['input_shape']} × {d['num_classes']} classes (train {d['n_train']}, val "
+             f"{d['n_val']}, test {d['n_test']}), augmentation {_t(d['augment'])}. Host: {_t(prov.get('cpu_model', '?'))}. "
              f"Recipe sha256 `{report['recipe_sha256'][:12]}`.", "",
              "## Models (torch, test split)", "", "| model | source | parameters | MACs / sample | test accuracy |",
              "|---|---|---:|---:|---:|"]
@@ -29,18 +33,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         acc = t.get("test_accuracy")
         shown = _pct(acc) if acc is not None else (
             f"train {_pct(t['train_accuracy'])} (from its answers)" if t.get("train_accuracy") is not None else "—")
-        lines.append(f"| teacher | {t['source']}: {t.get('model') or t.get('path')} {t.get('kwargs') or ''} | "
+        lines.append(f"| teacher | {_t(t['source'])}: {_t(t.get('model') or t.get('path'))} {_t(t.get('kwargs') or '')} | "
                      f"{_num(t.get('parameters'))} | {_num(t.get('macs'))} | {shown} |")
-    lines.append(f"| student | {s['model']} {s.get('kwargs') or ''} | {_num(s['parameters'])} | {_num(s.get('macs'))} | "
+    lines.append(f"| student | {_t(s['model'])} {_t(s.get('kwargs') or '')} | {_num(s['parameters'])} | {_num(s.get('macs'))} | "
                  f"{_pct(s['test_accuracy'])} |")
     if "baseline_test_accuracy" in s:
-        lines.append(f"| student, no KD | {s['model']} | {_num(s['parameters'])} | {_num(s.get('macs'))} | "
+        lines.append(f"| student, no KD | {_t(s['model'])} | {_num(s['parameters'])} | {_num(s.get('macs'))} | "
                      f"{_pct(s['baseline_test_accuracy'])} |")
         lines += ["", f"KD gain over the no-KD student (same seed and schedule): **{s['kd_gain_points']:+.2f} points**."]
-    losses = ", ".join(f"{x['name']}×{x['weight']}" for x in s["losses"])
+    losses = ", ".join(f"{_t(x['name'])}×{x['weight']}" for x in s["losses"])
     lines += ["", f"Losses: {losses}; {s['epochs_run']} epoch(s), best val accuracy {_pct(s['best_val_accuracy'])} "
               f"at epoch {s['best_epoch']}{' (stopped early)' if s['stopped_early'] else ''}; teacher mode "
-              f"{s['teacher_mode']}."]
+              f"{_t(s['teacher_mode'])}."]
     if report.get("artifacts"):
         lines += ["", "## Artifacts (each on its own runtime)", "",
                   "Test accuracy and its drop are against the labels; teacher agreement is the share of test samples "
@@ -54,7 +58,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                    for k, f in (("p50_ms", "{:.3f}"), ("p90_ms", "{:.3f}"), ("cv_percent", "{:.1f}"))]
             kb = "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}"
             lines.append(
-                f"| {r['artifact']} | {r['precision']} | {r.get('runtime') or '—'} | {'pass' if r['passed'] else 'FAIL'} | "
+                f"| {_t(r['artifact'])} | {_t(r['precision'])} | {_t(r.get('runtime') or '—')} | {'pass' if r['passed'] else 'FAIL'} | "
                 f"{_pct(r.get('test_accuracy'))} | {_num(r.get('accuracy_drop_points'), '{}')} | "
                 f"{_pct(r.get('teacher_top1_agreement'))} | {_num(r.get('teacher_kl'), '{:.4f}')} | "
                 f"{' | '.join(lat)} | {kb} |")
@@ -62,14 +66,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         if bench_threads:
             lines += ["", f"Latency at {bench_threads[0]} thread(s) (all thread counts: report.json and the results "
                       "store, raw samples included)."]
-        notes = [f"- {r['artifact']}: {r['error']}" for r in report["artifacts"] if r.get("error")]
+        notes = [f"- {_t(r['artifact'])}: {_t(r['error'])}" for r in report["artifacts"] if r.get("error")]
         lines += ["", *notes] if notes else []
     if report.get("checks"):
         lines += ["", "## Checks", ""]
-        lines += [f"- {'PASS' if c['verdict'] == 'pass' else 'FAIL'}: {describe_check(c)}" for c in report["checks"]]
+        lines += [f"- {'PASS' if c['verdict'] == 'pass' else 'FAIL'}: {_t(describe_check(c))}" for c in report["checks"]]
     lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]
-    lines += [f"| {k} | {v['status']} | {v['seconds'] or 0:.1f} |" for k, v in report["stages"].items()]
+    lines += [f"| {_t(k)} | {_t(v['status'])} | {v['seconds'] or 0:.1f} |" for k, v in report["stages"].items()]
     store = report.get("store")
     if store:
-        lines += ["", f"Stored as run {store['run_id']} in `{store['path']}` ({store['measurements']} measurement(s))."]
+        lines += ["", f"Stored as run {store['run_id']} in {_t(store['path'])} ({store['measurements']} measurement(s))."]
     return "\n".join(lines) + "\n"
