@@ -144,7 +144,7 @@ def test_bench_bad_input_next_to_a_crash_exits_3(tmp_path: Path) -> None:
 
 
 FAULTY_RUNTIME = '''"""A test-only runtime: onnxruntime, except that loading an artifact named hang* sleeps, crash* aborts (SIGABRT,
-no JSON) and hog* allocates and touches 1.5 GiB in 64 MiB steps (which a memory limit must stop)."""
+no JSON), killed* is sent SIGKILL and hog* allocates and touches 1.5 GiB in 64 MiB steps (which a memory limit must stop)."""
 import os
 import time
 
@@ -164,6 +164,8 @@ class FaultyRuntime(OnnxRuntime):
             time.sleep(3600)
         if artifact.name.startswith("crash"):
             os.abort()
+        if artifact.name.startswith("killed"):
+            os.kill(os.getpid(), 9)  # as the kernel's OOM killer would
         if artifact.name.startswith("hog"):
             held = [np.ones(64 << 20, np.uint8) for _ in range(24)]
             del held
@@ -185,9 +187,9 @@ def faulty_runtime_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_a_hang_a_crash_and_a_memory_hog_are_stopped_and_the_matrix_completes(tmp_path: Path) -> None:
-    """Isolation: each bad cell is stopped (timeout, SIGABRT, memory limit) and recorded with its reason; the good
-    cell is measured and stored; the run exits 3 (a runtime failure, not bad input)."""
-    names = ("hang", "crash", "hog", "fine")
+    """Isolation: each bad cell is stopped (timeout, SIGABRT, SIGKILL, memory limit) and recorded with its reason; the
+    good cell is measured and stored; the run exits 3 (a runtime failure, not bad input)."""
+    names = ("hang", "crash", "killed", "hog", "fine")
     manifests = [write_tiny_onnx(tmp_path / n, name=n) for n in names]
     db = tmp_path / "r.db"
     r = subprocess.run([sys.executable, "-m", "edgestill", "bench", *map(str, manifests), "--runtime", "fault-test",
@@ -203,6 +205,8 @@ def test_a_hang_a_crash_and_a_memory_hog_are_stopped_and_the_matrix_completes(tm
     assert hang["error"].startswith("runner timed out after 15 s and was killed"), hang["error"]
     assert hang["settings"]["failure"] == "timeout"
     assert "SIGABRT" in crash["error"] and crash["settings"]["failure"] == "crash"
+    assert cells["killed"]["error"].startswith("runner was killed (SIGKILL)"), cells["killed"]["error"]
+    assert "out of memory" in cells["killed"]["error"] and "--memory-limit" in cells["killed"]["error"]
     assert hog["error"].startswith("ran out of memory (limit 400.0 MiB)"), hog["error"]
     assert "MemoryError" in hog["error"] and "Traceback" not in hog["error"]  # the reason, not a crash dump
     assert hog["settings"]["failure"] == "out_of_memory" and hog["settings"]["memory_limit_bytes"] == 400 << 20
@@ -210,5 +214,7 @@ def test_a_hang_a_crash_and_a_memory_hog_are_stopped_and_the_matrix_completes(tm
     with sqlite3.connect(db) as con:
         kinds = dict(con.execute("SELECT artifact, kind FROM measurements").fetchall())
         n_samples = con.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-    assert kinds == {"hang": "failed", "crash": "failed", "hog": "failed", "fine": "measured"}
+        hog_error = con.execute("SELECT error FROM measurements WHERE artifact = 'hog'").fetchone()[0]
+    assert hog_error.startswith("ran out of memory (limit 400.0 MiB)")
+    assert kinds == {"hang": "failed", "crash": "failed", "killed": "failed", "hog": "failed", "fine": "measured"}
     assert n_samples == cells["fine"]["n"]

@@ -295,6 +295,9 @@ def benchmark(
         except ValueError:
             sig = f"signal {-rc}"
         why = f"runner crashed ({sig}) without a result"
+        if -rc == signal.SIGKILL:  # not ours (a timeout returned above): most often the kernel's OOM killer
+            why = ("runner was killed (SIGKILL) without a result: most likely the machine ran out of memory and the "
+                   "kernel's OOM killer stopped it; a lower --memory-limit stops a runner before that happens")
         settings["failure"] = "crash"
     elif doc is not None and doc.get("kind") == "failed":
         why = f"runner failed (exit {rc}): {doc.get('error')}"
