@@ -240,8 +240,8 @@ def test_python_tags_are_refused_and_never_run(tmp_path: Path) -> None:
     [
         (lambda d: d["distill"].update(lr=float("nan")), "lr=nan is not valid; lr must be a number in (0, 10]"),
         (lambda d: d["distill"].update(epochs=float("inf")), "'distill.epochs' must be a whole number, got inf"),
-        (lambda d: d.update(validate={"fp32": {"atol": float("nan")}}), "'validate.fp32.atol' is not a finite number"),
-        (lambda d: d.update(validate={"int8": {"min_sqnr_db": float("inf")}}), "'validate.int8.min_sqnr_db' is not a finite"),
+        (lambda d: d.update(validate={"fp32": {"atol": float("nan")}}), ("validate", "atol", "finite", "nan")),
+        (lambda d: d.update(validate={"int8": {"min_sqnr_db": float("inf")}}), ("validate", "min_sqnr_db", "finite", "inf")),
         (lambda d: d["student"]["kwargs"].update(width_mult=float("nan")), "'student.kwargs.width_mult' is not a finite"),
         (lambda d: d.update(export={"formats": ["onnx"]}, bench={"min_seconds": float("nan")}), "'bench.min_seconds' is not a finite"),
         (lambda d: d.update(export={"formats": ["onnx"]}, bench={"stability_max_seconds": float("inf")}), "'bench.stability_max_seconds' is not a finite"),
@@ -261,12 +261,13 @@ def test_python_tags_are_refused_and_never_run(tmp_path: Path) -> None:
          "min-runs-text", "max-runs-bool", "threads-0", "threads-neg", "threads-bool", "trust-text", "loss-name-list",
          "int-key", "binary", "nul-path"],
 )
-def test_values_of_the_wrong_kind_name_the_key(edit, message: str) -> None:
+def test_values_of_the_wrong_kind_name_the_key(edit, message: str | tuple[str, ...]) -> None:
     doc = base()
     edit(doc)
     with pytest.raises(ConfigError) as exc:
         recipe_from_dict(doc)
-    assert message in str(exc.value)
+    for part in (message,) if isinstance(message, str) else message:
+        assert part in str(exc.value)
 
 
 def test_dates_and_sets_from_yaml_are_named(tmp_path: Path) -> None:

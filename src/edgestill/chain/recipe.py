@@ -246,7 +246,14 @@ _REQUIRED = ("data", "student", "distill")
 
 
 def _key_path(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
+    name = str(key) if len(str(key)) <= 40 else str(key)[:37] + "..."
+    return f"{where}.{name}" if where else name
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message never quotes a whole 100,000-value list."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _check_document(doc: Any) -> str | None:
@@ -288,7 +295,7 @@ def _check_document(doc: Any) -> str | None:
                     if not isinstance(key, str):
                         kind = "a date" if isinstance(key, datetime.date) else type(key).__name__
                         raise ConfigError(f"recipe key '{_key_path(path, key)}' is not text (YAML read it as {kind}); "
-                                          "keys are names: quote it, e.g. \"" + str(key) + "\": ...")
+                                          "keys are names: quote it, e.g. \"" + _key_path("", key) + "\": ...")
                     walk(_key_path(path, key), item, depth + 1)
             else:
                 for i, item in enumerate(value):
@@ -320,14 +327,14 @@ def _check_scalars(where: str, cls: Any, d: Mapping[str, Any]) -> None:
               isinstance(v, (int, float)) and not isinstance(v, bool))
         if not ok:
             raise ConfigError(f"recipe key '{_key_path(where, f.name)}' must be {_SCALAR_TYPES[kind]}"
-                              f"{' (or null for none)' if optional else ''}, got {v!r}.")
+                              f"{' (or null for none)' if optional else ''}, got {_short(v)}.")
 
 
 def _check_keys(where: str, d: Any, valid: tuple[str, ...] | list[str]) -> dict[str, Any]:
     if d is None:
         return {}
     if not isinstance(d, Mapping):
-        raise ConfigError(f"recipe key '{where}' must be a mapping of keys to values, got {d!r}.")
+        raise ConfigError(f"recipe key '{where}' must be a mapping of keys to values, got {_short(d)}.")
     for key in d:
         if key not in valid:
             path = f"{where}.{key}" if where else str(key)
@@ -344,7 +351,7 @@ def _paths(d: dict[str, Any], keys: tuple[str, ...], base: Path, where: str) -> 
     for k in keys:
         if d.get(k) is not None:
             if not isinstance(d[k], str) or not d[k] or "\x00" in d[k]:
-                raise ConfigError(f"recipe key '{where}.{k}' must be a path, got {d[k]!r}.")
+                raise ConfigError(f"recipe key '{where}.{k}' must be a path, got {_short(d[k])}.")
             p = Path(d[k]).expanduser()
             d[k] = p if p.is_absolute() else (base / p)
 
@@ -458,7 +465,7 @@ def _loss_names() -> list[str]:
 def _terms(where: str, value: Any, parse_terms: Any) -> tuple[Any, ...]:
     for i, term in enumerate(value if isinstance(value, list) else ()):
         if isinstance(term, Mapping) and "name" in term and not isinstance(term["name"], str):
-            raise ConfigError(f"{where}[{i}].name must be a loss name, got {term['name']!r}. Valid losses: "
+            raise ConfigError(f"{where}[{i}].name must be a loss name, got {_short(term['name'])}. Valid losses: "
                               f"{', '.join(_loss_names())}.")
     try:
         return parse_terms(value)
@@ -479,6 +486,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if p.is_dir():
         raise InputError(f"recipe {p} is a directory; pass one recipe YAML file in it (see examples/*.yaml).")
     if not p.is_file():
+        if p.exists():
+            raise InputError(f"recipe {p} is not a regular file (a device, a pipe or a socket); pass a recipe YAML file.")
         raise InputError(f"recipe {p} does not exist. Pass a recipe YAML file (see examples/*.yaml).")
     try:
         with p.open("rb") as f:
