@@ -285,7 +285,9 @@ class ResultsStore:
         it stored, then rerun), that run's id is returned and nothing is added.
         """
         if git_ref is None:
-            git_ref = _git_ref()
+            from edgestill.host import git_ref as _git_ref
+
+            git_ref = _git_ref()  # a token pasted into $EDGESTILL_GIT_REF is never stored
         if git_commit is None:
             from edgestill.host import git_state
 
@@ -463,19 +465,6 @@ class ResultsStore:
         """The raw steady-state samples (ms) of a measurement, in the order they were taken."""
         rows = self._db.execute("SELECT value_ms FROM samples WHERE measurement_id = ? ORDER BY idx", (measurement_id,))
         return [r[0] for r in rows]
-
-
-def _git_ref() -> str | None:
-    """The branch or tag this run belongs to: ``$EDGESTILL_GIT_REF``, CI's ``$GITHUB_REF_NAME``, or the checkout's
-    branch (None when detached or outside a git repo)."""
-    for var in ("EDGESTILL_GIT_REF", "GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        out = subprocess.run(["git", "symbolic-ref", "--short", "-q", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _rev_parse(ref: str) -> str | None:
