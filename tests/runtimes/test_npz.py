@@ -72,6 +72,13 @@ def test_a_header_declaring_more_than_the_file_holds_is_refused(tmp_path: Path) 
         read_npy(p, what="inputs x.npy")
 
 
+def test_negative_dimensions_are_refused_even_when_their_product_is_positive(tmp_path: Path) -> None:
+    p = tmp_path / "x.npy"
+    p.write_bytes(_header((-(10**6), -(10**6))) + b"\0" * 16)
+    with pytest.raises(InputError, match="negative dimension"):
+        read_npy(p, what="inputs x.npy")
+
+
 @pytest.mark.parametrize("descr", ["|O", [("a", "<i4"), ("b", "|O")]], ids=["object", "struct-with-object-field"])
 def test_pickled_arrays_are_refused_from_the_header(tmp_path: Path, descr) -> None:
     p = tmp_path / "d.npz"

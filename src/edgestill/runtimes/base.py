@@ -193,6 +193,8 @@ def _npy_header(f: Any, what: str, stored_bytes: int | None) -> tuple[tuple[int,
     except _READ_ERRORS as exc:
         raise InputError(f"{what} is not a readable .npy array ({exc}): the file is corrupt, truncated or not "
                          f"written by numpy. {NPZ_FIX}") from None
+    if any(d < 0 for d in shape):
+        raise InputError(f"{what} declares shape {list(shape)}, with a negative dimension: the file is corrupt. {NPZ_FIX}")
     if dtype.hasobject:
         raise InputError(f"{what} holds Python objects (dtype {dtype}), which would be unpickled to load: refused. "
                          f"{NPZ_FIX}")
