@@ -27,6 +27,12 @@ manifest's sha256 before it is parsed and outside the timed init. There is no sw
 read of each file, small next to loading and timing it; an artifact edited on purpose is re-exported (or its manifest
 rewritten with ``Artifact.hash_files``).
 
+Eval data and timing inputs are untrusted as well: each .npy header is read (``runtimes.base.npz_headers``) and its
+declared size checked against the machine's memory and the bytes the file holds, pickled arrays refused, and the
+shapes checked against the model before anything is timed; NaN/Inf, values the model's input dtype cannot hold and
+labels outside the model's classes are refused before a score is computed, and an artifact that gives NaN/Inf
+outputs fails its cell: no accuracy is ever computed from numbers that mean nothing.
+
 On failure it prints ``{"kind": "failed", "error": ..., ...}`` and exits 2 (bad input: a malformed manifest, a file
 missing or changed since export, a file its runtime cannot parse or whose shapes disagree with the manifest, bad
 data; one paragraph, no traceback) or 3 (anything else; the traceback goes to stderr).
