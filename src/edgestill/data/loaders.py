@@ -452,7 +452,10 @@ def load_npz(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
     ``x`` is used as given (already normalised), as float32.
 
     Raises:
-        InputError: missing file or keys, mismatched lengths, NaN/Inf, labels outside the class range, duplicate ids.
+        InputError: a missing, empty or non-zip file; pickled (object) arrays; a declared array size over the machine's
+            memory or over the bytes the file holds (checked from the headers, before anything is allocated); missing
+            keys, mismatched lengths, NaN/Inf, labels that are not whole numbers, outside the class range or skipping
+            classes; duplicate ids.
     """
     path = Path(path)
     config = config or DataConfig(npz=path)
