@@ -217,6 +217,11 @@ RECIPE_CASES: list[tuple[str, Callable[[Path], Path], Callable[[Path], dict], tu
     ("folder-empty", lambda p: (p.mkdir(), p)[1], lambda p: {"folder": str(p)}, ("no class sub-folders",)),
     ("folder-unreadable-image", lambda p: _image_folder(p, bad=True), lambda p: {"folder": str(p)},
      ("dog/3.png", "not a readable image")),
+    ("csv-nan-and-inf-cells", lambda p: (p.write_text("a,b,label\n1,nan,0\n3,4,1\n5,inf,0\n7,8,1\n"), p)[1],
+     lambda p: {"csv": str(p)}, ("2 NaN or infinite value", "2 of its 4 samples")),
+    ("csv-header-only", lambda p: (p.write_text("a,b,label\n"), p)[1], lambda p: {"csv": str(p)}, ("no data rows",)),
+    ("csv-not-utf8", lambda p: (p.write_bytes("a,b,label\n1,2,caf\xe9\n".encode("latin-1")), p)[1],
+     lambda p: {"csv": str(p)}, ("not a readable UTF-8 CSV",)),
     ("csv-text-feature", lambda p: (p.write_text("a,b,label\n1,2,0\n3,oops,1\n5,6,0\n"), p)[1],
      lambda p: {"csv": str(p)}, ("line 3", "'oops' is not a number")),
 ]
