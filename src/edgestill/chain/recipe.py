@@ -503,7 +503,7 @@ def load_recipe(path: str | Path) -> Recipe:
         line = data[:exc.start].count(b"\n") + 1
         raise InputError(f"recipe {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as "
                          "UTF-8.") from None
-    doc = parse_recipe_yaml(text, str(p))
+    doc = parse_recipe_yaml(text, f"recipe {p}")
     if doc is None:
         raise ConfigError(f"recipe {p} is empty; a recipe is a YAML mapping with sections data, student and distill "
                           "(see examples/*.yaml).")
@@ -529,6 +529,7 @@ def parse_recipe_yaml(text: str, where: str = "recipe") -> Any:
     loader = None
     try:
         loader = _budget_loader(yaml)(text)  # the reader checks for forbidden characters (NUL) here
+        loader.name_for_messages = where
         node = loader.get_single_node()
         if node is None:
             return None
@@ -594,7 +595,7 @@ def _budget_loader(yaml: Any) -> Any:
                         continue
                     line = key_node.start_mark.line + 1
                     if seen is not None:
-                        raise ConfigError(f"{self.name_for_messages} has the duplicate key {key!r} at line {line} "
+                        raise ConfigError(f"{self.name_for_messages} has the duplicate key {_short(key)} at line {line} "
                                           f"(first at line {seen}); YAML would silently keep the last one. Keep one.")
                     first_line[key] = line
             return super().construct_mapping(node, deep=deep)
@@ -610,7 +611,6 @@ def _check_aliases(loader: Any, root: Any, where: str) -> None:
     """
     import yaml
 
-    loader.name_for_messages = where
     if loader.alias_count > MAX_ALIASES:
         raise ConfigError(f"{where} uses {loader.alias_count} aliases (e.g. *{loader.first_alias}); the limit is "
                           f"{MAX_ALIASES} aliases per recipe. Write the values out, or share fewer blocks.")
