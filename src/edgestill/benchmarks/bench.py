@@ -403,6 +403,7 @@ def benchmark_matrix(
     timeout_s: float = 300.0,
     memory_limit_bytes: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    journal: str | os.PathLike[str] | None = None,
 ) -> list[Measurement]:
     """Benchmark every artifact × thread count, one runner subprocess per cell; a failed cell does not stop the rest.
 
@@ -417,6 +418,9 @@ def benchmark_matrix(
         memory_limit_bytes: every runner's memory limit; default :func:`default_memory_limit_bytes`, taken once
             before the first cell so that every cell runs under the same limit.
         progress: called as ``progress(done, total, label)`` before each cell and once at the end.
+        journal: a file where each finished cell's record is appended (flushed to disk) as it completes. A rerun of
+            the same matrix with the same journal takes those cells from it and measures only the rest, so a matrix
+            killed part-way loses at most the cell it was in. A journal of another matrix is refused.
         (the rest as :func:`benchmark`)
 
     Returns:
@@ -431,10 +435,17 @@ def benchmark_matrix(
     base = options or RuntimeOptions()
     memory_limit_bytes = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     cells = [(r, Path(a), t) for r in range(rounds) for a in artifacts for t in threads_list]
+    job = {"artifacts": [str(Path(a).resolve()) for a in artifacts], "threads": list(threads_list), "runtime": runtime,
+           "options": base.to_dict(), "bench": (bench or BenchOptions()).to_dict(), "rounds": rounds, "metric": metric,
+           "eval_data": None if eval_data is None else str(Path(eval_data).resolve())}
+    done = _read_journal(Path(journal), job) if journal is not None else {}
     results = []
     for i, (round_index, path, threads) in enumerate(cells):
         if progress:
             progress(i, len(cells), f"{path.name.removesuffix('.manifest.json')} ×{threads}")
+        if i in done:
+            results.append(done[i])
+            continue
         m = benchmark(
             path,
             runtime=runtime,
@@ -449,9 +460,57 @@ def benchmark_matrix(
         if rounds > 1:
             m.settings["round"] = round_index
         results.append(m)
+        if journal is not None:
+            _append_journal(Path(journal), job, i, m)
     if progress:
         progress(len(cells), len(cells), "done")
     return results
+
+
+def _read_journal(path: Path, job: dict[str, Any]) -> dict[int, Measurement]:
+    """The cells an earlier, interrupted run of the same matrix finished: {cell index: record}.
+
+    A torn last line (the process was killed while writing it) is ignored; that cell is measured again.
+
+    Raises:
+        InputError: the journal belongs to a different matrix (other artifacts, threads, options or data).
+    """
+    if not path.is_file():
+        return {}
+    raw = path.read_bytes()
+    if not raw.endswith(b"\n"):  # the last line was torn by a kill: drop it so the next append starts a clean line
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as f:
+            f.truncate(len(raw))
+    done: dict[int, Measurement] = {}
+    for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines()):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if n == 0:  # the header: which matrix this journal is of
+            if not isinstance(entry, dict) or entry.get("job") != job:
+                raise InputError(f"the run key's journal {path} belongs to a different bench (other artifacts, "
+                                 "threads, options or data). Pass a new --run-key for this matrix.")
+            continue
+        try:
+            done[int(entry["cell"])] = measurement_from_dict(entry["record"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return done
+
+
+def _append_journal(path: Path, job: dict[str, Any], cell: int, m: Measurement) -> None:
+    """Append one finished cell (with its raw samples) and flush it to disk before the next cell starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        if new:
+            f.write(json.dumps({"job": job}) + "\n")
+        f.write(json.dumps({"cell": cell, "record": m.to_dict(with_samples=True)}, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 _BAD_INPUT_PREFIXES = ("InputError: ", "ConfigError: ", "UnknownNameError: ", "UnsupportedError: ")

@@ -16,7 +16,8 @@ from edgestill.cli import app, echo_json, run_command
         "  edgestill bench demo-out/artifacts/student-onnx-fp32.manifest.json\n"
         "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --min-runs 100 --json\n"
         "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n"
-        "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n\n"
+        "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n"
+        "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n\n"
         "Every measurement, raw samples included, is stored in the SQLite file given by --db.\n"
         "Latency is the runtime's own per-call clock where it keeps one (OpenVINO, as benchmark_app reports it)\n"
         "and the wall clock around the runtime's call elsewhere; --clock wall uses the wall clock everywhere.\n"
@@ -47,17 +48,20 @@ def bench(
                                             help="Memory one cell's runner may use (e.g. 2G, 512M); past it the cell is "
                                                  "recorded as failed (default: 90% of the memory available)."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store."),
+    run_key: str | None = typer.Option(None, "--run-key",
+                                       help="Make the run resumable and stored once: a rerun with the same key measures "
+                                            "only the cells a killed run had not finished, and a run already stored "
+                                            "under the key is not measured again (e.g. $GITHUB_RUN_ID)."),
     json_out: bool = typer.Option(False, "--json", help="Print the measurement records as JSON."),
 ) -> None:
     """Measure latency (p50/p90/p99, CV), init and first-call time, peak memory and accuracy of artifacts."""
 
     def body() -> int:
-        from edgestill.benchmarks.bench import benchmark_matrix, failure_exit_code, failure_reason, repeat_summary
+        from edgestill.benchmarks.bench import benchmark_matrix
         from edgestill.runtimes.harness import CLOCKS, BenchOptions
         from edgestill.benchmarks.store import ResultsStore
         from edgestill.commands.options import parse_int_list
         from edgestill.commands.progress import RichReporter
-        from edgestill.commands.render import print_measurements
         from edgestill.errors import InputError
         from edgestill.artifact import Artifact
         from edgestill.host import git_ref, redact
@@ -83,6 +87,17 @@ def bench(
         if data is not None and not data.is_file():
             raise InputError(f"--data {data} does not exist. Pass an .npz file holding arrays x and y.")
         store = ResultsStore(db)
+        journal = None
+        if run_key is not None:
+            journal = _journal_path(db, run_key)
+            stored = store.run_by_key(run_key)
+            if stored is not None:  # a run killed after it stored, or a retried CI job: nothing to measure again
+                with store:
+                    results = [store.measurement(int(d["id"])) for d in store.measurements(stored)]
+                journal.unlink(missing_ok=True)
+                typer.echo(f"--run-key {run_key!r} is already stored as run {stored} in {db}; nothing measured again.",
+                           err=True)
+                return _render(results, stored, db, repeat=repeat, json_out=json_out)
         with RichReporter(enabled=not json_out) as rep:
             rep.stage("bench", total=len(artifacts) * len(thread_counts) * repeat)
             results = benchmark_matrix(
@@ -95,41 +110,63 @@ def bench(
                 timeout_s=timeout_s,
                 memory_limit_bytes=memory_limit_bytes,
                 progress=lambda i, n, label="": rep.advance(i, n, label),
+                journal=journal,
             )
         with store:
             # the ref and command line without credentials: a token in $EDGESTILL_GIT_REF, a URL's user:password
             run_id = store.add_run(redact("bench " + " ".join(str(a) for a in artifacts)), git_ref=git_ref(),
-                                   measurements=results)
-        repeats = repeat_summary(results) if repeat > 1 else []
-        if json_out:
-            from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
-
-            doc = {"schema": RESULTS_SCHEMA, "schema_version": RESULTS_SCHEMA_VERSION, "run_id": run_id, "db": str(db),
-                   "measurements": [m.to_dict(with_samples=True) for m in results]}  # raw samples: `edgestill gate` reads them
-            if repeat > 1:
-                doc["repeats"] = repeats
-            echo_json(doc)
-            for m in results:  # warnings stay visible on stderr; stdout is only the JSON document
-                for w in m.warnings:
-                    typer.echo(f"warning: {m.artifact} ({m.threads} thr): {w}", err=True)
-            for r in repeats:
-                if r["warning"]:
-                    typer.echo(f"warning: {r['artifact']} ({r['threads']} thr): {r['warning']}", err=True)
-        else:
-            print_measurements(results)
-            if repeats:
-                print_repeats(repeats)
-            typer.echo(f"stored as run {run_id} in {db}")
-        code = failure_exit_code(results)
-        if code == 2:  # bad input only: the one-paragraph reason on stderr, without the runner's log tail
-            for m in results:
-                if m.kind == "failed":
-                    typer.echo(f"error: {m.artifact} ({m.runtime}, {m.threads} thr): {failure_reason(m)}", err=True)
-        return code
+                                   measurements=results, run_key=run_key)
+        if journal is not None:
+            journal.unlink(missing_ok=True)  # the run is stored: a rerun with the key finds it there
+        return _render(results, run_id, db, repeat=repeat, json_out=json_out)
 
     code = run_command(body)  # typer.Exit raised inside body would count as an internal failure
     if code:
         raise typer.Exit(code)
+
+
+def _journal_path(db: Path, run_key: str) -> Path:
+    """Where a keyed bench appends its finished cells: beside the store, one file per key."""
+    import hashlib
+
+    from edgestill.errors import InputError
+
+    if not run_key.strip() or len(run_key) > 200 or not run_key.isprintable():
+        raise InputError(f"--run-key must be 1 to 200 printable characters (e.g. ci-1234), got {run_key[:80]!r}.")
+    return db.parent / f".{db.name}.journal" / f"{hashlib.sha256(run_key.encode()).hexdigest()[:32]}.jsonl"
+
+
+def _render(results: list[Any], run_id: int, db: Path, *, repeat: int, json_out: bool) -> int:
+    """Print the records (a table, or the JSON document) and return the exit code their failures call for."""
+    from edgestill.benchmarks.bench import failure_exit_code, failure_reason, repeat_summary
+    from edgestill.commands.render import print_measurements
+
+    repeats = repeat_summary(results) if repeat > 1 else []
+    if json_out:
+        from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
+
+        doc = {"schema": RESULTS_SCHEMA, "schema_version": RESULTS_SCHEMA_VERSION, "run_id": run_id, "db": str(db),
+               "measurements": [m.to_dict(with_samples=True) for m in results]}  # raw samples: `edgestill gate` reads them
+        if repeat > 1:
+            doc["repeats"] = repeats
+        echo_json(doc)
+        for m in results:  # warnings stay visible on stderr; stdout is only the JSON document
+            for w in m.warnings:
+                typer.echo(f"warning: {m.artifact} ({m.threads} thr): {w}", err=True)
+        for r in repeats:
+            if r["warning"]:
+                typer.echo(f"warning: {r['artifact']} ({r['threads']} thr): {r['warning']}", err=True)
+    else:
+        print_measurements(results)
+        if repeats:
+            print_repeats(repeats)
+        typer.echo(f"stored as run {run_id} in {db}")
+    code = failure_exit_code(results)
+    if code == 2:  # bad input only: the one-paragraph reason on stderr, without the runner's log tail
+        for m in results:
+            if m.kind == "failed":
+                typer.echo(f"error: {m.artifact} ({m.runtime}, {m.threads} thr): {failure_reason(m)}", err=True)
+    return code
 
 
 def _positive_seconds(text: str, *, option: str) -> float:
