@@ -210,22 +210,23 @@ def _npy_header(f: Any, what: str, stored_bytes: int | None) -> tuple[tuple[int,
 
 def _open_npz(path: Path, what: str) -> zipfile.ZipFile:
     if not path.exists():
-        raise InputError(f"{what} does not exist. Pass an existing .npz file; {NPZ_FIX[0].lower()}{NPZ_FIX[1:]}")
+        raise InputError(f"{what}: it does not exist. Pass an existing .npz file; {NPZ_FIX[0].lower()}{NPZ_FIX[1:]}")
     if not path.is_file():
-        raise InputError(f"{what} is not a file (a folder?). Pass the path of an .npz file.")
+        raise InputError(f"{what}: it is not a file (a folder?). Pass the path of an .npz file.")
     if path.stat().st_size == 0:
-        raise InputError(f"{what} is empty (0 bytes), so it holds no arrays. {NPZ_FIX}")
+        raise InputError(f"{what}: the file is empty (0 bytes), so it holds no arrays. {NPZ_FIX}")
     try:
         return zipfile.ZipFile(path)
     except _READ_ERRORS as exc:
-        raise InputError(f"{what} is not an .npz (zip) archive ({exc}). {NPZ_FIX}") from None
+        raise InputError(f"{what}: it is not an .npz (zip) archive ({exc}). {NPZ_FIX}") from None
 
 
 def npz_headers(path: str | os.PathLike[str], *, what: str, keys: Iterable[str] | None = None,
                 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of the arrays of an .npz (``keys`` of them where given and present), read from the headers only.
 
-    ``what`` names the file as the user gave it (``"--data val.npz"``, ``"eval data /p/val.npz"``).
+    ``what`` opens every message and names the file as the user gave it (``"--data val.npz"``, ``"cannot read eval
+    data /p/val.npz"``); the message goes on with ``": the file is empty ..."``, ``": array 'x' ..."``.
 
     Raises:
         InputError: the file is missing, a folder, empty or not a zip archive; a member is not a .npy array, holds
@@ -272,7 +273,7 @@ def read_npz(path: str | os.PathLike[str], *, what: str, keys: Iterable[str] | N
         with np.load(Path(path), allow_pickle=False) as z:
             return {k: z[k] for k in heads}
     except _READ_ERRORS as exc:
-        raise InputError(f"{what} cannot be read ({exc}); the file is corrupt or truncated. {NPZ_FIX}") from None
+        raise InputError(f"{what}: the file is corrupt or truncated ({exc}). {NPZ_FIX}") from None
 
 
 def read_npy(path: str | os.PathLike[str], *, what: str) -> np.ndarray:
@@ -283,13 +284,13 @@ def read_npy(path: str | os.PathLike[str], *, what: str) -> np.ndarray:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{what} does not exist or is not a file. Pass a .npy file written by numpy.save.")
+        raise InputError(f"{what}: it does not exist or is not a file. Pass a .npy file written by numpy.save.")
     try:
         with p.open("rb") as f:
             _npy_header(f, what, p.stat().st_size)
         return np.load(p, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise InputError(f"{what} cannot be read ({exc}); the file is corrupt or truncated. Save it with numpy.save.") from None
+        raise InputError(f"{what}: the file is corrupt or truncated ({exc}). Save it with numpy.save.") from None
 
 
 class Runtime:

@@ -144,9 +144,9 @@ def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
     from edgestill.runtimes.base import read_npy, read_npz
 
     if p.suffix == ".npy":
-        arrays = {specs[0].name: read_npy(p, what=f"inputs {p}")}
+        arrays = {specs[0].name: read_npy(p, what=f"cannot read inputs {p}")}
     else:
-        arrays = read_npz(p, what=f"inputs {p}")
+        arrays = read_npz(p, what=f"cannot read inputs {p}")
     names = [s.name for s in specs]
     odd = {k: str(a.dtype) for k, a in arrays.items() if a.dtype.kind not in "biuf"}
     if odd:
@@ -183,11 +183,11 @@ def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any]:
     if p.suffix != ".npz" and p.exists():
         _fail_input(f"eval data {p} is not an .npz; pass an .npz with arrays 'x' (inputs) and 'y' (labels) "
                     "and/or 'teacher_logits' (the teacher's outputs on x).")
-    what = f"eval data {p}"
+    what = f"cannot read eval data {p}"
     heads = npz_headers(p, what=what, keys=("x", *EVAL_ARRAYS))
     if "x" not in heads or not any(k in heads for k in EVAL_ARRAYS):
         lacks = "no array 'x' (the inputs)" if "x" not in heads else "neither 'y' (labels) nor 'teacher_logits'"
-        _fail_input(f"{what} has {lacks}; eval data needs 'x' (inputs) and 'y' (labels) and/or 'teacher_logits' "
+        _fail_input(f"eval data {p} has {lacks}; eval data needs 'x' (inputs) and 'y' (labels) and/or 'teacher_logits' "
                     "(the teacher's outputs on x). Write it with numpy.savez(path, x=..., y=...).")
     _check_eval(p, heads)
     if check_only:
