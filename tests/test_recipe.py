@@ -222,6 +222,10 @@ def test_files_that_are_not_recipes_say_what_they_are(tmp_path: Path) -> None:
     (tmp_path / "scalar.yaml").write_text("42\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping .* got int"):
         load_recipe(tmp_path / "scalar.yaml")
+    for bad_value in ("2024-02-30", "1" + "0" * 5000):  # Python's own ValueError while YAML builds the value
+        (tmp_path / "value.yaml").write_text(f"name: x\ndata:\n  seed: {bad_value}\n")
+        with pytest.raises(InputError, match=r"not valid YAML at line 3, column 9: cannot read the value"):
+            load_recipe(tmp_path / "value.yaml")
     (tmp_path / "two.yaml").write_text("a: 1\n---\nb: 2\n")
     with pytest.raises(InputError, match="not valid YAML"):
         load_recipe(tmp_path / "two.yaml")
@@ -256,10 +260,13 @@ def test_python_tags_are_refused_and_never_run(tmp_path: Path) -> None:
         (lambda d: d["student"]["kwargs"].update({3: 1}), "'student.kwargs.3' is not text (YAML read it as int)"),
         (lambda d: d.update(name=b"x"), "'name' is binary data"),
         (lambda d: d["student"].update(checkpoint="a\x00b"), "'student.checkpoint' must be a path"),
+        (lambda d: d["distill"].update(lr=10**400), "'distill.lr' is too large (401 digits)"),
+        (lambda d: d["distill"]["losses"][0].update(weight=-(10**400)), "'distill.losses[0].weight' is too large"),
+        (lambda d: d.update(gate={"max_model_bytes": 2**64 + 1}), "'gate.max_model_bytes' is too large"),
     ],
     ids=["lr-nan", "epochs-inf", "atol-nan", "sqnr-inf", "kwarg-nan", "min-seconds-nan", "stability-inf", "min-runs-1.5",
          "min-runs-text", "max-runs-bool", "threads-0", "threads-neg", "threads-bool", "trust-text", "loss-name-list",
-         "int-key", "binary", "nul-path"],
+         "int-key", "binary", "nul-path", "huge-lr", "huge-weight", "huge-bytes"],
 )
 def test_values_of_the_wrong_kind_name_the_key(edit, message: str | tuple[str, ...]) -> None:
     doc = base()

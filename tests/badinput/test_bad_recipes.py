@@ -3,7 +3,7 @@
 Each case is a recipe file a user (or an attacker) could hand over: a YAML alias bomb, a self-referencing alias, too
 many aliases, a file over the size budget, duplicate keys (the last one used to win silently), a python tag,
 non-UTF-8 bytes, a NUL byte, a directory, an empty file, a comment-only file, a top-level list or scalar, a deeply
-nested document, keys that are not text, NaN/Inf where numbers are expected, thread counts of 0, -1 and true, a
+nested document, keys that are not text, NaN/Inf where numbers are expected, a 401-digit number, thread counts of 0, -1 and true, a
 truthy string for a security switch, a loss name that is a list. Every one must exit 2 with one paragraph naming the
 problem (the key, the line or the limit), leave the --out folder exactly as it was, and run nothing.
 """
@@ -79,6 +79,8 @@ CASES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("trust-as-text", _with(lambda d: d["student"].update(trust_checkpoint="yes")), ("student.trust_checkpoint", "true or false")),
     ("loss-name-list", _with(lambda d: d["distill"]["losses"][0].update(name=["kd"])), ("distill.losses",)),
     ("binary-value", _GOOD.replace("name: bad", "name: !!binary aGVsbG8="), ("name",)),
+    ("huge-integer", _with(lambda d: d["distill"].update(lr=10**400)), ("distill.lr", "too large", "401 digits")),
+    ("impossible-date", _GOOD.replace("name: bad", "name: 2024-02-30"), ("line 1", "day is out of range")),
 ]
 
 DISTILL_CASES = {"alias-bomb", "duplicate-section", "python-tag", "not-utf8", "empty-file", "deep-nesting", "lr-nan",

@@ -34,7 +34,7 @@ KNOWN_KEYS = sorted({*_SECTIONS, "losses", "name", "weight", "options", "tempera
                        for f in dataclasses.fields(cls))})
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.integers(-(10**15), 10**15),
+    st.none(), st.booleans(), st.integers(-3, 3), st.integers(), st.sampled_from([10**400, -(10**400), 2**64, 2**63]),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
     st.sampled_from(["kd", "onnx", "fp32", "int8-static", "synthetic-shapes", "quick", "resnet-teacher",
                      "mobilenetv2-student", "../x", "/etc/passwd", "", "a\x00b", "pkg.mod:fn", "auto"]),

@@ -57,6 +57,8 @@ MAX_VALUES = 100_000
 """Values (mappings, lists and scalars) a recipe may expand to with its aliases resolved; the examples have ~100."""
 MAX_DEPTH = 32
 """Nesting levels; the deepest real key (``distill.losses[0].options.pairs[0][0]``) is 6 levels down."""
+MAX_INT = 2**64 - 1
+"""The largest whole number a recipe may hold (a seed fits; a 400-digit number would overflow float checks)."""
 
 
 def _is_int(v: Any, low: int = 0) -> bool:
@@ -279,6 +281,13 @@ def _check_document(doc: Any) -> str | None:
                               "that deep. Check the brackets and indentation there.")
         if isinstance(value, float) and not math.isfinite(value):
             non_finite.append(path)
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            try:
+                digits = f"{len(str(abs(value)))} digits"
+            except ValueError:  # past Python's int-to-text limit
+                digits = "thousands of digits"
+            raise ConfigError(f"recipe key '{shown}' is too large ({digits}); numbers in a recipe fit in 64 bits "
+                              f"(at most {MAX_INT:,}).")
         elif isinstance(value, (bytes, bytearray)):
             raise ConfigError(f"recipe key '{shown}' is binary data (!!binary); give text or a number instead.")
         elif isinstance(value, (datetime.date, datetime.datetime)):
@@ -581,6 +590,15 @@ def _budget_loader(yaml: Any) -> Any:
                 return node
             finally:
                 self.depth -= 1
+
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep=deep)
+            except (ValueError, OverflowError) as exc:  # '2024-02-30', a 5,000-digit number: YAML's own line
+                text = f" {_short(node.value, 40)}" if isinstance(node, yaml.ScalarNode) else ""
+                why = "a number of thousands of digits" if "integer string conversion" in str(exc) else str(exc)
+                raise yaml.constructor.ConstructorError(None, None, f"cannot read the value{text} ({why})",
+                                                        node.start_mark) from None
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, yaml.MappingNode):
