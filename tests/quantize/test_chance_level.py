@@ -44,7 +44,13 @@ def test_chance_level_reference_is_refused(n, correct) -> None:
 @pytest.mark.parametrize(("n", "correct"), [(200, 30), (200, 180), (64, 12)])
 def test_reference_above_chance_is_accepted(n, correct) -> None:
     model, x, y = _case(n, correct)
-    assert check_reference_accuracy(model, x, y) == pytest.approx(correct / n)
+    assert check_reference_accuracy(model, x, y) is None
+
+
+def test_flag_instead_of_refusing() -> None:
+    """The library default (QuantizeConfig.chance_level='flag') returns the message for the result's warnings."""
+    model, x, y = _case(200, 0)
+    assert "chance level for 10 classes" in check_reference_accuracy(model, x, y, refuse=False)
 
 
 def test_labels_outside_the_model_classes_are_refused() -> None:

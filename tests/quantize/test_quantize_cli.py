@@ -24,6 +24,22 @@ def _base(out: Path) -> list[str]:
             "--format", "onnx", "--no-bench", "--out", str(out)]
 
 
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights of a digits_cnn trained for a few epochs: an untrained one is at chance level, where the accuracy
+    budget means nothing and quantize refuses (exit 2)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgestill.data import load_dataset
+    from tests.quantize.models import train_digits_cnn
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("trained") / "digits_cnn.safetensors"
+    save_file(train_digits_cnn(load_dataset("digits"), epochs=3).state_dict(), str(path))
+    return path
+
+
 def _calibration(tmp_path: Path, x: np.ndarray) -> Path:
     path = tmp_path / "calib.npz"
     np.savez(path, x=x)
@@ -58,9 +74,9 @@ def test_negative_budget_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_quantize_writes_artifacts_and_a_report(tmp_path: Path) -> None:
+def test_quantize_writes_artifacts_and_a_report(tmp_path: Path, trained_checkpoint: Path) -> None:
     out = tmp_path / "out"
-    r = edgestill(*_base(out), "--calibration-samples", "64", "--max-accuracy-drop", "100", "--report", "--json")
+    r = edgestill(*_base(out), "--checkpoint", str(trained_checkpoint), "--calibration-samples", "64", "--max-accuracy-drop", "100", "--report", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     (f,) = doc["formats"]
@@ -84,12 +100,12 @@ def test_help_lists_exactly_the_registered_formats_and_precisions() -> None:
     assert [t.strip() for t in precisions.split(",")] == [p.value for p in quant_precisions()]
 
 
-def test_quantize_with_bench_stores_its_latency_rounds_with_raw_samples(tmp_path: Path) -> None:
+def test_quantize_with_bench_stores_its_latency_rounds_with_raw_samples(tmp_path: Path, trained_checkpoint: Path) -> None:
     from edgestill.benchmarks.store import ResultsStore
 
     out, db = tmp_path / "out", tmp_path / "r.db"
     args = [a for a in _base(out) if a != "--no-bench"]
-    r = edgestill(*args, "--calibration-samples", "64", "--max-accuracy-drop", "100", "--db", str(db), "--json")
+    r = edgestill(*args, "--checkpoint", str(trained_checkpoint), "--calibration-samples", "64", "--max-accuracy-drop", "100", "--db", str(db), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["store"]["path"] == str(db) and doc["store"]["measurements"] >= 2

@@ -108,7 +108,7 @@ def export_command(
             tolerances=Tolerances.parse(tolerance), strict=not no_strict,
             dynamic_batch=bool(shape and shape.dynamic_batch),
         )
-        budget = QuantizeConfig(max_accuracy_drop=max_accuracy_drop, name=stem, bench_latency=False)
+        budget = QuantizeConfig(max_accuracy_drop=max_accuracy_drop, name=stem, bench_latency=False, chance_level="refuse")
         check_out_dir(out)
         inputs = [("--model", model if Path(model).exists() else None), ("--checkpoint", checkpoint), ("--data", data)]
         if check_export_dir(out, overwrite=overwrite, inputs=inputs):

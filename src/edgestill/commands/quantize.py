@@ -93,6 +93,7 @@ def quantize_command(
             max_accuracy_drop=max_accuracy_drop, time_budget_s=time_budget, max_float_layers=max_float_layers,
             options=QuantOptions(calibration_method=calibration_method, tflite_recipe=tflite_recipe),
             calibration_samples=calibration_samples, name=name or default_name(model), bench_latency=bench, report=report,
+            chance_level="refuse",  # a user's data at chance level is bad input here, not a result
         )
         tolerances = Tolerances.parse(tolerance)
         check_out_dir(out)

@@ -49,6 +49,8 @@ _SENSITIVITY_SAMPLES = 128  # samples the simulated per-layer sensitivity runs o
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 METRIC_ACCURACY = "top1_accuracy"
 METRIC_AGREEMENT = "top1_agreement_with_fp32"
+CHANCE_LEVEL_CHOICES = ("refuse", "flag")
+CHANCE_Z = 2.33  # one-sided 1% level: guessing scores above chance + 2.33 standard errors once in a hundred tries
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +71,11 @@ class QuantizeConfig:
     bench_latency: time fp32, naive int8 and the final artifact at 1 thread (runner subprocesses, interleaved).
     bench_rounds: interleaved rounds of that timing.
     report: run the sensitivity analysis even when the naive artifact meets the budget.
+    chance_level: what to do when the float model is at chance level on the labelled eval data, where a broken int8
+        file would "meet" any budget (0% → 0%; see :func:`check_reference_accuracy`): "refuse" raises InputError
+        before anything is written (what ``edgestill quantize`` and ``edgestill export`` do); "flag" goes on and
+        says so in the result's warnings and in the artifact's ``quantization["reference_at_chance"]`` (the library
+        default, so a recipe run records the flag instead of stopping after training).
     """
 
     formats: tuple[str, ...] = ("onnx",)
@@ -82,6 +89,7 @@ class QuantizeConfig:
     bench_latency: bool = True
     bench_rounds: int = 3
     report: bool = False
+    chance_level: str = "flag"
 
     def __post_init__(self) -> None:
         formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
@@ -123,6 +131,7 @@ class QuantizeConfig:
         for key in ("bench_latency", "report"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"quantize.{key} must be true or false, got {getattr(self, key)!r}.")
+        check_choice("quantize.chance_level", self.chance_level, CHANCE_LEVEL_CHOICES)
 
 
 @dataclass(kw_only=True)
@@ -290,11 +299,20 @@ def check_eval_data(eval_x: Any, eval_y: Any, sample_shape: Sequence[int]) -> tu
     return x, y
 
 
-CHANCE_Z = 2.33  # one-sided 1% level: guessing scores above chance + 2.33 standard errors once in a hundred tries
 
 
-def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> float:
-    """Refuse labels the float model cannot be scored on, and a float model at chance level on them; return its accuracy.
+def chance_bound(n: int, classes: int) -> float:
+    """Most correct answers out of ``n`` that guessing among ``classes`` reaches at the one-sided 1% level."""
+    p = 1.0 / classes
+    return n * p + CHANCE_Z * math.sqrt(n * p * (1 - p))
+
+
+def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, refuse: bool = True,
+                             batch_size: int = 256) -> str | None:
+    """Refuse labels the float model cannot be scored on, and (``refuse``) a float model at chance level on them.
+
+    Returns None when the model beats chance (or is not a classifier); with ``refuse=False``, the chance-level
+    message instead of raising it.
 
     The budget compares int8 with fp32 in points, so with an fp32 reference at chance (an untrained or wrong
     checkpoint, labels of another dataset or order) a broken int8 file "meets" any budget (0% → 0%). The float
@@ -304,9 +322,9 @@ def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarra
     1% level. A model whose first output is not ``[n, classes]`` logits is not checked.
 
     Raises:
-        InputError: a label outside ``[0, C)``; or the float model's accuracy at or below that chance bound (the message
-            gives its accuracy, the number of classes and what to fix). This is a refusal (exit 2), not a budget miss:
-            no int8 result would mean anything.
+        InputError: a label outside ``[0, C)``; or (``refuse``) the float model's accuracy at or below that chance bound
+            (the message gives its accuracy, the number of classes and what to fix). This is a refusal (exit 2), not a
+            budget miss: no int8 result would mean anything.
     """
     import torch
 
@@ -317,14 +335,14 @@ def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarra
             try:
                 out = model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
             except Exception:  # e.g. a .pt2 program fixed to another batch size: the runtime's own scoring decides
-                return float("nan")
+                return None
             out = out[0] if isinstance(out, (tuple, list)) and out else out
             if not isinstance(out, torch.Tensor) or out.ndim != 2:
-                return float("nan")  # not classifier logits: nothing to compare labels with
+                return None  # not classifier logits: nothing to compare labels with
             classes = int(out.shape[1])
             preds.append(out.argmax(1).cpu().numpy())
     if not preds or classes is None or classes < 2:
-        return float("nan")
+        return None
     bad = (y < 0) | (y >= classes)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -334,16 +352,19 @@ def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarra
     n = len(y)
     correct = int((np.concatenate(preds) == y).sum())
     p = 1.0 / classes
-    bound = n * p + CHANCE_Z * math.sqrt(n * p * (1 - p))
+    bound = chance_bound(n, classes)
     if correct <= bound:
-        raise InputError(
+        message = (
             f"the float model scores {100 * correct / n:.2f}% top-1 ({correct} of {n}) on the labelled eval data, which is "
             f"chance level for {classes} classes (guessing gets {100 * p:.2f}%, and up to {math.floor(bound)} of {n} correct "
             "one time in a hundred): an int8 file would 'meet' any accuracy budget against it, so the budget cannot be "
             "checked. Pass the trained weights (--checkpoint), eval data whose labels y match this model's classes, or "
             "more labelled samples."
         )
-    return correct / n
+        if refuse:
+            raise InputError(message)
+        return message
+    return None
 
 
 def check_inputs(
@@ -376,9 +397,13 @@ def check_inputs(
         manifest = calibration_manifest(calib, calibration_ids)
         calib = calib.astype(args[0].detach().cpu().numpy().dtype, copy=False)
     x, y = check_eval_data(eval_x, eval_y, sample_shape)
+    at_chance = None
     if y is not None:
-        check_reference_accuracy(model, x.astype(args[0].detach().cpu().numpy().dtype, copy=False), y)
+        at_chance = check_reference_accuracy(model, x.astype(args[0].detach().cpu().numpy().dtype, copy=False), y,
+                                             refuse=config.chance_level == "refuse")
     warnings = calibration_warnings(calib, x) if static else []
+    if at_chance:
+        warnings.append(f"accuracy budget not meaningful: {at_chance}")
     if config.options.float_layers:
         from edgestill.compress.quantize.layers import check_layer_names, quantizable_layers
 
@@ -549,6 +574,8 @@ def _quantize_format(
         "max_accuracy_drop": budget, "budget_met": met, "eval_samples": int(len(x)), "runtime": DEFAULT_RUNTIME[fmt],
         "fp32_artifact": fp32_art.name, "search": {"stopped_by": stopped, "attempts": [a.to_dict() for a in attempts]},
     })
+    if metric == METRIC_ACCURACY and fp32_out.ndim == 2 and fp32_out.shape[1] > 1:
+        final_art.quantization["reference_at_chance"] = fp32_acc * len(x) <= chance_bound(len(x), fp32_out.shape[1])
     if best.label == "kd-repair":
         final_art.quantization["kd_repair"] = repair_info
     latency, measurements = _latency(fp32_art, arts["naive"][0], final_art, config) if config.bench_latency else (None, [])
