@@ -58,3 +58,29 @@ def test_labels_outside_the_model_classes_are_refused() -> None:
     y[7] = 12
     with pytest.raises(InputError, match=r"outside the model's 10 classes .*y\[7\] = 12"):
         check_reference_accuracy(model, x, y)
+
+
+def test_library_quantize_flags_a_chance_level_reference(tmp_path, digits) -> None:
+    """quantize() with the default chance_level='flag' goes on, but says the budget means nothing, in the result's
+    warnings and in the file's manifest (a recipe run records it rather than stopping after training)."""
+    import json
+
+    import torch
+
+    from edgestill.compress.quantize import QuantizeConfig, quantize
+    from edgestill.export.validate import Tolerances
+    from tests.quantize.models import digits_cnn
+
+    torch.manual_seed(0)
+    model = digits_cnn().eval()  # untrained: at chance on the digits labels
+    loose = Tolerances.parse(["int8.min_sqnr_db=none,int8.min_cosine=none,int8.min_top1_agreement=none"])
+    config = QuantizeConfig(formats=("onnx",), name="u", max_accuracy_drop=100.0, max_float_layers=0, bench_latency=False)
+    result = quantize(model, (torch.from_numpy(digits.test.x[:1]),), config, tmp_path / "out",
+                      calibration=digits.train.x[:64], eval_x=digits.test.x, eval_y=digits.test.y, tolerances=loose)
+    assert any("accuracy budget not meaningful" in w and "chance level for 10 classes" in w for w in result.warnings)
+    (manifest,) = (tmp_path / "out").glob("u-onnx-int8-static.manifest.json*")
+    assert json.loads(manifest.read_text())["quantization"]["reference_at_chance"] is True
+    with pytest.raises(InputError, match="chance level"):
+        quantize(model, (torch.from_numpy(digits.test.x[:1]),), QuantizeConfig(formats=("onnx",), chance_level="refuse"),
+                 tmp_path / "out2", calibration=digits.train.x[:64], eval_x=digits.test.x, eval_y=digits.test.y)
+    assert not (tmp_path / "out2").exists()
