@@ -140,3 +140,21 @@ def test_the_good_base_recipe_loads_so_each_case_fails_for_its_own_reason(tmp_pa
 
     recipe = load_recipe(_write(tmp_path, _GOOD))
     assert recipe.name == "bad" and recipe.bench is not None
+
+
+@pytest.mark.parametrize("command", ["run", "distill"])
+@pytest.mark.parametrize("case", ["duplicate-section", "alias-bomb", "lr-nan"])
+def test_a_bad_recipe_never_touches_an_earlier_run_even_with_force(tmp_path: Path, command: str, case: str) -> None:
+    """The recipe is read before the output folder is claimed: an earlier run's files stay, --force or not."""
+    from edgestill.outdir import write_marker
+
+    content = next(c[1] for c in CASES if c[0] == case)
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "student.safetensors").write_bytes(b"weights of an earlier run")
+    (out / "report.json").write_text("{}\n")
+    write_marker(out, command, files=["checkpoints", "report.json"])
+    before = tree(out)
+    r = edgestill(command, str(_write(tmp_path, content)), "--out", str(out), "--force", cwd=tmp_path, timeout=120)
+    assert_bad_input(r, *next(c[2] for c in CASES if c[0] == case))
+    assert tree(out) == before
