@@ -3,9 +3,10 @@
 Each case is a recipe file a user (or an attacker) could hand over: a YAML alias bomb, a self-referencing alias, too
 many aliases, a file over the size budget, duplicate keys (the last one used to win silently), a python tag,
 non-UTF-8 bytes, a NUL byte, a directory, an empty file, a comment-only file, a top-level list or scalar, a deeply
-nested document, keys that are not text, NaN/Inf where numbers are expected, a 401-digit number, thread counts of 0, -1 and true, a
-truthy string for a security switch, a loss name that is a list. Every one must exit 2 with one paragraph naming the
-problem (the key, the line or the limit), leave the --out folder exactly as it was, and run nothing.
+nested document, keys that are not text, NaN/Inf where numbers are expected, a 401-digit number, an impossible date,
+thread counts of 0, -1 and true, a truthy string for a security switch, a loss name that is a list. Every one must
+exit 2 with one paragraph naming the problem (the key, the line or the limit), leave the --out folder exactly as it
+was (an earlier run's too, with --force), and run nothing.
 """
 
 from __future__ import annotations
