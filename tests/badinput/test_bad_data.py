@@ -262,6 +262,17 @@ def test_run_refuses_an_image_folder_larger_than_memory(tmp_path: Path) -> None:
     assert no_artifacts(out) and not (tmp_path / "results.db").exists()
 
 
+def test_run_refuses_a_csv_larger_than_memory_before_reading_it(tmp_path: Path) -> None:
+    """A 0.3 MiB CSV is about 3 MiB as rows of Python strings; with the memory limit at 1 MiB it is refused unread."""
+    rows = "".join(f"{i % 7}.25,{i % 5}.5,{i % 2}\n" for i in range(30_000))
+    (tmp_path / "data.csv").write_text("a,b,label\n" + rows)
+    out = tmp_path / "out"
+    r = edgestill("run", str(_recipe(tmp_path, {"csv": str(tmp_path / "data.csv")})), "--out", str(out),
+                  "--db", str(tmp_path / "results.db"), env={"EDGESTILL_MEMORY_LIMIT": "1M"})
+    assert_bad_input(r, str(tmp_path / "data.csv"), "read as text rows", "of memory", ".npz")
+    assert no_artifacts(out) and not (tmp_path / "results.db").exists()
+
+
 @pytest.mark.parametrize("case", ["npz-empty-file", "npz-huge-declared-shape", "npz-x-nan"])
 def test_distill_refuses_bad_recipe_data(tmp_path: Path, case: str) -> None:
     _, make, section, phrases = next(c for c in RECIPE_CASES if c[0] == case)

@@ -24,13 +24,14 @@ import numpy as np
 
 from edgestill.data.datasets import SIZES, DataSplits, Split, _data_sha256, load_dataset
 from edgestill.errors import ConfigError, InputError, did_you_mean
-from edgestill.limits import check_allocation
+from edgestill.limits import check_allocation, format_bytes
 from edgestill.runtimes.base import read_npz
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 SOURCES = ("builtin", "folder", "npz", "csv")
 _SHOW = 5  # how many offending items a message lists
+CSV_BYTES_FACTOR = 10  # memory a CSV takes as rows of Python strings, per byte of the file (see load_csv)
 
 
 def _examples(items: list[Any]) -> str:
@@ -525,6 +526,11 @@ def load_csv(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
     config = config or DataConfig(csv=path)
     if not path.is_file():
         raise InputError(f"data file {path} does not exist. Pass a CSV table with a header row.")
+    # every cell becomes a Python string in a list of rows first: about 10× the file's bytes (a 6-byte cell "0.125,"
+    # is a ~55-byte str plus an 8-byte list slot)
+    size = path.stat().st_size
+    check_allocation(CSV_BYTES_FACTOR * size, what=f"the CSV table {path} ({format_bytes(size)}, read as text rows)",
+                     fix="Convert it to an .npz (numpy.savez(path, x=..., y=...)), which is read without the text overhead.")
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
