@@ -5,8 +5,10 @@ Every case runs the real CLI against an --out folder another edgestill command w
 command would empty it, so the case also proves every input is checked before anything in --out is removed. Each
 must exit 2 with one paragraph naming the bad value, write no artifact and leave that folder byte for byte as it was.
 
-Bad inputs tried (ids): an input shape or sample count too large for memory, a zero or negative dim, a rank over 8;
-an empty, garbage, truncated .onnx and one missing its external data; an empty and a garbage .pt2; a wrong input
+Bad inputs tried (ids): an input shape or sample count too large for memory, a batch other than 1 or N, a zero or
+negative dim, a rank over 8;
+an empty, garbage, truncated .onnx, one missing its external data, one whose data is truncated and one whose data
+lies outside its folder; an empty and a garbage .pt2; a wrong input
 rank for a conv net; NaN, Inf and negative tolerances; float64 and int32 checkpoint weights; a factory (or its
 module) that calls sys.exit(0) or raises; an fp32 reference at chance level under the int8 accuracy budget; a bad
 checkpoint and bad data against an --overwrite folder.
@@ -56,6 +58,19 @@ def _tiny_onnx(path: Path, *, external: bool = False) -> None:
         onnx.save_model(model, str(path))
 
 
+def _relocate_external_data(path: Path, location: str) -> None:
+    """Point every external tensor of the model at ``location`` (moving the data file there): a crafted model."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for t in model.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                (path.parent / e.value).rename(path.parent / location)
+                e.value = location
+    onnx.save_model(model, str(path))
+
+
 def _checkpoint(path: Path, dtype: str) -> None:
     import torch
     from safetensors.torch import save_file
@@ -94,6 +109,14 @@ def _files(tmp: Path) -> dict[str, Path]:
     f["nodata.onnx"] = tmp / "nodata.onnx"
     _tiny_onnx(f["nodata.onnx"], external=True)
     (tmp / "nodata.onnx.data").unlink()
+    f["shortdata.onnx"] = tmp / "shortdata.onnx"
+    _tiny_onnx(f["shortdata.onnx"], external=True)
+    data = tmp / "shortdata.onnx.data"
+    data.write_bytes(data.read_bytes()[:100])
+    f["outside.onnx"] = tmp / "sub" / "outside.onnx"
+    f["outside.onnx"].parent.mkdir()
+    _tiny_onnx(f["outside.onnx"], external=True)
+    _relocate_external_data(f["outside.onnx"], "../outside.onnx.data")
     f["empty.pt2"] = tmp / "empty.pt2"
     f["empty.pt2"].write_bytes(b"")
     f["garbage.pt2"] = tmp / "garbage.pt2"
@@ -118,6 +141,10 @@ EXPORT_CASES = [
     ("input-shape-zero-dim", ["--model", TINY, "--input-shape", "1x0x16x16"], ["1x0x16x16", "'0'"]),
     ("input-shape-negative-dim", ["--model", TINY, "--input-shape", "1x3x-16x16"], ["1x3x-16x16", "-16"]),
     ("input-shape-rank-9", ["--model", TINY, "--input-shape", "1x1x1x1x1x1x1x1x1"], ["9 dims", "at most 8"]),
+    ("onnx-external-data-truncated", ["--model", "{shortdata.onnx}", "--format", "openvino"], ["shortdata.onnx.data", "truncated"]),
+    ("onnx-external-data-outside-folder", ["--model", "{outside.onnx}", "--format", "openvino"],
+     ["../outside.onnx.data", "outside its folder"]),
+    ("input-shape-batch-100000", ["--model", TINY, "--input-shape", "100000x3x4096x4096"], ["100000x3x4096x4096", "batch dim must be 1"]),
     ("onnx-empty-file", ["--model", "{empty.onnx}", "--format", "openvino"], ["empty.onnx", "empty"]),
     ("onnx-garbage", ["--model", "{garbage.onnx}", "--format", "openvino"], ["garbage.onnx", "not an ONNX model"]),
     ("onnx-truncated", ["--model", "{truncated.onnx}", "--format", "openvino"], ["truncated.onnx", "truncated"]),
