@@ -6,12 +6,11 @@ command would empty it, so the case also proves every input is checked before an
 must exit 2 with one paragraph naming the bad value, write no artifact and leave that folder byte for byte as it was.
 
 Bad inputs tried (ids): an input shape or sample count too large for memory, a batch other than 1 or N, a zero or
-negative dim, a rank over 8;
-an empty, garbage, truncated .onnx, one missing its external data, one whose data is truncated and one whose data
-lies outside its folder; an empty and a garbage .pt2; a wrong input
-rank for a conv net; NaN, Inf and negative tolerances; float64 and int32 checkpoint weights; a factory (or its
-module) that calls sys.exit(0) or raises; an fp32 reference at chance level under the int8 accuracy budget; a bad
-checkpoint and bad data against an --overwrite folder.
+negative dim, a rank over 8; an empty, garbage or truncated .onnx, one missing its external data, one whose data is
+truncated and one whose data lies outside its folder; an empty and a garbage .pt2; a wrong input rank or channel
+count for a conv net; NaN, Inf and negative tolerances; float64 and int32 checkpoint weights, a truncated checkpoint;
+a factory (or its module) that calls sys.exit(0) or raises; an fp32 reference at chance level under the int8 accuracy
+budget; data of the wrong shape against an --overwrite folder.
 """
 
 from __future__ import annotations
