@@ -78,10 +78,6 @@ def test_inputs_are_accepted_iff_their_names_are_exactly_the_models(expected: li
         assert set(expected) == set(given_names)
 
 
-@pytest.mark.xfail(strict=True, reason="runtimes/base.py to_file_dtype returns np.ascontiguousarray(arr), which "
-                   "turns a 0-d array into shape (1,): a model input declared with shape [] (a scalar) reaches the "
-                   "runtime as rank 1. Use np.require(arr, requirements='C') or keep the shape. Not fixed here: "
-                   "runtimes/ is another slice.")
 @pytest.mark.parametrize("dtype", ["float32", "int64"])
 def test_a_scalar_input_keeps_rank_0(dtype: str) -> None:
     session = EchoSession([TensorSpec(name="x", shape=(), dtype=dtype)])
@@ -152,10 +148,6 @@ def test_quantize_then_dequantize_loses_at_most_half_a_step_inside_the_range(sca
     assert np.all(np.abs(back.astype(np.float64) - x.astype(np.float64)) <= step / 2 * (1 + 1e-3) + 1e-6 * np.abs(x))
 
 
-@pytest.mark.xfail(strict=True, reason="runtimes/base.py to_file_dtype casts float data for an integer input with "
-                   "astype: NaN/Inf become an arbitrary integer (numpy only warns), values past the dtype wrap or "
-                   "saturate and fractions are truncated silently; it should refuse them (InputError) as it refuses "
-                   "integers that do not fit (issue 12, class 4). Not fixed here: runtimes/ is another slice.")
 @BOUNDED
 @given(st.sampled_from(INT_DTYPES), st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=4))
 def test_float_data_for_an_integer_input_is_kept_exactly_or_refused(target: str, values: list[float]) -> None:

@@ -153,12 +153,17 @@ def to_file_dtype(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
         q = np.round(arr.astype(np.float32) / spec.scale) + (spec.zero_point or 0)
         return np.clip(q, info.min, info.max).astype(target)
     if arr.dtype != target:
-        if target.kind in "iu" and arr.dtype.kind in "iu":
+        if target.kind in "iu" and arr.dtype.kind in "iuf":
             info = np.iinfo(target)
-            if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                raise InputError(f"input {spec.name!r} holds values that do not fit the file's {target}.")
-        return arr.astype(target)
-    return np.ascontiguousarray(arr)
+            if arr.dtype.kind == "f" and arr.size and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+                raise InputError(f"input {spec.name!r} is {target} in the file, but the data holds non-whole or non-finite "
+                                 f"values (e.g. token ids 1.5 or NaN). Pass whole numbers, saved as an integer array.")
+            if arr.size and (arr.min() < info.min or (arr.max() >= float(info.max) + 1 if arr.dtype.kind == "f"
+                                                      else arr.max() > info.max)):  # 2**63 as a float is past int64
+                raise InputError(f"input {spec.name!r} holds values that do not fit the file's {target} "
+                                 f"({info.min}..{info.max}).")
+        return np.require(arr.astype(target), requirements="C")
+    return np.require(arr, requirements="C")  # C order without ascontiguousarray's 0-d -> 1-d
 
 
 def from_file_dtype(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
