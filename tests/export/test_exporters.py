@@ -162,3 +162,18 @@ def test_a_writer_refuses_a_precision_it_does_not_declare(tmp_path, tiny_cnn, ex
     with pytest.raises(ConfigError, match=r"makes fp32, fp16, not"):
         get_exporter("onnx")(tiny_cnn, example_inputs, staging_dir=tmp_path / "s", name="x", precision=precision)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_converter_wall_of_text_becomes_one_line_with_its_cause() -> None:
+    """torch.onnx wraps torch.export's error in pages of advice; the RuntimeFailure keeps its first line and the cause."""
+    from edgestill.errors import RuntimeFailure
+    from edgestill.export.base import conversion_error
+
+    wall = ("Failed to export the model with torch.export. This is step 1/3 of exporting the model to ONNX. Next steps:\n"
+            "- Modify the model code for `torch.export.export` to succeed.\n- Debug `torch.export.export` and submit a PR.\n\n"
+            "## Exception summary\n\n<class 'RuntimeError'>: Given groups=1, weight of size [8, 3, 3, 3], expected input"
+            "[1, 1, 32, 32] to have 3 channels, but got 1 channels instead\n\n(Refer to the full stack trace above.)")
+    err = conversion_error(RuntimeError(wall), "onnx", object())
+    assert isinstance(err, RuntimeFailure) and "\n" not in str(err)
+    assert "Failed to export the model with torch.export" in str(err)
+    assert "Cause: RuntimeError: Given groups=1" in str(err) and "Next steps" not in str(err)

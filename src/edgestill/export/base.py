@@ -236,4 +236,21 @@ def conversion_error(exc: BaseException, fmt: str, model: object) -> Exception:
             "flow), which a traced graph cannot hold. Try instead: torch.where / torch.cond for the branch, or move the "
             "decision out of forward."
         )
-    return RuntimeFailure(f"{label} failed for {model_name}: {type(exc).__name__}: {exc}")
+    return RuntimeFailure(f"{label} failed for {model_name}: {_summary(exc)}")
+
+
+_CAUSE = re.compile(r"^<class '([\w.]+)'>: (.+)$", re.MULTILINE)  # how torch.export's TorchExportError quotes its cause
+
+
+def _summary(exc: BaseException, limit: int = 400) -> str:
+    """One line for a converter's exception: its first line and, when a library wraps the real error in pages of
+    advice (torch.onnx's "Failed to export the model with torch.export ... Next steps: ..."), the cause it quotes."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    if first.endswith(":") and ". " in first:  # "... Next steps:" introduces the advice that follows: drop it
+        first = first.rsplit(". ", 1)[0] + "."
+    line = f"{type(exc).__name__}: {first}".rstrip(": ")
+    m = _CAUSE.search(text)
+    if m and m.group(2).strip() not in first:
+        line += f" Cause: {m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
