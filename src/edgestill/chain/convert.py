@@ -333,14 +333,12 @@ def _samples(
         label = f"--data {path}"
         if not path.is_file():
             raise InputError(f"{label} does not exist. Pass an .npz file holding an array x (and optionally y).")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if "x" not in npz.files:
-                    raise InputError(f"{label} holds {npz.files} but no array 'x'. Save it with np.savez(path, x=samples, y=labels).")
-                x = npz["x"]
-                y = npz["y"] if labels and "y" in npz.files else None
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{label} is not a readable .npz file ({exc}). Save it with np.savez(path, x=samples).") from None
+        from edgestill.runtimes.base import read_npz
+
+        arrays = read_npz(path, what=label, keys=("x", "y") if labels else ("x",))  # sizes checked before allocation
+        if "x" not in arrays:
+            raise InputError(f"{label} holds no array 'x'. Save it with np.savez(path, x=samples, y=labels).")
+        x, y = arrays["x"], arrays.get("y") if labels else None
     if len(shapes) != 1:
         raise InputError(f"{label}: the model takes {len(shapes)} inputs; --data supports single-input models. Leave it out to validate on random inputs.")
     spec = shapes[0]

@@ -85,7 +85,8 @@ def bench(
         if runtime is not None:
             get_runtime(runtime)
         if data is not None and not data.is_file():
-            raise InputError(f"--data {data} does not exist. Pass an .npz file holding arrays x and y.")
+            what = "is a folder" if data.is_dir() else "is not a regular file" if data.exists() else "does not exist"
+            raise InputError(f"--data {data} {what}. Pass an .npz file holding arrays x and y.")
         store = ResultsStore(db)
         journal = None
         if run_key is not None:
