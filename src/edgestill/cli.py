@@ -48,6 +48,15 @@ def _root(
     """edgestill: distill, quantize, export and benchmark models for edge devices."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, a container stopped), raised where the process is, so that it unwinds like
+    Ctrl-C: runner subprocesses are killed, temporary files removed, output folders sealed; exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def run_command(fn: Callable[[], Any]) -> Any:
     """Run a command body; an EdgestillError becomes its message and exit code, anything else exit 3 + log."""
     try:
@@ -57,8 +66,11 @@ def run_command(fn: Callable[[], Any]) -> Any:
     except EdgestillError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except Terminated:
+        typer.echo("terminated (SIGTERM): finished stages and stored results are kept; rerun to continue", err=True)
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted: finished stages and stored results are kept; rerun to continue", err=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # an internal failure: keep the traceback in a log file, not on the terminal
         log, why_not = _save_traceback()
@@ -156,6 +168,9 @@ def _register_commands() -> None:
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _register_commands()
     app(prog_name="edgestill")

@@ -44,9 +44,10 @@ def _rows(db: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
 def test_a_run_stopped_after_distill_resumes_there_and_stores_its_rows_once(tmp_path: Path, how: str) -> None:
-    """Fault: Ctrl-C (SIGINT: exit 130, 'interrupted', no traceback) or SIGKILL once the distill stage is recorded.
+    """Fault: Ctrl-C (SIGINT: exit 130, 'interrupted', no traceback), SIGTERM (a cancelled CI job: exit 143) or
+    SIGKILL once the distill stage is recorded.
     The rerun skips distill, does the rest, and the store holds one run with one row per latency cell."""
     recipe = write_recipe(tmp_path / "r.yaml", run_doc(tmp_path))
     out, db = tmp_path / "out", tmp_path / "r.db"
@@ -54,9 +55,9 @@ def test_a_run_stopped_after_distill_resumes_there_and_stores_its_rows_once(tmp_
     _wait_for_stage(out, "distill", proc)
     proc.send_signal(getattr(signal, how))
     _, err = proc.communicate(timeout=120)
-    if how == "SIGINT":
-        assert proc.returncode == 130, err
-        assert "interrupted" in err and "Traceback" not in err, err
+    if how != "SIGKILL":
+        assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[how], err
+        assert ("interrupted" if how == "SIGINT" else "terminated") in err and "Traceback" not in err, err
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (out / "report.json").exists()
