@@ -53,7 +53,7 @@ def test_onnx_file_becomes_an_openvino_ir_checked_against_the_onnx_file(tmp_path
         (lambda p: np.savez(p, y=np.zeros(3)), "no array 'x'"),
         (lambda p: np.savez(p, x=np.zeros((4, 3, 16, 16), np.float32)), r"x has shape \[4, 3, 16, 16\]"),
         (lambda p: np.savez(p, x=np.full((4, 3, 32, 32), np.nan, np.float32)), "NaN or Inf"),
-        (lambda p: p.write_bytes(b"junk"), "not a readable .npz"),
+        (lambda p: p.write_bytes(b"junk"), r"not (a readable \.npz|an \.npz)"),
     ],
     ids=["no-x", "wrong-shape", "nan", "not-npz"],
 )
