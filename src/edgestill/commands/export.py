@@ -97,11 +97,14 @@ def export_command(
         from edgestill.outdir import (
             MARKER,
             claim_output_dir,
+            lock_output_dir,
             write_json_atomic,
             write_marker,
         )
 
         shape = parse_input_shape(input_shape) if input_shape is not None else None
+        if shape is not None and data is None:
+            shape.check_samples(samples)  # before the model is built and run once on its example input
         stem = name or default_name(model)
         config = ExportConfig(
             formats=_split(formats), precisions=_split(precisions), name=stem,
@@ -117,6 +120,8 @@ def export_command(
             check_export_inputs(model, config, budget, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
                                 input_shape=shape, num_classes=num_classes, data=data, samples=samples)
             claim_output_dir(out, kind="export", overwrite=True, inputs=inputs)
+        elif out.is_dir():
+            lock_output_dir(out)  # an export adding to its folder: a second process writing there is refused
         fd, tmp = tempfile.mkstemp(prefix="edgestill-export-", suffix=".log")
         os.close(fd)
         log = Path(tmp)

@@ -47,18 +47,22 @@ class InputShape:
         dims = ["N" if self.dynamic_batch else str(self.dims[0]), *map(str, self.dims[1:])]
         return "x".join(dims)
 
+    def check_samples(self, n: int) -> None:
+        """Refuse (InputError) ``n`` random samples of this input that would not fit the machine's memory."""
+        from edgestill.limits import check_allocation, element_count
+
+        check_allocation(element_count((n, *self.dims[1:])) * (_RANDOM_BYTES + np.dtype(self.dtype).itemsize),
+                         what=f"{n} random samples of input {self} ({self.dtype})",
+                         fix="Pass a smaller --samples (64 is the default), a smaller --input-shape, or --data with real samples.")
+
     def samples(self, n: int, *, seed: int = 0) -> np.ndarray:
         """``n`` seeded random samples, (n, *dims[1:]): standard normal floats, or ids in [low, high).
 
         Raises:
             InputError: the samples would not fit the machine's memory (checked before anything is allocated).
         """
-        from edgestill.limits import check_allocation, element_count
-
+        self.check_samples(n)
         shape = (n, *self.dims[1:])
-        check_allocation(element_count(shape) * (_RANDOM_BYTES + np.dtype(self.dtype).itemsize),
-                         what=f"{n} random samples of input {self} ({self.dtype})",
-                         fix="Pass a smaller --samples (64 is the default), a smaller --input-shape, or --data with real samples.")
         rng = np.random.default_rng(seed)
         if np.dtype(self.dtype).kind in "iu":
             return rng.integers(self.low or 0, self.high or 100, size=shape).astype(self.dtype)
