@@ -283,11 +283,7 @@ def test_distill_refuses_bad_recipe_data(tmp_path: Path, case: str) -> None:
     assert no_artifacts(out) and not list(out.rglob("*.pt")) and not list(out.rglob("*.safetensors"))
 
 
-# --- export / quantize --data: read in chain/convert.py and compress/quantize/data.py (outside this slice) -----------
-
-_NEEDS_OTHERS = pytest.mark.xfail(strict=True, reason=(
-    "--data of export/quantize is read by chain/convert.py and compress/quantize/data.py with np.load (EOFError, "
-    "MemoryError: exit 3); they should read it with edgestill.runtimes.base.read_npz. Remove this mark when they do."))
+# --- export / quantize --data: chain/convert.py and compress/quantize/data.py read it with the checked reader --------
 
 _CNN_Y = np.arange(8) % 10
 STAGE_CASES = [
@@ -306,10 +302,10 @@ STAGE_CASES = [
                                                               y=np.where(np.arange(8) == 3, 99, _CNN_Y)),
                  ("99", "outside the model's 10 classes"), id="quantize-y-out-of-range"),
     pytest.param("quantize", "empty-file-0-bytes", lambda p: (p.write_bytes(b""), p)[1], ("empty", "0 bytes"),
-                 marks=_NEEDS_OTHERS, id="quantize-empty-file-0-bytes"),
+                 id="quantize-empty-file-0-bytes"),
     pytest.param("quantize", "huge-declared-shape", lambda p: _zip(p, {"x.npy": _header_only(HUGE_SHAPE),
                                                                        "y.npy": _npy_bytes(_CNN_Y)}),
-                 ("[1000000000, 3, 224, 224]", "of memory"), marks=_NEEDS_OTHERS, id="quantize-huge-declared-shape"),
+                 ("[1000000000, 3, 224, 224]", "of memory"), id="quantize-huge-declared-shape"),
 ]
 
 

@@ -26,13 +26,11 @@ class QuantData:
 
 
 def _npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
+    from edgestill.runtimes.base import read_npz
+
+    if not path.exists():
         raise InputError(f"{what} {path} does not exist. Pass an .npz file holding arrays x (inputs) and y (integer labels).")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{what} {path} is not a readable .npz file ({exc}). Save it with numpy.savez(path, x=..., y=...).") from None
+    return read_npz(path, what=f"{what} {path}")  # every declared size checked before numpy allocates it
 
 
 def load_quant_data(
