@@ -320,3 +320,29 @@ def test_one_process_may_claim_its_own_folder_again(tmp_path: Path) -> None:
     claim_output_dir(out, kind="run")
     assert [p.name for p in out.iterdir()] == [MARKER]
 
+
+
+def test_names_a_command_owns_are_its_own_even_when_a_kill_kept_it_from_recording_them(tmp_path: Path) -> None:
+    """Fault: a recipe run SIGKILLed mid-way never records its files; its rerun with --force (the demo always starts
+    over) may still replace what it writes (stages.json, artifacts/, a torn temporary), but not a user's file."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    script = ("import os, sys; from pathlib import Path; from edgestill.outdir import claim_output_dir; "
+              "p = claim_output_dir(Path(sys.argv[1]), kind='run', owns=('artifacts', 'stages.json', '.stages.json.*.tmp')); "
+              "(p / 'artifacts').mkdir(); (p / 'stages.json').write_text('{}'); (p / '.stages.json.ab12.tmp').write_text('x'); "
+              "os.kill(os.getpid(), 9)")
+    subprocess.run([sys.executable, "-c", script, str(out)])
+    assert marker_kind(out) == "run" and "files" not in json.loads((out / MARKER).read_text())  # never sealed
+    claim_output_dir(out, kind="run")  # all of it was its own
+    assert [p.name for p in out.iterdir()] == [MARKER]
+    from edgestill.outdir import release_output_dir
+
+    release_output_dir(out)  # this process lets go, as a command does when it ends
+    subprocess.run([sys.executable, "-c", script, str(out)])
+    (out / "mine.txt").write_text("a user's file")
+    with pytest.raises(InputError, match="mine.txt") as err:
+        claim_output_dir(out, kind="run")
+    assert "stages.json" not in str(err.value) and "artifacts" not in str(err.value)
+    assert (out / "mine.txt").read_text() == "a user's file" and (out / "stages.json").exists()

@@ -10,6 +10,7 @@ folder itself, so no lock file is written): a second process claiming the same f
 from __future__ import annotations
 
 import atexit
+import fnmatch
 import glob
 import json
 import os
@@ -33,7 +34,7 @@ _sealing = False  # the exit hook that seals them is registered
 
 
 def claim_output_dir(path: Path, *, kind: str, overwrite: bool = False,
-                     inputs: Iterable[tuple[str, Path | str | None]] = ()) -> Path:
+                     inputs: Iterable[tuple[str, Path | str | None]] = (), owns: Iterable[str] = ()) -> Path:
     """Make ``path`` ready for a fresh run of ``kind`` and return it.
 
     An empty or missing folder is created; a folder an earlier run of the same ``kind`` wrote (its marker says so) is
@@ -43,6 +44,8 @@ def claim_output_dir(path: Path, *, kind: str, overwrite: bool = False,
         kind: the command writing the folder (``quantize``, ``distill``, ``run``, ``export``); recorded in the marker.
         overwrite: the user passed ``--overwrite``: replace the output of another edgestill command.
         inputs: (option, path) pairs of the command's own input files; none may lie inside a folder to be emptied.
+        owns: glob patterns of the top-level names this command writes (recorded in the marker before it writes
+            anything), so that what a run killed before it could record its files left there is still its own.
 
     Raises:
         InputError: see :func:`check_output_dir`; or the folder is not writable.
@@ -76,7 +79,7 @@ def claim_output_dir(path: Path, *, kind: str, overwrite: bool = False,
                 child.unlink()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        write_marker(path, kind)
+        write_marker(path, kind, owns=list(owns))
     except OSError as exc:
         raise InputError(f"cannot write to --out {path}: {exc.strerror}. Pass a folder you can write to.") from None
     adopt_output_dir(path, kind)
@@ -156,18 +159,24 @@ def _seal(path: Path, kind: str) -> None:
         if marker_kind(path) != kind:
             return  # the folder was removed or taken over meanwhile
         files = sorted(p.name for p in Path(path).iterdir() if p.name != MARKER)
-        write_marker(path, kind, files=files)
+        write_marker(path, kind, files=files, owns=_marker_doc(path).get("owns"))
+
+
+def _marker_doc(path: Path) -> dict[str, object]:
+    try:
+        doc = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _strings(value: object) -> list[str] | None:
+    return value if isinstance(value, list) and all(isinstance(f, str) for f in value) else None
 
 
 def recorded_entries(path: Path) -> list[str] | None:
     """The top-level entries the marker says the last command left in ``path``; None when it recorded none."""
-    try:
-        files = json.loads((Path(path) / MARKER).read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        return None
-    return files
+    return _strings(_marker_doc(path).get("files"))
 
 
 def unrecorded_entries(path: Path) -> list[str]:
@@ -179,7 +188,9 @@ def unrecorded_entries(path: Path) -> list[str]:
     except OSError:
         return []
     recorded = set(recorded_entries(path) or ())
-    return sorted(p.name for p in path.iterdir() if p.name != MARKER and p.name not in recorded)
+    owns = [*(_strings(_marker_doc(path).get("owns")) or ()), f".{MARKER}.*.tmp"]
+    return sorted(p.name for p in path.iterdir()
+                  if p.name != MARKER and p.name not in recorded and not any(fnmatch.fnmatchcase(p.name, g) for g in owns))
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int]:
@@ -271,9 +282,12 @@ def marker_kind(path: Path) -> str | None:
     return kind if isinstance(kind, str) and kind.isidentifier() else "unknown"
 
 
-def write_marker(path: Path, kind: str, *, files: list[str] | None = None) -> None:
-    """Record that edgestill's ``kind`` command wrote the folder ``path`` (and, once it ended, the ``files`` it left)."""
+def write_marker(path: Path, kind: str, *, files: list[str] | None = None, owns: object = None) -> None:
+    """Record that edgestill's ``kind`` command wrote the folder ``path``: the top-level name patterns it ``owns``
+    (written before anything else) and, once it ended, the ``files`` it left."""
     doc: dict[str, object] = {"tool": "edgestill", "version": __version__, "kind": kind}
+    if _strings(owns):
+        doc["owns"] = owns
     if files is not None:
         doc["files"] = files
     write_text_atomic(Path(path) / MARKER, json.dumps(doc) + "\n")

@@ -40,6 +40,9 @@ from edgestill.outdir import (
 )
 
 STATE_FILE = "stages.json"
+# the top-level names a recipe run writes: what a run killed before it could record its files left is still its own
+OWNED = ("artifacts", "checkpoints", "logs", "report.json", "report.md", "report.html", STATE_FILE,
+         ".stages.json.*.tmp", ".report.*.tmp")
 DEFAULT_DB = Path(".edgestill") / "results.db"
 THROUGH = ("distill", "gate")
 
@@ -128,7 +131,7 @@ def prepare_out_dir(out: Path, *, kind: str, force: bool = False, overwrite: boo
             return out, previous
     if check_output_dir(out, kind=kind, overwrite=overwrite, inputs=inputs) and before_emptying is not None:
         before_emptying()
-    claim_output_dir(out, kind=kind, overwrite=overwrite, inputs=inputs)
+    claim_output_dir(out, kind=kind, overwrite=overwrite, inputs=inputs, owns=OWNED)
     write_json_atomic(state, {})  # from now on a rerun resumes here, even if this run is interrupted
     return out, {}
 
