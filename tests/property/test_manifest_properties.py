@@ -31,6 +31,7 @@ from edgestill.artifact import (
 )
 from edgestill.errors import InputError
 from tests.property._settings import BOUNDED, FEW, MANY
+from tests.property.helpers import key_paths
 
 MODEL_BYTES = b"not really onnx, but hashed like one"
 
@@ -87,17 +88,6 @@ json_values = st.recursive(
 )
 
 
-def _paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 def load_or_refuse(manifest_path: Path) -> Artifact | None:
     """The contract under test: an Artifact, or an InputError; anything else fails the property."""
     try:
@@ -141,7 +131,7 @@ def write_manifest(art: Path, doc: Any) -> Path:
 def test_a_mutated_manifest_loads_confined_or_is_refused(data: st.DataObject) -> None:
     doc = valid_manifest()
     for _ in range(data.draw(st.integers(1, 3), label="changes")):
-        paths = _paths(doc)
+        paths = key_paths(doc)
         if not paths:
             break
         path = data.draw(st.sampled_from(paths), label="path")

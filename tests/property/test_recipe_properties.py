@@ -27,6 +27,7 @@ from edgestill.compress.distill.trainer import TrainConfig
 from edgestill.data.loaders import DataConfig
 from edgestill.errors import InputError  # ConfigError and UnknownNameError are InputErrors
 from tests.property._settings import BOUNDED, FEW, MANY
+from tests.property.helpers import key_paths
 
 KNOWN_KEYS = sorted({*_SECTIONS, "losses", "name", "weight", "options", "temperature", "alpha", "pairs", "threads",
                      "formats", "precisions", "min_runs", "min_seconds", "fp32", "int8", "atol", "min_sqnr_db",
@@ -62,17 +63,6 @@ def base() -> dict[str, Any]:
     }
 
 
-def _paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 def _parse_or_refuse(doc: Any) -> Recipe | None:
     """recipe_from_dict's contract: a Recipe, or an InputError (ConfigError, UnknownNameError); nothing else."""
     try:
@@ -91,7 +81,7 @@ def test_any_document_gives_a_recipe_or_a_config_error(doc: Any) -> None:
 @given(st.data())
 def test_any_single_change_to_a_valid_recipe_gives_a_recipe_or_a_config_error(data: st.DataObject) -> None:
     doc = base()
-    path = data.draw(st.sampled_from(_paths(doc)), label="path")
+    path = data.draw(st.sampled_from(key_paths(doc)), label="path")
     parent = doc
     for k in path[:-1]:
         parent = parent[k]
