@@ -14,6 +14,7 @@ import typer
 
 from edgestill import __version__
 from edgestill.errors import EdgestillError
+from edgestill.signals import Terminated
 
 app = typer.Typer(
     name="edgestill",
@@ -48,15 +49,6 @@ def _root(
     """edgestill: distill, quantize, export and benchmark models for edge devices."""
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI job cancelled, a container stopped), raised where the process is, so that it unwinds like
-    Ctrl-C: runner subprocesses are killed, temporary files removed, output folders sealed; exit 143."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def run_command(fn: Callable[[], Any]) -> Any:
     """Run a command body; an EdgestillError becomes its message and exit code, anything else exit 3 + log."""
     try:
@@ -66,7 +58,7 @@ def run_command(fn: Callable[[], Any]) -> Any:
     except EdgestillError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except Terminated:
+    except Terminated:  # from edgestill.signals
         typer.echo("terminated (SIGTERM): finished stages and stored results are kept; rerun to continue", err=True)
         raise typer.Exit(143) from None
     except KeyboardInterrupt:
@@ -168,9 +160,9 @@ def _register_commands() -> None:
 
 
 def main() -> None:
-    import signal
+    from edgestill import signals
 
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signals.install()  # SIGTERM unwinds like Ctrl-C (exit 143); an interrupt a library swallows is raised again
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _register_commands()
     app(prog_name="edgestill")

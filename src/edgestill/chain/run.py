@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgestill import __version__
+from edgestill import __version__, signals
 from edgestill.chain.recipe import Recipe
 from edgestill.errors import ConfigError
 from edgestill.record import RESULTS_SCHEMA_VERSION
@@ -66,6 +66,24 @@ class _Silent:
 
     def done(self, name: str, seconds: float, info: str = "") -> None:
         pass
+
+
+class _Checked:
+    """A reporter whose every step first raises an interrupt a library swallowed (see :mod:`edgestill.signals`)."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        signals.check()
+        self.inner.stage(name, total)
+
+    def advance(self, completed: int, total: int | None = None, info: str = "") -> None:
+        signals.check()
+        self.inner.advance(completed, total, info)
+
+    def done(self, name: str, seconds: float, info: str = "") -> None:
+        self.inner.done(name, seconds, info)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,6 +189,7 @@ class _Stages:
 
     def run(self, name: str, fn: Callable[[], Any], total: int | None = None) -> Any:
         """Time ``fn`` as stage ``name`` (not recorded: see :meth:`record`)."""
+        signals.check()  # a Ctrl-C a library swallowed during the last stage stops the run here
         self.rep.stage(name, total)
         t0 = time.perf_counter()
         value = fn()
@@ -184,6 +203,7 @@ class _Stages:
         seconds = sum(self.seconds.get(n, 0.0) for n in (name, *parts))
         self.records[name] = {"key": key, "result": result, "seconds": round(seconds, 3), "status": "ran", **extra}
         self._save()
+        signals.check()  # the finished stage is recorded; an interrupt received during it stops the run now
 
     def _save(self) -> None:
         write_json_atomic(self.out / STATE_FILE, {**self.records})
@@ -221,7 +241,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     from edgestill.data.loaders import load_data
     from edgestill.host import host_provenance
 
-    rep = reporter or _Silent()
+    rep = _Checked(reporter or _Silent())
     out, previous = claimed or prepare_out_dir(options.out_dir, kind=options.kind, force=options.force,
                                                overwrite=options.overwrite, inputs=recipe_inputs(recipe))
     cache_dir = options.cache_dir or default_cache_dir()
