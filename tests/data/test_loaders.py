@@ -228,3 +228,20 @@ def test_augment_crop_shifts_content_within_the_reflect_padding() -> None:
     src_rows, src_cols = slice(rows.start + sy, rows.stop + sy), slice(cols.start + sx, cols.stop + sx)
     np.testing.assert_array_equal(out[i][:, rows, cols], x[i][:, src_rows, src_cols])
     assert not np.array_equal(out[i], x[i])
+
+
+@pytest.mark.parametrize("fmt", ["npz", "csv"])
+def test_a_class_count_that_cannot_fit_memory_is_refused_before_anything_is_made(tmp_path: Path, fmt: str) -> None:
+    """Bad input: data.num_classes 1e9 for 60 samples. Before this check, the class names and the model head were
+    built from it and the kernel killed the process (exit 137)."""
+    rng = np.random.default_rng(0)
+    if fmt == "npz":
+        path = tmp_path / "d.npz"
+        np.savez(path, x=rng.standard_normal((60, 3, 8, 8)).astype(np.float32), y=np.arange(60) % 3)
+        config = DataConfig(npz=path, num_classes=10**9)
+    else:
+        path = tmp_path / "d.csv"
+        path.write_text("a,b,label\n" + "".join(f"{i},{i * 2},{i % 3}\n" for i in range(60)))
+        config = DataConfig(csv=path, label_column="label", num_classes=10**9)
+    with pytest.raises(InputError, match=r"1000000000 classes for 60 samples .* of memory"):
+        load_data(config)

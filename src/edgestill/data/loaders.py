@@ -420,6 +420,16 @@ def _check_labels(where: str, y: np.ndarray, ids: np.ndarray, num_classes: int |
     return y
 
 
+def check_class_count(where: str, num_classes: int, n_samples: int) -> None:
+    """Refuse a class count whose per-sample outputs could not be held: the chain keeps the teacher's logits for every
+    sample (n × C float32), so that is checked against memory before a class name or a model head is made."""
+    from edgestill.limits import check_allocation
+
+    check_allocation(n_samples * num_classes * 4 + num_classes * 64,
+                     what=f"{where}: {num_classes} classes for {n_samples} samples (the teacher's logits for every sample)",
+                     fix="Set data.num_classes to the true number of classes.")
+
+
 def _check_inferred_classes(where: str, y: np.ndarray, num_classes: int) -> None:
     """Labels without data.num_classes or class names give ``max + 1`` classes; refuse that count when some class in
     it has no sample at all (labels 0, 1, 57 are not 58 classes but labels that are not class indices)."""
@@ -497,6 +507,7 @@ def load_npz(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
     if num_classes is None:
         num_classes = int(max(p[1].max() for p in parts.values())) + 1
         _check_inferred_classes(str(path), np.concatenate([p[1] for p in parts.values()]), num_classes)
+    check_class_count(str(path), num_classes, sum(len(p[0]) for p in parts.values()))
     if names is None:
         names = tuple(str(i) for i in range(num_classes))
     if num_classes < 2:
@@ -576,6 +587,7 @@ def load_csv(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
     num_classes = len(names) if names is not None else (config.num_classes or int(y.max()) + 1)
     if names is None and config.num_classes is None:
         _check_inferred_classes(f"{path} column {config.label_column!r}", y, num_classes)
+    check_class_count(str(path), num_classes, len(y))
     if num_classes < 2:
         raise InputError(f"{path}: column {config.label_column!r} holds a single class; a classifier needs at least two.")
     if image_i is not None:
