@@ -3,17 +3,20 @@
 Two workloads, each killed at random moments and restarted until it completes:
 
 * **recipe**: ``edgestill run`` of the built-in ``demo-quick`` recipe (data, teacher, distill, export to three formats
-  at two precisions, evaluate, bench) into one folder per round; a rerun resumes from the last finished stage.
-* **bench**: ``edgestill bench`` of that run's artifacts at two thread counts with ``--run-key`` (one key per round),
-  so a restarted matrix measures only the cells the killed one had not stored.
+  at two precisions, evaluate, bench); a rerun resumes from the last finished stage.
+* **bench**: ``edgestill bench`` of that run's artifacts at two thread counts with ``--run-key``, so a restarted
+  matrix measures only the cells the killed one had not journalled.
+
+A round is one output folder (or one run key), killed and restarted until it exits on its own; rounds continue
+until half the kills went to each workload.
 
 Then it counts, in the SQLite stores: runs and measurement rows expected (from what each completed command reported)
 vs present vs duplicated; and checks every published artifact: its manifest loads and its files match the sha256
 recorded in it. One JSON line on stdout; the process exits 1 when anything was lost or duplicated or an artifact is
 unreadable.
 
-    python perf/fault_soak.py                          # 24 kills, about 15-25 min on 2 cores
-    python perf/fault_soak.py --kills 6 --rounds 1     # a quick look
+    python perf/fault_soak.py                          # 24 kills, about 10-20 min on 2 cores
+    python perf/fault_soak.py --kills 6 --only recipe  # a quick look
 """
 
 from __future__ import annotations
@@ -63,17 +66,18 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def run_killed(cmd: list[str], *, kills: int, first_guess_s: float, env: dict[str, str], log: Path,
+def run_killed(cmd: list[str], *, kills_left: int, guess_s: float, env: dict[str, str], log: Path,
                rng: random.Random, deadline: float) -> dict[str, object]:
-    """Start ``cmd``; kill it at a random moment ``kills`` times (restarting it each time); then let it finish.
+    """Start ``cmd`` and kill it at a random moment, restarting it each time, until it exits on its own.
 
-    The moment is uniform in [0.3 s, guess], where guess is how long the command last ran to completion (a rerun
-    that resumes is shorter), grown by 20% after each kill, so kills land in every stage.
+    While ``kills_left`` and time remain, the moment is uniform in [0.3 s, guess]; the guess starts at how long a
+    whole run took last time and grows by 20% after each kill (a resumed run skips what is done, so its remaining
+    work is shorter, but a stage longer than the guess must be reachable too).
     """
-    guess, done_kills, attempts, exits = first_guess_s, 0, 0, []
+    guess, kills, attempts, exits = guess_s, 0, 0, []
     while True:
         attempts += 1
-        kill_at = rng.uniform(0.3, guess) if done_kills < kills and time.monotonic() < deadline else None
+        kill_at = rng.uniform(0.3, guess) if kills < kills_left and time.monotonic() < deadline else None
         with open(log, "ab") as f:
             f.write(f"\n=== attempt {attempts}: {' '.join(cmd)} (kill at {kill_at}) ===\n".encode())
             f.flush()
@@ -81,15 +85,15 @@ def run_killed(cmd: list[str], *, kills: int, first_guess_s: float, env: dict[st
             proc = subprocess.Popen(cmd, stdout=f, stderr=f, env=env, cwd=env["SOAK_CWD"])
             try:
                 proc.wait(timeout=kill_at)
-                exits.append(proc.returncode)
-                guess = max(1.0, time.monotonic() - start)
-                if kill_at is None or proc.returncode != 0:
-                    return {"attempts": attempts, "kills": done_kills, "exit": proc.returncode, "exits": exits}
             except subprocess.TimeoutExpired:
                 kill_tree(proc)
-                done_kills += 1
-                guess *= 1.2  # it has not finished within the guess yet: reach later stages too
+                kills += 1
                 exits.append("SIGKILL")
+                guess *= 1.2
+                continue
+        exits.append(proc.returncode)
+        return {"attempts": attempts, "kills": kills, "exit": proc.returncode, "exits": exits,
+                "seconds": round(time.monotonic() - start, 1)}
 
 
 def store_rows(db: Path) -> list[tuple]:
@@ -128,7 +132,7 @@ def check_artifacts(folder: Path) -> dict[str, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=24, help="random kills in all (split over the workloads and rounds)")
-    ap.add_argument("--rounds", type=int, default=2, help="recipe and bench rounds (each into a fresh folder / key)")
+    ap.add_argument("--max-rounds", type=int, default=12, help="at most this many rounds per workload (each a fresh folder / key)")
     ap.add_argument("--max-seconds", type=float, default=2400, help="stop killing after this long; finish the rounds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a new temporary one)")
@@ -147,46 +151,49 @@ def main() -> int:
     log = work / "soak.log"
     started = time.monotonic()
     deadline = started + args.max_seconds
-    per = max(1, args.kills // ((1 if args.only else 2) * args.rounds))
     result: dict[str, object] = {"seed": args.seed, "work": str(work)}
 
     recipe_db, bench_db = work / "recipe.db", work / "bench.db"
-    rounds, expected_rows, run_ids = [], 0, []
-    recipe_kills = per if args.only != "bench" else 0
-    for r in range(args.rounds if args.only != "bench" else 1):
-        out = work / f"run-{r}"
+    recipe_target = 0 if args.only == "bench" else args.kills if args.only == "recipe" else args.kills // 2
+    bench_target = args.kills - recipe_target if args.only != "recipe" else 0
+
+    # recipe rounds: one folder each, killed until it completes; a new round while kills remain
+    rounds, expected_rows, guess, kills = [], 0, 60.0, 0
+    while not rounds or (kills < recipe_target and time.monotonic() < deadline and len(rounds) < args.max_rounds):
+        out = work / f"run-{len(rounds)}"
         outcome = run_killed([*edgestill, "run", str(recipe), "--out", str(out), "--db", str(recipe_db)],
-                             kills=recipe_kills, first_guess_s=60.0, env=env, log=log, rng=rng, deadline=deadline)
+                             kills_left=recipe_target - kills, guess_s=guess, env=env, log=log, rng=rng, deadline=deadline)
+        kills += int(outcome["kills"])
+        guess = max(5.0, float(outcome["seconds"])) if not outcome["kills"] else guess
         report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
         store = report.get("store") or {}
         expected_rows += int(store.get("measurements", 0))
-        run_ids.append(store.get("run_id"))
         rounds.append({**outcome, "run_id": store.get("run_id"), "measurements": store.get("measurements")})
     rows = store_rows(recipe_db)
-    per_cell = Counter(rows)
     result["recipe"] = {
-        "rounds": rounds, "kills": sum(int(x["kills"]) for x in rounds),
-        "runs_expected": len(run_ids), "runs_present": len(store_runs(recipe_db)),
-        "rows_expected": expected_rows, "rows_present": len(rows),
-        "rows_lost": max(0, expected_rows - len(rows)), "rows_duplicated": sum(n - 1 for n in per_cell.values() if n > 1),
-        "artifacts": check_artifacts(work),
+        "rounds": rounds, "kills": kills, "runs_expected": len(rounds), "runs_present": len(store_runs(recipe_db)),
+        "rows_expected": expected_rows, "rows_present": len(rows), "rows_lost": max(0, expected_rows - len(rows)),
+        "rows_duplicated": sum(n - 1 for n in Counter(rows).values() if n > 1), "artifacts": check_artifacts(work),
     }
 
+    # bench rounds: one run key each, killed until it completes; a new key while kills remain
     manifests = sorted(str(p) for p in (work / "run-0" / "artifacts").glob("*.manifest.json"))
-    b_rounds, b_expected = [], 0
-    for r in range(args.rounds if args.only != "recipe" else 0):
-        key = f"soak-{args.seed}-{r}"
+    b_rounds, b_expected, guess, kills = [], 0, 30.0, 0
+    while args.only != "recipe" and (not b_rounds or (kills < bench_target and time.monotonic() < deadline
+                                                      and len(b_rounds) < args.max_rounds)):
+        key = f"soak-{args.seed}-{len(b_rounds)}"
         outcome = run_killed([*edgestill, "bench", *manifests, "--threads", "1,2", "--min-runs", "20", "--min-seconds",
                               "0.3", "--db", str(bench_db), "--run-key", key, "--json"],
-                             kills=per, first_guess_s=30.0, env=env, log=log, rng=rng, deadline=deadline)
+                             kills_left=bench_target - kills, guess_s=guess, env=env, log=log, rng=rng, deadline=deadline)
+        kills += int(outcome["kills"])
+        guess = max(5.0, float(outcome["seconds"])) if not outcome["kills"] else guess
         b_expected += len(manifests) * 2
         b_rounds.append({**outcome, "run_key": key})
     rows = store_rows(bench_db)
-    per_cell = Counter(rows)
     result["bench"] = {
-        "rounds": b_rounds, "kills": sum(int(x["kills"]) for x in b_rounds), "runs_present": len(store_runs(bench_db)),
-        "runs_expected": len(b_rounds), "rows_expected": b_expected, "rows_present": len(rows),
-        "rows_lost": max(0, b_expected - len(rows)), "rows_duplicated": sum(n - 1 for n in per_cell.values() if n > 1),
+        "rounds": b_rounds, "kills": kills, "runs_expected": len(b_rounds), "runs_present": len(store_runs(bench_db)),
+        "rows_expected": b_expected, "rows_present": len(rows), "rows_lost": max(0, b_expected - len(rows)),
+        "rows_duplicated": sum(n - 1 for n in Counter(rows).values() if n > 1),
     }
     rec, ben = result["recipe"], result["bench"]
     result["kills"] = rec["kills"] + ben["kills"]  # type: ignore[operator]
