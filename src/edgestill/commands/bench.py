@@ -194,6 +194,7 @@ def print_repeats(repeats: list[dict[str, Any]]) -> None:
     import sys
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 140)
@@ -202,9 +203,9 @@ def print_repeats(repeats: list[dict[str, Any]]) -> None:
         table.add_column(col, justify="left" if col in ("artifact", "runtime", "p50 each") else "right")
     for r in repeats:
         cv = "" if r["p50_cv_percent"] is None else f"{r['p50_cv_percent']:.1f}"
-        table.add_row(r["artifact"], r["runtime"], str(r["threads"]), str(r["repeat"]),
+        table.add_row(escape(r["artifact"]), escape(r["runtime"]), str(r["threads"]), str(r["repeat"]),
                       " ".join(f"{p:.3f}" for p in r["p50_ms_each"]), cv)  # fmt: skip
     console.print(table)
     for r in repeats:
         if r["warning"]:
-            console.print(f"[yellow]warning[/] {r['artifact']} ({r['threads']} thr): {r['warning']}")
+            console.print(f"[yellow]warning[/] {escape(r['artifact'])} ({r['threads']} thr): {escape(r['warning'])}")

@@ -285,6 +285,7 @@ def print_results(results: list[Any], file: Any = None) -> None:
     import sys
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(file=file, width=None if (file or sys.stdout).isatty() else 140)
@@ -307,11 +308,11 @@ def print_results(results: list[Any], file: Any = None) -> None:
         console.print(f"int8 drop measured as {' / '.join(metrics)} vs the fp32 file on the same runtime.")
     for r in results:
         for note in r.notes:
-            console.print(f"[yellow]note[/] {r.name}: {note}")
+            console.print(f"[yellow]note[/] {escape(r.name)}: {escape(str(note))}")
         if r.error:
-            console.print(f"[red]{r.name}[/]: {r.error}")
+            console.print(f"[red]{escape(r.name)}[/]: {escape(str(r.error))}")
             if r.rejected_files:
-                console.print(f"  kept as {', '.join(str(p) for p in r.rejected_files)}")
+                console.print(f"  kept as {escape(', '.join(str(p) for p in r.rejected_files))}")
 
 
 def _budget_cell(q: dict[str, Any] | None) -> str:

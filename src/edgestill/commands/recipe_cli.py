@@ -78,7 +78,7 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
 
     console = Console(file=file, width=None if (file or sys.stdout).isatty() else 140)
     s, t = report["student"], report.get("teacher", {})
-    models = Table(title=f"{report['kind']} {report['recipe']} (torch, test split)")
+    models = Table(title=f"{report['kind']} {escape(str(report['recipe']))} (torch, test split)")
     for col in ("model", "source", "parameters", "MACs", "test accuracy"):
         models.add_column(col, justify="left" if col in ("model", "source") else "right")
 
@@ -89,11 +89,11 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
         return "—" if v is None else f"{v:,}"
 
     if t.get("source") not in (None, "none"):
-        models.add_row("teacher", t.get("model") or t["source"], num(t.get("parameters")), num(t.get("macs")),
+        models.add_row("teacher", escape(str(t.get("model") or t["source"])), num(t.get("parameters")), num(t.get("macs")),
                        pct(t.get("test_accuracy")))
-    models.add_row("student", s["model"], num(s["parameters"]), num(s.get("macs")), pct(s["test_accuracy"]))
+    models.add_row("student", escape(str(s["model"])), num(s["parameters"]), num(s.get("macs")), pct(s["test_accuracy"]))
     if "baseline_test_accuracy" in s:
-        models.add_row("student, no KD", s["model"], num(s["parameters"]), num(s.get("macs")),
+        models.add_row("student, no KD", escape(str(s["model"])), num(s["parameters"]), num(s.get("macs")),
                        pct(s["baseline_test_accuracy"]))
     console.print(models)
     if report.get("artifacts"):
@@ -103,7 +103,7 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
         for r in report["artifacts"]:
             m = (r.get("measurements") or [{}])[0]
             measured = m.get("kind") == "measured"
-            arts.add_row(r["artifact"], str(r.get("runtime") or "—"), "pass" if r["passed"] else "FAIL",
+            arts.add_row(escape(str(r["artifact"])), escape(str(r.get("runtime") or "—")), "pass" if r["passed"] else "FAIL",
                          pct(r.get("test_accuracy")), str(r.get("accuracy_drop_points", "—")),
                          pct(r.get("teacher_top1_agreement")), f"{m['p50_ms']:.3f}" if measured else "—",
                          f"{m['p90_ms']:.3f}" if measured else "—",
@@ -116,6 +116,6 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
     if skipped:
         console.print(f"Unchanged since the last run, skipped: {', '.join(skipped)}.")
     if report.get("store"):
-        console.print(f"Stored as run {report['store']['run_id']} in {report['store']['path']}.")
+        console.print(f"Stored as run {report['store']['run_id']} in {escape(str(report['store']['path']))}.")
     html = f", {out / 'report.html'}" if (out / "report.html").is_file() else ""
-    console.print(f"Total {report['stage_seconds']['total']:.1f} s. Reports: {out / 'report.json'}, {out / 'report.md'}{html}")
+    console.print(escape(f"Total {report['stage_seconds']['total']:.1f} s. Reports: {out / 'report.json'}, {out / 'report.md'}{html}"))

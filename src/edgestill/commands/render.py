@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as _e  # user strings (names, errors) may hold "[/]" or "[bold]": text, never markup
 from rich.table import Table
 
 
@@ -17,12 +18,12 @@ def print_measurements(measurements: list[Any]) -> None:
         table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
     for m in measurements:
         if m.kind != "measured" or m.latency is None:
-            table.add_row(m.artifact, m.runtime, str(m.threads), "[red]failed[/]", *[""] * 8)
+            table.add_row(_e(m.artifact), _e(m.runtime), str(m.threads), "[red]failed[/]", *[""] * 8)
             continue
         lat = m.latency
         wall = m.wall_latency or lat  # p50 on the wall clock; differs where the runtime's own clock was used
         table.add_row(
-            m.artifact, m.runtime, str(m.threads), f"{lat.p50_ms:.3f}{'*' if m.clock != 'wall' else ''}",
+            _e(m.artifact), _e(m.runtime), str(m.threads), f"{lat.p50_ms:.3f}{'*' if m.clock != 'wall' else ''}",
             f"{wall.p50_ms:.3f}", f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}",
             f"{lat.cv_percent:.1f}", str(lat.n), f"{m.init_ms:.1f}", f"{m.peak_rss_mb:.0f}",
             "" if m.accuracy is None else f"{m.accuracy.metric} {100 * m.accuracy.value:.2f}%",
@@ -38,6 +39,6 @@ def print_measurements(measurements: list[Any]) -> None:
 
             # bad input: the runner's one paragraph (its log tail stays in the record); anything else: the whole error
             why = failure_reason(m) if m.settings.get("runner_exit_code") == BAD_INPUT_EXIT else m.error
-            console.print(f"[red]{m.artifact} ({m.runtime}, {m.threads} thr) failed:[/] {why}")
+            console.print(f"[red]{_e(m.artifact)} ({_e(m.runtime)}, {m.threads} thr) failed:[/] {_e(str(why))}")
         for w in m.warnings:
-            console.print(f"[yellow]warning[/] {m.artifact} ({m.threads} thr): {w}")
+            console.print(f"[yellow]warning[/] {_e(m.artifact)} ({m.threads} thr): {_e(str(w))}")
