@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,15 @@ def _paths(tmp_path: Path, store: Path, case: str) -> list[str]:
         (tmp_path / "notes.db").write_text("not sqlite\n" * 100)
         return ["gate", "--baseline", "1", "--db", str(tmp_path / "notes.db")]
     if case == "gate: --db is another program's SQLite file":
-        with sqlite3.connect(tmp_path / "other.db") as con:
+        with closing(sqlite3.connect(tmp_path / "other.db")) as con, con:
             con.execute("CREATE TABLE users (name TEXT)")
         return ["gate", "--baseline", "1", "--db", str(tmp_path / "other.db")]
     if case == "gate: --db has a newer schema":
         newer = tmp_path / "newer.db"
         newer.write_bytes(store.read_bytes())
-        with sqlite3.connect(newer) as con:
+        # closed here, not at garbage collection: an open connection keeps the
+        # WAL side files (-wal, -shm) that the command would then remove.
+        with closing(sqlite3.connect(newer)) as con, con:
             con.execute("PRAGMA user_version = 99")
         return ["gate", "--baseline", "1", "--db", str(newer)]
     if case == "gate: --baseline names no run":
