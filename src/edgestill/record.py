@@ -103,6 +103,28 @@ class Measurement:
         return d
 
 
+def device_label(provenance: dict[str, Any] | None) -> str | None:
+    """The named device a record was taken on, or None for an unnamed one.
+
+    ``provenance["device"]`` is a name (``"host"``, an inventory device, a profile id for an estimate) or, from the
+    devices layer, ``{"id": name, "profile": ..., "transport": ...}``; both give the name.
+    """
+    named = (provenance or {}).get("device")
+    if isinstance(named, dict):
+        named = named.get("id") or named.get("name")
+    return None if named in (None, "") else str(named)
+
+
+def device_key(provenance: dict[str, Any] | None) -> str | None:
+    """The device a report groups a record under: a named device other than the host, else the machine id
+    (``device_id``: the host's records from several machines stay apart), else the name."""
+    prov = provenance or {}
+    label = device_label(prov)
+    if label and label != "host":
+        return label
+    return str(prov["device_id"]) if prov.get("device_id") else label
+
+
 _LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv_percent", "min_ms", "max_ms", "n")
 
 

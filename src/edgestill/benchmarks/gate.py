@@ -30,7 +30,7 @@ import numpy as np
 
 from edgestill.benchmarks.report_render import md_text
 from edgestill.errors import ConfigError, InputError
-from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
+from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION, device_label
 
 Verdict = Literal["regression", "improvement", "no change", "no verdict", "failed"]
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -254,11 +254,11 @@ def device_of(m: Mapping[str, Any]) -> str:
     """The device a record was taken on, as cells are matched: a named device or profile id where there is one, else
     the CPU model (two CI runners of one type have different machine ids but the same CPU), else the machine id."""
     prov = m.get("provenance") or {}
+    named = device_label(prov)
     if m.get("kind") == "estimated":
-        return str(prov.get("device_id") or prov.get("device") or "?")
-    named = prov.get("device")
+        return str(named or prov.get("device_id") or "?")
     if named and named != "host":
-        return str(named)
+        return named
     return str(prov.get("cpu_model") or prov.get("device_id") or "?")
 
 

@@ -52,6 +52,7 @@ import numpy as np
 
 from edgestill.benchmarks.gate import device_of
 from edgestill.errors import InputError, UnknownNameError, did_you_mean
+from edgestill.record import device_label
 
 if TYPE_CHECKING:
     from edgestill.benchmarks.store import ResultsStore
@@ -408,7 +409,7 @@ def _on_device(rows: list[dict[str, Any]], device: str, runs: dict[int, dict[str
 
     def names(m: dict[str, Any]) -> set[str]:
         prov = m.get("provenance") or {}
-        found = {device_of(m), prov.get("device_id"), prov.get("device"), runs.get(m["run_id"], {}).get("machine")}
+        found = {device_of(m), prov.get("device_id"), device_label(prov), runs.get(m["run_id"], {}).get("machine")}
         return {str(n) for n in found if n}
 
     exact = [m for m in rows if device in names(m)]

@@ -19,6 +19,7 @@ from edgestill.benchmarks.report_render import render_html, render_markdown
 from edgestill.benchmarks.store import ResultsStore
 from edgestill.errors import InputError
 from edgestill.outdir import write_text_atomic
+from edgestill.record import device_key, device_label
 
 __all__ = ["REPORT_SCHEMA", "build_report", "int8_pairs", "mark_pareto", "render_html",
            "render_markdown", "write_report"]
@@ -79,8 +80,8 @@ def _run_info(run: dict[str, Any], records: list[dict[str, Any]], manifests: dic
     runtimes: dict[str, str] = {}
     for r in records:
         prov = r.get("provenance") or {}
-        if prov.get("device_id") and r["kind"] != "estimated":
-            hosts.setdefault(prov["device_id"], {"device_id": prov["device_id"], **{k: prov.get(k) for k in _HOST_KEYS}})
+        if device_key(prov) and r["kind"] != "estimated":
+            hosts.setdefault(device_key(prov), {"device_id": device_key(prov), **{k: prov.get(k) for k in _HOST_KEYS}})
         if prov.get("runtime_version"):
             runtimes[r["runtime"]] = str(prov["runtime_version"])
     tools: dict[str, str] = {}
@@ -101,7 +102,8 @@ def _cell(r: dict[str, Any], manifests: dict[str, Any], *, kind: str = "measured
     stability = r.get("stability") or {}
     prov = r.get("provenance") or {}
     manifest = manifests.get(r["artifact"]) or {}
-    device = str(prov.get("device_id") or r.get("device_id") or "unknown device")
+    device = str((device_key(prov) if kind == "measured" else device_label(prov) or prov.get("device_id"))
+                 or r.get("device_id") or "unknown device")
     return {
         "run_id": r["run_id"], "kind": kind, "device_id": device, "artifact": r["artifact"],
         "model": _family(r["artifact"], r["precision"]), "parent_sha256": manifest.get("parent_sha256"),
@@ -120,7 +122,7 @@ def _failed_cell(r: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     reason = str((r.get("settings") or {}).get("runner_error") or r.get("error") or "no reason recorded").strip()
     if len(reason) > FAILURE_REASON_CHARS:
         reason = reason[:FAILURE_REASON_CHARS] + " …"
-    device = (r.get("provenance") or {}).get("device_id") or r.get("device_id") or run.get("machine") or "unknown device"
+    device = device_key(r.get("provenance")) or r.get("device_id") or run.get("machine") or "unknown device"
     return {"run_id": r["run_id"], "device_id": str(device), "artifact": r["artifact"], "format": r["format"],
             "precision": r["precision"], "runtime": r["runtime"], "threads": r["threads"], "reason": reason}  # fmt: skip
 
