@@ -17,13 +17,13 @@ from typing import Any
 from edgestill.artifact import MAX_MANIFEST_BYTES
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.record import Measurement, measurement_from_dict
-from edgestill.errors import ConfigError, InputError, did_you_mean
+from edgestill.errors import ConfigError, InputError
 from edgestill.host import redact, redact_all
 from edgestill.limits import available_memory_bytes, format_bytes
 from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
 from edgestill.runtimes.runner import THREAD_ENV
 
-DEVICES = ("host",)  # where the bench stage can measure today; remote devices come with the devices layer
+HOST = "host"  # the machine edgestill runs on; other bench.devices names are devices of an inventory file
 STDERR_TAIL_CHARS = 2000
 REPEAT_CV_WARN_PERCENT = 5.0  # p50 CV across interleaved repetitions above this: the cell's numbers are not stable
 BAD_INPUT_EXIT = 2  # the runner's exit code for bad input (errors.InputError)
@@ -150,10 +150,17 @@ def _failed(ident: dict[str, Any], runtime: str | None, options: RuntimeOptions,
 class BenchConfig:
     """The bench stage: which cells it measures (thread counts × devices), how each one is timed (``timing``), and
     ``rounds``: the whole list of cells measured that many times, interleaved (A B C A B C ...), so that the
-    machine's drift hits every cell alike; a cell's record is its median round (by p50)."""
+    machine's drift hits every cell alike; a cell's record is its median round (by p50).
+
+    ``devices`` are ``host`` and names of devices in the ``inventory`` file (measured there over SSH or ADB);
+    ``estimate`` names device profiles to estimate latency on (``kind: estimated``, never shown as measured). The
+    names are checked against the inventory and the profiles where the recipe is loaded (the devices layer).
+    """
 
     threads: tuple[int, ...] = (1,)
-    devices: tuple[str, ...] = ("host",)
+    devices: tuple[str, ...] = (HOST,)
+    inventory: str | None = None
+    estimate: tuple[str, ...] = ()
     rounds: int = 1
     timing: BenchOptions = field(default_factory=BenchOptions)
 
@@ -163,12 +170,24 @@ class BenchConfig:
                 or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in threads)):
             raise ConfigError(f"bench.threads must be a list of whole numbers >= 1 (e.g. [1, 2]), got {self.threads!r}.")
         object.__setattr__(self, "threads", tuple(threads))
-        devices = (self.devices,) if isinstance(self.devices, str) else tuple(self.devices)
-        for d in devices:
-            if d not in DEVICES:
-                raise ConfigError(f"bench.devices: unknown device {d!r}.{did_you_mean(str(d), DEVICES)} Valid here: "
-                                  f"{', '.join(DEVICES)}.")
-        object.__setattr__(self, "devices", devices)
+        for name in ("devices", "estimate"):
+            value = getattr(self, name)
+            names = (value,) if isinstance(value, str) else value
+            if (not isinstance(names, (list, tuple)) or not all(isinstance(d, str) and d.strip() for d in names)
+                    or len(set(names)) != len(names)):
+                raise ConfigError(f"bench.{name} must be a list of distinct names (e.g. [host, pi5-lab-1]), got "
+                                  f"{value!r}.")
+            object.__setattr__(self, name, tuple(names))
+        if not self.devices and not self.estimate:
+            raise ConfigError("bench.devices is empty and bench.estimate names no profile: there is nothing to bench. "
+                              "Use devices: [host], or estimate: [raspberry-pi-5].")
+        if self.inventory is not None and (not isinstance(self.inventory, str) or not self.inventory.strip()):
+            raise ConfigError(f"bench.inventory must be the path of a devices.yaml file, got {self.inventory!r}.")
+        remote = [d for d in self.devices if d != HOST]
+        if remote and self.inventory is None:
+            raise ConfigError(f"bench.devices: unknown device {remote[0]!r}: it is not this machine ({HOST!r}) and no "
+                              "bench.inventory file says how to reach it. Add bench.inventory: devices.yaml (see "
+                              "`edgestill lab --help`), or list a device profile under bench.estimate for an estimate.")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
             raise ConfigError(f"bench.rounds must be a whole number in [1, 20], got {self.rounds!r}.")
         if not isinstance(self.timing, BenchOptions):
