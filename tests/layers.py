@@ -15,7 +15,8 @@ from pathlib import Path
 # package name "edgestill" names only the package's own ``__init__``.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("edgestill", "edgestill.errors", "edgestill.registry", "edgestill.outdir", "edgestill.artifact",
-                    "edgestill.record", "edgestill.stats", "edgestill.host", "edgestill.limits", "edgestill.signals")),
+                    "edgestill.record", "edgestill.stats", "edgestill.host", "edgestill.limits", "edgestill.signals",
+                    "edgestill.extras")),
     ("runtimes", ("edgestill.runtimes",)),
     ("export", ("edgestill.export",)),
     ("data and models", ("edgestill.data", "edgestill.models")),

@@ -65,6 +65,11 @@ def run_command(fn: Callable[[], Any]) -> Any:
         typer.echo("interrupted: finished stages and stored results are kept; rerun to continue", err=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # an internal failure: keep the traceback in a log file, not on the terminal
+        from edgestill.extras import missing_extra_error
+
+        if (missing := missing_extra_error(exc)) is not None:  # torch etc. not installed: name the extra, exit 2
+            typer.echo(f"error: {missing}", err=True)
+            raise typer.Exit(missing.exit_code) from None
         log, why_not = _save_traceback()
         where = f"Traceback written to {log}." if log is not None else f"(the traceback could not be written: {why_not})"
         try:
