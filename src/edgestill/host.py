@@ -176,3 +176,66 @@ def _checkout_branch(cwd: str | os.PathLike[str] | None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return redact(out.stdout.strip()) or None
+
+
+# --- device state: what changes numbers on a device between runs (clock policy, heat, throttling) -----------------------
+# Raspberry Pi firmware's get_throttled bits (raspberrypi.com/documentation "vcgencmd get_throttled"): the low bits are
+# the state now, the same bits shifted by 16 say it has happened since boot.
+_PI_THROTTLE_BITS = {0: "under_voltage", 1: "arm_freq_capped", 2: "throttled", 3: "soft_temp_limit"}
+PI_THROTTLED_FILE = "/sys/devices/platform/soc/soc:firmware/get_throttled"
+_MAX_THERMAL_ZONES = 64  # a board has a handful; never walk an unbounded folder on every record
+
+
+def device_state(*, root: str | os.PathLike[str] = "/") -> dict[str, Any]:
+    """What changes latency on this device right now; torch-free, standard library only, never raises.
+
+    ``root`` is where ``/sys`` is looked for (a test points it at a folder laid out like one).
+
+    Returns:
+        ``governor``: cpu0's cpufreq scaling governor (``performance``, ``schedutil``...) or None where unreadable;
+        ``temperature_c``: the highest reading over ``/sys/class/thermal/thermal_zone*/temp`` in °C, or None;
+        ``throttled``: True/False from the Raspberry Pi firmware's ``get_throttled`` (frequency capped, throttled or at
+        the soft temperature limit now), None where the machine has no such file; ``throttle_flags``: each of those
+        flags now and since boot (``{"under_voltage": False, "under_voltage_since_boot": True, ...}``), or None;
+        ``freq_mhz``: cpu0's current clock where readable, else None.
+    """
+    try:
+        return _device_state(Path(root))
+    except Exception:  # noqa: BLE001 - provenance must never fail a measurement
+        return {"governor": None, "temperature_c": None, "throttled": None, "throttle_flags": None, "freq_mhz": None}
+
+
+def _device_state(root: Path) -> dict[str, Any]:
+    cpufreq = root / "sys/devices/system/cpu/cpu0/cpufreq"
+    governor = _read(str(cpufreq / "scaling_governor")).strip() or None
+    cur_khz = _read(str(cpufreq / "scaling_cur_freq")).strip()
+    temps = []
+    for zone in sorted((root / "sys/class/thermal").glob("thermal_zone*"))[:_MAX_THERMAL_ZONES]:
+        raw = _read(str(zone / "temp")).strip()
+        try:
+            value = int(raw) / 1000.0  # millidegrees Celsius
+        except ValueError:
+            continue
+        if -50.0 < value < 200.0:  # a disconnected sensor reads -274 °C or a huge number
+            temps.append(value)
+    flags = _pi_throttle_flags(_read(str(root / PI_THROTTLED_FILE.lstrip("/"))).strip())
+    return {
+        "governor": governor,
+        "temperature_c": round(max(temps), 1) if temps else None,
+        "throttled": None if flags is None else any(flags[k] for k in ("arm_freq_capped", "throttled", "soft_temp_limit")),
+        "throttle_flags": flags,
+        "freq_mhz": round(int(cur_khz) / 1000.0, 1) if cur_khz.isdigit() else None,
+    }
+
+
+def _pi_throttle_flags(raw: str) -> dict[str, bool] | None:
+    """Decode ``get_throttled`` (``0x50005`` or ``50005``, hex) into named flags; None when empty or not a number."""
+    try:
+        value = int(raw, 16)
+    except ValueError:
+        return None
+    flags = {}
+    for bit, name in _PI_THROTTLE_BITS.items():
+        flags[name] = bool(value >> bit & 1)
+        flags[f"{name}_since_boot"] = bool(value >> (bit + 16) & 1)
+    return flags
