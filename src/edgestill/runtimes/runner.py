@@ -372,7 +372,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """
     from edgestill.runtimes.harness import BenchOptions, time_session
     from edgestill.record import Measurement
-    from edgestill.host import host_provenance
+    from edgestill.host import device_state, host_provenance
     from edgestill.artifact import Artifact
     from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime
 
@@ -415,7 +415,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if "teacher_logits" in arrays:
             agreement, kl = teacher_agreement(logits, arrays["teacher_logits"])
 
-    provenance = host_provenance()
+    provenance = host_provenance() | {"device_state": device_state()}  # governor, heat, throttling after the runs
     provenance.update(
         runtime=runtime_name,
         runtime_version=runtime.version(),
