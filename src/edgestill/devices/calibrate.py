@@ -1,0 +1,435 @@
+"""Device self-calibration: time the microbenchmarks on a device, refit its roofline terms, store the refit.
+
+One calibration entry per (runtime, precision, threads), fitted from the p50 latencies of the micro models
+(:mod:`edgestill.devices.microbench`):
+
+- ``per_node_ms`` from the chain of tiny Adds against the single tiny Add: ``(t_nodes - t_call) / (N - 1)``;
+- ``overhead_ms``, the fixed cost of one call, from the single tiny Add less one node;
+- ``efficiency[class]`` for conv, conv1x1, depthwise and matmul: the achieved MAC/s of each micro of that class (its
+  p50 less the fixed terms) over ``profile.peak_macs_per_s(precision, threads)``, the median over its shapes. It is
+  the share of peak over the whole op, memory stalls included, so a memory-bound op (depthwise, a GEMV) shows as a
+  low efficiency rather than as bandwidth;
+- ``bandwidth_efficiency`` from the large elementwise Adds: bytes read and written per second over
+  ``profile.bandwidth_gbs``; ``efficiency["elementwise"]`` from the same micros' MAC rate. Classes without a micro of
+  their own are derived and say so in ``derived``: attention from matmul, pool and other from elementwise.
+
+``error`` is leave-one-shape-out: each compute or copy micro's latency predicted from the fit of the other shapes of
+its class, compared with its measured p50 (median absolute % error, share within ±25%, n).
+
+The file ``<out_folder>/<profile id>.calibration.yaml`` (schema ``edgestill-device-calibration`` v1) is written
+atomically; entries for other (runtime, precision, threads) already there are kept. The raw micro measurements go
+to the results store so the refit can be redone from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgestill.devices.microbench import (
+    COMPUTE_CLASSES,
+    RUNTIME_FORMATS,
+    MicroModel,
+    build_micro_set,
+    micro_artifact_name,
+    micro_models,
+)
+from edgestill.errors import ConfigError, InputError, RuntimeFailure, did_you_mean
+from edgestill.record import Measurement
+
+CALIBRATION_SCHEMA = "edgestill-device-calibration"
+CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_SUFFIX = ".calibration.yaml"
+OP_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul", "elementwise", "attention", "pool", "other")
+DERIVED_CLASSES: dict[str, str] = {"attention": "matmul", "pool": "elementwise", "other": "elementwise"}
+CAL_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+WITHIN_PERCENT = 25.0
+# A micro whose p50 is mostly the fixed per-call terms says little about its op's speed: its work time is never taken
+# below this share of its p50 (else the efficiency of a tiny op would divide by almost nothing).
+MIN_WORK_SHARE = 0.05
+
+Measure = Callable[[list[Path], list[int]], list[Measurement]]
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(kw_only=True)
+class CalibrationResult:
+    """What a calibration fitted and where it went.
+
+    ``entries`` are the calibration entries written this time (one per runtime × precision × threads), ``path`` the
+    calibration file, ``run_id`` the results-store run holding the raw micro measurements (None without a store),
+    ``micro`` one row per timed micro (measured p50, leave-one-shape-out prediction and error where it has one).
+    """
+
+    profile_id: str
+    path: Path
+    entries: list[dict[str, Any]]
+    measurements: list[Measurement] = field(default_factory=list)
+    micro: list[dict[str, Any]] = field(default_factory=list)
+    run_id: int | None = None
+    db: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": CALIBRATION_SCHEMA, "profile": self.profile_id, "path": str(self.path),
+                "run_id": self.run_id, "db": None if self.db is None else str(self.db), "entries": self.entries,
+                "micro": self.micro, "warnings": self.warnings}
+
+
+# --- the fit (pure functions: micro models and their p50s in, one calibration entry out) ---
+
+def _work_ms(latency_ms: float, fixed_ms: float) -> float:
+    return max(latency_ms - fixed_ms, MIN_WORK_SHARE * latency_ms)
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(np.asarray(values, dtype=float)))
+
+
+def fit_entry(
+    points: Sequence[tuple[MicroModel, float]],
+    *,
+    peak_macs_per_s: float,
+    bandwidth_gbs: float | None,
+    runtime: str,
+    precision: str,
+    threads: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Fit one calibration entry from ``(micro, p50_ms)`` pairs of one runtime, precision and thread count.
+
+    Args:
+        points: every micro of :func:`micro_models` that was measured (``call`` and ``nodes`` are required, and at
+            least one micro of each compute class and one copy).
+        peak_macs_per_s: the profile's peak for this precision and thread count.
+        bandwidth_gbs: the profile's memory bandwidth (None or 0: ``bandwidth_efficiency`` is None and only
+            ``achieved_bandwidth_gbs`` is given).
+
+    Returns:
+        the entry (the calibration file's contract) and one row per micro with its p50, leave-one-shape-out
+        prediction and % error (None for the micros that set the fixed terms).
+
+    Raises:
+        RuntimeFailure: a micro the fit needs is missing (its cell failed), or the peak is not positive.
+    """
+    if not peak_macs_per_s > 0:
+        raise RuntimeFailure(f"the profile's peak for {precision} at {threads} thread(s) is {peak_macs_per_s!r} MAC/s; "
+                             "calibration needs a positive peak (check the profile's cpu.clusters macs_per_cycle).")
+    by_kind: dict[str, list[tuple[MicroModel, float]]] = {}
+    for micro, ms in points:
+        by_kind.setdefault(micro.kind, []).append((micro, float(ms)))
+    missing = [k for k in ("call", "nodes", *COMPUTE_CLASSES, "copy") if not by_kind.get(k)]
+    if missing:
+        raise RuntimeFailure(f"calibration of {runtime} {precision} ×{threads} has no measured micro for "
+                             f"{', '.join(missing)}; every kind is needed for the fit. See the failed cells above.")
+    (call, call_ms), (nodes, nodes_ms) = by_kind["call"][0], by_kind["nodes"][0]
+    per_node_ms = max(0.0, (nodes_ms - call_ms) / max(nodes.nodes - call.nodes, 1))
+    overhead_ms = max(0.0, call_ms - per_node_ms * call.nodes)
+
+    def fixed(m: MicroModel) -> float:
+        return overhead_ms + per_node_ms * m.nodes
+
+    def eff(m: MicroModel, ms: float) -> float:  # achieved share of peak MAC/s
+        return m.macs / (_work_ms(ms, fixed(m)) / 1e3) / peak_macs_per_s
+
+    def gbs(m: MicroModel, ms: float) -> float:  # achieved GB/s
+        return m.bytes / (_work_ms(ms, fixed(m)) / 1e3) / 1e9
+
+    efficiency: dict[str, float] = {}
+    for kind in COMPUTE_CLASSES:
+        efficiency[kind] = _median([eff(m, ms) for m, ms in by_kind[kind]])
+    copies = by_kind["copy"]
+    efficiency["elementwise"] = _median([eff(m, ms) for m, ms in copies])
+    for cls, src in DERIVED_CLASSES.items():
+        efficiency[cls] = efficiency[src]
+    achieved_gbs = _median([gbs(m, ms) for m, ms in copies])
+    bw_eff = achieved_gbs / bandwidth_gbs if bandwidth_gbs else None
+
+    rows: list[dict[str, Any]] = []
+    errors: list[float] = []
+    for kind, group in by_kind.items():
+        for i, (m, ms) in enumerate(group):
+            row = {"name": m.name, "kind": m.kind, "op_class": m.op_class, "macs": m.macs, "bytes": m.bytes,
+                   "p50_ms": round(ms, 6), "predicted_ms": None, "error_percent": None}
+            others = [g for j, g in enumerate(group) if j != i]
+            if kind in (*COMPUTE_CLASSES, "copy") and others:
+                if kind == "copy":  # bandwidth-bound: predicted from the others' achieved GB/s
+                    pred = fixed(m) + m.bytes / (_median([gbs(o, oms) for o, oms in others]) * 1e9) * 1e3
+                else:
+                    pred = fixed(m) + m.macs / (_median([eff(o, oms) for o, oms in others]) * peak_macs_per_s) * 1e3
+                err = (pred - ms) / ms * 100.0
+                errors.append(err)
+                row["predicted_ms"], row["error_percent"] = round(pred, 6), round(err, 2)
+            rows.append(row)
+    abs_err = np.abs(np.asarray(errors, dtype=float))
+    entry = {
+        "runtime": runtime,
+        "precision": precision,
+        "threads": int(threads),
+        "efficiency": {c: round(efficiency[c], 5) for c in OP_CLASSES},
+        "bandwidth_efficiency": None if bw_eff is None else round(bw_eff, 5),
+        "overhead_ms": round(overhead_ms, 6),
+        "per_node_ms": round(per_node_ms, 6),
+        "error": {
+            "median_abs_percent": round(float(np.median(abs_err)), 2) if errors else None,
+            "within_25_percent": round(float(np.mean(abs_err <= WITHIN_PERCENT)), 4) if errors else None,
+            "n": len(errors),
+            "method": "leave-one-shape-out",
+        },
+        "fitted_on": "microbenchmarks",
+        "derived": dict(DERIVED_CLASSES),
+        "peak_macs_per_s": float(peak_macs_per_s),
+        "bandwidth_gbs": bandwidth_gbs,
+        "achieved_bandwidth_gbs": round(achieved_gbs, 4),
+    }
+    return entry, rows
+
+
+# --- the calibration file ---
+
+def calibration_path(out_folder: Path, profile_id: str) -> Path:
+    """``<out_folder>/<profile id>.calibration.yaml``."""
+    return Path(out_folder) / f"{profile_id}{CALIBRATION_SUFFIX}"
+
+
+def read_calibration(path: Path) -> dict[str, Any] | None:
+    """The calibration document at ``path`` (None when there is none).
+
+    Raises:
+        InputError: the file is not a calibration file of this schema (it is never overwritten then).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{path} cannot be read as YAML ({exc}); move it away or delete it, then calibrate again.") from None
+    if not isinstance(doc, dict) or doc.get("schema") != CALIBRATION_SCHEMA or not isinstance(doc.get("entries"), list):
+        raise InputError(f"{path} is not an {CALIBRATION_SCHEMA} file (it needs schema: {CALIBRATION_SCHEMA} and a list "
+                         "of entries); it is left as it is. Move it away or pass another --out-folder.")
+    if doc.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
+        raise InputError(f"{path} has schema_version {doc.get('schema_version')!r}; this edgestill writes "
+                         f"{CALIBRATION_SCHEMA_VERSION}. Move it away or pass another --out-folder.")
+    return doc
+
+
+def write_calibration(path: Path, profile_id: str, entries: Sequence[dict[str, Any]],
+                      device: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge ``entries`` into the calibration file at ``path`` (same runtime, precision and threads replaced, the
+    others kept) and write it atomically; return the document written.
+
+    Raises:
+        InputError: an existing file at ``path`` is not a calibration file, or is of another profile.
+    """
+    import yaml
+
+    from edgestill.outdir import write_text_atomic
+
+    old = read_calibration(path)
+    if old is not None and old.get("profile") != profile_id:
+        raise InputError(f"{path} holds the calibration of profile {old.get('profile')!r}, not {profile_id!r}; "
+                         "move it away or pass another --out-folder.")
+    key = lambda e: (e.get("runtime"), e.get("precision"), e.get("threads"))  # noqa: E731
+    new_keys = {key(e) for e in entries}
+    kept = [e for e in (old or {}).get("entries", []) if isinstance(e, dict) and key(e) not in new_keys]
+    doc: dict[str, Any] = {
+        "schema": CALIBRATION_SCHEMA,
+        "schema_version": CALIBRATION_SCHEMA_VERSION,
+        "profile": profile_id,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "entries": sorted([*kept, *entries], key=lambda e: (str(e.get("runtime")), str(e.get("precision")),
+                                                            int(e.get("threads") or 0))),
+    }
+    if device:
+        doc["device"] = device
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
+    return doc
+
+
+# --- measuring ---
+
+def bench_options(quick: bool = False) -> Any:
+    """The stop rule for micro cells: short (each micro is one op), never extended for stability."""
+    from edgestill.runtimes.harness import BenchOptions
+
+    if quick:
+        return BenchOptions(min_runs=10, min_seconds=0.05, warmup_runs=3, max_seconds=2.0, stability_max_seconds=0)
+    return BenchOptions(min_runs=30, min_seconds=0.3, warmup_runs=5, max_seconds=5.0, stability_max_seconds=0)
+
+
+def local_measure(*, quick: bool = False, progress: Progress | None = None) -> Measure:
+    """A ``measure`` function that times micro artifacts on this machine (:func:`benchmark_matrix`)."""
+    from edgestill.benchmarks.bench import benchmark_matrix
+
+    def measure(paths: list[Path], threads: list[int]) -> list[Measurement]:
+        return benchmark_matrix([str(p) for p in paths], threads, bench=bench_options(quick), progress=progress)
+
+    return measure
+
+
+@contextlib.contextmanager
+def _quiet_builders() -> Iterator[None]:
+    """Keep the quantizers' chatter (onnxruntime's root-logger warnings, nncf's progress bars) off stdout."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _check_choices(option: str, values: Sequence[Any], valid: Sequence[Any]) -> list[Any]:
+    values = list(values)
+    if not values:
+        raise ConfigError(f"{option} is empty; choose one or more of {', '.join(map(str, valid))}.")
+    for v in values:
+        if v not in valid:
+            raise ConfigError(f"{option}: {v!r} cannot be calibrated.{did_you_mean(str(v), [str(x) for x in valid])} "
+                              f"Valid: {', '.join(map(str, valid))}.")
+    return list(dict.fromkeys(values))
+
+
+def _load_profile(profile_id: str) -> Any:
+    try:
+        from edgestill.devices import profiles
+    except ImportError as exc:
+        raise RuntimeFailure(f"the device profiles module (edgestill.devices.profiles) cannot be imported ({exc}); "
+                             "calibration needs a profile's peak MAC/s and memory bandwidth.") from None
+    return profiles.host_profile() if profile_id == "host" else profiles.load_profile(profile_id)
+
+
+def calibrate_device(
+    profile_id: str,
+    *,
+    runtimes: Sequence[str] = ("onnxruntime",),
+    precisions: Sequence[str] = ("fp32",),
+    threads: Sequence[int] = (1,),
+    measure: Measure | None = None,
+    out_folder: Path = Path(".edgestill/profiles"),
+    quick: bool = False,
+    db: Path | None = None,
+    profile: Any = None,
+    device: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> CalibrationResult:
+    """Time the micro models on a device, fit one entry per runtime × precision × threads, write the calibration file.
+
+    Args:
+        profile_id: the device profile to calibrate ("host" for this machine).
+        runtimes: onnxruntime and/or openvino.
+        precisions: fp32 and/or int8.
+        threads: thread counts.
+        measure: ``measure(manifest_paths, threads) -> [Measurement]`` that times artifacts on the device; default
+            this machine (:func:`local_measure`). A remote transport passes its own.
+        out_folder: where ``<profile id>.calibration.yaml`` is written; the micro artifacts are built in a temporary
+            folder beside it and removed afterwards.
+        quick: small shapes and a short stop rule (a smoke test, or a first look).
+        db: the results store for the raw micro measurements (None: not stored).
+        profile: the Profile to fit against (default: ``profile_id`` loaded from the search path, or detected for
+            host).
+        device: how the device was reached, recorded in the file (e.g. ``{"name": ..., "transport": "ssh"}``).
+        progress: ``progress(done, total, label)`` over all cells.
+
+    Raises:
+        ConfigError: an unknown runtime, precision or a thread count below 1.
+        InputError: an existing file in the way (see :func:`write_calibration`); an unknown profile.
+        RuntimeFailure: a micro cell failed on the device (nothing is written then).
+    """
+    runtimes = _check_choices("--runtime", runtimes, tuple(RUNTIME_FORMATS))
+    precisions = _check_choices("--precision", precisions, CAL_PRECISIONS)
+    threads = [int(t) for t in threads]
+    if not threads or any(t < 1 for t in threads):
+        raise ConfigError(f"--threads must be whole numbers >= 1, got {threads}.")
+    threads = list(dict.fromkeys(threads))
+    prof = profile if profile is not None else _load_profile(profile_id)
+    out_folder = Path(out_folder)
+    path = calibration_path(out_folder, profile_id)
+    read_calibration(path)  # a file in the way is refused before any work
+    micros = micro_models(quick=quick)
+    sets = [(r, p) for r in runtimes for p in precisions]
+    total = len(sets) * len(micros) * len(threads)
+    offset = 0
+
+    def set_progress(done: int, _n: int, label: str) -> None:
+        if progress:
+            progress(min(offset + done, total), total, label)
+
+    if measure is None:
+        measure = local_measure(quick=quick, progress=set_progress)
+    out_folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_folder.parent, prefix=".edgestill-calibrate-"))
+    measurements: list[Measurement] = []
+    fits: list[tuple[str, str, int, list[tuple[MicroModel, float]]]] = []
+    failures: list[str] = []
+    try:
+        for runtime, precision in sets:
+            if progress:
+                progress(offset, total, f"building {runtime} {precision} micro models")
+            with _quiet_builders():
+                paths = build_micro_set(micros, runtime, precision, tmp / f"{runtime}-{precision}")
+            results = measure([paths[m.name] for m in micros], threads)
+            by_name = {micro_artifact_name(m, runtime, precision): m for m in micros}
+            for t in threads:
+                points = []
+                for r in results:
+                    micro = by_name.get(r.artifact)
+                    if micro is None or r.threads != t:
+                        continue
+                    r.settings["microbench"] = {**micro.to_dict(), "calibration_precision": precision}
+                    if r.kind == "measured" and r.latency is not None:
+                        points.append((micro, r.latency.p50_ms))
+                    else:
+                        failures.append(f"{r.artifact} ×{t}: {r.error or 'no latency'}")
+                fits.append((runtime, precision, t, points))
+            measurements.extend(results)
+            offset += len(micros) * len(threads)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if failures:
+        shown = "\n".join(f"  - {f.splitlines()[0][:300]}" for f in failures[:10])
+        raise RuntimeFailure(f"{len(failures)} micro benchmark cell(s) failed on {profile_id}, so nothing was fitted "
+                             f"or written:\n{shown}")
+    entries, rows, warnings = [], [], []
+    for runtime, precision, t, points in fits:
+        entry, micro_rows = fit_entry(points, peak_macs_per_s=prof.peak_macs_per_s(precision, t),
+                                      bandwidth_gbs=getattr(prof, "bandwidth_gbs", None), runtime=runtime,
+                                      precision=precision, threads=t)
+        entry["quick"] = bool(quick)
+        entries.append(entry)
+        rows += [{"runtime": runtime, "precision": precision, "threads": t, **row} for row in micro_rows]
+        high = sorted(c for c, v in entry["efficiency"].items() if v > 1.0 and c not in DERIVED_CLASSES)
+        if high:
+            warnings.append(f"{runtime} {precision} ×{t}: {', '.join(high)} ran faster than the profile's peak "
+                            f"({entry['peak_macs_per_s'] / 1e9:.1f} GMAC/s): the profile's macs_per_cycle or GHz is "
+                            "too low for this device.")
+    run_id = None
+    if db is not None:
+        from edgestill.benchmarks.store import ResultsStore
+
+        store = ResultsStore(Path(db))
+        with store:
+            run_id = store.add_run(f"devices calibrate {profile_id} --runtime {','.join(runtimes)} --precision "
+                                   f"{','.join(precisions)} --threads {','.join(map(str, threads))}"
+                                   + (" --quick" if quick else ""), label="calibration",
+                                   machine=None if device is None else str(device.get("name") or profile_id),
+                                   measurements=measurements)
+        for e in entries:
+            e["results_run_id"] = run_id
+    write_calibration(path, profile_id, entries, device=device)
+    return CalibrationResult(profile_id=profile_id, path=path, entries=entries, measurements=measurements, micro=rows,
+                             run_id=run_id, db=None if db is None else Path(db), warnings=warnings)

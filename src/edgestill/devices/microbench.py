@@ -1,0 +1,322 @@
+"""Microbenchmark models for device self-calibration, built without torch (``onnx.helper``, opset 17).
+
+Each micro model is one operation at one shape, so its latency isolates one term of the estimator's roofline:
+3×3, 1×1 and depthwise 3×3 convolutions and a fully connected GEMM (compute per op class), a large elementwise
+Add (memory bandwidth), one tiny Add (the fixed per-call overhead) and a chain of tiny Adds (the per-node cost).
+Their MACs and bytes are analytic (:func:`micro_models`) and written as edgestill artifacts (manifest + file), so
+the ordinary bench path (the runner, locally or on a device) times them.
+
+Formats: ONNX fp32 and int8 (onnxruntime's ``quantize_static``, QDQ, per-channel, random calibration data), OpenVINO
+fp32 (converted from the ONNX file, fp32 weights) and int8 (``nncf.quantize``). Memory-bound and overhead micros
+(``copy``, ``call``, ``nodes``) are the fp32 files in an int8 set too: their cost does not depend on the weights'
+precision, and a quantized copy would read float inputs anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgestill.artifact import Artifact, TensorSpec
+from edgestill.errors import ConfigError, UnsupportedError
+
+OPSET = 17
+FP32_BYTES = 4
+# The runtime each micro set is built for, and the artifact format it takes.
+RUNTIME_FORMATS: dict[str, str] = {"onnxruntime": "onnx", "openvino": "openvino"}
+MICRO_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+# Micro kinds whose latency fits an op class's compute efficiency; the others fit the fixed terms.
+COMPUTE_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul")
+NODES_CHAIN = 64  # tiny nodes in the per-node micro (16 in quick mode)
+NODES_CHAIN_QUICK = 16
+
+# Shapes (H, W, C for convolutions; M, K, N for the GEMM; elements for the copy). Chosen so each full-size micro
+# takes about 0.2-5 ms on one Cortex-A76 core at a typical efficiency: ~29 M MACs per 3×3 conv, ~13 M per 1×1, the
+# depthwise ones memory-bound (0.5-3.6 M MACs on 0.8-1.6 MB of activations), a GEMV that streams 4 MB of weights,
+# two batched GEMMs, and copies of 16 and 32 MB (past every last-level cache of the profiled devices).
+FULL_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "conv": ((56, 56, 32), (28, 28, 64), (14, 14, 128), (7, 7, 256)),
+    "conv1x1": ((56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512)),
+    "depthwise": ((56, 56, 128), (28, 28, 256), (14, 14, 512), (7, 7, 1024)),
+    "matmul": ((1, 1024, 1024), (64, 512, 512), (64, 768, 768)),
+    "copy": ((4 << 20,), (8 << 20,)),
+}
+# Quick mode (a smoke test of the whole path, or a first look): two small shapes per kind, about 2 M MACs each.
+QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "conv": ((14, 14, 32), (7, 7, 64)),
+    "conv1x1": ((14, 14, 64), (7, 7, 128)),
+    "depthwise": ((28, 28, 64), (14, 14, 128)),
+    "matmul": ((1, 256, 256), (16, 256, 256)),
+    "copy": ((256 << 10,), (512 << 10,)),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MicroModel:
+    """One microbenchmark: what it computes and its analytic cost.
+
+    ``kind`` is an op class of the cost model (conv, conv1x1, depthwise, matmul), ``copy`` (an elementwise Add over
+    a large tensor: bandwidth), ``call`` (one tiny Add: the per-call overhead) or ``nodes`` (a chain of tiny Adds: the
+    per-node cost). ``macs`` counts multiply-accumulates (one per element for an Add); ``bytes`` is what the op
+    reads and writes in fp32 (inputs, weights and bias, outputs); ``nodes`` is the number of graph nodes.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    macs: int
+    bytes: int
+    nodes: int = 1
+
+    @property
+    def op_class(self) -> str:
+        """The cost model's op class this micro measures (``elementwise`` for copy, call and nodes)."""
+        return self.kind if self.kind in COMPUTE_CLASSES else "elementwise"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"], d["input_shape"], d["op_class"] = list(self.shape), list(self.input_shape), self.op_class
+        return d
+
+
+def _conv(kind: str, h: int, w: int, c: int) -> MicroModel:
+    k = 1 if kind == "conv1x1" else 3
+    groups = c if kind == "depthwise" else 1
+    cin_per_group = c // groups
+    weights = c * cin_per_group * k * k + c  # + bias
+    macs = h * w * c * cin_per_group * k * k
+    return MicroModel(name=f"{kind}-{h}x{w}x{c}", kind=kind, shape=(h, w, c), input_shape=(1, c, h, w), macs=macs,
+                      bytes=FP32_BYTES * (2 * h * w * c + weights))
+
+
+def _gemm(m: int, k: int, n: int) -> MicroModel:
+    return MicroModel(name=f"matmul-{m}x{k}x{n}", kind="matmul", shape=(m, k, n), input_shape=(m, k), macs=m * k * n,
+                      bytes=FP32_BYTES * (m * k + k * n + n + m * n))
+
+
+def _copy(elements: int) -> MicroModel:
+    return MicroModel(name=f"copy-{elements * FP32_BYTES >> 20}mb" if elements * FP32_BYTES >= 1 << 20
+                      else f"copy-{elements * FP32_BYTES >> 10}kb", kind="copy", shape=(elements,),
+                      input_shape=(1, elements), macs=elements, bytes=FP32_BYTES * 2 * elements)
+
+
+def micro_models(*, quick: bool = False) -> list[MicroModel]:
+    """The microbenchmarks of one calibration: every compute kind at its shapes, two copies, ``call`` and ``nodes``."""
+    shapes = QUICK_SHAPES if quick else FULL_SHAPES
+    out = [_conv(kind, *s) for kind in ("conv", "conv1x1", "depthwise") for s in shapes[kind]]
+    out += [_gemm(*s) for s in shapes["matmul"]]
+    out += [_copy(*s) for s in shapes["copy"]]
+    width = 8
+    out.append(MicroModel(name="call", kind="call", shape=(width,), input_shape=(1, width), macs=width,
+                          bytes=FP32_BYTES * 2 * width))
+    chain = NODES_CHAIN_QUICK if quick else NODES_CHAIN
+    out.append(MicroModel(name=f"nodes-{chain}", kind="nodes", shape=(width,), input_shape=(1, width),
+                          macs=width * chain, bytes=FP32_BYTES * 2 * width * chain, nodes=chain))
+    return out
+
+
+def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
+    """The micro model as an ``onnx.ModelProto`` (opset 17, one input ``x``, one output ``y``, seeded weights)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits: list[Any] = []
+    nodes: list[Any] = []
+
+    def weight(name: str, shape: tuple[int, ...], scale: float) -> str:
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name))
+        return name
+
+    if micro.kind in ("conv", "conv1x1", "depthwise"):
+        h, w, c = micro.shape
+        k = 1 if micro.kind == "conv1x1" else 3
+        group = c if micro.kind == "depthwise" else 1
+        fan_in = (c // group) * k * k
+        wname = weight("w", (c, c // group, k, k), 1.0 / np.sqrt(fan_in))
+        bname = weight("b", (c,), 0.1)
+        pad = k // 2
+        nodes.append(helper.make_node("Conv", ["x", wname, bname], ["y"], kernel_shape=[k, k], pads=[pad] * 4,
+                                      strides=[1, 1], group=group))
+        out_shape = [1, c, h, w]
+    elif micro.kind == "matmul":
+        m, k, n = micro.shape
+        wname = weight("w", (k, n), 1.0 / np.sqrt(k))
+        bname = weight("b", (n,), 0.1)
+        nodes.append(helper.make_node("Gemm", ["x", wname, bname], ["y"]))
+        out_shape = [m, n]
+    elif micro.kind in ("copy", "call"):
+        cname = weight("c", (1,), 1.0)
+        nodes.append(helper.make_node("Add", ["x", cname], ["y"]))
+        out_shape = list(micro.input_shape)
+    elif micro.kind == "nodes":
+        prev = "x"
+        for i in range(micro.nodes):
+            out = "y" if i == micro.nodes - 1 else f"t{i}"
+            # distinct constants, so no optimizer folds the chain into one node
+            nodes.append(helper.make_node("Add", [prev, weight(f"c{i}", (micro.shape[0],), 1.0)], [out]))
+            prev = out
+        out_shape = list(micro.input_shape)
+    else:
+        raise ConfigError(f"unknown micro kind {micro.kind!r}; valid: {', '.join((*COMPUTE_CLASSES, 'copy', 'call', 'nodes'))}.")
+    graph = helper.make_graph(nodes, micro.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(micro.input_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgestill-microbench")
+    model.ir_version = 8  # readable by every onnxruntime and OpenVINO release that supports opset 17
+    onnx.checker.check_model(model)
+    return model
+
+
+class _RandomReader:
+    """onnxruntime's CalibrationDataReader over seeded random inputs of one shape."""
+
+    def __init__(self, shape: tuple[int, ...], n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self._items = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def _versions(*dists: str) -> dict[str, str]:
+    from edgestill.export.base import dist_versions
+
+    return dist_versions(*dists)
+
+
+def _artifact(micro: MicroModel, folder: Path, name: str, fmt: str, precision: str, model_file: str,
+              files: Sequence[str], versions: dict[str, str], quantization: dict[str, Any] | None) -> Path:
+    out_shape = _output_shape(micro)
+    art = Artifact(
+        name=name, format=fmt, precision=precision, directory=folder, model_file=model_file,
+        files={f: "" for f in files},
+        inputs=[TensorSpec(name="x", shape=micro.input_shape, dtype="float32")],
+        outputs=[TensorSpec(name="y", shape=out_shape, dtype="float32")],
+        source={"model": f"microbench:{micro.name}", "kind": "microbench", "micro": micro.to_dict()},
+        versions=versions, quantization=quantization,
+    )
+    art.hash_files()
+    return art.write_manifest()
+
+
+def _output_shape(micro: MicroModel) -> tuple[int, ...]:
+    if micro.kind == "matmul":
+        return (micro.shape[0], micro.shape[2])
+    return micro.input_shape
+
+
+def _quantizes(micro: MicroModel) -> bool:
+    return micro.kind in COMPUTE_CLASSES
+
+
+def build_onnx(micro: MicroModel, folder: Path, precision: str = "fp32", *, seed: int = 0) -> Path:
+    """Write the micro model as an ONNX artifact in ``folder``; return its manifest path.
+
+    ``int8``: onnxruntime's ``quantize_static`` (QDQ, per-channel symmetric int8 weights, int8 activations) on 8
+    seeded random inputs; the copy, call and nodes micros stay fp32 (see the module's docstring).
+
+    Raises:
+        ConfigError: a precision other than fp32 or int8.
+    """
+    import onnx
+
+    _check_precision(precision)
+    folder.mkdir(parents=True, exist_ok=True)
+    quantized = precision == "int8" and _quantizes(micro)
+    name = micro_artifact_name(micro, "onnxruntime", precision)
+    fp32_path = folder / f"{name}.fp32.onnx" if quantized else folder / f"{name}.onnx"
+    onnx.save(build_onnx_graph(micro, seed=seed), str(fp32_path))
+    quantization = None
+    if quantized:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        path = folder / f"{name}.onnx"
+        quantize_static(str(fp32_path), str(path), _RandomReader(micro.input_shape, 8, seed + 1),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8)
+        fp32_path.unlink()
+        quantization = {"method": "static", "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                        "per_channel": True, "calibration": "8 seeded standard-normal inputs"}
+    return _artifact(micro, folder, name, "onnx", "int8-static" if quantized else "fp32", f"{name}.onnx",
+                     [f"{name}.onnx"], _versions("onnx", "onnxruntime"), quantization)
+
+
+def build_openvino(micro: MicroModel, folder: Path, precision: str = "fp32", *, seed: int = 0) -> Path:
+    """Write the micro model as an OpenVINO IR artifact in ``folder`` (fp32 weights); return its manifest path.
+
+    ``int8``: ``nncf.quantize`` on the converted model with 8 seeded random inputs (copy, call and nodes stay fp32).
+
+    Raises:
+        ConfigError: a precision other than fp32 or int8.
+    """
+    import onnx
+
+    from edgestill.export.openvino import convert_openvino, save_openvino
+    from edgestill.runtimes.openvino import no_telemetry
+
+    _check_precision(precision)
+    folder.mkdir(parents=True, exist_ok=True)
+    quantized = precision == "int8" and _quantizes(micro)
+    name = micro_artifact_name(micro, "openvino", precision)
+    onnx_path = folder / f"{name}.src.onnx"
+    onnx.save(build_onnx_graph(micro, seed=seed), str(onnx_path))
+    om = convert_openvino(onnx_path, (np.zeros(micro.input_shape, np.float32),))
+    quantization = None
+    if quantized:
+        with no_telemetry():
+            import nncf
+
+            rng = np.random.default_rng(seed + 1)
+            items = [rng.standard_normal(micro.input_shape).astype(np.float32) for _ in range(8)]
+            om = nncf.quantize(om, nncf.Dataset(items), subset_size=len(items))
+        quantization = {"method": "static", "tool": "nncf.quantize", "calibration": "8 seeded standard-normal inputs"}
+    save_openvino(om, folder / f"{name}.xml", compress_to_fp16=False)
+    onnx_path.unlink()
+    return _artifact(micro, folder, name, "openvino", "int8-static" if quantized else "fp32", f"{name}.xml",
+                     [f"{name}.xml", f"{name}.bin"], _versions("onnx", "openvino", "nncf"), quantization)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in MICRO_PRECISIONS:
+        raise ConfigError(f"micro models are built in {', '.join(MICRO_PRECISIONS)}, not {precision!r}.")
+
+
+def micro_artifact_name(micro: MicroModel, runtime: str, precision: str) -> str:
+    """The artifact name of one micro model for one runtime and precision (unique within a calibration)."""
+    return f"micro-{runtime}-{precision}-{micro.name}"
+
+
+def build_micro_set(micros: Sequence[MicroModel], runtime: str, precision: str, folder: Path, *,
+                    seed: int = 0) -> dict[str, Path]:
+    """Build every micro model for one runtime and precision in ``folder``; return {micro name: manifest path}.
+
+    Raises:
+        UnsupportedError: a runtime without a micro builder (valid: onnxruntime, openvino).
+        ConfigError: a precision other than fp32 or int8.
+    """
+    builders = {"onnxruntime": build_onnx, "openvino": build_openvino}
+    if runtime not in builders:
+        raise UnsupportedError(f"calibration builds micro models for {', '.join(builders)}, not {runtime!r}; "
+                               "pass --runtime with those.")
+    _check_precision(precision)
+    out = {}
+    for micro in micros:
+        out[micro.name] = builders[runtime](micro, folder, precision, seed=seed)
+    return out
+
+
+def remove_micro_set(paths: dict[str, Path]) -> None:
+    """Delete the files of built micro artifacts (manifests and model files)."""
+    for manifest in paths.values():
+        try:
+            art = Artifact.load(manifest)
+            for f in art.required_files():
+                (art.directory / f).unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 - cleanup of our own temp files: a half-written one is removed below
+            pass
+        manifest.unlink(missing_ok=True)
