@@ -1,0 +1,447 @@
+"""Cost model of an ONNX graph: per-node MACs, parameter and activation bytes, op class, and runtime-style fusion.
+
+Reads the graph with the ``onnx`` package only (no torch, no onnxruntime), after ``onnx.shape_inference``.
+
+What is counted (the convention of :mod:`edgestill.models.costs`, so the zoo's documented MACs agree within 2%):
+
+- MACs of convolutions (``Cout·Hout·Wout·(Cin/group)·kh·kw`` per sample; a depthwise k×k conv costs ``C·k²·Hout·Wout``),
+  Gemm/MatMul (``M·N·K`` times the broadcast batch dimensions) and the two matrix products of attention. Biases,
+  normalisation, activations, pooling, residual adds and softmax add no MACs (they are memory passes).
+- Parameter bytes: the initializers (and ``Constant`` outputs) a node consumes, at their stored dtype's size, so int8
+  QDQ weights count one byte per element.
+- Activation bytes: every input and output of a node that is not a parameter, at its element size (one byte for a
+  tensor that travels quantized between QuantizeLinear/DequantizeLinear pairs).
+
+Op classes: ``conv`` (dense, kernel > 1), ``conv1x1``, ``depthwise`` (group == input channels), ``matmul`` (Gemm,
+MatMul with a weight, FC), ``attention`` (activation × activation MatMuls beside a Softmax, or a fused Attention op),
+``elementwise`` (pointwise ops, normalisation, softmax), ``pool`` (pooling and reductions), ``other`` (layout and
+data movement: reshape, transpose, gather, concat, ...).
+
+Fusion: an elementwise op (Relu, Clip, HardSwish, HardSigmoid, Sigmoid, Gelu, Tanh, a Sigmoid·Mul pair (SiLU), an
+Add/Mul/Sub/Div with a constant operand such as a bias, BatchNormalization) that directly follows a conv or matmul
+whose output it is the only consumer of is fused into that producer, as onnxruntime, XNNPACK and OpenVINO fuse them:
+its tensors make no separate memory pass and it adds no per-node overhead. Chains fuse too (Conv → BN → Relu).
+
+QDQ: QuantizeLinear/DequantizeLinear are folded away; a node that reads a dequantized tensor is marked int8.
+QLinearConv, ConvInteger, QLinearMatMul and MatMulInteger are int8 convs and matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgestill.errors import InputError
+
+if TYPE_CHECKING:
+    import onnx
+
+OP_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise", "pool", "other")
+COMPUTE_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul", "attention")
+
+# (index of the data input, index of the weight input) of each conv- and matmul-like op
+_CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
+_MATMUL_OPS = {"MatMul": (0, 1), "Gemm": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3),
+               "FusedMatMul": (0, 1)}
+_INT8_OPS = {"ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul"}
+_ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
+_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+_POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "ReduceMean",
+             "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceProd", "ReduceLogSumExp"}
+_ELEMENTWISE_OPS = {
+    "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Gelu", "Elu", "Selu",
+    "Softplus", "Mish", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Pow", "Add", "Sub", "Mul", "Div",
+    "Max", "Min", "Where", "Equal", "Less", "Greater", "Not", "And", "Or", "Cast", "BatchNormalization",
+    "LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax", "LogSoftmax",
+    "SimplifiedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu",
+}
+# ops that can fuse into a preceding conv/matmul on their own (one non-constant input)
+_FUSABLE_UNARY = {"Relu", "LeakyRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Gelu", "Elu",
+                  "BatchNormalization", "FastGelu", "BiasGelu"}
+_FUSABLE_WITH_CONSTANT = {"Add", "Sub", "Mul", "Div"}
+# ops that move no data (a view of their input): no memory pass
+_VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Constant", "Size",
+             "ConstantOfShape"}
+
+_ELEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 17: 1, 18: 1,
+               19: 1, 20: 1, 21: 1, 22: 1}  # onnx.TensorProto element type -> bytes (int4 rounded up to one byte)
+_DTYPE_NAMES = {1: "fp32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "fp16", 11: "fp64",
+                16: "bf16"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeCost:
+    """The cost of one node after fusion (``fused`` names the elementwise ops folded into it)."""
+
+    name: str
+    op_type: str
+    op_class: str
+    macs: int
+    param_bytes: int
+    act_bytes: int
+    fused: tuple[str, ...] = ()
+    dtype: str = "fp32"
+
+
+@dataclass(kw_only=True)
+class GraphCost:
+    """Per-node costs of one graph at a given batch size."""
+
+    nodes: list[NodeCost] = field(default_factory=list)
+    batch: int = 1
+    total_params: int = 0  # elements of the unique initializers the graph's nodes consume
+    total_param_bytes: int = 0  # bytes of those initializers, each counted once
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
+
+    @property
+    def total_act_bytes(self) -> int:
+        return sum(n.act_bytes for n in self.nodes)
+
+    def by_class(self) -> dict[str, dict[str, int]]:
+        """``{op_class: {"nodes", "macs", "param_bytes", "act_bytes", "fused"}}`` for every class in OP_CLASSES."""
+        out = {c: {"nodes": 0, "macs": 0, "param_bytes": 0, "act_bytes": 0, "fused": 0} for c in OP_CLASSES}
+        for n in self.nodes:
+            row = out[n.op_class]
+            row["nodes"] += 1
+            row["macs"] += n.macs
+            row["param_bytes"] += n.param_bytes
+            row["act_bytes"] += n.act_bytes
+            row["fused"] += len(n.fused)
+        return out
+
+    def to_dict(self, *, with_nodes: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "batch": self.batch, "inputs": self.inputs, "total_macs": self.total_macs, "total_params": self.total_params,
+            "total_param_bytes": self.total_param_bytes, "total_act_bytes": self.total_act_bytes,
+            "by_class": self.by_class(),
+        }
+        if with_nodes:
+            d["nodes"] = [{**asdict(n), "fused": list(n.fused)} for n in self.nodes]
+        return d
+
+
+def _load(model: Any) -> onnx.ModelProto:
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise InputError(f"cost model: {path} {what}. Pass an .onnx file (the cost model reads ONNX graphs).")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and others on a foreign file
+        raise InputError(f"cost model: {path} is not an ONNX model ({type(exc).__name__}: {exc}). "
+                         "Pass an .onnx file; for .tflite or OpenVINO artifacts use the ONNX export of the same model.") from None
+
+
+def _fix_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy whose graph inputs have static shapes (a symbolic leading dim becomes 1); returns it and that batch."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {i.name for i in m.graph.initializer}
+    batches = set()
+    for inp in m.graph.input:
+        if inp.name in inits or not inp.type.HasField("tensor_type"):
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        for i, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                if i == 0:
+                    batches.add(d.dim_value)
+                continue
+            if i != 0:
+                raise InputError(
+                    f"cost model: input {inp.name!r} has a symbolic dimension {i} ({d.dim_param or '?'}) besides the "
+                    "batch; the cost model needs static shapes. Export with a static input shape (edgestill export "
+                    "does by default) and try again.")
+            d.Clear()
+            d.dim_value = 1
+            batches.add(1)
+    return onnx.shape_inference.infer_shapes(m, data_prop=True), (batches.pop() if len(batches) == 1 else 1)
+
+
+def _shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    types: dict[str, int] = {}
+    g = model.graph
+    for vi in (*g.input, *g.value_info, *g.output):
+        t = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            continue
+        types[vi.name] = t.elem_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
+    for init in g.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+        types[init.name] = init.data_type
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t is not None:
+                    shapes[node.output[0]] = tuple(int(d) for d in a.t.dims)
+                    types[node.output[0]] = a.t.data_type
+    return shapes, types
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphCost:
+    """Per-node MACs, parameter and activation bytes and op class of an ONNX graph, after fusion and QDQ folding.
+
+    Args:
+        model: an ``.onnx`` path or a loaded ``onnx.ModelProto`` (static shapes, or a symbolic leading batch dim).
+        batch: samples per call; MACs and activation bytes scale with it (parameters do not).
+
+    Returns:
+        A :class:`GraphCost`.
+
+    Raises:
+        InputError: not an ONNX file, ``batch`` < 1, or a symbolic non-batch input dimension.
+    """
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise InputError(f"graph_cost: batch must be a positive integer, got {batch!r}.")
+    inferred, graph_batch = _fix_batch(_load(model))
+    scale = batch / graph_batch
+    shapes, types = _shapes(inferred)
+    g = inferred.graph
+    params = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+
+    def elems(name: str) -> int:
+        s = shapes.get(name)
+        return math.prod(s) if s is not None else 0
+
+    # QDQ folding: a dequantized tensor is an alias of what was quantized; its element size is the quantized one's
+    alias: dict[str, str] = {}
+    quant_size: dict[str, int] = {}
+    quantized_inputs: set[str] = set()  # tensors that reach a consumer through a DequantizeLinear
+    dq_params: dict[str, list[str]] = {}  # dequantized name -> scale/zero-point initializers it needs
+    for node in g.node:
+        if node.op_type in _QDQ_OPS and node.input and node.output:
+            alias[node.output[0]] = node.input[0]
+            side = [t for t in node.input[1:] if t in params]
+            dq_params[node.output[0]] = side + dq_params.get(node.input[0], [])
+            if node.op_type == "QuantizeLinear":
+                out_type = types.get(node.output[0]) or (types.get(node.input[2]) if len(node.input) > 2 else 2)
+                quant_size[node.output[0]] = _ELEM_BYTES.get(out_type, 1)
+            else:
+                quantized_inputs.add(node.output[0])
+                quant_size[node.output[0]] = _ELEM_BYTES.get(types.get(node.input[0], 3), 1)
+
+    def root(name: str) -> str:
+        seen = set()
+        while name in alias and name not in seen:
+            seen.add(name)
+            name = alias[name]
+        return name
+
+    def size_of(name: str) -> int:
+        """Bytes of a tensor as the folded graph moves it."""
+        n = name
+        while n in alias:  # the narrowest type along a Q/DQ chain is what travels
+            if n in quant_size:
+                return elems(root(name)) * quant_size[n]
+            n = alias[n]
+        return elems(name) * _ELEM_BYTES.get(types.get(name, 1), 4)
+
+    compute_nodes = [n for n in g.node if n.op_type not in _QDQ_OPS and n.op_type != "Constant"]
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in compute_nodes:
+        for t in node.input:
+            if t:
+                consumers[root(t)].append(node)
+    graph_outputs = {o.name for o in g.output}
+
+    def out_size(name: str) -> int:
+        """Bytes of a node's output: one byte per element when every consumer quantizes it."""
+        readers = [n for n in g.node if name in n.input]
+        if readers and all(n.op_type == "QuantizeLinear" for n in readers):
+            return elems(name) * quant_size.get(readers[0].output[0], 1)
+        return elems(name) * _ELEM_BYTES.get(types.get(name, 1), 4)
+
+    def is_param(name: str) -> bool:
+        return root(name) in params
+
+    def softmax_near(node: Any, forward: bool) -> bool:
+        """Whether a Softmax is within three single-path hops after (forward) or before this node."""
+        frontier = [node]
+        for _ in range(3):
+            nxt = []
+            for n in frontier:
+                if forward:
+                    for out in n.output:
+                        nxt.extend(consumers.get(out, []))
+                else:
+                    for t in n.input:
+                        p = producer.get(root(t)) if t else None
+                        if p is not None:
+                            nxt.append(p)
+            if any(n.op_type == "Softmax" for n in nxt):
+                return True
+            frontier = [n for n in nxt if n.op_type in _ELEMENTWISE_OPS or n.op_type in _VIEW_OPS
+                        or n.op_type in {"Transpose", "Gather"}]
+        return False
+
+    producer = {out: n for n in compute_nodes for out in n.output}
+
+    def classify(node: Any) -> tuple[str, int]:
+        op = node.op_type
+        if op in _CONV_OPS:
+            xi, wi = _CONV_OPS[op]
+            w = shapes.get(root(node.input[wi]))
+            out = shapes.get(node.output[0])
+            x = shapes.get(root(node.input[xi]))
+            if w is None or out is None:
+                return "conv", 0
+            group = int(_attr(node, "group", 1))
+            kernel = math.prod(w[2:])
+            macs = math.prod(out) * math.prod(w[1:])  # N·Cout·spatial_out · (Cin/group)·k...
+            cin = x[1] if x and len(x) > 1 else w[1] * group
+            if group > 1 and group == cin and w[1] == 1:
+                return "depthwise", macs
+            return ("conv1x1" if kernel == 1 else "conv"), macs
+        if op in _MATMUL_OPS:
+            ai, bi = _MATMUL_OPS[op]
+            a = shapes.get(root(node.input[ai]))
+            b = shapes.get(root(node.input[bi]))
+            out = shapes.get(node.output[0])
+            if a is None or b is None or out is None:
+                return "matmul", 0
+            if op == "Gemm":
+                k = a[0] if _attr(node, "transA", 0) else a[-1]
+            else:
+                k = a[-1]
+            macs = math.prod(out) * k
+            activation_pair = not is_param(node.input[ai]) and not is_param(node.input[bi])
+            if activation_pair and (softmax_near(node, forward=True) or softmax_near(node, forward=False)):
+                return "attention", macs
+            return "matmul", macs
+        if op in _ATTENTION_OPS:
+            q = shapes.get(root(node.input[0]))
+            out = shapes.get(node.output[0])
+            if q is None or out is None or len(q) != 3:
+                return "attention", 0
+            bsz, seq, width = q
+            hidden = out[-1]
+            macs = 2 * bsz * seq * seq * hidden
+            if op == "Attention" and len(node.input) > 1 and is_param(node.input[1]):
+                macs += bsz * seq * width * elems(root(node.input[1])) // max(width, 1)
+            return "attention", macs
+        if op in _POOL_OPS:
+            return "pool", 0
+        if op in _ELEMENTWISE_OPS:
+            return "elementwise", 0
+        return "other", 0
+
+    # fusion: walk each conv/matmul's single-consumer chain of fusable elementwise ops
+    fused_into: dict[str, str] = {}  # fused node name -> producer name
+    chains: dict[str, list[Any]] = {}
+    names = {id(n): (n.name or f"{n.op_type}_{i}") for i, n in enumerate(compute_nodes)}
+
+    def fusable(nxt: Any, tensor: str) -> bool:
+        if nxt.op_type in _FUSABLE_UNARY:
+            return all(not t or t == tensor or is_param(t) for t in nxt.input)
+        if nxt.op_type in _FUSABLE_WITH_CONSTANT:
+            others = [t for t in nxt.input if t and t != tensor]
+            return len(others) == 1 and is_param(others[0])
+        return False
+
+    for node in compute_nodes:
+        op_class, _ = classify(node) if node.op_type in _CONV_OPS or node.op_type in _MATMUL_OPS else ("", 0)
+        if op_class not in COMPUTE_CLASSES:
+            continue
+        chain: list[Any] = []
+        tensor = node.output[0]
+        while tensor not in graph_outputs:
+            readers = consumers.get(tensor, [])
+            if len(readers) == 1 and fusable(readers[0], tensor):
+                chain.append(readers[0])
+                tensor = readers[0].output[0]
+                continue
+            # SiLU: y -> Sigmoid(y) and Mul(y, sigmoid(y)), nothing else reads y
+            if len(readers) == 2:
+                sig = next((r for r in readers if r.op_type == "Sigmoid"), None)
+                mul = next((r for r in readers if r.op_type == "Mul"), None)
+                if sig is not None and mul is not None and set(mul.input) == {tensor, sig.output[0]} \
+                        and len(consumers.get(sig.output[0], [])) == 1:
+                    chain.extend([sig, mul])
+                    tensor = mul.output[0]
+                    continue
+            break
+        if chain:
+            chains[names[id(node)]] = chain
+            for c in chain:
+                fused_into[names[id(c)]] = names[id(node)]
+
+    nodes: list[NodeCost] = []
+    seen_params: dict[str, int] = {}
+    for node in compute_nodes:
+        name = names[id(node)]
+        if name in fused_into:
+            continue
+        op_class, macs = classify(node)
+        members = [node, *chains.get(name, [])]
+        internal = {out for m in members[:-1] for out in m.output}
+        param_bytes = 0
+        act_bytes = 0
+        int8 = node.op_type in _INT8_OPS
+        for m in members:
+            for t in m.input:
+                if not t or t in internal:
+                    continue
+                if is_param(t):
+                    r = root(t)
+                    b = elems(r) * _ELEM_BYTES.get(types.get(r, 1), 4)
+                    for s in dq_params.get(t, []):
+                        b += elems(s) * _ELEM_BYTES.get(types.get(s, 1), 4)
+                    param_bytes += b
+                    seen_params.setdefault(r, elems(r) * _ELEM_BYTES.get(types.get(r, 1), 4))
+                    for s in dq_params.get(t, []):
+                        seen_params.setdefault(s, elems(s) * _ELEM_BYTES.get(types.get(s, 1), 4))
+                elif node.op_type not in _VIEW_OPS:
+                    act_bytes += size_of(t)
+                if t in quantized_inputs and m is node:
+                    int8 = True
+        if node.op_type not in _VIEW_OPS:
+            act_bytes += sum(out_size(o) for o in members[-1].output if o)
+        main = root(node.input[0]) if node.input else ""
+        dtype = "int8" if int8 else _DTYPE_NAMES.get(types.get(main, 1), "fp32")
+        nodes.append(NodeCost(
+            name=name, op_type=node.op_type, op_class=op_class, macs=round(macs * scale), param_bytes=param_bytes,
+            act_bytes=round(act_bytes * scale), fused=tuple(m.op_type for m in members[1:]), dtype=dtype,
+        ))
+    inputs = {i.name: [batch, *shapes.get(i.name, ())[1:]] for i in g.input if i.name not in params}
+    total_params = sum(elems(p) for p in seen_params)
+    return GraphCost(nodes=nodes, batch=batch, total_params=total_params,
+                     total_param_bytes=sum(seen_params.values()), inputs=inputs)
+
+
+def cost_summary(cost: GraphCost) -> dict[str, Any]:
+    """What the estimator needs of a graph: totals, node count, per-class MACs/bytes/nodes and per-node compact costs.
+
+    This is the form stored per zoo model in ``zoo_costs.json`` (see ``perf/zoo_costs.py``).
+    """
+    return {
+        "inputs": cost.inputs, "total_macs": cost.total_macs, "total_params": cost.total_params,
+        "total_param_bytes": cost.total_param_bytes, "total_act_bytes": cost.total_act_bytes,
+        "nodes": len(cost.nodes), "by_class": {k: v for k, v in cost.by_class().items() if v["nodes"]},
+        # per node after fusion: [op class, MACs, bytes moved (parameters + activations), dtype]: the roofline's input
+        "layers": [[n.op_class, n.macs, n.param_bytes + n.act_bytes, n.dtype] for n in cost.nodes],
+    }
