@@ -307,8 +307,10 @@ def _check_choices(option: str, values: Sequence[Any], valid: Sequence[Any]) -> 
 def _load_profile(profile_id: str) -> Any:
     try:
         from edgestill.devices import profiles
-    except ImportError as exc:
-        raise RuntimeFailure(f"the device profiles module (edgestill.devices.profiles) cannot be imported ({exc}); "
+
+        profiles.host_profile, profiles.load_profile  # noqa: B018 - both are needed below
+    except (ImportError, AttributeError) as exc:
+        raise RuntimeFailure(f"the device profiles module (edgestill.devices.profiles) is not usable ({exc}); "
                              "calibration needs a profile's peak MAC/s and memory bandwidth.") from None
     return profiles.host_profile() if profile_id == "host" else profiles.load_profile(profile_id)
 

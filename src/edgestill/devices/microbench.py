@@ -1,7 +1,7 @@
 """Microbenchmark models for device self-calibration, built without torch (``onnx.helper``, opset 17).
 
 Each micro model is one operation at one shape, so its latency isolates one term of the estimator's roofline:
-3×3, 1×1 and depthwise 3×3 convolutions and a fully connected GEMM (compute per op class), a large elementwise
+3×3, 1×1 and depthwise 3×3 convolutions and a fully connected layer (MatMul + bias; compute per op class), a large elementwise
 Add (memory bandwidth), one tiny Add (the fixed per-call overhead) and a chain of tiny Adds (the per-node cost).
 Their MACs and bytes are analytic (:func:`micro_models`) and written as edgestill artifacts (manifest + file), so
 the ordinary bench path (the runner, locally or on a device) times them.
@@ -95,7 +95,7 @@ def _conv(kind: str, h: int, w: int, c: int) -> MicroModel:
 
 
 def _gemm(m: int, k: int, n: int) -> MicroModel:
-    return MicroModel(name=f"matmul-{m}x{k}x{n}", kind="matmul", shape=(m, k, n), input_shape=(m, k), macs=m * k * n,
+    return MicroModel(name=f"matmul-{m}x{k}x{n}", kind="matmul", shape=(m, k, n), input_shape=(1, m, k), macs=m * k * n,
                       bytes=FP32_BYTES * (m * k + k * n + n + m * n))
 
 
@@ -144,12 +144,13 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
         nodes.append(helper.make_node("Conv", ["x", wname, bname], ["y"], kernel_shape=[k, k], pads=[pad] * 4,
                                       strides=[1, 1], group=group))
         out_shape = [1, c, h, w]
-    elif micro.kind == "matmul":
+    elif micro.kind == "matmul":  # MatMul + bias Add on (1, M, K): M rows of one sample, as in a transformer
         m, k, n = micro.shape
         wname = weight("w", (k, n), 1.0 / np.sqrt(k))
         bname = weight("b", (n,), 0.1)
-        nodes.append(helper.make_node("Gemm", ["x", wname, bname], ["y"]))
-        out_shape = [m, n]
+        nodes.append(helper.make_node("MatMul", ["x", wname], ["xw"]))
+        nodes.append(helper.make_node("Add", ["xw", bname], ["y"]))
+        out_shape = [1, m, n]
     elif micro.kind in ("copy", "call"):
         cname = weight("c", (1,), 1.0)
         nodes.append(helper.make_node("Add", ["x", cname], ["y"]))
@@ -206,7 +207,7 @@ def _artifact(micro: MicroModel, folder: Path, name: str, fmt: str, precision: s
 
 def _output_shape(micro: MicroModel) -> tuple[int, ...]:
     if micro.kind == "matmul":
-        return (micro.shape[0], micro.shape[2])
+        return (1, micro.shape[0], micro.shape[2])
     return micro.input_shape
 
 

@@ -1,0 +1,248 @@
+"""Device self-calibration: the micro models compute what they claim, the fit recovers a known roofline, the file
+follows the contract and the profiles loader merges it, and a real quick calibration of this host runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgestill.devices.calibrate import (
+    CALIBRATION_SCHEMA,
+    OP_CLASSES,
+    calibrate_device,
+    calibration_path,
+    fit_entry,
+)
+from edgestill.devices.microbench import COMPUTE_CLASSES, build_onnx, build_onnx_graph, micro_models
+from edgestill.errors import InputError, RuntimeFailure
+from edgestill.record import LatencyStats, Measurement
+
+PEAK = 50e9  # MAC/s of the synthetic device
+BANDWIDTH_GBS = 20.0
+TRUTH = {"conv": 0.6, "conv1x1": 0.45, "depthwise": 0.08, "matmul": 0.5}
+BW_EFF = 0.7
+OVERHEAD_MS, PER_NODE_MS = 0.03, 0.002
+
+
+class RooflineProfile:
+    """A device whose peak and bandwidth are known, for the fit to be checked against."""
+
+    id = "synthetic"
+    bandwidth_gbs = BANDWIDTH_GBS
+
+    def peak_macs_per_s(self, precision: str, threads: int) -> float:
+        return PEAK * threads * (2.0 if precision == "int8" else 1.0)
+
+
+def roofline_ms(micro, threads: int = 1, precision: str = "fp32") -> float:
+    """The latency a device with the TRUTH efficiencies takes for one micro (what the fit must recover)."""
+    peak = RooflineProfile().peak_macs_per_s(precision, threads)
+    fixed = OVERHEAD_MS + PER_NODE_MS * micro.nodes
+    if micro.kind in COMPUTE_CLASSES:
+        return fixed + micro.macs / (TRUTH[micro.kind] * peak) * 1e3
+    if micro.kind == "copy":
+        return fixed + micro.bytes / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
+    return fixed
+
+
+def _measured(name: str, threads: int, ms: float) -> Measurement:
+    lat = LatencyStats(p50_ms=ms, p90_ms=ms, p99_ms=ms, mean_ms=ms, std_ms=0.0, cv_percent=0.0, min_ms=ms, max_ms=ms, n=10)
+    return Measurement(artifact=name, format="onnx", precision="fp32", runtime="onnxruntime", threads=threads, latency=lat)
+
+
+def roofline_measure(paths: list[Path], threads: list[int]) -> list[Measurement]:
+    """Times each micro artifact as the synthetic device would, from what its manifest says it computes."""
+    from edgestill.devices.microbench import MicroModel
+
+    out = []
+    for p in paths:
+        doc = json.loads(Path(p).read_text())
+        d = doc["source"]["micro"]
+        micro = MicroModel(name=d["name"], kind=d["kind"], shape=tuple(d["shape"]), input_shape=tuple(d["input_shape"]),
+                           macs=d["macs"], bytes=d["bytes"], nodes=d["nodes"])
+        out += [_measured(doc["name"], t, roofline_ms(micro, t)) for t in threads]
+    return out
+
+
+@pytest.mark.parametrize("quick", [True])
+def test_micro_models_compute_what_they_claim(quick: bool) -> None:
+    """Each micro is valid ONNX that onnxruntime runs to the expected numbers, and its MACs are those of the formula
+    and of the cost model the estimator uses."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgestill.devices.costmodel import graph_cost
+
+    rng = np.random.default_rng(0)
+    for micro in micro_models(quick=quick):
+        model = build_onnx_graph(micro)
+        assert model.opset_import[0].version >= 17
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        x = rng.standard_normal(micro.input_shape).astype(np.float32)
+        (y,) = sess.run(None, {"x": x})
+        w = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        if micro.kind in ("conv", "conv1x1", "depthwise"):
+            h, wd, c = micro.shape
+            k = w["w"].shape[-1]
+            assert y.shape == (1, c, h, wd)
+            assert micro.macs == h * wd * c * w["w"].shape[1] * k * k
+            # the centre pixel, by hand
+            pad = np.pad(x[0], ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+            i, j = h // 2, wd // 2
+            patch = pad[:, i:i + k, j:j + k]
+            if micro.kind == "depthwise":
+                want = (patch * w["w"][:, 0]).sum(axis=(1, 2)) + w["b"]
+            else:
+                want = np.einsum("chw,ochw->o", patch, w["w"]) + w["b"]
+            np.testing.assert_allclose(y[0, :, i, j], want, rtol=1e-4, atol=1e-4)
+        elif micro.kind == "matmul":
+            m, k, n = micro.shape
+            np.testing.assert_allclose(y, x @ w["w"] + w["b"], rtol=1e-4, atol=1e-4)
+            assert micro.macs == m * k * n
+        elif micro.kind in ("copy", "call"):
+            np.testing.assert_allclose(y, x + w["c"], rtol=1e-6)
+            assert micro.bytes == 8 * x.size
+        else:
+            assert len(model.graph.node) == micro.nodes
+            np.testing.assert_allclose(y, x + sum(w[f"c{i}"] for i in range(micro.nodes)), rtol=1e-5, atol=1e-5)
+        cost = graph_cost(model)
+        assert cost.total_macs == (micro.macs if micro.kind in COMPUTE_CLASSES else 0), micro.name
+        assert len(cost.nodes) == micro.nodes, micro.name  # the bias Add of the matmul fuses, as runtimes fuse it
+        assert cost.nodes[0].op_class == micro.op_class, micro.name
+
+
+def test_int8_micro_is_a_quantized_artifact(tmp_path: Path) -> None:
+    from edgestill.artifact import Artifact
+
+    conv = next(m for m in micro_models(quick=True) if m.kind == "conv")
+    art = Artifact.load(build_onnx(conv, tmp_path, "int8"))
+    art.verify_files()
+    assert art.precision == "int8-static" and art.quantization["format"] == "QDQ"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(art.model_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert sorted(tmp_path.iterdir()) == sorted([art.model_path, art.manifest_path])  # the fp32 source is removed
+
+
+def test_fit_recovers_a_known_roofline() -> None:
+    micros = micro_models(quick=False)
+    points = [(m, roofline_ms(m)) for m in micros]
+    entry, rows = fit_entry(points, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
+                            precision="fp32", threads=1)
+    for cls, eff in TRUTH.items():
+        assert entry["efficiency"][cls] == pytest.approx(eff, rel=1e-3), cls
+    assert entry["bandwidth_efficiency"] == pytest.approx(BW_EFF, rel=1e-3)
+    assert entry["overhead_ms"] == pytest.approx(OVERHEAD_MS, rel=1e-3)
+    assert entry["per_node_ms"] == pytest.approx(PER_NODE_MS, rel=1e-3)
+    assert entry["efficiency"]["attention"] == entry["efficiency"]["matmul"]
+    assert set(entry["efficiency"]) == set(OP_CLASSES)
+    n_loo = sum(1 for m in micros if m.kind in (*COMPUTE_CLASSES, "copy"))
+    assert entry["error"]["n"] == n_loo and entry["error"]["median_abs_percent"] < 0.5
+    assert entry["error"]["within_25_percent"] == 1.0
+    # a device slower on one shape than the others: its left-out prediction is off by that much, and it shows
+    slow = micros[0]
+    points = [(m, roofline_ms(m) * (2.0 if m is slow else 1.0)) for m in micros]
+    entry, rows = fit_entry(points, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
+                            precision="fp32", threads=1)
+    row = next(r for r in rows if r["name"] == slow.name)
+    assert row["error_percent"] == pytest.approx(-50.0, abs=2.0)
+    assert entry["error"]["within_25_percent"] < 1.0
+
+
+def test_fit_refuses_missing_micros() -> None:
+    points = [(m, roofline_ms(m)) for m in micro_models(quick=True) if m.kind != "depthwise"]
+    with pytest.raises(RuntimeFailure, match="depthwise"):
+        fit_entry(points, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime", precision="fp32",
+                  threads=1)
+
+
+def test_calibrate_device_writes_the_contract_and_merges(tmp_path: Path) -> None:
+    out = tmp_path / "profiles"
+    res = calibrate_device("synthetic", runtimes=["onnxruntime"], precisions=["fp32"], threads=[1, 2],
+                           measure=roofline_measure, out_folder=out, quick=True, profile=RooflineProfile())
+    assert res.path == calibration_path(out, "synthetic") and sorted(os.listdir(tmp_path)) == ["profiles"]
+    assert os.listdir(out) == ["synthetic.calibration.yaml"]  # the micro artifacts were built in a folder now removed
+    doc = yaml.safe_load(res.path.read_text())
+    assert doc["schema"] == CALIBRATION_SCHEMA and doc["schema_version"] == 1 and doc["profile"] == "synthetic"
+    assert [(e["runtime"], e["precision"], e["threads"]) for e in doc["entries"]] == [("onnxruntime", "fp32", 1),
+                                                                                      ("onnxruntime", "fp32", 2)]
+    for e in doc["entries"]:
+        assert e["efficiency"]["conv"] == pytest.approx(TRUTH["conv"], rel=1e-3)
+        assert {"bandwidth_efficiency", "overhead_ms", "per_node_ms", "error", "fitted_on"} <= set(e)
+        assert set(e["error"]) >= {"median_abs_percent", "within_25_percent", "n", "method"}
+    # a second calibration at 1 thread replaces that entry and keeps the 2-thread one
+    first_created = [e["threads"] for e in doc["entries"]]
+    calibrate_device("synthetic", threads=[1], measure=roofline_measure, out_folder=out, quick=True,
+                     profile=RooflineProfile())
+    doc2 = yaml.safe_load(res.path.read_text())
+    assert [e["threads"] for e in doc2["entries"]] == first_created
+    # a file that is not a calibration is never overwritten
+    res.path.write_text("hello: world\n")
+    with pytest.raises(InputError, match="not an edgestill-device-calibration"):
+        calibrate_device("synthetic", measure=roofline_measure, out_folder=out, quick=True, profile=RooflineProfile())
+    assert res.path.read_text() == "hello: world\n"
+
+
+def test_calibrate_device_writes_nothing_when_a_cell_fails(tmp_path: Path) -> None:
+    def failing(paths: list[Path], threads: list[int]) -> list[Measurement]:
+        out = roofline_measure(paths, threads)
+        out[0] = Measurement(artifact=out[0].artifact, format="onnx", precision="fp32", runtime="onnxruntime",
+                             threads=1, kind="failed", error="runner crashed (SIGSEGV)")
+        return out
+
+    with pytest.raises(RuntimeFailure, match="SIGSEGV"):
+        calibrate_device("synthetic", measure=failing, out_folder=tmp_path / "p", quick=True, profile=RooflineProfile())
+    assert os.listdir(tmp_path) == ["p"] and os.listdir(tmp_path / "p") == []
+
+
+def test_load_profile_merges_the_calibration(tmp_path: Path) -> None:
+    profiles = pytest.importorskip("edgestill.devices.profiles")
+    if not hasattr(profiles, "load_profile"):
+        pytest.skip("edgestill.devices.profiles has no load_profile yet")
+    prof = profiles.load_profile("raspberry-pi-5")
+    calibrate_device(prof.id, threads=[1], measure=roofline_measure, out_folder=tmp_path, quick=True, profile=prof)
+    merged = profiles.load_profile("raspberry-pi-5", search_path=[tmp_path, *profiles.profile_search_path()])
+    cal = merged.calibration_for("onnxruntime", "fp32", 1)
+    assert cal is not None and cal["fitted_on"] == "microbenchmarks"
+    # the synthetic device ran at TRUTH efficiency against this profile's own peak
+    peak = prof.peak_macs_per_s("fp32", 1)
+    conv = next(m for m in micro_models(quick=True) if m.kind == "conv")
+    measured_eff = conv.macs / ((roofline_ms(conv) - OVERHEAD_MS - PER_NODE_MS) / 1e3) / peak
+    assert cal["efficiency"]["conv"] == pytest.approx(measured_eff, rel=1e-3)
+
+
+def test_cli_quick_calibration_of_this_host(tmp_path: Path) -> None:
+    """A real calibration: micro models built, timed by the runner on this machine, fitted, stored; only the
+    calibration file and the results store are written."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    out, db = tmp_path / "cal", tmp_path / "store" / "results.db"
+    before = set(os.listdir(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgestill", "devices", "calibrate", "host", "--runtime", "onnxruntime",
+         "--precision", "fp32", "--threads", "1", "--quick", "--out-folder", str(out), "--db", str(db), "--json"],
+        cwd=work, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["profile"] == "host" and len(doc["entries"]) == 1
+    entry = doc["entries"][0]
+    assert (entry["runtime"], entry["precision"], entry["threads"]) == ("onnxruntime", "fp32", 1)
+    assert all(v > 0 for v in entry["efficiency"].values()) and entry["overhead_ms"] > 0
+    assert entry["error"]["n"] == 10
+    assert sorted(set(os.listdir(tmp_path)) - before) == ["cal", "store"] and os.listdir(work) == []
+    assert os.listdir(out) == ["host.calibration.yaml"]
+    assert {p.name for p in (tmp_path / "store").iterdir()} <= {"results.db", "results.db-wal", "results.db-shm"}
+    from edgestill.benchmarks.store import ResultsStore
+
+    with ResultsStore(db) as store:
+        rows = store.measurements(doc["run_id"])
+    assert len(rows) == len(micro_models(quick=True))
