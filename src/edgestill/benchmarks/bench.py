@@ -109,9 +109,15 @@ def _read_small_json(path: Path) -> Any:
 
 
 def _identity(artifact_path: Path) -> dict[str, Any]:
-    """Name, format and precision from the manifest, for the record of a cell that failed."""
+    """Name, format and precision from the manifest, for the record of a cell that failed; a bare model file without
+    one (see :func:`edgestill.runtimes.inspect.artifact_for`) gives its name and the format of its suffix."""
+    from edgestill.runtimes.inspect import SUFFIX_FORMAT, manifest_beside
+
+    manifest = manifest_beside(artifact_path)
+    if manifest is None and artifact_path.suffix.lower() in SUFFIX_FORMAT:
+        return {"artifact": artifact_path.stem, "format": SUFFIX_FORMAT[artifact_path.suffix.lower()], "precision": "?"}
     try:
-        d = _read_small_json(artifact_path)
+        d = _read_small_json(manifest or artifact_path)
         ident = {"artifact": d.get("name", artifact_path.name), "format": d.get("format", "?"), "precision": d.get("precision", "?")}
         if all(isinstance(v, str) for v in ident.values()):
             return ident
@@ -122,7 +128,8 @@ def _identity(artifact_path: Path) -> dict[str, Any]:
 
 
 def _manifest(artifact_path: Path) -> dict[str, Any] | None:
-    """The artifact's manifest as a dict (the file given, or the manifest beside a model file), or None."""
+    """The artifact's manifest as a dict (the file given, or the manifest beside a model file), or None (a bare model
+    file: the runner then records the contract it read from the file, with ``settings["manifest_present"] = False``)."""
     candidates = [artifact_path] if artifact_path.name.endswith(".manifest.json") else [
         artifact_path.with_name(artifact_path.stem + ".manifest.json"), artifact_path.with_name(artifact_path.name + ".manifest.json")]
     for p in candidates:
@@ -211,7 +218,8 @@ def benchmark(
     """Measure one artifact on one runtime in a fresh runner subprocess; never raises for a failing cell.
 
     Args:
-        artifact_path: the artifact's manifest (or its model file with the manifest beside it).
+        artifact_path: the artifact's manifest, its model file with the manifest beside it, or a bare .onnx, .tflite
+            or OpenVINO .xml that edgestill did not write (its I/O contract is read from the file).
         runtime: runtime name; default the format's own (onnxruntime, litert, openvino).
         options: threads and backend settings (recorded in the result).
         bench: the harness's stop rule.

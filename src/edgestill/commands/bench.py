@@ -17,7 +17,8 @@ from edgestill.cli import app, echo_json, run_command
         "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --min-runs 100 --json\n"
         "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n"
         "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n"
-        "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n\n"
+        "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n"
+        "  edgestill bench model.xml --accelerator gpu   # OpenVINO's GPU plugin; the record says what ran\n\n"
         "Every measurement, raw samples included, is stored in the SQLite file given by --db.\n"
         "Latency is the runtime's own per-call clock where it keeps one (OpenVINO, as benchmark_app reports it)\n"
         "and the wall clock around the runtime's call elsewhere; --clock wall uses the wall clock everywhere.\n"
@@ -36,6 +37,10 @@ def bench(
     min_runs: int = typer.Option(50, "--min-runs", min=1, help="Steady state lasts at least this many runs..."),
     min_seconds: float = typer.Option(1.0, "--min-seconds", min=0.0, help="...and at least this many seconds."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime, litert or openvino (default: the format's own)."),
+    accelerator: str = typer.Option("cpu", "--accelerator",
+                                    help="Where the model runs: cpu; openvino: gpu, npu; onnxruntime: cuda, tensorrt, "
+                                         "openvino-ep; litert: gpu (nnapi on a phone over adb). The record says which "
+                                         "one ran and whether it fell back to the CPU."),
     data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact."),
     extend_unstable: float = typer.Option(5.0, "--extend-unstable", min=0.0,
                                           help="Extend an unstable steady state up to this many seconds, then flag it "
@@ -63,7 +68,7 @@ def bench(
         from edgestill.commands.options import parse_int_list
         from edgestill.commands.progress import RichReporter
         from edgestill.errors import InputError
-        from edgestill.artifact import Artifact
+        from edgestill.runtimes.inspect import artifact_for
         from edgestill.host import git_ref, redact
         from edgestill.runtimes import get_runtime
 
@@ -81,9 +86,10 @@ def bench(
         bench_options = BenchOptions(min_runs=min_runs, min_seconds=min_seconds, clock=clock,  # type: ignore[arg-type]
                                      stability_max_seconds=extend_unstable)
         for a in artifacts:
-            Artifact.load(a)  # a missing or foreign file fails here, before any process starts
+            artifact_for(a)  # a missing or unreadable file fails here, before any process starts
         if runtime is not None:
             get_runtime(runtime)
+        _check_accelerator(accelerator, runtime, artifacts)
         if data is not None and not data.is_file():
             what = "is a folder" if data.is_dir() else "is not a regular file" if data.exists() else "does not exist"
             raise InputError(f"--data {data} {what}. Pass an .npz file holding arrays x and y.")
@@ -105,6 +111,7 @@ def bench(
                 [str(a) for a in artifacts],
                 thread_counts,
                 runtime=runtime,
+                accelerator=accelerator,
                 bench=bench_options,
                 eval_data=data,
                 rounds=repeat,
@@ -124,6 +131,22 @@ def bench(
     code = run_command(body)  # typer.Exit raised inside body would count as an internal failure
     if code:
         raise typer.Exit(code)
+
+
+def _check_accelerator(accelerator: str, runtime: str | None, artifacts: list[Path]) -> None:
+    """Refuse, before any process starts, an accelerator unknown or not offered by a runtime the cells will use.
+
+    Raises:
+        InputError: the name is not an accelerator, or the runtime (given, or each artifact's own) does not offer it.
+    """
+    from edgestill.artifact import Artifact
+    from edgestill.runtimes import get_runtime
+    from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
+
+    RuntimeOptions(accelerator=accelerator)
+    names = {runtime} if runtime is not None else {DEFAULT_RUNTIME[Artifact.load(a).format] for a in artifacts}
+    for name in sorted(names):
+        get_runtime(name).check_accelerator(accelerator)
 
 
 def _journal_path(db: Path, run_key: str) -> Path:

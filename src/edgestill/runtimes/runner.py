@@ -21,6 +21,10 @@ teacher's outputs on the same ``x``) gives ``teacher_top1_agreement`` and ``teac
 Runtimes of your own: ``EDGESTILL_RUNTIME_PLUGINS=pkg.mod1,pkg.mod2`` names modules the runner imports before it
 looks up the runtime; each registers its runtime with ``edgestill.runtimes.base.RUNTIMES``.
 
+A bare ``.onnx``, ``.tflite`` or OpenVINO ``.xml`` without a manifest is benchmarked too: its I/O contract is read from
+the file (``edgestill.runtimes.inspect.artifact_for``; symbolic dims, a dynamic batch included, get 1 in random
+inputs), and the record says ``settings["manifest_present"] = False`` with the contract read as ``settings["manifest"]``.
+
 Artifacts are untrusted: the manifest is validated by ``Artifact.load`` (types, enums, sizes, files confined to its
 folder), and every file a runtime reads (the model file, an IR's ``.bin``, ONNX external data) is checked against the
 manifest's sha256 before it is parsed and outside the timed init. There is no switch to skip the check: it costs one
@@ -329,19 +333,22 @@ def load_model(art: Any, options: Any, runtime_name: str) -> Any:
         InputError: the file is not a model of its format (see :func:`not_a_model`), or the runtime's own check.
         Exception: the runtime failed on a valid file.
     """
+    from edgestill.extras import missing_extra_error
     from edgestill.runtimes.base import load
 
     try:
         return load(art, options, runtime=runtime_name)
     except Exception as exc:
+        missing = missing_extra_error(exc)  # the runtime's library is not installed: name the extra (exit 2)
+        if missing is not None:
+            raise missing from None
         why = not_a_model(art.model_path, art.format, str(exc))
         if why is None:
             raise
-        _fail_input(
-            f"{art.model_path} cannot be parsed as a {art.format} model by {runtime_name} ({why}). "
-            f"Check that the manifest {art.manifest_path} points at the exported file and re-export it if the file "
-            "was truncated or overwritten."
-        )
+        fix = (f"Check that the manifest {art.manifest_path} points at the exported file and re-export it if the file "
+               "was truncated or overwritten." if art.source.get("manifest") is not False else
+               "Copy or export the file again: it is truncated, corrupt or not of that format.")
+        _fail_input(f"{art.model_path} cannot be parsed as a {art.format} model by {runtime_name} ({why}). {fix}")
 
 
 def _peak_rss_mb() -> float:
@@ -373,15 +380,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from edgestill.runtimes.harness import BenchOptions, time_session
     from edgestill.record import Measurement
     from edgestill.host import device_state, host_provenance
-    from edgestill.artifact import Artifact
     from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime
+    from edgestill.runtimes.inspect import artifact_for
 
     options = _runtime_options(dict(job["options"] or {}))
     bench = BenchOptions.from_dict(dict(job["bench"] or {}))
     cores = _pin(job["affinity"])
     for var in THREAD_ENV:  # before the runtime library is imported (lazily, by load)
         os.environ[var] = str(options.threads)
-    art = Artifact.load(job["artifact"])
+    art = artifact_for(job["artifact"])  # a manifest, or a bare .onnx/.tflite/.xml whose contract is read from it
     art.verify_files()  # before a runtime parses them, and outside the init time
     eval_heads: dict[str, Any] = {}
     if job["eval_data"]:  # bad eval data or metric fails before anything is timed
@@ -415,6 +422,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if "teacher_logits" in arrays:
             agreement, kl = teacher_agreement(logits, arrays["teacher_logits"])
 
+    manifest_present = art.source.get("manifest") is not False
     provenance = host_provenance() | {"device_state": device_state()}  # governor, heat, throttling after the runs
     provenance.update(
         runtime=runtime_name,
@@ -449,6 +457,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "steady_seconds": round(timing.steady_seconds, 4),
             "inputs": job["inputs"] if job["inputs"] != "random" else f"random (seed {job['seed']})",
             "thread_env": {v: os.environ[v] for v in THREAD_ENV},
+            "manifest_present": manifest_present,
+            # a bare file's contract as read from it (the store keeps it per artifact, like a manifest)
+            **({} if manifest_present else {"manifest": art.to_dict()}),
         },
         samples_ms=timing.samples_ms,
         warnings=timing.warnings,
