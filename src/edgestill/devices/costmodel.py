@@ -143,22 +143,19 @@ def _load(model: Any) -> onnx.ModelProto:
                          "Pass an .onnx file; for .tflite or OpenVINO artifacts use the ONNX export of the same model.") from None
 
 
-def _fix_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """A copy whose graph inputs have static shapes (a symbolic leading dim becomes 1); returns it and that batch."""
+def _fix_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
+    """A shape-inferred copy whose symbolic leading input dims are 1; returns it and the inputs that had one."""
     import onnx
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     inits = {i.name for i in m.graph.initializer}
-    batches = set()
+    symbolic: set[str] = set()
     for inp in m.graph.input:
         if inp.name in inits or not inp.type.HasField("tensor_type"):
             continue
-        dims = inp.type.tensor_type.shape.dim
-        for i, d in enumerate(dims):
+        for i, d in enumerate(inp.type.tensor_type.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:
-                if i == 0:
-                    batches.add(d.dim_value)
                 continue
             if i != 0:
                 raise InputError(
@@ -167,8 +164,12 @@ def _fix_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                     "does by default) and try again.")
             d.Clear()
             d.dim_value = 1
-            batches.add(1)
-    return onnx.shape_inference.infer_shapes(m, data_prop=True), (batches.pop() if len(batches) == 1 else 1)
+            symbolic.add(inp.name)
+    try:
+        return onnx.shape_inference.infer_shapes(m, data_prop=True), symbolic
+    except Exception as exc:  # onnx raises InferenceError and others on an inconsistent graph
+        raise InputError(f"cost model: shape inference failed on the graph ({type(exc).__name__}: {exc}). "
+                         "Check the model with onnx.checker, or re-export it.") from None
 
 
 def _shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
@@ -208,7 +209,8 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
 
     Args:
         model: an ``.onnx`` path or a loaded ``onnx.ModelProto`` (static shapes, or a symbolic leading batch dim).
-        batch: samples per call; MACs and activation bytes scale with it (parameters do not).
+        batch: a symbolic leading input dim is costed at 1 and a static graph at its own shapes; MACs and activation
+            bytes are then multiplied by ``batch`` (parameters are not).
 
     Returns:
         A :class:`GraphCost`.
@@ -218,8 +220,8 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise InputError(f"graph_cost: batch must be a positive integer, got {batch!r}.")
-    inferred, graph_batch = _fix_batch(_load(model))
-    scale = batch / graph_batch
+    inferred, symbolic = _fix_batch(_load(model))
+    scale = batch
     shapes, types = _shapes(inferred)
     g = inferred.graph
     params = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
@@ -427,7 +429,8 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
             name=name, op_type=node.op_type, op_class=op_class, macs=round(macs * scale), param_bytes=param_bytes,
             act_bytes=round(act_bytes * scale), fused=tuple(m.op_type for m in members[1:]), dtype=dtype,
         ))
-    inputs = {i.name: [batch, *shapes.get(i.name, ())[1:]] for i in g.input if i.name not in params}
+    inputs = {i.name: [batch if i.name in symbolic else d for d in shapes.get(i.name, ())[:1]]
+              + list(shapes.get(i.name, ())[1:]) for i in g.input if i.name not in params}
     total_params = sum(elems(p) for p in seen_params)
     return GraphCost(nodes=nodes, batch=batch, total_params=total_params,
                      total_param_bytes=sum(seen_params.values()), inputs=inputs)

@@ -1,0 +1,167 @@
+"""The ONNX cost model on tiny hand-built graphs: MACs by formula, op classes, fusion, QDQ folding, batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgestill.devices.costmodel import OP_CLASSES, cost_summary, graph_cost
+from edgestill.errors import InputError
+
+F32 = TensorProto.FLOAT
+
+
+def _init(name: str, shape: tuple[int, ...], dtype=np.float32) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.zeros(shape, dtype=dtype), name)
+
+
+def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def _conv_net(batch_dim="N") -> onnx.ModelProto:
+    """x(1,8,16,16) -> 3x3 conv 16 (+bias) -> Relu -> depthwise 3x3 stride 2 -> 1x1 conv 32 -> GAP -> Flatten -> Gemm 10."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv3x3", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "wd"], ["c2"], name="dw", group=16, pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["c2", "wp"], ["c3"], name="pw"),
+        helper.make_node("GlobalAveragePool", ["c3"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
+    ]
+    inits = [_init("w1", (16, 8, 3, 3)), _init("b1", (16,)), _init("wd", (16, 1, 3, 3)), _init("wp", (32, 16, 1, 1)),
+             _init("wf", (10, 32)), _init("bf", (10,))]
+    x = helper.make_tensor_value_info("x", F32, [batch_dim, 8, 16, 16])
+    y = helper.make_tensor_value_info("y", F32, [batch_dim, 10])
+    return _model(nodes, [x], [y], inits)
+
+
+def test_macs_by_formula_and_classes():
+    cost = graph_cost(_conv_net())
+    by_name = {n.name: n for n in cost.nodes}
+    assert by_name["conv3x3"].macs == 16 * 16 * 16 * 8 * 3 * 3  # Cout·Hout·Wout·Cin·kh·kw
+    assert by_name["conv3x3"].op_class == "conv"
+    assert by_name["dw"].macs == 16 * 8 * 8 * 1 * 3 * 3  # group == Cin: C·Hout·Wout·k²
+    assert by_name["dw"].op_class == "depthwise"
+    assert by_name["pw"].macs == 32 * 8 * 8 * 16
+    assert by_name["pw"].op_class == "conv1x1"
+    assert by_name["fc"].macs == 1 * 10 * 32 and by_name["fc"].op_class == "matmul"
+    assert by_name["gap"].op_class == "pool" and by_name["gap"].macs == 0
+    assert cost.total_macs == sum(n.macs for n in cost.nodes)
+    # parameters: every initializer once, float32
+    assert cost.total_params == 16 * 8 * 9 + 16 + 16 * 9 + 32 * 16 + 320 + 10
+    assert cost.total_param_bytes == 4 * cost.total_params
+    assert by_name["conv3x3"].param_bytes == 4 * (16 * 8 * 9 + 16)
+    assert by_name["pw"].act_bytes == 4 * (16 * 8 * 8 + 32 * 8 * 8)  # input + output, no parameters
+
+
+def test_relu_fuses_into_its_conv_and_makes_no_memory_pass():
+    cost = graph_cost(_conv_net())
+    names = [n.name for n in cost.nodes]
+    assert "relu" not in names
+    conv = next(n for n in cost.nodes if n.name == "conv3x3")
+    assert conv.fused == ("Relu",)
+    # the conv's output tensor is not counted separately: input + the Relu's output only
+    assert conv.act_bytes == 4 * (8 * 16 * 16 + 16 * 16 * 16)
+
+
+def test_no_fusion_when_the_conv_output_has_two_consumers():
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Add", ["c", "r"], ["y"], name="add"),
+    ]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F32, [1, 4, 8, 8])],
+               [helper.make_tensor_value_info("y", F32, [1, 4, 8, 8])], [_init("w", (4, 4, 1, 1))])
+    cost = graph_cost(m)
+    assert {n.name for n in cost.nodes} == {"conv", "relu", "add"}
+    assert cost.by_class()["elementwise"]["nodes"] == 2
+
+
+def test_silu_and_bias_chain_fuse():
+    """MatMul -> Add(bias) -> Sigmoid·Mul (SiLU): one node; the bias counts as a parameter."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+        helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
+        helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
+        helper.make_node("Mul", ["a", "s"], ["y"], name="mul"),
+    ]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F32, [1, 5, 6])],
+               [helper.make_tensor_value_info("y", F32, [1, 5, 7])], [_init("w", (6, 7)), _init("b", (7,))])
+    cost = graph_cost(m)
+    assert len(cost.nodes) == 1
+    node = cost.nodes[0]
+    assert node.fused == ("Add", "Sigmoid", "Mul")
+    assert node.macs == 5 * 7 * 6
+    assert node.param_bytes == 4 * (6 * 7 + 7)
+
+
+def test_attention_matmuls_beside_softmax():
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"], name="qk"),
+        helper.make_node("Softmax", ["s"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"], name="pv"),
+    ]
+    ins = [helper.make_tensor_value_info(n, F32, [2, 10, 4]) for n in ("q", "k", "v")]
+    cost = graph_cost(_model(nodes, ins, [helper.make_tensor_value_info("o", F32, [2, 10, 4])], []))
+    by_name = {n.name: n for n in cost.nodes}
+    assert by_name["qk"].op_class == by_name["pv"].op_class == "attention"
+    assert by_name["qk"].macs == 2 * 10 * 10 * 4 and by_name["pv"].macs == 2 * 10 * 4 * 10
+    assert by_name["softmax"].op_class == "elementwise"
+
+
+def test_qdq_pairs_fold_and_mark_int8():
+    """x -> Q -> DQ -> Conv(DQ(int8 weight)) -> Q -> DQ -> y: one int8 conv node with 1-byte weights and activations."""
+    s, z = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wd"]),
+        helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["y"]),
+    ]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F32, [1, 4, 8, 8])],
+               [helper.make_tensor_value_info("y", F32, [1, 6, 8, 8])], [_init("wq", (6, 4, 3, 3), np.int8), s, z])
+    cost = graph_cost(m)
+    assert [n.op_type for n in cost.nodes] == ["Conv"]
+    conv = cost.nodes[0]
+    assert conv.dtype == "int8"
+    assert conv.macs == 6 * 8 * 8 * 4 * 9
+    assert conv.param_bytes == 6 * 4 * 9 + 4 + 1  # int8 weight (1 byte each) + its scale and zero point
+    assert conv.act_bytes == 4 * 8 * 8 + 6 * 8 * 8  # one byte per element in and out
+
+
+def test_by_class_and_to_dict_and_batch(tmp_path: Path):
+    one = graph_cost(_conv_net())
+    four = graph_cost(_conv_net(), batch=4)
+    assert four.total_macs == 4 * one.total_macs
+    assert four.total_param_bytes == one.total_param_bytes  # weights do not scale with the batch
+    classes = one.by_class()
+    assert set(classes) == set(OP_CLASSES)
+    assert sum(c["macs"] for c in classes.values()) == one.total_macs
+    assert sum(c["nodes"] for c in classes.values()) == len(one.nodes)
+    path = tmp_path / "net.onnx"
+    onnx.save(_conv_net(), str(path))
+    d = json.loads(json.dumps(graph_cost(path).to_dict()))
+    assert d["total_macs"] == one.total_macs and len(d["nodes"]) == len(one.nodes)
+    assert cost_summary(one)["layers"][0][:2] == ["conv", one.nodes[0].macs]
+
+
+def test_bad_input(tmp_path: Path):
+    bad = tmp_path / "not.onnx"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(InputError, match="not an ONNX model"):
+        graph_cost(bad)
+    with pytest.raises(InputError, match="does not exist"):
+        graph_cost(tmp_path / "missing.onnx")
+    with pytest.raises(InputError, match="batch"):
+        graph_cost(_conv_net(), batch=0)
