@@ -422,6 +422,7 @@ def benchmark_matrix(
     *,
     runtime: str | None = None,
     options: RuntimeOptions | None = None,
+    accelerator: str | None = None,
     bench: BenchOptions | None = None,
     eval_data: str | os.PathLike[str] | None = None,
     metric: str = "top1",
@@ -441,6 +442,9 @@ def benchmark_matrix(
     Args:
         artifacts: manifest paths.
         threads_list: thread counts; each cell uses ``options`` with ``threads`` replaced.
+        accelerator: where each cell runs (``RuntimeOptions.accelerator``: cpu, gpu, npu, cuda, ...); None keeps
+            ``options``' own. Each record says which one ran in ``settings["accelerator"]``; one the runtime or the
+            machine lacks makes the cell fail as bad input.
         rounds: interleaved repetitions of the whole matrix (>= 1).
         memory_limit_bytes: every runner's memory limit; default :func:`default_memory_limit_bytes`, taken once
             before the first cell so that every cell runs under the same limit.
@@ -460,6 +464,8 @@ def benchmark_matrix(
     if rounds < 1 or not threads_list:
         raise InputError(f"rounds must be >= 1 and threads_list non-empty; got rounds={rounds}, threads_list={list(threads_list)}.")
     base = options or RuntimeOptions()
+    if accelerator is not None:
+        base = replace(base, accelerator=accelerator)  # validated by RuntimeOptions (InputError listing the valid ones)
     memory_limit_bytes = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     cells = [(r, Path(a), t) for r in range(rounds) for a in artifacts for t in threads_list]
     job = {"artifacts": [str(Path(a).resolve()) for a in artifacts], "threads": list(threads_list), "runtime": runtime,

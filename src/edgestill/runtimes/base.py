@@ -20,9 +20,31 @@ from typing import Any, Literal
 import numpy as np
 
 from edgestill.artifact import Artifact, TensorSpec
-from edgestill.errors import InputError, RuntimeFailure, UnknownNameError
+from edgestill.errors import InputError, RuntimeFailure, UnknownNameError, did_you_mean
 from edgestill.limits import check_allocation, element_count, format_bytes
 from edgestill.registry import Registry
+
+
+ACCELERATORS: tuple[str, ...] = ("cpu", "gpu", "npu", "cuda", "tensorrt", "nnapi", "openvino-ep")
+"""Every accelerator name: ``cpu`` is the runtime's CPU path (XNNPACK for LiteRT); ``gpu``/``npu`` are OpenVINO's
+GPU/NPU plugins or LiteRT's GPU delegate; ``cuda``, ``tensorrt`` and ``openvino-ep`` are onnxruntime execution
+providers; ``nnapi`` is Android's NNAPI delegate (LiteRT)."""
+
+RUNTIME_ACCELERATORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "onnxruntime": ("cpu", "cuda", "tensorrt", "openvino-ep"),
+    "openvino": ("cpu", "gpu", "npu"),
+    "litert": ("cpu", "gpu", "nnapi"),
+})
+"""What each built-in runtime can be asked for (its class's ``accelerators``); a plugin runtime offers ``cpu``."""
+
+
+def _offered() -> str:
+    return "; ".join(f"{rt}: {', '.join(names)}" for rt, names in RUNTIME_ACCELERATORS.items())
+
+
+def accelerator_record(requested: str, ran: str, **extra: Any) -> dict[str, Any]:
+    """What a session puts in ``settings["accelerator"]``: what was asked for, what ran, and whether it fell back."""
+    return {"requested": requested, "ran": ran, "fell_back": ran != requested, **extra}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,10 +58,16 @@ class RuntimeOptions:
     ov_performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"  # openvino
     ov_inference_precision: Literal["f32", "f16", "bf16"] = "f32"  # openvino
     ov_streams: int = 1  # openvino
+    # Where the model runs: a name from ACCELERATORS that the runtime offers (Runtime.accelerators); the session
+    # records which one ran, and a silent fall back to the CPU, in settings["accelerator"].
+    accelerator: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise InputError(f"threads must be >= 1, got {self.threads}.")
+        if self.accelerator not in ACCELERATORS:
+            raise InputError(f"accelerator {self.accelerator!r} is not one edgestill knows.{did_you_mean(str(self.accelerator), ACCELERATORS)} "
+                             f"Valid: {', '.join(ACCELERATORS)} (each runtime offers some: {_offered()}).")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -303,9 +331,22 @@ class Runtime:
 
     name: str = ""
     formats: tuple[str, ...] = ()
+    accelerators: tuple[str, ...] = ("cpu",)
 
     def version(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check_accelerator(self, accelerator: str) -> None:
+        """Refuse an accelerator this runtime does not offer.
+
+        Raises:
+            InputError: ``accelerator`` is not in ``self.accelerators`` (the message lists them).
+        """
+        if accelerator not in self.accelerators:
+            users = [rt for rt, names in RUNTIME_ACCELERATORS.items() if accelerator in names and rt != self.name]
+            hint = f" {accelerator!r} is offered by {', '.join(users)}." if users else ""
+            raise InputError(f"runtime {self.name!r} cannot use accelerator {accelerator!r}; it offers "
+                             f"{', '.join(self.accelerators)}.{hint} Pick one of those with --accelerator.")
 
     def load(self, artifact: Artifact, options: RuntimeOptions) -> Session:  # pragma: no cover - abstract
         raise NotImplementedError

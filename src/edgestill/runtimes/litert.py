@@ -2,17 +2,24 @@
 
 Falls back to the stale ``tflite_runtime`` only when ai_edge_litert is missing, and says so in
 ``session.settings["fallback"]``.
+
+Accelerators: ``cpu`` is the interpreter's CPU path (XNNPACK unless ``options.xnnpack`` is off); ``gpu`` loads the
+GPU delegate library (``$EDGESTILL_LITERT_GPU_DELEGATE``, default ``libtensorflowlite_gpu_delegate.so``, which the
+pip wheel does not ship: build it or take it from an Android/Linux LiteRT release); ``nnapi`` is Android's and is
+refused elsewhere (on a phone, bench over ADB with benchmark_model: :mod:`edgestill.devices.adb`).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure
 from edgestill.artifact import Artifact
-from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session, check_file_shapes
+from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session, accelerator_record, check_file_shapes
 
 
 def interpreter_module() -> tuple[Any, str, str | None]:
@@ -43,6 +50,47 @@ def _dist_version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "unknown"
+
+
+GPU_DELEGATE_ENV = "EDGESTILL_LITERT_GPU_DELEGATE"
+GPU_DELEGATE_LIBRARY = "libtensorflowlite_gpu_delegate.so"
+NNAPI_DELEGATE_ENV = "EDGESTILL_LITERT_NNAPI_DELEGATE"
+NNAPI_DELEGATE_LIBRARY = "libnnapi_delegate.so"
+
+
+def on_android() -> bool:
+    """True in a Python running on Android (NNAPI exists only there)."""
+    return hasattr(sys, "getandroidapilevel") or ("ANDROID_ROOT" in os.environ and "ANDROID_DATA" in os.environ)
+
+
+def load_accelerator_delegate(mod: Any, accelerator: str) -> tuple[Any, str]:
+    """Load the delegate library of ``accelerator`` (gpu or nnapi) with the interpreter module's ``load_delegate``.
+
+    Returns:
+        (the delegate, the library path it was loaded from).
+
+    Raises:
+        InputError: nnapi off Android, or the delegate library cannot be loaded (the message says how to provide it).
+    """
+    if accelerator == "nnapi" and not on_android():
+        raise InputError(
+            "accelerator 'nnapi' is Android's NNAPI delegate and this is not Android. On a phone, bench it over ADB "
+            "(an inventory entry with transport: adb runs LiteRT's benchmark_model with --use_nnapi=true); here, use "
+            "--accelerator cpu (or gpu with a GPU delegate library)."
+        )
+    env, default = (GPU_DELEGATE_ENV, GPU_DELEGATE_LIBRARY) if accelerator == "gpu" else (NNAPI_DELEGATE_ENV, NNAPI_DELEGATE_LIBRARY)
+    library = os.environ.get(env) or default
+    try:
+        return mod.load_delegate(library), library
+    except (ValueError, OSError, RuntimeError) as exc:
+        how = ("the ai-edge-litert wheel does not ship it: build it (bazel target "
+               "//tflite/delegates/gpu:libtensorflowlite_gpu_delegate.so)" if accelerator == "gpu"
+               else "it comes with LiteRT's Android libraries")
+        raise InputError(
+            f"accelerator {accelerator!r} needs LiteRT's {accelerator.upper()} delegate library, and {library!r} could "
+            f"not be loaded ({str(exc).strip() or type(exc).__name__}); {how} and set ${env} to its path, or use "
+            "--accelerator cpu."
+        ) from None
 
 
 class LiteRTSession(Session):
@@ -94,19 +142,29 @@ class LiteRTSession(Session):
 
 @RUNTIMES.register("litert")
 class LiteRT(Runtime):
-    """LiteRT interpreter (ai-edge-litert); XNNPACK on unless ``options.xnnpack`` is False."""
+    """LiteRT interpreter (ai-edge-litert); XNNPACK on unless ``options.xnnpack`` is False; a GPU delegate on request."""
 
     name = "litert"
     formats = ("tflite",)
+    accelerators = ("cpu", "gpu", "nnapi")
 
     def version(self) -> str:
         return interpreter_module()[1]
 
     def load(self, artifact: Artifact, options: RuntimeOptions) -> LiteRTSession:
+        self.check_accelerator(options.accelerator)
         mod, version, fallback = interpreter_module()
         kwargs: dict[str, Any] = {"model_path": str(artifact.model_path), "num_threads": options.threads}
         if not options.xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        accelerator = accelerator_record(options.accelerator, "cpu", path="xnnpack" if options.xnnpack else "builtin kernels")
+        if options.accelerator != "cpu":
+            delegate, library = load_accelerator_delegate(mod, options.accelerator)
+            kwargs["experimental_delegates"] = [delegate]
+            # the interpreter applies the delegate to the nodes it supports and runs the rest on the CPU; the Python
+            # API does not say how many nodes it took, so the record says the delegate was applied, not the share
+            accelerator = accelerator_record(options.accelerator, options.accelerator, delegate_library=library,
+                                             delegated_nodes=None)
         try:
             interp = mod.Interpreter(**kwargs)
             interp.allocate_tensors()
@@ -117,6 +175,7 @@ class LiteRT(Runtime):
             "runtime_version": version,
             "threads": options.threads,
             "xnnpack": options.xnnpack,
+            "accelerator": accelerator,
         }
         if fallback:
             settings["fallback"] = fallback

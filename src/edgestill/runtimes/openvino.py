@@ -1,4 +1,5 @@
-"""OpenVINO backend on the CPU plugin; precision hint, threads and streams are always set. Never imports torch."""
+"""OpenVINO backend on the CPU plugin (or the GPU / NPU one as a named accelerator); precision hint, threads and
+streams are always set where the plugin takes them. Never imports torch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from edgestill.errors import InputError, RuntimeFailure
 from edgestill.artifact import Artifact
-from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session, check_file_shapes
+from edgestill.runtimes.base import RUNTIMES, Runtime, RuntimeOptions, Session, accelerator_record, check_file_shapes
 
 
 @contextlib.contextmanager
@@ -97,12 +98,54 @@ def _find_port(ports: Any, name: str, path: Any) -> Any:
     )
 
 
+OV_DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
+"""Accelerator -> OpenVINO device name (``GPU`` also matches ``GPU.0``, ``GPU.1`` ...)."""
+
+
+def ov_device(accelerator: str, available: list[str]) -> str:
+    """The OpenVINO device for ``accelerator``, refusing one this machine does not have.
+
+    Raises:
+        InputError: no device of that kind in ``available`` (``ov.Core().available_devices``, listed in the message).
+    """
+    device = OV_DEVICES[accelerator]
+    if not any(d == device or d.startswith(device + ".") for d in available):
+        raise InputError(
+            f"accelerator {accelerator!r} needs OpenVINO's {device} device, which this machine does not have "
+            f"(OpenVINO sees: {', '.join(available) or 'no devices'}). Install the {device} driver, or pick one of "
+            f"{', '.join(a for a, d in OV_DEVICES.items() if d in {x.split('.')[0] for x in available})} with --accelerator."
+        )
+    return device
+
+
+def _plugin_config(device: str, options: RuntimeOptions) -> dict[str, Any]:
+    """The compile config: every setting the plugin takes, set explicitly (threads are the CPU plugin's only)."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": options.ov_performance_hint}
+    if device in ("CPU", "GPU"):
+        config["INFERENCE_PRECISION_HINT"] = options.ov_inference_precision
+        config["NUM_STREAMS"] = options.ov_streams
+    if device == "CPU":
+        config["INFERENCE_NUM_THREADS"] = options.threads
+    return config
+
+
+def _execution_devices(compiled: Any, fallback: str) -> list[str]:
+    """The devices the compiled model runs on (its ``EXECUTION_DEVICES`` property), or ``[fallback]`` if unreadable."""
+    try:
+        devices = compiled.get_property("EXECUTION_DEVICES")
+    except Exception:  # noqa: BLE001 - a plugin without the property
+        return [fallback]
+    return [str(d) for d in devices] if isinstance(devices, (list, tuple)) else [str(devices)]
+
+
 @RUNTIMES.register("openvino")
 class OpenVINO(Runtime):
-    """OpenVINO CPU plugin with explicit INFERENCE_PRECISION_HINT (default f32, not the CPU's bf16)."""
+    """OpenVINO CPU plugin (GPU / NPU on request) with explicit INFERENCE_PRECISION_HINT (default f32, not the CPU's
+    bf16)."""
 
     name = "openvino"
     formats = ("openvino", "onnx")
+    accelerators = tuple(OV_DEVICES)
 
     def version(self) -> str:
         with no_telemetry():
@@ -114,16 +157,17 @@ class OpenVINO(Runtime):
         with no_telemetry():
             import openvino as ov
 
-        config = {
-            "INFERENCE_PRECISION_HINT": options.ov_inference_precision,
-            "PERFORMANCE_HINT": options.ov_performance_hint,
-            "INFERENCE_NUM_THREADS": options.threads,
-            "NUM_STREAMS": options.ov_streams,
-        }
+        self.check_accelerator(options.accelerator)
+        core = ov.Core()
+        device = ov_device(options.accelerator, list(core.available_devices))
+        config = _plugin_config(device, options)
         try:
-            compiled = ov.Core().compile_model(str(artifact.model_path), "CPU", config)
+            compiled = core.compile_model(str(artifact.model_path), device, config)
         except Exception as exc:  # openvino raises RuntimeError subclasses of its own
-            raise RuntimeFailure(f"OpenVINO could not compile {artifact.model_path}: {exc}") from exc
+            raise RuntimeFailure(f"OpenVINO could not compile {artifact.model_path} for {device}: {exc}") from exc
+        executed = _execution_devices(compiled, device)
+        first = executed[0].split(".")[0]  # "GPU.0" -> "GPU"
+        ran = next((a for a, d in OV_DEVICES.items() if d == first), first.lower())
         settings = {
             "runtime": self.name,
             "runtime_version": ov.get_version(),
@@ -131,6 +175,8 @@ class OpenVINO(Runtime):
             "inference_precision": options.ov_inference_precision,
             "performance_hint": options.ov_performance_hint,
             "streams": options.ov_streams,
-            "device": "CPU",
+            "device": device,
+            "config": dict(config),
+            "accelerator": accelerator_record(options.accelerator, ran, execution_devices=executed),
         }
         return OpenVINOSession(compiled, artifact, settings)

@@ -452,6 +452,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         settings={
             "runtime_options": options.to_dict(),
             "session": dict(getattr(session, "settings", {}) or {}),
+            # which accelerator ran, and whether it fell back to the CPU (a plugin runtime that does not say: None)
+            "accelerator": (getattr(session, "settings", {}) or {}).get("accelerator"),
             "bench": bench.to_dict(),
             "stopped_by": timing.stopped_by,
             "steady_seconds": round(timing.steady_seconds, 4),
