@@ -144,7 +144,9 @@ def _check_accelerator(accelerator: str, runtime: str | None, artifacts: list[Pa
     from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
 
     RuntimeOptions(accelerator=accelerator)
-    names = {runtime} if runtime is not None else {DEFAULT_RUNTIME[Artifact.load(a).format] for a in artifacts}
+    by_suffix = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}  # a model file without a manifest
+    formats = {by_suffix.get(a.suffix) or Artifact.load(a).format for a in artifacts}
+    names = {runtime} if runtime is not None else {DEFAULT_RUNTIME[f] for f in formats}
     for name in sorted(names):
         get_runtime(name).check_accelerator(accelerator)
 
