@@ -44,7 +44,7 @@ from edgestill.devices.microbench import (
     micro_artifact_name,
     micro_models,
 )
-from edgestill.errors import ConfigError, InputError, RuntimeFailure, did_you_mean
+from edgestill.errors import ConfigError, InputError, RuntimeFailure, UnsupportedError, did_you_mean
 from edgestill.record import Measurement
 
 CALIBRATION_SCHEMA = "edgestill-device-calibration"
@@ -280,6 +280,27 @@ def local_measure(*, quick: bool = False, progress: Progress | None = None) -> M
     return measure
 
 
+def device_measure(entry: Any, *, quick: bool = False, progress: Progress | None = None) -> Measure:
+    """A ``measure`` function that times micro artifacts on an inventory device through its transport (local, ssh).
+
+    Raises:
+        UnsupportedError: an ADB device (it runs LiteRT's benchmark_model on .tflite files; the micro models are ONNX
+            and OpenVINO files).
+    """
+    from edgestill.devices.transport import TRANSPORTS
+
+    if entry.transport == "adb":
+        raise UnsupportedError(f"device {entry.name!r} is reached over adb, which runs LiteRT's benchmark_model on "
+                               ".tflite files; calibration times ONNX and OpenVINO micro models. Calibrate a device "
+                               "reached over ssh (or local) instead.")
+    transport = TRANSPORTS.get(entry.transport)
+
+    def measure(paths: list[Path], threads: list[int]) -> list[Measurement]:
+        return transport(entry, [str(p) for p in paths], threads, bench=bench_options(quick), progress=progress)
+
+    return measure
+
+
 @contextlib.contextmanager
 def _quiet_builders() -> Iterator[None]:
     """Keep the quantizers' chatter (onnxruntime's root-logger warnings, nncf's progress bars) off stdout."""
@@ -291,6 +312,11 @@ def _quiet_builders() -> Iterator[None]:
             yield
     finally:
         root.setLevel(level)
+
+
+def _is_input_failure(m: Measurement) -> bool:
+    """A failed cell the user fixes in their own files (a refused key or host key, input the runner refused)."""
+    return m.settings.get("failure") in ("auth", "host_key", "bad_input") or m.settings.get("runner_exit_code") == 2
 
 
 def _check_choices(option: str, values: Sequence[Any], valid: Sequence[Any]) -> list[Any]:
@@ -378,6 +404,7 @@ def calibrate_device(
     measurements: list[Measurement] = []
     fits: list[tuple[str, str, int, list[tuple[MicroModel, float]]]] = []
     failures: list[str] = []
+    input_failures = 0
     try:
         for runtime, precision in sets:
             if progress:
@@ -397,6 +424,7 @@ def calibrate_device(
                         points.append((micro, r.latency.p50_ms))
                     else:
                         failures.append(f"{r.artifact} ×{t}: {r.error or 'no latency'}")
+                        input_failures += _is_input_failure(r)
                 fits.append((runtime, precision, t, points))
             measurements.extend(results)
             offset += len(micros) * len(threads)
@@ -404,8 +432,9 @@ def calibrate_device(
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:
         shown = "\n".join(f"  - {f.splitlines()[0][:300]}" for f in failures[:10])
-        raise RuntimeFailure(f"{len(failures)} micro benchmark cell(s) failed on {profile_id}, so nothing was fitted "
-                             f"or written:\n{shown}")
+        error = InputError if input_failures == len(failures) else RuntimeFailure
+        raise error(f"{len(failures)} micro benchmark cell(s) failed on {profile_id}, so nothing was fitted or "
+                    f"written:\n{shown}")
     entries, rows, warnings = [], [], []
     for runtime, precision, t, points in fits:
         entry, micro_rows = fit_entry(points, peak_macs_per_s=prof.peak_macs_per_s(precision, t),
