@@ -536,7 +536,8 @@ class _Check:
         prefix = f"{path}." if path else ""
         for k in required:
             if k not in d:
-                self.fail(f"{prefix}{k}", "is missing.")
+                self.fail(f"{prefix}{k}", "is missing. Add it (`edgestill devices show raspberry-pi-5` prints a complete "
+                                          "profile).")
         if extra_ok:
             return
         allowed = [*required, *optional]
