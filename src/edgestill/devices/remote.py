@@ -1,0 +1,88 @@
+"""Measure artifacts on an inventory device, whatever its transport: the one call ``bench --device`` and the lab use.
+
+    from edgestill.devices.inventory import load_inventory
+    from edgestill.devices.remote import bench_on_device
+
+    inv = load_inventory("devices.yaml")
+    records = bench_on_device(inv.get("pi5-lab-1"), ["out/student-onnx-fp32.manifest.json"], [1, 4])
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgestill.devices.transport import TRANSPORTS, failure_exit_code
+from edgestill.errors import InputError
+from edgestill.record import Measurement
+
+if TYPE_CHECKING:
+    from edgestill.devices.inventory import DeviceEntry
+    from edgestill.runtimes.harness import BenchOptions
+
+__all__ = ["bench_on_device", "failure_exit_code"]
+
+
+@TRANSPORTS.register("ssh")
+def _ssh(entry: DeviceEntry, artifacts: Sequence[str | Path], thread_counts: Sequence[int], **kw: Any) -> list[Measurement]:
+    from edgestill.devices.ssh import bench_on_ssh_device
+
+    return bench_on_ssh_device(entry, artifacts, thread_counts, **kw)
+
+
+@TRANSPORTS.register("adb")
+def _adb(entry: DeviceEntry, artifacts: Sequence[str | Path], thread_counts: Sequence[int], **kw: Any) -> list[Measurement]:
+    try:
+        from edgestill.devices.adb import bench_on_adb_device
+    except ImportError as exc:
+        raise InputError(f"device {entry.name!r} uses transport 'adb', but this edgestill has no ADB transport "
+                         f"(edgestill.devices.adb: {exc}); measure it over ssh or update edgestill.") from None
+    accepted = inspect.signature(bench_on_adb_device).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    passed = {k: v for k, v in kw.items() if takes_all or k in accepted}
+    dropped = sorted(k for k, v in kw.items() if k not in passed and v is not None
+                     and k in ("eval_data", "runtime", "accelerator"))  # what changes the answer, not how it is shown
+    if dropped:
+        raise InputError(f"device {entry.name!r} (adb) cannot take {', '.join(dropped)}: the ADB transport runs "
+                         "LiteRT's benchmark_model, which has no such option here. Drop it for this device.")
+    results = list(bench_on_adb_device(entry, artifacts, thread_counts, **passed))
+    for m in results:
+        m.provenance.setdefault("device", {"id": entry.name, "profile": entry.profile, "transport": "adb"})
+    return results
+
+
+def bench_on_device(
+    entry: DeviceEntry,
+    artifacts: Sequence[str | Path],
+    thread_counts: Sequence[int] = (1,),
+    *,
+    bench: BenchOptions | None = None,
+    eval_data: str | Path | None = None,
+    runtime: str | None = None,
+    accelerator: str | None = None,
+    timeout_s: float = 300.0,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[Measurement]:
+    """Measure every artifact × thread count on ``entry`` through its transport (``local``, ``ssh``, ``adb``).
+
+    Never raises for a device that fails: each cell it could not measure is a ``kind="failed"`` record with
+    ``settings["failure"]`` (unreachable, auth, host_key, missing_runtime, timeout, crash, bad_input, error). Every
+    record carries ``provenance["device"] = {"id", "profile", "transport", ...}``. Exit code of a run:
+    :func:`edgestill.devices.transport.failure_exit_code`.
+
+    Raises:
+        InputError: bad local input (no artifacts, a bad thread count, an artifact that does not load or whose files
+            changed, eval data that is not a file, an unknown runtime), found before anything is sent.
+    """
+    if not artifacts:
+        raise InputError("no artifacts to measure; pass one or more .manifest.json paths.")
+    if not thread_counts or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in thread_counts):
+        raise InputError(f"thread counts must be whole numbers >= 1, got {list(thread_counts)}.")
+    if eval_data is not None and not Path(eval_data).is_file():
+        raise InputError(f"eval data {eval_data} is not a file; pass an .npz with x and y (or teacher_logits).")
+    fn = TRANSPORTS.get(entry.transport)
+    return fn(entry, [Path(a) for a in artifacts], list(thread_counts), bench=bench,
+              eval_data=None if eval_data is None else Path(eval_data), runtime=runtime, accelerator=accelerator,
+              timeout_s=timeout_s, progress=progress)
