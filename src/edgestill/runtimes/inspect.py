@@ -388,7 +388,7 @@ def _openvino_contract(real: Path) -> _Contract:
     inputs = [spec(p, i, "input") for i, p in enumerate(om.inputs)]
     outputs = [spec(p, i, "output") for i, p in enumerate(om.outputs)]
     types = {op.get_type_name() for op in om.get_ops()}
-    const_types = {str(op.get_element_type()) for op in om.get_ops() if op.get_type_name() == "Constant"}
+    const_types = {op.get_element_type().get_type_name() for op in om.get_ops() if op.get_type_name() == "Constant"}
     if "FakeQuantize" in types or "FakeConvert" in types:
         precision, why = "int8-static", "FakeQuantize ops (quantized activations)"
     elif const_types & {"i8", "u8", "i4", "u4"}:
