@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: install browser demo test test-zoo perf clean
+.PHONY: install browser sshd demo test test-zoo perf clean
 
 install: $(STAMP)
 
@@ -30,7 +30,16 @@ browser:
 		     "or set EDGESTILL_SKIP_BROWSER=1 to skip them on this machine"; exit 1; }; \
 	fi
 
-test: $(STAMP) browser
+# The SSH transport and device-lab tests start real OpenSSH servers on 127.0.0.1: install Debian's openssh-server where
+# /usr/sbin/sshd is missing (CI runs as root on a fresh Debian machine; elsewhere those tests are skipped without it).
+sshd:
+	@if [ ! -x /usr/sbin/sshd ]; then \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server; } || { \
+		echo "make test needs Debian's openssh-server for the SSH tests: run 'apt-get install openssh-server' as root" \
+		     "(outside CI the SSH tests are skipped without it)"; [ -z "$$CI" ] || exit 1; }; \
+	fi
+
+test: $(STAMP) browser sshd
 	$(PY) -m pytest
 
 # the heavy cells of the zoo × format export matrix (about 12 minutes on 2 cores)

@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgestill.devices.transport import TRANSPORTS, failure_exit_code
 from edgestill.errors import InputError
@@ -23,34 +22,6 @@ if TYPE_CHECKING:
     from edgestill.runtimes.harness import BenchOptions
 
 __all__ = ["bench_on_device", "failure_exit_code"]
-
-
-@TRANSPORTS.register("ssh")
-def _ssh(entry: DeviceEntry, artifacts: Sequence[str | Path], thread_counts: Sequence[int], **kw: Any) -> list[Measurement]:
-    from edgestill.devices.ssh import bench_on_ssh_device
-
-    return bench_on_ssh_device(entry, artifacts, thread_counts, **kw)
-
-
-@TRANSPORTS.register("adb")
-def _adb(entry: DeviceEntry, artifacts: Sequence[str | Path], thread_counts: Sequence[int], **kw: Any) -> list[Measurement]:
-    try:
-        from edgestill.devices.adb import bench_on_adb_device
-    except ImportError as exc:
-        raise InputError(f"device {entry.name!r} uses transport 'adb', but this edgestill has no ADB transport "
-                         f"(edgestill.devices.adb: {exc}); measure it over ssh or update edgestill.") from None
-    accepted = inspect.signature(bench_on_adb_device).parameters
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    passed = {k: v for k, v in kw.items() if takes_all or k in accepted}
-    dropped = sorted(k for k, v in kw.items() if k not in passed and v is not None
-                     and k in ("eval_data", "runtime", "accelerator"))  # what changes the answer, not how it is shown
-    if dropped:
-        raise InputError(f"device {entry.name!r} (adb) cannot take {', '.join(dropped)}: the ADB transport runs "
-                         "LiteRT's benchmark_model, which has no such option here. Drop it for this device.")
-    results = list(bench_on_adb_device(entry, artifacts, thread_counts, **passed))
-    for m in results:
-        m.provenance.setdefault("device", {"id": entry.name, "profile": entry.profile, "transport": "adb"})
-    return results
 
 
 def bench_on_device(

@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from edgestill.errors import EdgestillError, InputError
-from edgestill.devices.transport import (DEVICE_STATE_CODE, AuthRefused, DeviceFault, DeviceTimeout, DeviceUnreachable,
+from edgestill.devices.transport import (DEVICE_STATE_CODE, TRANSPORTS, AuthRefused, DeviceFault, DeviceTimeout, DeviceUnreachable,
                                          HostKeyRefused, MissingOnDevice, failed_cell, failure_of, runner_bundle,
                                          runtime_options)
 from edgestill.record import Measurement, measurement_from_dict
@@ -655,3 +655,6 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
     if progress:
         progress(len(cells), len(cells), f"{entry.name}: done")
     return [m for m in results if m is not None]
+
+
+TRANSPORTS.register("ssh", bench_on_ssh_device)

@@ -2,8 +2,9 @@
 travels to a device, the device-state probe, and the failures a device can have.
 
 Each transport is a function ``(entry, artifacts, thread_counts, *, bench, eval_data, runtime, accelerator, timeout_s,
-progress) -> list[Measurement]`` registered in :data:`TRANSPORTS` under the inventory's ``transport`` name (``local``
-here; ``ssh`` and ``adb`` by :mod:`edgestill.devices.remote`, which imports their modules on first use). It never
+progress) -> list[Measurement]`` registered in :data:`TRANSPORTS` under the inventory's ``transport`` name: ``local`` and ``adb`` (a wrapper of
+:func:`edgestill.devices.adb.bench_on_adb_device`) here, ``ssh`` by :mod:`edgestill.devices.ssh`, which
+``TRANSPORTS.get`` imports on first use (as the runtimes' registry does), so no module imports its own dispatcher. It never
 raises for a device that fails: every cell it could not measure becomes a ``kind="failed"`` record whose
 ``settings["failure"]`` names the class (:data:`FAILURES`) and whose ``error`` says what to do.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib
+import inspect
 import io
 import time
 import zipfile
@@ -295,7 +298,21 @@ def local_device_state() -> dict[str, Any]:
 
 # --- the transports ---------------------------------------------------------------------------------------------------
 TransportFn = Callable[..., list[Measurement]]
-TRANSPORTS: Registry[TransportFn] = Registry("transport")
+TRANSPORT_MODULES = {"ssh": "edgestill.devices.ssh"}
+"""Transports registered by their own module, imported on first use of the name."""
+
+
+class _Transports(Registry[TransportFn]):
+    def get(self, name: str) -> TransportFn:
+        if name not in self and name in TRANSPORT_MODULES:
+            importlib.import_module(TRANSPORT_MODULES[name])  # the module registers its transport
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return sorted(set(super().names()) | set(TRANSPORT_MODULES))
+
+
+TRANSPORTS: Registry[TransportFn] = _Transports("transport")
 
 
 @TRANSPORTS.register("local")
@@ -326,3 +343,24 @@ def bench_on_local_device(entry: DeviceEntry, artifacts: Sequence[str | Path], t
     if progress:
         progress(len(cells), len(cells), f"{entry.name}: done")
     return out
+
+
+@TRANSPORTS.register("adb")
+def _adb(entry: DeviceEntry, artifacts: Sequence[str | Path], thread_counts: Sequence[int], **kw: Any) -> list[Measurement]:
+    try:  # another module's; imported by name, as TRANSPORT_MODULES are
+        bench_on_adb_device = importlib.import_module("edgestill.devices.adb").bench_on_adb_device
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"device {entry.name!r} uses transport 'adb', but this edgestill has no ADB transport "
+                         f"(edgestill.devices.adb: {exc}); measure it over ssh or update edgestill.") from None
+    accepted = inspect.signature(bench_on_adb_device).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    passed = {k: v for k, v in kw.items() if takes_all or k in accepted}
+    dropped = sorted(k for k, v in kw.items() if k not in passed and v is not None
+                     and k in ("eval_data", "runtime", "accelerator"))  # what changes the answer, not how it is shown
+    if dropped:
+        raise InputError(f"device {entry.name!r} (adb) cannot take {', '.join(dropped)}: the ADB transport runs "
+                         "LiteRT's benchmark_model, which has no such option here. Drop it for this device.")
+    results = list(bench_on_adb_device(entry, artifacts, thread_counts, **passed))
+    for m in results:
+        m.provenance.setdefault("device", {"id": entry.name, "profile": entry.profile, "transport": "adb"})
+    return results
