@@ -1,0 +1,215 @@
+"""How close the latency estimator comes to measurements; prints ONE JSON line.
+
+(a) ``published``: :func:`edgestill.devices.estimator.cross_validate_published`, leave-one-model-out on
+    ``published_latencies.csv``: share of rows within ±25% and the median absolute % error.
+(b) ``host``: on this machine after self-calibration. First ``calibrate_device("host", ...)`` times the microbenchmarks
+    at 1 thread for onnxruntime and openvino (fp32 and int8) and writes its calibration file to
+    ``perf/.cache/estimator_accuracy/profiles/``; then every zoo model × format (onnx, openvino, tflite) × fp32/int8 is
+    exported with the project's writers (fp32: ``edgestill.export``'s writer per format; int8: static int8 through
+    ``edgestill.compress.quantize.quantize_export`` with 32 seeded samples), measured at 1 thread with
+    ``benchmark_matrix``, and estimated with ``estimate(graph_cost(onnx), host profile with that calibration, ...)``
+    where the graph is the ONNX artifact of the same precision (the fp32 ONNX graph for openvino and tflite, which the
+    estimator scales to int8). LiteRT has no micro set, so tflite cells are estimated from the published fit.
+    Reported: the same two figures over all cells (target: >= 80% within ±25%), per format, and one row per cell.
+
+Exported artifacts are cached in ``perf/.cache/estimator_accuracy/<model>/`` (delete the folder to re-export).
+Converter and quantizer logs go to stderr, so stdout carries only the JSON line.
+
+Usage: python perf/estimator_accuracy.py [--models a,b] [--formats onnx,openvino,tflite] [--precisions fp32,int8]
+       [--quick-calibration] [--skip-host] [--min-seconds 1.0]
+(slow: a full run exports 10 models × 3 formats × 2 precisions; run it with nohup on a quiet machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache" / "estimator_accuracy"
+FORMAT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
+CALIBRATED_RUNTIMES = ("onnxruntime", "openvino")
+WITHIN = 25.0
+TARGET = 0.80
+CALIBRATION_SAMPLES = 32
+
+
+def _summary(errors: list[float]) -> dict[str, Any]:
+    import numpy as np
+
+    if not errors:
+        return {"n": 0, "within_25_percent": None, "median_abs_percent": None}
+    a = np.abs(np.asarray(errors, dtype=float))
+    return {"n": len(errors), "within_25_percent": round(float(np.mean(a <= WITHIN)), 4),
+            "median_abs_percent": round(float(np.median(a)), 2)}
+
+
+def _cached(manifest: Path) -> bool:
+    from edgestill.artifact import Artifact
+
+    try:
+        Artifact.load(manifest).verify_files()
+        return True
+    except Exception:  # noqa: BLE001 - anything wrong with a cached file: export it again
+        return False
+
+
+def export_cell(name: str, fmt: str, precision: str) -> Path:
+    """The manifest of zoo model ``name`` in ``fmt`` × ``precision`` (fp32 or int8), exported once and cached."""
+    import shutil
+
+    folder = CACHE / name / f"{fmt}-{precision}"
+    manifest = folder / f"{name}-{fmt}-{precision}.manifest.json"
+    if _cached(manifest):
+        return manifest
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    from edgestill.models import create_model, default_num_classes, example_input, sample_inputs
+
+    model = create_model(name, num_classes=default_num_classes(name), seed=0).eval()
+    example = example_input(name, seed=0)
+    stem = f"{name}-{fmt}-{precision}"
+    if precision == "fp32":
+        from edgestill.export.api import get_exporter
+
+        art = get_exporter(fmt)(model, (example,), staging_dir=folder, name=stem, precision="fp32")
+    else:
+        from edgestill.compress.quantize.api import quantize_export
+
+        art = quantize_export(model, (example,), format=fmt, precision="int8-static", staging_dir=folder, name=stem,
+                              calibration=sample_inputs(name, CALIBRATION_SAMPLES, seed=1))
+    art.hash_files()
+    return art.write_manifest()
+
+
+def calibrate_host(quick: bool) -> tuple[Any, list[dict[str, Any]]]:
+    """Calibrate this machine at 1 thread; return the host profile with that calibration merged, and the entries."""
+    from edgestill.devices import profiles
+    from edgestill.devices.calibrate import calibrate_device
+
+    folder = CACHE / "profiles"
+    res = calibrate_device("host", runtimes=CALIBRATED_RUNTIMES, precisions=("fp32", "int8"), threads=(1,),
+                           out_folder=folder, quick=quick, db=None)
+    os.environ["EDGESTILL_PROFILES"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("EDGESTILL_PROFILES")])])
+    profile = profiles.load_profile("host", search_path=[folder, *profiles.profile_search_path()])
+    missing = [(e["runtime"], e["precision"]) for e in res.entries
+               if profile.calibration_for(e["runtime"], e["precision"], 1) is None]
+    if missing:
+        raise SystemExit(f"the host profile did not merge the calibration written to {res.path} (missing {missing})")
+    keep = ("runtime", "precision", "threads", "efficiency", "bandwidth_efficiency", "overhead_ms", "per_node_ms", "error")
+    return profile, [{k: e[k] for k in keep} for e in res.entries]
+
+
+def host_cells(models: list[str], formats: list[str], precisions: list[str], profile: Any, min_seconds: float,
+               log: Any) -> list[dict[str, Any]]:
+    """Export, measure and estimate every model × format × precision at 1 thread; one row per cell."""
+    from edgestill.benchmarks.bench import benchmark_matrix
+    from edgestill.devices.costmodel import graph_cost
+    from edgestill.devices.estimator import estimate
+    from edgestill.runtimes.harness import BenchOptions
+
+    rows: list[dict[str, Any]] = []
+    cells: list[tuple[str, str, str, Path, Path]] = []
+    for name in models:
+        for fmt in formats:
+            for precision in precisions:
+                row = {"model": name, "format": fmt, "precision": precision, "runtime": FORMAT_RUNTIME[fmt]}
+                t0 = time.perf_counter()
+                try:
+                    with contextlib.redirect_stdout(log):
+                        manifest = export_cell(name, fmt, precision)
+                        graph = manifest if fmt == "onnx" else export_cell(name, "onnx", "fp32")
+                except Exception as exc:  # one cell a converter cannot make must not stop the matrix
+                    rows.append({**row, "error": f"export: {type(exc).__name__}: {str(exc)[:300]}"})
+                    continue
+                row["export_s"] = round(time.perf_counter() - t0, 1)
+                cells.append((name, fmt, precision, manifest, graph))
+                rows.append(row)
+    bench = BenchOptions(min_runs=30, min_seconds=min_seconds, warmup_runs=5)
+    measured = benchmark_matrix([str(c[3]) for c in cells], [1], bench=bench)
+    by_cell = {(c[0], c[1], c[2]): (c, m) for c, m in zip(cells, measured)}
+    for row in rows:
+        key = (row["model"], row["format"], row["precision"])
+        if key not in by_cell:
+            continue
+        (name, fmt, precision, manifest, graph), m = by_cell[key]
+        if m.kind != "measured" or m.latency is None:
+            row["error"] = f"measure: {(m.error or 'no latency').splitlines()[0][:300]}"
+            continue
+        row["measured_p50_ms"] = round(m.latency.p50_ms, 4)
+        try:
+            cost = graph_cost(_model_path(graph))
+            est = estimate(cost, profile, runtime=row["runtime"], precision=precision, threads=1, artifact=m.artifact,
+                           format=fmt)
+        except Exception as exc:  # noqa: BLE001 - an estimator refusal is reported in the row
+            row["error"] = f"estimate: {type(exc).__name__}: {str(exc)[:300]}"
+            continue
+        point = est.settings["estimate_ms"]
+        row.update({"estimated_ms": point, "low_ms": est.low_ms, "high_ms": est.high_ms,
+                    "fit": est.provenance["estimator"]["fit"],
+                    "error_percent": round((point - m.latency.p50_ms) / m.latency.p50_ms * 100.0, 2)})
+    return rows
+
+
+def _model_path(manifest: Path) -> Path:
+    from edgestill.artifact import Artifact
+
+    return Artifact.load(manifest).model_path
+
+
+def main() -> int:
+    from edgestill.models import ZOO
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(ZOO), help="comma-separated zoo models (default: all)")
+    parser.add_argument("--formats", default="onnx,openvino,tflite")
+    parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--quick-calibration", action="store_true", help="small micro shapes (a smoke test)")
+    parser.add_argument("--skip-host", action="store_true", help="only (a), the published cross-validation")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="steady-state seconds per measured cell")
+    args = parser.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    bad = [f for f in formats if f not in FORMAT_RUNTIME] + [p for p in precisions if p not in ("fp32", "int8")]
+    if bad:
+        parser.error(f"unknown format or precision: {bad}; formats {list(FORMAT_RUNTIME)}, precisions fp32, int8")
+
+    from edgestill.devices.estimator import cross_validate_published
+
+    t0 = time.perf_counter()
+    published = cross_validate_published()
+    out: dict[str, Any] = {
+        "published": {"n": published["n"], "within_25_percent": published["within_25_percent"],
+                      "median_abs_percent": published["median_abs_percent"], "method": published.get("method"),
+                      "dropped": len(published.get("dropped") or [])},
+    }
+    if not args.skip_host:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            profile, entries = calibrate_host(args.quick_calibration)
+        rows = host_cells(models, formats, precisions, profile, args.min_seconds, sys.stderr)
+        errors = [r["error_percent"] for r in rows if "error_percent" in r]
+        host = {**_summary(errors), "target_within_25_percent": TARGET,
+                "met": bool(errors) and _summary(errors)["within_25_percent"] >= TARGET,
+                "failed_cells": sum(1 for r in rows if "error" in r), "threads": 1,
+                "by_format": {f: _summary([r["error_percent"] for r in rows if r["format"] == f and "error_percent" in r])
+                              for f in formats},
+                "by_fit": {fit: _summary([r["error_percent"] for r in rows if r.get("fit") == fit and "error_percent" in r])
+                           for fit in sorted({r["fit"] for r in rows if "fit" in r})},
+                "calibration": entries, "cells": rows, "quick_calibration": args.quick_calibration,
+                "load_average_1m": round(os.getloadavg()[0], 2)}
+        out["host"] = host
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
