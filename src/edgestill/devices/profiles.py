@@ -337,7 +337,7 @@ def _load_file(path: Path, folders: list[Path]) -> Profile:
     doc = _read_yaml(path, "device profile")
     pid = _profile_id(doc, path)
     index = _Index(folders)
-    rank = len(folders)  # below every folder: its own id on the path is a parent it may extend
+    rank = -1  # above every folder: a file with its id on the path (not itself) is a parent it may extend
     entry = _Entry(pid, path, doc, rank)
     merged = _merge_chain(index, entry, [])
     return _build(merged, path, [*folders, path.parent])
@@ -378,7 +378,7 @@ def _parent_entry(index: _Index, entry: _Entry, parent_name: str) -> _Entry:
         raise ConfigError(f"{entry.path}: extends names {parent_name!r}, which is not a profile."
                           f"{_did_you_mean(parent_name, index.ids())} Profiles: {', '.join(index.ids())}.")
     if pid == entry.id:  # a user file extending the built-in it overrides: the next file with the id down the path
-        below = [e for e in index.by_id[pid] if e.rank > entry.rank]
+        below = [e for e in index.by_id[pid] if e.rank > entry.rank and e.path.resolve() != entry.path.resolve()]
         if not below:
             raise ConfigError(f"{entry.path}: extends its own id {pid!r}, and no folder after it on the search path "
                               "holds a profile with that id to extend.")
