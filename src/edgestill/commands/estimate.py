@@ -1,0 +1,84 @@
+"""``edgestill estimate``: a latency estimate for a device profile, from the exported ONNX graph (never a measurement)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgestill.cli import app, echo_json, run_command
+
+
+@app.command(
+    epilog=(
+        "\b\nExamples:\n"
+        "  edgestill estimate --model mobilenet_v2 --device raspberry-pi-5 --runtime litert --threads 4\n"
+        "  edgestill estimate demo-out/artifacts/student-onnx-int8-static.manifest.json --device pixel-8 --json\n"
+        "  edgestill estimate model.onnx --device host --runtime onnxruntime --precision fp32\n\n"
+        "The figure is estimated, not measured: a per-layer roofline (MACs and bytes per node of the ONNX graph, an\n"
+        "efficiency per op class, the memory bandwidth, fixed per-node and per-call costs) fitted on published\n"
+        "latencies, or on the device's own microbenchmarks after `edgestill devices calibrate`. The low/high band is\n"
+        "the estimator's cross-validated error (10th to 90th percentile). ARTIFACT is an edgestill manifest or a bare\n"
+        ".onnx; for a .tflite or OpenVINO artifact the ONNX export of the same model in the same folder is read.\n"
+        "Exit codes: 0 ok; 2 bad input (unknown model or device, a runtime the device does not list)."
+    )
+)
+def estimate(
+    artifact: Path | None = typer.Argument(None, help="An artifact manifest or a bare .onnx file."),
+    model: str | None = typer.Option(None, "--model", help="A zoo model name instead of an artifact (e.g. mobilenet_v2)."),
+    device: str = typer.Option(..., "--device", help="A device profile id (see `edgestill devices list`)."),
+    runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime, litert or openvino (default: the "
+                                       "artifact format's own; for --model the device's first listed runtime)."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the artifact's; "
+                                         "fp32 for --model)."),
+    threads: int = typer.Option(1, "--threads", "-t", help="CPU threads."),
+    accelerator: str = typer.Option("cpu", "--accelerator", help="cpu, or an accelerator the device lists for the runtime."),
+    json_out: bool = typer.Option(False, "--json", help="Print the estimate record as JSON."),
+) -> None:
+    """Estimate latency on a device profile from the model's graph: kind 'estimated', with a low/high band."""
+
+    def body() -> int:
+        from edgestill.devices.profiles import load_profile
+        from edgestill.devices.estimator import estimate_artifact, estimate_zoo_model
+        from edgestill.errors import InputError
+
+        if (artifact is None) == (model is None):
+            raise InputError("give either an ARTIFACT (a manifest or an .onnx file) or --model NAME, not "
+                             f"{'both' if artifact is not None else 'neither'}. "
+                             "Example: edgestill estimate --model mobilenet_v2 --device raspberry-pi-5")
+        profile = load_profile(device)
+        if model is not None:
+            record = estimate_zoo_model(model, profile, runtime=runtime, precision=precision or "fp32",
+                                        threads=threads, accelerator=accelerator)
+        else:
+            record = estimate_artifact(artifact, profile, runtime=runtime, precision=precision, threads=threads,
+                                       accelerator=accelerator)
+        _render(record, json_out=json_out)
+        return 0
+
+    code = run_command(body)
+    if code:
+        raise typer.Exit(code)
+
+
+def _render(record: Any, *, json_out: bool) -> None:
+    from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
+
+    est = record.provenance["estimator"]
+    if json_out:
+        echo_json({"schema": RESULTS_SCHEMA, "schema_version": RESULTS_SCHEMA_VERSION, "note": "estimated, not measured",
+                   "measurements": [record.to_dict()]})
+        return
+    error = est.get("error") or {}
+    quality = (f"{error['within_25_percent']:.0%} within ±25%, median |error| {error['median_abs_percent']:.0f}% "
+               f"({error.get('method', '')}, n={error.get('n')})" if "within_25_percent" in error else "not stated")
+    lines = [
+        f"{record.artifact} on {record.provenance['device']['id']} ({record.runtime}/{record.settings['accelerator']}, "
+        f"{record.precision}, {record.threads} thr): estimated, not measured",
+        f"  estimate   {record.settings['estimate_ms']:.3f} ms  (low {record.low_ms:.3f}, high {record.high_ms:.3f})",
+        f"  kind       {record.kind}",
+        f"  fit        {est['fit']}: {est['basis']}",
+        f"  error      {quality}",
+    ]
+    typer.echo("\n".join(lines))

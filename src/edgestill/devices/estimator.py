@@ -1,0 +1,644 @@
+"""Latency estimates for a device that is not attached: a per-layer roofline fitted on published measurements.
+
+Model. For each node of the fused graph (:mod:`edgestill.devices.costmodel`)::
+
+    t_node = max(macs / (P · eff[class] · s), bytes / (B · bw_eff · s)) + per_node_ms
+    t      = Σ t_node + overhead_ms
+
+``P`` is the compute peak: on the CPU ``profile.peak_macs_per_s(precision, threads)`` times a parallel efficiency
+``(1 + (threads - 1)·p) / threads``; on an accelerator its ``peak_gflops`` for the precision / 2 (MAC/s). ``B`` is the
+profile's memory bandwidth. ``eff[class]`` is an efficiency per op class (conv, conv1x1, depthwise, matmul, attention;
+the memory-bound classes, with no MACs, use ``bw_eff``), ``s`` a scale per runtime group (runtime family ×
+accelerator; LiteRT/XNNPACK on the CPU is the reference, ``s = 1``), and int8 compute runs at ``eff · f_int8`` of the
+int8 peak. Moving a graph exported in fp32 to int8 (fp16) divides its bytes by 4 (2).
+
+Fit (``fit="published"``). The shared parameters (5 class efficiencies, ``bw_eff``, ``f_int8``, ``p``), one scale per
+runtime group and one scale per CPU core type (the fastest cluster's core, e.g. Cortex-A76: the Pixel 4's big cores
+and the Raspberry Pi 5's share it; an unseen core type gets 1) are fitted on ``published_latencies.csv`` by least
+squares on log latency (scipy ``least_squares``), each regularised towards a prior, Gaussian in log space: class
+efficiencies (conv 0.5, conv1x1 0.6, depthwise 0.15, matmul 0.5, attention 0.3) and ``bw_eff`` (0.5) σ = 1, runtime
+scales σ = 1 around 1, core scales σ = 0.5 around 1, ``f_int8`` (0.5) σ = 0.7, ``p`` (0.8) σ = 1 in logit; data σ =
+0.25 in log latency. ``per_node_ms`` and ``overhead_ms`` are fixed priors (CPU 0.005 / 0.05 ms; accelerators 0.03 /
+0.5 ms): the rows cannot separate them from the efficiencies. How each published figure was taken is normalised
+before the fit:
+
+- threads: an empty cell is the runtime's default, taken as all big cores (clusters within 80% of the fastest
+  clock); "big-cores" is the same; a number is that many threads, filled from the fastest cluster;
+- pre/post-processing: the opencv-dnn rows whose note says they include it are dropped;
+- runtimes: "tflite-cpu" (TFLite's default CPU path as published, mostly 2019-2020 kernels) is its own group, apart
+  from "tflite-xnnpack", which is the reference group LiteRT on the CPU estimates with; ExecuTorch's XNNPACK delegate
+  shares the reference group (same kernels);
+- accelerators: GPU, NNAPI, NPU and TensorRT rows use the accelerator's own peak from the device profile (each runtime
+  × accelerator has its own scale); a row whose profile gives no peak for that accelerator is dropped (the phones'
+  GPU/NNAPI/NPU rows: their profiles publish no peak);
+- precision: "float" (NPU) is fp16; "unknown" is dropped (mobilebert);
+- graphs: the zoo models use their counted graph in ``zoo_costs.json``. yolo11n_640 has only totals in
+  ``model_costs.csv``: its 7 rows are left out, because without per-layer activation bytes the roofline misses most of
+  a 640×640 detector's memory traffic (fitted with them as one conv layer, leave-one-model-out fell to 41% within
+  ±25%, median 36%, and every runtime scale absorbed the yolo error);
+- a row whose device has no profile on the search path is dropped (reported in ``dropped``).
+
+Consequence: onnxruntime and OpenVINO on the CPU have no usable published rows (their only rows are yolo11n's), so
+their scale is the prior, that of LiteRT/XNNPACK; matmul and attention efficiencies stay at their priors (no
+transformer in the table). Calibrating the device (``edgestill devices calibrate``) replaces all of that.
+
+Error. :func:`cross_validate_published` refits leaving one model out at a time and predicts that model's rows (a
+group or core type seen only with that model falls back to its prior). The 10th/90th percentiles of those log
+residuals give every published-fit estimate its ``low_ms``/``high_ms`` band. With the built-in profiles when this was
+written: 25 rows, 72% within ±25%, median absolute error 16% (the fit is recomputed, in under a second, on first use,
+so the figures follow the profiles and data files; ``perf/estimator_accuracy.py`` prints the current ones).
+
+Calibration (``fit="calibration"``). When the profile holds a calibration entry for (runtime, precision, threads),
+its efficiencies, bandwidth efficiency, per-node and per-call terms replace the published fit (``s = 1``, no thread
+factor: the entry was measured at that thread count), and the band comes from its own leave-one-shape-out error:
+± 1.9 × its median absolute % error (about the 10th/90th percentile when errors are roughly normal in log).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from edgestill.devices.costmodel import COMPUTE_CLASSES, GraphCost, cost_summary
+from edgestill.errors import ConfigError, InputError, UnknownNameError, did_you_mean
+from edgestill.record import Measurement
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+RUNTIMES: tuple[str, ...] = ("onnxruntime", "litert", "openvino")
+BAND_QUANTILES = (10.0, 90.0)
+MIN_BAND_LOG = 0.05  # a band never narrower than ±5%: the fit's own residuals say nothing finer
+WITHIN_PERCENT = 25.0
+
+# published runtime label -> (runtime family, accelerator)
+PUBLISHED_RUNTIMES: dict[str, tuple[str, str]] = {
+    "tflite-cpu": ("tflite-cpu", "cpu"), "tflite-xnnpack": ("litert", "cpu"), "executorch-xnnpack": ("litert", "cpu"),
+    "tflite-gpu": ("litert", "gpu"), "tflite-nnapi": ("litert", "nnapi"), "tflite-npu": ("litert", "npu"),
+    "onnxruntime": ("onnxruntime", "cpu"), "openvino": ("openvino", "cpu"), "ncnn": ("ncnn", "cpu"),
+    "ncnn-cpu": ("ncnn", "cpu"), "tensorrt": ("tensorrt", "gpu"), "pytorch-cuda": ("pytorch", "gpu"),
+    "opencv-cuda": ("opencv", "gpu"), "opencv-dnn": ("opencv", "cpu"),
+}
+_PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float": "fp16", "int8": "int8"}
+REFERENCE_GROUP = ("litert", "cpu")
+
+_CLASS_PRIOR = {"conv": 0.5, "conv1x1": 0.6, "depthwise": 0.15, "matmul": 0.5, "attention": 0.3}
+_BW_PRIOR = 0.5
+_INT8_PRIOR = 0.5
+_PARALLEL_PRIOR = 0.8
+_DATA_SIGMA = 0.25
+_CORE_SIGMA = 0.5
+_FIXED = {"cpu": {"per_node_ms": 0.005, "overhead_ms": 0.05}, "accelerator": {"per_node_ms": 0.03, "overhead_ms": 0.5}}
+_BYTES_SCALE = {("fp32", "int8"): 0.25, ("fp32", "fp16"): 0.5, ("fp16", "int8"): 0.5}
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """A graph as arrays: op class per node, MACs, bytes moved, and the dtype the graph stores them in."""
+
+    classes: tuple[str, ...]
+    macs: np.ndarray
+    bytes: np.ndarray
+    dtypes: tuple[str, ...]
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> _Layers:
+        rows = summary["layers"]
+        return cls(tuple(r[0] for r in rows), np.array([float(r[1]) for r in rows]),
+                   np.array([float(r[2]) for r in rows]), tuple(r[3] for r in rows))
+
+
+def _data_text(name: str) -> str:
+    return resources.files("edgestill.devices").joinpath(name).read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def zoo_costs() -> dict[str, dict[str, Any]]:
+    """The stored cost summaries of the zoo models (``zoo_costs.json``, written by ``perf/zoo_costs.py``)."""
+    return json.loads(_data_text("zoo_costs.json"))["models"]
+
+
+def zoo_cost(name: str) -> dict[str, Any]:
+    """The stored cost summary of one zoo model.
+
+    Raises:
+        UnknownNameError: ``name`` is not in ``zoo_costs.json`` (the message lists the models and the closest one).
+    """
+    costs = zoo_costs()
+    if name not in costs:
+        raise UnknownNameError("zoo model", name, costs)
+    return costs[name]
+
+
+def _totals_summary(row: Mapping[str, str]) -> dict[str, Any]:
+    macs = round(float(row["macs_millions"]) * 1e6)
+    param_bytes = round(float(row["params_millions"]) * 1e6 * 4)
+    return {"total_macs": macs, "nodes": 1, "layers": [["conv", macs, param_bytes, "fp32"]], "basis": "totals"}
+
+
+def _model_summaries() -> dict[str, dict[str, Any]]:
+    """Zoo graphs first; models only in model_costs.csv as their totals."""
+    out: dict[str, dict[str, Any]] = {k: {**v, "basis": "graph"} for k, v in zoo_costs().items()}
+    for row in csv.DictReader(_data_text("model_costs.csv").splitlines()):
+        out.setdefault(row["model"], _totals_summary(row))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- profiles
+
+
+def _big_cores(profile: Any) -> int:
+    clusters = list(profile.clusters)
+    if not clusters:
+        return 1
+    fastest = max(c.ghz for c in clusters)
+    return sum(int(c.count) for c in clusters if c.ghz >= 0.8 * fastest)
+
+
+def _total_cores(profile: Any) -> int:
+    return sum(int(c.count) for c in profile.clusters) or 1
+
+
+def _accelerator(profile: Any, name: str) -> Mapping[str, Any] | None:
+    for acc in profile.accelerators or ():
+        if acc.get("name") == name or acc.get("kind") == name:
+            return acc
+    return None
+
+
+def _accelerator_peak_macs(profile: Any, name: str, precision: str) -> float | None:
+    acc = _accelerator(profile, name)
+    if acc is None:
+        return None
+    peaks = acc.get("peak_gflops") or {}
+    for key in (precision, "fp16" if precision == "int8" else None, "fp32"):
+        if key and peaks.get(key):
+            return float(peaks[key]) * 1e9 / 2
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------- the roofline
+
+
+def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth_bps: float, eff: Mapping[str, float],
+                 bw_eff: float, per_node_ms: float, overhead_ms: float) -> float:
+    eff_arr = np.array([eff.get(c, 1.0) if c in COMPUTE_CLASSES else 1.0 for c in layers.classes])
+    scale = np.array([_BYTES_SCALE.get((d, precision), 1.0) for d in layers.dtypes])
+    compute_s = layers.macs / (peak_macs * eff_arr)
+    memory_s = layers.bytes * scale / (bandwidth_bps * bw_eff)
+    return float(np.sum(np.maximum(compute_s, memory_s)) * 1e3 + per_node_ms * len(layers.classes) + overhead_ms)
+
+
+def core_type(profile: Any) -> str | None:
+    """The fastest cluster's core type (``Cortex-A76`` out of ``Kryo 485 Gold (Cortex-A76)``): the key of a core scale."""
+    clusters = list(profile.clusters or ())
+    if not clusters:
+        return None
+    core = str(max(clusters, key=lambda c: c.ghz).core)
+    found = re.search(r"(Cortex-[A-Z]\d+)", core)
+    return found.group(1) if found else core
+
+
+@dataclass(frozen=True)
+class _Row:
+    model: str
+    device: str
+    runtime: str
+    precision: str
+    threads: int | None  # None on an accelerator
+    latency_ms: float
+    group: tuple[str, str]
+    core: str | None  # the CPU's core type (CPU rows only)
+    layers: _Layers
+    peak_macs: float  # before the parallel factor
+    bandwidth_bps: float
+    basis: str
+    source: str
+
+
+def _scale_of(values: Mapping[str, Any], group: tuple[str, str], core: str | None) -> float:
+    scale = values["scale"].get(f"{group[0]}/{group[1]}", 1.0)
+    if group[1] == "cpu" and core is not None:
+        scale *= values["core_scale"].get(core, 1.0)
+    return scale
+
+
+def _predict(values: Mapping[str, Any], layers: _Layers, *, group: tuple[str, str], core: str | None, precision: str,
+             threads: int | None, peak_macs: float, bandwidth_bps: float) -> float:
+    """One prediction with fitted ``values`` (what the vectorised fit computes, row by row)."""
+    scale = _scale_of(values, group, core)
+    on_cpu = group[1] == "cpu"
+    peak = peak_macs * scale
+    if on_cpu and threads:
+        peak *= (1 + (threads - 1) * values["parallel"]) / threads
+    eff = dict(values["efficiency"])
+    if precision == "int8":
+        eff = {c: e * values["int8_factor"] for c, e in eff.items()}
+    fixed = _FIXED["cpu" if on_cpu else "accelerator"]
+    return _roofline_ms(layers, precision=precision, peak_macs=peak, bandwidth_bps=bandwidth_bps * scale, eff=eff,
+                        bw_eff=values["bandwidth_efficiency"], **fixed)
+
+
+def _fit(rows: Sequence[_Row]) -> dict[str, Any]:
+    """Least squares on log latency with Gaussian priors; returns the fitted values (see the module docstring)."""
+    from scipy.optimize import least_squares
+
+    groups = sorted({r.group for r in rows if r.group != REFERENCE_GROUP})
+    cores = sorted({r.core for r in rows if r.core is not None and r.group[1] == "cpu"})
+    k = len(COMPUTE_CLASSES)
+    n_shared = k + 3
+    # priors (log space): class efficiencies, bw_eff, f_int8, logit p, runtime-group scales, core scales
+    mean = np.array([math.log(_CLASS_PRIOR[c]) for c in COMPUTE_CLASSES]
+                    + [math.log(_BW_PRIOR), math.log(_INT8_PRIOR), math.log(_PARALLEL_PRIOR / (1 - _PARALLEL_PRIOR))]
+                    + [0.0] * (len(groups) + len(cores)))
+    sigma = np.array([1.0] * k + [1.0, 0.7, 1.0] + [1.0] * len(groups) + [_CORE_SIGMA] * len(cores))
+    # the rows as flat arrays: one entry per layer, indexed by row
+    class_index = {c: i for i, c in enumerate(COMPUTE_CLASSES)}
+    rid, cls, macs, nbytes = [], [], [], []
+    for i, r in enumerate(rows):
+        rid.extend([i] * len(r.layers.classes))
+        cls.extend(class_index.get(c, k) for c in r.layers.classes)
+        macs.extend(r.layers.macs)
+        nbytes.extend(b * _BYTES_SCALE.get((d, r.precision), 1.0) for b, d in zip(r.layers.bytes, r.layers.dtypes))
+    rid_a, cls_a, macs_a, bytes_a = np.array(rid), np.array(cls), np.array(macs), np.array(nbytes)
+    on_cpu = np.array([r.group[1] == "cpu" for r in rows])
+    threads = np.array([float(r.threads or 1) for r in rows])
+    int8 = np.array([r.precision == "int8" for r in rows])
+    peak = np.array([r.peak_macs for r in rows])
+    bw = np.array([r.bandwidth_bps for r in rows])
+    g_idx = np.array([groups.index(r.group) if r.group in groups else len(groups) for r in rows])
+    c_idx = np.array([cores.index(r.core) if (r.core in cores and r.group[1] == "cpu") else len(cores) for r in rows])
+    fixed_ms = np.array([(_FIXED["cpu"] if r.group[1] == "cpu" else _FIXED["accelerator"])["per_node_ms"]
+                         * len(r.layers.classes) + (_FIXED["cpu"] if r.group[1] == "cpu" else _FIXED["accelerator"])
+                         ["overhead_ms"] for r in rows])
+    observed = np.log([r.latency_ms for r in rows])
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        eff = np.append(np.exp(theta[:k]), 1.0)
+        bw_eff, f8 = math.exp(theta[k]), math.exp(theta[k + 1])
+        par = 1 / (1 + math.exp(-theta[k + 2]))
+        g_scale = np.append(np.exp(theta[n_shared:n_shared + len(groups)]), 1.0)
+        c_scale = np.append(np.exp(theta[n_shared + len(groups):]), 1.0)
+        scale = g_scale[g_idx] * c_scale[c_idx]
+        row_peak = peak * scale * np.where(on_cpu, (1 + (threads - 1) * par) / threads, 1.0)
+        layer_eff = eff[cls_a] * np.where(int8, f8, 1.0)[rid_a]
+        compute = macs_a / (row_peak[rid_a] * layer_eff)
+        memory = bytes_a / ((bw * scale)[rid_a] * bw_eff)
+        t_ms = np.bincount(rid_a, weights=np.maximum(compute, memory), minlength=len(rows)) * 1e3 + fixed_ms
+        return np.concatenate([(np.log(t_ms) - observed) / _DATA_SIGMA, (theta - mean) / sigma])
+
+    lower = np.full(len(mean), -8.0)
+    upper = np.full(len(mean), 8.0)
+    lower[: k + 1] = math.log(1e-3)
+    upper[: k + 1] = 0.0  # an efficiency is a share of peak: at most 1
+    upper[k + 1] = math.log(2.0)
+    start = np.clip(mean, lower + 1e-6, upper - 1e-6)
+    x = least_squares(residuals, start, bounds=(lower, upper), method="trf").x
+    return {
+        "efficiency": {c: float(math.exp(x[i])) for i, c in enumerate(COMPUTE_CLASSES)},
+        "bandwidth_efficiency": float(math.exp(x[k])), "int8_factor": float(math.exp(x[k + 1])),
+        "parallel": float(1 / (1 + math.exp(-x[k + 2]))),
+        "scale": {f"{g[0]}/{g[1]}": float(math.exp(x[n_shared + i])) for i, g in enumerate(groups)},
+        "core_scale": {c: float(math.exp(x[n_shared + len(groups) + i])) for i, c in enumerate(cores)},
+    }
+
+
+def _load_profiles(devices: Sequence[str]) -> dict[str, Any]:
+    from edgestill.devices.profiles import load_profile
+
+    found = {}
+    for d in devices:
+        try:
+            found[d] = load_profile(d)
+        except InputError:
+            continue
+    return found
+
+
+def _published_rows() -> tuple[list[_Row], list[dict[str, Any]]]:
+    """The usable rows of published_latencies.csv, normalised, and the dropped ones with their reason."""
+    table = list(csv.DictReader(_data_text("published_latencies.csv").splitlines()))
+    models = _model_summaries()
+    profiles = _load_profiles(sorted({r["device"] for r in table}))
+    rows: list[_Row] = []
+    dropped: list[dict[str, Any]] = []
+    for r in table:
+        why = None
+        group = PUBLISHED_RUNTIMES.get(r["runtime"])
+        precision = _PRECISION_ALIASES.get(r["precision"])
+        profile = profiles.get(r["device"])
+        if group is None:
+            why = f"runtime {r['runtime']!r} is not mapped to a runtime family"
+        elif "pre/post-processing" in (r.get("note") or ""):
+            why = "includes pre/post-processing (note column)"
+        elif precision is None:
+            why = f"precision {r['precision']!r} is not stated"
+        elif r["model"] not in models:
+            why = "no cost figures for this model (neither the zoo nor model_costs.csv)"
+        elif models[r["model"]]["basis"] == "totals":
+            why = ("only totals in model_costs.csv (no exported graph): the roofline needs per-layer MACs and "
+                   "activation bytes")
+        elif profile is None:
+            why = f"no device profile for {r['device']!r} on the search path"
+        if why is None:
+            threads: int | None = None
+            if group[1] == "cpu":
+                threads = int(r["threads"]) if r["threads"].strip().isdigit() else _big_cores(profile)
+                peak = float(profile.peak_macs_per_s(precision, threads))
+            else:
+                peak = _accelerator_peak_macs(profile, group[1], precision) or 0.0
+                if not peak:
+                    why = f"profile {profile.id!r} gives no peak for accelerator {group[1]!r}"
+            bw = float(profile.bandwidth_gbs or 0) * 1e9
+            if why is None and not bw:
+                why = f"profile {profile.id!r} gives no memory bandwidth"
+        if why is not None:
+            dropped.append({**{k: r[k] for k in ("model", "device", "runtime", "precision", "threads", "latency_ms")},
+                            "reason": why})
+            continue
+        summary = models[r["model"]]
+        rows.append(_Row(model=r["model"], device=r["device"], runtime=r["runtime"], precision=precision,
+                         threads=threads, latency_ms=float(r["latency_ms"]), group=group, core=core_type(profile),
+                         layers=_Layers.from_summary(summary), peak_macs=peak, bandwidth_bps=bw,
+                         basis=summary["basis"], source=r["source"]))
+    return rows, dropped
+
+
+def _row_prediction(values: Mapping[str, Any], r: _Row) -> float:
+    return _predict(values, r.layers, group=r.group, core=r.core, precision=r.precision, threads=r.threads,
+                    peak_macs=r.peak_macs, bandwidth_bps=r.bandwidth_bps)
+
+
+def _profile_key() -> tuple[str, ...]:
+    from edgestill.devices.profiles import profile_search_path
+
+    return tuple(str(p) for p in profile_search_path())
+
+
+@functools.lru_cache(maxsize=4)
+def _published(key: tuple[str, ...]) -> dict[str, Any]:
+    rows, dropped = _published_rows()
+    if len(rows) < 3:
+        raise ConfigError(f"the published fit has {len(rows)} usable rows of published_latencies.csv (needs 3): the "
+                          "device profiles for its devices are missing from the search path. Dropped rows: "
+                          + "; ".join(f"{d['model']} on {d['device']}: {d['reason']}" for d in dropped[:5]))
+    values = _fit(rows)
+    cv_rows = []
+    for model in sorted({r.model for r in rows}):
+        held = [r for r in rows if r.model == model]
+        rest = [r for r in rows if r.model != model]
+        fold = _fit(rest)
+        for r in held:
+            pred = _row_prediction(fold, r)
+            cv_rows.append({
+                "model": r.model, "device": r.device, "runtime": r.runtime, "precision": r.precision,
+                "threads": r.threads, "group": f"{r.group[0]}/{r.group[1]}", "basis": r.basis,
+                "published_ms": r.latency_ms, "predicted_ms": round(pred, 4),
+                "error_percent": round(100 * (pred / r.latency_ms - 1), 2),
+                "log_residual": math.log(r.latency_ms / pred),
+            })
+    logs = np.array([c["log_residual"] for c in cv_rows])
+    abs_pct = np.array([abs(c["error_percent"]) for c in cv_rows])
+    lo, hi = np.percentile(logs, BAND_QUANTILES)
+    error = {
+        "n": len(cv_rows), "within_25_percent": round(float(np.mean(abs_pct <= WITHIN_PERCENT)), 4),
+        "median_abs_percent": round(float(np.median(abs_pct)), 2), "method": "leave-one-model-out",
+        "log_residual_p10": round(float(lo), 4), "log_residual_p90": round(float(hi), 4),
+    }
+    return {"values": values, "rows": cv_rows, "dropped": dropped, "error": error,
+            "fit_rows": [{"model": r.model, "device": r.device, "runtime": r.runtime,
+                          "predicted_ms": round(_row_prediction(values, r), 4), "published_ms": r.latency_ms}
+                         for r in rows]}
+
+
+def published_fit() -> dict[str, Any]:
+    """The fit on the published table: fitted ``values``, its cross-validated ``error``, the CV ``rows``, ``dropped``.
+
+    Raises:
+        ConfigError: fewer than 3 rows are usable (the device profiles are missing).
+    """
+    return _published(_profile_key())
+
+
+def cross_validate_published() -> dict[str, Any]:
+    """Leave-one-model-out on the published table.
+
+    Returns:
+        ``{"n", "within_25_percent", "median_abs_percent", "rows", "dropped", "parameters"}``: each row gives the
+        model, device, runtime, precision, threads, published and predicted ms and the % error of the prediction made
+        without that model; ``dropped`` lists the unusable rows with their reason; ``parameters`` the fit on all rows.
+    """
+    fit = published_fit()
+    err = fit["error"]
+    return {"n": err["n"], "within_25_percent": err["within_25_percent"],
+            "median_abs_percent": err["median_abs_percent"], "method": err["method"],
+            "rows": [{k: v for k, v in r.items() if k != "log_residual"} for r in fit["rows"]],
+            "dropped": fit["dropped"], "parameters": fit["values"]}
+
+
+# ---------------------------------------------------------------------------------------------------------- estimate
+
+
+def _check_choice(profile: Any, runtime: str, precision: str, threads: int, accelerator: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is not one the estimator knows.{did_you_mean(precision, PRECISIONS)} "
+                         f"Use one of {', '.join(PRECISIONS)}.")
+    runtimes = dict(profile.runtimes or {})
+    if runtime not in runtimes:
+        raise InputError(f"device {profile.id!r} does not list runtime {runtime!r}.{did_you_mean(runtime, runtimes)} "
+                         f"Its runtimes: {', '.join(sorted(runtimes)) or 'none'} (the profile's 'runtimes' block).")
+    if accelerator not in runtimes[runtime]:
+        raise InputError(f"runtime {runtime!r} on device {profile.id!r} cannot use accelerator {accelerator!r}. "
+                         f"It can use: {', '.join(runtimes[runtime])} (the profile's 'runtimes' block).")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {threads!r}.")
+    cores = _total_cores(profile)
+    if accelerator == "cpu" and threads > cores:
+        raise InputError(f"device {profile.id!r} has {cores} CPU cores; --threads {threads} is more. "
+                         f"Use 1 to {cores}.")
+
+
+def _summary_of(cost: GraphCost | Mapping[str, Any]) -> Mapping[str, Any]:
+    return cost_summary(cost) if isinstance(cost, GraphCost) else cost
+
+
+def _band(point: float, lo_log: float, hi_log: float) -> tuple[float, float]:
+    lo_log = min(lo_log, -MIN_BAND_LOG)
+    hi_log = max(hi_log, MIN_BAND_LOG)
+    return point * math.exp(lo_log), point * math.exp(hi_log)
+
+
+def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str, precision: str, threads: int,
+             accelerator: str = "cpu", artifact: str = "", format: str = "onnx") -> Measurement:
+    """Estimate one call's latency of a graph on a device profile: a record with ``kind == "estimated"``.
+
+    The point estimate is in ``settings["estimate_ms"]`` (``latency`` stays None, so nothing reads it as a
+    measurement); ``low_ms``/``high_ms`` are the band of the estimator's own cross-validated error;
+    ``provenance["estimator"]`` says which fit was used (``"calibration"`` when the profile holds an entry for
+    this runtime, precision and thread count, else ``"published"``), its error and its basis.
+
+    Args:
+        cost: a :class:`GraphCost` or a stored summary (``zoo_costs.json`` entry / :func:`cost_summary`).
+        profile: a device profile (:mod:`edgestill.devices.profiles`).
+        runtime: onnxruntime, litert or openvino (must be in the profile's ``runtimes``).
+        precision: fp32, fp16 or int8.
+        threads: CPU threads (ignored by accelerators' compute).
+        accelerator: "cpu" or an accelerator the profile lists for the runtime.
+        artifact, format: what the record names.
+
+    Raises:
+        InputError: a runtime, accelerator, precision or thread count the profile does not support, or no peak for
+            the accelerator.
+        ConfigError: no calibration and no usable published fit.
+    """
+    _check_choice(profile, runtime, precision, threads, accelerator)
+    summary = _summary_of(cost)
+    layers = _Layers.from_summary(summary)
+    bandwidth_bps = float(profile.bandwidth_gbs or 0) * 1e9
+    if not bandwidth_bps:
+        raise InputError(f"device profile {profile.id!r} gives no memory bandwidth (memory.bandwidth_gbs); the "
+                         "estimator needs it. Add it to the profile with its source.")
+    calibration = profile.calibration_for(runtime, precision, threads) if accelerator == "cpu" else None
+    if calibration:
+        eff = {c: float(v) for c, v in (calibration.get("efficiency") or {}).items() if v}
+        published = None
+        bw_eff = calibration.get("bandwidth_efficiency")
+        if not bw_eff:
+            published = published_fit()
+            bw_eff = published["values"]["bandwidth_efficiency"]
+        point = _roofline_ms(layers, precision=precision, peak_macs=float(profile.peak_macs_per_s(precision, threads)),
+                             bandwidth_bps=bandwidth_bps, eff=eff, bw_eff=float(bw_eff),
+                             per_node_ms=float(calibration.get("per_node_ms") or 0.0),
+                             overhead_ms=float(calibration.get("overhead_ms") or 0.0))
+        error = dict(calibration.get("error") or {})
+        median_abs = float(error.get("median_abs_percent") or 25.0)
+        half = math.log1p(1.9 * median_abs / 100)
+        low, high = _band(point, -half, half)
+        est = {"fit": "calibration", "error": error,
+               "basis": f"calibration entry {runtime}/{precision}/{threads} threads of profile {profile.id!r}"
+                        f" ({calibration.get('fitted_on', 'microbenchmarks')})"}
+    else:
+        fit = published_fit()
+        group = (runtime, accelerator)
+        if accelerator == "cpu":
+            peak = float(profile.peak_macs_per_s(precision, threads))
+        else:
+            peak = _accelerator_peak_macs(profile, accelerator, precision) or 0.0
+            if not peak:
+                raise InputError(f"device profile {profile.id!r} gives no peak_gflops for accelerator {accelerator!r}; "
+                                 "the estimator needs it. Add it to the profile, or estimate on the cpu.")
+        values = fit["values"]
+        point = _predict(values, layers, group=group, core=core_type(profile), precision=precision,
+                         threads=threads if accelerator == "cpu" else None, peak_macs=peak, bandwidth_bps=bandwidth_bps)
+        low, high = _band(point, fit["error"]["log_residual_p10"], fit["error"]["log_residual_p90"])
+        key = f"{group[0]}/{group[1]}"
+        seen = key in values["scale"] or group == REFERENCE_GROUP
+        est = {"fit": "published", "error": fit["error"],
+               "basis": f"roofline fitted on {len(fit['fit_rows'])} rows of published_latencies.csv; runtime group "
+                        f"{key} " + ("fitted on its own rows" if seen else "has no published rows: its scale is the "
+                                                                          "prior (that of LiteRT/XNNPACK on the CPU)")}
+    est["graph"] = {"macs": int(layers.macs.sum()), "nodes": len(layers.classes), "basis": summary.get("basis", "graph")}
+    return Measurement(
+        artifact=artifact, format=format, precision=precision, runtime=runtime, threads=threads, kind="estimated",
+        latency=None, low_ms=round(low, 4), high_ms=round(high, 4),
+        settings={"estimate_ms": round(point, 4), "accelerator": accelerator},
+        provenance={"device": {"id": profile.id, "profile": profile.id, "transport": None}, "estimator": est},
+        warnings=["estimated, not measured"],
+    )
+
+
+# ------------------------------------------------------------------------------------------- artifacts and zoo models
+
+_FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
+_ARTIFACT_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8-dynamic": "int8", "int8-static": "int8", "mixed": "int8"}
+
+
+def _default_runtime(profile: Any) -> str:
+    runtimes = list(dict(profile.runtimes or {}))
+    if not runtimes:
+        raise InputError(f"device profile {profile.id!r} lists no runtimes; add a 'runtimes' block to it.")
+    return runtimes[0]
+
+
+def onnx_graph_for(path: str | Path) -> tuple[Path, Any]:
+    """The ONNX file whose graph describes ``path`` (a manifest, a model file with one, or a bare .onnx).
+
+    A .tflite or OpenVINO artifact is read through the ONNX export of the same model (same parent checkpoint) in the
+    same folder, the same precision preferred.
+
+    Returns:
+        ``(onnx_path, artifact_or_None)``.
+
+    Raises:
+        InputError: no such file, a bare non-ONNX model file, or a non-ONNX artifact without an ONNX sibling.
+    """
+    from edgestill.artifact import MANIFEST_SUFFIX, Artifact
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p} does not exist. Pass an edgestill manifest (.manifest.json) or an .onnx file.")
+    if p.suffix == ".onnx" and not p.with_name(p.stem + MANIFEST_SUFFIX).exists():
+        return p, None
+    if not p.name.endswith(MANIFEST_SUFFIX) and p.suffix in (".tflite", ".xml", ".bin") and not any(
+            c.exists() for c in (p.with_name(p.stem + MANIFEST_SUFFIX), p.with_name(p.name + MANIFEST_SUFFIX))):
+        raise InputError(f"{p} is a {p.suffix} file without an edgestill manifest; the cost model reads ONNX graphs. "
+                         "Pass the .onnx export of the same model (edgestill export --formats onnx).")
+    art = Artifact.load(p)
+    if art.format == "onnx":
+        return art.model_path, art
+    siblings = []
+    for m in sorted(art.directory.glob("*" + MANIFEST_SUFFIX)):
+        try:
+            other = Artifact.load(m)
+        except InputError:
+            continue
+        if other.format == "onnx" and art.parent_sha256 and other.parent_sha256 == art.parent_sha256:
+            siblings.append(other)
+    if not siblings:
+        raise InputError(f"{p} is a {art.format} artifact and the cost model reads ONNX graphs; no ONNX export of the "
+                         f"same model (same parent_sha256) is in {art.directory}. Export it with --formats onnx "
+                         "beside it, or pass an .onnx file.")
+    siblings.sort(key=lambda s: (s.precision != art.precision, s.precision != "fp32", s.name))
+    return siblings[0].model_path, art
+
+
+def estimate_artifact(path: str | Path, profile: Any, *, runtime: str | None = None, precision: str | None = None,
+                      threads: int = 1, accelerator: str = "cpu") -> Measurement:
+    """:func:`estimate` for an artifact manifest or a bare .onnx (its graph read by the cost model).
+
+    ``runtime`` defaults to the artifact format's own (onnxruntime for a bare .onnx), ``precision`` to the
+    artifact's (int8 for int8-static/int8-dynamic/mixed; fp32 for a bare .onnx).
+
+    Raises:
+        InputError: see :func:`onnx_graph_for` and :func:`estimate`.
+    """
+    from edgestill.devices.costmodel import graph_cost
+
+    graph, art = onnx_graph_for(path)
+    fmt = art.format if art is not None else "onnx"
+    runtime = runtime or _FORMAT_RUNTIME[fmt]
+    precision = precision or (_ARTIFACT_PRECISION.get(art.precision, "fp32") if art is not None else "fp32")
+    record = estimate(graph_cost(graph), profile, runtime=runtime, precision=precision, threads=threads,
+                      accelerator=accelerator, artifact=art.name if art is not None else Path(path).name, format=fmt)
+    record.provenance["estimator"]["graph"]["file"] = str(graph)
+    return record
+
+
+def estimate_zoo_model(name: str, profile: Any, *, runtime: str | None = None, precision: str = "fp32",
+                       threads: int = 1, accelerator: str = "cpu") -> Measurement:
+    """:func:`estimate` for a zoo model from its stored graph costs (``zoo_costs.json``; no torch needed).
+
+    Raises:
+        UnknownNameError: not a zoo model (closest name suggested); InputError: see :func:`estimate`.
+    """
+    summary = zoo_cost(name)
+    return estimate({**summary, "basis": "graph"}, profile, runtime=runtime or _default_runtime(profile),
+                    precision=precision, threads=threads, accelerator=accelerator, artifact=name, format="onnx")
