@@ -13,6 +13,7 @@ import yaml
 
 import edgestill.devices
 from edgestill.devices import profiles as prof
+from edgestill.devices.hostdetect import detect_host
 from edgestill.devices.profiles import (BUILTIN_DIR, Profile, host_profile, list_profiles, load_profile,
                                         profile_search_path, save_calibration)
 from edgestill.errors import ConfigError, InputError, UnknownNameError
@@ -255,7 +256,7 @@ def test_an_arm_board_is_detected_from_its_sysfs(tmp_path: Path, monkeypatch: py
         (cpu / "topology/core_id").write_text(f"{i}\n")
         (cpu / "topology/physical_package_id").write_text("0\n")
         (cpu / "cpufreq/cpuinfo_max_freq").write_text("2400000\n")
-    doc = prof._detect_host_doc(tmp_path)
+    doc = {"schema": "edgestill-device-profile", "schema_version": 1, "id": "host", **detect_host(tmp_path)}
     prof._validate_profile(doc, "fake pi")
     (cluster,) = doc["cpu"]["clusters"]
     assert doc["class"] == "raspberry-pi" and doc["memory"]["size_gb"] == pytest.approx(7.9, abs=0.1)
