@@ -359,7 +359,7 @@ def calibrate_device(
 
     Args:
         profile_id: the device profile to calibrate ("host" for this machine).
-        runtimes: onnxruntime and/or openvino.
+        runtimes: onnxruntime, openvino and/or litert (the LiteRT set is built with torch on this machine).
         precisions: fp32 and/or int8.
         threads: thread counts.
         measure: ``measure(manifest_paths, threads) -> [Measurement]`` that times artifacts on the device; default

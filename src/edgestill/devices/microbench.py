@@ -7,7 +7,9 @@ Their MACs and bytes are analytic (:func:`micro_models`) and written as edgestil
 the ordinary bench path (the runner, locally or on a device) times them.
 
 Formats: ONNX fp32 and int8 (onnxruntime's ``quantize_static``, QDQ, per-channel, random calibration data), OpenVINO
-fp32 (converted from the ONNX file, fp32 weights) and int8 (``nncf.quantize``). Memory-bound and overhead micros
+fp32 (converted from the ONNX file, fp32 weights) and int8 (``nncf.quantize``), and LiteRT fp32 and int8: the same ops
+as small torch modules through the project's tflite writer and quantizer (litert-torch, so torch is needed on the
+machine that builds them; the device only runs the .tflite files). Memory-bound and overhead micros
 (``copy``, ``call``, ``nodes``) are the fp32 files in an int8 set too: their cost does not depend on the weights'
 precision, and a quantized copy would read float inputs anyway.
 """
@@ -27,7 +29,7 @@ from edgestill.errors import ConfigError, UnsupportedError
 OPSET = 17
 FP32_BYTES = 4
 # The runtime each micro set is built for, and the artifact format it takes.
-RUNTIME_FORMATS: dict[str, str] = {"onnxruntime": "onnx", "openvino": "openvino"}
+RUNTIME_FORMATS: dict[str, str] = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}
 MICRO_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 # Micro kinds whose latency fits an op class's compute efficiency; the others fit the fixed terms.
 COMPUTE_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul")
@@ -282,6 +284,67 @@ def build_openvino(micro: MicroModel, folder: Path, precision: str = "fp32", *, 
                      [f"{name}.xml", f"{name}.bin"], _versions("onnx", "openvino", "nncf"), quantization)
 
 
+def _torch_module(micro: MicroModel, seed: int) -> Any:
+    """The micro model as a small torch module (the LiteRT set goes through litert-torch, which converts torch)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+
+    class Chain(nn.Module):  # x + c (copy, call) or x + c0 + c1 + ... (nodes): distinct constants, nothing folds
+        def __init__(self, count: int, width: int):
+            super().__init__()
+            self.consts = nn.ParameterList([nn.Parameter(torch.randn(width), requires_grad=False) for _ in range(count)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for c in self.consts:
+                x = x + c
+            return x
+
+    if micro.kind in ("conv", "conv1x1", "depthwise"):
+        c = micro.shape[2]
+        k = 1 if micro.kind == "conv1x1" else 3
+        return nn.Conv2d(c, c, k, padding=k // 2, groups=c if micro.kind == "depthwise" else 1, bias=True).eval()
+    if micro.kind == "matmul":
+        return nn.Linear(micro.shape[1], micro.shape[2], bias=True).eval()
+    if micro.kind in ("copy", "call"):
+        return Chain(1, 1).eval()
+    return Chain(micro.nodes, micro.shape[0]).eval()
+
+
+def build_litert(micro: MicroModel, folder: Path, precision: str = "fp32", *, seed: int = 0) -> Path:
+    """Write the micro model as a LiteRT (.tflite) artifact in ``folder`` with the project's writers; return its
+    manifest path. Needs torch and litert-torch on the machine that builds it (never on the device).
+
+    ``int8``: static int8 through :func:`edgestill.compress.quantize.api.quantize_export` (8 seeded random inputs);
+    copy, call and nodes stay fp32.
+
+    Raises:
+        ConfigError: a precision other than fp32 or int8.
+    """
+    import torch
+
+    _check_precision(precision)
+    folder.mkdir(parents=True, exist_ok=True)
+    quantized = precision == "int8" and _quantizes(micro)
+    name = micro_artifact_name(micro, "litert", precision)
+    module = _torch_module(micro, seed)
+    example = (torch.from_numpy(np.random.default_rng(seed).standard_normal(micro.input_shape).astype(np.float32)),)
+    if quantized:
+        from edgestill.compress.quantize.api import quantize_export
+
+        calib = np.random.default_rng(seed + 1).standard_normal((8, *micro.input_shape[1:])).astype(np.float32)
+        art = quantize_export(module, example, format="tflite", precision="int8-static", calibration=calib,
+                              staging_dir=folder, name=name)
+    else:
+        from edgestill.export.api import get_exporter
+
+        art = get_exporter("tflite")(module, example, staging_dir=folder, name=name, precision="fp32")
+    art.source = {"model": f"microbench:{micro.name}", "kind": "microbench", "micro": micro.to_dict()}
+    art.hash_files()
+    return art.write_manifest()
+
+
 def _check_precision(precision: str) -> None:
     if precision not in MICRO_PRECISIONS:
         raise ConfigError(f"micro models are built in {', '.join(MICRO_PRECISIONS)}, not {precision!r}.")
@@ -300,7 +363,7 @@ def build_micro_set(micros: Sequence[MicroModel], runtime: str, precision: str, 
         UnsupportedError: a runtime without a micro builder (valid: onnxruntime, openvino).
         ConfigError: a precision other than fp32 or int8.
     """
-    builders = {"onnxruntime": build_onnx, "openvino": build_openvino}
+    builders = {"onnxruntime": build_onnx, "openvino": build_openvino, "litert": build_litert}
     if runtime not in builders:
         raise UnsupportedError(f"calibration builds micro models for {', '.join(builders)}, not {runtime!r}; "
                                "pass --runtime with those.")
