@@ -67,6 +67,20 @@ def test_show_text_gives_each_number_its_source(tmp_path: Path) -> None:
     assert code == 0 and "detected" in out and "assumed" in out
 
 
+def test_show_prints_the_calibration(tmp_path: Path) -> None:
+    from edgestill.devices.profiles import save_calibration
+
+    save_calibration("pixel-8", [{"runtime": "litert", "precision": "int8", "threads": 4,
+                                  "efficiency": {"conv": 0.25, "depthwise": 0.05}, "overhead_ms": 0.1,
+                                  "error": {"median_abs_percent": 9.5, "within_25_percent": 0.9, "n": 12}}],
+                     folder=tmp_path / ".edgestill" / "profiles")
+    code, out, _ = _run("show", "pixel-8", cwd=tmp_path)
+    assert code == 0 and "litert int8 4 thr: efficiency conv 0.25, depthwise 0.05; overhead ms 0.1" in out
+    assert "error median 9.5%, 90% within 25% (n=12)" in out
+    code, out, _ = _run("list", "--json", cwd=tmp_path)
+    assert {r["id"]: r["calibrated"] for r in json.loads(out)["profiles"]}["pixel-8"] is True
+
+
 def test_bad_input_exits_2_with_the_fix(tmp_path: Path) -> None:
     code, _, err = _run("show", "raspbery-pi-5", cwd=tmp_path)
     assert code == 2 and "Did you mean 'raspberry-pi-5'?" in err and "Traceback" not in err

@@ -208,6 +208,14 @@ def test_a_calibration_file_is_merged_and_validated(tmp_path: Path) -> None:
     assert p.calibration_for("onnxruntime", "int8", 1) is None and p.calibration_for("litert", "fp32", 1) is None
     assert p.to_dict()["calibration"] == list(p.calibration)
     assert not load_profile("raspberry-pi-5", search_path=BUILTIN).calibrated
+    # what `edgestill devices calibrate` writes: a device block, a copy class at 0 MAC/s, no bandwidth or error yet
+    doc = yaml.safe_load(path.read_text())
+    doc["device"] = {"name": "pi5-lab-1", "transport": "ssh"}
+    doc["entries"][0].update(bandwidth_efficiency=None, error={"median_abs_percent": None, "n": 0},
+                             efficiency={"conv": 0.4, "elementwise": 0.0}, peak_macs_per_s=1e9)
+    path.write_text(yaml.safe_dump(doc))
+    entry1 = load_profile("raspberry-pi-5", search_path=[tmp_path, *BUILTIN]).calibration_for("onnxruntime", "fp32", 1)
+    assert entry1["efficiency"]["elementwise"] == 0.0 and entry1["peak_macs_per_s"] == 1e9
     doc = yaml.safe_load(path.read_text())
     doc["entries"][0]["efficiency"]["convv"] = 0.1
     path.write_text(yaml.safe_dump(doc))

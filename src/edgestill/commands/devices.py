@@ -155,7 +155,11 @@ def _describe(p: Any) -> str:
             eff = ", ".join(f"{k} {v:.2f}" for k, v in e["efficiency"].items())
             err = e.get("error") or {}
             err_text = (f"; error median {err['median_abs_percent']:g}%, {100 * err['within_25_percent']:.0f}% "
-                        f"within 25% (n={err.get('n')})") if "median_abs_percent" in err and "within_25_percent" in err \
-                else ""
-            lines.append(f"  {e['runtime']} {e['precision']} {e['threads']} thr: efficiency {eff}{err_text}")
+                        f"within 25% (n={err.get('n')})") if err.get("median_abs_percent") is not None \
+                and err.get("within_25_percent") is not None else ""
+            fixed = ", ".join(f"{label} {e[k]:g}" for k, label in (("bandwidth_efficiency", "bandwidth efficiency"),
+                                                                   ("overhead_ms", "overhead ms"),
+                                                                   ("per_node_ms", "per node ms")) if e.get(k) is not None)
+            lines.append(f"  {e['runtime']} {e['precision']} {e['threads']} thr: efficiency {eff}"
+                         f"{'; ' + fixed if fixed else ''}{err_text}")
     return "\n".join(lines)
