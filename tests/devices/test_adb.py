@@ -24,10 +24,12 @@ from pathlib import Path
 import pytest
 
 from edgestill.devices.adb import (
+    STATE_COMMAND,
     accelerator_outcome,
     bench_on_adb_device,
     benchmark_model_command,
     parse_benchmark_model,
+    parse_phone_state,
     report_measurement,
 )
 from edgestill.errors import InputError
@@ -157,7 +159,9 @@ def test_the_adb_sequence_quotes_a_hostile_file_name_and_removes_what_it_pushed(
         ["devices"],
         ["-s", SERIAL, "push", str(model.resolve()), remote],
         ["-s", SERIAL, "shell", run[0]],
+        ["-s", SERIAL, "shell", STATE_COMMAND],
         ["-s", SERIAL, "shell", run[1]],
+        ["-s", SERIAL, "shell", STATE_COMMAND],
         ["-s", SERIAL, "shell", f"rm -f {shlex.quote(remote)}"],
     ]
     # what the phone's shell ran: the name arrived as one argument, nothing in it was executed, the file is gone
@@ -171,6 +175,15 @@ def test_the_adb_sequence_quotes_a_hostile_file_name_and_removes_what_it_pushed(
     assert m.provenance["device"] == {"id": "pixel-8", "profile": "pixel-8", "transport": "adb"}
     assert m.provenance["affinity"] == "1" and m.settings["accelerator"]["ran"] == "cpu"
     assert m.settings["command"] == run[0] and m.model_bytes == model.stat().st_size
+    assert set(m.provenance["device_state"]) >= {"governor", "temperature_c", "throttled"}
+
+
+def test_the_phones_state_after_a_run() -> None:
+    text = "schedutil\n@@\n1785600\n@@\n41300\n38000\n-274000\n@@\nThermal Status: 2\n"
+    assert parse_phone_state(text) == {"governor": "schedutil", "temperature_c": 41.3, "throttled": True,
+                                       "thermal_status": 2, "freq_mhz": 1785.6}
+    assert parse_phone_state("@@\n@@\n@@\n") == {"governor": None, "temperature_c": None, "throttled": None,
+                                                   "thermal_status": None, "freq_mhz": None}  # nothing readable
 
 
 def test_a_gpu_fall_back_on_the_phone_is_in_the_record(phone: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ One call of :func:`bench_on_adb_device` runs, for each artifact::
     adb devices                                    # the serial must be listed as "device"
     adb -s SERIAL push LOCAL WORKDIR/NAME.tflite   # the sync protocol: no shell sees the paths
     adb -s SERIAL shell '[taskset MASK] BENCHMARK_MODEL --graph=... --num_threads=N ... DELEGATE FLAGS'   # per thread count
+    adb -s SERIAL shell 'cat .../scaling_governor ...'   # the phone's state after the run: governor, heat, throttling
     adb -s SERIAL shell 'rm -f WORKDIR/NAME.tflite'
 
 ``adb shell`` joins its arguments into one string that the phone's shell parses, so every word of the remote command
@@ -65,6 +66,12 @@ _PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitori
 _MODEL_SIZE = re.compile(rf"The input model file size \(MB\): ({_NUMBER})")
 _NNAPI_DEVICES = re.compile(r"NNAPI accelerators available: \[([^\]]*)\]")
 _MASK = re.compile(r"[0-9a-fA-F]{1,64}")
+STATE_COMMAND = ("cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null; echo @@; "
+                 "cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq 2>/dev/null; echo @@; "
+                 "cat /sys/class/thermal/thermal_zone*/temp 2>/dev/null; echo @@; "
+                 "dumpsys thermalservice 2>/dev/null | grep -m 1 'Thermal Status'")
+"""Read after each run (fixed, no user input): cpu0's governor and clock, the thermal zones, and Android's thermal
+status (0 none, 1 light throttling, ... 6 shutdown; readable without root through dumpsys)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +248,30 @@ def adb_devices(adb: str, *, timeout_s: float = 30.0) -> dict[str, str]:
         if len(parts) == 2 and parts[0].strip() and not line.startswith(("*", "List of devices")):
             states[parts[0].strip()] = parts[1].strip()
     return states
+
+
+def parse_phone_state(text: str) -> dict[str, Any]:
+    """:data:`STATE_COMMAND`'s output as the record's ``device_state`` (the keys of :func:`edgestill.host.device_state`
+    plus ``thermal_status``); whatever was unreadable is None."""
+    parts = (text.replace("\r", "").split("@@") + ["", "", "", ""])[:4]
+    governor = parts[0].strip().splitlines()[0].strip() if parts[0].strip() else None
+    khz = parts[1].strip()
+    temps = []
+    for raw in parts[2].split():
+        try:
+            value = int(raw) / 1000.0 if abs(int(raw)) >= 1000 else float(int(raw))  # most zones: millidegrees
+        except ValueError:
+            continue
+        if -50.0 < value < 200.0:  # a disconnected sensor reads -274 °C or a huge number
+            temps.append(value)
+    status = re.search(r"Thermal Status:\s*(\d+)", parts[3])
+    return {
+        "governor": governor,
+        "temperature_c": round(max(temps), 1) if temps else None,
+        "throttled": None if status is None else int(status.group(1)) >= 1,
+        "thermal_status": None if status is None else int(status.group(1)),
+        "freq_mhz": round(int(khz) / 1000.0, 1) if khz.isdigit() else None,
+    }
 
 
 def _field(entry: Any, name: str, default: Any = None) -> Any:
@@ -459,5 +490,10 @@ def _run_cell(adb_run: Callable[..., subprocess.CompletedProcess[str]], command:
                        f"report (an inference failed?). Its output ends:\n{_tail(text.strip())}", device, settings)
     provenance = {"runtime": "litert", "tool": "benchmark_model", "benchmark_model": binary, "serial": serial,
                   "threads": threads, "affinity": cpu_affinity, "pinned": cpu_affinity is not None}  # fmt: skip
+    try:  # what the phone was in right after the timed runs; provenance never fails a measurement
+        state = adb_run("shell", STATE_COMMAND)
+        provenance["device_state"] = parse_phone_state(state.stdout or "")
+    except (OSError, subprocess.SubprocessError):
+        provenance["device_state"] = parse_phone_state("")
     return report_measurement(report, ident=ident, threads=threads, accelerator=accelerator, device=device,
                               provenance=provenance, settings=settings, model_bytes=model_bytes)
