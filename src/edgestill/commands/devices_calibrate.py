@@ -1,0 +1,106 @@
+"""``edgestill devices calibrate DEVICE``: time microbenchmarks on a device, refit its profile's roofline, store it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgestill.cli import echo_json, run_command
+from edgestill.commands.devices import devices_app
+
+
+@devices_app.command(
+    "calibrate",
+    epilog=(
+        "\b\nExamples:\n"
+        "  edgestill devices calibrate host\n"
+        "  edgestill devices calibrate host --runtime onnxruntime,openvino,litert --precision fp32,int8 --threads 1,4\n"
+        "  edgestill devices calibrate host --quick --json\n"
+        "  edgestill devices calibrate pi5-lab-1 --inventory devices.yaml   # over ssh, with the device's runtimes\n\n"
+        "Builds 3x3, 1x1 and depthwise convolutions at several shapes, matmuls, large elementwise copies and tiny\n"
+        "call/node-overhead models for each runtime and precision, times each on the device, and fits per\n"
+        "(runtime, precision, threads): the efficiency of each op class against the profile's peak MAC/s, the\n"
+        "bandwidth efficiency, the per-call and per-node overheads, and their leave-one-shape-out error.\n"
+        "The fit is written to OUT_FOLDER/<profile id>.calibration.yaml (other entries there are kept), which\n"
+        "the profile loader merges and `edgestill estimate` then uses; the raw micro measurements go to --db.\n"
+        "Exit codes: 0 calibrated; 2 bad input (unknown runtime, device or profile, a refused key); 3 a micro\n"
+        "cell failed on the device (nothing is written then)."
+    ),
+)
+def calibrate(
+    device: str = typer.Argument(..., help="'host' (this machine) or a device name from --inventory."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="Runtimes to calibrate, comma-separated: onnxruntime, openvino, litert."),
+    precision: str = typer.Option("fp32", "--precision", help="Precisions, comma-separated: fp32, int8."),
+    threads: str = typer.Option("1", "--threads", "-t", help="Thread counts, comma-separated (e.g. 1,4)."),
+    quick: bool = typer.Option(False, "--quick", help="Small shapes and short timing: a smoke test or a first look."),
+    out_folder: Path = typer.Option(Path(".edgestill/profiles"), "--out-folder",
+                                    help="Folder of the calibration file (a folder on the profile search path)."),
+    inventory: Path | None = typer.Option(None, "--inventory", help="Inventory file (devices.yaml) naming DEVICE."),
+    db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store for the raw micro timings."),
+    json_out: bool = typer.Option(False, "--json", help="Print the fitted entries and the per-micro rows as JSON."),
+) -> None:
+    """Run microbenchmarks on DEVICE and refit its profile's efficiencies and overheads (stored, with their error)."""
+
+    def body() -> int:
+        from edgestill.commands.options import parse_int_list
+        from edgestill.commands.progress import RichReporter
+        from edgestill.devices.calibrate import calibrate_device, device_measure
+        from edgestill.errors import InputError
+
+        runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
+        precisions = [p.strip() for p in precision.split(",") if p.strip()]
+        thread_counts = parse_int_list(threads, option="--threads")
+        with RichReporter(enabled=not json_out) as rep:
+            rep.stage("calibrate")
+            progress = lambda i, n, label="": rep.advance(i, n, label)  # noqa: E731
+            kwargs: dict[str, Any] = {}
+            if device == "host" and inventory is None:
+                profile_id = "host"
+            elif inventory is None:
+                raise InputError(f"device {device!r} is not 'host': pass --inventory devices.yaml with an entry named "
+                                 f"{device!r} (its profile, transport and address), or calibrate 'host'.")
+            else:
+                from edgestill.devices.inventory import load_inventory
+
+                entry = load_inventory(inventory).get(device)
+                profile_id = entry.profile
+                kwargs["measure"] = device_measure(entry, quick=quick, progress=progress)
+                kwargs["device"] = {"name": entry.name, "transport": entry.transport}
+            result = calibrate_device(profile_id, runtimes=runtimes, precisions=precisions, threads=thread_counts,
+                                      out_folder=out_folder, quick=quick, db=db, progress=progress, **kwargs)
+        if json_out:
+            echo_json(result.to_dict())
+            return 0
+        _render(result)
+        return 0
+
+    code = run_command(body)
+    if code:
+        raise typer.Exit(code)
+
+
+def _render(result: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"calibration of {escape(result.profile_id)}")
+    for col in ("runtime", "precision", "threads", "conv", "conv1x1", "depthwise", "matmul", "bw eff", "call ms",
+                "node ms", "LOO err", "±25%"):
+        table.add_column(col, justify="left" if col in ("runtime", "precision") else "right")
+    for e in result.entries:
+        eff, err = e["efficiency"], e["error"]
+        bw = e["bandwidth_efficiency"]
+        table.add_row(e["runtime"], e["precision"], str(e["threads"]), *(f"{eff[c]:.3f}" for c in
+                      ("conv", "conv1x1", "depthwise", "matmul")), "-" if bw is None else f"{bw:.2f}",
+                      f"{e['overhead_ms']:.4f}", f"{e['per_node_ms']:.5f}",
+                      "-" if err["median_abs_percent"] is None else f"{err['median_abs_percent']:.1f}%",
+                      "-" if err["within_25_percent"] is None else f"{err['within_25_percent']:.0%}")
+    console.print(table)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    where = f"; raw micro timings in run {result.run_id} of {escape(str(result.db))}" if result.run_id else ""
+    console.print(f"written to {escape(str(result.path))}{where}")
