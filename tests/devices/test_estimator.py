@@ -1,0 +1,104 @@
+"""The roofline estimator: monotone in work and threads, an estimate is never a measurement, calibration wins."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgestill.devices.estimator import (
+    cross_validate_published,
+    estimate,
+    estimate_zoo_model,
+    zoo_cost,
+)
+from edgestill.devices.profiles import load_profile
+from edgestill.errors import InputError, UnknownNameError
+from edgestill.record import measurement_from_dict
+
+
+def _summary(macs: float, nbytes: float, op_class: str = "conv", nodes: int = 1) -> dict:
+    return {"layers": [[op_class, macs / nodes, nbytes / nodes, "fp32"]] * nodes}
+
+
+def test_cross_validation_reports_its_documented_figures():
+    cv = cross_validate_published()
+    assert {"n", "within_25_percent", "median_abs_percent", "rows", "dropped", "parameters"} <= set(cv)
+    assert cv["n"] == len(cv["rows"]) >= 10
+    assert 0.0 <= cv["within_25_percent"] <= 1.0 and cv["median_abs_percent"] >= 0
+    row = cv["rows"][0]
+    assert {"model", "device", "runtime", "published_ms", "predicted_ms", "error_percent"} <= set(row)
+    share = sum(abs(r["error_percent"]) <= 25 for r in cv["rows"]) / len(cv["rows"])
+    assert math.isclose(share, cv["within_25_percent"], abs_tol=1e-3)
+    # every dropped row says why (e.g. the opencv-dnn rows that include pre/post-processing)
+    assert cv["dropped"] and all(d["reason"] for d in cv["dropped"])
+    assert any("pre/post-processing" in d["reason"] for d in cv["dropped"])
+
+
+def test_an_estimate_is_kind_estimated_with_a_band_around_the_point():
+    pi5 = load_profile("raspberry-pi-5")
+    m = estimate_zoo_model("mobilenet_v2", pi5, runtime="litert", precision="fp32", threads=4)
+    point = m.settings["estimate_ms"]
+    assert m.kind == "estimated" and m.latency is None  # nothing a gate or report could read as measured
+    assert m.low_ms < point < m.high_ms
+    assert m.provenance["device"]["id"] == "raspberry-pi-5"
+    assert m.provenance["estimator"]["fit"] == "published"
+    assert m.provenance["estimator"]["error"]["method"] == "leave-one-model-out"
+    d = m.to_dict()
+    assert d["kind"] == "estimated" and "p50_ms" not in d
+    assert measurement_from_dict(d).kind == "estimated"
+
+
+def test_estimate_grows_with_work_and_shrinks_with_threads():
+    pi5 = load_profile("raspberry-pi-5")
+    small = estimate(_summary(1e8, 1e6, nodes=10), pi5, runtime="litert", precision="fp32", threads=1)
+    big = estimate(_summary(4e8, 1e6, nodes=10), pi5, runtime="litert", precision="fp32", threads=1)
+    assert big.settings["estimate_ms"] > 3 * small.settings["estimate_ms"]
+    by_threads = [estimate_zoo_model("resnet18", pi5, runtime="litert", precision="fp32", threads=t)
+                  .settings["estimate_ms"] for t in (1, 2, 4)]
+    assert by_threads[0] > by_threads[1] > by_threads[2]
+    int8 = estimate_zoo_model("resnet18", pi5, runtime="litert", precision="int8", threads=1).settings["estimate_ms"]
+    assert int8 < by_threads[0]  # the int8 peak (SDOT) is higher than fp32's on a Cortex-A76
+
+
+def test_calibration_entry_replaces_the_published_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    entry = {
+        "runtime": "onnxruntime", "precision": "fp32", "threads": 1,
+        "efficiency": {"conv": 0.5, "conv1x1": 0.5, "depthwise": 0.1, "matmul": 0.5, "elementwise": 0.3,
+                       "attention": 0.3, "pool": 0.3, "other": 0.3},
+        "bandwidth_efficiency": 0.5, "overhead_ms": 0.2, "per_node_ms": 0.01,
+        "error": {"median_abs_percent": 10.0, "within_25_percent": 0.9, "n": 12, "method": "leave-one-shape-out"},
+        "fitted_on": "microbenchmarks",
+    }
+    doc = {"schema": "edgestill-device-calibration", "schema_version": 1, "profile": "raspberry-pi-5",
+           "created": "2026-12-02T14:00:00Z", "entries": [entry]}
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("EDGESTILL_PROFILES", str(tmp_path))
+    pi5 = load_profile("raspberry-pi-5")
+    macs, nbytes = 2e8, 4e6
+    m = estimate(_summary(macs, nbytes), pi5, runtime="onnxruntime", precision="fp32", threads=1)
+    peak = pi5.peak_macs_per_s("fp32", 1)
+    expected = max(macs / (peak * 0.5), nbytes / (pi5.bandwidth_gbs * 1e9 * 0.5)) * 1e3 + 0.01 + 0.2
+    assert m.provenance["estimator"]["fit"] == "calibration"
+    assert math.isclose(m.settings["estimate_ms"], expected, rel_tol=1e-3)
+    assert math.isclose(m.high_ms / m.settings["estimate_ms"], 1 + 1.9 * 0.10, rel_tol=1e-3)
+    # another thread count has no entry: the published fit answers
+    other = estimate(_summary(macs, nbytes), pi5, runtime="onnxruntime", precision="fp32", threads=2)
+    assert other.provenance["estimator"]["fit"] == "published"
+
+
+def test_bad_choices_are_input_errors():
+    pi5 = load_profile("raspberry-pi-5")
+    work = _summary(1e8, 1e6)
+    with pytest.raises(InputError, match="does not list runtime 'tensorrt'"):
+        estimate(work, pi5, runtime="tensorrt", precision="fp32", threads=1)
+    with pytest.raises(InputError, match="cannot use accelerator 'gpu'"):
+        estimate(work, pi5, runtime="onnxruntime", precision="fp32", threads=1, accelerator="gpu")
+    with pytest.raises(InputError, match="precision"):
+        estimate(work, pi5, runtime="litert", precision="int4", threads=1)
+    with pytest.raises(InputError, match="CPU cores"):
+        estimate(work, pi5, runtime="litert", precision="fp32", threads=64)
+    with pytest.raises(UnknownNameError, match="mobilenet_v2"):
+        zoo_cost("mobilenet_v9")
