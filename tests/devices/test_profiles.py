@@ -46,7 +46,7 @@ def _board(pid: str = "my-board", **over: object) -> dict:
 
 def test_every_builtin_profile_loads_validates_and_cites_its_numbers() -> None:
     found = {p.id: p for p in list_profiles(BUILTIN)}
-    assert EXPECTED <= set(found) and "host" in found
+    assert EXPECTED <= set(found) and "host" in found and len(set(found.values())) == len(found)
     for pid in EXPECTED:
         p = found[pid]
         assert p.path is not None and p.path.stem == pid

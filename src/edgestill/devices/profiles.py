@@ -71,6 +71,9 @@ class CpuCluster:
     macs_per_cycle: dict[str, float]
     source: str
 
+    def __hash__(self) -> int:  # the generated one would fail on the dict field
+        return hash((self.core, self.count, self.ghz))
+
     def macs_per_cycle_for(self, precision: str) -> float:
         """MACs per cycle per core at ``precision``: int8 falls back to 2x fp32 and fp16 to fp32 where not given."""
         p = normalize_precision(precision)
@@ -102,6 +105,9 @@ class Profile:
     calibration_path: Path | None = None
     detected: dict[str, Any] | None = None  # the host only: what was read from the machine
     doc: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __hash__(self) -> int:  # the generated one would fail on the dict fields; a profile is its id and file
+        return hash((self.id, self.path))
 
     @property
     def cpu_cores(self) -> int:
