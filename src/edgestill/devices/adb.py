@@ -379,6 +379,8 @@ def bench_on_adb_device(
     if eval_data is not None:
         raise InputError(f"device {name!r} (adb): benchmark_model feeds random inputs and scores no accuracy; drop "
                          "the eval data for this device (measure accuracy on an ssh or local device).")
+    if not thread_counts or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in thread_counts):
+        raise InputError(f"thread counts must be whole numbers >= 1 (e.g. [1, 4]), got {list(thread_counts)!r}.")
     if cpu_affinity is not None and not _MASK.fullmatch(cpu_affinity):
         raise InputError(f"cpu_affinity {cpu_affinity!r} is not a hex CPU mask for taskset (e.g. f0 for CPUs 4-7).")
     if not serial or not binary:
@@ -398,8 +400,9 @@ def bench_on_adb_device(
     timing = {"num_runs": min_runs, "min_secs": min_seconds, "max_secs": max_seconds, "warmup_runs": warmup_runs}
     base_settings = {"tool": "benchmark_model", "bench": timing, "timeout_s": timeout_s}
     total = len(models) * len(thread_counts)
-    cells_failed = lambda ident, failure, why: [  # noqa: E731
-        _failed(ident, t, failure, why, device, base_settings) for t in thread_counts]
+
+    def cells_failed(ident: dict[str, str], failure: str, why: str) -> list[Measurement]:
+        return [_failed(ident, t, failure, why, device, base_settings) for t in thread_counts]
 
     try:
         states = adb_devices(adb_path, timeout_s=timeout_s)
