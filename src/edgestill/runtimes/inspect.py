@@ -148,10 +148,13 @@ def _companion(real: Path, name: str, what: str) -> Path:
     return target
 
 
+_NO_MANIFEST = "no manifest found beside it, so it was read as a bare model file, and"
+
+
 def _unreadable(real: Path, fmt: str, library: str, exc: BaseException) -> InputError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return InputError(f"{real} cannot be read as a {fmt} model by {library} ({type(exc).__name__}: {first}): it is "
-                      "truncated, corrupt or not a model of that format. Copy or export it again.")
+    return InputError(f"{real}: {_NO_MANIFEST} it is not a readable {fmt} model ({library}: {type(exc).__name__}: "
+                      f"{first}). It is truncated, corrupt or of another format: copy or export it again.")
 
 
 def _numpy_dtype(name: str, dtype: Any, real: Path) -> str:
@@ -200,7 +203,7 @@ def _onnx_with_onnx(real: Path) -> _Contract:
         raise _unreadable(real, "ONNX", "onnx", exc) from None
     graph = model.graph
     if model.ir_version == 0 or not graph.node or not graph.output:
-        raise InputError(f"{real} parses as an empty ONNX model (IR version {model.ir_version}, {len(graph.node)} nodes, "
+        raise InputError(f"{real}: {_NO_MANIFEST} it parses as an empty ONNX model (IR version {model.ir_version}, {len(graph.node)} nodes, "
                          f"{len(graph.output)} outputs): it is empty, truncated or not an ONNX file. Copy or export it "
                          "again.")
     external: list[str] = []
@@ -298,7 +301,7 @@ def _tflite_contract(real: Path) -> _Contract:
     with open(real, "rb") as f:
         head = f.read(8)
     if head[4:8] != b"TFL3":
-        raise InputError(f"{real} is not a .tflite model: no TFL3 flatbuffer identifier at bytes 4..8 (found "
+        raise InputError(f"{real}: {_NO_MANIFEST} it is not a .tflite model: no TFL3 flatbuffer identifier at bytes 4..8 (found "
                          f"{head[4:8]!r}). Copy or convert it again.")
     try:
         from edgestill.runtimes.litert import interpreter_module
@@ -360,7 +363,7 @@ def _openvino_contract(real: Path) -> _Contract:
     with open(real, "rb") as f:
         head = f.read(64)
     if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        raise InputError(f"{real} is not an OpenVINO IR: an IR .xml starts with '<' (found {head[:16]!r}). Copy or "
+        raise InputError(f"{real}: {_NO_MANIFEST} it is not an OpenVINO IR: an IR .xml starts with '<' (found {head[:16]!r}). Copy or "
                          "convert it again.")
     bin_name = real.with_suffix(".bin").name
     _companion(real, bin_name, "its weights file")
