@@ -287,3 +287,27 @@ def test_device_state_keys_and_a_throttled_pi(tmp_path: Path) -> None:
     flags = state["throttle_flags"]
     assert flags["throttled"] and not flags["under_voltage"] and flags["under_voltage_since_boot"]
     assert device_state(root=tmp_path / "nothing")["throttled"] is None
+
+
+def test_a_hybrid_intel_cpu_is_detected_as_two_clusters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alder Lake under a fake root: P-cores (two SMT threads on one core) and E-cores from cpu_core/cpu_atom."""
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("".join(
+        f"processor\t: {i}\nmodel name\t: 12th Gen Intel(R) Core(TM) i7-12700K\nflags\t\t: fpu sse4_2 avx avx2 fma "
+        "avx_vnni\n\n" for i in range(4)))
+    for name, cpus in (("cpu_core", "0-1"), ("cpu_atom", "2-3")):
+        (tmp_path / f"sys/devices/{name}").mkdir(parents=True)
+        (tmp_path / f"sys/devices/{name}/cpus").write_text(cpus + "\n")
+    for i, (core, khz) in enumerate(((0, 4900000), (0, 4900000), (8, 3800000), (9, 3800000))):
+        cpu = tmp_path / f"sys/devices/system/cpu/cpu{i}"
+        (cpu / "topology").mkdir(parents=True)
+        (cpu / "cpufreq").mkdir()
+        (cpu / "topology/core_id").write_text(f"{core}\n")
+        (cpu / "topology/physical_package_id").write_text("0\n")
+        (cpu / "cpufreq/cpuinfo_max_freq").write_text(f"{khz}\n")
+    doc = detect_host(tmp_path)
+    p_core, e_core = doc["cpu"]["clusters"]
+    assert (p_core["count"], p_core["ghz"], p_core["macs_per_cycle"]) == (1, 4.9, {"fp32": 16, "int8": 64})
+    assert (e_core["count"], e_core["ghz"], e_core["macs_per_cycle"]) == (2, 3.8, {"fp32": 8, "int8": 32})
+    assert "P-core" in p_core["core"] and doc["class"] == "x86" and doc["detected"]["physical_cores"] == 3
