@@ -307,11 +307,13 @@ class SshConnection:
                 self.sftp.putfo(io.BytesIO(source), remote, file_size=len(source), confirm=True)
             else:
                 self.sftp.put(str(source), remote, confirm=True)
-        except (OSError, EOFError) as exc:
-            if not self.alive:
-                raise self._lost(f"uploading {remote}") from None
-            raise DeviceFault(f"device {self.entry.name!r}: cannot write {remote} ({exc}); check that the "
-                              "inventory's workdir is writable by the user and the device has space.") from None
+        except EdgestillError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - paramiko raises OSError, EOFError or SSHException for a dropped link
+            if isinstance(exc, OSError) and exc.errno is not None and self.alive:  # the device said no: EACCES, ENOSPC
+                raise DeviceFault(f"device {self.entry.name!r}: cannot write {remote} ({exc}); check that the "
+                                  "inventory's workdir is writable by the user and the device has space.") from None
+            raise self._lost(f"uploading {remote} ({type(exc).__name__}: {exc})") from None
 
     def exists(self, remote: str, size: int | None = None) -> bool:
         try:
@@ -646,8 +648,11 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
         if isinstance(exc, _InputError) and not hasattr(exc, "failure"):
             raise
         fail_rest(exc)
-    except (OSError, EOFError) as exc:  # anything the connection layer did not classify
-        fail_rest(DeviceUnreachable(f"device {entry.name!r}: the connection failed ({exc})."))
+    except Exception as exc:  # noqa: BLE001 - what the connection layer did not classify: never a partial row
+        if conn.alive:
+            fail_rest(DeviceFault(f"device {entry.name!r}: the job failed ({type(exc).__name__}: {exc})."))
+        else:
+            fail_rest(DeviceUnreachable(f"device {entry.name!r}: the connection failed ({type(exc).__name__}: {exc})."))
     finally:
         if job is not None:
             job.cleanup()
