@@ -15,6 +15,7 @@ from edgestill.cli import app, echo_json, run_command
         "\b\nExamples:\n"
         "  edgestill bench demo-out/artifacts/student-onnx-fp32.manifest.json\n"
         "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --min-runs 100 --json\n"
+        "  edgestill bench model.onnx   # a file edgestill did not write: its inputs are read from it\n"
         "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n"
         "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n"
         "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n"
@@ -32,7 +33,7 @@ from edgestill.cli import app, echo_json, run_command
     )
 )
 def bench(
-    artifacts: list[Path] = typer.Argument(..., help="Artifact manifests (or model files with a manifest beside them)."),
+    artifacts: list[Path] = typer.Argument(..., help="Artifact manifests, or model files (.onnx, .tflite, OpenVINO .xml): with a manifest beside them or without one (read from the file)."),
     threads: str = typer.Option("1", "--threads", "-t", help="Inference thread counts, comma-separated (e.g. 1,2)."),
     min_runs: int = typer.Option(50, "--min-runs", min=1, help="Steady state lasts at least this many runs..."),
     min_seconds: float = typer.Option(1.0, "--min-seconds", min=0.0, help="...and at least this many seconds."),
