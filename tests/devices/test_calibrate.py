@@ -246,3 +246,35 @@ def test_cli_quick_calibration_of_this_host(tmp_path: Path) -> None:
     with ResultsStore(db) as store:
         rows = store.measurements(doc["run_id"])
     assert len(rows) == len(micro_models(quick=True))
+
+
+def test_cli_calibrates_an_inventory_device_through_its_transport(tmp_path: Path) -> None:
+    """A device named in an inventory is measured through its transport (here ``local``), and the calibration and
+    its stored measurements say which device it was."""
+    from typer.testing import CliRunner
+
+    from edgestill.benchmarks.store import ResultsStore
+    from edgestill.cli import _register_commands, app
+
+    _register_commands()
+    inv = tmp_path / "devices.yaml"
+    inv.write_text("schema: edgestill-inventory\nschema_version: 1\ndevices:\n"
+                   "  - {name: bench-box, profile: host, transport: local}\n"
+                   "  - {name: phone, profile: pixel-8, transport: adb, serial: X1}\n")
+    out, db = tmp_path / "cal", tmp_path / "r.db"
+    common = ["--quick", "--out-folder", str(out), "--db", str(db), "--inventory", str(inv), "--json"]
+    res = CliRunner().invoke(app, ["devices", "calibrate", "bench-box", *common])
+    assert res.exit_code == 0, res.output[-3000:]
+    doc = yaml.safe_load((out / "host.calibration.yaml").read_text())
+    assert doc["device"] == {"name": "bench-box", "transport": "local"}
+    with ResultsStore(db) as store:
+        rows = store.measurements(doc["entries"][0]["results_run_id"])
+    assert rows and all(r["provenance"]["device"]["id"] == "bench-box" for r in rows)
+    # an unknown device names the closest; an adb device is refused before anything runs (micro sets are not .tflite
+    # runs of benchmark_model); both are input errors
+    res = CliRunner().invoke(app, ["devices", "calibrate", "bench-bx", *common])
+    assert res.exit_code == 2 and "bench-box" in res.output
+    res = CliRunner().invoke(app, ["devices", "calibrate", "phone", *common])
+    assert res.exit_code == 2 and "adb" in res.output
+    res = CliRunner().invoke(app, ["devices", "calibrate", "bench-box", "--runtime", "tensorrt", *common])
+    assert res.exit_code == 2 and "onnxruntime" in res.output
