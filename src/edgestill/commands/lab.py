@@ -119,12 +119,12 @@ def _print_summary(result: Any) -> None:
     from rich.table import Table
 
     table = Table(title="device lab")
-    for col in ("device", "transport", "profile", "measured", "failed", "p50 ms (artifact ×threads)", "status", "run"):
-        table.add_column(col)
+    for col in ("device", "transport", "profile", "measured", "failed", "p50 ms", "status", "run"):
+        table.add_column(col, overflow="fold")
     for d in result.devices:
         s = d.summary()
         p50 = ", ".join(f"{k}: {v:.3f}" for k, v in s["p50_ms"].items()) or "-"
-        status = "[green]ok[/]" if d.ok else f"[red]{escape(str(d.failure))}[/]: {escape((d.error or '')[:160])}"
+        status = "[green]ok[/]" if d.ok else f"[red]{escape(str(d.failure))}[/]"  # the reason follows on stderr
         table.add_row(escape(d.device), d.transport, escape(d.profile), str(s["measured"]), str(s["failed"]),
                       escape(p50), status, str(d.run_id))
     Console().print(table)
