@@ -15,7 +15,8 @@ devices_app = typer.Typer(
             "  edgestill devices list\n"
             "  edgestill devices show raspberry-pi-5\n"
             "  edgestill devices show host --json             # what was detected on this machine\n"
-            "  edgestill devices list --profiles ./my-profiles  # add a folder of your own profile files\n\n"
+            "  edgestill devices list --profiles ./my-profiles  # add a folder of your own profile files\n"
+            "  edgestill devices calibrate host               # refit this machine's efficiencies\n\n"
             "Profiles are read from $EDGESTILL_PROFILES (folders separated by ':'), .edgestill/profiles, then the\n"
             "built-in ones; a file there with a built-in's id replaces it (and may 'extends:' it)."),
     no_args_is_help=True,
