@@ -271,9 +271,15 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
                 consumers[root(t)].append(node)
     graph_outputs = {o.name for o in g.output}
 
+    readers_of: dict[str, list[Any]] = defaultdict(list)
+    for node in g.node:
+        for t in node.input:
+            if t:
+                readers_of[t].append(node)
+
     def out_size(name: str) -> int:
         """Bytes of a node's output: one byte per element when every consumer quantizes it."""
-        readers = [n for n in g.node if name in n.input]
+        readers = readers_of.get(name, [])
         if readers and all(n.op_type == "QuantizeLinear" for n in readers):
             return elems(name) * quant_size.get(readers[0].output[0], 1)
         return elems(name) * _ELEM_BYTES.get(types.get(name, 1), 4)

@@ -541,10 +541,16 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
         low, high = _band(point, fit["error"]["log_residual_p10"], fit["error"]["log_residual_p90"])
         key = f"{group[0]}/{group[1]}"
         seen = key in values["scale"] or group == REFERENCE_GROUP
-        est = {"fit": "published", "error": fit["error"],
-               "basis": f"roofline fitted on {len(fit['fit_rows'])} rows of published_latencies.csv; runtime group "
-                        f"{key} " + ("fitted on its own rows" if seen else "has no published rows: its scale is the "
-                                                                          "prior (that of LiteRT/XNNPACK on the CPU)")}
+        basis = (f"roofline fitted on {len(fit['fit_rows'])} rows of published_latencies.csv; runtime group {key} "
+                 + ("fitted on its own rows" if seen else "has no published rows: its scale is the prior (that of "
+                                                         "LiteRT/XNNPACK on the CPU)"))
+        if accelerator == "cpu":
+            core = core_type(profile)
+            basis += (f"; core type {core} fitted on its own rows" if core in values["core_scale"] else
+                      f"; core type {core} has no published rows: core scale 1")
+        est = {"fit": "published", "error": fit["error"], "basis": basis,
+               "parameters": {"efficiency": values["efficiency"], "bandwidth_efficiency": values["bandwidth_efficiency"],
+                              "scale": _scale_of(values, group, core_type(profile) if accelerator == "cpu" else None)}}
     est["graph"] = {"macs": int(layers.macs.sum()), "nodes": len(layers.classes), "basis": summary.get("basis", "graph")}
     return Measurement(
         artifact=artifact, format=format, precision=precision, runtime=runtime, threads=threads, kind="estimated",
