@@ -97,6 +97,16 @@ def test_runner_and_bench_import_closure_has_no_compress_library() -> None:
     assert "edgestill.runtimes.runner" in seen and "edgestill.benchmarks.bench" in seen
     bad = {m: sorted(_external_imports(m, mods) & set(HEAVY)) for m in sorted(seen)}
     assert not {m: v for m, v in bad.items() if v}
+    # what runs on a device needs numpy and one runtime, not even the core's CLI libraries
+    device, todo = set(), list(DEVICE_PATH)
+    while todo:
+        m = todo.pop()
+        if m not in device:
+            device.add(m)
+            todo.extend(graph.get(m, ()))
+    needs = set().union(*(_external_imports(m, mods) for m in device)) - set(sys.stdlib_module_names)
+    assert needs <= {"numpy", "onnxruntime", "onnx", "openvino", "openvino_telemetry", "ai_edge_litert",
+                     "tflite_runtime"}, sorted(needs)
     commands = [m for m in mods if m.startswith("edgestill.commands.")]
     top = {m: sorted(_external_imports(m, mods, top_level_only=True) & set(HEAVY)) for m in commands}
     assert not {m: v for m, v in top.items() if v}
