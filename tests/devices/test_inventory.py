@@ -110,3 +110,25 @@ def test_python_tags_are_not_executed(tmp_path: Path) -> None:
 def test_a_missing_inventory_says_what_to_pass(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"does not exist.*--inventory"):
         load_inventory(tmp_path / "nope.yaml")
+
+
+def test_bench_on_device_dispatches_on_the_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgestill.devices.adb as adb
+    from edgestill.devices.remote import bench_on_device
+    from edgestill.record import Measurement
+
+    calls = []
+
+    def fake_adb(entry, artifacts, thread_counts, **kw):  # the ADB transport's own tests run its command sequence
+        calls.append((entry.name, [Path(a).name for a in artifacts], thread_counts, kw["eval_data"]))
+        return [Measurement(artifact="m", format="tflite", precision="fp32", runtime="litert", threads=1, kind="failed")]
+
+    monkeypatch.setattr(adb, "bench_on_adb_device", fake_adb)
+    inv = load_inventory(_write(tmp_path, GOOD))
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    [m] = bench_on_device(inv.get("pixel-8"), [tmp_path / "m.tflite"], [4])
+    assert calls == [("pixel-8", ["m.tflite"], [4], None)]
+    assert m.provenance["device"] == {"id": "pixel-8", "profile": "pixel-8", "transport": "adb"}
+    with pytest.raises(InputError, match="thread counts"):
+        bench_on_device(inv.get("pixel-8"), [tmp_path / "m.tflite"], [0])
+

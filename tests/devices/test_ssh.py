@@ -73,9 +73,24 @@ def test_remote_record_matches_local_in_schema_and_value(sshd, artifact: Path, e
     assert sorted(p.name for p in work.iterdir()) == ["bundles"]  # the job folder was removed, the bundle cached
     bundle = work / "bundles" / runner_bundle().filename
     mtime = bundle.stat().st_mtime_ns
-    again = bench_on_ssh_device(entry, [artifact], [2], bench=QUICK)
-    assert again[0].kind == "measured" and again[0].threads == 2
+    waits: list[float] = []
+    cooled = _entry(sshd.entry("loop", workdir=workdir, cooldown_s=7))
+    again = bench_on_ssh_device(cooled, [artifact], [1, 2], bench=QUICK, sleep=waits.append)
+    assert [(m.kind, m.threads) for m in again] == [("measured", 1), ("measured", 2)]
+    assert waits == [7.0]  # the cool-down between cells, not before the first
     assert bundle.stat().st_mtime_ns == mtime  # uploaded once
+
+
+def test_an_artifact_changed_since_export_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    from edgestill.errors import InputError
+
+    manifest = write_tiny_onnx(tmp_path / "art")
+    with (tmp_path / "art" / "tiny.onnx").open("ab") as f:
+        f.write(b"\0")
+    entry = _entry({"name": "never", "profile": "host", "transport": "ssh", "host": "127.0.0.1", "port": 9,
+                    "user": "pi", "key_file": str(tmp_path / "nokey")})
+    with pytest.raises(InputError, match="changed since it was exported"):
+        bench_on_ssh_device(entry, [manifest], [1], sleep=lambda s: pytest.fail("no connection was to be tried"))
 
 
 def test_an_unknown_host_key_is_refused(sshd, artifact: Path, tmp_path: Path) -> None:
