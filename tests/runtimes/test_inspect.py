@@ -218,3 +218,18 @@ def test_external_data_must_stay_in_the_model_folder(tmp_path: Path) -> None:
     onnx.save(escaped, str(inside / "escaped.onnx"))
     with pytest.raises(InputError, match="outside its folder"):
         artifact_for(inside / "escaped.onnx")
+
+
+def test_benchmark_keeps_the_name_a_bare_file_was_given(onnx_file: Path, tmp_path: Path) -> None:
+    """A symlink to a bare model is measured under the symlink's name, in a measured and in a failed cell alike."""
+    from edgestill.benchmarks.bench import benchmark
+    from edgestill.runtimes.harness import BenchOptions
+
+    alias = tmp_path / "alias.onnx"
+    alias.symlink_to(onnx_file)
+    m = benchmark(alias, bench=BenchOptions(min_runs=3, min_seconds=0))
+    assert (m.kind, m.artifact, m.precision, m.settings["manifest_present"]) == ("measured", "alias", "fp32", False)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"junk")
+    failed = benchmark(junk, bench=BenchOptions(min_runs=3, min_seconds=0))
+    assert (failed.kind, failed.artifact, failed.format, failed.settings["failure"]) == ("failed", "junk", "onnx", "bad_input")

@@ -113,11 +113,10 @@ def _identity(artifact_path: Path) -> dict[str, Any]:
     one (see :func:`edgestill.runtimes.inspect.artifact_for`) gives its name and the format of its suffix."""
     from edgestill.runtimes.inspect import SUFFIX_FORMAT, manifest_beside
 
-    manifest = manifest_beside(artifact_path)
-    if manifest is None and artifact_path.suffix.lower() in SUFFIX_FORMAT:
+    if _is_bare_model(artifact_path):
         return {"artifact": artifact_path.stem, "format": SUFFIX_FORMAT[artifact_path.suffix.lower()], "precision": "?"}
     try:
-        d = _read_small_json(manifest or artifact_path)
+        d = _read_small_json(manifest_beside(artifact_path) or artifact_path)
         ident = {"artifact": d.get("name", artifact_path.name), "format": d.get("format", "?"), "precision": d.get("precision", "?")}
         if all(isinstance(v, str) for v in ident.values()):
             return ident
@@ -125,6 +124,13 @@ def _identity(artifact_path: Path) -> dict[str, Any]:
     except (OSError, ValueError, AttributeError, RecursionError):
         name = artifact_path.name.removesuffix(".manifest.json")
         return {"artifact": name, "format": "?", "precision": "?"}
+
+
+def _is_bare_model(artifact_path: Path) -> bool:
+    """Whether ``artifact_path`` is a model file without a manifest, read by :func:`edgestill.runtimes.inspect.artifact_for`."""
+    from edgestill.runtimes.inspect import SUFFIX_FORMAT, manifest_beside
+
+    return artifact_path.suffix.lower() in SUFFIX_FORMAT and manifest_beside(artifact_path) is None
 
 
 def _manifest(artifact_path: Path) -> dict[str, Any] | None:
@@ -244,7 +250,8 @@ def benchmark(
     path = Path(artifact_path)
     ident = _identity(path)
     job = {
-        "artifact": str(path.resolve()),
+        # a bare model file keeps the name it was given (a symlink's, not its target's): the record's artifact name
+        "artifact": os.path.abspath(path) if _is_bare_model(path) else str(path.resolve()),
         "runtime": runtime,
         "options": options.to_dict(),
         "bench": bench.to_dict(),
