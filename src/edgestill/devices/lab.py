@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgestill.devices.transport import INPUT_FAILURES, failed_cell, failure_exit_code, failure_of
+from edgestill.devices.transport import failed_cell, failure_exit_code, failure_of
 from edgestill.errors import EdgestillError, InputError
 from edgestill.record import Measurement
 
@@ -178,4 +178,4 @@ def run_lab(
     return LabResult([outcomes[e.name] for e in chosen], Path(db))
 
 
-__all__ = ["DeviceOutcome", "INPUT_FAILURES", "LabResult", "run_lab"]
+__all__ = ["DeviceOutcome", "LabResult", "run_lab"]

@@ -28,9 +28,9 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import secrets
 import shlex
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 BACKOFF_S = 0.5  # first retry delay; doubled per attempt, capped at BACKOFF_MAX_S
 BACKOFF_MAX_S = 8.0
 COMMAND_TIMEOUT_S = 60.0  # mkdir, probe, cleanup: small commands
+SFTP_TIMEOUT_S = 60.0  # no reply to one SFTP request for this long: the device is gone
+KEEPALIVE_S = 15  # seconds between keepalives on an idle link
 MAX_OUTPUT_BYTES = 64 << 20  # a runner's JSON with raw samples is < 1 MB; more is a runaway process
 STDERR_TAIL_CHARS = 2000
 BAD_INPUT_EXIT = 2  # the runner's exit code for bad input
@@ -156,6 +158,9 @@ class SshConnection:
         import paramiko
 
         e = self.entry
+        quiet = logging.getLogger("paramiko")
+        if quiet.level == logging.NOTSET:  # its socket errors are reported as this module's errors instead
+            quiet.setLevel(logging.CRITICAL)
         known = Path(e.known_hosts) if e.known_hosts else None
         if known is None or not known.is_file():
             raise HostKeyRefused(f"device {e.name!r}: known_hosts file {known} does not exist, so the host key of "
@@ -178,6 +183,9 @@ class SshConnection:
                 client.connect(e.host, port=e.port, username=e.user, pkey=pkey, look_for_keys=False,
                                allow_agent=False, timeout=e.connect_timeout_s, banner_timeout=e.connect_timeout_s,
                                auth_timeout=e.connect_timeout_s, channel_timeout=e.connect_timeout_s)
+                transport = client.get_transport()
+                if transport is not None:
+                    transport.set_keepalive(KEEPALIVE_S)  # a device that vanishes mid-cell is noticed
                 self._client = client
                 return
             except HostKeyRefused:
@@ -293,6 +301,7 @@ class SshConnection:
         if self._sftp is None:
             try:
                 self._sftp = self._client.open_sftp()
+                self._sftp.get_channel().settimeout(max(SFTP_TIMEOUT_S, self.entry.connect_timeout_s))
             except (OSError, EOFError) as exc:
                 raise self._lost(f"opening SFTP ({exc})") from None
             except Exception as exc:  # noqa: BLE001 - paramiko.SSHException: no sftp subsystem
