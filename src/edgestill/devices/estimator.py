@@ -311,23 +311,24 @@ def _fit(rows: Sequence[_Row]) -> dict[str, Any]:
     }
 
 
-def _load_profiles(devices: Sequence[str]) -> dict[str, Any]:
+def _load_profiles(devices: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The profiles of the published table's devices, and for each one that failed to load, why."""
     from edgestill.devices.profiles import load_profile
 
-    found = {}
+    found, failed = {}, {}
     for d in devices:
         try:
             found[d] = load_profile(d)
-        except InputError:
-            continue
-    return found
+        except InputError as exc:  # unknown id, or a profile file that does not pass its schema
+            failed[d] = str(exc).split(". ")[0]
+    return found, failed
 
 
 def _published_rows() -> tuple[list[_Row], list[dict[str, Any]]]:
     """The usable rows of published_latencies.csv, normalised, and the dropped ones with their reason."""
     table = list(csv.DictReader(_data_text("published_latencies.csv").splitlines()))
     models = _model_summaries()
-    profiles = _load_profiles(sorted({r["device"] for r in table}))
+    profiles, failed = _load_profiles(sorted({r["device"] for r in table}))
     rows: list[_Row] = []
     dropped: list[dict[str, Any]] = []
     for r in table:
@@ -347,7 +348,7 @@ def _published_rows() -> tuple[list[_Row], list[dict[str, Any]]]:
             why = ("only totals in model_costs.csv (no exported graph): the roofline needs per-layer MACs and "
                    "activation bytes")
         elif profile is None:
-            why = f"no device profile for {r['device']!r} on the search path"
+            why = f"no usable device profile for {r['device']!r} ({failed.get(r['device'], 'not found')})"
         if why is None:
             threads: int | None = None
             if group[1] == "cpu":
