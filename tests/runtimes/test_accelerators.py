@@ -90,13 +90,15 @@ def test_openvino_records_the_device_that_executed() -> None:
 
 
 def test_options_validate_the_name_and_old_jobs_without_it_still_load() -> None:
-    with pytest.raises(InputError, match=r"'tpu' is not one edgestill knows.*cpu, gpu, npu, cuda, tensorrt, nnapi"):
+    with pytest.raises(InputError, match=r"'tpu' is not one edgestill knows.*cpu, gpu, npu, cuda, tensorrt, nnapi, openvino-ep, qnn"):
         RuntimeOptions(accelerator="tpu")
     old_job_options = {"threads": 2, "graph_optimization": "all"}  # written before accelerators existed
     assert RuntimeOptions(**old_job_options).accelerator == "cpu"
     opts = RuntimeOptions(threads=2, accelerator="gpu")
     assert RuntimeOptions(**opts.to_dict()) == opts
     assert set().union(*RUNTIME_ACCELERATORS.values()) == set(ACCELERATORS)
+    for name, offered in RUNTIME_ACCELERATORS.items():  # the table the messages quote is what each class accepts
+        assert get_runtime(name).accelerators == offered, name
 
 
 def test_a_runtime_refuses_an_accelerator_it_does_not_offer() -> None:
@@ -175,7 +177,7 @@ def test_bench_command_refuses_an_accelerator_before_measuring(arts: dict[str, A
     db = tmp_path / "r.db"
     for args, needle in ((["--accelerator", "tpux"], "is not one edgestill knows"),
                          (["--accelerator", "cuda", "--runtime", "openvino"], "'openvino' cannot use accelerator 'cuda'"),
-                         (["--accelerator", "nnapi"], "'onnxruntime' cannot use accelerator 'nnapi'")):
+                         (["--accelerator", "npu"], "'onnxruntime' cannot use accelerator 'npu'")):
         result = CliRunner().invoke(app, ["bench", str(arts["onnx"].manifest_path), "--db", str(db), *args])
         assert result.exit_code == 2, result.output
         assert needle in " ".join(result.output.split()), result.output

@@ -25,13 +25,14 @@ from edgestill.limits import check_allocation, element_count, format_bytes
 from edgestill.registry import Registry
 
 
-ACCELERATORS: tuple[str, ...] = ("cpu", "gpu", "npu", "cuda", "tensorrt", "nnapi", "openvino-ep")
+ACCELERATORS: tuple[str, ...] = ("cpu", "gpu", "npu", "cuda", "tensorrt", "nnapi", "openvino-ep", "qnn")
 """Every accelerator name: ``cpu`` is the runtime's CPU path (XNNPACK for LiteRT); ``gpu``/``npu`` are OpenVINO's
-GPU/NPU plugins or LiteRT's GPU delegate; ``cuda``, ``tensorrt`` and ``openvino-ep`` are onnxruntime execution
-providers; ``nnapi`` is Android's NNAPI delegate (LiteRT)."""
+GPU/NPU plugins or LiteRT's GPU delegate; ``cuda``, ``tensorrt``, ``openvino-ep`` and ``qnn`` (Qualcomm's Hexagon NPU)
+are onnxruntime execution providers; ``nnapi`` is Android's NNAPI (LiteRT's delegate, onnxruntime's provider). The
+names are those device profiles list under ``runtimes``."""
 
 RUNTIME_ACCELERATORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "onnxruntime": ("cpu", "cuda", "tensorrt", "openvino-ep"),
+    "onnxruntime": ("cpu", "cuda", "tensorrt", "openvino-ep", "nnapi", "qnn"),
     "openvino": ("cpu", "gpu", "npu"),
     "litert": ("cpu", "gpu", "nnapi"),
 })

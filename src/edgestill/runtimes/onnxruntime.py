@@ -20,6 +20,8 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
     "openvino-ep": ("OpenVINOExecutionProvider", "CPUExecutionProvider"),
+    "nnapi": ("NnapiExecutionProvider", "CPUExecutionProvider"),
+    "qnn": ("QNNExecutionProvider", "CPUExecutionProvider"),
 }
 """Accelerator -> the execution providers asked for, in priority order (the CPU one takes the nodes the others cannot)."""
 _ACCELERATOR_OF = {providers[0]: name for name, providers in PROVIDERS.items()}
@@ -36,7 +38,8 @@ def providers_for(accelerator: str, available: list[str]) -> tuple[str, ...]:
         raise InputError(
             f"accelerator {accelerator!r} needs onnxruntime's {providers[0]}, which this onnxruntime build does not "
             f"have (it has {', '.join(available)}). Install the onnxruntime package built with it (e.g. onnxruntime-gpu "
-            "for cuda and tensorrt, onnxruntime-openvino for openvino-ep), or use --accelerator cpu."
+            "for cuda and tensorrt, onnxruntime-openvino for openvino-ep, onnxruntime-qnn for qnn, the Android build "
+            "for nnapi), or use --accelerator cpu."
         )
     return providers
 
