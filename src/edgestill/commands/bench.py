@@ -40,8 +40,8 @@ def bench(
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime, litert or openvino (default: the format's own)."),
     accelerator: str = typer.Option("cpu", "--accelerator",
                                     help="Where the model runs: cpu; openvino: gpu, npu; onnxruntime: cuda, tensorrt, "
-                                         "openvino-ep; litert: gpu (nnapi on a phone over adb). The record says which "
-                                         "one ran and whether it fell back to the CPU."),
+                                         "openvino-ep, nnapi, qnn; litert: gpu (nnapi on a phone over adb). The record "
+                                         "says which one ran and whether it fell back to the CPU."),
     data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact."),
     extend_unstable: float = typer.Option(5.0, "--extend-unstable", min=0.0,
                                           help="Extend an unstable steady state up to this many seconds, then flag it "
