@@ -3,13 +3,13 @@
 (a) ``published``: :func:`edgestill.devices.estimator.cross_validate_published`, leave-one-model-out on
     ``published_latencies.csv``: share of rows within ±25% and the median absolute % error.
 (b) ``host``: on this machine after self-calibration. First ``calibrate_device("host", ...)`` times the microbenchmarks
-    at 1 thread for onnxruntime and openvino (fp32 and int8) and writes its calibration file to
+    at 1 thread for onnxruntime, openvino and litert (fp32 and int8) and writes its calibration file to
     ``perf/.cache/estimator_accuracy/profiles/``; then every zoo model × format (onnx, openvino, tflite) × fp32/int8 is
     exported with the project's writers (fp32: ``edgestill.export``'s writer per format; int8: static int8 through
     ``edgestill.compress.quantize.quantize_export`` with 32 seeded samples), measured at 1 thread with
     ``benchmark_matrix``, and estimated with ``estimate(graph_cost(onnx), host profile with that calibration, ...)``
     where the graph is the ONNX artifact of the same precision (the fp32 ONNX graph for openvino and tflite, which the
-    estimator scales to int8). LiteRT has no micro set, so tflite cells are estimated from the published fit.
+    estimator scales to int8). ``by_fit`` says which cells used the calibration and which the published fit.
     Reported: the same two figures over all cells (target: >= 80% within ±25%), per format, and one row per cell.
 
 Exported artifacts are cached in ``perf/.cache/estimator_accuracy/<model>/`` (delete the folder to re-export).
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache" / "estimator_accuracy"
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
-CALIBRATED_RUNTIMES = ("onnxruntime", "openvino")
+CALIBRATED_RUNTIMES = ("onnxruntime", "openvino", "litert")
 WITHIN = 25.0
 TARGET = 0.80
 CALIBRATION_SAMPLES = 32

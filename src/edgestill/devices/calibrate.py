@@ -6,15 +6,17 @@ One calibration entry per (runtime, precision, threads), fitted from the p50 lat
 - ``per_node_ms`` from the chain of tiny Adds against the single tiny Add: ``(t_nodes - t_call) / (N - 1)``;
 - ``overhead_ms``, the fixed cost of one call, from the single tiny Add less one node;
 - ``efficiency[class]`` for conv, conv1x1, depthwise and matmul: the achieved MAC/s of each micro of that class (its
-  p50 less the fixed terms) over ``profile.peak_macs_per_s(precision, threads)``, the median over its shapes. It is
-  the share of peak over the whole op, memory stalls included, so a memory-bound op (depthwise, a GEMV) shows as a
-  low efficiency rather than as bandwidth;
+  p50 less the fixed terms) over ``profile.peak_macs_per_s(precision, threads)``, the median over its compute-bound
+  shapes. A micro that took no longer than its bytes take at the copies' bandwidth (the GEMV, which streams its
+  weights) is memory-bound: the estimator's roofline (``max(compute, memory)``) predicts it from bandwidth, so it does
+  not set an efficiency. The efficiency is the share of peak over the whole op, cache stalls included;
 - ``bandwidth_efficiency`` from the large elementwise Adds: bytes read and written per second over
   ``profile.bandwidth_gbs``; ``efficiency["elementwise"]`` from the same micros' MAC rate. Classes without a micro of
   their own are derived and say so in ``derived``: attention from matmul, pool and other from elementwise.
 
-``error`` is leave-one-shape-out: each compute or copy micro's latency predicted from the fit of the other shapes of
-its class, compared with its measured p50 (median absolute % error, share within ±25%, n).
+``error`` is leave-one-shape-out: each compute or copy micro's latency predicted as the estimator would (fixed terms
+plus the larger of compute and memory time) from the fit of the other shapes of its class, compared with its measured
+p50 (median absolute % error, share within ±25%, n).
 
 The file ``<out_folder>/<profile id>.calibration.yaml`` (schema ``edgestill-device-calibration`` v1) is written
 atomically; entries for other (runtime, precision, threads) already there are kept. The raw micro measurements go
@@ -144,28 +146,40 @@ def fit_entry(
     def gbs(m: MicroModel, ms: float) -> float:  # achieved GB/s
         return m.bytes / (_work_ms(ms, fixed(m)) / 1e3) / 1e9
 
+    copies = by_kind["copy"]
+    achieved_gbs = _median([gbs(m, ms) for m, ms in copies])
+    bw_eff = achieved_gbs / bandwidth_gbs if bandwidth_gbs else None
+    byte_scale = 0.25 if precision == "int8" else 1.0  # int8 weights and activations (the copies stay fp32)
+
+    def memory_ms(m: MicroModel) -> float:  # the roofline's memory term at the copies' bandwidth
+        return m.bytes * (byte_scale if m.kind in COMPUTE_CLASSES else 1.0) / (achieved_gbs * 1e9) * 1e3
+
+    def compute_bound(group: Sequence[tuple[MicroModel, float]]) -> list[tuple[MicroModel, float]]:
+        # a micro that took no longer than its bytes take at the copy bandwidth (a GEMV streaming its weights) is
+        # memory-bound: the roofline predicts it from bandwidth whatever the efficiency, so it does not set one
+        return [(m, ms) for m, ms in group if _work_ms(ms, fixed(m)) > memory_ms(m)] or list(group)
+
     efficiency: dict[str, float] = {}
     for kind in COMPUTE_CLASSES:
-        efficiency[kind] = _median([eff(m, ms) for m, ms in by_kind[kind]])
-    copies = by_kind["copy"]
+        efficiency[kind] = _median([eff(m, ms) for m, ms in compute_bound(by_kind[kind])])
     efficiency["elementwise"] = _median([eff(m, ms) for m, ms in copies])
     for cls, src in DERIVED_CLASSES.items():
         efficiency[cls] = efficiency[src]
-    achieved_gbs = _median([gbs(m, ms) for m, ms in copies])
-    bw_eff = achieved_gbs / bandwidth_gbs if bandwidth_gbs else None
 
     rows: list[dict[str, Any]] = []
     errors: list[float] = []
     for kind, group in by_kind.items():
         for i, (m, ms) in enumerate(group):
             row = {"name": m.name, "kind": m.kind, "op_class": m.op_class, "macs": m.macs, "bytes": m.bytes,
-                   "p50_ms": round(ms, 6), "predicted_ms": None, "error_percent": None}
+                   "p50_ms": round(ms, 6), "memory_bound": None, "predicted_ms": None, "error_percent": None}
             others = [g for j, g in enumerate(group) if j != i]
             if kind in (*COMPUTE_CLASSES, "copy") and others:
                 if kind == "copy":  # bandwidth-bound: predicted from the others' achieved GB/s
                     pred = fixed(m) + m.bytes / (_median([gbs(o, oms) for o, oms in others]) * 1e9) * 1e3
-                else:
-                    pred = fixed(m) + m.macs / (_median([eff(o, oms) for o, oms in others]) * peak_macs_per_s) * 1e3
+                else:  # the estimator's roofline: the larger of compute at the others' efficiency and memory
+                    row["memory_bound"] = _work_ms(ms, fixed(m)) <= memory_ms(m)
+                    loo_eff = _median([eff(o, oms) for o, oms in compute_bound(others)])
+                    pred = fixed(m) + max(m.macs / (loo_eff * peak_macs_per_s) * 1e3, memory_ms(m))
                 err = (pred - ms) / ms * 100.0
                 errors.append(err)
                 row["predicted_ms"], row["error_percent"] = round(pred, 6), round(err, 2)
