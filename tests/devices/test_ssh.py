@@ -185,3 +185,20 @@ def test_a_connection_runs_commands_with_status_and_output(sshd) -> None:
     with SshConnection(_entry(sshd.entry())) as conn:
         r = conn.run(command("sh", "-c", "echo out; echo err >&2; exit 7"))
     assert (r.exit_status, r.stdout, r.stderr) == (7, "out\n", "err\n")
+
+
+def test_a_file_corrupted_in_transit_is_caught_on_the_device(sshd, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_put = SshConnection.put
+
+    def flip_a_byte(self, source, remote):  # what a failing SD card or a full disk can do to an upload
+        if str(remote).endswith(".onnx"):
+            data = bytearray(Path(source).read_bytes())
+            data[-1] ^= 0xFF
+            source = bytes(data)
+        return real_put(self, source, remote)
+
+    monkeypatch.setattr(SshConnection, "put", flip_a_byte)
+    [m] = bench_on_ssh_device(_entry(sshd.entry("flaky")), [artifact], [1], bench=QUICK)
+    assert m.kind == "failed" and m.settings["failure"] == "crash"
+    assert "tiny.onnx arrived with sha256" in m.error and m.latency is None
+

@@ -10,8 +10,9 @@ A job on the device::
         job-0.json ...                              one runner job per cell (the local bench's schema)
 
 Each cell runs ``cd JOB && exec env PYTHONPATH=BUNDLE OMP_NUM_THREADS=N ... PYTHON -s -m edgestill.runtimes.runner
-job-I.json``; the runner verifies every file's sha256 against the manifest on the device before loading it (they were
-verified here before the upload), prints one JSON document, and that becomes the cell's Measurement with the device
+job-I.json``. Every file's sha256 is checked here before the upload (against its manifest) and on the device after it
+(the probe hashes what arrived; the runner checks the manifest again before loading); the runner prints one JSON
+document, and that becomes the cell's Measurement with the device
 and its state (governor, clocks, temperature, throttling) in its provenance.
 
 Failures never raise out of :func:`bench_on_ssh_device`: each cell it could not measure is a ``kind="failed"`` record
@@ -342,8 +343,16 @@ class SshConnection:
 PROBE_CODE = DEVICE_STATE_CODE + r'''
 import hashlib, json, os, sys
 out = {"python": sys.version.split()[0], "executable": sys.executable}
-with open(sys.argv[1], "rb") as f:
-    out["bundle_sha256"] = hashlib.sha256(f.read()).hexdigest()
+args = sys.argv[2:]
+names, files = (args[:args.index("--files")], args[args.index("--files") + 1:]) if "--files" in args else (args, [])
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+out["bundle_sha256"] = sha256(sys.argv[1])
+out["files_sha256"] = {p: sha256(p) for p in files}
 try:
     import edgestill
     out["edgestill_file"] = os.path.abspath(edgestill.__file__)
@@ -357,7 +366,7 @@ except Exception as exc:
 runtimes, errors = {}, {}
 if "numpy" in out and "edgestill_file" in out:
     from edgestill.runtimes.base import BACKEND_MODULES, get_runtime
-    for name in (sys.argv[2:] or sorted(BACKEND_MODULES)):
+    for name in (names or sorted(BACKEND_MODULES)):
         try:
             runtimes[name] = str(get_runtime(name).version())
         except Exception as exc:
@@ -429,6 +438,7 @@ class _Job:
         self.bundle_path = ""
         self.made_jobdir = False
         self.remote_eval: str | None = None
+        self.uploaded: dict[str, str] = {}  # remote path -> the sha256 it must have on the device
 
     def upload(self) -> None:
         bundle = runner_bundle()
@@ -443,15 +453,21 @@ class _Job:
             dirs = sorted({str((folder / n).parent) for n in names} | {str(folder)})
             self.conn.run(command("mkdir", "-p", "--", *dirs), what="making the artifact folders")
             for n in names:
-                self.conn.put(a.art.directory / n, str(folder / n))
+                self._put_file(a.art.directory / n, str(folder / n), a.art.files.get(n))
             if a.manifest is not None:
-                self.conn.put(a.manifest, str(folder / a.manifest.name))
+                self._put_file(a.manifest, str(folder / a.manifest.name))
                 a.remote = str(folder / a.manifest.name)
             else:  # a model file edgestill did not write: the runner reads its I/O from the file
                 a.remote = str(folder / a.art.model_file)
         if self.eval_data is not None:
             self.remote_eval = str(self.jobdir / "eval.npz")
-            self.conn.put(Path(self.eval_data), self.remote_eval)
+            self._put_file(Path(self.eval_data), self.remote_eval)
+
+    def _put_file(self, local: Path, remote: str, sha256: str | None = None) -> None:
+        from edgestill.artifact import sha256_file
+
+        self.uploaded[remote] = sha256 or sha256_file(local)  # an artifact file's: verified here against its manifest
+        self.conn.put(local, remote)
 
     def _mkdir_job(self, bundles: PurePosixPath) -> None:
         r = self.conn.run(command("mkdir", "-p", "--", str(bundles)) + " && " + command("mkdir", "-m", "700", "--",
@@ -467,8 +483,9 @@ class _Job:
         self.conn.put(data, tmp)
         self.conn.rename(tmp, self.bundle_path)  # complete or absent under its final name, for the next job
 
-    def probe(self, runtimes: Sequence[str]) -> dict[str, Any]:
-        """Which python, numpy and runtimes the device has (see :data:`PROBE_CODE`).
+    def probe(self, runtimes: Sequence[str], *, check_files: bool = True) -> dict[str, Any]:
+        """Which python, numpy and runtimes the device has (see :data:`PROBE_CODE`), and that every uploaded file
+        arrived with the sha256 it had here.
 
         Raises:
             MissingOnDevice: no python at the inventory's path, or no numpy.
@@ -476,7 +493,8 @@ class _Job:
         """
         e = self.entry
         cmd = (command("cd", str(self.jobdir)) + " && " +
-               command("env", f"PYTHONPATH={self.bundle_path}", e.python, "-s", "-c", PROBE_CODE, self.bundle_path, *runtimes))
+               command("env", f"PYTHONPATH={self.bundle_path}", e.python, "-s", "-c", PROBE_CODE, self.bundle_path, *runtimes,
+                       *(["--files", *self.uploaded] if check_files and self.uploaded else [])))
         r = self.conn.run(cmd, what="probing the device's python", timeout_s=COMMAND_TIMEOUT_S)
         doc = _last_json(r.stdout)
         if r.exit_status in NOT_FOUND_EXITS or (doc is None and "No such file" in r.stderr):
@@ -489,6 +507,11 @@ class _Job:
         if doc.get("bundle_sha256") != runner_bundle().sha256:
             raise DeviceFault(f"device {e.name!r}: the runner bundle {self.bundle_path} does not match what was uploaded "
                               "(sha256 differs); remove it on the device and run again.")
+        arrived = doc.get("files_sha256") or {}
+        for path, sha in (self.uploaded.items() if check_files else ()):
+            if arrived.get(path) != sha:
+                raise DeviceFault(f"device {e.name!r}: {path} arrived with sha256 {arrived.get(path)}, but it was sent "
+                                  f"with {sha}; the upload was corrupted (disk full or failing storage on the device?).")
         if "numpy_error" in doc:
             raise MissingOnDevice(f"device {e.name!r}: {e.python} has no numpy ({doc['numpy_error']}); install it there "
                                   "(pip install numpy) with the runtime the artifacts need.")
@@ -630,7 +653,7 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
         info = job.probe(needed)
         missing = {n: info["runtime_errors"].get(n, "not reported") for n in needed if n not in info["runtimes"]}
         if missing:
-            have = job.probe([])["runtimes"]
+            have = job.probe([], check_files=False)["runtimes"]
             for k, (a, t) in enumerate(cells):
                 if a.runtime in missing:
                     results[k] = failed_cell(
