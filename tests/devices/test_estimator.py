@@ -41,14 +41,26 @@ def test_an_estimate_is_kind_estimated_with_a_band_around_the_point():
     pi5 = load_profile("raspberry-pi-5")
     m = estimate_zoo_model("mobilenet_v2", pi5, runtime="litert", precision="fp32", threads=4)
     point = m.settings["estimate_ms"]
-    assert m.kind == "estimated" and m.latency is None  # nothing a gate or report could read as measured
+    assert m.kind == "estimated" and m.latency.n == 0 and m.latency.p50_ms == point  # no sample taken
     assert m.low_ms < point < m.high_ms
     assert m.provenance["device"]["id"] == "raspberry-pi-5"
     assert m.provenance["estimator"]["fit"] == "published"
     assert m.provenance["estimator"]["error"]["method"] == "leave-one-model-out"
-    d = m.to_dict()
-    assert d["kind"] == "estimated" and "p50_ms" not in d
-    assert measurement_from_dict(d).kind == "estimated"
+    back = measurement_from_dict(m.to_dict())
+    assert back.kind == "estimated" and back.latency.n == 0
+
+
+def test_the_results_store_keeps_an_estimate_apart_from_measurements(tmp_path: Path):
+    from edgestill.benchmarks.store import ResultsStore
+
+    m = estimate_zoo_model("mobilenet_v3_small", load_profile("raspberry-pi-5"), runtime="litert", precision="fp32",
+                           threads=1)
+    with ResultsStore(tmp_path / "r.db") as store:
+        run_id = store.add_run("estimate", measurements=[m])
+        assert store.measurements(run_id) == []  # never read back as a measurement
+        (back,) = store.estimates(run_id)
+    assert back["kind"] == "estimated" and back["p50_ms"] == m.settings["estimate_ms"]
+    assert (back["low_ms"], back["high_ms"]) == (m.low_ms, m.high_ms)
 
 
 def test_estimate_grows_with_work_and_shrinks_with_threads():

@@ -71,7 +71,7 @@ import numpy as np
 
 from edgestill.devices.costmodel import COMPUTE_CLASSES, GraphCost, cost_summary
 from edgestill.errors import ConfigError, InputError, UnknownNameError, did_you_mean
-from edgestill.record import Measurement
+from edgestill.record import LatencyStats, Measurement
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 RUNTIMES: tuple[str, ...] = ("onnxruntime", "litert", "openvino")
@@ -481,8 +481,10 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
              accelerator: str = "cpu", artifact: str = "", format: str = "onnx") -> Measurement:
     """Estimate one call's latency of a graph on a device profile: a record with ``kind == "estimated"``.
 
-    The point estimate is in ``settings["estimate_ms"]`` (``latency`` stays None, so nothing reads it as a
-    measurement); ``low_ms``/``high_ms`` are the band of the estimator's own cross-validated error;
+    The point estimate is in ``settings["estimate_ms"]`` and in ``latency.p50_ms`` (where the results store, ``gate``
+    and the report read an estimate; ``latency.n == 0``: no sample), and ``kind == "estimated"`` keeps the record
+    apart from measurements everywhere; ``low_ms``/``high_ms`` are the band of the estimator's own cross-validated
+    error;
     ``provenance["estimator"]`` says which fit was used (``"calibration"`` when the profile holds an entry for
     this runtime, precision and thread count, else ``"published"``), its error and its basis.
 
@@ -553,11 +555,16 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                "parameters": {"efficiency": values["efficiency"], "bandwidth_efficiency": values["bandwidth_efficiency"],
                               "scale": _scale_of(values, group, core_type(profile) if accelerator == "cpu" else None)}}
     est["graph"] = {"macs": int(layers.macs.sum()), "nodes": len(layers.classes), "basis": summary.get("basis", "graph")}
+    point, low, high = round(point, 4), round(low, 4), round(high, 4)
+    # The point sits where the store, gate and report read an estimate's figure (p50_ms); n = 0 says no sample was
+    # taken, and kind = "estimated" keeps it out of every table of measurements and from being matched with one.
+    latency = LatencyStats(p50_ms=point, p90_ms=point, p99_ms=point, mean_ms=point, std_ms=0.0, cv_percent=0.0,
+                           min_ms=low, max_ms=high, n=0)
     return Measurement(
         artifact=artifact, format=format, precision=precision, runtime=runtime, threads=threads, kind="estimated",
-        latency=None, low_ms=round(low, 4), high_ms=round(high, 4),
-        settings={"estimate_ms": round(point, 4), "accelerator": accelerator},
-        provenance={"device": {"id": profile.id, "profile": profile.id, "transport": None}, "estimator": est},
+        latency=latency, low_ms=low, high_ms=high, settings={"estimate_ms": point, "accelerator": accelerator},
+        provenance={"device": {"id": profile.id, "profile": profile.id, "transport": None}, "device_id": profile.id,
+                    "estimator": est},
         warnings=["estimated, not measured"],
     )
 
