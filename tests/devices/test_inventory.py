@@ -65,6 +65,7 @@ def test_an_unknown_device_name_suggests_the_closest(tmp_path: Path) -> None:
     ("    key_file: keys/id_ed25519\n", "", r"key_file is missing; ssh devices use key authentication only"),
     ("    cooldown_s: 5\n", "    cooldown_s: -1\n", r"cooldown_s is -1"),
     ("    python: /home/pi/venv/bin/python\n", "    port: 70000\n", r"port is 70000"),
+    ("    python: /home/pi/venv/bin/python\n", "    python: PYTHONPATH=/x\n", r"python is 'PYTHONPATH=/x'"),
     ("  - name: pixel-8\n", "  - name: pi5-lab-1\n", r"repeats the device name 'pi5-lab-1'"),
     ("schema_version: 1\n", "schema_version: 2\n", r"'schema_version' is 2"),
     ("    serial: 3A071FDH2003XY\n", "    serial: 3A071FDH2003XY\n    workdir: tmp/rel\n", r"workdir is 'tmp/rel'.*absolute"),

@@ -249,6 +249,9 @@ def _entry(raw: Any, *, where: str, base: Path | None) -> DeviceEntry:
         kw["key_file"] = _local_path(key, "key_file", where, base)
         kw["known_hosts"] = _local_path(raw.get("known_hosts", "~/.ssh/known_hosts"), "known_hosts", where, base)
         kw["python"] = _device_path(raw, "python", where, "python3", absolute=False)
+        if kw["python"].startswith("-") or "=" in kw["python"]:  # `env` would read it as an option or a variable
+            raise ConfigError(f"{where}.python is {kw['python']!r}; give the device's python as a path or a command name "
+                              "without '=' and not starting with '-' (e.g. /home/pi/venv/bin/python).")
         kw["connect_timeout_s"] = _number(raw, "connect_timeout_s", where, 10.0, low=0.1, high=600.0)
         retries = raw.get("retries", 3)
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
