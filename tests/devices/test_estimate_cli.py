@@ -50,9 +50,13 @@ def test_model_json_is_an_estimate_with_its_band():
 
 def test_table_says_estimated_not_measured(tmp_path: Path):
     onnx_path = _tiny_onnx(tmp_path / "bare.onnx")
-    r = _invoke(str(onnx_path), "--device", "raspberry-pi-5")
+    r = _invoke(str(onnx_path), "--device", "raspberry-pi-5", "--db", str(tmp_path / "r.db"))
     assert r.exit_code == 0, r.output
     assert "estimated, not measured" in r.stdout and "onnxruntime/cpu" in r.stdout
+    from edgestill.benchmarks.store import ResultsStore
+
+    with ResultsStore(tmp_path / "r.db") as store:  # stored, but only among the estimates
+        assert store.measurements() == [] and [e["artifact"] for e in store.estimates()] == ["bare.onnx"]
 
 
 def test_a_tflite_artifact_is_read_through_its_onnx_sibling(tmp_path: Path):

@@ -15,7 +15,8 @@ from edgestill.cli import app, echo_json, run_command
         "\b\nExamples:\n"
         "  edgestill estimate --model mobilenet_v2 --device raspberry-pi-5 --runtime litert --threads 4\n"
         "  edgestill estimate demo-out/artifacts/student-onnx-int8-static.manifest.json --device pixel-8 --json\n"
-        "  edgestill estimate model.onnx --device host --runtime onnxruntime --precision fp32\n\n"
+        "  edgestill estimate model.onnx --device host --runtime onnxruntime --precision fp32\n"
+        "  edgestill estimate --model resnet18 --device jetson-orin-nano --db .edgestill/results.db\n\n"
         "The figure is estimated, not measured: a per-layer roofline (MACs and bytes per node of the ONNX graph, an\n"
         "efficiency per op class, the memory bandwidth, fixed per-node and per-call costs) fitted on published\n"
         "latencies, or on the device's own microbenchmarks after `edgestill devices calibrate`. The low/high band is\n"
@@ -34,6 +35,8 @@ def estimate(
                                          "fp32 for --model)."),
     threads: int = typer.Option(1, "--threads", "-t", help="CPU threads."),
     accelerator: str = typer.Option("cpu", "--accelerator", help="cpu, or an accelerator the device lists for the runtime."),
+    db: Path | None = typer.Option(None, "--db", help="Also store the estimate in this SQLite results store (kept apart "
+                                   "from measurements; `edgestill report` lists it as estimated)."),
     json_out: bool = typer.Option(False, "--json", help="Print the estimate record as JSON."),
 ) -> None:
     """Estimate latency on a device profile from the model's graph: kind 'estimated', with a low/high band."""
@@ -54,6 +57,13 @@ def estimate(
         else:
             record = estimate_artifact(artifact, profile, runtime=runtime, precision=precision, threads=threads,
                                        accelerator=accelerator)
+        if db is not None:
+            from edgestill.benchmarks.store import ResultsStore
+            from edgestill.host import git_ref
+
+            what = f"--model {model}" if model is not None else str(artifact)
+            with ResultsStore(db) as store:
+                store.add_run(f"estimate {what} --device {device}", git_ref=git_ref(), measurements=[record])
         _render(record, json_out=json_out)
         return 0
 
