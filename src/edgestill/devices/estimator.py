@@ -492,7 +492,7 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
         cost: a :class:`GraphCost` or a stored summary (``zoo_costs.json`` entry / :func:`cost_summary`).
         profile: a device profile (:mod:`edgestill.devices.profiles`).
         runtime: onnxruntime, litert or openvino (must be in the profile's ``runtimes``).
-        precision: fp32, fp16 or int8.
+        precision: fp32, fp16 or int8 (an artifact's int8-static, int8-dynamic or mixed counts as int8).
         threads: CPU threads (ignored by accelerators' compute).
         accelerator: "cpu" or an accelerator the profile lists for the runtime.
         artifact, format: what the record names.
@@ -502,6 +502,7 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
             the accelerator.
         ConfigError: no calibration and no usable published fit.
     """
+    precision = _ARTIFACT_PRECISION.get(precision, precision)  # an artifact's int8-static/int8-dynamic is int8
     _check_choice(profile, runtime, precision, threads, accelerator)
     summary = _summary_of(cost)
     layers = _Layers.from_summary(summary)
