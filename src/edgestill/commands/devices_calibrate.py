@@ -44,32 +44,50 @@ def calibrate(
     """Run microbenchmarks on DEVICE and refit its profile's efficiencies and overheads (stored, with their error)."""
 
     def body() -> int:
+        import os
+        import tempfile
+
         from edgestill.commands.options import parse_int_list
         from edgestill.commands.progress import RichReporter
+        from edgestill.commands.streams import library_output_to
         from edgestill.devices.calibrate import calibrate_device, device_measure
         from edgestill.errors import InputError
 
         runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
         precisions = [p.strip() for p in precision.split(",") if p.strip()]
         thread_counts = parse_int_list(threads, option="--threads")
-        with RichReporter(enabled=not json_out) as rep:
-            rep.stage("calibrate")
-            progress = lambda i, n, label="": rep.advance(i, n, label)  # noqa: E731
-            kwargs: dict[str, Any] = {}
-            if device == "host" and inventory is None:
-                profile_id = "host"
-            elif inventory is None:
-                raise InputError(f"device {device!r} is not 'host': pass --inventory devices.yaml with an entry named "
-                                 f"{device!r} (its profile, transport and address), or calibrate 'host'.")
-            else:
-                from edgestill.devices.inventory import load_inventory
+        kwargs: dict[str, Any] = {}
+        if device == "host" and inventory is None:
+            profile_id = "host"
+        elif inventory is None:
+            raise InputError(f"device {device!r} is not 'host': pass --inventory devices.yaml with an entry named "
+                             f"{device!r} (its profile, transport and address), or calibrate 'host'.")
+        else:
+            from edgestill.devices.inventory import load_inventory
 
-                entry = load_inventory(inventory).get(device)
-                profile_id = entry.profile
-                kwargs["measure"] = device_measure(entry, quick=quick, progress=progress)
-                kwargs["device"] = {"name": entry.name, "transport": entry.transport}
-            result = calibrate_device(profile_id, runtimes=runtimes, precisions=precisions, threads=thread_counts,
-                                      out_folder=out_folder, quick=quick, db=db, progress=progress, **kwargs)
+            entry = load_inventory(inventory).get(device)
+            profile_id = entry.profile
+            kwargs["device"] = {"name": entry.name, "transport": entry.transport}
+        # the converters and quantizers that build the micro models print a lot (some from C++): it goes to a log
+        # kept only when the calibration fails
+        fd, log_name = tempfile.mkstemp(prefix="edgestill-calibrate-", suffix=".log")
+        os.close(fd)
+        log = Path(log_name)
+        try:
+            with library_output_to(log) as (_, term_err), RichReporter(enabled=not json_out, file=term_err) as rep:
+                rep.stage("calibrate")
+                progress = lambda i, n, label="": rep.advance(i, n, label)  # noqa: E731
+                if inventory is not None:
+                    kwargs["measure"] = device_measure(entry, quick=quick, progress=progress)
+                result = calibrate_device(profile_id, runtimes=runtimes, precisions=precisions, threads=thread_counts,
+                                          out_folder=out_folder, quick=quick, db=db, progress=progress, **kwargs)
+        except BaseException:
+            if log.stat().st_size:
+                typer.echo(f"(what the converters and runtimes printed is in {log})", err=True)
+            else:
+                log.unlink(missing_ok=True)
+            raise
+        log.unlink(missing_ok=True)
         if json_out:
             echo_json(result.to_dict())
             return 0
@@ -82,24 +100,22 @@ def calibrate(
 
 
 def _render(result: Any) -> None:
+    """One block per fitted entry: efficiencies per op class, bandwidth, fixed terms and the fit's own error."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = Console()
-    table = Table(title=f"calibration of {escape(result.profile_id)}")
-    for col in ("runtime", "precision", "threads", "conv", "conv1x1", "depthwise", "matmul", "bw eff", "call ms",
-                "node ms", "LOO err", "±25%"):
-        table.add_column(col, justify="left" if col in ("runtime", "precision") else "right")
+    console.print(f"[bold]calibration of {escape(result.profile_id)}[/]")
     for e in result.entries:
-        eff, err = e["efficiency"], e["error"]
-        bw = e["bandwidth_efficiency"]
-        table.add_row(e["runtime"], e["precision"], str(e["threads"]), *(f"{eff[c]:.3f}" for c in
-                      ("conv", "conv1x1", "depthwise", "matmul")), "-" if bw is None else f"{bw:.2f}",
-                      f"{e['overhead_ms']:.4f}", f"{e['per_node_ms']:.5f}",
-                      "-" if err["median_abs_percent"] is None else f"{err['median_abs_percent']:.1f}%",
-                      "-" if err["within_25_percent"] is None else f"{err['within_25_percent']:.0%}")
-    console.print(table)
+        eff, err, bw = e["efficiency"], e["error"], e["bandwidth_efficiency"]
+        console.print(f"  {escape(e['runtime'])} {escape(e['precision'])} ×{e['threads']}")
+        console.print("    efficiency  " + "  ".join(f"{c} {eff[c]:.3f}" for c in ("conv", "conv1x1", "depthwise", "matmul")))
+        console.print(f"    bandwidth   {e['achieved_bandwidth_gbs']:.1f} GB/s"
+                      + ("" if bw is None else f" ({bw:.2f} of the profile's {e['bandwidth_gbs']:g} GB/s)"))
+        console.print(f"    fixed       {e['overhead_ms'] * 1e3:.1f} µs per call, {e['per_node_ms'] * 1e3:.2f} µs per node")
+        if err["n"]:
+            console.print(f"    error       leave-one-shape-out median {err['median_abs_percent']:.1f}%, "
+                          f"{err['within_25_percent']:.0%} within ±25% (n {err['n']})")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     where = f"; raw micro timings in run {result.run_id} of {escape(str(result.db))}" if result.run_id else ""

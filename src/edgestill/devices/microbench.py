@@ -372,15 +372,3 @@ def build_micro_set(micros: Sequence[MicroModel], runtime: str, precision: str, 
     for micro in micros:
         out[micro.name] = builders[runtime](micro, folder, precision, seed=seed)
     return out
-
-
-def remove_micro_set(paths: dict[str, Path]) -> None:
-    """Delete the files of built micro artifacts (manifests and model files)."""
-    for manifest in paths.values():
-        try:
-            art = Artifact.load(manifest)
-            for f in art.required_files():
-                (art.directory / f).unlink(missing_ok=True)
-        except Exception:  # noqa: BLE001 - cleanup of our own temp files: a half-written one is removed below
-            pass
-        manifest.unlink(missing_ok=True)
