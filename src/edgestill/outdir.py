@@ -299,7 +299,13 @@ def write_json_atomic(path: Path, obj: object) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one, never a part.
+    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one, never a part
+    (UTF-8, ``\\n`` line ends; see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part.
 
     The temporary file is created exclusively under a fresh name in the same folder (``mkstemp``: never an existing
     file, never through a symlink planted there), flushed to disk, then renamed over ``path``; it is removed on
@@ -308,8 +314,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         mode = path.stat().st_mode & 0o777 if path.is_file() and not path.is_symlink() else 0o644

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from edgestill.errors import ConfigError
+from edgestill.record import device_label
 
 Verdict = Literal["pass", "fail"]
 
@@ -154,23 +155,34 @@ def _artifact_checks(row: dict[str, Any], gate: GateConfig) -> Iterable[Check]:
     if gate.max_model_bytes is not None:
         yield compare("model size", name, row.get("model_bytes"), "<=", gate.max_model_bytes, unit=" B")
     if gate.max_p90_ms is not None:
-        for m in row.get("measurements", []):
-            yield compare(f"p90 latency at {m['threads']} thread(s)", name, m.get("p90_ms"), "<=", gate.max_p90_ms,
-                          unit=" ms", detail=m.get("error") or "")
+        for m in _measured(row):
+            yield compare(f"p90 latency at {m['threads']} thread(s){_on(m)}", name, m.get("p90_ms"), "<=",
+                          gate.max_p90_ms, unit=" ms", detail=m.get("error") or "")
+
+
+def _measured(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's measured (or failed) cells: an estimate is never held to a latency budget."""
+    return [m for m in row.get("measurements", []) if m.get("kind") != "estimated"]
+
+
+def _on(m: dict[str, Any]) -> str:
+    """`` on DEVICE`` for a cell measured on an inventory device; nothing for the host."""
+    device = device_label(m.get("provenance"))
+    return "" if device in (None, "host") else f" on {device}"
 
 
 def _speed_checks(artifacts: list[dict[str, Any]]) -> Iterable[Check]:
     """int8 p50 < fp32 p50 for each format and thread count where both were measured."""
 
-    def p50s(row: dict[str, Any]) -> dict[int, float | None]:
-        return {m["threads"]: m.get("p50_ms") for m in row.get("measurements", [])}
+    def p50s(row: dict[str, Any]) -> dict[tuple[int, str], float | None]:
+        return {(m["threads"], _on(m)): m.get("p50_ms") for m in _measured(row)}
 
     fp32 = {r["format"]: p50s(r) for r in artifacts if r["precision"] == "fp32" and r.get("passed")}
     for row in artifacts:
         if row["precision"] in ("fp32", "fp16") or not row.get("passed") or row["format"] not in fp32:
             continue
-        for threads, p50 in p50s(row).items():
-            base = fp32[row["format"]].get(threads)
+        for (threads, on), p50 in p50s(row).items():
+            base = fp32[row["format"]].get((threads, on))
             ratio = None if p50 is None or not base else round(p50 / base, 3)
-            yield compare(f"int8/fp32 p50 ratio at {threads} thread(s)", row["artifact"], ratio, "<", 1.0,
+            yield compare(f"int8/fp32 p50 ratio at {threads} thread(s){on}", row["artifact"], ratio, "<", 1.0,
                           detail="not measured")

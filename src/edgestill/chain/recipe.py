@@ -446,7 +446,11 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
     if doc.get("bench") is not None:
         b = _check_keys("bench", doc["bench"], _fields(BenchConfig, exclude=("timing",)) + _fields(BenchOptions))
         timing = _build("bench", BenchOptions, {k: b.pop(k) for k in list(b) if k in _fields(BenchOptions)})
+        if b.get("inventory") is not None:
+            _paths(b, ("inventory",), base_dir, "bench")
+            b["inventory"] = str(b["inventory"])
         bench_cfg = _build("bench", BenchConfig, {**b, "timing": timing})
+        _check_bench_devices(bench_cfg)
     gate_cfg = _build("gate", GateConfig, _check_keys("gate", doc.get("gate"), _fields(GateConfig)))
     if bench_cfg is not None and export_cfg is None:
         raise ConfigError("bench needs exported artifacts: add an export section (e.g. export: {formats: [onnx]}).")
@@ -463,6 +467,37 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
     return Recipe(name=doc.get("name", name), data=data_cfg, teacher=teacher_cfg, student=student_cfg,
                   distill=distill_cfg, export=export_cfg, quantize=quantize_cfg, bench=bench_cfg, gate=gate_cfg,
                   source=source, raw=raw)
+
+
+def _check_bench_devices(bench: BenchConfig) -> None:
+    """Every ``bench.devices`` name other than ``host`` is a device of ``bench.inventory``; every ``bench.estimate``
+    name a device profile (an id or alias, or a device of the inventory, which names its profile).
+
+    Raises:
+        ConfigError: an unreadable inventory, an unknown device or profile (the closest name suggested).
+    """
+    from edgestill.benchmarks.bench import HOST
+    from edgestill.devices.inventory import load_inventory
+    from edgestill.devices.profiles import load_profile
+    from edgestill.errors import EdgestillError
+
+    inventory = None
+    if bench.inventory is not None:
+        try:
+            inventory = load_inventory(bench.inventory)
+        except EdgestillError as exc:
+            raise ConfigError(f"bench.inventory: {exc}") from None
+    for name in bench.devices:
+        if name != HOST and inventory is not None and name not in inventory.names:
+            raise ConfigError(f"bench.devices: unknown device {name!r}: {bench.inventory} holds "
+                              f"{', '.join(inventory.names) or 'no devices'}.{did_you_mean(name, inventory.names)}")
+    for name in bench.estimate:
+        if inventory is not None and name in inventory.names:
+            continue
+        try:
+            load_profile(name)
+        except EdgestillError as exc:
+            raise ConfigError(f"bench.estimate: {exc}") from None
 
 
 def _loss_names() -> list[str]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from edgestill.benchmarks.report_render import md_text as _t
 from edgestill.chain.checks import describe_check
+from edgestill.record import device_label
 
 
 def _pct(v: float | None) -> str:
@@ -14,6 +15,32 @@ def _pct(v: float | None) -> str:
 
 def _num(v: Any, fmt: str = "{:,}") -> str:
     return "—" if v is None else fmt.format(v)
+
+
+def _per_device(artifacts: list[dict[str, Any]]) -> list[str]:
+    """The bench cells device by device, when the recipe measured beyond the host or estimated on a profile: an
+    estimate says so in its own column and gives its band, never a measured-looking figure."""
+    cells = [(r, m) for r in artifacts for m in r.get("measurements") or []]
+    if all(m.get("kind") != "estimated" and device_label(m.get("provenance")) in (None, "host") for _, m in cells):
+        return []
+    lines = ["", "## Latency per device", "",
+             "Measured cells ran on the device named (accuracy measured there, on its own runtime); estimated cells "
+             "are the estimator's roofline for a device profile, with the band its cross-validated error gives: "
+             "estimated, not measured.", "",
+             "| artifact | device | kind | threads | p50 ms | p90 ms | band ms | test acc | teacher agree |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r, m in cells:
+        kind = m.get("kind", "measured")
+        estimated = kind == "estimated"
+        p50 = _num(m.get("p50_ms"), "~{:.3f}" if estimated else "{:.3f}") if kind != "failed" else "—"
+        p90 = "—" if estimated or kind == "failed" else _num(m.get("p90_ms"), "{:.3f}")
+        band = (f"{m['low_ms']:.3f}–{m['high_ms']:.3f}" if estimated and m.get("low_ms") is not None
+                and m.get("high_ms") is not None else "—")
+        acc = (m.get("accuracy") or {}).get("value")
+        lines.append(f"| {_t(r['artifact'])} | {_t(device_label(m.get('provenance')) or '?')} | {_t(kind)} | "
+                     f"{m.get('threads')} | {p50} | {p90} | {band} | {_pct(acc) if not estimated else '—'} | "
+                     f"{_pct(m.get('teacher_top1_agreement')) if not estimated else '—'} |")
+    return lines
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -66,6 +93,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if bench_threads:
             lines += ["", f"Latency at {bench_threads[0]} thread(s) (all thread counts: report.json and the results "
                       "store, raw samples included)."]
+        lines += _per_device(report["artifacts"])
         notes = [f"- {_t(r['artifact'])}: {_t(r['error'])}" for r in report["artifacts"] if r.get("error")]
         lines += ["", *notes] if notes else []
     if report.get("checks"):

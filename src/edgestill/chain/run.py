@@ -308,9 +308,9 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
             if benched is None:
                 for r in rows:
                     r.pop("measurements", None)
-                measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance),
-                                          total=recipe.bench.rounds * len(recipe.bench.threads)
-                                          * sum(1 for r in rows if r["passed"]))
+                measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance, data=data,
+                                                                          teacher_logits=teacher_logits),
+                                          total=st.bench_cells(recipe, rows))
                 # a fresh key for the rows this bench measured: a rerun that skips bench stores them under the same key
                 stages.record("bench", bench_key, rows, run_key=f"run:{uuid.uuid4()}")
             else:

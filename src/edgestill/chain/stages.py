@@ -406,14 +406,29 @@ def evaluate_stage(rows: list[dict[str, Any]], data: Any, out: Path, torch_accur
     progress(len(todo), len(todo), "done")
 
 
-def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress: Progress) -> list[Any]:
-    """Latency of every published artifact × thread count, each cell in its own runner subprocess, the whole list
-    ``bench.rounds`` times interleaved; a cell's record is its median round.
+def bench_cells(recipe: Recipe, rows: list[dict[str, Any]]) -> int:
+    """How many cells the bench stage measures or estimates (its progress total)."""
+    spec = recipe.bench
+    if spec is None:
+        return 0
+    passed = sum(1 for r in rows if r["passed"])
+    return passed * len(spec.threads) * (spec.rounds * len(spec.devices) + len(spec.estimate))
 
-    Returns the Measurements (raw samples kept), each carrying its artifact's evaluation figures, in cell order;
-    ``rows`` gain a ``measurements`` list (records without raw samples).
+
+def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress: Progress, *, data: Any = None,
+                teacher_logits: np.ndarray | None = None) -> list[Any]:
+    """Latency of every published artifact × thread count on every device of ``bench.devices`` (``host`` here, the
+    others through their inventory transport: SSH or ADB), the whole list ``bench.rounds`` times interleaved, a cell's
+    record its median round; then an estimate per artifact × thread count for every profile of ``bench.estimate``.
+
+    On the host, accuracy and teacher agreement come from the evaluate stage; on another device they are measured
+    there, on its own runtime (int8 kernels differ between CPUs): the test split and the teacher's outputs travel with
+    the job as ``checkpoints/device-eval.npz``.
+
+    Returns the Measurements (raw samples kept; estimates are ``kind="estimated"``), in cell order; ``rows`` gain a
+    ``measurements`` list (records without raw samples).
     """
-    from edgestill.benchmarks.bench import benchmark_matrix, median_round
+    from edgestill.benchmarks.bench import HOST, benchmark_matrix, median_round
     from edgestill.record import Accuracy
     from edgestill.runtimes import RuntimeOptions
 
@@ -422,15 +437,86 @@ def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress:
     if spec is None or not todo:
         return []
     cells = [(row, t) for row in todo for t in spec.threads]
-    ms = benchmark_matrix([out / row["manifest"] for row in todo], spec.threads, options=RuntimeOptions(),
-                          bench=spec.timing, rounds=spec.rounds, progress=progress)
+    manifests = [out / row["manifest"] for row in todo]
+    total = bench_cells(recipe, rows)
+    done = 0
+
+    def advance(i: int, n: int, label: str = "") -> None:
+        progress(done + i, total, label)
+
     measurements = []
-    for i, (row, threads) in enumerate(cells):
-        m = median_round(ms[i::len(cells)])  # rounds outer, then artifacts, then threads
-        if row.get("test_accuracy") is not None:
-            m.accuracy = Accuracy(metric="top1", value=row["test_accuracy"], n=int(row["n_test"]))
-        m.teacher_top1_agreement, m.teacher_kl = row.get("teacher_top1_agreement"), row.get("teacher_kl")
-        m.provenance["device"] = "host"
-        measurements.append(m)
-        row.setdefault("measurements", []).append(m.to_dict(with_samples=True))  # raw samples: `edgestill gate` reads them
+    for device in spec.devices:
+        if device == HOST:
+            ms = benchmark_matrix(manifests, spec.threads, options=RuntimeOptions(), bench=spec.timing,
+                                  rounds=spec.rounds, progress=advance)
+        else:
+            ms = _bench_remote(spec, device, manifests, out, data, teacher_logits, advance, len(cells))
+        for i, (row, threads) in enumerate(cells):
+            m = median_round(ms[i::len(cells)])  # rounds outer, then artifacts, then threads
+            if device == HOST:
+                if row.get("test_accuracy") is not None:
+                    m.accuracy = Accuracy(metric="top1", value=row["test_accuracy"], n=int(row["n_test"]))
+                m.teacher_top1_agreement, m.teacher_kl = row.get("teacher_top1_agreement"), row.get("teacher_kl")
+                m.provenance["device"] = HOST
+            measurements.append(m)
+            row.setdefault("measurements", []).append(m.to_dict(with_samples=True))  # raw samples: `edgestill gate` reads them
+        done += spec.rounds * len(cells)
+    for name in spec.estimate:
+        for i, (row, threads) in enumerate(cells):
+            advance(i, len(cells), f"estimate {name}")
+            m = _estimate(spec, name, out / row["manifest"], threads)
+            if m is None:
+                row.setdefault("estimate_skipped", []).append(name)
+                continue
+            measurements.append(m)
+            row.setdefault("measurements", []).append(m.to_dict())
+        done += len(cells)
+    progress(total, total, "done")
     return measurements
+
+
+def _bench_remote(spec: Any, device: str, manifests: list[Path], out: Path, data: Any,
+                  teacher_logits: np.ndarray | None, advance: Progress, n_cells: int) -> list[Any]:
+    """``bench.rounds`` rounds of every artifact × thread count on an inventory device, the eval data sent along."""
+    from edgestill.devices.inventory import load_inventory
+    from edgestill.devices.remote import bench_on_device
+    from edgestill.outdir import write_bytes_atomic
+
+    entry = load_inventory(spec.inventory).get(device)
+    eval_data = None
+    if data is not None and getattr(data, "test", None) is not None:
+        import io
+
+        arrays = {"x": np.asarray(data.test.x), "y": np.asarray(data.test.y)}
+        if teacher_logits is not None and len(teacher_logits) == len(arrays["x"]):
+            arrays["teacher_logits"] = np.asarray(teacher_logits, dtype=np.float32)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        eval_data = out / "checkpoints" / "device-eval.npz"
+        eval_data.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(eval_data, buf.getvalue())
+    ms: list[Any] = []
+    for r in range(spec.rounds):
+        ms += bench_on_device(entry, manifests, spec.threads, bench=spec.timing, eval_data=eval_data,
+                              progress=lambda i, n, label="", r=r: advance(r * n_cells + i, n_cells, f"{device}: {label}"))
+    return ms
+
+
+def _estimate(spec: Any, name: str, manifest: Path, threads: int) -> Any:
+    """The estimate for one artifact on profile ``name`` (or an inventory device's profile); None when the cost model
+    has no ONNX graph of the artifact (a format exported without an ONNX sibling)."""
+    from edgestill.devices.estimator import estimate_artifact
+    from edgestill.devices.profiles import load_profile
+    from edgestill.errors import InputError
+
+    profile_id = name
+    if spec.inventory is not None:
+        from edgestill.devices.inventory import load_inventory
+
+        inv = load_inventory(spec.inventory)
+        if name in inv.names:
+            profile_id = inv.get(name).profile
+    try:
+        return estimate_artifact(manifest, load_profile(profile_id), threads=threads)
+    except InputError:
+        return None
