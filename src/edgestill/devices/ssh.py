@@ -26,6 +26,7 @@ backoff; authentication and host-key failures are never retried.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import json
@@ -55,6 +56,8 @@ BACKOFF_MAX_S = 8.0
 COMMAND_TIMEOUT_S = 60.0  # mkdir, probe, cleanup: small commands
 SFTP_TIMEOUT_S = 60.0  # no reply to one SFTP request for this long: the device is gone
 KEEPALIVE_S = 15  # seconds between keepalives on an idle link
+_REFUSALS = frozenset({errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""What an SFTP server answers for a file it will not write; any other error on a dead link is the link."""
 MAX_OUTPUT_BYTES = 64 << 20  # a runner's JSON with raw samples is < 1 MB; more is a runaway process
 STDERR_TAIL_CHARS = 2000
 BAD_INPUT_EXIT = 2  # the runner's exit code for bad input
@@ -320,10 +323,20 @@ class SshConnection:
         except EdgestillError:
             raise
         except Exception as exc:  # noqa: BLE001 - paramiko raises OSError, EOFError or SSHException for a dropped link
-            if isinstance(exc, OSError) and exc.errno is not None and self.alive:  # the device said no: EACCES, ENOSPC
-                raise DeviceFault(f"device {self.entry.name!r}: cannot write {remote} ({exc}); check that the "
-                                  "inventory's workdir is writable by the user and the device has space.") from None
-            raise self._lost(f"uploading {remote} ({type(exc).__name__}: {exc})") from None
+            refused = isinstance(exc, OSError) and exc.errno in _REFUSALS
+            if not refused and self.dropped():
+                raise self._lost(f"uploading {remote} ({type(exc).__name__}: {exc})") from None
+            raise DeviceFault(f"device {self.entry.name!r}: cannot write {remote} ({exc}); check that the "
+                              "inventory's workdir is writable by the user and the device has space.") from None
+
+    def dropped(self, wait_s: float = 2.0) -> bool:
+        """Whether the link is down; a reset socket may take a moment to show as such on the transport."""
+        deadline = time.monotonic() + wait_s
+        while self.alive:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def exists(self, remote: str, size: int | None = None) -> bool:
         try:
@@ -681,7 +694,7 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
             raise
         fail_rest(exc)
     except Exception as exc:  # noqa: BLE001 - what the connection layer did not classify: never a partial row
-        if conn.alive:
+        if not conn.dropped():
             fail_rest(DeviceFault(f"device {entry.name!r}: the job failed ({type(exc).__name__}: {exc})."))
         else:
             fail_rest(DeviceUnreachable(f"device {entry.name!r}: the connection failed ({type(exc).__name__}: {exc})."))
