@@ -82,7 +82,7 @@ class Sshd:
         """An inventory device (a dict, as in devices.yaml) for this server."""
         d = {"name": name, "profile": "host", "transport": "ssh", "host": "127.0.0.1", "port": self.port,
              "user": _user(), "key_file": str(self.client_key), "known_hosts": str(self.known_hosts),
-             "python": sys.executable, "workdir": str(self.folder / "device-work"), "connect_timeout_s": 5,
+             "python": sys.executable, "workdir": str(self.folder / "device-work"), "connect_timeout_s": 20,
              "retries": 0}
         d.update(over)
         return d
