@@ -2,11 +2,12 @@
 travels to a device, the device-state probe, and the failures a device can have.
 
 Each transport is a function ``(entry, artifacts, thread_counts, *, bench, eval_data, runtime, accelerator, timeout_s,
-progress) -> list[Measurement]`` registered in :data:`TRANSPORTS` under the inventory's ``transport`` name: ``local`` and ``adb`` (a wrapper of
-:func:`edgestill.devices.adb.bench_on_adb_device`) here, ``ssh`` by :mod:`edgestill.devices.ssh`, which
-``TRANSPORTS.get`` imports on first use (as the runtimes' registry does), so no module imports its own dispatcher. It never
-raises for a device that fails: every cell it could not measure becomes a ``kind="failed"`` record whose
-``settings["failure"]`` names the class (:data:`FAILURES`) and whose ``error`` says what to do.
+progress) -> list[Measurement]`` registered in :data:`TRANSPORTS` under the inventory's ``transport`` name: ``local``
+and ``adb`` (a wrapper of :func:`edgestill.devices.adb.bench_on_adb_device`) here, ``ssh`` by
+:mod:`edgestill.devices.ssh`, which ``TRANSPORTS.get`` imports on first use (as the runtimes' registry does), so no
+module imports its own dispatcher. A transport never raises for a device that fails: every cell it could not measure
+becomes a ``kind="failed"`` record whose ``settings["failure"]`` names the class (:data:`FAILURES`) and whose ``error``
+says what to do.
 """
 
 from __future__ import annotations
