@@ -283,3 +283,31 @@ def test_cli_calibrates_an_inventory_device_through_its_transport(tmp_path: Path
     assert res.exit_code == 2 and "adb" in res.output
     res = CliRunner().invoke(app, ["devices", "calibrate", "bench-box", "--runtime", "tensorrt", *common])
     assert res.exit_code == 2 and "onnxruntime" in res.output
+
+
+@pytest.mark.ssh
+def test_calibration_over_ssh_measures_on_the_device(sshd_factory, tmp_path: Path) -> None:
+    """The micro cells travel to a real OpenSSH "device" on 127.0.0.1 and are timed there; a refused key fails the
+    calibration as an input error and writes nothing."""
+    from edgestill.devices.calibrate import device_measure
+    from edgestill.devices.inventory import load_inventory
+
+    from .conftest import write_inventory
+
+    server = sshd_factory("cal")
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    inv = load_inventory(write_inventory(tmp_path / "devices.yaml", [
+        server.entry("loop"), server.entry("locked", key_file=str(stranger))]))
+    out = tmp_path / "cal"
+    entry = inv.get("loop")
+    res = calibrate_device("host", measure=device_measure(entry, quick=True), out_folder=out, quick=True,
+                           device={"name": entry.name, "transport": entry.transport})
+    assert {m.provenance["device"]["transport"] for m in res.measurements} == {"ssh"}
+    assert all(m.kind == "measured" for m in res.measurements) and res.entries[0]["error"]["n"] == 10
+    doc = yaml.safe_load(res.path.read_text())
+    assert doc["device"] == {"name": "loop", "transport": "ssh"}
+    locked = inv.get("locked")
+    with pytest.raises(InputError):
+        calibrate_device("host", measure=device_measure(locked, quick=True), out_folder=tmp_path / "cal2", quick=True)
+    assert not (tmp_path / "cal2" / "host.calibration.yaml").exists()
