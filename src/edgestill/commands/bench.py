@@ -19,7 +19,8 @@ from edgestill.cli import app, echo_json, run_command
         "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n"
         "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n"
         "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n"
-        "  edgestill bench model.xml --accelerator gpu   # OpenVINO's GPU plugin; the record says what ran\n\n"
+        "  edgestill bench model.xml --accelerator gpu   # OpenVINO's GPU plugin; the record says what ran\n"
+        "  edgestill bench student.manifest.json --device pi5-lab-1 --inventory devices.yaml --data test.npz\n\n"
         "Every measurement, raw samples included, is stored in the SQLite file given by --db.\n"
         "Latency is the runtime's own per-call clock where it keeps one (OpenVINO, as benchmark_app reports it)\n"
         "and the wall clock around the runtime's call elsewhere; --clock wall uses the wall clock everywhere.\n"
@@ -58,6 +59,12 @@ def bench(
                                        help="Make the run resumable and stored once: a rerun with the same key measures "
                                             "only the cells a killed run had not finished, and a run already stored "
                                             "under the key is not measured again (e.g. $GITHUB_RUN_ID)."),
+    device: str = typer.Option("host", "--device",
+                               help="Where to measure: host (this machine) or a device of --inventory, reached over "
+                                    "SSH or ADB (the artifact, the job and --data travel there; see `edgestill lab`)."),
+    inventory: Path | None = typer.Option(None, "--inventory",
+                                          help="The devices.yaml that says how to reach --device (default: "
+                                               "./devices.yaml when --device is not host)."),
     json_out: bool = typer.Option(False, "--json", help="Print the measurement records as JSON."),
 ) -> None:
     """Measure latency (p50/p90/p99, CV), init and first-call time, peak memory and accuracy of artifacts."""
@@ -94,6 +101,10 @@ def bench(
         if data is not None and not data.is_file():
             what = "is a folder" if data.is_dir() else "is not a regular file" if data.exists() else "does not exist"
             raise InputError(f"--data {data} {what}. Pass an .npz file holding arrays x and y.")
+        if device != "host":
+            return _bench_on_device(device, inventory, artifacts, thread_counts, db=db, runtime=runtime,
+                                    accelerator=accelerator, bench=bench_options, data=data, timeout_s=timeout_s,
+                                    repeat=repeat, run_key=run_key, memory_limit=memory_limit, json_out=json_out)
         store = ResultsStore(db)
         journal = None
         if run_key is not None:
@@ -134,6 +145,39 @@ def bench(
         raise typer.Exit(code)
 
 
+def _bench_on_device(name: str, inventory: Path | None, artifacts: list[Path], thread_counts: list[int], *,
+                     db: Path, runtime: str | None, accelerator: str, bench: Any, data: Path | None,
+                     timeout_s: float, repeat: int, run_key: str | None, memory_limit: str | None,
+                     json_out: bool) -> int:
+    """``bench --device NAME``: every cell on an inventory device through its transport, stored with the device."""
+    from edgestill.commands.progress import RichReporter
+    from edgestill.devices.inventory import load_inventory
+    from edgestill.devices.remote import bench_on_device
+    from edgestill.errors import InputError
+    from edgestill.host import git_ref, redact
+
+    for option, given in (("--repeat", repeat > 1), ("--run-key", run_key is not None),
+                          ("--memory-limit", memory_limit is not None)):
+        if given:
+            raise InputError(f"{option} applies to the host's runner; it is not available with --device {name} yet. "
+                             f"Drop {option}, or run `edgestill lab run` for several devices.")
+    from edgestill.benchmarks.store import ResultsStore
+
+    entry = load_inventory(inventory or Path("devices.yaml")).get(name)
+    store = ResultsStore(db)  # after the input is checked: bad input leaves no store behind
+    with RichReporter(enabled=not json_out) as rep:
+        rep.stage(f"bench on {name}", total=len(artifacts) * len(thread_counts))
+        results = bench_on_device(entry, artifacts, thread_counts, bench=bench, eval_data=data, runtime=runtime,
+                                  accelerator=accelerator, timeout_s=timeout_s,
+                                  progress=lambda i, n, label="": rep.advance(i, n, label))
+    with store:
+        run_id = store.add_run(redact(f"bench --device {name} " + " ".join(str(a) for a in artifacts)),
+                               git_ref=git_ref(), measurements=results, machine=entry.name)
+    from edgestill.devices.remote import failure_exit_code  # a refused host key or login is the user's to fix: 2
+
+    return _render(results, run_id, store.path, repeat=1, json_out=json_out, code=failure_exit_code(results))
+
+
 def _check_accelerator(accelerator: str, runtime: str | None, artifacts: list[Path]) -> None:
     """Refuse, before any process starts, an accelerator unknown or not offered by a runtime the cells will use.
 
@@ -163,7 +207,7 @@ def _journal_path(db: Path, run_key: str) -> Path:
     return db.parent / f".{db.name}.journal" / f"{hashlib.sha256(run_key.encode()).hexdigest()[:32]}.jsonl"
 
 
-def _render(results: list[Any], run_id: int, db: Path, *, repeat: int, json_out: bool) -> int:
+def _render(results: list[Any], run_id: int, db: Path, *, repeat: int, json_out: bool, code: int | None = None) -> int:
     """Print the records (a table, or the JSON document) and return the exit code their failures call for."""
     from edgestill.benchmarks.bench import failure_exit_code, failure_reason, repeat_summary
     from edgestill.commands.render import print_measurements
@@ -188,7 +232,7 @@ def _render(results: list[Any], run_id: int, db: Path, *, repeat: int, json_out:
         if repeats:
             print_repeats(repeats)
         typer.echo(f"stored as run {run_id} in {db}")
-    code = failure_exit_code(results)
+    code = failure_exit_code(results) if code is None else code
     if code == 2:  # bad input only: the one-paragraph reason on stderr, without the runner's log tail
         for m in results:
             if m.kind == "failed":
