@@ -251,6 +251,8 @@ def test_cli_quick_calibration_of_this_host(tmp_path: Path) -> None:
     with ResultsStore(db) as store:
         rows = store.measurements(doc["run_id"])
     assert len(rows) == len(micro_models(quick=True))
+    assert all(r["provenance"]["device"] == {"id": "host", "profile": "host", "transport": "local"} for r in rows)
+    assert yaml.safe_load((out / "host.calibration.yaml").read_text())["device"] == {"name": "host", "transport": "local"}
 
 
 def test_cli_calibrates_an_inventory_device_through_its_transport(tmp_path: Path) -> None:

@@ -411,8 +411,11 @@ def calibrate_device(
         if progress:
             progress(min(offset + done, total), total, label)
 
+    local_device = None  # the record's device when this machine measures (a transport records its own)
     if measure is None:
         measure = local_measure(quick=quick, progress=set_progress)
+        device = device or {"name": "host", "transport": "local"}
+        local_device = {"id": str(device.get("name", "host")), "profile": profile_id, "transport": "local"}
     out_folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_folder.parent, prefix=".edgestill-calibrate-"))
     measurements: list[Measurement] = []
@@ -434,6 +437,8 @@ def calibrate_device(
                     if micro is None or r.threads != t:
                         continue
                     r.settings["microbench"] = {**micro.to_dict(), "calibration_precision": precision}
+                    if local_device is not None:
+                        r.provenance.setdefault("device", dict(local_device))
                     if r.kind == "measured" and r.latency is not None:
                         points.append((micro, r.latency.p50_ms))
                     else:
@@ -455,6 +460,7 @@ def calibrate_device(
                                       bandwidth_gbs=getattr(prof, "bandwidth_gbs", None), runtime=runtime,
                                       precision=precision, threads=t)
         entry["quick"] = bool(quick)
+        entry["created"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         entries.append(entry)
         rows += [{"runtime": runtime, "precision": precision, "threads": t, **row} for row in micro_rows]
         high = sorted(c for c, v in entry["efficiency"].items() if v > 1.0 and c not in DERIVED_CLASSES)
@@ -471,7 +477,8 @@ def calibrate_device(
             run_id = store.add_run(f"devices calibrate {profile_id} --runtime {','.join(runtimes)} --precision "
                                    f"{','.join(precisions)} --threads {','.join(map(str, threads))}"
                                    + (" --quick" if quick else ""), label="calibration",
-                                   machine=None if device is None else str(device.get("name") or profile_id),
+                                   machine=None if local_device is not None or device is None
+                                   else str(device.get("name") or profile_id),
                                    measurements=measurements)
         for e in entries:
             e["results_run_id"] = run_id
