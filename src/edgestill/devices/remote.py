@@ -53,7 +53,45 @@ def bench_on_device(
         raise InputError(f"thread counts must be whole numbers >= 1, got {list(thread_counts)}.")
     if eval_data is not None and not Path(eval_data).is_file():
         raise InputError(f"eval data {eval_data} is not a file; pass an .npz with x and y (or teacher_logits).")
+    _check_accelerator(entry, accelerator, runtime, artifacts)
     fn = TRANSPORTS.get(entry.transport)
     return fn(entry, [Path(a) for a in artifacts], list(thread_counts), bench=bench,
               eval_data=None if eval_data is None else Path(eval_data), runtime=runtime, accelerator=accelerator,
               timeout_s=timeout_s, progress=progress)
+
+
+def _check_accelerator(entry: DeviceEntry, accelerator: str | None, runtime: str | None,
+                       artifacts: Sequence[str | Path]) -> None:
+    """Refuse, before anything is sent, an accelerator the device's profile does not list for the runtime a cell
+    will use (the runtime given, else each artifact format's own).
+
+    Raises:
+        InputError: the profile's ``runtimes`` block does not offer ``accelerator`` there (the ones it offers named).
+    """
+    if accelerator in (None, "cpu"):
+        return
+    from edgestill.devices.profiles import load_profile
+    from edgestill.runtimes.inspect import SUFFIX_FORMAT
+
+    offered = load_profile(entry.profile).runtimes or {}
+    own = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
+    names = {runtime} if runtime else {own.get(SUFFIX_FORMAT.get(_model_suffix(Path(a)), ""), "") for a in artifacts}
+    for name in sorted(n for n in names if n):
+        if accelerator not in offered.get(name, ()):
+            listed = ", ".join(f"{r}: {', '.join(a)}" for r, a in offered.items()) or "none"
+            raise InputError(f"device {entry.name!r} (profile {entry.profile}) does not offer --accelerator "
+                             f"{accelerator} on {name}; its profile lists {listed}. Pick one of those, or add it to "
+                             "the profile's runtimes block if the device has it.")
+
+
+def _model_suffix(path: Path) -> str:
+    """The model file's suffix for a manifest (``x.manifest.json`` → the format recorded in it) or a model file."""
+    if path.name.endswith(".manifest.json"):
+        import json
+
+        try:
+            fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
+        except (OSError, ValueError, AttributeError):
+            return ""
+        return {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}.get(fmt, "")
+    return path.suffix
