@@ -9,7 +9,14 @@ the ordinary bench path (the runner, locally or on a device) times them.
 Formats: ONNX fp32 and int8 (onnxruntime's ``quantize_static``, QDQ, per-channel, random calibration data), OpenVINO
 fp32 (converted from the ONNX file, fp32 weights) and int8 (``nncf.quantize``), and LiteRT fp32 and int8: the same ops
 as small torch modules through the project's tflite writer and quantizer (litert-torch, so torch is needed on the
-machine that builds them; the device only runs the .tflite files). Memory-bound and overhead micros
+machine that builds them; the device only runs the .tflite files).
+
+The ONNX int8 micros keep float input and output: their timed call includes quantizing the input and dequantizing the
+output, which an int8 layer inside a model does not pay, so low-MAC shapes (a 1×1 conv at 56×56) understate int8
+efficiency. Giving the QDQ graph int8 I/O instead (the boundary QuantizeLinear/DequantizeLinear removed) stopped
+onnxruntime 1.32 from fusing it into QLinearConv: the conv ran as DequantizeLinear + float Conv + QuantizeLinear, 3.6×
+slower than the float-I/O graph on this machine. The LiteRT int8 micros have int8 I/O (the project's quantizer makes
+them so) and XNNPACK runs them as int8 ops. Memory-bound and overhead micros
 (``copy``, ``call``, ``nodes``) are the fp32 files in an int8 set too: their cost does not depend on the weights'
 precision, and a quantized copy would read float inputs anyway.
 """
