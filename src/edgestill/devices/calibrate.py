@@ -389,8 +389,10 @@ def calibrate_device(
 
     Raises:
         ConfigError: an unknown runtime, precision or a thread count below 1.
-        InputError: an existing file in the way (see :func:`write_calibration`); an unknown profile.
-        RuntimeFailure: a micro cell failed on the device (nothing is written then).
+        InputError: an existing file in the way (see :func:`write_calibration`); an unknown profile; every failed
+            cell failed for input reasons (a refused key or host key, input the runner refused).
+        RuntimeFailure: a micro cell failed on the device otherwise (crash, timeout, runtime missing). Nothing is
+            written or stored when any cell failed.
     """
     runtimes = _check_choices("--runtime", runtimes, tuple(RUNTIME_FORMATS))
     precisions = _check_choices("--precision", precisions, CAL_PRECISIONS)
