@@ -133,3 +133,12 @@ def test_bench_on_device_dispatches_on_the_transport(tmp_path: Path, monkeypatch
     with pytest.raises(InputError, match="thread counts"):
         bench_on_device(inv.get("pixel-8"), [tmp_path / "m.tflite"], [0])
 
+
+
+def test_the_example_inventory_loads_with_its_profiles() -> None:
+    from edgestill.devices.inventory import load_inventory
+
+    inv = load_inventory(Path(__file__).resolve().parents[2] / "examples" / "devices.yaml")
+    assert inv.names == ["pi5-lab-1", "pixel-8", "ci-box"]
+    assert [d.transport for d in inv] == ["ssh", "adb", "local"]
+    assert inv.get("pi5-lab-1").key_file is not None and "~" not in str(inv.get("pi5-lab-1").key_file)
