@@ -102,7 +102,8 @@ def calibrate_host(quick: bool) -> tuple[Any, list[dict[str, Any]]]:
                if profile.calibration_for(e["runtime"], e["precision"], 1) is None]
     if missing:
         raise SystemExit(f"the host profile did not merge the calibration written to {res.path} (missing {missing})")
-    keep = ("runtime", "precision", "threads", "efficiency", "bandwidth_efficiency", "overhead_ms", "per_node_ms", "error")
+    keep = ("runtime", "precision", "threads", "efficiency", "bandwidth_efficiency", "elementwise_bandwidth_efficiency",
+            "overhead_ms", "call_overhead_ms", "per_node_ms", "error")
     return profile, [{k: e[k] for k in keep} for e in res.entries]
 
 

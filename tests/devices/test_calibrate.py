@@ -41,13 +41,23 @@ class RooflineProfile:
         return PEAK * threads * (2.0 if precision == "int8" else 1.0)
 
 
+ELT_BW_EFF = 2.5  # activation-sized elementwise layers run from cache, faster than the copies' DRAM bandwidth
+BOUNDARY_MS = 0.05  # what a call pays once at its boundary (quantize/dequantize, layout reorders)
+
+
 def roofline_ms(micro, threads: int = 1, precision: str = "fp32") -> float:
-    """The latency a device with the TRUTH efficiencies takes for one micro (what the fit must recover)."""
+    """The latency a device with the TRUTH efficiencies takes for one micro (what the fit must recover): each layer
+    of a stack at the roofline, plus the once-per-call overhead and boundary cost."""
     peak = RooflineProfile().peak_macs_per_s(precision, threads)
     fixed = OVERHEAD_MS + PER_NODE_MS * micro.nodes
-    if micro.kind in COMPUTE_CLASSES:  # a roofline: the larger of compute and memory time
-        memory_ms = micro.bytes * (0.25 if precision == "int8" else 1.0) / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
-        return fixed + max(micro.macs / (TRUTH[micro.kind] * peak) * 1e3, memory_ms)
+    scale = 0.25 if precision == "int8" else 1.0
+    per_layer_bytes = micro.bytes / micro.layers
+    if micro.kind in COMPUTE_CLASSES:  # a roofline: the larger of compute and memory time, per layer
+        memory_ms = per_layer_bytes * scale / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
+        layer = max(micro.macs / micro.layers / (TRUTH[micro.kind] * peak) * 1e3, memory_ms)
+        return fixed + BOUNDARY_MS + micro.layers * layer
+    if micro.kind == "eltwise":
+        return fixed + BOUNDARY_MS + micro.layers * per_layer_bytes * scale / (ELT_BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
     if micro.kind == "copy":
         return fixed + micro.bytes / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
     return fixed
@@ -89,7 +99,10 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
         x = rng.standard_normal(micro.input_shape).astype(np.float32)
         (y,) = sess.run(None, {"x": x})
         w = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        if micro.kind in ("conv", "conv1x1", "depthwise"):
+        if micro.layers > 1:  # a stack: K layers of the single micro's shape, each its own weights
+            assert micro.macs == micro.layers * next(m for m in micro_models(quick=quick) if m.name == micro.base).macs
+            assert y.shape == tuple(sess.get_outputs()[0].shape)
+        elif micro.kind in ("conv", "conv1x1", "depthwise"):
             h, wd, c = micro.shape
             k = w["w"].shape[-1]
             assert y.shape == (1, c, h, wd)
@@ -107,6 +120,11 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
             m, k, n = micro.shape
             np.testing.assert_allclose(y, x @ w["w"] + w["b"], rtol=1e-4, atol=1e-4)
             assert micro.macs == m * k * n
+        elif micro.kind == "eltwise":
+            want = x.copy()
+            for name in sorted((n for n in w if n.startswith("c")), key=lambda n: int(n[2:] or 0)):
+                want = want + w[name]
+            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
         elif micro.kind in ("copy", "call"):
             np.testing.assert_allclose(y, x + w["c"], rtol=1e-6)
             assert micro.bytes == 8 * x.size
@@ -133,19 +151,52 @@ def test_int8_micro_is_a_quantized_artifact(tmp_path: Path) -> None:
     assert sorted(tmp_path.iterdir()) == sorted([art.model_path, art.manifest_path])  # the fp32 source is removed
 
 
+def test_stacked_micros_have_k_times_the_work() -> None:
+    """A stack of K is K layers of the single micro, each its own weights: K× its MACs, bytes and nodes, in the cost
+    model the estimator reads too."""
+    from edgestill.devices.costmodel import graph_cost
+    from edgestill.devices.microbench import STACK, STACKED_KINDS
+
+    micros = micro_models(quick=False)
+    singles = {m.name: m for m in micros if m.layers == 1}
+    stacks = [m for m in micros if m.layers > 1]
+    assert {m.kind for m in stacks} == set(STACKED_KINDS) and all(m.layers == STACK for m in stacks)
+    assert len(stacks) == sum(1 for m in singles.values() if m.kind in STACKED_KINDS)
+    for m in stacks:
+        one = singles[m.base]
+        assert (m.macs, m.bytes, m.nodes) == (STACK * one.macs, STACK * one.bytes, STACK * one.nodes)
+        if m.kind in ("conv1x1", "matmul", "eltwise"):  # the small graphs: build and cost them
+            g, g1 = build_onnx_graph(m), build_onnx_graph(one)
+            assert graph_cost(g).total_macs == STACK * graph_cost(g1).total_macs
+            assert len(graph_cost(g).nodes) == STACK * len(graph_cost(g1).nodes)
+            weights = [i for i in g.graph.initializer if i.name.startswith(("w", "c"))]
+            assert len({i.raw_data for i in weights}) == len(weights) == STACK  # each layer its own seeded weights
+
+
+def test_layer_slope_cancels_the_per_call_terms() -> None:
+    """(t_K - t_1) / (K - 1) is the per-layer time whatever a call pays once."""
+    from edgestill.devices.calibrate import layer_slope
+
+    for once in (0.0, 0.3, 5.0):
+        assert layer_slope(once + 0.7, once + 4 * 0.7, 4) == pytest.approx(0.7)
+    assert layer_slope(1.0, 0.9, 4) > 0  # noise never gives a layer a negative time
+
+
 def test_fit_recovers_a_known_roofline() -> None:
     micros = micro_models(quick=False)
     points = [(m, roofline_ms(m)) for m in micros]
     entry, rows = fit_entry(points, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
                             precision="fp32", threads=1)
-    for cls, eff in TRUTH.items():
+    for cls, eff in TRUTH.items():  # from the per-layer slopes: the boundary cost of each micro cancels
         assert entry["efficiency"][cls] == pytest.approx(eff, rel=1e-3), cls
     assert entry["bandwidth_efficiency"] == pytest.approx(BW_EFF, rel=1e-3)
-    assert entry["overhead_ms"] == pytest.approx(OVERHEAD_MS, rel=1e-3)
+    assert entry["elementwise_bandwidth_efficiency"] == pytest.approx(ELT_BW_EFF, rel=1e-3)
+    assert entry["call_overhead_ms"] == pytest.approx(OVERHEAD_MS, rel=1e-3)
+    assert entry["overhead_ms"] == pytest.approx(OVERHEAD_MS + BOUNDARY_MS, rel=1e-3)  # the intercept
     assert entry["per_node_ms"] == pytest.approx(PER_NODE_MS, rel=1e-3)
     assert entry["efficiency"]["attention"] == entry["efficiency"]["matmul"]
     assert set(entry["efficiency"]) == set(OP_CLASSES)
-    n_loo = sum(1 for m in micros if m.kind in (*COMPUTE_CLASSES, "copy"))
+    n_loo = sum(1 for m in micros if (m.kind in (*COMPUTE_CLASSES, "eltwise") and m.layers == 1) or m.kind == "copy")
     assert entry["error"]["n"] == n_loo and entry["error"]["median_abs_percent"] < 0.5
     assert entry["error"]["within_25_percent"] == 1.0
     # the GEMV streams 4 MB of weights: memory-bound on this device, so it sets no efficiency and is predicted from
@@ -154,7 +205,7 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert gemv["memory_bound"] is True and abs(gemv["error_percent"]) < 0.5
     # a device slower on one shape than the others: its left-out prediction is off by that much, and it shows
     slow = micros[0]
-    points = [(m, roofline_ms(m) * (2.0 if m is slow else 1.0)) for m in micros]
+    points = [(m, roofline_ms(m) * (2.0 if m.base == slow.name else 1.0)) for m in micros]
     entry, rows = fit_entry(points, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
                             precision="fp32", threads=1)
     row = next(r for r in rows if r["name"] == slow.name)
@@ -220,7 +271,9 @@ def test_load_profile_merges_the_calibration(tmp_path: Path) -> None:
     # the synthetic device ran at TRUTH efficiency against this profile's own peak
     peak = prof.peak_macs_per_s("fp32", 1)
     conv = next(m for m in micro_models(quick=True) if m.kind == "conv")
-    measured_eff = conv.macs / ((roofline_ms(conv) - OVERHEAD_MS - PER_NODE_MS) / 1e3) / peak
+    stack = next(m for m in micro_models(quick=True) if m.base == conv.name and m.layers > 1)
+    slope = (roofline_ms(stack) - roofline_ms(conv)) / (stack.layers - 1)  # the per-layer time
+    measured_eff = conv.macs / ((slope - PER_NODE_MS) / 1e3) / peak
     assert cal["efficiency"]["conv"] == pytest.approx(measured_eff, rel=1e-3)
 
 
@@ -242,7 +295,7 @@ def test_cli_quick_calibration_of_this_host(tmp_path: Path) -> None:
     entry = doc["entries"][0]
     assert (entry["runtime"], entry["precision"], entry["threads"]) == ("onnxruntime", "fp32", 1)
     assert all(v > 0 for v in entry["efficiency"].values()) and entry["overhead_ms"] > 0
-    assert entry["error"]["n"] == 10
+    assert entry["error"]["n"] == 10  # per layer: 2 shapes of each of the 4 compute classes, and the 2 copies
     assert sorted(set(os.listdir(tmp_path)) - before) == ["cal", "store"] and os.listdir(work) == []
     assert os.listdir(out) == ["host.calibration.yaml"]
     assert {p.name for p in (tmp_path / "store").iterdir()} <= {"results.db", "results.db-wal", "results.db-shm"}

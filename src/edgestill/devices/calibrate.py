@@ -41,6 +41,7 @@ import numpy as np
 from edgestill.devices.microbench import (
     COMPUTE_CLASSES,
     RUNTIME_FORMATS,
+    STACKED_KINDS,
     MicroModel,
     build_micro_set,
     micro_artifact_name,
@@ -94,6 +95,16 @@ def _work_ms(latency_ms: float, fixed_ms: float) -> float:
     return max(latency_ms - fixed_ms, MIN_WORK_SHARE * latency_ms)
 
 
+def layer_slope(single_ms: float, stacked_ms: float, layers: int) -> float:
+    """The per-layer time of a stack of ``layers`` from its p50 and the single layer's: ``(t_K - t_1) / (K - 1)``.
+
+    Never below 1/K of the stack's time spread evenly less the single layer's (noise can make t_K - t_1 tiny): at
+    least ``MIN_WORK_SHARE`` of ``t_K / K``.
+    """
+    slope = (stacked_ms - single_ms) / max(layers - 1, 1)
+    return max(slope, MIN_WORK_SHARE * stacked_ms / layers)
+
+
 def _median(values: Sequence[float]) -> float:
     return float(np.median(np.asarray(values, dtype=float)))
 
@@ -129,19 +140,16 @@ def fit_entry(
     by_kind: dict[str, list[tuple[MicroModel, float]]] = {}
     for micro, ms in points:
         by_kind.setdefault(micro.kind, []).append((micro, float(ms)))
-    missing = [k for k in ("call", "nodes", *COMPUTE_CLASSES, "copy") if not by_kind.get(k)]
+    missing = [k for k in ("call", "nodes", *STACKED_KINDS, "copy") if not by_kind.get(k)]
     if missing:
         raise RuntimeFailure(f"calibration of {runtime} {precision} ×{threads} has no measured micro for "
                              f"{', '.join(missing)}; every kind is needed for the fit. See the failed cells above.")
     (call, call_ms), (nodes, nodes_ms) = by_kind["call"][0], by_kind["nodes"][0]
     per_node_ms = max(0.0, (nodes_ms - call_ms) / max(nodes.nodes - call.nodes, 1))
-    overhead_ms = max(0.0, call_ms - per_node_ms * call.nodes)
+    call_overhead_ms = max(0.0, call_ms - per_node_ms * call.nodes)
 
     def fixed(m: MicroModel) -> float:
-        return overhead_ms + per_node_ms * m.nodes
-
-    def eff(m: MicroModel, ms: float) -> float:  # achieved share of peak MAC/s
-        return m.macs / (_work_ms(ms, fixed(m)) / 1e3) / peak_macs_per_s
+        return call_overhead_ms + per_node_ms * m.nodes
 
     def gbs(m: MicroModel, ms: float) -> float:  # achieved GB/s
         return m.bytes / (_work_ms(ms, fixed(m)) / 1e3) / 1e9
@@ -151,39 +159,83 @@ def fit_entry(
     bw_eff = achieved_gbs / bandwidth_gbs if bandwidth_gbs else None
     byte_scale = 0.25 if precision == "int8" else 1.0  # int8 weights and activations (the copies stay fp32)
 
-    def memory_ms(m: MicroModel) -> float:  # the roofline's memory term at the copies' bandwidth
-        return m.bytes * (byte_scale if m.kind in COMPUTE_CLASSES else 1.0) / (achieved_gbs * 1e9) * 1e3
+    # The layers: each single-layer micro paired with its stack of K. The per-layer time is the slope
+    # (t_K - t_1) / (K - 1), free of what a call pays once (call overhead, boundary quantize/dequantize, layout
+    # reorders); the intercept t_1 - slope is that once-per-call cost.
+    layers: dict[str, list[tuple[MicroModel, float, float]]] = {}  # kind -> [(single micro, per-layer ms, intercept)]
+    for kind in STACKED_KINDS:
+        group = by_kind[kind]
+        singles = {m.name: (m, ms) for m, ms in group if m.layers == 1}
+        for m, ms in group:
+            if m.layers > 1 and m.base in singles:
+                one, one_ms = singles[m.base]
+                slope = layer_slope(one_ms, ms, m.layers)
+                layers.setdefault(kind, []).append((one, slope, one_ms - slope))
+        if not layers.get(kind):
+            raise RuntimeFailure(f"calibration of {runtime} {precision} ×{threads} has no single-layer and stacked "
+                                 f"pair for {kind}; both are needed for the per-layer fit.")
+    intercepts = [b for kind in COMPUTE_CLASSES for _, _, b in layers[kind]]
+    overhead_ms = max(call_overhead_ms, _median(intercepts))
 
-    def compute_bound(group: Sequence[tuple[MicroModel, float]]) -> list[tuple[MicroModel, float]]:
-        # a micro that took no longer than its bytes take at the copy bandwidth (a GEMV streaming its weights) is
+    def layer_work(m: MicroModel, slope: float) -> float:  # a layer's time less its per-node cost
+        return max(slope - per_node_ms * m.nodes, MIN_WORK_SHARE * slope)
+
+    def eff(m: MicroModel, slope: float) -> float:  # achieved share of peak MAC/s of one layer
+        return m.macs / (layer_work(m, slope) / 1e3) / peak_macs_per_s
+
+    def memory_ms(m: MicroModel) -> float:  # the roofline's memory term at the copies' bandwidth
+        return m.bytes * (byte_scale if m.kind in STACKED_KINDS else 1.0) / (achieved_gbs * 1e9) * 1e3
+
+    def compute_bound(group: Sequence[tuple[MicroModel, float, float]]) -> list[tuple[MicroModel, float, float]]:
+        # a layer that took no longer than its bytes take at the copy bandwidth (a GEMV streaming its weights) is
         # memory-bound: the roofline predicts it from bandwidth whatever the efficiency, so it does not set one
-        return [(m, ms) for m, ms in group if _work_ms(ms, fixed(m)) > memory_ms(m)] or list(group)
+        return [g for g in group if layer_work(g[0], g[1]) > memory_ms(g[0])] or list(group)
+
+    def elt_gbs(m: MicroModel, slope: float) -> float:  # an elementwise layer's bytes (as the estimator counts them)/s
+        return m.bytes * byte_scale / (layer_work(m, slope) / 1e3) / 1e9
 
     efficiency: dict[str, float] = {}
     for kind in COMPUTE_CLASSES:
-        efficiency[kind] = _median([eff(m, ms) for m, ms in compute_bound(by_kind[kind])])
-    efficiency["elementwise"] = _median([eff(m, ms) for m, ms in copies])
+        efficiency[kind] = _median([eff(m, sl) for m, sl, _ in compute_bound(layers[kind])])
+    efficiency["elementwise"] = _median([eff(m, sl) for m, sl, _ in layers["eltwise"]])
     for cls, src in DERIVED_CLASSES.items():
         efficiency[cls] = efficiency[src]
+    elt_achieved = _median([elt_gbs(m, sl) for m, sl, _ in layers["eltwise"]])
 
     rows: list[dict[str, Any]] = []
     errors: list[float] = []
+    per_layer = {m.name: (sl, b) for kind in STACKED_KINDS for m, sl, b in layers[kind]}
     for kind, group in by_kind.items():
-        for i, (m, ms) in enumerate(group):
-            row = {"name": m.name, "kind": m.kind, "op_class": m.op_class, "macs": m.macs, "bytes": m.bytes,
-                   "p50_ms": round(ms, 6), "memory_bound": None, "predicted_ms": None, "error_percent": None}
-            others = [g for j, g in enumerate(group) if j != i]
-            if kind in (*COMPUTE_CLASSES, "copy") and others:
-                if kind == "copy":  # bandwidth-bound: predicted from the others' achieved GB/s
-                    pred = fixed(m) + m.bytes / (_median([gbs(o, oms) for o, oms in others]) * 1e9) * 1e3
-                else:  # the estimator's roofline: the larger of compute at the others' efficiency and memory
-                    row["memory_bound"] = _work_ms(ms, fixed(m)) <= memory_ms(m)
-                    loo_eff = _median([eff(o, oms) for o, oms in compute_bound(others)])
-                    pred = fixed(m) + max(m.macs / (loo_eff * peak_macs_per_s) * 1e3, memory_ms(m))
-                err = (pred - ms) / ms * 100.0
-                errors.append(err)
-                row["predicted_ms"], row["error_percent"] = round(pred, 6), round(err, 2)
-            rows.append(row)
+        for m, ms in group:
+            rows.append({"name": m.name, "kind": m.kind, "op_class": m.op_class, "layers": m.layers, "macs": m.macs,
+                         "bytes": m.bytes, "p50_ms": round(ms, 6), "layer_ms": None, "intercept_ms": None,
+                         "memory_bound": None, "predicted_ms": None, "error_percent": None})
+            if m.name in per_layer:
+                rows[-1]["layer_ms"], rows[-1]["intercept_ms"] = (round(v, 6) for v in per_layer[m.name])
+    by_row = {r["name"]: r for r in rows}
+
+    def record(name: str, pred: float, measured: float, **extra: Any) -> None:
+        err = (pred - measured) / measured * 100.0 if measured > 0 else float("inf")
+        errors.append(err)
+        by_row[name].update(predicted_ms=round(pred, 6), error_percent=round(err, 2), **extra)
+
+    for m, ms in copies:  # bandwidth-bound: predicted from the other copies' achieved GB/s
+        others = [(o, oms) for o, oms in copies if o is not m]
+        if others:
+            record(m.name, fixed(m) + m.bytes / (_median([gbs(o, oms) for o, oms in others]) * 1e9) * 1e3, ms)
+    for kind in STACKED_KINDS:  # each layer's time from the fit of the other shapes of its class
+        for i, (m, sl, _) in enumerate(layers[kind]):
+            others = [g for j, g in enumerate(layers[kind]) if j != i]
+            if not others:
+                continue
+            if kind == "eltwise":
+                pred = per_node_ms * m.nodes + m.bytes * byte_scale / (
+                    _median([elt_gbs(o, osl) for o, osl, _ in others]) * 1e9) * 1e3
+                record(m.name, pred, sl)
+            else:  # the estimator's roofline: the larger of compute at the others' efficiency and memory
+                loo_eff = _median([eff(o, osl) for o, osl, _ in compute_bound(others)])
+                pred = per_node_ms * m.nodes + max(m.macs / (loo_eff * peak_macs_per_s) * 1e3, memory_ms(m))
+                record(m.name, pred, sl, memory_bound=layer_work(m, sl) <= memory_ms(m))
     abs_err = np.abs(np.asarray(errors, dtype=float))
     entry = {
         "runtime": runtime,
@@ -191,19 +243,22 @@ def fit_entry(
         "threads": int(threads),
         "efficiency": {c: round(efficiency[c], 5) for c in OP_CLASSES},
         "bandwidth_efficiency": None if bw_eff is None else round(bw_eff, 5),
+        "elementwise_bandwidth_efficiency": (round(elt_achieved / bandwidth_gbs, 5) if bandwidth_gbs else None),
         "overhead_ms": round(overhead_ms, 6),
+        "call_overhead_ms": round(call_overhead_ms, 6),
         "per_node_ms": round(per_node_ms, 6),
         "error": {
             "median_abs_percent": round(float(np.median(abs_err)), 2) if errors else None,
             "within_25_percent": round(float(np.mean(abs_err <= WITHIN_PERCENT)), 4) if errors else None,
             "n": len(errors),
-            "method": "leave-one-shape-out",
+            "method": "leave-one-shape-out, per layer",
         },
         "fitted_on": "microbenchmarks",
         "derived": dict(DERIVED_CLASSES),
         "peak_macs_per_s": float(peak_macs_per_s),
         "bandwidth_gbs": bandwidth_gbs,
         "achieved_bandwidth_gbs": round(achieved_gbs, 4),
+        "elementwise_achieved_gbs": round(elt_achieved, 4),
     }
     return entry, rows
 

@@ -189,11 +189,15 @@ def _accelerator_peak_macs(profile: Any, name: str, precision: str) -> float | N
 
 
 def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth_bps: float, eff: Mapping[str, float],
-                 bw_eff: float, per_node_ms: float, overhead_ms: float) -> float:
+                 bw_eff: float, per_node_ms: float, overhead_ms: float, elementwise_bw_eff: float | None = None) -> float:
+    """The roofline sum. ``elementwise_bw_eff`` (a calibration's, from its stacked elementwise micro) is the bandwidth
+    efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too."""
     eff_arr = np.array([eff.get(c, 1.0) if c in COMPUTE_CLASSES else 1.0 for c in layers.classes])
     scale = np.array([_BYTES_SCALE.get((d, precision), 1.0) for d in layers.dtypes])
     compute_s = layers.macs / (peak_macs * eff_arr)
-    memory_s = layers.bytes * scale / (bandwidth_bps * bw_eff)
+    bw = np.array([bw_eff if (c in COMPUTE_CLASSES or not elementwise_bw_eff) else elementwise_bw_eff
+                   for c in layers.classes])
+    memory_s = layers.bytes * scale / (bandwidth_bps * bw)
     return float(np.sum(np.maximum(compute_s, memory_s)) * 1e3 + per_node_ms * len(layers.classes) + overhead_ms)
 
 
@@ -521,7 +525,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
         point = _roofline_ms(layers, precision=precision, peak_macs=float(profile.peak_macs_per_s(precision, threads)),
                              bandwidth_bps=bandwidth_bps, eff=eff, bw_eff=float(bw_eff),
                              per_node_ms=float(calibration.get("per_node_ms") or 0.0),
-                             overhead_ms=float(calibration.get("overhead_ms") or 0.0))
+                             overhead_ms=float(calibration.get("overhead_ms") or 0.0),
+                             elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"))
         error = dict(calibration.get("error") or {})
         median_abs = float(error.get("median_abs_percent") or 25.0)
         half = math.log1p(1.9 * median_abs / 100)

@@ -42,6 +42,13 @@ MICRO_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 COMPUTE_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul")
 NODES_CHAIN = 64  # tiny nodes in the per-node micro (16 in quick mode)
 NODES_CHAIN_QUICK = 16
+# Layers in the stacked (differential) variant of each compute and elementwise micro: the per-layer time is the slope
+# (t_K - t_1) / (K - 1), in which the per-call and boundary costs (input/output quantize and dequantize, layout
+# reorders) cancel.
+STACK = 4
+STACK_QUICK = 3
+# Micro kinds that come as a single layer and a stack of K: the four compute classes and ``eltwise``.
+STACKED_KINDS: tuple[str, ...] = (*COMPUTE_CLASSES, "eltwise")
 
 # Shapes (H, W, C for convolutions; M, K, N for the GEMM; elements for the copy). Chosen so each full-size micro
 # takes about 0.2-5 ms on one Cortex-A76 core at a typical efficiency: ~29 M MACs per 3×3 conv, ~13 M per 1×1, the
@@ -53,6 +60,8 @@ FULL_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "depthwise": ((56, 56, 128), (28, 28, 256), (14, 14, 512), (7, 7, 1024)),
     "matmul": ((1, 1024, 1024), (64, 512, 512), (64, 768, 768)),
     "copy": ((4 << 20,), (8 << 20,)),
+    # activation-sized tensors (H, W, C) for the elementwise stack: in-cache, as a network's residual Adds are
+    "eltwise": ((56, 56, 32), (28, 28, 96)),
 }
 # Quick mode (a smoke test of the whole path, or a first look): two small shapes per kind, about 2 M MACs each.
 QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -61,6 +70,7 @@ QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "depthwise": ((28, 28, 64), (14, 14, 128)),
     "matmul": ((1, 256, 256), (16, 256, 256)),
     "copy": ((256 << 10,), (512 << 10,)),
+    "eltwise": ((14, 14, 32),),
 }
 
 
@@ -81,11 +91,24 @@ class MicroModel:
     macs: int
     bytes: int
     nodes: int = 1
+    layers: int = 1
 
     @property
     def op_class(self) -> str:
-        """The cost model's op class this micro measures (``elementwise`` for copy, call and nodes)."""
+        """The cost model's op class this micro measures (``elementwise`` for eltwise, copy, call and nodes)."""
         return self.kind if self.kind in COMPUTE_CLASSES else "elementwise"
+
+    @property
+    def base(self) -> str:
+        """The name of the single-layer micro this one stacks (its own name when ``layers == 1``)."""
+        return self.name.rsplit("-x", 1)[0] if self.layers > 1 else self.name
+
+    def stacked(self, layers: int) -> MicroModel:
+        """The same layer repeated ``layers`` times in sequence (each its own weights): K× the MACs, bytes, nodes."""
+        if self.kind not in STACKED_KINDS or self.layers != 1:
+            raise ConfigError(f"only single-layer {', '.join(STACKED_KINDS)} micros stack, not {self.name!r}.")
+        return MicroModel(name=f"{self.name}-x{layers}", kind=self.kind, shape=self.shape, input_shape=self.input_shape,
+                          macs=self.macs * layers, bytes=self.bytes * layers, nodes=self.nodes * layers, layers=layers)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -114,11 +137,21 @@ def _copy(elements: int) -> MicroModel:
                       input_shape=(1, elements), macs=elements, bytes=FP32_BYTES * 2 * elements)
 
 
+def _eltwise(h: int, w: int, c: int) -> MicroModel:
+    # one Add of a per-channel constant on an activation: reads and writes the tensor (the constant is negligible)
+    return MicroModel(name=f"eltwise-{h}x{w}x{c}", kind="eltwise", shape=(h, w, c), input_shape=(1, c, h, w),
+                      macs=h * w * c, bytes=FP32_BYTES * (2 * h * w * c + c))
+
+
 def micro_models(*, quick: bool = False) -> list[MicroModel]:
-    """The microbenchmarks of one calibration: every compute kind at its shapes, two copies, ``call`` and ``nodes``."""
+    """The microbenchmarks of one calibration: every compute kind at its shapes and the elementwise stack, each as one
+    layer and as a stack of ``STACK`` (``STACK_QUICK``) layers; two copies, ``call`` and ``nodes``."""
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
-    out = [_conv(kind, *s) for kind in ("conv", "conv1x1", "depthwise") for s in shapes[kind]]
-    out += [_gemm(*s) for s in shapes["matmul"]]
+    k = STACK_QUICK if quick else STACK
+    single = [_conv(kind, *s) for kind in ("conv", "conv1x1", "depthwise") for s in shapes[kind]]
+    single += [_gemm(*s) for s in shapes["matmul"]]
+    single += [_eltwise(*s) for s in shapes["eltwise"]]
+    out = [m for s in single for m in (s, s.stacked(k))]
     out += [_copy(*s) for s in shapes["copy"]]
     width = 8
     out.append(MicroModel(name="call", kind="call", shape=(width,), input_shape=(1, width), macs=width,
@@ -142,24 +175,43 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
         inits.append(numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name))
         return name
 
+    layers = micro.layers
+    # a stack's layers are named with a suffix (w, w_1, ...; the single layer keeps the plain names)
+    sfx = lambda i: "" if i == 0 else f"_{i}"  # noqa: E731
+    tensor = lambda i: "y" if i == layers - 1 else f"h{i}"  # noqa: E731 - layer i's output
     if micro.kind in ("conv", "conv1x1", "depthwise"):
         h, w, c = micro.shape
         k = 1 if micro.kind == "conv1x1" else 3
         group = c if micro.kind == "depthwise" else 1
         fan_in = (c // group) * k * k
-        wname = weight("w", (c, c // group, k, k), 1.0 / np.sqrt(fan_in))
-        bname = weight("b", (c,), 0.1)
-        pad = k // 2
-        nodes.append(helper.make_node("Conv", ["x", wname, bname], ["y"], kernel_shape=[k, k], pads=[pad] * 4,
-                                      strides=[1, 1], group=group))
+        prev = "x"
+        for i in range(layers):
+            wname = weight(f"w{sfx(i)}", (c, c // group, k, k), 1.0 / np.sqrt(fan_in))
+            bname = weight(f"b{sfx(i)}", (c,), 0.1)
+            pad = k // 2
+            nodes.append(helper.make_node("Conv", [prev, wname, bname], [tensor(i)], kernel_shape=[k, k],
+                                          pads=[pad] * 4, strides=[1, 1], group=group))
+            prev = tensor(i)
         out_shape = [1, c, h, w]
     elif micro.kind == "matmul":  # MatMul + bias Add on (1, M, K): M rows of one sample, as in a transformer
         m, k, n = micro.shape
-        wname = weight("w", (k, n), 1.0 / np.sqrt(k))
-        bname = weight("b", (n,), 0.1)
-        nodes.append(helper.make_node("MatMul", ["x", wname], ["xw"]))
-        nodes.append(helper.make_node("Add", ["xw", bname], ["y"]))
+        if layers > 1 and k != n:
+            raise ConfigError(f"a stacked matmul micro needs K == N so its layers chain, got {micro.shape}.")
+        prev = "x"
+        for i in range(layers):
+            wname = weight(f"w{sfx(i)}", (k, n), 1.0 / np.sqrt(k))
+            bname = weight(f"b{sfx(i)}", (n,), 0.1)
+            nodes.append(helper.make_node("MatMul", [prev, wname], [f"xw{sfx(i)}"]))
+            nodes.append(helper.make_node("Add", [f"xw{sfx(i)}", bname], [tensor(i)]))
+            prev = tensor(i)
         out_shape = [1, m, n]
+    elif micro.kind == "eltwise":  # Adds of per-channel constants on an activation (distinct, so nothing folds)
+        h, w, c = micro.shape
+        prev = "x"
+        for i in range(layers):
+            nodes.append(helper.make_node("Add", [prev, weight(f"c{sfx(i)}", (c, 1, 1), 1.0)], [tensor(i)]))
+            prev = tensor(i)
+        out_shape = [1, c, h, w]
     elif micro.kind in ("copy", "call"):
         cname = weight("c", (1,), 1.0)
         nodes.append(helper.make_node("Add", ["x", cname], ["y"]))
@@ -173,7 +225,7 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
             prev = out
         out_shape = list(micro.input_shape)
     else:
-        raise ConfigError(f"unknown micro kind {micro.kind!r}; valid: {', '.join((*COMPUTE_CLASSES, 'copy', 'call', 'nodes'))}.")
+        raise ConfigError(f"unknown micro kind {micro.kind!r}; valid: {', '.join((*STACKED_KINDS, 'copy', 'call', 'nodes'))}.")
     graph = helper.make_graph(nodes, micro.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(micro.input_shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgestill-microbench")
@@ -221,7 +273,7 @@ def _output_shape(micro: MicroModel) -> tuple[int, ...]:
 
 
 def _quantizes(micro: MicroModel) -> bool:
-    return micro.kind in COMPUTE_CLASSES
+    return micro.kind in STACKED_KINDS
 
 
 def build_onnx(micro: MicroModel, folder: Path, precision: str = "fp32", *, seed: int = 0) -> Path:
@@ -308,12 +360,29 @@ def _torch_module(micro: MicroModel, seed: int) -> Any:
                 x = x + c
             return x
 
+    class EltStack(nn.Module):  # x + c0 + c1 + ... with per-channel constants on an (N, C, H, W) activation
+        def __init__(self, count: int, channels: int):
+            super().__init__()
+            self.consts = nn.ParameterList([nn.Parameter(torch.randn(channels, 1, 1), requires_grad=False)
+                                            for _ in range(count)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for c in self.consts:
+                x = x + c
+            return x
+
+    def stack(make: Any) -> Any:
+        return (make() if micro.layers == 1 else nn.Sequential(*[make() for _ in range(micro.layers)])).eval()
+
     if micro.kind in ("conv", "conv1x1", "depthwise"):
         c = micro.shape[2]
         k = 1 if micro.kind == "conv1x1" else 3
-        return nn.Conv2d(c, c, k, padding=k // 2, groups=c if micro.kind == "depthwise" else 1, bias=True).eval()
+        return stack(lambda: nn.Conv2d(c, c, k, padding=k // 2, groups=c if micro.kind == "depthwise" else 1,
+                                       bias=True))
     if micro.kind == "matmul":
-        return nn.Linear(micro.shape[1], micro.shape[2], bias=True).eval()
+        return stack(lambda: nn.Linear(micro.shape[1], micro.shape[2], bias=True))
+    if micro.kind == "eltwise":
+        return EltStack(micro.layers, micro.shape[2]).eval()
     if micro.kind in ("copy", "call"):
         return Chain(1, 1).eval()
     return Chain(micro.nodes, micro.shape[0]).eval()
