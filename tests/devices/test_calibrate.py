@@ -120,11 +120,9 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
             m, k, n = micro.shape
             np.testing.assert_allclose(y, x @ w["w"] + w["b"], rtol=1e-4, atol=1e-4)
             assert micro.macs == m * k * n
-        elif micro.kind == "eltwise":
-            want = x.copy()
-            for name in sorted((n for n in w if n.startswith("c")), key=lambda n: int(n[2:] or 0)):
-                want = want + w[name]
-            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        elif micro.kind == "eltwise":  # a residual Add of two activations
+            np.testing.assert_allclose(y, 2 * x, rtol=1e-6)
+            assert micro.bytes == 12 * x.size
         elif micro.kind in ("copy", "call"):
             np.testing.assert_allclose(y, x + w["c"], rtol=1e-6)
             assert micro.bytes == 8 * x.size
@@ -169,8 +167,9 @@ def test_stacked_micros_have_k_times_the_work() -> None:
             g, g1 = build_onnx_graph(m), build_onnx_graph(one)
             assert graph_cost(g).total_macs == STACK * graph_cost(g1).total_macs
             assert len(graph_cost(g).nodes) == STACK * len(graph_cost(g1).nodes)
-            weights = [i for i in g.graph.initializer if i.name.startswith(("w", "c"))]
-            assert len({i.raw_data for i in weights}) == len(weights) == STACK  # each layer its own seeded weights
+            weights = [i for i in g.graph.initializer if i.name.startswith("w")]
+            if m.kind != "eltwise":  # each layer its own seeded weights (the residual Adds have none)
+                assert len({i.raw_data for i in weights}) == len(weights) == STACK
 
 
 def test_layer_slope_cancels_the_per_call_terms() -> None:

@@ -138,9 +138,9 @@ def _copy(elements: int) -> MicroModel:
 
 
 def _eltwise(h: int, w: int, c: int) -> MicroModel:
-    # one Add of a per-channel constant on an activation: reads and writes the tensor (the constant is negligible)
+    # one residual Add of two activations: reads two tensors and writes one
     return MicroModel(name=f"eltwise-{h}x{w}x{c}", kind="eltwise", shape=(h, w, c), input_shape=(1, c, h, w),
-                      macs=h * w * c, bytes=FP32_BYTES * (2 * h * w * c + c))
+                      macs=h * w * c, bytes=FP32_BYTES * 3 * h * w * c)
 
 
 def micro_models(*, quick: bool = False) -> list[MicroModel]:
@@ -205,11 +205,11 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
             nodes.append(helper.make_node("Add", [f"xw{sfx(i)}", bname], [tensor(i)]))
             prev = tensor(i)
         out_shape = [1, m, n]
-    elif micro.kind == "eltwise":  # Adds of per-channel constants on an activation (distinct, so nothing folds)
+    elif micro.kind == "eltwise":  # residual Adds of two activations, h_i = h_(i-1) + x: no constant to fold
         h, w, c = micro.shape
         prev = "x"
         for i in range(layers):
-            nodes.append(helper.make_node("Add", [prev, weight(f"c{sfx(i)}", (c, 1, 1), 1.0)], [tensor(i)]))
+            nodes.append(helper.make_node("Add", [prev, "x"], [tensor(i)]))
             prev = tensor(i)
         out_shape = [1, c, h, w]
     elif micro.kind in ("copy", "call"):
@@ -360,16 +360,16 @@ def _torch_module(micro: MicroModel, seed: int) -> Any:
                 x = x + c
             return x
 
-    class EltStack(nn.Module):  # x + c0 + c1 + ... with per-channel constants on an (N, C, H, W) activation
-        def __init__(self, count: int, channels: int):
+    class EltStack(nn.Module):  # residual Adds of two activations: h = x; h = h + x, ``count`` times
+        def __init__(self, count: int):
             super().__init__()
-            self.consts = nn.ParameterList([nn.Parameter(torch.randn(channels, 1, 1), requires_grad=False)
-                                            for _ in range(count)])
+            self.count = count
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            for c in self.consts:
-                x = x + c
-            return x
+            h = x
+            for _ in range(self.count):
+                h = h + x
+            return h
 
     def stack(make: Any) -> Any:
         return (make() if micro.layers == 1 else nn.Sequential(*[make() for _ in range(micro.layers)])).eval()
@@ -382,7 +382,7 @@ def _torch_module(micro: MicroModel, seed: int) -> Any:
     if micro.kind == "matmul":
         return stack(lambda: nn.Linear(micro.shape[1], micro.shape[2], bias=True))
     if micro.kind == "eltwise":
-        return EltStack(micro.layers, micro.shape[2]).eval()
+        return EltStack(micro.layers).eval()
     if micro.kind in ("copy", "call"):
         return Chain(1, 1).eval()
     return Chain(micro.nodes, micro.shape[0]).eval()
