@@ -140,6 +140,33 @@ def test_qdq_pairs_fold_and_mark_int8():
     assert conv.act_bytes == 4 * 8 * 8 + 6 * 8 * 8  # one byte per element in and out
 
 
+def test_qdq_around_an_op_without_an_int8_kernel_stays_as_passes():
+    """x -> Q -> DQ -> HardSigmoid -> Q -> DQ -> y: onnxruntime has no int8 HardSigmoid, so it runs in fp32 between a
+    real DequantizeLinear and QuantizeLinear (three passes); an Add, which has an int8 kernel, folds to one node."""
+    s, z = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")
+
+    def graph(op: str, extra: list[str]) -> onnx.ModelProto:
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+            helper.make_node(op, ["xd", *extra], ["h"], name="op"),
+            helper.make_node("QuantizeLinear", ["h", "s", "z"], ["hq"]),
+            helper.make_node("DequantizeLinear", ["hq", "s", "z"], ["y"]),
+        ]
+        return _model(nodes, [helper.make_tensor_value_info("x", F32, [1, 4, 8, 8])],
+                      [helper.make_tensor_value_info("y", F32, [1, 4, 8, 8])], [s, z])
+
+    cost = graph_cost(graph("HardSigmoid", []))
+    assert [(n.op_type, n.dtype) for n in cost.nodes] == [
+        ("DequantizeLinear", "int8"), ("QuantizeLinear", "int8"), ("HardSigmoid", "fp32")]
+    assert all(n.op_class == "elementwise" for n in cost.nodes)
+    by_op = {n.op_type: n for n in cost.nodes}
+    assert by_op["HardSigmoid"].act_bytes == 2 * 4 * 256  # fp32 in and out
+    assert by_op["DequantizeLinear"].act_bytes == by_op["QuantizeLinear"].act_bytes == 5 * 256
+    cost = graph_cost(graph("Add", ["xd"]))
+    assert [(n.op_type, n.dtype) for n in cost.nodes] == [("Add", "int8")]
+
+
 def test_by_class_and_to_dict_and_batch(tmp_path: Path):
     one = graph_cost(_conv_net())
     four = graph_cost(_conv_net(), batch=4)

@@ -23,7 +23,12 @@ whose output it is the only consumer of is fused into that producer, as onnxrunt
 its tensors make no separate memory pass and it adds no per-node overhead. Chains fuse too (Conv → BN → Relu).
 
 QDQ: QuantizeLinear/DequantizeLinear are folded away; a node that reads a dequantized tensor is marked int8.
-QLinearConv, ConvInteger, QLinearMatMul and MatMulInteger are int8 convs and matmuls.
+QLinearConv, ConvInteger, QLinearMatMul and MatMulInteger are int8 convs and matmuls. Except where the op has no int8
+kernel in onnxruntime (``_QDQ_INT8_KERNEL_OPS`` lists those it has: convs, matmuls, Add, Mul, Softmax, Concat,
+pools, data movement): such a node (LayerNormalization, Gelu, HardSigmoid, ReduceMean, ...) stays fp32 at fp32 bytes,
+and the DequantizeLinear before it and QuantizeLinear after it are elementwise nodes of their own, as onnxruntime's
+optimized graph keeps them (vit_small int8: 32 DequantizeLinear and 14 QuantizeLinear left; mobilenet_v3_small: 39
+each).
 """
 
 from __future__ import annotations
@@ -62,6 +67,15 @@ _ELEMENTWISE_OPS = {
 _FUSABLE_UNARY = {"Relu", "LeakyRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Gelu", "Elu",
                   "BatchNormalization", "FastGelu", "BiasGelu"}
 _FUSABLE_WITH_CONSTANT = {"Add", "Sub", "Mul", "Div"}
+# ops onnxruntime runs on int8 tensors in a QDQ graph (its QDQ fusions into QLinear*/QGemm kernels, the ops it drops
+# the QDQ pair around, and the ones with native int8 kernels); any other op that reads a dequantized tensor runs in
+# fp32 between a real DequantizeLinear and QuantizeLinear (seen in its optimized graph of the zoo's int8 exports)
+_QDQ_INT8_KERNEL_OPS = {
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "Softmax", "Concat", "Sigmoid", "LeakyRelu", "AveragePool",
+    "GlobalAveragePool", "MaxPool", "Relu", "Clip", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+    "Gather", "GatherElements", "Slice", "Split", "Expand", "Resize", "Pad", "Where", "ArgMax", "Identity",
+    "DepthToSpace", "SpaceToDepth", *_INT8_OPS,
+}
 # ops that move no data (a view of their input): no memory pass
 _VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Constant", "Size",
              "ConstantOfShape"}
@@ -431,6 +445,28 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
             act_bytes += sum(out_size(o) for o in members[-1].output if o)
         main = root(node.input[0]) if node.input else ""
         dtype = "int8" if int8 else _DTYPE_NAMES.get(types.get(main, 1), "fp32")
+        if int8 and op_class not in COMPUTE_CLASSES and node.op_type not in _QDQ_INT8_KERNEL_OPS \
+                and node.op_type not in _VIEW_OPS:
+            # no int8 kernel (LayerNormalization, Gelu, HardSigmoid, ReduceMean, ...): onnxruntime keeps the QDQ pair
+            # around it and runs it in fp32. The DequantizeLinear of each quantized input and the QuantizeLinear of
+            # each quantized output are passes of their own (1 byte read + 4 written, or the reverse, per element).
+            dtype = "fp32"
+            act_bytes = 0
+            for t in node.input:
+                if t and not is_param(t):
+                    act_bytes += elems(root(t)) * 4
+                    if t in quantized_inputs:
+                        nodes.append(NodeCost(name=f"{name}/dequantize:{t}", op_type="DequantizeLinear",
+                                              op_class="elementwise", macs=0, param_bytes=0,
+                                              act_bytes=round(elems(root(t)) * 5 * scale), dtype="int8"))
+            for o in members[-1].output:
+                if not o:
+                    continue
+                act_bytes += elems(o) * 4
+                readers = readers_of.get(o, [])
+                if readers and all(r.op_type == "QuantizeLinear" for r in readers):
+                    nodes.append(NodeCost(name=f"{name}/quantize:{o}", op_type="QuantizeLinear", op_class="elementwise",
+                                          macs=0, param_bytes=0, act_bytes=round(elems(o) * 5 * scale), dtype="int8"))
         nodes.append(NodeCost(
             name=name, op_type=node.op_type, op_class=op_class, macs=round(macs * scale), param_bytes=param_bytes,
             act_bytes=round(act_bytes * scale), fused=tuple(m.op_type for m in members[1:]), dtype=dtype,

@@ -188,12 +188,20 @@ def _accelerator_peak_macs(profile: Any, name: str, precision: str) -> float | N
 # ------------------------------------------------------------------------------------------------------- the roofline
 
 
+def _byte_scales(layers: _Layers, precision: str) -> np.ndarray:
+    """How each node's bytes scale to ``precision``: a graph stored in fp32 moves 1/4 of them in int8; a graph that is
+    already quantized (a node marked int8) keeps its fp32 nodes at fp32, as the runtime runs them."""
+    if precision in ("int8",) and "int8" in layers.dtypes:
+        return np.ones(len(layers.dtypes))
+    return np.array([_BYTES_SCALE.get((d, precision), 1.0) for d in layers.dtypes])
+
+
 def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth_bps: float, eff: Mapping[str, float],
                  bw_eff: float, per_node_ms: float, overhead_ms: float, elementwise_bw_eff: float | None = None) -> float:
     """The roofline sum. ``elementwise_bw_eff`` (a calibration's, from its stacked elementwise micro) is the bandwidth
     efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too."""
     eff_arr = np.array([eff.get(c, 1.0) if c in COMPUTE_CLASSES else 1.0 for c in layers.classes])
-    scale = np.array([_BYTES_SCALE.get((d, precision), 1.0) for d in layers.dtypes])
+    scale = _byte_scales(layers, precision)
     compute_s = layers.macs / (peak_macs * eff_arr)
     bw = np.array([bw_eff if (c in COMPUTE_CLASSES or not elementwise_bw_eff) else elementwise_bw_eff
                    for c in layers.classes])
