@@ -99,6 +99,24 @@ def test_calibration_entry_replaces_the_published_fit(tmp_path: Path, monkeypatc
     # another thread count has no entry: the published fit answers
     other = estimate(_summary(macs, nbytes), pi5, runtime="onnxruntime", precision="fp32", threads=2)
     assert other.provenance["estimator"]["fit"] == "published"
+    # the stacked elementwise micro's bandwidth prices the nodes without MACs; compute nodes keep the copies'
+    doc["entries"] = [{**entry, "elementwise_bandwidth_efficiency": 2.0}]
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    pi5 = load_profile("raspberry-pi-5")
+    elt = estimate(_summary(0, nbytes, "elementwise"), pi5, runtime="onnxruntime", precision="fp32", threads=1)
+    assert math.isclose(elt.settings["estimate_ms"], nbytes / (pi5.bandwidth_gbs * 1e9 * 2.0) * 1e3 + 0.01 + 0.2,
+                        rel_tol=1e-3)
+    conv = estimate(_summary(macs, nbytes), pi5, runtime="onnxruntime", precision="fp32", threads=1)
+    assert math.isclose(conv.settings["estimate_ms"], expected, rel_tol=1e-3)
+
+
+def test_int8_scales_an_fp32_graph_but_not_the_fp32_nodes_of_a_quantized_one():
+    from edgestill.devices.estimator import _byte_scales, _Layers
+
+    fp32_graph = _Layers.from_summary({"layers": [["conv", 1, 100, "fp32"], ["elementwise", 0, 100, "fp32"]]})
+    assert list(_byte_scales(fp32_graph, "int8")) == [0.25, 0.25]
+    qdq_graph = _Layers.from_summary({"layers": [["conv", 1, 100, "int8"], ["elementwise", 0, 100, "fp32"]]})
+    assert list(_byte_scales(qdq_graph, "int8")) == [1.0, 1.0]  # the LayerNorm onnxruntime runs in fp32 stays fp32
 
 
 def test_bad_choices_are_input_errors():
