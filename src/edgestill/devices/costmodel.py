@@ -449,7 +449,9 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
                 and node.op_type not in _VIEW_OPS:
             # no int8 kernel (LayerNormalization, Gelu, HardSigmoid, ReduceMean, ...): onnxruntime keeps the QDQ pair
             # around it and runs it in fp32. The DequantizeLinear of each quantized input and the QuantizeLinear of
-            # each quantized output are passes of their own (1 byte read + 4 written, or the reverse, per element).
+            # each quantized output are passes of their own. Each is priced as a third of an int8 residual Add over
+            # the same elements (which dequantizes two inputs and quantizes one output: 3 bytes per element as the
+            # int8 calibration counts it), so 1 byte per element, int8, at the int8 elementwise rate.
             dtype = "fp32"
             act_bytes = 0
             for t in node.input:
@@ -458,7 +460,7 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
                     if t in quantized_inputs:
                         nodes.append(NodeCost(name=f"{name}/dequantize:{t}", op_type="DequantizeLinear",
                                               op_class="elementwise", macs=0, param_bytes=0,
-                                              act_bytes=round(elems(root(t)) * 5 * scale), dtype="int8"))
+                                              act_bytes=round(elems(root(t)) * scale), dtype="int8"))
             for o in members[-1].output:
                 if not o:
                     continue
@@ -466,7 +468,7 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
                 readers = readers_of.get(o, [])
                 if readers and all(r.op_type == "QuantizeLinear" for r in readers):
                     nodes.append(NodeCost(name=f"{name}/quantize:{o}", op_type="QuantizeLinear", op_class="elementwise",
-                                          macs=0, param_bytes=0, act_bytes=round(elems(o) * 5 * scale), dtype="int8"))
+                                          macs=0, param_bytes=0, act_bytes=round(elems(o) * scale), dtype="int8"))
         nodes.append(NodeCost(
             name=name, op_type=node.op_type, op_class=op_class, macs=round(macs * scale), param_bytes=param_bytes,
             act_bytes=round(act_bytes * scale), fused=tuple(m.op_type for m in members[1:]), dtype=dtype,

@@ -51,7 +51,24 @@ so the figures follow the profiles and data files; ``perf/estimator_accuracy.py`
 Calibration (``fit="calibration"``). When the profile holds a calibration entry for (runtime, precision, threads),
 its efficiencies, bandwidth efficiency, per-node and per-call terms replace the published fit (``s = 1``, no thread
 factor: the entry was measured at that thread count), and the band comes from its own leave-one-shape-out error:
-± 1.9 × its median absolute % error (about the 10th/90th percentile when errors are roughly normal in log).
+± 1.9 × its median absolute % error (about the 10th/90th percentile when errors are roughly normal in log). The
+entry's efficiencies are per layer, from the slope of stacked microbenchmarks (:mod:`edgestill.devices.calibrate`);
+its ``elementwise_bandwidth_efficiency`` (from a stack of residual Adds) prices the nodes without MACs (elementwise,
+pool, other) in place of the DRAM copies' ``bandwidth_efficiency``, which still prices the compute layers' memory term.
+
+int8. A graph stored in fp32 (the ONNX export an OpenVINO or LiteRT int8 artifact is estimated from) moves a quarter
+of its bytes in int8, every node. A graph already quantized (onnxruntime's QDQ export: a node is marked int8) is taken
+as the runtime runs it: its fp32 nodes keep fp32 bytes, and the cost model counts the DequantizeLinear and
+QuantizeLinear passes onnxruntime keeps around ops it has no int8 kernel for (LayerNormalization, Gelu,
+HardSigmoid, ReduceMean; :mod:`edgestill.devices.costmodel`); those fp32 nodes without MACs are priced at the fp32
+calibration's elementwise bandwidth (float kernels), the int8 ones at the int8 entry's (QLinearAdd and the like). Not modelled: the fp32 islands the LiteRT and OpenVINO
+int8 artifacts keep (the project's LiteRT quantizer leaves LayerNorm, attention, Softmax and mobilenet_v3's
+hard-sigmoid in fp32 between DEQUANTIZE and QUANTIZE; OpenVINO fuses into bf16/int8 subgraphs), which the fp32 ONNX
+graph does not show.
+
+Measured on the development host (Xeon with AMX, 1 thread, ``perf/estimator_accuracy.py``; 10 zoo models × onnx,
+openvino, tflite × fp32, int8): with one-layer micros 55% of 60 cells within ±25% (median |error| 21%); with the
+differential micros and the QDQ passes: see ``perf/results/estimator_accuracy.json``.
 """
 
 from __future__ import annotations
@@ -197,14 +214,25 @@ def _byte_scales(layers: _Layers, precision: str) -> np.ndarray:
 
 
 def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth_bps: float, eff: Mapping[str, float],
-                 bw_eff: float, per_node_ms: float, overhead_ms: float, elementwise_bw_eff: float | None = None) -> float:
+                 bw_eff: float, per_node_ms: float, overhead_ms: float, elementwise_bw_eff: float | None = None,
+                 fp32_elementwise_bw_eff: float | None = None) -> float:
     """The roofline sum. ``elementwise_bw_eff`` (a calibration's, from its stacked elementwise micro) is the bandwidth
-    efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too."""
+    efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too.
+    ``fp32_elementwise_bw_eff`` (the fp32 calibration's) prices the MAC-less fp32 nodes of a quantized graph, which
+    run fp32 kernels, not the int8 ones the int8 entry measured."""
     eff_arr = np.array([eff.get(c, 1.0) if c in COMPUTE_CLASSES else 1.0 for c in layers.classes])
     scale = _byte_scales(layers, precision)
     compute_s = layers.macs / (peak_macs * eff_arr)
-    bw = np.array([bw_eff if (c in COMPUTE_CLASSES or not elementwise_bw_eff) else elementwise_bw_eff
-                   for c in layers.classes])
+    quantized = precision == "int8" and "int8" in layers.dtypes
+
+    def node_bw(c: str, d: str) -> float:
+        if c in COMPUTE_CLASSES or not elementwise_bw_eff:
+            return bw_eff
+        if quantized and d == "fp32" and fp32_elementwise_bw_eff:
+            return fp32_elementwise_bw_eff
+        return elementwise_bw_eff
+
+    bw = np.array([node_bw(c, d) for c, d in zip(layers.classes, layers.dtypes)])
     memory_s = layers.bytes * scale / (bandwidth_bps * bw)
     return float(np.sum(np.maximum(compute_s, memory_s)) * 1e3 + per_node_ms * len(layers.classes) + overhead_ms)
 
@@ -534,7 +562,9 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                              bandwidth_bps=bandwidth_bps, eff=eff, bw_eff=float(bw_eff),
                              per_node_ms=float(calibration.get("per_node_ms") or 0.0),
                              overhead_ms=float(calibration.get("overhead_ms") or 0.0),
-                             elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"))
+                             elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
+                             fp32_elementwise_bw_eff=(profile.calibration_for(runtime, "fp32", threads) or {}).get(
+                                 "elementwise_bandwidth_efficiency") if precision == "int8" else None)
         error = dict(calibration.get("error") or {})
         median_abs = float(error.get("median_abs_percent") or 25.0)
         half = math.log1p(1.9 * median_abs / 100)
