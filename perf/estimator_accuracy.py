@@ -3,6 +3,7 @@
 (a) ``published``: :func:`edgestill.devices.estimator.cross_validate_published`, leave-one-model-out on
     ``published_latencies.csv``: share of rows within ±25% and the median absolute % error.
 (b) ``host``: on this machine after self-calibration. First ``calibrate_device("host", ...)`` times the microbenchmarks
+    (each compute micro and a residual Add as one layer and as a stack of 4: per-layer times from the slope)
     at 1 thread for onnxruntime, openvino and litert (fp32 and int8) and writes its calibration file to
     ``perf/.cache/estimator_accuracy/profiles/``; then every zoo model × format (onnx, openvino, tflite) × fp32/int8 is
     exported with the project's writers (fp32: ``edgestill.export``'s writer per format; int8: static int8 through

@@ -1,22 +1,38 @@
 """Device self-calibration: time the microbenchmarks on a device, refit its roofline terms, store the refit.
 
 One calibration entry per (runtime, precision, threads), fitted from the p50 latencies of the micro models
-(:mod:`edgestill.devices.microbench`):
+(:mod:`edgestill.devices.microbench`). Every compute micro (3×3, 1×1 and depthwise convs at four shapes, three
+GEMMs) and the residual-Add micro is timed as one layer (``t_1``) and as a stack of K (``t_K``); a layer's time is
+the slope ``(t_K - t_1) / (K - 1)`` (:func:`layer_slope`), free of what a call pays once (call overhead, the boundary
+quantize/dequantize of an int8 graph, layout reorders, the micro's input and output copies), and ``t_1 - slope`` is
+that once-per-call cost:
 
 - ``per_node_ms`` from the chain of tiny Adds against the single tiny Add: ``(t_nodes - t_call) / (N - 1)``;
-- ``overhead_ms``, the fixed cost of one call, from the single tiny Add less one node;
-- ``efficiency[class]`` for conv, conv1x1, depthwise and matmul: the achieved MAC/s of each micro of that class (its
-  p50 less the fixed terms) over ``profile.peak_macs_per_s(precision, threads)``, the median over its compute-bound
-  shapes. A micro that took no longer than its bytes take at the copies' bandwidth (the GEMV, which streams its
-  weights) is memory-bound: the estimator's roofline (``max(compute, memory)``) predicts it from bandwidth, so it does
-  not set an efficiency. The efficiency is the share of peak over the whole op, cache stalls included;
-- ``bandwidth_efficiency`` from the large elementwise Adds: bytes read and written per second over
-  ``profile.bandwidth_gbs``; ``efficiency["elementwise"]`` from the same micros' MAC rate. Classes without a micro of
-  their own are derived and say so in ``derived``: attention from matmul, pool and other from elementwise.
+- ``overhead_ms``, the fixed cost of one call: the median intercept ``t_1 - slope`` of the compute micros (never
+  below ``call_overhead_ms``, the single tiny Add less one node, which is also given);
+- ``efficiency[class]`` for conv, conv1x1, depthwise and matmul: each layer's achieved MAC/s (its slope less its
+  per-node cost) over ``profile.peak_macs_per_s(precision, threads)``, the median over its compute-bound shapes. A
+  layer that took no longer than its bytes take at the copies' bandwidth (the GEMV, which streams its weights) is
+  memory-bound: the estimator's roofline (``max(compute, memory)``) predicts it from bandwidth, so it does not set an
+  efficiency. The efficiency is the share of peak over the whole op, cache stalls included;
+- ``bandwidth_efficiency`` from the large elementwise Adds (16-32 MB, DRAM): bytes read and written per second over
+  ``profile.bandwidth_gbs``: the memory term of the compute layers;
+- ``elementwise_bandwidth_efficiency`` from the residual-Add stack's slope: its bytes, counted as the estimator
+  counts them (a quarter of fp32 in int8), per second over ``profile.bandwidth_gbs``: the memory term of the nodes
+  without MACs (elementwise, pool, other), whose activations are in cache in a network and which, in int8, pay the
+  runtime's int8 elementwise kernels; ``efficiency["elementwise"]`` is the same micro's MAC rate. Classes without a
+  micro of their own are derived and say so in ``derived``: attention from matmul, pool and other from elementwise.
 
-``error`` is leave-one-shape-out: each compute or copy micro's latency predicted as the estimator would (fixed terms
-plus the larger of compute and memory time) from the fit of the other shapes of its class, compared with its measured
-p50 (median absolute % error, share within ±25%, n).
+``error`` is leave-one-shape-out, per layer: each compute layer's time (its slope) predicted as the estimator would
+(per-node cost plus the larger of compute and memory time) from the fit of the other shapes of its class, each
+residual-Add layer's from the other shape's bandwidth, and each copy's p50 from the other copy, compared with what
+was measured (median absolute % error, share within ±25%, n). Slopes are differences of two timings, so this error is
+noisier than a one-layer fit's was (this Xeon, full calibration at 1 thread: 3-21% median by runtime and precision,
+OpenVINO int8 53%: its depthwise layers ran 3× apart across shapes).
+
+Figures on the development host (Xeon with AMX, 1 thread, ``perf/estimator_accuracy.py``, 10 zoo models × 3 formats ×
+fp32/int8): with one-layer micros 55% of 60 cells within ±25% (median |error| 21%); see that script's docstring and
+``perf/results/estimator_accuracy.json`` for the figures with the differential micros.
 
 The file ``<out_folder>/<profile id>.calibration.yaml`` (schema ``edgestill-device-calibration`` v1) is written
 atomically; entries for other (runtime, precision, threads) already there are kept. The raw micro measurements go

@@ -1,10 +1,22 @@
 """Microbenchmark models for device self-calibration, built without torch (``onnx.helper``, opset 17).
 
-Each micro model is one operation at one shape, so its latency isolates one term of the estimator's roofline:
-3×3, 1×1 and depthwise 3×3 convolutions and a fully connected layer (MatMul + bias; compute per op class), a large elementwise
-Add (memory bandwidth), one tiny Add (the fixed per-call overhead) and a chain of tiny Adds (the per-node cost).
-Their MACs and bytes are analytic (:func:`micro_models`) and written as edgestill artifacts (manifest + file), so
-the ordinary bench path (the runner, locally or on a device) times them.
+Each micro model isolates one term of the estimator's roofline: 3×3, 1×1 and depthwise 3×3 convolutions and a fully
+connected layer (MatMul + bias; compute per op class), a residual elementwise Add of two activations (the cost of a
+network's standalone elementwise nodes), a large elementwise Add over 16-32 MB (DRAM bandwidth), one tiny Add (the
+fixed per-call overhead) and a chain of tiny Adds (the per-node cost). Their MACs and bytes are analytic
+(:func:`micro_models`) and written as edgestill artifacts (manifest + file), so the ordinary bench path (the runner,
+locally or on a device) times them.
+
+Differential micros. Every compute micro and the residual Add come twice: one layer, and the same layer stacked
+``STACK`` times in sequence (4; 3 in quick mode; each layer with its own seeded weights; the matmul shapes have
+K == N so the layers chain; the int8 stack is quantized as one graph, so quantize/dequantize sits only at its
+boundary, as in a real network). A one-layer micro's time includes what a network pays once per call, not per layer:
+quantizing the float input and dequantizing the output of an int8 graph, OpenVINO's reorders into and out of its
+blocked layout, copying the micro's (large) input and output, the call itself. Fitted on one-layer micros, those
+costs made int8 depthwise and elementwise look 30-100× slower than the network's layers ran (on a Xeon with AMX:
+depthwise int8 efficiency 0.02-0.03, OpenVINO int8 mobilenet_v1 estimated 5.3 ms against 1.7 ms measured). The
+calibration fits each layer from the slope ``(t_K - t_1) / (K - 1)``, in which they cancel
+(:mod:`edgestill.devices.calibrate`).
 
 Formats: ONNX fp32 and int8 (onnxruntime's ``quantize_static``, QDQ, per-channel, random calibration data), OpenVINO
 fp32 (converted from the ONNX file, fp32 weights) and int8 (``nncf.quantize``), and LiteRT fp32 and int8: the same ops
@@ -15,10 +27,11 @@ The ONNX int8 micros keep float input and output: their timed call includes quan
 output, which an int8 layer inside a model does not pay, so low-MAC shapes (a 1×1 conv at 56×56) understate int8
 efficiency. Giving the QDQ graph int8 I/O instead (the boundary QuantizeLinear/DequantizeLinear removed) stopped
 onnxruntime 1.32 from fusing it into QLinearConv: the conv ran as DequantizeLinear + float Conv + QuantizeLinear, 3.6×
-slower than the float-I/O graph on this machine. The LiteRT int8 micros have int8 I/O (the project's quantizer makes
-them so) and XNNPACK runs them as int8 ops. Memory-bound and overhead micros
-(``copy``, ``call``, ``nodes``) are the fp32 files in an int8 set too: their cost does not depend on the weights'
-precision, and a quantized copy would read float inputs anyway.
+slower than the float-I/O graph on this machine. The boundary cost that float I/O adds cancels in the slope of the
+stacked micros. The LiteRT int8 micros have int8 I/O (the project's quantizer makes them so) and XNNPACK runs them
+as int8 ops. The residual Add is quantized in an int8 set (onnxruntime runs it as QLinearAdd). The DRAM copies and
+the overhead micros (``copy``, ``call``, ``nodes``) are the fp32 files in an int8 set too: their cost does not depend
+on the weights' precision, and a quantized copy would read float inputs anyway.
 """
 
 from __future__ import annotations
@@ -78,10 +91,12 @@ QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
 class MicroModel:
     """One microbenchmark: what it computes and its analytic cost.
 
-    ``kind`` is an op class of the cost model (conv, conv1x1, depthwise, matmul), ``copy`` (an elementwise Add over
-    a large tensor: bandwidth), ``call`` (one tiny Add: the per-call overhead) or ``nodes`` (a chain of tiny Adds: the
-    per-node cost). ``macs`` counts multiply-accumulates (one per element for an Add); ``bytes`` is what the op
-    reads and writes in fp32 (inputs, weights and bias, outputs); ``nodes`` is the number of graph nodes.
+    ``kind`` is an op class of the cost model (conv, conv1x1, depthwise, matmul), ``eltwise`` (residual Adds of two
+    activations), ``copy`` (an elementwise Add over a large tensor: bandwidth), ``call`` (one tiny Add: the per-call
+    overhead) or ``nodes`` (a chain of tiny Adds: the per-node cost). ``layers`` is 1, or K for the stacked variant
+    of a compute or eltwise micro (:meth:`stacked`). ``macs`` counts multiply-accumulates (one per element for an
+    Add); ``bytes`` is what the ops read and write in fp32 (inputs, weights and bias, outputs), summed over the
+    layers; ``nodes`` is the number of graph nodes after the cost model's fusion.
     """
 
     name: str
