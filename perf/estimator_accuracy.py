@@ -13,6 +13,11 @@
     estimator scales to int8). ``by_fit`` says which cells used the calibration and which the published fit.
     Reported: the same two figures over all cells (target: >= 80% within ±25%), per format, and one row per cell.
 
+Last full run (``perf/results/estimator_accuracy.json``, this Xeon at 1 thread): 60 cells, 60% within ±25%, median
+|error| 22% (target 80%: not met); fp32 26/30, int8 10/30; onnx 16/20, openvino 13/20, tflite 7/20. Reproduce with
+``.venv/bin/python perf/estimator_accuracy.py > perf/results/estimator_accuracy.json`` (about 5 minutes with the
+exports cached).
+
 Exported artifacts are cached in ``perf/.cache/estimator_accuracy/<model>/`` (delete the folder to re-export).
 Converter and quantizer logs go to stderr, so stdout carries only the JSON line.
 

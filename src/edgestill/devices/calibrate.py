@@ -27,12 +27,16 @@ that once-per-call cost:
 (per-node cost plus the larger of compute and memory time) from the fit of the other shapes of its class, each
 residual-Add layer's from the other shape's bandwidth, and each copy's p50 from the other copy, compared with what
 was measured (median absolute % error, share within ±25%, n). Slopes are differences of two timings, so this error is
-noisier than a one-layer fit's was (this Xeon, full calibration at 1 thread: 3-21% median by runtime and precision,
-OpenVINO int8 53%: its depthwise layers ran 3× apart across shapes).
+noisier than a one-layer fit's was (this Xeon, full calibration at 1 thread: median 5-18% by runtime and precision,
+OpenVINO int8 25%: its int8 depthwise layers run up to 3× apart across shapes).
 
-Figures on the development host (Xeon with AMX, 1 thread, ``perf/estimator_accuracy.py``, 10 zoo models × 3 formats ×
-fp32/int8): with one-layer micros 55% of 60 cells within ±25% (median |error| 21%); see that script's docstring and
-``perf/results/estimator_accuracy.json`` for the figures with the differential micros.
+What it fitted on the development host (Xeon with AMX, 1 thread, full calibration): depthwise int8 efficiency 0.04-0.10
+per layer (0.02-0.04 from one-layer micros), fp32 0.26-0.40 (0.10-0.14); conv/matmul fp32 0.75-1.09 of the profile's
+peak, int8 0.8-3.3 (VNNI/AMX beyond the profile's int8 peak). The zoo models measured against the estimates
+(``perf/estimator_accuracy.py``, 10 models × onnx/openvino/tflite × fp32/int8 = 60 cells, in
+``perf/results/estimator_accuracy.json``): 60% within ±25%, median |error| 22% (one-layer micros: 55%, 21%); fp32
+26/30 within, int8 10/30. int8 is under-estimated: the per-layer int8 efficiencies of same-shape stacks are higher
+than the zoo networks reach, most of all with LiteRT (0/10 int8 cells within ±25%).
 
 The file ``<out_folder>/<profile id>.calibration.yaml`` (schema ``edgestill-device-calibration`` v1) is written
 atomically; entries for other (runtime, precision, threads) already there are kept. The raw micro measurements go
