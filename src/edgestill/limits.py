@@ -93,3 +93,34 @@ def check_allocation(n_bytes: int, *, what: str, fix: str, fraction: float = 0.8
     if n_bytes > limit:
         raise InputError(f"{what} needs {format_bytes(n_bytes)} of memory, more than the {format_bytes(limit)} this "
                          f"machine can give it ({fraction:.0%} of the available memory). {fix}")
+
+
+def read_small_text(path: str | os.PathLike[str], *, max_bytes: int, what: str, typical: str = "a few KB") -> str:
+    """The UTF-8 text of a small input file (a recipe, a profile, an inventory), read whole; a file past
+    ``max_bytes`` is refused after reading ``max_bytes + 1`` bytes of it, never loaded.
+
+    Args:
+        path: the file (the caller has checked it is a regular file).
+        max_bytes: the largest size accepted.
+        what: the file's role in messages (``recipe``, ``inventory``).
+        typical: how large such a file usually is, for the message.
+
+    Raises:
+        InputError: unreadable, larger than ``max_bytes``, or not UTF-8 (the byte and line named).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{what} {path} cannot be read: {exc.strerror or exc}.") from None
+    if len(data) > max_bytes:
+        limit = format_bytes(max_bytes).replace(".0 ", " ")
+        a = "an" if what[:1].lower() in "aeiou" else "a"
+        raise InputError(f"{what} {path} is larger than the {limit} limit for {a} {what} file ({max_bytes:,} bytes); "
+                         f"{a} {what} is {typical}. Check that it is the right file.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as "
+                         "UTF-8.") from None

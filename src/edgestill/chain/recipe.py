@@ -41,6 +41,7 @@ from edgestill.data.loaders import Augment, DataConfig
 from edgestill.errors import ConfigError, InputError, did_you_mean
 from edgestill.export.api import ExportConfig
 from edgestill.export.validate import Tolerances
+from edgestill.limits import read_small_text
 from edgestill.runtimes.harness import BenchOptions
 
 TEACHER_SOURCES = ("model", "program", "predictions", "artifact")
@@ -533,20 +534,7 @@ def load_recipe(path: str | Path) -> Recipe:
         if p.exists():
             raise InputError(f"recipe {p} is not a regular file (a device, a pipe or a socket); pass a recipe YAML file.")
         raise InputError(f"recipe {p} does not exist. Pass a recipe YAML file (see examples/*.yaml).")
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_RECIPE_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"recipe {p} cannot be read: {exc.strerror or exc}.") from None
-    if len(data) > MAX_RECIPE_BYTES:
-        raise InputError(f"recipe {p} is larger than the 1 MiB limit for a recipe file ({MAX_RECIPE_BYTES:,} bytes); "
-                         "a recipe is a few KB. Check that it is the right file.")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise InputError(f"recipe {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as "
-                         "UTF-8.") from None
+    text = read_small_text(p, max_bytes=MAX_RECIPE_BYTES, what="recipe")
     doc = parse_recipe_yaml(text, f"recipe {p}")
     if doc is None:
         raise ConfigError(f"recipe {p} is empty; a recipe is a YAML mapping with sections data, student and distill "

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from edgestill.errors import ConfigError, EdgestillError, InputError, did_you_mean
+from edgestill.limits import read_small_text
 
 SCHEMA = "edgestill-inventory"
 SCHEMA_VERSION = 1
@@ -143,14 +144,7 @@ def load_inventory(path: str | os.PathLike[str], *, check_profiles: bool = True,
                          "`edgestill lab run --help`) and pass its path with --inventory.")
     if not p.is_file():
         raise InputError(f"inventory {p} is not a regular file; pass the path of a devices.yaml.")
-    size = p.stat().st_size
-    if size > MAX_INVENTORY_BYTES:
-        raise InputError(f"inventory {p} is {size:,} bytes, more than the {MAX_INVENTORY_BYTES:,} an inventory may be; "
-                         "is it the right file?")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read inventory {p} as UTF-8 text ({exc}).") from None
+    text = read_small_text(p, max_bytes=MAX_INVENTORY_BYTES, what="inventory")
     doc = safe_yaml(text, where=str(p))
     inv = parse_inventory(doc, where=str(p), base=p.parent)
     inv = Inventory(p, tuple(_with_source(d, p) for d in inv.devices))

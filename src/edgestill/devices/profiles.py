@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edgestill.errors import ConfigError, InputError, UnknownNameError
+from edgestill.limits import read_small_text
 
 SCHEMA = "edgestill-device-profile"
 CALIBRATION_SCHEMA = "edgestill-device-calibration"
@@ -748,19 +749,7 @@ def _read_yaml(path: Path, what: str) -> Any:
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     if key in _YAML_CACHE:
         return copy.deepcopy(_YAML_CACHE[key])
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"{what} {path} cannot be read: {exc.strerror or exc}.") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InputError(f"{what} {path} is larger than {MAX_FILE_BYTES:,} bytes; a profile is a few KB. Check that it "
-                         "is the right file.")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"{what} {path} is not UTF-8 text (line {line}); save it as UTF-8.") from None
+    text = read_small_text(path, max_bytes=MAX_FILE_BYTES, what=what)
     doc = _safe_load(text, f"{what} {path}")
     if len(_YAML_CACHE) > 256:
         _YAML_CACHE.clear()

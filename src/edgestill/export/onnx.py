@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from edgestill.artifact import Artifact, TensorSpec
 from edgestill.errors import InputError
 from edgestill.export.base import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.runtimes.inspect import onnx_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +102,7 @@ def check_onnx_file(path: Path) -> None:
                          "Export it again or copy it again.")
     folder = path.resolve().parent
     needs: dict[str, int] = {}  # external file -> bytes the model reads from it
-    for tensor in _all_tensors(model.graph):
+    for tensor in onnx_tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in tensor.external_data}
@@ -119,22 +120,6 @@ def check_onnx_file(path: Path) -> None:
         if target.stat().st_size < end:
             raise InputError(f"{label}: its external data file {location!r} holds {target.stat().st_size} bytes but the "
                              f"model reads up to byte {end}: it is truncated. Copy it again.")
-
-
-def _all_tensors(graph: Any) -> Any:
-    """Every initializer and constant tensor of ``graph`` and its subgraphs (If/Loop bodies)."""
-    import onnx
-
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
-            elif attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_tensors(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _all_tensors(g)
 
 
 def onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -207,7 +207,7 @@ def _onnx_with_onnx(real: Path) -> _Contract:
                          f"{len(graph.output)} outputs): it is empty, truncated or not an ONNX file. Copy or export it "
                          "again.")
     external: list[str] = []
-    for tensor in _onnx_tensors(graph):
+    for tensor in onnx_tensors(graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = {e.key: e.value for e in tensor.external_data}.get("location", "")
             if location not in external:
@@ -244,7 +244,7 @@ def _onnx_with_onnx(real: Path) -> _Contract:
     return _Contract(inputs, outputs, precision, why, f"onnx {onnx.__version__}", tuple(external))
 
 
-def _onnx_tensors(graph: Any) -> Any:
+def onnx_tensors(graph: Any) -> Any:
     """Every initializer and constant tensor of ``graph`` and its subgraphs (If/Loop bodies)."""
     import onnx
 
@@ -254,10 +254,10 @@ def _onnx_tensors(graph: Any) -> Any:
             if attr.type == onnx.AttributeProto.TENSOR:
                 yield attr.t
             elif attr.type == onnx.AttributeProto.GRAPH:
-                yield from _onnx_tensors(attr.g)
+                yield from onnx_tensors(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from _onnx_tensors(g)
+                    yield from onnx_tensors(g)
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
