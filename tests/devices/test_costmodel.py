@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -209,3 +210,83 @@ def test_stored_zoo_costs_match_a_fresh_export(tmp_path: Path):
     # the zoo documents MACs per model (edgestill.models.zoo): the graph's count agrees within 2% for every one
     for name, entry in stored.items():
         assert abs(entry["total_macs"] / entry["torch_macs"] - 1) < 0.02, name
+
+
+# ------------------------------------------------------------------------------------------------ .tflite cost model
+
+
+@functools.lru_cache(maxsize=1)
+def build_tiny_tflite_pair(folder: Path) -> dict[str, Path]:
+    """One tiny module (conv+ReLU, depthwise, 1×1, x·hardsigmoid(x), mean, FC) as fp32 ONNX and static-int8 .tflite
+    (the project's own writers; about 5 s): LiteRT's quantizer leaves the hard-sigmoid in fp32 between a DEQUANTIZE
+    and a QUANTIZE, as in mobilenet_v3. Built once per session (test_estimator reuses it)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ai_edge_litert")
+    from torch import nn
+
+    from edgestill.compress.quantize.api import quantize_export
+    from edgestill.export.api import get_exporter
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.pw = nn.Conv2d(8, 16, 1)
+            self.hs = nn.Hardsigmoid()
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):  # noqa: ANN001, ANN201
+            y = self.pw(self.dw(torch.relu(self.c1(x))))
+            return self.fc((y * self.hs(y)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    x = torch.randn(1, 3, 16, 16)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_art = get_exporter("onnx")(model, (x,), staging_dir=folder, name="t-onnx", precision="fp32")
+    int8 = quantize_export(model, (x,), format="tflite", precision="int8-static", staging_dir=folder, name="t-int8",
+                           calibration=np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32))
+    int8.hash_files()
+    return {"onnx": onnx_art.model_path, "tflite": int8.model_path, "manifest": int8.write_manifest()}
+
+
+@pytest.fixture
+def tiny_tflite_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_tiny_tflite_pair(tmp_path_factory.getbasetemp() / "tiny_tflite")
+
+
+def test_tflite_cost_matches_the_onnx_macs_and_sees_the_fp32_island(tiny_tflite_pair: dict[str, Path]):
+    from edgestill.devices.tflite_cost import tflite_cost
+
+    onnx_cost = graph_cost(tiny_tflite_pair["onnx"])
+    cost = tflite_cost(tiny_tflite_pair["tflite"])
+    assert cost.total_macs == pytest.approx(onnx_cost.total_macs, rel=0.01)
+    assert cost.total_macs == 8 * 16 * 16 * 27 + 8 * 16 * 16 * 9 + 16 * 16 * 16 * 8 + 16 * 10
+    by_type = {}
+    for n in cost.nodes:
+        by_type.setdefault(n.op_type, []).append(n)
+    conv, dw = by_type["CONV_2D"][0], by_type["DEPTHWISE_CONV_2D"][0]
+    assert (conv.op_class, conv.dtype, conv.fused) == ("conv", "int8", ("RELU",))  # the tflite op's own activation
+    assert by_type["CONV_2D"][1].op_class == "conv1x1" and dw.op_class == "depthwise"
+    assert by_type["FULLY_CONNECTED"][0].op_class == "matmul"
+    assert conv.param_bytes == 8 * 27 + 8 * 4  # int8 weights, int32 bias
+    # the hard-sigmoid runs in fp32 between a DEQUANTIZE and a QUANTIZE: each a one-byte-per-element int8 pass
+    (dq,), (q,) = by_type["DEQUANTIZE"], by_type["QUANTIZE"]
+    assert dq.op_class == q.op_class == "elementwise" and dq.dtype == q.dtype == "int8"
+    assert dq.act_bytes == q.act_bytes == 16 * 16 * 16
+    fp32 = [n for n in cost.nodes if n.dtype == "fp32"]
+    assert fp32 and all(n.op_class == "elementwise" for n in fp32)
+    assert all(n.act_bytes == 2 * 16 * 16 * 16 * 4 for n in fp32)  # fp32 in and out, at four bytes
+    assert cost_summary(cost)["layers"][0][3] == "int8"
+
+
+def test_tflite_cost_bad_input(tmp_path: Path):
+    pytest.importorskip("ai_edge_litert")
+    from edgestill.devices.tflite_cost import tflite_cost
+
+    with pytest.raises(InputError, match="does not exist"):
+        tflite_cost(tmp_path / "none.tflite")
+    (tmp_path / "fake.tflite").write_bytes(b"TFL3 nothing")
+    with pytest.raises(InputError, match="not a TFLite model"):
+        tflite_cost(tmp_path / "fake.tflite")

@@ -11,12 +11,14 @@ import yaml
 from edgestill.devices.estimator import (
     cross_validate_published,
     estimate,
+    estimate_artifact,
     estimate_zoo_model,
     zoo_cost,
 )
 from edgestill.devices.profiles import load_profile
 from edgestill.errors import InputError, UnknownNameError
 from edgestill.record import measurement_from_dict
+from tests.devices.test_costmodel import tiny_tflite_pair  # noqa: F401 - the fixture, built once per session
 
 
 def _summary(macs: float, nbytes: float, op_class: str = "conv", nodes: int = 1) -> dict:
@@ -132,3 +134,40 @@ def test_bad_choices_are_input_errors():
         estimate(work, pi5, runtime="litert", precision="fp32", threads=64)
     with pytest.raises(UnknownNameError, match="mobilenet_v2"):
         zoo_cost("mobilenet_v9")
+
+
+def test_a_quantized_graph_prices_each_node_at_its_own_dtype_calibration(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    def entry(precision: str, eff: float, elt: float, per_node: float) -> dict:
+        return {"runtime": "litert", "precision": precision, "threads": 1,
+                "efficiency": {c: eff for c in ("conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise",
+                                                "pool", "other")},
+                "bandwidth_efficiency": 0.5, "elementwise_bandwidth_efficiency": elt, "overhead_ms": 0.2,
+                "per_node_ms": per_node, "error": {"median_abs_percent": 10.0}}
+
+    doc = {"schema": "edgestill-device-calibration", "schema_version": 1, "profile": "raspberry-pi-5",
+           "created": "2026-12-02T14:00:00Z", "entries": [entry("fp32", 0.5, 2.0, 0.01), entry("int8", 0.8, 0.4, 0.02)]}
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("EDGESTILL_PROFILES", str(tmp_path))
+    pi5 = load_profile("raspberry-pi-5")
+    bw = pi5.bandwidth_gbs * 1e9
+    # an int8 file's int8 conv, and the fp32 island it keeps: an attention matmul and a LayerNorm-like pass
+    summary = {"layers": [["conv", 2e8, 1e5, "int8"], ["attention", 5e7, 1e5, "fp32"],
+                          ["elementwise", 0, 4e6, "fp32"]]}
+    m = estimate(summary, pi5, runtime="litert", precision="int8", threads=1)
+    int8_part = max(2e8 / (pi5.peak_macs_per_s("int8", 1) * 0.8), 1e5 / (bw * 0.5)) * 1e3 + 0.02
+    fp32_part = (max(5e7 / (pi5.peak_macs_per_s("fp32", 1) * 0.5), 1e5 / (bw * 0.5)) * 1e3
+                 + 4e6 / (bw * 2.0) * 1e3 + 2 * 0.01)
+    assert math.isclose(m.settings["estimate_ms"], int8_part + fp32_part + 0.2, rel_tol=1e-3)
+
+
+def test_a_tflite_artifact_is_costed_from_its_own_graph(tiny_tflite_pair: dict[str, Path]):
+    from edgestill.devices.tflite_cost import tflite_cost
+
+    pi5 = load_profile("raspberry-pi-5")
+    for path in (tiny_tflite_pair["manifest"], tiny_tflite_pair["tflite"]):
+        m = estimate_artifact(path, pi5, threads=1)
+        graph = m.provenance["estimator"]["graph"]
+        assert (m.format, m.runtime, m.precision, m.kind) == ("tflite", "litert", "int8", "estimated")
+        assert graph["basis"] == "tflite file" and graph["file"].endswith(".tflite")
+        assert graph["macs"] == tflite_cost(tiny_tflite_pair["tflite"]).total_macs

@@ -61,10 +61,15 @@ of its bytes in int8, every node. A graph already quantized (onnxruntime's QDQ e
 as the runtime runs it: its fp32 nodes keep fp32 bytes, and the cost model counts the DequantizeLinear and
 QuantizeLinear passes onnxruntime keeps around ops it has no int8 kernel for (LayerNormalization, Gelu,
 HardSigmoid, ReduceMean; :mod:`edgestill.devices.costmodel`); those fp32 nodes without MACs are priced at the fp32
-calibration's elementwise bandwidth (float kernels), the int8 ones at the int8 entry's (QLinearAdd and the like). Not modelled: the fp32 islands the LiteRT and OpenVINO
-int8 artifacts keep (the project's LiteRT quantizer leaves LayerNorm, attention, Softmax and mobilenet_v3's
-hard-sigmoid in fp32 between DEQUANTIZE and QUANTIZE; OpenVINO fuses into bf16/int8 subgraphs), which the fp32 ONNX
-graph does not show.
+calibration's elementwise bandwidth (float kernels), the int8 ones at the int8 entry's (QLinearAdd and the like).
+When the profile also holds the fp32 entry for the runtime and thread count, every fp32 node of a quantized graph is
+priced at that entry (its efficiencies, fp32 peak, bandwidth efficiencies and per-node term), the int8 nodes at the
+int8 entry, and the call overhead once (the int8 entry's).
+
+LiteRT artifacts are costed from the ``.tflite`` file itself (:mod:`edgestill.devices.tflite_cost`): the project's
+LiteRT quantizer leaves LayerNorm, attention, Softmax, GELU pieces and mobilenet_v3's hard-sigmoid in fp32 between
+DEQUANTIZE and QUANTIZE, which the fp32 ONNX graph does not show; the file's graph shows them, with those passes.
+OpenVINO artifacts are still estimated from the fp32 ONNX export (OpenVINO fuses into bf16/int8 subgraphs of its own).
 
 Measured on the development host (Xeon with AMX, 1 thread, ``perf/estimator_accuracy.py``; 10 zoo models × onnx,
 openvino, tflite × fp32, int8): with one-layer micros 55% of 60 cells within ±25% (median |error| 21%); with the
@@ -135,6 +140,12 @@ class _Layers:
         rows = summary["layers"]
         return cls(tuple(r[0] for r in rows), np.array([float(r[1]) for r in rows]),
                    np.array([float(r[2]) for r in rows]), tuple(r[3] for r in rows))
+
+    def subset(self, keep: Sequence[bool]) -> _Layers:
+        """The nodes where ``keep`` is true."""
+        idx = [i for i, k in enumerate(keep) if k]
+        return _Layers(tuple(self.classes[i] for i in idx), self.macs[idx], self.bytes[idx],
+                       tuple(self.dtypes[i] for i in idx))
 
 
 def _data_text(name: str) -> str:
@@ -562,13 +573,33 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
         if not bw_eff:
             published = published_fit()
             bw_eff = published["values"]["bandwidth_efficiency"]
-        point = _roofline_ms(layers, precision=precision, peak_macs=float(profile.peak_macs_per_s(precision, threads)),
-                             bandwidth_bps=bandwidth_bps, eff=eff, bw_eff=float(bw_eff),
-                             per_node_ms=float(calibration.get("per_node_ms") or 0.0),
-                             overhead_ms=float(calibration.get("overhead_ms") or 0.0),
-                             elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
-                             fp32_elementwise_bw_eff=(profile.calibration_for(runtime, "fp32", threads) or {}).get(
-                                 "elementwise_bandwidth_efficiency") if precision == "int8" else None)
+        fp32_entry = profile.calibration_for(runtime, "fp32", threads) if precision == "int8" else None
+        fp32_nodes = [d == "fp32" for d in layers.dtypes]
+        if fp32_entry and "int8" in layers.dtypes and any(fp32_nodes) and fp32_entry.get("bandwidth_efficiency"):
+            # a quantized graph that keeps fp32 nodes (a LiteRT int8 file's fp32 islands, onnxruntime's fp32 ops
+            # between QDQ pairs): each node at its own dtype's calibration, the call overhead once (the int8 entry's)
+            int8_part = _roofline_ms(layers.subset([not f for f in fp32_nodes]), precision=precision,
+                                     peak_macs=float(profile.peak_macs_per_s(precision, threads)),
+                                     bandwidth_bps=bandwidth_bps, eff=eff, bw_eff=float(bw_eff),
+                                     per_node_ms=float(calibration.get("per_node_ms") or 0.0),
+                                     overhead_ms=float(calibration.get("overhead_ms") or 0.0),
+                                     elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"))
+            fp32_part = _roofline_ms(layers.subset(fp32_nodes), precision="fp32",
+                                     peak_macs=float(profile.peak_macs_per_s("fp32", threads)),
+                                     bandwidth_bps=bandwidth_bps,
+                                     eff={c: float(v) for c, v in (fp32_entry.get("efficiency") or {}).items() if v},
+                                     bw_eff=float(fp32_entry["bandwidth_efficiency"]),
+                                     per_node_ms=float(fp32_entry.get("per_node_ms") or 0.0), overhead_ms=0.0,
+                                     elementwise_bw_eff=fp32_entry.get("elementwise_bandwidth_efficiency"))
+            point = int8_part + fp32_part
+        else:
+            point = _roofline_ms(layers, precision=precision,
+                                 peak_macs=float(profile.peak_macs_per_s(precision, threads)),
+                                 bandwidth_bps=bandwidth_bps, eff=eff, bw_eff=float(bw_eff),
+                                 per_node_ms=float(calibration.get("per_node_ms") or 0.0),
+                                 overhead_ms=float(calibration.get("overhead_ms") or 0.0),
+                                 elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
+                                 fp32_elementwise_bw_eff=(fp32_entry or {}).get("elementwise_bandwidth_efficiency"))
         error = dict(calibration.get("error") or {})
         median_abs = float(error.get("median_abs_percent") or 25.0)
         half = math.log1p(1.9 * median_abs / 100)
@@ -672,25 +703,79 @@ def onnx_graph_for(path: str | Path) -> tuple[Path, Any]:
     return siblings[0].model_path, art
 
 
+def _tflite_file(path: Path) -> tuple[Path, Any] | None:
+    """``(model file, artifact or None)`` when ``path`` is a .tflite file or a LiteRT artifact's manifest."""
+    from edgestill.artifact import MANIFEST_SUFFIX, Artifact
+
+    if not path.exists():
+        return None
+    manifests = [path] if path.name.endswith(MANIFEST_SUFFIX) else [
+        c for c in (path.with_name(path.stem + MANIFEST_SUFFIX), path.with_name(path.name + MANIFEST_SUFFIX))
+        if c.exists()]
+    if manifests:
+        try:
+            art = Artifact.load(manifests[0])
+        except InputError:
+            return None
+        return (art.model_path, art) if art.format == "tflite" else None
+    return (path, None) if path.suffix == ".tflite" else None
+
+
 def estimate_artifact(path: str | Path, profile: Any, *, runtime: str | None = None, precision: str | None = None,
                       threads: int = 1, accelerator: str = "cpu") -> Measurement:
-    """:func:`estimate` for an artifact manifest or a bare .onnx (its graph read by the cost model).
+    """:func:`estimate` for an artifact manifest, a bare .onnx or a bare .tflite.
 
-    ``runtime`` defaults to the artifact format's own (onnxruntime for a bare .onnx), ``precision`` to the
-    artifact's (int8 for int8-static/int8-dynamic/mixed; fp32 for a bare .onnx).
+    A LiteRT artifact (or a bare .tflite) is costed from the file's own graph (:func:`edgestill.devices.tflite_cost.
+    tflite_cost`: its int8 ops, its fp32 islands between DEQUANTIZE and QUANTIZE, and those passes), each node at its
+    own dtype's calibration. Where the file cannot be read that way (LiteRT not installed here, an unreadable file)
+    the ONNX export of the same model beside it is used, as for OpenVINO artifacts, and the record's
+    ``provenance.estimator.graph.basis`` says which graph was costed.
+
+    ``runtime`` defaults to the artifact format's own (onnxruntime for a bare .onnx, litert for a bare .tflite),
+    ``precision`` to the artifact's (int8 for int8-static/int8-dynamic/mixed; fp32 for a bare .onnx; a bare .tflite is
+    int8 when its compute ops read int8 tensors).
 
     Raises:
         InputError: see :func:`onnx_graph_for` and :func:`estimate`.
     """
     from edgestill.devices.costmodel import graph_cost
 
-    graph, art = onnx_graph_for(path)
+    p = Path(path)
+    tfl = _tflite_file(p)
+    tfl_error = ""
+    if tfl is not None:
+        from edgestill.devices.tflite_cost import tflite_cost
+
+        model_file, art = tfl
+        try:
+            cost = tflite_cost(model_file)
+        except InputError as exc:
+            tfl_error = str(exc)
+        else:
+            if art is not None:
+                file_precision = _ARTIFACT_PRECISION.get(art.precision, "fp32")
+            else:
+                file_precision = "int8" if any(n.dtype == "int8" and n.macs for n in cost.nodes) else "fp32"
+            record = estimate(cost, profile, runtime=runtime or "litert", precision=precision or file_precision,
+                              threads=threads, accelerator=accelerator,
+                              artifact=art.name if art is not None else p.name, format="tflite")
+            record.provenance["estimator"]["graph"].update(file=str(model_file), basis="tflite file")
+            return record
+    try:
+        graph, art = onnx_graph_for(path)
+    except InputError as exc:
+        if tfl_error:
+            raise InputError(f"{exc} (The .tflite file itself could not be costed: {tfl_error})") from None
+        raise
     fmt = art.format if art is not None else "onnx"
     runtime = runtime or _FORMAT_RUNTIME[fmt]
     precision = precision or (_ARTIFACT_PRECISION.get(art.precision, "fp32") if art is not None else "fp32")
     record = estimate(graph_cost(graph), profile, runtime=runtime, precision=precision, threads=threads,
                       accelerator=accelerator, artifact=art.name if art is not None else Path(path).name, format=fmt)
     record.provenance["estimator"]["graph"]["file"] = str(graph)
+    if tfl_error:
+        record.provenance["estimator"]["graph"]["basis"] = (
+            f"onnx export of the same model (the .tflite file could not be costed: {tfl_error[:200]})")
     return record
 
 
