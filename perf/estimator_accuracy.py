@@ -9,8 +9,10 @@
     exported with the project's writers (fp32: ``edgestill.export``'s writer per format; int8: static int8 through
     ``edgestill.compress.quantize.quantize_export`` with 32 seeded samples), measured at 1 thread with
     ``benchmark_matrix``, and estimated with ``estimate(graph_cost(onnx), host profile with that calibration, ...)``
-    where the graph is the ONNX artifact of the same precision (the fp32 ONNX graph for openvino and tflite, which the
-    estimator scales to int8). ``by_fit`` says which cells used the calibration and which the published fit.
+    where the graph is the ONNX artifact of the same precision for onnx, the fp32 ONNX graph for openvino (which the
+    estimator scales to int8), and the ``.tflite`` file itself for tflite (``tflite_cost``: its int8 ops, the fp32
+    islands the int8 files keep, their DEQUANTIZE/QUANTIZE passes; a row lists the ops XNNPACK leaves to LiteRT's
+    builtin kernels in ``outside_xnnpack``). ``by_fit`` says which cells used the calibration and which the published fit.
     Reported: the same two figures over all cells (target: >= 80% within ±25%), per format, and one row per cell.
 
 Last full run (``perf/results/estimator_accuracy.json``, this Xeon at 1 thread): 60 cells, 60% within ±25%, median
@@ -22,7 +24,9 @@ Exported artifacts are cached in ``perf/.cache/estimator_accuracy/<model>/`` (de
 Converter and quantizer logs go to stderr, so stdout carries only the JSON line.
 
 Usage: python perf/estimator_accuracy.py [--models a,b] [--formats onnx,openvino,tflite] [--precisions fp32,int8]
-       [--quick-calibration] [--skip-host] [--min-seconds 1.0]
+       [--quick-calibration] [--reuse-calibration] [--skip-host] [--min-seconds 1.0]
+(--reuse-calibration: the calibration file a previous run left in perf/.cache/estimator_accuracy/profiles/, not
+re-timed)
 (slow: a full run exports 10 models × 3 formats × 2 precisions; run it with nohup on a quiet machine)
 """
 
@@ -94,14 +98,30 @@ def export_cell(name: str, fmt: str, precision: str) -> Path:
     return art.write_manifest()
 
 
-def calibrate_host(quick: bool) -> tuple[Any, list[dict[str, Any]]]:
-    """Calibrate this machine at 1 thread; return the host profile with that calibration merged, and the entries."""
+def calibrate_host(quick: bool, reuse: bool = False) -> tuple[Any, list[dict[str, Any]]]:
+    """Calibrate this machine at 1 thread; return the host profile with that calibration merged, and the entries.
+
+    ``reuse``: take the calibration file a previous run left in ``perf/.cache/estimator_accuracy/profiles/`` instead
+    of timing the microbenchmarks again (it must hold every runtime × precision at 1 thread)."""
+    import yaml
+
     from edgestill.devices import profiles
-    from edgestill.devices.calibrate import calibrate_device
+    from edgestill.devices.calibrate import calibrate_device, calibration_path
 
     folder = CACHE / "profiles"
-    res = calibrate_device("host", runtimes=CALIBRATED_RUNTIMES, precisions=("fp32", "int8"), threads=(1,),
-                           out_folder=folder, quick=quick, db=None)
+    cached = calibration_path(folder, "host")
+    if reuse and cached.is_file():
+        entries = [e for e in (yaml.safe_load(cached.read_text()) or {}).get("entries", []) if e.get("threads") == 1]
+        print(f"reusing the calibration in {cached}", file=sys.stderr)
+
+        class _Res:
+            path = cached
+
+        res: Any = _Res()
+        res.entries = entries
+    else:
+        res = calibrate_device("host", runtimes=CALIBRATED_RUNTIMES, precisions=("fp32", "int8"), threads=(1,),
+                               out_folder=folder, quick=quick, db=None)
     os.environ["EDGESTILL_PROFILES"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("EDGESTILL_PROFILES")])])
     profile = profiles.load_profile("host", search_path=[folder, *profiles.profile_search_path()])
     missing = [(e["runtime"], e["precision"]) for e in res.entries
@@ -110,7 +130,7 @@ def calibrate_host(quick: bool) -> tuple[Any, list[dict[str, Any]]]:
         raise SystemExit(f"the host profile did not merge the calibration written to {res.path} (missing {missing})")
     keep = ("runtime", "precision", "threads", "efficiency", "bandwidth_efficiency", "elementwise_bandwidth_efficiency",
             "overhead_ms", "call_overhead_ms", "per_node_ms", "error")
-    return profile, [{k: e[k] for k in keep} for e in res.entries]
+    return profile, [{k: e.get(k) for k in keep} for e in res.entries]
 
 
 def host_cells(models: list[str], formats: list[str], precisions: list[str], profile: Any, min_seconds: float,
@@ -119,6 +139,7 @@ def host_cells(models: list[str], formats: list[str], precisions: list[str], pro
     from edgestill.benchmarks.bench import benchmark_matrix
     from edgestill.devices.costmodel import graph_cost
     from edgestill.devices.estimator import estimate
+    from edgestill.devices.tflite_cost import outside_xnnpack, tflite_cost
     from edgestill.runtimes.harness import BenchOptions
 
     rows: list[dict[str, Any]] = []
@@ -151,7 +172,15 @@ def host_cells(models: list[str], formats: list[str], precisions: list[str], pro
             continue
         row["measured_p50_ms"] = round(m.latency.p50_ms, 4)
         try:
-            cost = graph_cost(_model_path(graph))
+            if fmt == "tflite":  # the file's own graph: its int8 ops and the fp32 islands it keeps
+                cost = tflite_cost(_model_path(manifest))
+                row["graph"] = "tflite file"
+                left = outside_xnnpack(_model_path(manifest))
+                if left:  # ops on LiteRT's builtin kernels, which no calibration micro times
+                    row["outside_xnnpack"] = left
+            else:
+                cost = graph_cost(_model_path(graph))
+                row["graph"] = "onnx " + ("artifact" if fmt == "onnx" else "fp32 export")
             est = estimate(cost, profile, runtime=row["runtime"], precision=precision, threads=1, artifact=m.artifact,
                            format=fmt)
         except Exception as exc:  # noqa: BLE001 - an estimator refusal is reported in the row
@@ -178,6 +207,8 @@ def main() -> int:
     parser.add_argument("--formats", default="onnx,openvino,tflite")
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--quick-calibration", action="store_true", help="small micro shapes (a smoke test)")
+    parser.add_argument("--reuse-calibration", action="store_true",
+                        help="use the calibration a previous run cached in perf/.cache/estimator_accuracy/profiles/")
     parser.add_argument("--skip-host", action="store_true", help="only (a), the published cross-validation")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="steady-state seconds per measured cell")
     args = parser.parse_args()
@@ -200,7 +231,7 @@ def main() -> int:
     if not args.skip_host:
         CACHE.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(sys.stderr):
-            profile, entries = calibrate_host(args.quick_calibration)
+            profile, entries = calibrate_host(args.quick_calibration, args.reuse_calibration)
         rows = host_cells(models, formats, precisions, profile, args.min_seconds, sys.stderr)
         errors = [r["error_percent"] for r in rows if "error_percent" in r]
         host = {**_summary(errors), "target_within_25_percent": TARGET,
@@ -208,9 +239,13 @@ def main() -> int:
                 "failed_cells": sum(1 for r in rows if "error" in r), "threads": 1,
                 "by_format": {f: _summary([r["error_percent"] for r in rows if r["format"] == f and "error_percent" in r])
                               for f in formats},
+                "by_format_precision": {f"{f}/{p}": _summary([r["error_percent"] for r in rows if r["format"] == f
+                                                              and r["precision"] == p and "error_percent" in r])
+                                        for f in formats for p in precisions},
                 "by_fit": {fit: _summary([r["error_percent"] for r in rows if r.get("fit") == fit and "error_percent" in r])
                            for fit in sorted({r["fit"] for r in rows if "fit" in r})},
-                "calibration": entries, "cells": rows, "quick_calibration": args.quick_calibration,
+                "calibration": entries, "calibration_reused": args.reuse_calibration, "cells": rows,
+                "quick_calibration": args.quick_calibration,
                 "load_average_1m": round(os.getloadavg()[0], 2)}
         out["host"] = host
     out["seconds"] = round(time.perf_counter() - t0, 1)

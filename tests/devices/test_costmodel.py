@@ -290,3 +290,11 @@ def test_tflite_cost_bad_input(tmp_path: Path):
     (tmp_path / "fake.tflite").write_bytes(b"TFL3 nothing")
     with pytest.raises(InputError, match="not a TFLite model"):
         tflite_cost(tmp_path / "fake.tflite")
+
+
+def test_outside_xnnpack_names_the_ops_the_delegate_leaves(tiny_tflite_pair: dict[str, Path]):
+    from edgestill.devices.tflite_cost import outside_xnnpack
+
+    left = outside_xnnpack(tiny_tflite_pair["tflite"])
+    assert left is not None and all(isinstance(v, int) and v > 0 for v in left.values())
+    assert "CONV_2D int8" not in left  # XNNPACK runs the int8 convs

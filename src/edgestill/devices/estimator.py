@@ -760,6 +760,19 @@ def estimate_artifact(path: str | Path, profile: Any, *, runtime: str | None = N
                               threads=threads, accelerator=accelerator,
                               artifact=art.name if art is not None else p.name, format="tflite")
             record.provenance["estimator"]["graph"].update(file=str(model_file), basis="tflite file")
+            if accelerator == "cpu":
+                from edgestill.devices.tflite_cost import outside_xnnpack
+
+                try:
+                    left = outside_xnnpack(model_file)
+                except InputError:
+                    left = None
+                if left:
+                    record.provenance["estimator"]["graph"]["outside_xnnpack"] = left
+                    record.warnings.append(
+                        f"{sum(left.values())} op(s) run outside XNNPACK on LiteRT's builtin kernels "
+                        f"({', '.join(f'{k} x{v}' for k, v in sorted(left.items()))}); the calibration times XNNPACK "
+                        "kernels only, so they are priced at XNNPACK rates and the estimate is likely low")
             return record
     try:
         graph, art = onnx_graph_for(path)

@@ -199,3 +199,48 @@ def tflite_cost(model: str | Path, *, batch: int = 1) -> GraphCost:
     total_params = sum(elems(p) for p in seen)
     return GraphCost(nodes=nodes, batch=batch, total_params=total_params, total_param_bytes=sum(seen.values()),
                      inputs=inputs)
+
+
+def outside_xnnpack(model: str | Path) -> dict[str, int] | None:
+    """The ops of a ``.tflite`` file that LiteRT's default XNNPACK delegate leaves to its builtin kernels, counted by
+    ``"OP dtype"`` (e.g. ``{"HARD_SWISH int8": 19}`` for mobilenet_v3_small int8); None when no delegate was applied.
+
+    The interpreter is built and allocated at 1 thread as the runner builds it; each DELEGATE node's partition is
+    walked back from its outputs to its inputs, and the ops no partition covers are the ones left. The calibration's
+    microbenchmarks time XNNPACK kernels only, so these ops are priced at XNNPACK's rates: an estimate with many of
+    them is low (the record says so).
+
+    Raises:
+        InputError: see :func:`tflite_cost`.
+    """
+    interp = _interpreter(Path(model))
+    try:
+        interp.allocate_tensors()
+    except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError on an op it cannot prepare
+        raise InputError(f"cost model: LiteRT could not prepare {model} ({type(exc).__name__}: {exc}).") from None
+    ops = interp._get_ops_details()  # noqa: SLF001
+    tensors = {int(t["index"]): t for t in interp.get_tensor_details()}
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    if not delegates:
+        return None
+    original = {int(op["index"]): op for op in ops if op["op_name"] != "DELEGATE"}
+    producer = {int(t): k for k, op in original.items() for t in op["outputs"] if int(t) >= 0}
+    covered: set[int] = set()
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"]}
+        stack = [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            if t in stop or t not in producer or producer[t] in covered:
+                continue
+            covered.add(producer[t])
+            stack.extend(int(x) for x in original[producer[t]]["inputs"] if int(x) >= 0)
+    left: dict[str, int] = {}
+    for k, op in original.items():
+        if k in covered:
+            continue
+        ins = [int(i) for i in op["inputs"] if int(i) >= 0 and int(i) in tensors]
+        dtype = _DTYPE.get(getattr(tensors[ins[0]]["dtype"], "__name__", ""), "?") if ins else "?"
+        key = f"{op['op_name']} {dtype}"
+        left[key] = left.get(key, 0) + 1
+    return left
