@@ -6,9 +6,10 @@ library out of ``import edgestill``, but it is still a dependency and must point
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from edgestill.imports import module_files, module_imports
 
 # The layer order, bottom first (DESIGN.md "Layer order"). A module may import from its own layer and the ones
 # before it, never from a later one. A module belongs to the layer of the longest prefix that names it; the bare
@@ -16,7 +17,7 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("edgestill", "edgestill.errors", "edgestill.registry", "edgestill.outdir", "edgestill.artifact",
                     "edgestill.record", "edgestill.stats", "edgestill.host", "edgestill.limits", "edgestill.signals",
-                    "edgestill.extras")),
+                    "edgestill.extras", "edgestill.imports")),
     ("runtimes", ("edgestill.runtimes",)),
     ("export", ("edgestill.export",)),
     ("data and models", ("edgestill.data", "edgestill.models")),
@@ -29,44 +30,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def module_files(src: Path, package: str = "edgestill") -> dict[str, Path]:
-    """Dotted module name -> file, for every ``.py`` file under ``src/package``."""
-    mods = {}
-    for path in sorted((src / package).rglob("*.py")):
-        parts = list(path.relative_to(src).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        mods[".".join(parts)] = path
-    return mods
-
-
 def import_graph(src: Path, package: str = "edgestill") -> dict[str, set[str]]:
     """Module -> the package's modules it imports (anywhere in its body)."""
     mods = module_files(src, package)
-    graph: dict[str, set[str]] = {}
-    for name, path in mods.items():
-        is_pkg = path.name == "__init__.py"
-        here = name if is_pkg else name.rpartition(".")[0]
-        deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = here.split(".")[: len(here.split(".")) - node.level + 1]
-                    mod = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    mod = node.module or ""
-                # ``from pkg import sub`` imports the submodule; ``from mod import name`` imports mod
-                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod for a in node.names]
-            for t in targets:
-                while t and t not in mods:  # ``import a.b.c`` of a name inside a module: the module itself
-                    t = t.rpartition(".")[0]
-                if t and t != name:
-                    deps.add(t)
-        graph[name] = deps
-    return graph
+    return {name: module_imports(path, name, mods)[0] for name, path in mods.items()}
 
 
 def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:

@@ -12,7 +12,6 @@ says what to do.
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import importlib
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgestill.errors import EdgestillError, InputError, RuntimeFailure
+from edgestill.imports import module_files, module_imports
 from edgestill.record import Measurement
 from edgestill.registry import Registry
 
@@ -166,41 +166,6 @@ def _package_root() -> Path:
     return Path(edgestill.__file__).resolve().parent
 
 
-def _module_files(root: Path) -> dict[str, Path]:
-    mods = {}
-    for path in sorted(root.rglob("*.py")):
-        parts = ["edgestill", *path.relative_to(root).with_suffix("").parts]
-        if parts[-1] == "__init__":
-            parts.pop()
-        mods[".".join(parts)] = path
-    return mods
-
-
-def _imports(path: Path, name: str, mods: dict[str, Path]) -> tuple[set[str], set[str]]:
-    """(package modules imported anywhere in the file, top-level names of every import)."""
-    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    deps: set[str] = set()
-    tops: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        targets: list[str] = []
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here.split(".")[: len(here.split(".")) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod for a in node.names]
-        for t in targets:
-            tops.add(t.split(".")[0])
-            while t and t not in mods:
-                t = t.rpartition(".")[0]
-            if t and t != name:
-                deps.add(t)
-    return deps, tops
-
-
 def bundle_modules(root: Path | None = None) -> list[str]:
     """The package modules the runner needs on a device: the closure of :data:`BUNDLE_ROOTS` over every import
     (lazy ones too) plus the packages that contain them.
@@ -209,7 +174,7 @@ def bundle_modules(root: Path | None = None) -> list[str]:
         RuntimeFailure: a module in the closure imports torch (the runner must run where torch is not installed).
     """
     root = root or _package_root()
-    mods = _module_files(root)
+    mods = module_files(root.parent, root.name)
     todo = [m for m in mods if any(m == r or m.startswith(r + ".") for r in BUNDLE_ROOTS)]
     seen: set[str] = set()
     while todo:
@@ -217,7 +182,7 @@ def bundle_modules(root: Path | None = None) -> list[str]:
         if m in seen:
             continue
         seen.add(m)
-        deps, tops = _imports(mods[m], m, mods)
+        deps, tops = module_imports(mods[m], m, mods)
         if "torch" in tops:
             raise RuntimeFailure(f"{mods[m]} imports torch, but it is part of the runner that runs on devices, which "
                                  "have numpy and one runtime only; move that import out of the runner's closure.")
@@ -232,7 +197,7 @@ def bundle_modules(root: Path | None = None) -> list[str]:
 def runner_bundle() -> RunnerBundle:
     """The runner bundle of this installation (deterministic zip: the same sources give the same sha256)."""
     root = _package_root()
-    mods = _module_files(root)
+    mods = module_files(root.parent, root.name)
     names = bundle_modules(root)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
