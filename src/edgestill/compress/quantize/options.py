@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from edgestill.errors import ConfigError, did_you_mean
 
-CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile", "mse", "auto")
 TFLITE_RECIPES: tuple[str, ...] = ("pt2e", "aeq-static", "aeq-dynamic", "aeq-weight-only")
 OPENVINO_PRESETS: tuple[str, ...] = ("performance", "mixed")
 _STATIC_RECIPES = ("pt2e", "aeq-static")
@@ -34,12 +34,21 @@ class QuantOptions:
         (asymmetric). On the demo student "performance" measured int8/fp32 p50 1.16 vs 1.31 for "mixed" (5
         interleaved rounds, shared machine) at the same accuracy.
     float_layers: torch module names (Conv/Linear layers) kept in float: the artifact's precision is "mixed".
+    equalize: cross-layer equalisation of consecutive convolutions in torch before quantizing (data-free
+        quantization); None: the format's measured default.
+    bias_correction: correct the bias shift int8 weights cause (NNCF fast/full bias correction, or in torch from
+        the calibration data); None: the format's measured default.
+    integer_io: int8 input/output tensors instead of float ones (static int8 only; for devices that need a fully
+        integer file). The default keeps float I/O: the file quantizes inside and dequantizes its outputs.
     """
 
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_method: Literal["minmax", "entropy", "percentile", "mse", "auto"] = "minmax"
     tflite_recipe: Literal["pt2e", "aeq-static", "aeq-dynamic", "aeq-weight-only"] | None = None
     openvino_preset: Literal["mixed", "performance"] = "performance"
     float_layers: tuple[str, ...] = ()
+    equalize: bool | None = None
+    bias_correction: bool | None = None
+    integer_io: bool = False
 
     def __post_init__(self) -> None:
         check_choice("quantize.calibration_method", self.calibration_method, CALIBRATION_METHODS)
@@ -50,6 +59,12 @@ class QuantOptions:
         if not all(isinstance(n, str) and n for n in layers):
             raise ConfigError(f"quantize.float_layers must be torch module names (strings), got {list(layers)!r}.")
         object.__setattr__(self, "float_layers", layers)
+        for key in ("equalize", "bias_correction"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"quantize.{key} must be true, false or null (the format's default), got {value!r}.")
+        if not isinstance(self.integer_io, bool):
+            raise ConfigError(f"quantize.integer_io must be true or false, got {self.integer_io!r}.")
 
     def recipe_for(self, precision: str) -> str:
         """The TFLite recipe used for ``precision``.
@@ -74,4 +89,5 @@ class QuantOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {"calibration_method": self.calibration_method, "tflite_recipe": self.tflite_recipe,
-                "openvino_preset": self.openvino_preset, "float_layers": list(self.float_layers)}
+                "openvino_preset": self.openvino_preset, "float_layers": list(self.float_layers),
+                "equalize": self.equalize, "bias_correction": self.bias_correction, "integer_io": self.integer_io}
