@@ -4,6 +4,9 @@ For each Conv/Linear layer alone: its weight is fake-quantized per output channe
 and output per tensor (asymmetric 8-bit, min/max from the calibration data), the rest of the model stays float.
 Two figures per layer: the SQNR of the layer's own output against float (how much int8 hurts the tensor) and
 the SQNR of the model's output and its top-1 agreement with float (how much that reaches the prediction).
+The float reference of a layer's own output is the module's own ``forward`` with its float weights on the float
+input, so a Conv2d subclass that pads in ``forward`` (the TF-"SAME" convolutions of EfficientNet and MobileNet
+ports), grouped and depthwise convolutions and any activation around them are measured as they run.
 The ranking (worst model-output SQNR first) orders the accuracy-aware fallback.
 """
 
@@ -81,6 +84,11 @@ def _batched(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     return torch.cat(outs)
 
 
+def _layer_input(inp: tuple, kwargs: dict) -> torch.Tensor:
+    """The tensor a Conv/Linear module was called with (positionally, or as ``input=``)."""
+    return inp[0] if inp else kwargs["input"]
+
+
 def layer_ranges(model: torch.nn.Module, layers: Sequence[Layer], calibration: np.ndarray) -> dict[str, tuple[float, float, float, float]]:
     """(input min, input max, output min, output max) of every layer over the calibration samples."""
 
@@ -88,14 +96,15 @@ def layer_ranges(model: torch.nn.Module, layers: Sequence[Layer], calibration: n
     ranges: dict[str, list[float]] = {layer.name: [np.inf, -np.inf, np.inf, -np.inf] for layer in layers}
 
     def make(name: str) -> Any:
-        def hook(_m: Any, inp: tuple, out: torch.Tensor) -> None:
+        def hook(_m: Any, inp: tuple, kwargs: dict, out: torch.Tensor) -> None:
             r = ranges[name]
-            r[0], r[1] = min(r[0], float(inp[0].min())), max(r[1], float(inp[0].max()))
+            x = _layer_input(inp, kwargs)
+            r[0], r[1] = min(r[0], float(x.min())), max(r[1], float(x.max()))
             r[2], r[3] = min(r[2], float(out.min())), max(r[3], float(out.max()))
 
         return hook
 
-    handles = [mods[layer.name].register_forward_hook(make(layer.name)) for layer in layers]
+    handles = [mods[layer.name].register_forward_hook(make(layer.name), with_kwargs=True) for layer in layers]
     try:
         _batched(model, calibration)
     finally:
@@ -120,8 +129,6 @@ def layer_sensitivity(
         One LayerSensitivity per layer, most sensitive first.
     """
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
     model.eval()
     layers = list(layers) if layers is not None else quantizable_layers(model, example_inputs)
@@ -135,22 +142,31 @@ def layer_sensitivity(
         float_out: list[torch.Tensor] = []
         quant_out: list[torch.Tensor] = []
         saved = mod.weight.data.clone()
-        float_in: list[torch.Tensor] = []
+        float_in: list[tuple[tuple, dict]] = []
 
-        def pre(_m: Any, inp: tuple) -> tuple:
-            float_in.append(inp[0])
-            return (_fq_tensor(inp[0], lo_in, hi_in), *inp[1:])
+        def pre(_m: Any, inp: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            float_in.append((inp, kwargs))
+            if inp:
+                return (_fq_tensor(inp[0], lo_in, hi_in), *inp[1:]), kwargs
+            return inp, {**kwargs, "input": _fq_tensor(kwargs["input"], lo_in, hi_in)}
 
-        def post(m: Any, _i: tuple, out: torch.Tensor, _saved: torch.Tensor = saved) -> torch.Tensor:
-            # the same layer in float on the float input: the reference for the layer's own SQNR
+        def post(m: Any, _i: tuple, _kw: dict, out: torch.Tensor, _saved: torch.Tensor = saved) -> torch.Tensor:
+            # The reference for the layer's own SQNR: the module's own forward (hooks bypassed) with its float weights
+            # on the float input, so whatever the module does there (the padding of a TF-"SAME" Conv2d subclass, a
+            # weight transform) is in the reference too.
+            f_args, f_kwargs = float_in[-1]
+            fq_weight = m.weight.data
             with torch.no_grad():
-                ref_out = F.linear(float_in[-1], _saved, m.bias) if isinstance(m, nn.Linear) else m._conv_forward(float_in[-1], _saved, m.bias)
-            float_out.append(ref_out)
+                m.weight.data = _saved
+                try:
+                    float_out.append(m.forward(*f_args, **f_kwargs).detach())
+                finally:
+                    m.weight.data = fq_weight
             q = _fq_tensor(out, lo_out, hi_out)
             quant_out.append(q.detach())
             return q
 
-        handles = [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+        handles = [mod.register_forward_pre_hook(pre, with_kwargs=True), mod.register_forward_hook(post, with_kwargs=True)]
         try:
             mod.weight.data = _fq_weight(saved)
             got = _batched(model, inputs)
