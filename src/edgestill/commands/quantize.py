@@ -10,8 +10,8 @@ import typer
 from edgestill.cli import app, echo_json, run_command
 from edgestill.compress.quantize.base import QUANTIZERS, quant_precisions
 from edgestill.export.base import formats_of
+from edgestill.commands.options import QUANT_FLAGS
 from edgestill.compress.quantize.calibration import DEFAULT_CALIBRATION_SAMPLES
-from edgestill.compress.quantize.options import CALIBRATION_METHODS, TFLITE_RECIPES
 
 FORMAT_CHOICES: tuple[str, ...] = tuple(f.value for f in formats_of(QUANTIZERS))
 PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in quant_precisions())
@@ -28,13 +28,18 @@ REPORT_MD = "quantize-report.md"
         "  edgestill quantize --model resnet18 --checkpoint r18.safetensors --data val.npz --max-accuracy-drop 0.5 --report\n"
         "  edgestill quantize --model m.pt2 --data val.npz --calibration calib.npz --calibration-method percentile --json\n"
         "  edgestill quantize --model mobilenetv2-student --checkpoint s.safetensors --data synthetic-shapes \\\n"
-        "      --max-float-layers 0 --repair-with-teacher teacher.safetensors --teacher-model resnet-teacher\n\n"
+        "      --max-float-layers 0 --repair-with-teacher teacher.safetensors --teacher-model resnet-teacher\n"
+        "  edgestill quantize --model m.pt2 --data unlabelled.npz --eval-fraction 0.3 --max-kl 0.05 --repair\n\n"
         "\b\nData: --data is a built-in dataset (calibration: 300 class-stratified training samples; budget measured\n"
-        "on the test split) or an .npz with x and y (calibration drawn from it, stratified; budget on the rest).\n"
-        "--calibration C.npz (x, optional ids) replaces the drawn calibration set. The budget is absolute top-1\n"
-        "points vs the fp32 artifact on the same runtime. Over budget, the most int8-sensitive layers stay float\n"
-        "(a 'mixed' artifact) until the budget is met or --time-budget ends; --repair-with-teacher then fine-tunes\n"
-        "the student under int8 fake quantization with the KD loss. The final file must also pass parity with torch\n"
+        "on the test split) or an .npz with x and, optionally, y: --eval-fraction of it (default 0.5) is held out\n"
+        "for the budget, calibration is drawn from the rest. --calibration C.npz (x, optional ids) replaces the\n"
+        "drawn calibration set. With integer labels y the budget is top-1 accuracy points vs the fp32 artifact on\n"
+        "the same runtime; without labels it is top-1 agreement with the fp32 artifact (drop = 100 x (1 -\n"
+        "agreement)); agreement and mean KL(fp32 || int8) are reported either way, and --max-kl adds a KL budget.\n"
+        "Over budget, the most int8-sensitive layers stay float (a 'mixed' artifact) until the budget is met or\n"
+        "--time-budget ends; --repair then fine-tunes the model under int8 fake quantization with the fp32 model\n"
+        "as the oracle (no labels needed; --repair-with-teacher uses a teacher). If a step after the naive int8\n"
+        "file fails, the naive result is still reported and kept. The final file must also pass parity with torch\n"
         "(int8 tolerances, --tolerance int8.min_sqnr_db=15 to change them). Writes OUT/quantize-report.json and .md.\n"
         "OUT is emptied first: it must be new, empty or an earlier quantize's (another command's only with --overwrite),\n"
         "and may not hold an input (--checkpoint, --data, ...).\n\n"
@@ -50,15 +55,21 @@ def quantize_command(
     num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="Classifier size of a built-in model."),
     formats: str = typer.Option(",".join(FORMAT_CHOICES), "--format", help=f"Formats, comma-separated: {', '.join(FORMAT_CHOICES)}."),
     precision: str = typer.Option("int8-static", "--precision", help=f"One of {', '.join(PRECISION_CHOICES)}."),
-    data: str = typer.Option(..., "--data", help="Built-in dataset name or an .npz with x and y."),
+    data: str = typer.Option(..., "--data", help="Built-in dataset name or an .npz with x (inputs) and optional y (integer labels)."),
+    eval_fraction: float | None = typer.Option(None, "--eval-fraction", help="Share of an .npz --data held out for the budget (default 0.5)."),
     calibration: Path | None = typer.Option(None, "--calibration", help="An .npz with x (and optional ids): the calibration set."),
     calibration_samples: int = typer.Option(DEFAULT_CALIBRATION_SAMPLES, "--calibration-samples", min=1, help="Calibration samples drawn from --data."),
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help=f"One of {', '.join(CALIBRATION_METHODS)}."),
-    tflite_recipe: str | None = typer.Option(None, "--tflite-recipe", help=f"One of {', '.join(TFLITE_RECIPES)}."),
-    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Allowed top-1 loss, absolute points."),
+    calibration_method: str | None = QUANT_FLAGS["calibration_method"],
+    tflite_recipe: str | None = QUANT_FLAGS["tflite_recipe"],
+    equalize: bool | None = QUANT_FLAGS["equalize"],
+    bias_correction: bool | None = QUANT_FLAGS["bias_correction"],
+    integer_io: bool = QUANT_FLAGS["integer_io"],
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Allowed top-1 loss (without labels: disagreement with fp32), absolute points."),
+    max_kl: float | None = typer.Option(None, "--max-kl", help="Also require mean KL(fp32 || int8) <= this, in nats (e.g. 0.05)."),
     time_budget: float = typer.Option(300.0, "--time-budget", help="Seconds for the float-fallback search per format."),
     max_float_layers: int | None = typer.Option(None, "--max-float-layers", help="At most this many layers kept float (0: all-int8)."),
     report: bool = typer.Option(False, "--report", help="Rank every layer's sensitivity even when int8 is within budget."),
+    repair_oracle: bool = typer.Option(False, "--repair", help="When PTQ misses: QAT with the KD loss, the fp32 model itself as the oracle (no labels)."),
     repair_with_teacher: Path | None = typer.Option(None, "--repair-with-teacher", help="Teacher checkpoint: QAT with the KD loss when PTQ misses."),
     teacher_model: str = typer.Option("resnet-teacher", "--teacher-model", help="The teacher's architecture (built-in name)."),
     teacher_kwargs: str = typer.Option("", "--teacher-kwargs", help="Teacher architecture options as JSON, e.g. '{\"width\": 16}'."),
@@ -81,8 +92,8 @@ def quantize_command(
         from edgestill.commands.streams import library_output_to
         from edgestill.compress.quantize.budget import QuantizeConfig, check_inputs, quantize
         from edgestill.compress.quantize.data import load_quant_data
-        from edgestill.compress.quantize.options import QuantOptions
-        from edgestill.compress.quantize.repair import teacher_repair_config
+        from edgestill.commands.options import quant_options
+        from edgestill.compress.quantize.data import check_eval_fraction
         from edgestill.errors import InputError
         from edgestill.export.validate import Tolerances
         from edgestill.models.loading import load_model
@@ -91,10 +102,15 @@ def quantize_command(
         config = QuantizeConfig(
             formats=tuple(f.strip() for f in formats.split(",") if f.strip()), precision=precision,
             max_accuracy_drop=max_accuracy_drop, time_budget_s=time_budget, max_float_layers=max_float_layers,
-            options=QuantOptions(calibration_method=calibration_method, tflite_recipe=tflite_recipe),
+            options=quant_options(calibration_method=calibration_method, tflite_recipe=tflite_recipe, equalize=equalize,
+                                  bias_correction=bias_correction, integer_io=integer_io),
             calibration_samples=calibration_samples, name=name or default_name(model), bench_latency=bench, report=report,
-            chance_level="refuse",  # a user's data at chance level is bad input here, not a result
+            chance_level="refuse", max_kl=max_kl,  # a user's data at chance level is bad input here, not a result
         )
+        if eval_fraction is not None:
+            check_eval_fraction(eval_fraction, has_calibration_file=calibration is not None)
+        if repair_oracle and repair_with_teacher is not None:
+            raise InputError("--repair uses the fp32 model as the oracle and --repair-with-teacher a teacher; pass one of them.")
         tolerances = Tolerances.parse(tolerance)
         check_out_dir(out)
         inputs = [("--model", model if Path(model).exists() else None), ("--checkpoint", checkpoint),
@@ -104,11 +120,19 @@ def quantize_command(
         loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape, num_classes=num_classes)
         if loaded.model is None:
             raise InputError(f"--model {model}: quantize needs a torch model (a built-in name, a factory or a .pt2), not an ONNX file.")
-        qdata = load_quant_data(data, calibration_file=calibration, n_calibration=config.calibration_samples)
+        qdata = load_quant_data(data, calibration_file=calibration, n_calibration=config.calibration_samples,
+                                eval_fraction=eval_fraction)
         check_inputs(loaded.model, loaded.example_inputs, config, calibration=qdata.calibration,
                      calibration_ids=qdata.calibration_ids, eval_x=qdata.eval_x, eval_y=qdata.eval_y)
         repair = None
+        if repair_oracle:
+            from edgestill.compress.quantize.repair import oracle_repair_config
+
+            repair = oracle_repair_config(loaded.model, loaded.example_inputs, train_x=qdata.train_x, train_y=qdata.train_y,
+                                          epochs=repair_epochs)
         if repair_with_teacher is not None:
+            from edgestill.compress.quantize.repair import teacher_repair_config
+
             try:
                 kwargs = json.loads(teacher_kwargs) if teacher_kwargs else {}
             except json.JSONDecodeError as exc:
@@ -127,6 +151,7 @@ def quantize_command(
                     calibration_ids=qdata.calibration_ids, eval_x=qdata.eval_x, eval_y=qdata.eval_y, repair=repair,
                     progress=lambda msg: rep.advance(0, None, msg), claimed=True, tolerances=tolerances,
                 )
+        result.warnings[:0] = qdata.warnings
         doc = {**result.to_dict(), "model": model, "checkpoint": str(checkpoint) if checkpoint else None, "data": qdata.source}
         measured = [m for f in result.formats for m in f.measurements]
         if measured:  # the fp32 / int8 latency rounds, raw samples included
@@ -147,7 +172,9 @@ def quantize_command(
         for f in result.formats:
             if f.error:
                 typer.echo(f"{f.format}: {f.error}", err=True)
-        return 0 if result.passed else 1
+            elif f.failures:
+                typer.echo(f"{f.format}: {'; '.join(f.failures)}", err=True)
+        return result.exit_code
 
     code = run_command(body)
     if code:
@@ -156,11 +183,16 @@ def quantize_command(
 
 def _print(doc: dict[str, Any]) -> None:
     for f in doc["formats"]:
+        if f["final"] is None:
+            typer.echo(f"{f['format']:9s} NO int8 file: {f['stopped_by']}")
+            continue
         lat = (f.get("latency") or {}).get("final_vs_fp32_p50")
+        agree = "" if f["top1_agreement"] is None else f"  agreement {100 * f['top1_agreement']:.2f}%"
+        kl = "" if f["kl"] is None else f"  KL {f['kl']:.4f}"
         typer.echo(
             f"{f['format']:9s} ({f['metric']}) fp32 {100 * f['fp32_accuracy']:.2f}%  naive int8 {100 * f['naive']['accuracy']:.2f}%  "
             f"final {100 * f['final']['accuracy']:.2f}% (drop {f['final']['drop_points']:.2f} pts, "
-            f"{'within' if f['budget_met'] else 'OVER'} budget {doc['max_accuracy_drop']:g})  "
+            f"{'within' if f['budget_met'] else 'OVER'} budget {doc['max_accuracy_drop']:g}){agree}{kl}  "
             f"float layers: {', '.join(f['float_layers']) or 'none'}"
             + ("" if lat is None else f"  latency final/fp32 {lat:.2f}")
             + ("" if f["passed"] or not f["budget_met"] else "  PARITY FAILED")

@@ -13,6 +13,7 @@ parity is published under its name; anything else (the best effort over budget, 
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import shutil
@@ -33,7 +34,7 @@ from edgestill.compress.quantize.calibration import (
     check_calibration,
 )
 from edgestill.compress.quantize.options import QuantOptions, check_choice
-from edgestill.errors import ConfigError, InputError
+from edgestill.errors import ConfigError, EdgestillError, InputError, RuntimeFailure
 from edgestill.record import Measurement
 from edgestill.export.base import as_tuple, formats_of
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from edgestill.export.validate import ParityReport, Tolerances
 
 Progress = Callable[[str], None]
+_log = logging.getLogger(__name__)
+FEW_EVAL_SAMPLES = 100  # below this, top-1 accuracy or agreement moves in steps of more than one point
 _SENSITIVITY_SAMPLES = 128  # samples the simulated per-layer sensitivity runs on (one forward pass per layer)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 METRIC_ACCURACY = "top1_accuracy"
@@ -71,6 +74,8 @@ class QuantizeConfig:
     bench_latency: time fp32, naive int8 and the final artifact at 1 thread (runner subprocesses, interleaved).
     bench_rounds: interleaved rounds of that timing.
     report: run the sensitivity analysis even when the naive artifact meets the budget.
+    max_kl: a second, optional budget: at most this mean KL(fp32 ‖ int8) in nats between the softmaxed outputs of the
+        fp32 and int8 files on the eval inputs (None: not checked). It needs no labels.
     chance_level: what to do when the float model is at chance level on the labelled eval data, where a broken int8
         file would "meet" any budget (0% → 0%; see :func:`check_reference_accuracy`): "refuse" raises InputError
         before anything is written (what ``edgestill quantize`` and ``edgestill export`` do); "flag" goes on and
@@ -90,6 +95,7 @@ class QuantizeConfig:
     bench_rounds: int = 3
     report: bool = False
     chance_level: str = "flag"
+    max_kl: float | None = None
 
     def __post_init__(self) -> None:
         formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
@@ -132,11 +138,18 @@ class QuantizeConfig:
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"quantize.{key} must be true or false, got {getattr(self, key)!r}.")
         check_choice("quantize.chance_level", self.chance_level, CHANCE_LEVEL_CHOICES)
+        kl = self.max_kl
+        if kl is not None and (isinstance(kl, bool) or not isinstance(kl, (int, float)) or not math.isfinite(kl) or kl < 0):
+            raise ConfigError(f"--max-kl must be a mean KL divergence in nats >= 0 (e.g. 0.05), or unset; got {kl!r}.")
 
 
 @dataclass(kw_only=True)
 class Attempt:
-    """One quantized candidate: which layers stayed float and its accuracy on the runtime."""
+    """One quantized candidate: which layers stayed float and its accuracy on the runtime.
+
+    ``top1_agreement`` (0..1) and ``kl`` (mean KL(fp32 ‖ int8) of the softmaxed outputs, nats) compare its outputs
+    with the fp32 file's on the same runtime and eval inputs; they need no labels.
+    """
 
     label: str
     float_layers: tuple[str, ...]
@@ -144,10 +157,13 @@ class Attempt:
     drop_points: float
     seconds: float
     sqnr_db: float | None = None
+    top1_agreement: float | None = None
+    kl: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "float_layers": list(self.float_layers), "accuracy": self.accuracy,
-                "drop_points": self.drop_points, "seconds": round(self.seconds, 2), "sqnr_db": self.sqnr_db}
+                "drop_points": self.drop_points, "top1_agreement": self.top1_agreement, "kl": self.kl,
+                "seconds": round(self.seconds, 2), "sqnr_db": self.sqnr_db}
 
 
 @dataclass(kw_only=True)
@@ -157,6 +173,9 @@ class FormatResult:
     ``fp32_accuracy`` and the attempts' ``accuracy`` are in ``metric``: top-1 accuracy with labels, or top-1
     agreement with the fp32 file on the same runtime without (then ``fp32_accuracy`` is 1.0). ``passed``: within
     budget and the final file passed parity with torch (``report``); only then is ``artifact`` published.
+    ``naive`` and ``final`` are None only when the fp32 baseline or the naive int8 attempt itself failed (``error``
+    says which; ``exit_code`` is that failure's). A later step that failed (sensitivity, a fallback attempt, KD
+    repair, parity, latency) is listed in ``failures`` and the best file found before it is still kept.
     """
 
     format: str
@@ -164,13 +183,14 @@ class FormatResult:
     name: str  # the final file's name (``<name>-<format>-<precision or mixed>``)
     precision: str  # the final file's precision ("mixed" when layers were kept in float)
     metric: str
-    fp32_accuracy: float
-    fp32_artifact: Artifact
-    naive: Attempt
-    final: Attempt
+    fp32_accuracy: float | None
+    fp32_artifact: Artifact | None
+    naive: Attempt | None
+    final: Attempt | None
     artifact: Artifact | None  # published (within budget and parity passed)
     budget_met: bool
     budget: float
+    max_kl: float | None = None
     report: ParityReport | None = None  # the final file against torch
     error: str | None = None  # why the final file was rejected (budget missed by how much, or parity)
     seconds: float = 0.0
@@ -180,27 +200,44 @@ class FormatResult:
     repair: dict[str, Any] | None = None
     latency: dict[str, Any] | None = None
     measurements: list[Measurement] = field(default_factory=list)  # the latency cells, raw samples kept (the store's)
-    stopped_by: str | None = None  # "budget met", "time budget", "no more layers", "repair"
+    stopped_by: str | None = None  # "budget met", "time budget", "no more layers", "repair", "... failed"
+    failures: list[str] = field(default_factory=list)  # steps that raised, each "<step> failed: <message>"
+    exit_code: int | None = None  # set when the format ended without an int8 file (its failure's exit code)
 
     @property
     def passed(self) -> bool:
         return self.budget_met and self.report is not None and self.report.passed
 
+    @property
+    def top1_agreement(self) -> float | None:
+        """The final file's top-1 agreement with the fp32 file on the same runtime (0..1)."""
+        return self.final.top1_agreement if self.final else None
+
+    @property
+    def kl(self) -> float | None:
+        """The final file's mean KL(fp32 ‖ int8) in nats."""
+        return self.final.kl if self.final else None
+
     def budget_facts(self) -> dict[str, Any]:
         """The budget's verdict in a few fields (what an ExportResult carries as ``quantization``)."""
-        return {"metric": self.metric, "fp32_accuracy": self.fp32_accuracy, "accuracy": self.final.accuracy,
-                "drop_points": self.final.drop_points, "budget": self.budget, "budget_met": self.budget_met,
-                "float_layers": list(self.final.float_layers)}
+        final = self.final
+        return {"metric": self.metric, "fp32_accuracy": self.fp32_accuracy, "accuracy": final.accuracy if final else None,
+                "drop_points": final.drop_points if final else None, "budget": self.budget, "budget_met": self.budget_met,
+                "top1_agreement": self.top1_agreement, "kl": self.kl, "max_kl": self.max_kl,
+                "float_layers": list(final.float_layers) if final else [], "failures": list(self.failures)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.format, "runtime": self.runtime, "name": self.name, "passed": self.passed,
             "budget_met": self.budget_met, "stopped_by": self.stopped_by, "metric": self.metric,
-            "fp32_accuracy": self.fp32_accuracy, "fp32_artifact": str(self.fp32_artifact.manifest_path),
-            "naive": self.naive.to_dict(), "final": self.final.to_dict(),
+            "fp32_accuracy": self.fp32_accuracy,
+            "fp32_artifact": str(self.fp32_artifact.manifest_path) if self.fp32_artifact else None,
+            "naive": self.naive.to_dict() if self.naive else None, "final": self.final.to_dict() if self.final else None,
+            "top1_agreement": self.top1_agreement, "kl": self.kl, "max_kl": self.max_kl,
             "artifact": str(self.artifact.manifest_path) if self.artifact else None,
             "precision": self.precision, "parity": self.report.to_dict() if self.report else None, "error": self.error,
-            "float_layers": list(self.final.float_layers),
+            "failures": list(self.failures), "exit_code": self.exit_code,
+            "float_layers": list(self.final.float_layers) if self.final else [],
             "rejected_files": [str(p) for p in self.rejected_files],
             "attempts": [a.to_dict() for a in self.attempts],
             "sensitivity": [s.to_dict() for s in self.sensitivity],
@@ -218,6 +255,8 @@ class QuantizeResult:
     calibration: dict[str, Any]
     warnings: list[str]
     seconds: float
+    eval_samples: int = 0
+    labelled: bool = True
 
     @property
     def budget_met(self) -> bool:
@@ -232,36 +271,58 @@ class QuantizeResult:
     def metric(self) -> str:
         return self.formats[0].metric if self.formats else METRIC_ACCURACY
 
+    @property
+    def exit_code(self) -> int:
+        """0 all passed; a format's own failure code (2 bad input, 3 a library failure) when one ended without an
+        int8 file; else 1 (a budget or parity miss)."""
+        if self.passed:
+            return 0
+        return max([f.exit_code for f in self.formats if f.exit_code is not None], default=1)
+
     def to_dict(self) -> dict[str, Any]:
         cal = {k: v for k, v in self.calibration.items() if k != "sample_ids"}
         return {"kind": "quantize", "precision": self.config.precision, "max_accuracy_drop": self.max_accuracy_drop,
-                "metric": self.metric, "budget_met": self.budget_met, "passed": self.passed, "calibration": cal, "warnings": list(self.warnings),
+                "max_kl": self.config.max_kl, "metric": self.metric, "budget_met": self.budget_met, "passed": self.passed,
+                "calibration": cal, "eval": {"n": self.eval_samples, "labelled": self.labelled}, "warnings": list(self.warnings),
                 "formats": [f.to_dict() for f in self.formats], "seconds": round(self.seconds, 2)}
 
     def markdown(self) -> str:
         from edgestill.compress.quantize.sensitivity import sensitivity_markdown
 
+        kl = "" if self.config.max_kl is None else f" and at most {self.config.max_kl:g} nats of mean KL(fp32 ‖ int8)"
         lines = ["# edgestill quantize report", "",
-                 f"Precision {self.config.precision}, budget {self.max_accuracy_drop:g} points of {self.metric} vs the fp32 "
+                 f"Precision {self.config.precision}, budget {self.max_accuracy_drop:g} points of {self.metric}{kl} vs the fp32 "
                  f"artifact on the same runtime; calibration {self.calibration.get('n')} samples (sha256 "
-                 f"{str(self.calibration.get('sha256', ''))[:12]}).", ""]
+                 f"{str(self.calibration.get('sha256', ''))[:12]}); eval {self.eval_samples} "
+                 f"{'labelled' if self.labelled else 'unlabelled'} samples.", ""]
         lines += [f"- warning: {w}" for w in self.warnings]
-        lines += ["", "| format | runtime | fp32 acc | naive int8 acc | final acc | drop (pts) | within budget | float layers | "
-                  "final/fp32 p50 |", "|---|---|---:|---:|---:|---:|---|---|---:|"]
+        lines += ["", "| format | runtime | fp32 acc | naive int8 acc | final acc | drop (pts) | top-1 agreement | KL (nats) | "
+                  "within budget | float layers | final/fp32 p50 |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+
+        def pct(v: float | None) -> str:
+            return "—" if v is None else f"{100 * v:.2f}%"
+
         for f in self.formats:
             ratio = (f.latency or {}).get("final_vs_fp32_p50")
+            final, naive = f.final, f.naive
             lines.append(
-                f"| {f.format} | {f.runtime} | {100 * f.fp32_accuracy:.2f}% | {100 * f.naive.accuracy:.2f}% | "
-                f"{100 * f.final.accuracy:.2f}% | {f.final.drop_points:.2f} | {'yes' if f.budget_met else 'NO'} | "
-                f"{', '.join(f'`{n}`' for n in f.final.float_layers) or '—'} | {'' if ratio is None else f'{ratio:.2f}'} |"
+                f"| {f.format} | {f.runtime} | {pct(f.fp32_accuracy)} | {pct(naive.accuracy if naive else None)} | "
+                f"{pct(final.accuracy if final else None)} | {'—' if final is None else f'{final.drop_points:.2f}'} | "
+                f"{pct(f.top1_agreement)} | {'—' if f.kl is None else f'{f.kl:.4f}'} | {'yes' if f.budget_met else 'NO'} | "
+                f"{', '.join(f'`{n}`' for n in (final.float_layers if final else ())) or '—'} | "
+                f"{'' if ratio is None else f'{ratio:.2f}'} |"
             )
         lines += [f"- {f.format}: {f.error}" for f in self.formats if f.error]
+        lines += [f"- {f.format}: {msg}" for f in self.formats if f.final is not None for msg in f.failures]
         for f in self.formats:
             if f.sensitivity:
-                lines += ["", f"## Layer sensitivity ({f.format})", "", sensitivity_markdown(f.sensitivity, float_layers=f.final.float_layers)]
+                floats = f.final.float_layers if f.final else ()
+                lines += ["", f"## Layer sensitivity ({f.format})", "", sensitivity_markdown(f.sensitivity, float_layers=floats)]
             if f.attempts:
-                lines += ["", f"## Attempts ({f.format})", "", "| attempt | float layers | accuracy | drop (pts) |", "|---|---|---:|---:|"]
-                lines += [f"| {a.label} | {len(a.float_layers)} | {100 * a.accuracy:.2f}% | {a.drop_points:.2f} |" for a in f.attempts]
+                lines += ["", f"## Attempts ({f.format})", "", "| attempt | float layers | accuracy | drop (pts) | top-1 agreement | KL (nats) |",
+                          "|---|---|---:|---:|---:|---:|"]
+                lines += [f"| {a.label} | {len(a.float_layers)} | {100 * a.accuracy:.2f}% | {a.drop_points:.2f} | "
+                          f"{pct(a.top1_agreement)} | {'—' if a.kl is None else f'{a.kl:.4f}'} |" for a in f.attempts]
             if f.repair:
                 lines += ["", f"## KD repair ({f.format})", "", "```", str(f.repair), "```"]
         return "\n".join(lines) + "\n"
@@ -402,6 +463,10 @@ def check_inputs(
         at_chance = check_reference_accuracy(model, x.astype(args[0].detach().cpu().numpy().dtype, copy=False), y,
                                              refuse=config.chance_level == "refuse")
     warnings = calibration_warnings(calib, x) if static else []
+    if len(x) < FEW_EVAL_SAMPLES:
+        warnings.append(f"only {len(x)} eval samples (fewer than {FEW_EVAL_SAMPLES}): top-1 {'accuracy' if y is not None else 'agreement'} "
+                        f"moves in steps of {100 / len(x):.2f} points, coarse against a budget of {config.max_accuracy_drop:g}; "
+                        "pass more eval data (or a larger --eval-fraction).")
     if at_chance:
         warnings.append(f"accuracy budget not meaningful: {at_chance}")
     if config.options.float_layers:
@@ -477,7 +542,8 @@ def quantize(
         results.append(_quantize_format(model, args, fmt, config, out, calib, calibration_ids, x, y, repair, say, repaired,
                                         fp32_art=baselines.get(fmt), val=val, tolerances=tolerances or Tolerances()))
     return QuantizeResult(config=config, max_accuracy_drop=float(config.max_accuracy_drop), formats=results,
-                          calibration=manifest, warnings=warnings, seconds=time.perf_counter() - t_start)
+                          calibration=manifest, warnings=warnings, seconds=time.perf_counter() - t_start,
+                          eval_samples=int(len(x)), labelled=y is not None)
 
 
 def _quantize_format(
@@ -485,29 +551,25 @@ def _quantize_format(
     calibration_ids: Sequence[Any] | None, x: np.ndarray, y: np.ndarray | None, repair: RepairConfig | None, say: Progress,
     repaired_cache: dict[str, Any], *, fp32_art: Artifact | None, val: np.ndarray, tolerances: Tolerances,
 ) -> FormatResult:
+    """One format: the fp32 baseline and the naive int8 file, then (each step guarded) sensitivity, float fallback,
+    KD repair, parity and latency. Only the baseline or the naive attempt failing ends the format; any later step
+    failing is recorded in ``failures`` and the best file found so far (at least the naive one) is still kept."""
     from edgestill.compress.quantize.api import quantize_export
     from edgestill.compress.quantize.layers import quantizable_layers
     from edgestill.export.api import ExportConfig, export
-    from edgestill.export.validate import validate
+    from edgestill.outdir import fresh_work_dir
+    from edgestill.runtimes.accuracy import teacher_agreement
     from edgestill.runtimes.base import DEFAULT_RUNTIME
 
     t_format = time.perf_counter()
-    if fp32_art is None:
-        say(f"{fmt}: fp32 baseline")
-        (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name,
-                                                       tolerances=tolerances), out, validation_inputs=val)
-        fp32_art = fp32_res.artifact
     metric = METRIC_ACCURACY if y is not None else METRIC_AGREEMENT
-    fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y if y is not None else np.zeros(len(x), np.int64))
-    if y is None:  # no labels: the fp32 file's own top-1 is the reference, so its "accuracy" is 1.0
-        y = fp32_out.argmax(1)
-        fp32_acc = 1.0
     budget = float(config.max_accuracy_drop)
-    from edgestill.outdir import fresh_work_dir
-
+    forced = tuple(config.options.float_layers)
     work = fresh_work_dir(out, f".search-{fmt}")
     attempts: list[Attempt] = []
     arts: dict[str, tuple[Artifact, torch.nn.Module]] = {}
+    failures: list[str] = []
+    ref: dict[str, Any] = {}
 
     def attempt(label: str, float_layers: tuple[str, ...], source: torch.nn.Module) -> Attempt:
         t0 = time.perf_counter()
@@ -515,81 +577,150 @@ def _quantize_format(
         art = quantize_export(source, args, format=fmt, precision=config.precision, calibration=calib,
                               calibration_ids=calibration_ids, staging_dir=work / label, name=_final_name(config, fmt, float_layers),
                               options=opts)
-        acc, got = artifact_accuracy(art, x, y)
-        sqnr = _sqnr_db(fp32_out, got)
-        a = Attempt(label=label, float_layers=float_layers, accuracy=acc, drop_points=round(100 * (fp32_acc - acc), 3),
-                    seconds=time.perf_counter() - t0, sqnr_db=sqnr)
+        acc, got = artifact_accuracy(art, x, ref["y"])
+        agree, kl = teacher_agreement(got, ref["out"]) if got.shape == ref["out"].shape else (None, None)
+        a = Attempt(label=label, float_layers=float_layers, accuracy=acc, drop_points=round(100 * (ref["acc"] - acc), 3),
+                    seconds=time.perf_counter() - t0, sqnr_db=_sqnr_db(ref["out"], got),
+                    top1_agreement=None if agree is None else round(agree, 5), kl=None if kl is None else round(kl, 6))
         attempts.append(a)
         arts[label] = (art, source)
-        say(f"{fmt}: {label}: {metric} {100 * acc:.2f}% (drop {a.drop_points:.2f} pts)")
+        say(f"{fmt}: {label}: {metric} {100 * acc:.2f}% (drop {a.drop_points:.2f} pts, KL {a.kl})")
         return a
 
-    forced = tuple(config.options.float_layers)
-    naive = attempt("naive", forced, model)
-    best, stopped, sens = naive, "budget met" if naive.drop_points <= budget else None, []
+    def within(a: Attempt) -> bool:
+        return a.drop_points <= budget and (config.max_kl is None or (a.kl is not None and a.kl <= config.max_kl))
+
+    def better(a: Attempt, b: Attempt) -> bool:  # a beats b: within budget first, then accuracy, then lower KL
+        return (within(a), a.accuracy, -(a.kl or 0.0)) > (within(b), b.accuracy, -(b.kl or 0.0))
+
+    try:
+        if fp32_art is None:
+            say(f"{fmt}: fp32 baseline")
+            (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name,
+                                                           tolerances=tolerances), out, validation_inputs=val)
+            if fp32_res.artifact is None:
+                raise RuntimeFailure(f"the fp32 baseline {fp32_res.name} failed: {fp32_res.error}")
+            fp32_art = fp32_res.artifact
+        fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y if y is not None else np.zeros(len(x), np.int64))
+        if y is None:  # no labels: the fp32 file's own top-1 is the reference, so its "accuracy" is 1.0
+            y, fp32_acc = fp32_out.argmax(1), 1.0
+        ref.update(acc=fp32_acc, out=fp32_out, y=y)
+        naive = attempt("naive", forced, model)
+    except Exception as exc:  # noqa: BLE001 - reported in the result; the other formats go on
+        shutil.rmtree(work, ignore_errors=True)
+        step = "naive int8" if ref else "fp32 baseline"
+        _log.warning("%s: %s failed", fmt, step, exc_info=exc)
+        return FormatResult(
+            format=fmt, runtime=DEFAULT_RUNTIME[fmt], name=_final_name(config, fmt, forced), precision=config.precision,
+            metric=metric, fp32_accuracy=ref.get("acc"), fp32_artifact=fp32_art, naive=None, final=None, artifact=None,
+            budget_met=False, budget=budget, max_kl=config.max_kl, error=f"{step} failed, so {fmt} has no int8 file: {_said(exc)}",
+            seconds=time.perf_counter() - t_format, stopped_by=f"{step} failed", failures=[f"{step} failed: {_said(exc)}"],
+            exit_code=exc.exit_code if isinstance(exc, EdgestillError) else 3,
+        )
+
+    def guarded(step: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - a later step failing never loses the naive result
+            _log.warning("%s: %s failed", fmt, step, exc_info=exc)
+            failures.append(f"{step} failed: {_said(exc)}")
+            say(f"{fmt}: {step} failed: {_said(exc)}")
+            return _FAILED
+
+    best, stopped, sens = naive, "budget met" if within(naive) else None, []
     t_search = time.perf_counter()
     search = stopped is None and config.precision == Precision.INT8_STATIC and config.max_float_layers != 0
     if search or (config.report and config.precision == Precision.INT8_STATIC):
         from edgestill.compress.quantize.sensitivity import layer_sensitivity
 
         say(f"{fmt}: ranking layers by int8 sensitivity")
-        sens = layer_sensitivity(model, args, calib, x[:_SENSITIVITY_SAMPLES], layers=quantizable_layers(model, args))
+        got = guarded("sensitivity", lambda: layer_sensitivity(model, args, calib, x[:_SENSITIVITY_SAMPLES],
+                                                               layers=quantizable_layers(model, args)))
+        if got is _FAILED:
+            stopped, search = stopped or "sensitivity failed", False
+        else:
+            sens = got
     if search:
         limit = len(sens) if config.max_float_layers is None else min(config.max_float_layers, len(sens))
         for k in _fallback_sizes(limit):
             if time.perf_counter() - t_search > config.time_budget_s:
                 stopped = "time budget"
                 break
-            a = attempt(f"float-top{k}", tuple(dict.fromkeys((*forced, *(s.layer for s in sens[:k])))), model)
-            if a.accuracy > best.accuracy:
+            label = f"float-top{k}"
+            a = guarded(f"float fallback {label}", lambda k=k, label=label: attempt(
+                label, tuple(dict.fromkeys((*forced, *(s.layer for s in sens[:k])))), model))
+            if a is _FAILED:
+                stopped = "float fallback failed"
+                break
+            if better(a, best):
                 best = a
-            if a.drop_points <= budget:
-                best, stopped = a, "budget met"
+            if within(a):
+                stopped = "budget met"
                 break
         else:
             stopped = stopped or "no more layers"
     repair_info = None
-    if best.drop_points > budget and repair is not None:
+    if not within(best) and repair is not None:
         from edgestill.compress.quantize.repair import repair_with_teacher
 
-        say(f"{fmt}: still {best.drop_points:.2f} pts over: KD repair (quantization-aware fine-tuning)")
-        if "model" not in repaired_cache:
-            repaired_cache["model"], repaired_cache["info"] = repair_with_teacher(model, args, repair, calibration=calib)
-        repair_info = dict(repaired_cache["info"])
-        a = attempt("kd-repair", forced, repaired_cache["model"])
-        repair_info["accuracy"] = a.accuracy
-        repair_info["drop_points"] = a.drop_points
-        if a.accuracy > best.accuracy or a.drop_points <= budget:
-            best = a
-        if a.drop_points <= budget:
-            stopped = "repair"
-    met = best.drop_points <= budget
+        say(f"{fmt}: still over budget ({best.drop_points:.2f} pts, KL {best.kl}): KD repair (quantization-aware fine-tuning)")
+        if "model" not in repaired_cache and "error" not in repaired_cache:
+            got = guarded("KD repair", lambda: repair_with_teacher(model, args, repair, calibration=calib))
+            if got is _FAILED:
+                repaired_cache["error"] = failures[-1]
+            else:
+                repaired_cache["model"], repaired_cache["info"] = got
+        elif "error" in repaired_cache:
+            failures.append(repaired_cache["error"])
+        if "model" in repaired_cache:
+            repair_info = dict(repaired_cache["info"])
+            a = guarded("KD repair's int8 file", lambda: attempt("kd-repair", forced, repaired_cache["model"]))
+            if a is not _FAILED:
+                repair_info.update(accuracy=a.accuracy, drop_points=a.drop_points, top1_agreement=a.top1_agreement, kl=a.kl)
+                if better(a, best):
+                    best = a
+                if within(a):
+                    stopped = "repair"
     if stopped is None:
         stopped = "no float fallback allowed" if config.max_float_layers == 0 else "precision has no fallback"
-    final_art, final_model = arts[best.label]
-    report = validate(final_art, final_model, val, tolerances)
-    final_art.validation = report.to_dict()
+    report, best = _validate_final(arts, best, naive, val, tolerances, guarded)
+    final_art, _ = arts[best.label]
+    met = within(best)
+    if report is not None:
+        final_art.validation = report.to_dict()
     final_art.quantization.update({
-        "accuracy": best.accuracy, "fp32_accuracy": fp32_acc, "accuracy_drop_points": best.drop_points, "metric": metric,
+        "accuracy": best.accuracy, "fp32_accuracy": ref["acc"], "accuracy_drop_points": best.drop_points, "metric": metric,
+        "top1_agreement": best.top1_agreement, "kl": best.kl, "max_kl": config.max_kl,
         "max_accuracy_drop": budget, "budget_met": met, "eval_samples": int(len(x)), "runtime": DEFAULT_RUNTIME[fmt],
-        "fp32_artifact": fp32_art.name, "search": {"stopped_by": stopped, "attempts": [a.to_dict() for a in attempts]},
+        "fp32_artifact": fp32_art.name, "search": {"stopped_by": stopped, "attempts": [a.to_dict() for a in attempts],
+                                                   "failures": list(failures)},
     })
     if metric == METRIC_ACCURACY and fp32_out.ndim == 2 and fp32_out.shape[1] > 1:
         final_art.quantization["reference_at_chance"] = fp32_acc * len(x) <= chance_bound(len(x), fp32_out.shape[1])
     if best.label == "kd-repair":
         final_art.quantization["kd_repair"] = repair_info
-    latency, measurements = _latency(fp32_art, arts["naive"][0], final_art, config) if config.bench_latency else (None, [])
+    latency, measurements = None, []
+    if config.bench_latency:
+        got = guarded("latency timing", lambda: _latency(fp32_art, arts["naive"][0], final_art, config))
+        if got is _FAILED:
+            latency = {"failed": [failures[-1]]}
+        else:
+            latency, measurements = got
     error = None
+    also = f" Also: {'; '.join(failures)}." if failures else ""
     if not met:
-        error = (f"{final_art.name} missed the accuracy budget by {best.drop_points - budget:.2f} points: {metric} "
-                 f"{100 * best.accuracy:.2f}% vs {100 * fp32_acc:.2f}% for fp32 (drop {best.drop_points:.2f} > "
-                 f"{budget:g} allowed; search stopped: {stopped}). Allow a larger --max-accuracy-drop, more float layers "
-                 "or time (--max-float-layers, --time-budget), or repair with the teacher.")
+        kl_part = "" if config.max_kl is None else f", KL {best.kl} nats (at most {config.max_kl:g} allowed)"
+        error = (f"{final_art.name} missed the accuracy budget: {metric} {100 * best.accuracy:.2f}% vs {100 * ref['acc']:.2f}% "
+                 f"for fp32 (drop {best.drop_points:.2f} pts, {budget:g} allowed{kl_part}; search stopped: {stopped}).{also} "
+                 "Allow a larger --max-accuracy-drop, more float layers or time (--max-float-layers, --time-budget), try "
+                 "another --calibration-method, or repair (--repair).")
+    elif report is None:
+        error = f"{final_art.name} is within the accuracy budget but its parity with torch could not be checked.{also}"
     elif not report.passed:
         from edgestill.export.api import parity_lines
 
         error = (f"{final_art.name} is within the accuracy budget but failed parity with torch: {parity_lines(report)}. "
-                 "Check the calibration data, or loosen the int8 tolerances only if the difference is expected.")
+                 f"Check the calibration data, or loosen the int8 tolerances only if the difference is expected.{also}")
     _remove_stale(out, final_art.name)
     published, rejected = None, []
     if error is None:
@@ -603,10 +734,35 @@ def _quantize_format(
     shutil.rmtree(work, ignore_errors=True)
     return FormatResult(
         format=fmt, runtime=DEFAULT_RUNTIME[fmt], name=final_art.name, precision=final_art.precision, metric=metric,
-        fp32_accuracy=fp32_acc, fp32_artifact=fp32_art, naive=naive, final=best, artifact=published, budget_met=met,
-        budget=budget, report=report, error=error, seconds=time.perf_counter() - t_format, rejected_files=rejected,
-        attempts=attempts, sensitivity=sens, repair=repair_info, latency=latency, measurements=measurements, stopped_by=stopped,
+        fp32_accuracy=ref["acc"], fp32_artifact=fp32_art, naive=naive, final=best, artifact=published, budget_met=met,
+        budget=budget, max_kl=config.max_kl, report=report, error=error, seconds=time.perf_counter() - t_format,
+        rejected_files=rejected, attempts=attempts, sensitivity=sens, repair=repair_info, latency=latency,
+        measurements=measurements, stopped_by=stopped, failures=failures,
     )
+
+
+_FAILED = object()  # what a guarded step returns when it raised
+
+
+def _said(exc: BaseException) -> str:
+    """An exception as one line: its message, or its type when the message is empty."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _validate_final(
+    arts: dict[str, tuple[Artifact, Any]], best: Attempt, naive: Attempt, val: np.ndarray, tolerances: Tolerances,
+    guarded: Callable[[str, Callable[[], Any]], Any],
+) -> tuple[ParityReport | None, Attempt]:
+    """Parity of the chosen file with torch; when checking a fallback file raises, the naive file is checked instead."""
+    from edgestill.export.validate import validate
+
+    for candidate in [best] if best is naive else [best, naive]:
+        art, source = arts[candidate.label]
+        report = guarded(f"parity check of {candidate.label}", lambda art=art, source=source: validate(art, source, val, tolerances))
+        if report is not _FAILED:
+            return report, candidate
+    return None, naive
 
 
 def _remove_stale(out: Path, name: str) -> None:

@@ -1,8 +1,10 @@
-"""Where ``edgestill quantize`` gets its data: a built-in dataset or an .npz; calibration drawn from it. Torch-free."""
+"""Where ``edgestill quantize`` gets its data: a built-in dataset or an .npz (labelled or not); calibration and eval
+drawn from it, the split stated. Torch-free."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,67 +13,145 @@ import numpy as np
 from edgestill.compress.quantize.calibration import DEFAULT_CALIBRATION_SAMPLES, select_calibration
 from edgestill.errors import InputError
 
+DEFAULT_EVAL_FRACTION = 0.5  # of one .npz, held out for the budget; the rest is the calibration pool (and KD repair's data)
+
 
 @dataclass(kw_only=True, eq=False)
 class QuantData:
-    """Calibration samples (with ids), eval samples and labels, and training data for KD repair."""
+    """Calibration samples (with ids), eval samples and labels (None: unlabelled), and training data for KD repair.
+
+    ``source`` says where each part came from and how many samples each holds (the report's ``data`` entry);
+    ``warnings`` are about the data (labels ignored, few eval samples).
+    """
 
     calibration: np.ndarray
     calibration_ids: list[str]
     eval_x: np.ndarray
-    eval_y: np.ndarray
+    eval_y: np.ndarray | None
     train_x: np.ndarray
-    train_y: np.ndarray
+    train_y: np.ndarray | None
     source: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        return self.eval_y is not None
 
 
 def _npz(path: Path, what: str) -> dict[str, np.ndarray]:
     from edgestill.runtimes.base import read_npz
 
     if not path.exists():
-        raise InputError(f"{what} {path} does not exist. Pass an .npz file holding arrays x (inputs) and y (integer labels).")
+        raise InputError(f"{what} {path} does not exist. Pass an .npz file holding an array x (inputs) and, optionally, "
+                         "y (integer labels).")
     return read_npz(path, what=f"{what} {path}")  # every declared size checked before numpy allocates it
+
+
+def check_eval_fraction(eval_fraction: Any, *, has_calibration_file: bool = False) -> float:
+    """The share of an .npz held out for the budget: 0 < F < 1 (F = 1 only when --calibration gives the calibration set).
+
+    Raises:
+        InputError: not a number in that range.
+    """
+    top = 1.0 if has_calibration_file else math.nextafter(1.0, 0.0)
+    ok = not isinstance(eval_fraction, bool) and isinstance(eval_fraction, (int, float)) and math.isfinite(eval_fraction)
+    if not ok or not 0.0 < eval_fraction <= top:
+        upper = "<= 1 (1 only with --calibration, which then holds every calibration sample)" if has_calibration_file else (
+            "< 1 (the rest is the calibration pool; 1 needs --calibration)")
+        raise InputError(f"--eval-fraction must be a fraction > 0 and {upper}; got {eval_fraction!r}. The default, "
+                         f"{DEFAULT_EVAL_FRACTION}, holds out half of --data for the budget.")
+    return float(eval_fraction)
+
+
+def _labels(arrays: dict[str, np.ndarray], n: int, data: str, warnings: list[str]) -> np.ndarray | None:
+    """``y`` when it holds one integer label per sample; None (with a warning) when it is absent or not integers.
+
+    Raises:
+        InputError: integer labels of another shape or length than x.
+    """
+    if "y" not in arrays:
+        return None
+    y = arrays["y"]
+    if y.dtype.kind not in "iu":
+        warnings.append(
+            f"--data {data}: y has dtype {y.dtype}, not integer class ids, so it is ignored and the data treated as "
+            "unlabelled (the budget is top-1 agreement with the fp32 file and KL). Save y as integers for an accuracy budget."
+        )
+        return None
+    if y.ndim != 1 or len(y) != n:
+        raise InputError(f"--data {data}: y has shape {list(y.shape)} for {n} samples in x; pass one integer label per "
+                         "sample, or no y (the budget then measures agreement with the fp32 model).")
+    return y
 
 
 def load_quant_data(
     data: str, *, calibration_file: Path | None = None, n_calibration: int = DEFAULT_CALIBRATION_SAMPLES, seed: int = 0,
+    eval_fraction: float | None = None,
 ) -> QuantData:
     """Load the data ``quantize`` needs.
 
     ``data`` is a built-in dataset name (calibration from its training split, stratified by class; eval on its
-    test split) or an .npz with ``x`` and ``y`` (calibration drawn from it, stratified; eval on the rest).
-    ``calibration_file`` (an .npz with ``x``, optional ``ids``) replaces the drawn calibration set.
+    test split) or an .npz with ``x`` and, optionally, ``y``: a seeded ``eval_fraction`` of it (default 0.5,
+    stratified by class when labelled) is held out for the budget, calibration is drawn from the rest (at most
+    ``n_calibration``), and KD repair trains on all of the rest. Without integer labels the budget measures
+    agreement with the fp32 file. ``calibration_file`` (an .npz with ``x``, optional ``ids``) replaces the drawn
+    calibration set.
 
     Raises:
-        InputError: a missing or unreadable file, missing arrays, labels that do not match; UnknownNameError for
-            an unknown dataset name.
+        InputError: a missing or unreadable file, no x, integer labels of the wrong length, a bad eval fraction
+            (or one given with a built-in dataset, which keeps its own train/test split); UnknownNameError for an
+            unknown dataset name.
     """
+    warnings: list[str] = []
     if not data.endswith(".npz"):
         from edgestill.data import load_dataset
 
+        if eval_fraction is not None:
+            raise InputError(f"--eval-fraction applies to an .npz given as --data; the built-in dataset {data!r} keeps its "
+                             "own train/test split (calibration from train, eval on test). Leave --eval-fraction out.")
         ds = load_dataset(data)
         idx = select_calibration(len(ds.train), labels=ds.train.y, n=n_calibration, seed=seed)
         calib, ids = ds.train.x[idx], [f"{ds.name}/train/{i}" for i in ds.train.ids[idx]]
         eval_x, eval_y, train_x, train_y = ds.test.x, ds.test.y, ds.train.x, ds.train.y
-        source = {"dataset": ds.name, "sha256": ds.sha256, "calibration_from": "train", "eval_on": "test"}
+        source: dict[str, Any] = {
+            "dataset": ds.name, "sha256": ds.sha256, "labelled": True,
+            "calibration_from": f"train ({len(idx)} of {len(ds.train)}, class-stratified)", "calibration_samples": int(len(idx)),
+            "eval_on": f"test ({len(ds.test)} samples)", "eval_samples": int(len(ds.test)), "train_samples": int(len(ds.train)),
+        }
     else:
         arrays = _npz(Path(data), "--data")
-        if "x" not in arrays or "y" not in arrays:
-            raise InputError(f"--data {data} holds arrays {sorted(arrays)}; it needs x (inputs) and y (integer labels) to measure accuracy.")
-        x, y = arrays["x"], arrays["y"]
-        if y.ndim != 1 or len(y) != len(x):
-            raise InputError(f"--data {data}: y has shape {list(y.shape)} for {len(x)} samples in x; pass one integer label per sample.")
-        pool = min(n_calibration, len(x) // 2)  # the other half (at least) is kept for eval
-        idx = select_calibration(len(x), labels=y if y.dtype.kind in "iu" else None, n=pool, seed=seed)
-        rest = np.setdiff1d(np.arange(len(x)), idx)
-        calib, ids = x[idx], [f"data/{i}" for i in idx]
-        eval_x, eval_y, train_x, train_y = x[rest], y[rest], x[idx], y[idx]
-        source = {"npz": str(data), "calibration_from": "data (stratified)", "eval_on": "the rest of data"}
+        if "x" not in arrays:
+            raise InputError(f"--data {data} holds arrays {sorted(arrays)}; it needs x (inputs) and, optionally, y (integer labels).")
+        x = arrays["x"]
+        if x.ndim < 1 or len(x) < 2:
+            raise InputError(f"--data {data}: x has shape {list(x.shape)}; it needs at least 2 samples (some to calibrate on, "
+                             "some to measure the budget on).")
+        y = _labels(arrays, len(x), data, warnings)
+        frac = check_eval_fraction(DEFAULT_EVAL_FRACTION if eval_fraction is None else eval_fraction,
+                                   has_calibration_file=calibration_file is not None)
+        n_eval = min(len(x), max(1, round(frac * len(x))))
+        if n_eval == len(x) and calibration_file is None:
+            n_eval = len(x) - 1
+        eval_idx = select_calibration(len(x), labels=y, n=n_eval, seed=seed)  # a seeded (stratified) draw
+        rest = np.setdiff1d(np.arange(len(x)), eval_idx)
+        calib_idx = rest[select_calibration(len(rest), labels=None if y is None else y[rest], n=n_calibration, seed=seed + 1)]
+        calib, ids = x[calib_idx], [f"data/{i}" for i in calib_idx]
+        eval_x, eval_y = x[eval_idx], None if y is None else y[eval_idx]
+        train_x, train_y = x[rest], None if y is None else y[rest]
+        how = "class-stratified" if y is not None else "seeded uniform draw"
+        source = {
+            "npz": str(data), "samples": int(len(x)), "labelled": y is not None, "eval_fraction": frac,
+            "eval_on": f"{len(eval_idx)} of {len(x)} samples of data ({how})", "eval_samples": int(len(eval_idx)),
+            "calibration_from": f"{len(calib_idx)} of the other {len(rest)} samples of data ({how})",
+            "calibration_samples": int(len(calib_idx)), "train_samples": int(len(rest)),
+        }
     if calibration_file is not None:
         arrays = _npz(Path(calibration_file), "--calibration")
         if "x" not in arrays:
             raise InputError(f"--calibration {calibration_file} holds arrays {sorted(arrays)}; it needs x (calibration inputs).")
         calib = arrays["x"]
         ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [f"calibration/{i}" for i in range(len(calib))]
-        source["calibration_from"] = str(calibration_file)
-    return QuantData(calibration=calib, calibration_ids=ids, eval_x=eval_x, eval_y=eval_y, train_x=train_x, train_y=train_y, source=source)
+        source["calibration_from"] = f"{calibration_file} ({len(calib)} samples)"
+        source["calibration_samples"] = int(len(calib))
+    return QuantData(calibration=calib, calibration_ids=ids, eval_x=eval_x, eval_y=eval_y, train_x=train_x, train_y=train_y,
+                     source=source, warnings=warnings)
