@@ -581,7 +581,7 @@ def _quantize_format(
         agree, kl = teacher_agreement(got, ref["out"]) if got.shape == ref["out"].shape else (None, None)
         a = Attempt(label=label, float_layers=float_layers, accuracy=acc, drop_points=round(100 * (ref["acc"] - acc), 3),
                     seconds=time.perf_counter() - t0, sqnr_db=_sqnr_db(ref["out"], got),
-                    top1_agreement=None if agree is None else round(agree, 5), kl=None if kl is None else round(kl, 6))
+                    top1_agreement=agree, kl=None if kl is None else round(kl, 6))
         attempts.append(a)
         arts[label] = (art, source)
         say(f"{fmt}: {label}: {metric} {100 * acc:.2f}% (drop {a.drop_points:.2f} pts, KL {a.kl})")
