@@ -31,7 +31,7 @@ def test_dynamic_int8_needs_no_calibration_and_keeps_parity(tmp_path, tiny_cnn, 
 
 def test_tflite_ai_edge_quantizer_static_recipe_has_integer_io(tmp_path, tiny_cnn, example_inputs, calibration_x, validation_x) -> None:
     art = quantize_export(tiny_cnn, example_inputs, format="tflite", calibration=calibration_x, staging_dir=tmp_path, name="s",
-                          options=QuantOptions(tflite_recipe="aeq-static"))
+                          options=QuantOptions(tflite_recipe="aeq-static", integer_io=True))
     assert art.quantization["recipe"] == "aeq-static"
     assert all(s.dtype == "int8" and s.scale > 0 for s in (*art.inputs, *art.outputs))  # recorded; the session hides it
     _check(art, tiny_cnn, validation_x)

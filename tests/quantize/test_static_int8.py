@@ -67,11 +67,11 @@ class TestOnnxStatic(QuantizerContract):
 class TestTFLiteStatic(QuantizerContract):
     fmt = "tflite"
 
-    def test_file_io_is_int8_with_scale_and_zero_point(self, quantized) -> None:
-        art = quantized["art"]
+    def test_file_io_is_float_by_default(self, quantized) -> None:
+        art = quantized["art"]  # int8 I/O on request: tests/quantize/test_tflite_int8.py
         for spec in (*art.inputs, *art.outputs):
-            assert spec.dtype == "int8" and spec.scale > 0 and spec.zero_point is not None
-            assert spec.logical_dtype == "float32"
+            assert spec.dtype == "float32" and spec.scale is None and spec.zero_point is None
+        assert art.quantization["io"] == "float"
 
 
 class TestOpenVINOStatic(QuantizerContract):

@@ -1,10 +1,22 @@
 """TFLite int8: litert-torch PT2E (static per-channel) or ai-edge-quantizer recipes on the fp32 .tflite.
 
-Static files take and give int8 tensors; their scale/zero-point go in the TensorSpecs so sessions hide them.
+Static files take float inputs and give float outputs by default: a QUANTIZE op after each input and a DEQUANTIZE
+op before each output are written into the file (``float_io``), so an app and every runtime see scores, not int8
+codes. ``QuantOptions.integer_io`` keeps the fully integer I/O the converters write (int8 tensors whose
+scale/zero-point go in the TensorSpecs, which sessions use to hide them).
+
+PT2E calibration runs in batches (``CALIBRATION_BATCH``) on a module exported with a dynamic batch dimension, with
+the activation observer that matches ``calibration_method``: minmax -> MinMaxObserver; percentile, entropy and
+mse -> torchao's HistogramObserver, which searches the range that minimises the L2 quantization error over a
+histogram (that is "mse"; torchao has no percentile or entropy observer, and the record says which ran). Graph
+outputs are always observed with MinMaxObserver: a histogram range clipped the top logits of a pretrained
+EfficientNet-Lite (6.96 where torch gave 8.31), tying four classes at the top.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,28 +24,41 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgestill.artifact import Artifact
 from edgestill.compress.quantize.layers import Layer
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.errors import ConfigError, RuntimeFailure
-from edgestill.artifact import Artifact
 from edgestill.export.tflite import tflite_artifact, write_tflite
 
 if TYPE_CHECKING:
     import torch
 
 _AEQ_RECIPES = {"aeq-static": "static_wi8_ai8", "aeq-dynamic": "dynamic_wi8_afp32", "aeq-weight-only": "weight_only_wi8_afp32"}
+CALIBRATION_BATCH = 32  # samples per calibration forward pass of the PT2E-prepared module
+_EPS = 2**-12  # the smallest scale litert-torch's configs allow
+# activation observer per calibration method; "auto" picks among methods above this level (budget.py), minmax here
+_OBSERVERS = {"minmax": "MinMaxObserver", "auto": "MinMaxObserver", "percentile": "HistogramObserver",
+              "entropy": "HistogramObserver", "mse": "HistogramObserver"}
+_USED = {"MinMaxObserver": "minmax (running min/max of each activation)",
+         "HistogramObserver": "mse (torchao HistogramObserver: the range minimising L2 quantization error over a histogram)"}
 
 
-def pt2e_quantizer(*, is_qat: bool = False, float_layers: Sequence[str] = ()) -> Any:
+def pt2e_quantizer(*, is_qat: bool = False, float_layers: Sequence[str] = (), activation_observer: str = "HistogramObserver") -> Any:
     """litert-torch's PT2EQuantizer, symmetric per-channel int8, leaving the modules ``float_layers`` in float.
+
+    ``activation_observer`` ("MinMaxObserver" or "HistogramObserver") observes the activations of a static
+    (non-QAT) config; the graph outputs are observed with MinMaxObserver whatever it is, so the top logits are
+    not clipped. Weights: PerChannelMinMaxObserver, symmetric, int8 in [-127, 127].
 
     Its own ``set_module_name`` cannot skip a module (it refuses None) and its name filter reads the old
     ``L__self___`` keys of ``nn_module_stack``, which torch.export no longer writes; the subclass filters on the
     fully qualified module names torch.export records instead.
     """
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e import observer
 
     skip = set(float_layers)
+    minmax = observer.MinMaxObserver.with_args(eps=_EPS)
 
     class _Quantizer(PT2EQuantizer):
         # litert-torch's QAT-only conv+bn annotators trace a pattern function with torch.export, which the
@@ -47,8 +72,37 @@ def pt2e_quantizer(*, is_qat: bool = False, float_layers: Sequence[str] = ()) ->
             self._annotate_all_static_patterns(model, self.global_config, lambda n: not (_module_names(n) & skip))
             return model
 
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            if not is_qat:
+                _observe_outputs_with(model, minmax)
+            return model
+
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=is_qat)
+    if not is_qat and activation_observer == "MinMaxObserver":
+        act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=minmax)
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    elif activation_observer not in ("MinMaxObserver", "HistogramObserver"):
+        raise ConfigError(f"activation_observer must be MinMaxObserver or HistogramObserver, got {activation_observer!r}.")
     return _Quantizer().set_global(config)
+
+
+def _observe_outputs_with(model: Any, ctr: Any) -> None:
+    """Give the quantized tensors that leave the graph the observer ``ctr`` (following shared specs to their root)."""
+    (output,) = [n for n in model.graph.nodes if n.op == "output"]
+    for node in output.all_input_nodes:
+        for _ in range(8):  # a chain of shared specs (flatten, reshape) is short; stop at the spec that owns an observer
+            ann = node.meta.get("quantization_annotation")
+            spec = getattr(ann, "output_qspec", None)
+            if spec is None:
+                break
+            if hasattr(spec, "observer_or_fake_quant_ctr") and hasattr(spec, "qscheme"):
+                ann.output_qspec = dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)
+                break
+            root = getattr(spec, "edge_or_node", None)
+            if root is None:
+                break
+            node = root[0] if isinstance(root, tuple) else root
 
 
 def _module_names(node: Any) -> set[str]:
@@ -64,49 +118,96 @@ def quantize_tflite(
     model: torch.nn.Module, args: tuple, *, precision: str, calibration: np.ndarray | None, staging_dir: Path, name: str,
     options: QuantOptions, layers: Sequence[Layer],
 ) -> Artifact:
-    """Write ``staging_dir/<name>.tflite`` quantized with the recipe ``options.recipe_for(precision)``."""
+    """Write ``staging_dir/<name>.tflite`` quantized with the recipe ``options.recipe_for(precision)``.
+
+    Raises:
+        ConfigError: ``integer_io`` asked of a dynamic-range file; float layers with an ai-edge-quantizer recipe.
+        RuntimeFailure: PT2E, the converter or ai-edge-quantizer failed.
+    """
     recipe = options.recipe_for(precision)
+    static = precision == "int8-static"
+    if options.integer_io and not static:
+        raise ConfigError(
+            f"integer_io (int8 input/output tensors) applies to int8-static files; {precision} files quantize "
+            "activations inside each op and keep float inputs and outputs. Drop --integer-io, or use --precision int8-static."
+        )
+    path = staging_dir / f"{name}.tflite"
     t0 = time.perf_counter()
+    details: dict[str, Any]
     if recipe == "pt2e":
-        _pt2e_static(model, args, calibration, staging_dir / f"{name}.tflite", options.float_layers)
-        details: dict[str, Any] = {"method": "torchao.pt2e + litert_torch.PT2EQuantizer", "symmetric": True, "per_channel": True,
-                                   "activations": "int8", "weights": "int8", "activation_observer": "HistogramObserver"}
+        details = _pt2e_static(model, args, calibration, path, options)
     else:
         if options.float_layers:
             raise ConfigError("layers kept in float need the 'pt2e' TFLite recipe; ai-edge-quantizer recipes here quantize every layer.")
-        _aeq(model, args, calibration, staging_dir / f"{name}.tflite", _AEQ_RECIPES[recipe], staging_dir)
-        details = {"method": f"ai_edge_quantizer recipe {_AEQ_RECIPES[recipe]}", "weights": "int8",
-                   "activations": "int8" if recipe == "aeq-static" else ("dynamic int8" if recipe == "aeq-dynamic" else "float")}
+        details = _aeq(model, args, calibration, path, _AEQ_RECIPES[recipe], staging_dir)
+    io = "float"
+    if static and not options.integer_io:
+        float_io(path)
+    elif static:
+        io = "int8"
     art = tflite_artifact(model, args, staging_dir, name, precision)
-    art.quantization = {**details, "recipe": recipe, "calibration_method_used": "histogram observer" if recipe == "pt2e" else "minmax",
-                        "seconds": round(time.perf_counter() - t0, 3)}
+    art.quantization = {**details, "recipe": recipe, "io": io, "seconds": round(time.perf_counter() - t0, 3)}
     return art
 
 
-def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: np.ndarray, path: Path, float_layers: Sequence[str]) -> None:
+def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: np.ndarray, path: Path, options: QuantOptions) -> dict[str, Any]:
     import torch
     from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = pt2e_quantizer(float_layers=float_layers)
+    act_observer = _OBSERVERS[options.calibration_method]
+    quantizer = pt2e_quantizer(float_layers=options.float_layers, activation_observer=act_observer)
+    t0 = time.perf_counter()
     try:
-        graph = torch.export.export(model.eval(), args).module()
+        graph, batch = _export_for_calibration(model.eval(), args, calibration)
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
-            for sample in calibration:
-                prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
+            for i in range(0, len(calibration), batch):
+                prepared(torch.from_numpy(np.ascontiguousarray(calibration[i : i + batch])))
         converted = convert_pt2e(prepared, fold_quantize=False)
+        move_exported_model_to_eval(converted)
     except Exception as exc:  # torch.export / PT2E raise many types; all mean "this model did not quantize"
         raise RuntimeFailure(f"PT2E static quantization failed for {type(model).__name__}: {exc}") from exc
+    t1 = time.perf_counter()
     write_tflite(converted, args, path, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    return {
+        "method": "torchao.pt2e + litert_torch.PT2EQuantizer", "symmetric": True, "per_channel": True,
+        "activations": "int8", "weights": "int8",
+        "activation_observer": f"{act_observer} (per-tensor; graph outputs: MinMaxObserver)",
+        "weight_observer": "PerChannelMinMaxObserver (symmetric, [-127, 127])",
+        "calibration_method_used": _USED[act_observer], "calibration_batch": batch,
+        "calibration_seconds": round(t1 - t0, 3), "conversion_seconds": round(time.perf_counter() - t1, 3),
+    }
 
 
-def _aeq(model: torch.nn.Module, args: tuple, calibration: np.ndarray | None, path: Path, recipe_name: str, staging_dir: Path) -> None:
+def _export_for_calibration(model: torch.nn.Module, args: tuple, calibration: np.ndarray) -> tuple[Any, int]:
+    """The model exported for PT2E with a dynamic batch dimension, and the calibration batch size it takes.
+
+    A model whose graph fixes the batch (a reshape to a literal size) exports only at batch 1: calibrated one
+    sample at a time, as the record then says.
+    """
+    import torch
+
+    batch = min(CALIBRATION_BATCH, len(calibration))
+    if batch >= 2:
+        example = (torch.from_numpy(np.ascontiguousarray(calibration[:batch])),)
+        try:
+            dim = torch.export.Dim("batch", min=1, max=max(1024, batch))
+            return torch.export.export(model, example, dynamic_shapes=({0: dim},)).module(), batch
+        except Exception:  # noqa: BLE001  (torch.export raises many types for a batch it cannot keep symbolic)
+            pass
+    return torch.export.export(model, args).module(), 1
+
+
+def _aeq(model: torch.nn.Module, args: tuple, calibration: np.ndarray | None, path: Path, recipe_name: str, staging_dir: Path) -> dict[str, Any]:
     from ai_edge_quantizer import quantizer as aeq
     from ai_edge_quantizer import recipe
 
     fp32 = staging_dir / f"{path.stem}.fp32.tmp.tflite"
+    t0 = time.perf_counter()
     write_tflite(model, args, fp32)
+    details: dict[str, Any] = {"method": f"ai_edge_quantizer recipe {recipe_name}", "weights": "int8"}
     try:
         q = aeq.Quantizer(str(fp32))
         q.load_quantization_recipe(getattr(recipe, recipe_name)())
@@ -116,11 +217,88 @@ def _aeq(model: torch.nn.Module, args: tuple, calibration: np.ndarray | None, pa
             interp = interpreter_module()[0].Interpreter(model_path=str(fp32))
             (sig_key,) = list(interp.get_signature_list())
             (in_name,) = list(interp.get_signature_list()[sig_key]["inputs"])
+            t1 = time.perf_counter()
             result = q.calibrate({sig_key: [{in_name: np.ascontiguousarray(s[None])} for s in calibration]})
+            t2 = time.perf_counter()
             q.quantize(result).export_model(str(path), overwrite=True)
+            details.update({"activations": "int8", "activation_observer": "min/max of each tensor over the calibration set",
+                            "weight_observer": "per-channel min/max (symmetric)", "calibration_method_used": "minmax",
+                            "calibration_batch": 1, "calibration_seconds": round(t2 - t1, 3),
+                            "conversion_seconds": round(t1 - t0 + time.perf_counter() - t2, 3)})
         else:
             q.quantize().export_model(str(path), overwrite=True)
+            details["activations"] = "dynamic int8" if recipe_name.startswith("dynamic") else "float"
     except Exception as exc:  # ai-edge-quantizer raises many types
         raise RuntimeFailure(f"ai-edge-quantizer {recipe_name} failed for {type(model).__name__}: {exc}") from exc
     finally:
         fp32.unlink(missing_ok=True)
+    return details
+
+
+def float_io(path: Path) -> None:
+    """Rewrite the .tflite at ``path`` so its int8 inputs and outputs become float32.
+
+    Each quantized graph input gets a float32 tensor (taking the input's name) and a QUANTIZE op into the int8
+    tensor; each quantized output a DEQUANTIZE op into a float32 tensor that takes the output's name; the
+    signatures point at the float tensors. The int8 computation in between is unchanged. Float inputs and
+    outputs are left as they are.
+    """
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model_from_bytearray(bytearray(path.read_bytes()))
+    sub = model.subgraphs[0]
+    remap: dict[int, int] = {}
+
+    def float_twin(idx: int) -> int | None:
+        t = sub.tensors[idx]
+        q = t.quantization
+        if t.type not in (fb.TensorType.INT8, fb.TensorType.UINT8) or q is None or q.scale is None or len(q.scale) != 1:
+            return None
+        twin = fb.TensorT()
+        twin.shape, twin.shapeSignature = t.shape, t.shapeSignature
+        twin.type, twin.buffer, twin.name = fb.TensorType.FLOAT32, 0, t.name
+        t.name = (t.name.decode() if isinstance(t.name, bytes) else str(t.name)) + "_int8"
+        sub.tensors.append(twin)
+        remap[idx] = len(sub.tensors) - 1
+        return remap[idx]
+
+    def op(code: int, options_type: int, options: Any, src: int, dst: int) -> Any:
+        o = fb.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = _opcode(model, fb, code), [src], [dst]
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        return o
+
+    for pos, idx in enumerate(list(sub.inputs)):
+        twin = float_twin(idx)
+        if twin is not None:
+            sub.operators.insert(0, op(fb.BuiltinOperator.QUANTIZE, fb.BuiltinOptions.QuantizeOptions, fb.QuantizeOptionsT(), twin, idx))
+            sub.inputs[pos] = twin
+    for pos, idx in enumerate(list(sub.outputs)):
+        if idx in remap:  # an input passed straight through: leave it integer rather than alias two tensors
+            continue
+        twin = float_twin(idx)
+        if twin is not None:
+            sub.operators.append(op(fb.BuiltinOperator.DEQUANTIZE, fb.BuiltinOptions.DequantizeOptions, fb.DequantizeOptionsT(), idx, twin))
+            sub.outputs[pos] = twin
+    if not remap:
+        return
+    for sig in model.signatureDefs or []:
+        if sig.subgraphIndex:
+            continue
+        for tm in (*(sig.inputs or []), *(sig.outputs or [])):
+            tm.tensorIndex = remap.get(tm.tensorIndex, tm.tensorIndex)
+    tmp = path.with_name(path.name + ".floatio.tmp")
+    tmp.write_bytes(fbu.convert_object_to_bytearray(model))
+    os.replace(tmp, path)
+
+
+def _opcode(model: Any, fb: Any, code: int) -> int:
+    """Index of the builtin operator ``code`` in the model's operator codes (added when missing)."""
+    for i, oc in enumerate(model.operatorCodes):
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
+            return i
+    oc = fb.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, fb.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES), 2
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
