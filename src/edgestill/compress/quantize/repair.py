@@ -24,18 +24,32 @@ if TYPE_CHECKING:
     import torch
 
 
+ORACLE_FP32 = "fp32 model"
+ORACLE_TEACHER = "teacher"
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class RepairConfig:
-    """The teacher, the data to fine-tune on and the schedule."""
+    """The oracle (a teacher, or the fp32 model itself), the data to fine-tune on and the schedule.
+
+    ``train_y`` is optional: without labels the loss is the oracle term only (``T² · KL(oracle ‖ student)`` at
+    ``temperature``, plus ``logit_mse`` times the mean squared logit error); with labels it is
+    ``kd_loss(alpha)`` plus the same MSE term. ``freeze_bn_epochs`` epochs run BatchNorm on batch statistics
+    (updating the running ones); after that (from the start when 0) BatchNorm uses its running statistics and
+    dropout is off, so the student computes the oracle's function exactly except for the int8 rounding.
+    """
 
     teacher: Any  # torch.nn.Module
     train_x: np.ndarray
-    train_y: np.ndarray
+    train_y: np.ndarray | None = None
     epochs: int = 3
     batch_size: int = 64
     lr: float = 1e-3
     temperature: float = 4.0
     alpha: float = 0.9
+    logit_mse: float = 0.0
+    freeze_bn_epochs: int = 1
+    oracle: str = ORACLE_TEACHER
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -43,13 +57,39 @@ class RepairConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"repair.{key} must be an integer >= 1, got {v!r}.")
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ConfigError(f"repair.lr must be > 0, got {self.lr!r}.")
-        if len(self.train_x) != len(self.train_y) or len(self.train_x) < self.batch_size:
+        v = self.freeze_bn_epochs
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"repair.freeze_bn_epochs must be an integer >= 0 (0: BatchNorm frozen from the start), got {v!r}.")
+        for key, low in (("lr", 0.0), ("temperature", 0.0)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > low or not np.isfinite(v):
+                raise ConfigError(f"repair.{key} must be a finite number > 0, got {v!r}.")
+        if isinstance(self.logit_mse, bool) or not isinstance(self.logit_mse, (int, float)) or not 0 <= self.logit_mse < float("inf"):
+            raise ConfigError(f"repair.logit_mse (weight of the logit MSE term) must be a finite number >= 0, got {self.logit_mse!r}.")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
+            raise ConfigError(f"repair.alpha (weight of the oracle term when labels are given) must be in [0, 1], got {self.alpha!r}.")
+        if not hasattr(self.train_x, "shape") or getattr(self.train_x, "ndim", 0) < 2:
+            raise InputError(f"KD repair needs train_x as an array of samples [N, ...], got {type(self.train_x).__name__}"
+                             f"{getattr(self.train_x, 'shape', '')}.")
+        n = len(self.train_x)
+        if n < self.batch_size:
             raise InputError(
-                f"KD repair needs at least one batch ({self.batch_size}) of training samples with one label each; got "
-                f"{len(self.train_x)} samples and {len(self.train_y)} labels."
+                f"KD repair needs at least one batch ({self.batch_size}) of training samples; got {n}. Give more "
+                f"unlabelled samples (a few hundred to a few thousand) or a smaller batch size."
             )
+        if self.train_y is not None:
+            y = np.asarray(self.train_y)
+            if y.ndim != 1 or len(y) != n:
+                raise InputError(f"KD repair labels must be one integer per training sample: {n} samples, got labels of "
+                                 f"shape {tuple(y.shape)}. Pass train_y=None to repair without labels (the oracle's "
+                                 "outputs are the target).")
+            if not np.issubdtype(y.dtype, np.integer):
+                raise InputError(f"KD repair labels must be integer class ids, got dtype {y.dtype}.")
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the loss uses labels."""
+        return self.train_y is not None
 
 
 def teacher_repair_config(
@@ -90,25 +130,81 @@ def teacher_repair_config(
     return RepairConfig(teacher=teacher.eval(), train_x=train_x, train_y=train_y, epochs=epochs)
 
 
+def oracle_repair_config(
+    student: torch.nn.Module, example_inputs: tuple, *, train_x: np.ndarray, train_y: np.ndarray | None = None,
+    teacher: torch.nn.Module | None = None, epochs: int = 3, **schedule: Any,
+) -> RepairConfig:
+    """The RepairConfig for label-free (or labelled) repair with an oracle: the teacher, or the fp32 model itself.
+
+    Args:
+        student: the float model to repair (with ``teacher=None`` a frozen deep copy of it is the oracle: the
+            repair distils the int8-simulated student toward the float model's own outputs).
+        example_inputs: the student's batch-1 example inputs (checked against ``train_x``'s sample shape).
+        train_x: the user's samples to fine-tune on (labels not needed).
+        train_y: labels, optional; with them the loss adds cross-entropy (``alpha`` weighs the oracle term).
+        teacher: a teacher model as the oracle (its output width must match the student's).
+        epochs: QAT fine-tuning epochs.
+        **schedule: other RepairConfig fields (batch_size, lr, temperature, alpha, logit_mse, freeze_bn_epochs, seed).
+
+    Raises:
+        InputError: samples shaped unlike the example input; a teacher whose outputs differ in width; too few
+            samples or labels of the wrong length (see RepairConfig).
+        ConfigError: an unknown schedule field or a bad value.
+    """
+    import torch
+
+    allowed = {"batch_size", "lr", "temperature", "alpha", "logit_mse", "freeze_bn_epochs", "seed"}
+    unknown = sorted(set(schedule) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown repair option(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}.")
+    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    sample_shape = tuple(args[0].shape[1:])
+    x = np.asarray(train_x)
+    if x.ndim < 2 or tuple(x.shape[1:]) != sample_shape:
+        raise InputError(f"KD repair samples must be shaped like the model input {list(sample_shape)} (with a leading "
+                         f"sample axis); got {list(x.shape)}.")
+    if teacher is None:
+        oracle, oracle_name = copy.deepcopy(student).eval(), ORACLE_FP32
+        for p in oracle.parameters():
+            p.requires_grad_(False)
+    else:
+        oracle, oracle_name = teacher.eval(), ORACLE_TEACHER
+        with torch.no_grad():
+            n_s, n_t = int(student.eval()(*args).shape[-1]), int(oracle(*args).shape[-1])
+        if n_s != n_t:
+            raise InputError(f"the teacher gives {n_t} outputs and the student {n_s}: KD repair needs the same classes "
+                             "in both. Use a teacher trained on the same classes, or teacher=None (the fp32 model).")
+    return RepairConfig(teacher=oracle, train_x=x, train_y=train_y, epochs=epochs, oracle=oracle_name, **schedule)
+
+
 def repair_with_teacher(
     student: torch.nn.Module, example_inputs: tuple, config: RepairConfig, *, calibration: np.ndarray | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Fine-tune ``student`` under int8 fake quantization with the KD loss; return a float copy with the new weights.
+    """Fine-tune ``student`` under int8 fake quantization toward the oracle; return a float copy with the new weights.
+
+    The fake-quant ranges start from a post-training calibration pass (``calibration``, else the first training
+    samples: the running mean of each batch's min/max, what the formats' MinMax calibration measures). The
+    int8-simulated model is scored against the oracle (logits SQNR) before training and after each epoch on those
+    samples, with observers off; the best state is kept, so the result is never a worse starting point for the
+    formats' own PTQ than the student itself (``best_epoch`` 0 then says the repair did not help).
 
     Args:
         student: the float student (left unchanged).
         example_inputs: batch-1 example inputs (the traced batch size is the training batch size).
-        config: teacher, training data and schedule.
-        calibration: samples that initialise the fake-quant ranges before training (optional).
+        config: oracle, training data (labels optional) and schedule.
+        calibration: samples that initialise the fake-quant ranges and score each epoch (optional).
 
     Returns:
-        (the repaired float model, a summary: epochs, seconds, final loss, weights copied).
+        (the repaired float model, a summary: oracle, labels "yes"/"no", epochs, best epoch, fake-quant SQNR per
+        epoch, seconds, final loss, schedule).
 
     Raises:
-        RuntimeFailure: the model could not be traced or prepared for QAT.
+        RuntimeFailure: the model could not be traced or prepared for QAT, or the weights could not be copied back.
     """
     import torch
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    import torch.nn.functional as F
+    from torchao.quantization.pt2e import (disable_observer, enable_observer, move_exported_model_to_eval,
+                                           move_exported_model_to_train)
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     from edgestill.compress.distill.losses import kd_loss
@@ -118,7 +214,7 @@ def repair_with_teacher(
     torch.manual_seed(config.seed)
     bs = config.batch_size
     x_all = torch.from_numpy(np.ascontiguousarray(config.train_x)).float()
-    y_all = torch.from_numpy(np.asarray(config.train_y)).long()
+    y_all = torch.from_numpy(np.asarray(config.train_y)).long() if config.labelled else None
     teacher = config.teacher.eval()
     work = copy.deepcopy(student).train()
     try:
@@ -126,29 +222,60 @@ def repair_with_teacher(
         prepared = prepare_qat_pt2e(graph, pt2e_quantizer(is_qat=True))
     except Exception as exc:  # torch.export / PT2E raise many types
         raise RuntimeFailure(f"KD repair could not prepare {type(student).__name__} for QAT: {exc}") from exc
-    if calibration is not None and len(calibration) >= bs:  # start the fake-quant ranges from calibration data
+    score_x = _batches(np.asarray(calibration) if calibration is not None and len(calibration) >= bs else config.train_x[:256], bs)
+    move_exported_model_to_eval(prepared)
+    _calibrate(prepared, score_x)
+    with torch.no_grad():
+        oracle_out = [teacher(xb) for xb in score_x]
+
+    def score() -> float:
+        prepared.apply(disable_observer)
         move_exported_model_to_eval(prepared)
         with torch.no_grad():
-            for s in range(0, len(calibration) - bs + 1, bs):
-                prepared(torch.from_numpy(np.ascontiguousarray(calibration[s : s + bs])))
-    move_exported_model_to_train(prepared)
+            got = torch.cat([prepared(xb) for xb in score_x]).double()
+        prepared.apply(enable_observer)
+        ref = torch.cat(oracle_out).double()
+        noise = float(((got - ref) ** 2).sum())
+        return 300.0 if noise == 0 else float(10 * np.log10(max(float((ref ** 2).sum()), 1e-300) / noise))
+
+    history = [round(score(), 2)]
+    best_epoch, best_state = 0, None
     opt = torch.optim.Adam([p for p in prepared.parameters() if p.requires_grad], lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     last = float("nan")
-    for _ in range(config.epochs):
+    t2 = config.temperature ** 2
+    for epoch in range(config.epochs):
+        if epoch < config.freeze_bn_epochs:
+            move_exported_model_to_train(prepared)  # BatchNorm on batch statistics (and dropout on)
+        else:
+            move_exported_model_to_eval(prepared)  # BatchNorm on its running statistics, as the oracle and int8 file
         perm = torch.randperm(len(x_all), generator=gen)
         for s in range(0, len(perm) - bs + 1, bs):  # the traced batch size is fixed: drop the last partial batch
             idx = perm[s : s + bs]
-            xb, yb = x_all[idx], y_all[idx]
+            xb = x_all[idx]
             with torch.no_grad():
                 t_logits = teacher(xb)
-            loss = kd_loss(prepared(xb), t_logits, yb, temperature=config.temperature, alpha=config.alpha)
+            s_logits = prepared(xb)
+            if y_all is not None:
+                loss = kd_loss(s_logits, t_logits, y_all[idx], temperature=config.temperature, alpha=config.alpha)
+            else:
+                loss = t2 * F.kl_div(F.log_softmax(s_logits / config.temperature, dim=1),
+                                     F.log_softmax(t_logits / config.temperature, dim=1), reduction="batchmean", log_target=True)
+            if config.logit_mse:
+                loss = loss + config.logit_mse * F.mse_loss(s_logits, t_logits)
             opt.zero_grad()
             loss.backward()
             opt.step()
             last = float(loss.detach())
+        history.append(round(score(), 2))
+        if history[-1] > history[best_epoch]:
+            best_epoch = epoch + 1
+            best_state = {k: v.detach().clone() for k, v in prepared.state_dict().items()}
     repaired = copy.deepcopy(student).eval()
-    tuned = prepared.state_dict()
+    if best_state is None:  # no epoch beat the student's own int8 simulation: keep its weights
+        tuned = repaired.state_dict()
+    else:
+        tuned = best_state
     target = repaired.state_dict()
     copied = [k for k in target if k in tuned and tuned[k].shape == target[k].shape]
     if len(copied) < len([k for k in target if not k.endswith("num_batches_tracked")]):
@@ -156,6 +283,36 @@ def repair_with_teacher(
         raise RuntimeFailure(f"KD repair could not map the QAT weights back to the model (missing e.g. {missing}).")
     repaired.load_state_dict({**target, **{k: tuned[k].detach().clone() for k in copied}})
     info = {"method": "PT2E QAT (litert-torch PT2EQuantizer, is_qat) + kd_loss, then per-format PTQ of the tuned weights",
-            "epochs": config.epochs, "batch_size": bs, "lr": config.lr, "temperature": config.temperature, "alpha": config.alpha,
-            "train_samples": int(len(x_all)), "final_loss": round(last, 5), "seconds": round(time.perf_counter() - t0, 2)}
+            "oracle": config.oracle, "labels": "yes" if config.labelled else "no",
+            "loss": ("kd_loss(alpha) with labels" if config.labelled else "T²·KL(oracle‖student)")
+            + (f" + {config.logit_mse}·MSE(logits)" if config.logit_mse else ""),
+            "epochs": config.epochs, "best_epoch": best_epoch, "fake_quant_sqnr_db_per_epoch": history,
+            "scored_on": int(sum(len(xb) for xb in score_x)), "batch_size": bs, "lr": config.lr,
+            "temperature": config.temperature, "alpha": config.alpha if config.labelled else None,
+            "freeze_bn_epochs": config.freeze_bn_epochs, "train_samples": int(len(x_all)), "final_loss": round(last, 5),
+            "seconds": round(time.perf_counter() - t0, 2)}
     return repaired.eval(), info
+
+
+def _batches(x: np.ndarray, bs: int) -> list[torch.Tensor]:
+    """Whole batches of ``bs`` (the traced batch size) from ``x``; the remainder is dropped."""
+    import torch
+
+    return [torch.from_numpy(np.ascontiguousarray(x[s : s + bs])).float() for s in range(0, len(x) - bs + 1, bs)]
+
+
+def _calibrate(prepared: Any, batches: list[torch.Tensor]) -> None:
+    """Set the fake-quant ranges to the running mean of each batch's min/max (PTQ's MinMax state), not the
+    QAT observers' 1 % moving average, which would leave them near the first batch's range."""
+    import torch
+
+    observers = [m.activation_post_process for m in prepared.modules() if hasattr(m, "activation_post_process")
+                 and hasattr(m.activation_post_process, "averaging_constant")]
+    saved = [o.averaging_constant for o in observers]
+    with torch.no_grad():
+        for k, xb in enumerate(batches):
+            for o in observers:
+                o.averaging_constant = 1.0 / (k + 1)
+            prepared(xb)
+    for o, c in zip(observers, saved):
+        o.averaging_constant = c
