@@ -1,12 +1,17 @@
 """ONNX int8 with onnxruntime's tools: fp32 export → quant_pre_process → quantize_static (QDQ) or quantize_dynamic.
 
 Static: per-channel symmetric int8 weights, uint8 activations (onnxruntime's U8S8 kernels, the fast path on
-x86; int8 activations measured slower here), MinMax / Entropy / Percentile calibration. Layers kept in float
-are excluded by node name (see layers.onnx_nodes_for).
+x86; int8 activations measured slower here), MinMax / Entropy / Percentile calibration, and "mse": onnxruntime
+has no MSE calibrator, so its histogram calibrator collects each activation's histogram (MSE_BINS bins) and
+:func:`mse_range` picks the [low, high] that minimises the expected squared error of uint8 quantization
+(rounding inside, clipping outside) over a grid of clipped ranges; the ranges go to quantize_static as a
+calibration cache. Layers kept in float are excluded by node name (see layers.onnx_nodes_for).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +29,63 @@ from edgestill.export.onnx import onnx_specs, write_onnx
 if TYPE_CHECKING:
     import torch
 
-_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "mse": "MSE (histogram, edgestill)"}
+MSE_BINS = 2048  # histogram bins per activation for "mse" (onnxruntime's percentile calibrator uses 2048 too)
+_MSE_GRID = 48  # candidate clip points per side of the range
+_CHUNK = 16  # calibration samples per histogram update (onnxruntime keeps every sample's activations until then)
+
+
+def mse_range(hist: np.ndarray, edges: np.ndarray, lowest: float, highest: float, *, qmax: int = 255) -> tuple[float, float]:
+    """The [low, high] (containing 0) that minimises the expected squared error of asymmetric ``qmax + 1``-level quantization.
+
+    The error of each histogram bin is taken at its centre: rounding inside the range, clipping outside it.
+    Candidates clip the observed [lowest, highest] at _MSE_GRID fractions on each side (the full range included).
+    """
+    centres = (edges[:-1] + edges[1:]) / 2
+    keep = hist > 0
+    centres, weights = centres[keep].astype(np.float64), hist[keep].astype(np.float64)
+    if not len(centres):
+        return float(min(lowest, 0.0)), float(max(highest, 0.0))
+    fractions = np.linspace(1.0 / _MSE_GRID, 1.0, _MSE_GRID)
+    lows = np.unique(min(lowest, 0.0) * fractions)
+    highs = np.unique(max(highest, 0.0) * fractions)
+    lo, hi = np.meshgrid(lows, highs, indexing="ij")
+    lo, hi = lo.ravel(), hi.ravel()
+    scale = np.maximum(hi - lo, 1e-12) / qmax
+    zero = np.round(-lo / scale)
+    q = np.clip(np.round(centres[None, :] / scale[:, None]) + zero[:, None], 0, qmax)
+    err = (((q - zero[:, None]) * scale[:, None] - centres[None, :]) ** 2 * weights[None, :]).sum(axis=1)
+    best = int(np.argmin(err))
+    return float(lo[best]), float(hi[best])
+
+
+def _mse_cache(pre: Path, calibration: np.ndarray, input_name: str, cache: Path) -> None:
+    """Write an onnxruntime calibration cache holding the MSE-optimal range of every activation to calibrate."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
+
+    with tempfile.TemporaryDirectory(prefix="edgestill-mse-") as tmp:
+        calibrator = create_calibrator(pre, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.Entropy,
+                                       extra_options={"num_bins": MSE_BINS, "symmetric": False})
+        for start in range(0, len(calibration), _CHUNK):
+            chunk = iter(calibration[start : start + _CHUNK])
+
+            class _Chunk(CalibrationDataReader):
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    sample = next(chunk, None)
+                    return None if sample is None else {input_name: sample[None]}
+
+            calibrator.collect_data(_Chunk())
+        histograms = calibrator.collector.get_histogram_dict()
+        del calibrator
+    ranges = {}
+    for tensor, (hist, edges, lowest, highest, _threshold) in histograms.items():
+        lo, hi = mse_range(np.asarray(hist), np.asarray(edges), float(lowest), float(highest))
+        ranges[tensor] = (np.float32(lo), np.float32(hi))
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
 
 
 def quantize_onnx(
@@ -36,35 +97,39 @@ def quantize_onnx(
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    fp32, pre, final = (staging_dir / f"{name}.{s}" for s in ("fp32.tmp.onnx", "pre.tmp.onnx", "onnx"))
+    fp32, pre, final, cache = (staging_dir / f"{name}.{s}" for s in ("fp32.tmp.onnx", "pre.tmp.onnx", "onnx", "ranges.tmp.json"))
     write_onnx(model, args, fp32)
     input_name = onnx_specs(fp32)[0][0].name
     t0 = time.perf_counter()
     try:
-        quant_pre_process(str(fp32), str(pre))
-        excluded = onnx_nodes_for(onnx.load(str(pre)).graph, layers, options.float_layers) if options.float_layers else []
-        if precision == "int8-static":
-            samples = iter(calibration if calibration is not None else ())
+        with contextlib.redirect_stdout(sys.stderr):  # onnxruntime's calibrators print progress; stdout carries --json
+            quant_pre_process(str(fp32), str(pre))
+            excluded = onnx_nodes_for(onnx.load(str(pre)).graph, layers, options.float_layers) if options.float_layers else []
+            if precision == "int8-static":
+                samples = iter(calibration if calibration is not None else ())
 
-            class _Reader(CalibrationDataReader):
-                def get_next(self) -> dict[str, np.ndarray] | None:
-                    sample = next(samples, None)
-                    return None if sample is None else {input_name: sample[None]}
+                class _Reader(CalibrationDataReader):
+                    def get_next(self) -> dict[str, np.ndarray] | None:
+                        sample = next(samples, None)
+                        return None if sample is None else {input_name: sample[None]}
 
-            quantize_static(
-                str(pre), str(final), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,
-                calibrate_method=getattr(CalibrationMethod, _METHODS[options.calibration_method]),
-                extra_options={"WeightSymmetric": True},
-            )
-        else:
-            quantize_dynamic(str(pre), str(final), per_channel=True, weight_type=QuantType.QInt8)
+                method = options.calibration_method
+                if method == "mse":
+                    _mse_cache(pre, calibration, input_name, cache)
+                quantize_static(
+                    str(pre), str(final), None if method == "mse" else _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,
+                    calibrate_method=CalibrationMethod.MinMax if method == "mse" else getattr(CalibrationMethod, _METHODS[method]),
+                    extra_options={"WeightSymmetric": True}, calibration_cache_path=str(cache) if method == "mse" else None,
+                )
+            else:
+                quantize_dynamic(str(pre), str(final), per_channel=True, weight_type=QuantType.QInt8)
     except ConfigError:  # float layers that do not map onto this graph
         raise
     except Exception as exc:  # onnxruntime raises many types; all mean "quantization failed"
         raise RuntimeFailure(f"onnxruntime {precision} quantization failed: {exc}") from exc
     finally:
-        for tmp in (fp32, pre):
+        for tmp in (fp32, pre, cache):
             tmp.unlink(missing_ok=True)
     ins, outs = onnx_specs(final)
     in_dt, out_dt = logical_dtypes(model, args)
@@ -79,6 +144,7 @@ def quantize_onnx(
         "format": "QDQ" if static else "QOperator (dynamic)", "pre_process": "quant_pre_process", "per_channel": True,
         "activations": "uint8" if static else "dynamic uint8", "weights": "int8",
         "calibrate_method": _METHODS[options.calibration_method] if static else None,
+        "calibration_method": options.calibration_method if static else None,
         "excluded_nodes": excluded, "seconds": round(time.perf_counter() - t0, 3),
     }
     return art

@@ -12,6 +12,21 @@ TFLITE_RECIPES: tuple[str, ...] = ("pt2e", "aeq-static", "aeq-dynamic", "aeq-wei
 OPENVINO_PRESETS: tuple[str, ...] = ("performance", "mixed")
 _STATIC_RECIPES = ("pt2e", "aeq-static")
 
+# The calibration methods each format has a calibrator for ("auto" tries these).
+FORMAT_METHODS: dict[str, tuple[str, ...]] = {
+    "onnx": ("minmax", "entropy", "percentile", "mse"),
+    "openvino": ("minmax", "percentile", "mse"),
+    "tflite": ("minmax", "entropy", "percentile", "mse"),
+}
+
+# What None resolves to per format (QuantOptions.resolved), chosen by measurement with perf/quant_methods.py:
+# (the figures are filled in below once measured).
+FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "onnx": {"calibration_method": "minmax", "equalize": False, "bias_correction": False},
+    "openvino": {"calibration_method": "minmax", "equalize": False, "bias_correction": True},
+    "tflite": {"calibration_method": "minmax", "equalize": False, "bias_correction": False},
+}
+
 
 def check_choice(key: str, value: Any, valid: tuple[str, ...]) -> str:
     """Return ``value`` when it is one of ``valid``; otherwise raise a ConfigError naming the choices."""
@@ -24,25 +39,30 @@ def check_choice(key: str, value: Any, valid: tuple[str, ...]) -> str:
 class QuantOptions:
     """How one format is quantized.
 
-    calibration_method: how activation ranges are set from the calibration data (static int8 only):
-        onnx: onnxruntime's MinMax / Entropy / Percentile calibrators; openvino: NNCF's MINMAX, or its
-        MEAN_PERCENTILE estimator for "percentile" and "entropy" (NNCF has no entropy calibrator; recorded);
-        tflite pt2e: a histogram observer whatever the choice (recorded).
+    calibration_method: how activation ranges are set from the calibration data (static int8 only); None: the
+        format's measured default (FORMAT_DEFAULTS). onnx: onnxruntime's MinMax / Entropy / Percentile calibrators,
+        and "mse" (per-tensor ranges that minimise the expected squared int8 error over onnxruntime's activation
+        histograms; see onnx.py); openvino: NNCF's MINMAX, MEAN_QUANTILE ("percentile") and HISTOGRAM ("mse":
+        ranges that minimise the quantization error on a histogram); NNCF has no entropy calibrator, so "entropy"
+        is refused for openvino; tflite: see tflite.py. "auto" quantizes with each method (and equalisation /
+        bias-correction setting) that applies to the format on part of the calibration data, scores each file on
+        its runtime against the float model on the held-out rest, and keeps the best (auto.py).
     tflite_recipe: "pt2e" (litert-torch PT2E static per-channel), ai-edge-quantizer "aeq-static",
         "aeq-dynamic" (dynamic-range int8) or "aeq-weight-only"; None picks pt2e for static, aeq-dynamic for dynamic.
     openvino_preset: NNCF preset, "performance" (symmetric activations, NNCF's default for CNNs) or "mixed"
         (asymmetric). On the demo student "performance" measured int8/fp32 p50 1.16 vs 1.31 for "mixed" (5
         interleaved rounds, shared machine) at the same accuracy.
     float_layers: torch module names (Conv/Linear layers) kept in float: the artifact's precision is "mixed".
-    equalize: cross-layer equalisation of consecutive convolutions in torch before quantizing (data-free
-        quantization); None: the format's measured default.
-    bias_correction: correct the bias shift int8 weights cause (NNCF fast/full bias correction, or in torch from
-        the calibration data); None: the format's measured default.
+    equalize: fold BatchNorm and equalise the weight ranges of consecutive convolutions in torch before
+        quantizing (cross-layer equalisation, equalize.py); None: the format's measured default.
+    bias_correction: correct the output shift int8 weights cause: in torch from the calibration data
+        (equalize.py) for onnx and tflite, NNCF's own bias correction for openvino; None: the format's measured
+        default.
     integer_io: int8 input/output tensors instead of float ones (static int8 only; for devices that need a fully
         integer file). The default keeps float I/O: the file quantizes inside and dequantizes its outputs.
     """
 
-    calibration_method: Literal["minmax", "entropy", "percentile", "mse", "auto"] = "minmax"
+    calibration_method: Literal["minmax", "entropy", "percentile", "mse", "auto"] | None = None
     tflite_recipe: Literal["pt2e", "aeq-static", "aeq-dynamic", "aeq-weight-only"] | None = None
     openvino_preset: Literal["mixed", "performance"] = "performance"
     float_layers: tuple[str, ...] = ()
@@ -51,7 +71,8 @@ class QuantOptions:
     integer_io: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("quantize.calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        if self.calibration_method is not None:
+            check_choice("quantize.calibration_method", self.calibration_method, CALIBRATION_METHODS)
         if self.tflite_recipe is not None:
             check_choice("quantize.tflite_recipe", self.tflite_recipe, TFLITE_RECIPES)
         check_choice("quantize.openvino_preset", self.openvino_preset, OPENVINO_PRESETS)
@@ -81,6 +102,34 @@ class QuantOptions:
                 f"{', '.join(_STATIC_RECIPES)}, dynamic ones aeq-dynamic and aeq-weight-only. Pick one that matches --precision."
             )
         return self.tflite_recipe
+
+    def resolved(self, fmt: str, *, static: bool = True) -> QuantOptions:
+        """These options with every "the format's default" (None) replaced by ``fmt``'s entry in FORMAT_DEFAULTS.
+
+        "auto" stays "auto" (auto.py chooses); a format with no entry keeps minmax, no equalisation, no correction.
+        Not ``static`` (dynamic int8: nothing is calibrated): calibration_method None and bias_correction False.
+
+        Raises:
+            ConfigError: a calibration method the format has no calibrator for (the message lists the ones it has).
+        """
+        from dataclasses import replace
+
+        defaults = FORMAT_DEFAULTS.get(fmt, {"calibration_method": "minmax", "equalize": False, "bias_correction": False})
+        method = self.calibration_method or defaults["calibration_method"]
+        if not static:
+            return replace(self, calibration_method=None, bias_correction=False,
+                           equalize=defaults["equalize"] if self.equalize is None else self.equalize)
+        valid = FORMAT_METHODS.get(fmt, CALIBRATION_METHODS)
+        if method != "auto" and method not in valid:
+            raise ConfigError(
+                f"quantize.calibration_method {method!r} has no calibrator for {fmt}; {fmt} has {', '.join(valid)} "
+                f"(and 'auto', which tries them). Pick one of those, or leave the option unset for {fmt}'s measured default."
+            )
+        return replace(
+            self, calibration_method=method,
+            equalize=defaults["equalize"] if self.equalize is None else self.equalize,
+            bias_correction=defaults["bias_correction"] if self.bias_correction is None else self.bias_correction,
+        )
 
     def with_float_layers(self, layers: tuple[str, ...]) -> QuantOptions:
         from dataclasses import replace
