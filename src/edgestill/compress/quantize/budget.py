@@ -710,10 +710,11 @@ def _quantize_format(
     also = f" Also: {'; '.join(failures)}." if failures else ""
     if not met:
         kl_part = "" if config.max_kl is None else f", KL {best.kl} nats (at most {config.max_kl:g} allowed)"
+        repaired = "more --repair-epochs" if repair_info else "repair (--repair: the fp32 model as the oracle, no labels needed)"
         error = (f"{final_art.name} missed the accuracy budget: {metric} {100 * best.accuracy:.2f}% vs {100 * ref['acc']:.2f}% "
                  f"for fp32 (drop {best.drop_points:.2f} pts, {budget:g} allowed{kl_part}; search stopped: {stopped}).{also} "
                  "Allow a larger --max-accuracy-drop, more float layers or time (--max-float-layers, --time-budget), try "
-                 "another --calibration-method, or repair (--repair).")
+                 f"another --calibration-method, or {repaired}.")
     elif report is None:
         error = f"{final_art.name} is within the accuracy budget but its parity with torch could not be checked.{also}"
     elif not report.passed:
