@@ -98,6 +98,10 @@ def test_help_lists_exactly_the_registered_formats_and_precisions() -> None:
     assert sorted(t.strip() for t in formats.split(",")) == QUANTIZERS.names()
     precisions = text.split("--precision <str> One of", 1)[1].split(".")[0]
     assert [t.strip() for t in precisions.split(",")] == [p.value for p in quant_precisions()]
+    # the int8 flags export shares, the label-free budget and the oracle repair
+    for flag in ("--calibration-method", "--tflite-recipe", "--equalize", "--no-equalize", "--bias-correction",
+                 "--integer-io", "--float-io", "--max-kl", "--eval-fraction", "--repair ", "--repair-with-teacher"):
+        assert flag in text, flag
 
 
 def test_quantize_with_bench_stores_its_latency_rounds_with_raw_samples(tmp_path: Path, trained_checkpoint: Path) -> None:

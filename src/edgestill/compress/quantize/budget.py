@@ -2,13 +2,20 @@
 
 Per format: export the fp32 baseline (or take the one the caller already exported), quantize naively, and
 measure both on the eval data on the runtime the file ships on. With labels the metric is top-1 accuracy; without
-labels it is top-1 agreement with the fp32 file on the same runtime (the drop is 100 × (1 − agreement)). When int8 loses more than ``max_accuracy_drop`` points: rank the layers by simulated int8
-sensitivity (sensitivity.py) and keep the most sensitive in float (a "mixed" artifact), growing that set until the
-budget is met or the time budget ends, always keeping the best artifact found. Optionally repair with the
-teacher (repair.py: quantization-aware fine-tuning with the KD loss) and quantize the repaired model.
-The final file is validated against torch (parity, like every exported file). A result within budget that passes
-parity is published under its name; anything else (the best effort over budget, or a parity failure) is kept as
-``*.rejected``.
+labels it is top-1 agreement with the fp32 file on the same runtime (the drop is 100 × (1 − agreement)). Either way
+every attempt also reports its top-1 agreement and mean KL(fp32 ‖ int8) against the fp32 file, and ``max_kl`` can
+make KL a second budget. When int8 misses the budget: rank the layers by simulated int8 sensitivity
+(sensitivity.py) and keep the most sensitive in float (a "mixed" artifact), growing that set until the budget is
+met or the time budget ends, always keeping the best artifact found. Optionally repair (repair.py:
+quantization-aware fine-tuning with the KD loss, the teacher or the fp32 model itself as the oracle) and quantize
+the repaired model. The final file is validated against torch (parity, like every exported file). A result within
+budget that passes parity is published under its name; anything else (the best effort over budget, or a parity
+failure) is kept as ``*.rejected``.
+
+The naive int8 result is never lost: a step after it that raises (sensitivity, a fallback attempt, repair, the
+parity check of a fallback file, latency timing) is recorded in ``FormatResult.failures`` and the best file found
+before it is still published or kept. Only the fp32 baseline or the naive attempt failing ends a format (its
+``error`` says so); the other formats go on.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from edgestill.compress.quantize.calibration import (
     check_calibration,
 )
 from edgestill.compress.quantize.options import QuantOptions, check_choice
-from edgestill.errors import ConfigError, EdgestillError, InputError, RuntimeFailure
+from edgestill.errors import ConfigError, EdgestillError, InputError, RuntimeFailure, UnsupportedError
 from edgestill.record import Measurement
 from edgestill.export.base import as_tuple, formats_of
 
@@ -503,9 +510,9 @@ def quantize(
         calibration: N samples for static int8 ranges (see calibration.select_calibration); may be None for int8-dynamic.
         eval_x: the inputs the budget is measured on.
         eval_y: their integer labels; None measures top-1 agreement with the fp32 file on the same runtime instead
-            (metric ``top1_agreement_with_fp32``: drop = 100 × (1 − agreement)).
+            (metric ``top1_agreement_with_fp32``: drop = 100 × (1 − agreement)); agreement and KL are reported either way.
         calibration_ids: one id per calibration sample for the manifest.
-        repair: opt-in KD repair (teacher, training data, schedule) used when the budget is still missed.
+        repair: opt-in KD repair (teacher or fp32 oracle, training data, schedule) used when the budget is still missed.
         progress: called with a one-line status.
         claimed: ``out_dir`` is already made ready by the caller.
         fp32_artifacts: format -> an fp32 artifact of ``model`` already exported and validated (the baseline is then
@@ -514,11 +521,12 @@ def quantize(
         tolerances: parity thresholds (default :class:`~edgestill.export.validate.Tolerances`; int8 applies).
 
     Returns:
-        The QuantizeResult; ``passed`` False means at least one format stayed over budget or failed parity.
+        The QuantizeResult; ``passed`` False means at least one format stayed over budget, failed parity, or ended
+        without an int8 file (``exit_code`` says which).
 
     Raises:
-        InputError / ConfigError: bad data or settings (checked before anything is written).
-        RuntimeFailure: a conversion or runtime library failed.
+        InputError / ConfigError: bad data or settings (checked before anything is written). A library failure
+            inside one format is reported in its FormatResult, not raised.
     """
     from edgestill.export.validate import Tolerances, check_samples
     from edgestill.outdir import claim_output_dir
@@ -608,6 +616,8 @@ def _quantize_format(
         naive = attempt("naive", forced, model)
     except Exception as exc:  # noqa: BLE001 - reported in the result; the other formats go on
         shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, InputError) and not isinstance(exc, (ConfigError, UnsupportedError)):
+            raise  # bad input is the user's to fix in every format (exit 2), as before
         step = "naive int8" if ref else "fp32 baseline"
         _log.warning("%s: %s failed", fmt, step, exc_info=exc)
         return FormatResult(
