@@ -226,12 +226,15 @@ class FormatResult:
         return self.final.kl if self.final else None
 
     def budget_facts(self) -> dict[str, Any]:
-        """The budget's verdict in a few fields (what an ExportResult carries as ``quantization``)."""
+        """The budget's verdict in a few fields (what an ExportResult carries as ``quantization``); empty when the
+        format ended without an int8 file (``error`` says why)."""
         final = self.final
-        return {"metric": self.metric, "fp32_accuracy": self.fp32_accuracy, "accuracy": final.accuracy if final else None,
-                "drop_points": final.drop_points if final else None, "budget": self.budget, "budget_met": self.budget_met,
+        if final is None:
+            return {}
+        return {"metric": self.metric, "fp32_accuracy": self.fp32_accuracy, "accuracy": final.accuracy,
+                "drop_points": final.drop_points, "budget": self.budget, "budget_met": self.budget_met,
                 "top1_agreement": self.top1_agreement, "kl": self.kl, "max_kl": self.max_kl,
-                "float_layers": list(final.float_layers) if final else [], "failures": list(self.failures)}
+                "float_layers": list(final.float_layers), "failures": list(self.failures)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
