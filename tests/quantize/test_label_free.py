@@ -89,3 +89,7 @@ def test_labels_that_are_not_integers_are_ignored_with_a_warning(tmp_path: Path)
     assert q.labelled and len(q.eval_y) == 20 and sorted(np.unique(q.eval_y)) == [0, 1, 2, 3]
     with pytest.raises(InputError, match="keeps its own train/test split"):
         load_quant_data("digits", eval_fraction=0.5)
+    np.savez(tmp_path / "c.npz", x=x[:10])  # a calibration file: unlabelled repair trains on it and the non-eval data
+    q = load_quant_data(str(tmp_path / "f.npz"), calibration_file=tmp_path / "c.npz", eval_fraction=1.0)
+    assert (len(q.eval_x), len(q.calibration), len(q.repair_data()[0])) == (40, 10, 10)
+    assert q.source["calibration_samples"] == 10 and str(tmp_path / "c.npz") in q.source["calibration_from"]

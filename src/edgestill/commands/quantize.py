@@ -128,7 +128,8 @@ def quantize_command(
         if repair_oracle:
             from edgestill.compress.quantize.repair import oracle_repair_config
 
-            repair = oracle_repair_config(loaded.model, loaded.example_inputs, train_x=qdata.train_x, train_y=qdata.train_y,
+            repair_x, repair_y = qdata.repair_data()
+            repair = oracle_repair_config(loaded.model, loaded.example_inputs, train_x=repair_x, train_y=repair_y,
                                           epochs=repair_epochs)
         if repair_with_teacher is not None:
             from edgestill.compress.quantize.repair import teacher_repair_config

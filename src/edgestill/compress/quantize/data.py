@@ -37,6 +37,15 @@ class QuantData:
     def labelled(self) -> bool:
         return self.eval_y is not None
 
+    def repair_data(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(inputs, labels or None) for KD repair: the training inputs with their labels when labelled; without labels
+        every input outside the eval set, a --calibration file's samples included (the oracle needs no labels)."""
+        if self.train_y is not None or self.source.get("calibration_file") is None:
+            return self.train_x, self.train_y
+        if self.calibration.shape[1:] != self.train_x.shape[1:] or len(self.train_x) == 0:
+            return (self.calibration if len(self.train_x) == 0 else self.train_x), None
+        return np.concatenate([self.train_x, self.calibration.astype(self.train_x.dtype, copy=False)]), None
+
 
 def _npz(path: Path, what: str) -> dict[str, np.ndarray]:
     from edgestill.runtimes.base import read_npz
@@ -152,6 +161,7 @@ def load_quant_data(
         calib = arrays["x"]
         ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [f"calibration/{i}" for i in range(len(calib))]
         source["calibration_from"] = f"{calibration_file} ({len(calib)} samples)"
+        source["calibration_file"] = str(calibration_file)
         source["calibration_samples"] = int(len(calib))
     return QuantData(calibration=calib, calibration_ids=ids, eval_x=eval_x, eval_y=eval_y, train_x=train_x, train_y=train_y,
                      source=source, warnings=warnings)
