@@ -13,7 +13,8 @@ format's quantizer sees it, and returns ``(model, report)``; the report goes int
   repeat so chains such as 1×1 → depthwise → 1×1 settle. ReLU commutes with a positive scale; ReLU6 does not, so
   it is replaced by :class:`ChannelClamp` with per-channel upper bounds 6 / s_i, which is exact. The equalised
   float model must give the original's outputs (max abs difference within ``EQUALIZE_TOLERANCE`` of the output
-  scale), or the transform is refused and the model is left as it was.
+  scale) on the example input and VERIFY_SAMPLES calibration samples, or the transform is refused and the model
+  is left as it was.
 - **Bias correction**: with per-output-channel symmetric int8 weights (scale max|W| / 127, as onnxruntime with
   WeightSymmetric, NNCF and litert-torch's PT2E quantizer make them), the expected output shift of each layer is
   E[(W_q − W) · x] per output channel; it is computed with the layer's own forward on the mean calibration
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 EQUALIZE_SWEEPS = 20  # sweeps over all pairs; the scales converge in a few on MobileNet-style chains
 EQUALIZE_TOLERANCE = 1e-4  # max |equalised − original| output, relative to max(1, max |original output|)
+VERIFY_SAMPLES = 8  # calibration samples (besides the example input) the equalised model is checked on
 BIAS_CORRECTION_SAMPLES = 128  # calibration samples whose mean input each layer's correction uses
 WEIGHT_QMAX = 127  # symmetric narrow-range int8 weights: q in [-127, 127]
 
@@ -98,15 +100,18 @@ def prepare_for_int8(
         if bias_correction:
             report["bias_correction"] = {"applied": False, "reason": reason}
         return model, report
+    probes = [args]
+    if calibration is not None and len(calibration):  # a few real samples too: ReLU6 saturates on real data
+        probes.append((torch.from_numpy(np.ascontiguousarray(calibration[:VERIFY_SAMPLES])).to(args[0].dtype),))
     with torch.no_grad():
-        reference = [_outputs(model.eval(), args)]
+        reference = [_outputs(model.eval(), p) for p in probes]
         folded = _fold_batchnorm(work, graph)
         eq: dict[str, Any] = {}
         if equalize:
             eq = _equalize(work, graph)
             eq["folded_batchnorm"] = folded
-        diff = _max_diff(reference[0], _outputs(work, args))
-        scale = max(1.0, max(float(r.abs().max()) for r in reference[0]))
+        diff = max(_max_diff(ref, _outputs(work, p)) for ref, p in zip(reference, probes))
+        scale = max(1.0, max(float(r.abs().max()) for ref in reference for r in ref))
         if diff > EQUALIZE_TOLERANCE * scale:
             reason = f"the transformed float model differs from the original by {diff:.3g} (tolerance {EQUALIZE_TOLERANCE * scale:.3g}); refused"
             if equalize:
