@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.artifact import Artifact, Precision
+from edgestill.artifact import MANIFEST_SUFFIX, REJECTED_SUFFIX, Artifact, Precision
 from edgestill.compress.quantize.base import QUANTIZERS
 from edgestill.compress.quantize.budget import METRIC_AGREEMENT, FormatResult, QuantizeConfig, check_inputs
 from edgestill.compress.quantize.budget import quantize as quantize_within_budget
 from edgestill.errors import CheckFailed, ConfigError, EdgestillError, InputError, ParityError, UnsupportedError
-from edgestill.export.api import ExportConfig, ExportResult, check_float_cells, export_onnx_file
+from edgestill.export.api import (
+    ExportConfig,
+    ExportResult,
+    check_float_cells,
+    export_onnx_file,
+    failure_kind,
+    raise_failed_cells,
+)
 from edgestill.export.api import export as export_float
 from edgestill.export.validate import check_samples
 
@@ -47,6 +54,7 @@ def convert(
     eval_y: np.ndarray | None = None,
     progress: Progress | None = None,
     source: dict[str, Any] | None = None,
+    hint: Mapping[str, str] | None = None,
 ) -> list[ExportResult]:
     """Make every format × precision of ``export``: float cells with :func:`edgestill.export.export`, int8 cells with
     the accuracy budget (:func:`edgestill.compress.quantize.quantize`), each validated against torch.
@@ -69,6 +77,10 @@ def convert(
             runtime (``quantization["metric"] == "top1_agreement_with_fp32"``).
         progress: called as ``progress(done, total, label)``.
         source: provenance added to every manifest's ``source``.
+        hint: how the user named the inputs (``model``, ``checkpoint``, ``input_shape``, ``data``): a rejected int8
+            cell's message suggests an ``edgestill quantize`` command with them (see :func:`rejection_hint`).
+
+    Every cell is tried whatever the others did; only bad input (InputError) stops the run.
 
     Returns:
         One ExportResult per cell: float cells in formats × precisions order, then the int8 cells. An int8 cell's
@@ -79,9 +91,10 @@ def convert(
         ConfigError: a precision a format cannot make, or quantize settings that do not fit (before anything is written).
         InputError: int8-static without calibration; data of the wrong shape, empty, with NaN/Inf; labels of the wrong
             length; a multi-input model with int8 cells (all before anything is written).
-        ParityError: (strict) a file failed parity with torch; ``.results`` holds the cells done.
-        CheckFailed: (strict) an int8 cell missed the accuracy budget; ``.results`` holds every cell.
-        UnsupportedError, RuntimeFailure: as :func:`edgestill.export.export` (strict; otherwise recorded).
+        ParityError, CheckFailed, RuntimeFailure, UnsupportedError: (strict) once every cell was tried, when any
+            failed: exit 1 for a parity or budget failure, else 3 for a library failure, else 2 for ops a format
+            cannot express (:func:`edgestill.export.api.failed_cells_error`); ``.results`` holds every cell. Without
+            strict the failures are recorded (``ExportResult.failure``) and nothing is raised.
     """
     from edgestill.export.base import as_tuple
 
@@ -100,26 +113,45 @@ def convert(
     total = len(export.formats) * len(export.precisions)
     out = Path(out_dir)
     results: list[ExportResult] = []
+    # every cell is tried whatever another one did: the float cells run without stopping, and strict raises once at
+    # the end for all the failed cells (export.api.failed_cells_error)
     if floats is not None:
-        results += export_float(model, args, floats, out, validation_inputs=validation_inputs, source=source,
-                                progress=_offset(progress, 0, total))
-    if not quant_configs:
-        if progress:
-            progress(total, total, "done")
-        return results
+        results += export_float(model, args, dataclasses.replace(floats, strict=False), out,
+                                validation_inputs=validation_inputs, source=source, progress=_offset(progress, 0, total))
+    if quant_configs:
+        baselines, notes = _baselines(model, args, export, results, out, validation_inputs, source)
+        try:
+            results += _int8_cells(model, args, export, quant_configs, out, baselines, notes, calibration=calibration,
+                                   calibration_ids=calibration_ids, x_eval=x_eval, eval_y=eval_y,
+                                   validation_inputs=validation_inputs, source=source, hint=hint, done=len(results),
+                                   total=total, progress=progress)
+        except EdgestillError as exc:  # bad input: the cells done so far, for the caller's report
+            exc.results = [*results, *getattr(exc, "results", [])]  # type: ignore[attr-defined]
+            raise
+    if progress:
+        progress(total, total, "done")
+    if export.strict:
+        raise_failed_cells(results)
+    return results
 
-    baselines, notes = _baselines(model, args, export, results, out, validation_inputs, source)
-    done = len(results)
-    int8_results: list[ExportResult] = []
+
+def _int8_cells(
+    model: Any, args: tuple, export: ExportConfig, quant_configs: list[QuantizeConfig], out: Path,
+    baselines: dict[str, Artifact], notes: dict[str, str], *, calibration: Any, calibration_ids: Any, x_eval: Any,
+    eval_y: Any, validation_inputs: Any, source: dict[str, Any] | None, hint: Mapping[str, str] | None, done: int,
+    total: int, progress: Progress | None,
+) -> list[ExportResult]:
+    """Every int8 cell through the accuracy budget, each tried whatever the others did (bad input stops them all)."""
+    cells: list[ExportResult] = []
     for qc in quant_configs:
         for fmt in export.formats:
             label = export.artifact_name(fmt, qc.precision)
             if progress:
                 progress(done, total, label)
+            done += 1
             if fmt not in baselines:
-                int8_results.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False,
-                                                 error=f"{label} not made: {notes[fmt]}"))
-                done += 1
+                cells.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False,
+                                          error=f"{label} not made: {notes[fmt]}", failure="not made"))
                 continue
             cell_config = dataclasses.replace(qc, formats=(fmt,))
             t0 = time.perf_counter()
@@ -128,35 +160,20 @@ def convert(
                     model, args, cell_config, out, calibration=calibration, calibration_ids=calibration_ids,
                     eval_x=x_eval, eval_y=eval_y, claimed=True, fp32_artifacts={fmt: baselines[fmt]},
                     validation_inputs=validation_inputs, tolerances=export.tolerances,
-                    progress=lambda msg, _d=done, _l=label: progress(_d, total, f"{_l}: {msg}") if progress else None,
+                    progress=lambda msg, _d=done - 1, _l=label: progress(_d, total, f"{_l}: {msg}") if progress else None,
                 )
             except EdgestillError as exc:
-                if export.strict or (isinstance(exc, InputError) and not isinstance(exc, UnsupportedError)):
-                    exc.results = results + int8_results  # type: ignore[attr-defined]
+                if isinstance(exc, InputError) and not isinstance(exc, UnsupportedError):
+                    exc.results = cells  # type: ignore[attr-defined]
                     raise
-                int8_results.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False, error=str(exc),
-                                                 export_seconds=time.perf_counter() - t0))
-                done += 1
+                cells.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False, error=str(exc),
+                                          export_seconds=time.perf_counter() - t0, failure=failure_kind(exc)))
                 continue
             (fres,) = qres.formats
-            cell = _int8_result(fres, source, notes.get(fmt))
+            cell = _int8_result(fres, source, notes.get(fmt), config=cell_config, out=out, hint=hint)
             cell.notes += list(qres.warnings)
-            int8_results.append(cell)
-            done += 1
-    results += int8_results
-    if progress:
-        progress(total, total, "done")
-    failed = [r for r in int8_results if not r.passed]
-    if failed and export.strict:
-        first = failed[0]
-        kept = f" Files kept as {', '.join(p.name for p in first.rejected_files)} in {out}." if first.rejected_files else ""
-        if first.report is not None and not first.report.passed and first.quantization and first.quantization["budget_met"]:
-            err: EdgestillError = ParityError(f"{first.error}{kept}", first.report.failures)
-        else:
-            err = CheckFailed(f"{first.error}{kept}")
-        err.results = results  # type: ignore[attr-defined]
-        raise err
-    return results
+            cells.append(cell)
+    return cells
 
 
 def _quantize_configs(export: ExportConfig, quantize: QuantizeConfig) -> list[QuantizeConfig]:
@@ -185,13 +202,9 @@ def _baselines(
     notes: dict[str, str] = {}
     fp32 = {r.format: r for r in done if r.precision == "fp32"}
     missing = tuple(f for f in export.formats if f not in fp32)
-    if missing:
-        try:
-            extra = export_float(model, args, dataclasses.replace(export, formats=missing, precisions=("fp32",)), out,
-                                 validation_inputs=validation_inputs, source=source)
-        except EdgestillError as exc:  # strict: the baseline failed; report it with the cells done before it
-            exc.results = [*done, *getattr(exc, "results", [])]  # type: ignore[attr-defined]
-            raise
+    if missing:  # a baseline that fails makes its format's int8 cell "not made", with the baseline's error
+        extra = export_float(model, args, dataclasses.replace(export, formats=missing, precisions=("fp32",), strict=False),
+                             out, validation_inputs=validation_inputs, source=source)
         for r in extra:
             fp32[r.format] = r
             if r.passed:
@@ -205,8 +218,10 @@ def _baselines(
     return baselines, notes
 
 
-def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | None) -> ExportResult:
-    """An int8 cell as an ExportResult, with the budget's facts in ``quantization``."""
+def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | None, *, config: QuantizeConfig, out: Path,
+                 hint: Mapping[str, str] | None = None) -> ExportResult:
+    """An int8 cell as an ExportResult: the budget's facts and the options that ran in ``quantization`` (the same
+    facts the quantize report gives per format); a rejected cell's error says what to try next."""
     if f.artifact is not None and source:
         f.artifact.source.update(source)
         f.artifact.write_manifest()
@@ -216,11 +231,92 @@ def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | Non
         runtime = f.report.runtime if f.report else f.runtime
         notes.append(f"no labels: the accuracy budget measured top-1 agreement with the fp32 file on {runtime} "
                      f"(drop = 100 x (1 - agreement)); pass data with y for top-1 accuracy")
+    recorded = _recorded_quantization(f)
+    settings = {k: v for k, v in recorded.items() if k not in _BUDGET_KEYS}
+    facts = {**f.budget_facts(), "runtime": f.runtime, "naive_accuracy": f.naive.accuracy,
+             "naive_drop_points": f.naive.drop_points, "sqnr_db": f.final.sqnr_db, "stopped_by": f.stopped_by,
+             "options": settings.pop("options", None) or config.options.to_dict(), "settings": settings}
+    error, failure = f.error, None
+    if not f.passed:
+        failure = "budget" if not f.budget_met else "parity"
+        error = f"{f.error or f.name + ' failed'} {rejection_hint(f, config, facts['options'], out=out, hint=hint)}"
     return ExportResult(
         name=f.name, format=f.format, precision=f.precision, passed=f.passed, artifact=f.artifact, report=f.report,
-        rejected_files=list(f.rejected_files), error=f.error, export_seconds=max(0.0, f.seconds - validate_s),
-        validate_seconds=validate_s, notes=notes, quantization=f.budget_facts(),
+        rejected_files=list(f.rejected_files), error=error, export_seconds=max(0.0, f.seconds - validate_s),
+        validate_seconds=validate_s, notes=notes, quantization=facts, failure=failure,
     )
+
+
+# manifest quantization keys that are the budget's verdict (already in budget_facts) or the search's log
+_BUDGET_KEYS = frozenset({"accuracy", "fp32_accuracy", "accuracy_drop_points", "metric", "max_accuracy_drop",
+                          "budget_met", "eval_samples", "runtime", "fp32_artifact", "search", "kd_repair",
+                          "reference_at_chance"})
+
+
+def _recorded_quantization(f: FormatResult) -> dict[str, Any]:
+    """What the final file's manifest records under ``quantization``: the published artifact's, or the rejected
+    manifest's (``*.manifest.json.rejected``, read as plain JSON; {} when unreadable)."""
+    import json
+
+    if f.artifact is not None:
+        return dict(f.artifact.quantization or {})
+    for p in f.rejected_files:
+        if p.name.endswith(MANIFEST_SUFFIX + REJECTED_SUFFIX):
+            try:
+                q = json.loads(p.read_text(encoding="utf-8")).get("quantization")
+            except (OSError, ValueError, AttributeError):
+                return {}
+            return dict(q) if isinstance(q, dict) else {}
+    return {}
+
+
+def rejection_hint(f: FormatResult, config: QuantizeConfig, options: Mapping[str, Any] | None, *, out: Path,
+                   hint: Mapping[str, str] | None = None) -> str:
+    """What a rejected int8 cell's message adds: where the file was kept, how to measure it, and what to try.
+
+    Args:
+        f: the format's budget outcome (missed budget or parity).
+        config: the QuantizeConfig that ran (budget, time budget, float-layer limit, options).
+        options: the options the file records (``QuantOptions.to_dict()``), for "another method than ...".
+        out: the folder the rejected files are in.
+        hint: how the user named the inputs, for the suggested command: ``model``, ``checkpoint``, ``input_shape``,
+            ``data`` (placeholders where missing).
+    """
+    from edgestill.compress.quantize.options import CALIBRATION_METHODS
+
+    given = dict(hint or {})
+    kept = [p.name for p in f.rejected_files]
+    manifest = next((p for p in f.rejected_files if p.name.endswith(MANIFEST_SUFFIX + REJECTED_SUFFIX)), None)
+    parts = []
+    if kept:
+        parts.append(f"Kept as {', '.join(kept)} in {out}"
+                     + (f" (`edgestill bench --allow-rejected {manifest}` measures it for diagnosis)." if manifest else "."))
+    method = (options or {}).get("calibration_method") or config.options.calibration_method
+    others = [m for m in CALIBRATION_METHODS if m not in (method, "auto")]
+    cmd = f"edgestill quantize --model {given.get('model') or 'MODEL'}"
+    for key in ("checkpoint", "input_shape"):
+        if given.get(key):
+            cmd += f" --{key.replace('_', '-')} {given[key]}"
+    cmd += (f" --format {f.format} --precision {config.precision} --data {given.get('data') or 'DATA.npz'} "
+            f"--max-accuracy-drop {config.max_accuracy_drop:g} --repair")
+    limit = "any number" if config.max_float_layers is None else str(config.max_float_layers)
+    fallback = "" if config.precision != "int8-static" else (
+        f"; keep more layers in float (--max-float-layers, now {limit}; --time-budget, now {config.time_budget_s:g} s)")
+    if f.budget_met:  # within budget but failed parity with torch
+        first = ("What to try: check that the calibration data is real samples of the input (--data, "
+                 "--calibration-samples); loosen --tolerance int8.min_sqnr_db=... only if the difference is expected")
+    else:
+        over = f.final.drop_points - config.max_accuracy_drop
+        parts.insert(0, f"It missed the accuracy budget by {over:.2f} points ({f.metric}).")
+        first = (f"What to try: `{cmd}` (ranks the layers by int8 sensitivity, keeps the most sensitive in float, and "
+                 "with --repair fine-tunes under int8 with the fp32 model as the oracle when that is not enough; "
+                 "--report shows the ranking)")
+    parts.append(
+        f"{first}; another --calibration-method than {method} ({', '.join(others)}, or auto to try each on held-out "
+        "calibration data); --equalize and --bias-correction (cross-layer equalisation and bias correction, which "
+        f"fix depthwise weights that quantize badly){fallback}; or ship {f.format} in float (--precision fp16 or fp32)."
+    )
+    return " ".join(parts)
 
 
 def _offset(progress: Progress | None, start: int, total: int) -> Progress | None:
@@ -301,12 +397,26 @@ def export_model(
     if loaded.onnx_path is not None:
         return export_onnx_file(loaded.onnx_path, [s.dims for s in loaded.input_shapes], export, out_dir,
                                 validation_inputs=validation, progress=progress)
-    results = convert(
-        loaded.model, loaded.example_inputs, export=export, quantize=qconfig, out_dir=out_dir, validation_inputs=validation,
-        calibration=calibration if int8 else None, calibration_ids=ids if int8 else None,
-        eval_y=labels if int8 else None, progress=progress,
-        source={"spec": loaded.source.get("model"), **{k: v for k, v in loaded.source.items() if k != "model"}},
-    )
+    hint = {"model": model if isinstance(model, str) else None,
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "input_shape": None if input_shape is None else str(input_shape),
+            "data": None if data is None or isinstance(data, np.ndarray) else str(data)}
+    try:
+        results = convert(
+            loaded.model, loaded.example_inputs, export=export, quantize=qconfig, out_dir=out_dir,
+            validation_inputs=validation, calibration=calibration if int8 else None,
+            calibration_ids=ids if int8 else None, eval_y=labels if int8 else None, progress=progress,
+            source={"spec": loaded.source.get("model"), **{k: v for k, v in loaded.source.items() if k != "model"}},
+            hint={k: v for k, v in hint.items() if v},
+        )
+    except EdgestillError as exc:  # strict: the failed cells' report carries the same notes
+        _random_data_notes(getattr(exc, "results", []), data)
+        raise
+    return _random_data_notes(results, data)
+
+
+def _random_data_notes(results: list[ExportResult], data: Any) -> list[ExportResult]:
+    """Say on every cell that it was validated (and int8 calibrated) on random inputs when no data was given."""
     if data is None:
         for r in results:
             calibrated = r.precision in (Precision.INT8_STATIC, Precision.MIXED)

@@ -17,7 +17,9 @@ import typer
 
 from edgestill.artifact import Precision
 from edgestill.cli import app, echo_json, run_command
+from edgestill.commands.options import QUANT_FLAGS
 from edgestill.compress.quantize.base import quant_precisions
+from edgestill.compress.quantize.calibration import DEFAULT_CALIBRATION_SAMPLES
 from edgestill.export.base import EXPORTERS, export_precisions, formats_of
 from edgestill.export.validate import Threshold, Tolerances
 
@@ -53,10 +55,17 @@ PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision if p.value
         f"{', '.join(_TOLERANCE_GROUPS)}\n(int8 covers every int8 precision and mixed); KEY {', '.join(_TOLERANCE_KEYS)};\n"
         "VALUE a number or 'none'.\n"
         "  e.g. --tolerance fp16.atol=0.05 --tolerance int8.min_sqnr_db=25,int8.min_top1_agreement=0.97\n\n"
-        "\b\nExit codes: 0 ok (also --no-strict with failures); 1 a file failed parity or an int8 cell missed the\n"
-        "accuracy budget (strict); 2 bad input\n"
-        "(nothing written), or an op a format cannot express (the message names it; the report is written);\n"
-        "3 a conversion library or runtime failed."
+        "\b\nint8 options (the same as `edgestill quantize`): --calibration-method, --tflite-recipe, --equalize,\n"
+        "--bias-correction, --integer-io; the budget's --max-accuracy-drop, --time-budget, --max-float-layers and\n"
+        "--calibration-samples. A rejected int8 cell's message names its *.rejected files, by how much it missed, and\n"
+        "what to try (`edgestill quantize ... --report`, another calibration method, equalisation, float layers,\n"
+        "fp16); `edgestill bench --allow-rejected` measures a rejected file for diagnosis.\n\n"
+        "\b\nEvery format x precision cell is tried, whatever another cell did (only bad input stops the run); each\n"
+        "is reported (passed, or failed and why) on the console and in the report, which is written in every case.\n"
+        "Exit codes: 0 every cell passed (also --no-strict with failures); 1 any cell failed parity or its int8\n"
+        "accuracy budget (strict); 2 bad input (nothing written), or (strict) the only failures are ops a format\n"
+        "cannot express (the message names them); 3 (strict) a conversion library or runtime failed and no cell\n"
+        "failed a check."
     ),
 )
 def export_command(
@@ -75,6 +84,17 @@ def export_command(
         1.0, "--max-accuracy-drop",
         help="int8 cells: allowed top-1 loss vs the fp32 file on the same runtime, absolute points (without labels: top-1 disagreement, %).",
     ),
+    time_budget: float = typer.Option(300.0, "--time-budget", help="int8 cells: seconds for the float-fallback search per format."),
+    max_float_layers: int | None = typer.Option(None, "--max-float-layers", help="int8 cells: at most this many layers kept float (0: all-int8)."),
+    calibration_samples: int = typer.Option(
+        DEFAULT_CALIBRATION_SAMPLES, "--calibration-samples", min=1,
+        help="int8-static: at most this many --data samples (after the first --samples) calibrate.",
+    ),
+    calibration_method: str | None = QUANT_FLAGS["calibration_method"],
+    tflite_recipe: str | None = QUANT_FLAGS["tflite_recipe"],
+    equalize: bool | None = QUANT_FLAGS["equalize"],
+    bias_correction: bool | None = QUANT_FLAGS["bias_correction"],
+    integer_io: bool = QUANT_FLAGS["integer_io"],
     samples: int = typer.Option(64, "--samples", min=1, help="How many samples each file is validated on."),
     tolerance: list[str] = typer.Option([], "--tolerance", help="Override a threshold: PRECISION.KEY=VALUE (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
@@ -87,10 +107,11 @@ def export_command(
 
     def body() -> None:
         from edgestill.chain.convert import export_model
+        from edgestill.commands.options import quant_options
         from edgestill.commands.progress import RichReporter
         from edgestill.commands.streams import library_output_to
         from edgestill.compress.quantize.budget import QuantizeConfig
-        from edgestill.errors import CheckFailed, InputError, UnsupportedError
+        from edgestill.errors import CheckFailed, InputError, RuntimeFailure, UnsupportedError
         from edgestill.export.api import ExportConfig
         from edgestill.export.validate import Tolerances
         from edgestill.models.loading import parse_input_shape
@@ -111,7 +132,13 @@ def export_command(
             tolerances=Tolerances.parse(tolerance), strict=not no_strict,
             dynamic_batch=bool(shape and shape.dynamic_batch),
         )
-        budget = QuantizeConfig(max_accuracy_drop=max_accuracy_drop, name=stem, bench_latency=False, chance_level="refuse")
+        options = quant_options(calibration_method=calibration_method, tflite_recipe=tflite_recipe, equalize=equalize,
+                                bias_correction=bias_correction, integer_io=integer_io)
+        # the same QuantizeConfig `edgestill quantize` builds: formats, precision and name come from the export config
+        budget = QuantizeConfig(max_accuracy_drop=max_accuracy_drop, time_budget_s=time_budget,
+                                max_float_layers=max_float_layers, options=options,
+                                calibration_samples=calibration_samples, name=stem, bench_latency=False,
+                                chance_level="refuse")
         check_out_dir(out)
         inputs = [("--model", model if Path(model).exists() else None), ("--checkpoint", checkpoint), ("--data", data)]
         if check_export_dir(out, overwrite=overwrite, inputs=inputs):
@@ -138,7 +165,7 @@ def export_command(
                             trust_checkpoint=trust_checkpoint, input_shape=shape, num_classes=num_classes, data=data,
                             samples=samples, progress=lambda i, n, label="": rep.advance(i, n, label),
                         )
-                    except (CheckFailed, UnsupportedError) as exc:  # reported with the cells done so far
+                    except (CheckFailed, UnsupportedError, RuntimeFailure) as exc:  # every cell's outcome is reported
                         results, error = list(getattr(exc, "results", [])), exc
             keep_log = True
         except InputError:  # bad input: nothing was written, and no log is left behind either
@@ -150,12 +177,13 @@ def export_command(
             if keep_log and out.is_dir() and not (out / MARKER).is_file():
                 write_marker(out, "export")  # a later export may add to this folder; another command must ask first
             final_log = _keep_log(log, out) if keep_log else log.unlink(missing_ok=True)
-        doc = report_doc(model, config, results, log=final_log, max_accuracy_drop=budget.max_accuracy_drop)
+        doc = report_doc(model, config, results, log=final_log, max_accuracy_drop=budget.max_accuracy_drop, quantize=budget)
         write_json_atomic(out / REPORT_NAME, doc)
         if json_out:
             echo_json(doc)
         else:
             print_results(results)
+            typer.echo(cells_summary(results, expected=len(config.formats) * len(config.precisions)))
             typer.echo(f"Report: {out / REPORT_NAME}. Library output: {final_log}")
         if error is not None:
             raise error
@@ -259,11 +287,18 @@ def check_export_dir(out: Path, *, overwrite: bool, inputs: list[tuple[str, Any]
     return check_output_dir(out, kind="export", overwrite=overwrite, inputs=inputs)
 
 
-def report_doc(model: str, config: Any, results: list[Any], *, log: Path, max_accuracy_drop: float | None = None) -> dict[str, Any]:
-    """The export report: what was asked, one entry per cell, and the overall verdict."""
+def report_doc(model: str, config: Any, results: list[Any], *, log: Path, max_accuracy_drop: float | None = None,
+               quantize: Any = None) -> dict[str, Any]:
+    """The export report: what was asked (with the int8 budget and options when int8 was), one entry per cell, how
+    many passed and failed, and the overall verdict."""
     from edgestill import __version__
 
     cells = [r.to_dict() for r in results]
+    int8 = None
+    if quantize is not None and config.int8_precisions:
+        int8 = {"max_accuracy_drop": quantize.max_accuracy_drop, "time_budget_s": quantize.time_budget_s,
+                "max_float_layers": quantize.max_float_layers, "calibration_samples": quantize.calibration_samples,
+                "options": quantize.options.to_dict()}
     return {
         "edgestill_version": __version__,
         "kind": "export",
@@ -274,7 +309,10 @@ def report_doc(model: str, config: Any, results: list[Any], *, log: Path, max_ac
         "dynamic_batch": config.dynamic_batch,
         "tolerances": config.tolerances.to_dict(),
         "max_accuracy_drop": max_accuracy_drop if config.int8_precisions else None,
+        "quantize": int8,
         "passed": bool(cells) and all(c["passed"] for c in cells) and len(cells) == len(config.formats) * len(config.precisions),
+        "cells": {"expected": len(config.formats) * len(config.precisions), "tried": len(cells),
+                  "passed": sum(bool(c["passed"]) for c in cells), "failed": [c["name"] for c in cells if not c["passed"]]},
         "results": cells,
         "log": str(log),
     }
@@ -309,10 +347,18 @@ def print_results(results: list[Any], file: Any = None) -> None:
     for r in results:
         for note in r.notes:
             console.print(f"[yellow]note[/] {escape(r.name)}: {escape(str(note))}")
-        if r.error:
+        if r.error:  # says where a failed file was kept (*.rejected) and what to try
             console.print(f"[red]{escape(r.name)}[/]: {escape(str(r.error))}")
-            if r.rejected_files:
-                console.print(f"  kept as {escape(', '.join(str(p) for p in r.rejected_files))}")
+
+
+def cells_summary(results: list[Any], *, expected: int) -> str:
+    """One line: how many cells were tried, passed and failed (with why), so a failure never hides the others."""
+    failed = [r for r in results if not r.passed]
+    line = f"{len(results)} of {expected} cells tried: {len(results) - len(failed)} passed"
+    if failed:
+        why = ", ".join(f"{r.name}: {r.failure or 'failed'}" for r in failed)
+        line += f", {len(failed)} failed ({why})"
+    return line + "."
 
 
 def _budget_cell(q: dict[str, Any] | None) -> str:

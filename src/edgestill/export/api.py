@@ -125,6 +125,10 @@ class ExportResult:
     # int8 cells: the accuracy budget's facts: fp32_accuracy, accuracy, drop_points, budget, budget_met,
     # float_layers, metric ("top1_accuracy" with labels, "top1_agreement_with_fp32" without)
     quantization: dict[str, Any] | None = None
+    # why a cell failed, one of FAILURE_KINDS: "parity" (the file missed its tolerances), "budget" (an int8 cell over
+    # its accuracy budget), "unsupported" (an op the format cannot express), "library" (a conversion library or
+    # runtime failed), "not made" (an int8 cell whose fp32 baseline failed); None when it passed
+    failure: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: verdict, worst-case parity figures, files and timings."""
@@ -147,6 +151,7 @@ class ExportResult:
             "divergence": self.divergence,
             "quantization": self.quantization,
             "rejected_files": [str(p) for p in self.rejected_files],
+            "failure": self.failure,
             "error": self.error,
             "notes": list(self.notes),
             "export_seconds": round(self.export_seconds, 3),
@@ -199,7 +204,7 @@ def export(
 
     Each cell is written into a fresh ``out_dir/.staging-<name>-XXXX``; a passing one is moved to its final name with a
     manifest carrying the parity report; a failing one is kept as ``*.rejected`` files and never appears
-    under its final name. A failing fp32 cell is localised (``config.localize``): the result, the rejected
+    under its final name. Every cell is tried, whatever another cell did (only bad input stops the run). A failing fp32 cell is localised (``config.localize``): the result, the rejected
     manifest and the ParityError name the first torch module whose output the export computes differently.
 
     Args:
@@ -217,9 +222,9 @@ def export(
     Raises:
         ConfigError: an int8 precision in ``config`` (use edgestill.chain.convert.convert), checked before writing.
         InputError: validation data of the wrong shape, empty, or with NaN/Inf.
-        UnsupportedError: (strict) an op or construct a format cannot express; otherwise recorded.
-        ParityError: (strict) a cell failed validation; lists every failing output; ``.results`` holds the cells so far.
-        RuntimeFailure: a conversion or runtime library failed (strict; otherwise recorded).
+        ParityError, UnsupportedError, RuntimeFailure: (strict) once every cell was tried, when any failed (see
+            :func:`failed_cells_error` for which); ``.results`` holds every cell. Without strict, failures are recorded
+            in the results (``failure`` says why) and nothing is raised.
     """
     from edgestill.export.validate import torch_reference
 
@@ -279,10 +284,12 @@ def _export_cells(
             divergence = localize(art, staging) if localize and not report.passed and precision == "fp32" else None
         except EdgestillError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            if config.strict or (isinstance(exc, InputError) and not isinstance(exc, UnsupportedError)):
-                exc.results = results  # type: ignore[attr-defined]  # what was done before, for the caller's report
+            if isinstance(exc, InputError) and not isinstance(exc, UnsupportedError):
+                exc.results = results  # type: ignore[attr-defined]  # bad input fails every cell alike: stop here
                 raise
-            results.append(ExportResult(name=name, format=fmt, precision=precision, passed=False, error=str(exc)))
+            # an op the format cannot express, or a library failure: this cell fails, the others are still tried
+            results.append(ExportResult(name=name, format=fmt, precision=precision, passed=False, error=str(exc),
+                                        failure=failure_kind(exc)))
             continue
         except BaseException:  # an unexpected failure (or Ctrl-C): leave nothing half-written behind
             shutil.rmtree(staging, ignore_errors=True)
@@ -305,22 +312,65 @@ def _export_cells(
         else:
             art.write_manifest()  # into staging: kept beside the rejected files for diagnosis
             result.rejected_files = reject(staging, out, [*art.files, art.manifest_path.name])
+            result.failure = "parity"
             result.error = f"{name} failed parity: {parity_lines(report)}"
             if divergence is not None:
                 result.error += f". {divergence.describe()}"
+            result.error += (f". Kept as {', '.join(p.name for p in result.rejected_files)} in {out}; loosen export "
+                             "tolerances only if the difference is expected, or fix the model")
         shutil.rmtree(staging, ignore_errors=True)
         results.append(result)
-        if not report.passed and config.strict:
-            err = ParityError(
-                f"{result.error}. Files kept as {', '.join(p.name for p in result.rejected_files)} in {out}. "
-                "Loosen export tolerances only if the difference is expected, or fix the model or quantization.",
-                report.failures,
-            )
-            err.results = results  # type: ignore[attr-defined]
-            raise err
     if progress:
         progress(len(cells), len(cells), "done")
+    if config.strict:
+        raise_failed_cells(results)
     return results
+
+
+FAILURE_KINDS = ("parity", "budget", "unsupported", "library", "not made")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The ``ExportResult.failure`` of a cell that raised ``exc``: "unsupported" or "library"."""
+    return "unsupported" if isinstance(exc, UnsupportedError) else "library"
+
+
+def failed_cells_error(results: Sequence[ExportResult]) -> EdgestillError | None:
+    """One error for every failed cell of a strict run (None when every cell passed), with ``.results`` = all cells.
+
+    Every cell is tried before this is raised, so the message counts them all and names each failure. Its exit code:
+    1 (ParityError, or CheckFailed for budget misses only) when any cell failed parity or its accuracy budget or was
+    not made because its fp32 baseline failed; otherwise 3 (RuntimeFailure) when a conversion library or runtime
+    failed; otherwise 2 (UnsupportedError) when the only failures are ops a format cannot express.
+    """
+    from edgestill.errors import CheckFailed, RuntimeFailure
+
+    failed = [r for r in results if not r.passed]
+    if not failed:
+        return None
+    passed = [r.name for r in results if r.passed]
+    lines = "; ".join(f"[{r.failure or 'failed'}] {r.error or r.name + ' failed'}" for r in failed)
+    message = (f"{len(failed)} of {len(results)} cells failed (every cell was tried; the report lists each): {lines}"
+               + (f". Passed: {', '.join(passed)}." if passed else "."))
+    kinds = {r.failure for r in failed}
+    err: EdgestillError
+    if kinds & {"parity", "not made", None}:
+        err = ParityError(message, [f for r in failed if r.report is not None for f in r.report.failures])
+    elif "budget" in kinds:
+        err = CheckFailed(message)
+    elif "library" in kinds:
+        err = RuntimeFailure(message)
+    else:
+        err = UnsupportedError(message)
+    err.results = list(results)  # type: ignore[attr-defined]
+    return err
+
+
+def raise_failed_cells(results: Sequence[ExportResult]) -> None:
+    """Raise :func:`failed_cells_error` when a cell failed (strict runs)."""
+    err = failed_cells_error(results)
+    if err is not None:
+        raise err
 
 
 def parity_lines(report: ParityReport) -> str:
