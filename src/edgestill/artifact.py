@@ -48,6 +48,7 @@ class Precision(StrEnum):
 FORMATS: tuple[str, ...] = tuple(f.value for f in Format)
 PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 MANIFEST_SUFFIX = ".manifest.json"
+REJECTED_SUFFIX = ".rejected"  # a file that failed validation, kept for diagnosis (see reject)
 SCHEMA_VERSION = 1
 
 
@@ -172,6 +173,8 @@ class Artifact:
             InputError: no manifest, or one that breaks any rule above (the message names the key and what is valid).
         """
         p = Path(path)
+        if is_rejected(p):  # not an artifact: a file kept for diagnosis (see load_rejected)
+            raise InputError(rejected_message(p))
         if not p.name.endswith(MANIFEST_SUFFIX):
             candidates = [p.with_name(p.stem + MANIFEST_SUFFIX), p.with_name(p.name + MANIFEST_SUFFIX)]
             found = [c for c in candidates if c.exists()]
@@ -446,7 +449,120 @@ def reject(staging: Path, final_dir: Path, names: list[str]) -> list[Path]:
     for n in names:
         src = staging / n
         if src.exists():
-            dst = final_dir / (n + ".rejected")
+            dst = final_dir / (n + REJECTED_SUFFIX)
             shutil.move(str(src), dst)
             out.append(dst)
     return out
+
+
+# -- rejected files: kept for diagnosis, never loaded as an artifact unless asked ----------------------------------
+
+
+def is_rejected(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a file :func:`reject` kept (``<file>.rejected``)."""
+    return Path(path).name.endswith(REJECTED_SUFFIX)
+
+
+def rejected_manifest_path(path: str | os.PathLike[str]) -> Path:
+    """The rejected manifest (``<name>.manifest.json.rejected``) of a rejected manifest or model file.
+
+    ``m.onnx.rejected``, ``m.xml.rejected`` and ``m.bin.rejected`` belong to ``m.manifest.json.rejected``.
+    """
+    p = Path(path)
+    original = p.name.removesuffix(REJECTED_SUFFIX)
+    if original.endswith(MANIFEST_SUFFIX):
+        return p
+    return p.with_name(Path(original).stem + MANIFEST_SUFFIX + REJECTED_SUFFIX)
+
+
+def rejected_reason(doc: dict[str, Any]) -> str | None:
+    """Why a rejected file failed, from what its manifest records (parity failures, the int8 budget), or None."""
+    reasons = []
+    q = doc.get("quantization") if isinstance(doc.get("quantization"), dict) else {}
+    if q.get("budget_met") is False:
+        try:
+            drop, budget = float(q["accuracy_drop_points"]), float(q["max_accuracy_drop"])
+            reasons.append(f"it missed its int8 accuracy budget by {drop - budget:.2f} points ({q.get('metric', 'top-1')} "
+                           f"drop {drop:.2f} > {budget:g} allowed)")
+        except (KeyError, TypeError, ValueError):
+            reasons.append("it missed its int8 accuracy budget")
+    validation = doc.get("validation") if isinstance(doc.get("validation"), dict) else {}
+    failures = validation.get("failures") if isinstance(validation.get("failures"), list) else []
+    missed = []
+    for f in failures[:4]:
+        try:
+            missed.append(f"output {f['output']!r} {f['metric']} {float(f['value']):.4g} vs bound {float(f['bound']):.4g}")
+        except (KeyError, TypeError, ValueError):
+            continue
+    if missed:
+        reasons.append(f"it failed parity with torch ({'; '.join(missed)})")
+    return "; ".join(reasons) or None
+
+
+def rejected_message(path: str | os.PathLike[str]) -> str:
+    """The one-paragraph refusal of a ``*.rejected`` file where an artifact is expected, with why it was rejected
+    when its manifest says."""
+    p = Path(path)
+    manifest = rejected_manifest_path(p)
+    why = None
+    try:
+        why = rejected_reason(_read_manifest(manifest))
+    except InputError:
+        pass
+    because = f": {why}" if why else (f" (its manifest {manifest.name} is missing or unreadable, so the reason is not known)"
+                                      if not manifest.is_file() else "")
+    return (f"{p} is a rejected file: edgestill kept it as *{REJECTED_SUFFIX} because it failed validation when it was "
+            f"made{because}. It is not an artifact and is refused where one is expected. `edgestill bench "
+            f"--allow-rejected {manifest}` measures it for diagnosis (the record is marked rejected, and `edgestill "
+            "gate` never counts it as a passing cell); the export or quantize report says what to try for a file that "
+            "passes.")
+
+
+def load_rejected(path: str | os.PathLike[str], work_dir: str | os.PathLike[str]) -> tuple[Artifact, str | None]:
+    """Stage a rejected artifact under its original file names in ``work_dir`` and load it, for diagnosis.
+
+    Its files are linked (or copied) from ``<file>.rejected`` beside the rejected manifest; the staged manifest is
+    checked like any other (:meth:`Artifact.load`, and :meth:`Artifact.verify_files` where it is run).
+
+    Args:
+        path: the rejected manifest, or one of its rejected model files.
+        work_dir: an empty folder the caller owns and removes.
+
+    Returns:
+        (the staged Artifact with ``source["rejected"]`` saying where it came from and why, the reason or None).
+
+    Raises:
+        InputError: ``path`` is not a rejected file, its manifest is missing or invalid, or a file it lists is missing.
+    """
+    p = Path(path)
+    if not is_rejected(p):
+        raise InputError(f"{p} is not a rejected file (*{REJECTED_SUFFIX}); pass the *.manifest.json{REJECTED_SUFFIX} "
+                         "export or quantize kept, or drop --allow-rejected for a published artifact.")
+    manifest = rejected_manifest_path(p)
+    if not manifest.is_file():
+        raise InputError(f"{p}: its manifest {manifest.name} is not beside it, so the file's inputs and outputs are not "
+                         "known. Keep the rejected files together (model and manifest), or export again.")
+    doc = _read_manifest(manifest)
+    work = Path(work_dir)
+    names = {n for n in (doc.get("files") or {}) if isinstance(n, str)}
+    if isinstance(doc.get("model_file"), str):
+        names.add(doc["model_file"])
+    if doc.get("format") == Format.OPENVINO and isinstance(doc.get("model_file"), str):
+        names.add(str(Path(doc["model_file"]).with_suffix(".bin")))
+    for name in sorted(names):
+        if not name or Path(name).name != name:
+            raise InputError(f"{manifest} lists {name!r}; a rejected artifact's files sit beside its manifest. Export again.")
+        src = manifest.parent / (name + REJECTED_SUFFIX)
+        if src.is_symlink() or not src.is_file():
+            raise InputError(f"{manifest} lists {name}, but {src.name} is missing beside it. Keep the rejected files "
+                             "together, or export again.")
+        try:
+            os.link(src, work / name)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copyfile(src, work / name)
+    staged = work / manifest.name.removesuffix(REJECTED_SUFFIX)
+    shutil.copyfile(manifest, staged)
+    art = Artifact.load(staged)
+    reason = rejected_reason(doc)
+    art.source["rejected"] = {"path": str(manifest), "reason": reason}
+    return art, reason

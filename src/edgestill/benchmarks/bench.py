@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgestill.artifact import MAX_MANIFEST_BYTES
+from edgestill.artifact import MAX_MANIFEST_BYTES, is_rejected, load_rejected
 from edgestill.runtimes.harness import BenchOptions
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import ConfigError, InputError
@@ -220,6 +220,7 @@ def benchmark(
     affinity: Sequence[int] | None = None,
     timeout_s: float = 300.0,
     memory_limit_bytes: int | None = None,
+    allow_rejected: bool = False,
 ) -> Measurement:
     """Measure one artifact on one runtime in a fresh runner subprocess; never raises for a failing cell.
 
@@ -237,6 +238,10 @@ def benchmark(
         timeout_s: wall-clock limit of the subprocess; past it the runner's process group is killed.
         memory_limit_bytes: the runner's data memory limit (``RLIMIT_DATA``); default
             :func:`default_memory_limit_bytes`. A runner that hits it fails with "ran out of memory (limit X)".
+        allow_rejected: measure a ``*.rejected`` file (one that failed validation) for diagnosis: its files are
+            staged under their original names for the runner, and the record is marked ``settings["rejected"] =
+            True`` with ``settings["rejected_reason"]`` and ``settings["rejected_path"]`` (the gate never counts it
+            as passing). Without it a rejected file fails as bad input, with why it was rejected.
 
     Returns:
         the runner's Measurement (``kind="measured"``), or ``kind="failed"`` with ``error`` holding why (a crash,
@@ -248,6 +253,30 @@ def benchmark(
     memory_limit_bytes = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     bench = bench or BenchOptions()
     path = Path(artifact_path)
+    run = dict(runtime=runtime, options=options, bench=bench, eval_data=eval_data, metric=metric, inputs=inputs,
+               seed=seed, affinity=affinity, timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes)
+    if not (allow_rejected and is_rejected(path)):
+        return _benchmark(path, **run)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="edgestill-rejected-") as staged:
+        try:
+            art, reason = load_rejected(path, staged)
+        except InputError as exc:
+            settings = {"failure": "bad_input", "runner_exit_code": BAD_INPUT_EXIT, "runner_error": str(exc),
+                        "rejected": True, "rejected_path": str(path)}
+            return _failed(_identity(path), runtime, options, str(exc), settings)
+        m = _benchmark(art.manifest_path, **run)  # type: ignore[arg-type]
+    # measured for diagnosis: the record says so, so reports, the store and the gate can tell
+    m.settings.update(rejected=True, rejected_reason=reason, rejected_path=str(path))
+    m.warnings.append("a rejected file, measured for diagnosis only (--allow-rejected): it failed validation"
+                      + (f": {reason}" if reason else ""))
+    return m
+
+
+def _benchmark(
+    path: Path, *, runtime: str | None, options: RuntimeOptions, bench: BenchOptions, eval_data: Any, metric: str,
+    inputs: Any, seed: int, affinity: Sequence[int] | None, timeout_s: float, memory_limit_bytes: int,
+) -> Measurement:
+    """:func:`benchmark` of an artifact path the runner can open."""
     ident = _identity(path)
     job = {
         # a bare model file keeps the name it was given (a symlink's, not its target's): the record's artifact name
@@ -439,6 +468,7 @@ def benchmark_matrix(
     memory_limit_bytes: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     journal: str | os.PathLike[str] | None = None,
+    allow_rejected: bool = False,
 ) -> list[Measurement]:
     """Benchmark every artifact × thread count, one runner subprocess per cell; a failed cell does not stop the rest.
 
@@ -459,6 +489,7 @@ def benchmark_matrix(
         journal: a file where each finished cell's record is appended (flushed to disk) as it completes. A rerun of
             the same matrix with the same journal takes those cells from it and measures only the rest, so a matrix
             killed part-way loses at most the cell it was in. A journal of another matrix is refused.
+        allow_rejected: measure ``*.rejected`` files for diagnosis, their records marked (see :func:`benchmark`).
         (the rest as :func:`benchmark`)
 
     Returns:
@@ -496,6 +527,7 @@ def benchmark_matrix(
             affinity=affinity,
             timeout_s=timeout_s,
             memory_limit_bytes=memory_limit_bytes,
+            allow_rejected=allow_rejected,
         )
         if rounds > 1:
             m.settings["round"] = round_index

@@ -323,6 +323,13 @@ def compare_cell(base: Mapping[str, Any], cand: Mapping[str, Any], budgets: Gate
     if cand.get("kind") == "failed":
         out.verdict, out.reason = "failed", f"the candidate failed to run: {str(cand.get('error') or '')[:300]}"
         return out
+    if (cand.get("settings") or {}).get("rejected"):  # `bench --allow-rejected`: measured for diagnosis, never a pass
+        why = (cand.get("settings") or {}).get("rejected_reason") or "it failed validation"
+        out.verdict, out.reason = "failed", f"the candidate is a rejected file (measured with --allow-rejected): {why}"
+        return out
+    if (base.get("settings") or {}).get("rejected"):
+        out.reason = "the baseline is a rejected file (measured with --allow-rejected): nothing to compare with"
+        return out
     if base.get("kind") == "failed":
         out.reason = "the baseline failed to run in this cell: nothing to compare with"
         return out

@@ -20,7 +20,8 @@ from edgestill.cli import app, echo_json, run_command
         "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n"
         "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n"
         "  edgestill bench model.xml --accelerator gpu   # OpenVINO's GPU plugin; the record says what ran\n"
-        "  edgestill bench student.manifest.json --device pi5-lab-1 --inventory devices.yaml --data test.npz\n\n"
+        "  edgestill bench student.manifest.json --device pi5-lab-1 --inventory devices.yaml --data test.npz\n"
+        "  edgestill bench out/m-onnx-int8-static.manifest.json.rejected --allow-rejected   # diagnose a rejected file\n\n"
         "Every measurement, raw samples included, is stored in the SQLite file given by --db.\n"
         "Latency is the runtime's own per-call clock where it keeps one (OpenVINO, as benchmark_app reports it)\n"
         "and the wall clock around the runtime's call elsewhere; --clock wall uses the wall clock everywhere.\n"
@@ -65,6 +66,10 @@ def bench(
     inventory: Path | None = typer.Option(None, "--inventory",
                                           help="The devices.yaml that says how to reach --device (default: "
                                                "./devices.yaml when --device is not host)."),
+    allow_rejected: bool = typer.Option(
+        False, "--allow-rejected",
+        help="Measure *.rejected files (files that failed validation) for diagnosis; their records are marked "
+             "rejected and `edgestill gate` never counts them as passing. Refused without it."),
     json_out: bool = typer.Option(False, "--json", help="Print the measurement records as JSON."),
 ) -> None:
     """Measure latency (p50/p90/p99, CV), init and first-call time, peak memory and accuracy of artifacts."""
@@ -93,8 +98,8 @@ def bench(
             raise InputError(f"--clock {clock!r} is not a clock; use one of {', '.join(CLOCKS)}.")
         bench_options = BenchOptions(min_runs=min_runs, min_seconds=min_seconds, clock=clock,  # type: ignore[arg-type]
                                      stability_max_seconds=extend_unstable)
-        for a in artifacts:
-            artifact_for(a)  # a missing or unreadable file fails here, before any process starts
+        for a in artifacts:  # a missing, unreadable or (without --allow-rejected) rejected file fails here
+            _check_artifact(a, allow_rejected=allow_rejected)
         if runtime is not None:
             get_runtime(runtime)
         _check_accelerator(accelerator, runtime, artifacts)
@@ -102,6 +107,9 @@ def bench(
             what = "is a folder" if data.is_dir() else "is not a regular file" if data.exists() else "does not exist"
             raise InputError(f"--data {data} {what}. Pass an .npz file holding arrays x and y.")
         if device != "host":
+            if allow_rejected:
+                raise InputError(f"--allow-rejected measures on this machine only; drop --device {device}, or drop "
+                                 "--allow-rejected and bench published artifacts there.")
             return _bench_on_device(device, inventory, artifacts, thread_counts, db=db, runtime=runtime,
                                     accelerator=accelerator, bench=bench_options, data=data, timeout_s=timeout_s,
                                     repeat=repeat, run_key=run_key, memory_limit=memory_limit, json_out=json_out)
@@ -131,6 +139,7 @@ def bench(
                 memory_limit_bytes=memory_limit_bytes,
                 progress=lambda i, n, label="": rep.advance(i, n, label),
                 journal=journal,
+                allow_rejected=allow_rejected,
             )
         with store:
             # the ref and command line without credentials: a token in $EDGESTILL_GIT_REF, a URL's user:password
@@ -178,6 +187,27 @@ def _bench_on_device(name: str, inventory: Path | None, artifacts: list[Path], t
     return _render(results, run_id, store.path, repeat=1, json_out=json_out, code=failure_exit_code(results))
 
 
+def _check_artifact(path: Path, *, allow_rejected: bool) -> None:
+    """Open ``path`` as bench will, touching nothing: an artifact, a bare model file, or (``allow_rejected``) a
+    ``*.rejected`` file staged in a scratch folder that is removed again.
+
+    Raises:
+        InputError: a missing or unreadable file; a rejected one without ``allow_rejected`` (the message says why it
+            was rejected and that --allow-rejected measures it).
+    """
+    import tempfile
+
+    from edgestill.artifact import is_rejected, load_rejected
+    from edgestill.runtimes.inspect import artifact_for
+
+    if allow_rejected and is_rejected(path):
+        with tempfile.TemporaryDirectory(prefix="edgestill-rejected-") as tmp:
+            art, _reason = load_rejected(path, tmp)
+            art.verify_files()
+        return
+    artifact_for(path)
+
+
 def _check_accelerator(accelerator: str, runtime: str | None, artifacts: list[Path]) -> None:
     """Refuse, before any process starts, an accelerator unknown or not offered by a runtime the cells will use.
 
@@ -190,10 +220,21 @@ def _check_accelerator(accelerator: str, runtime: str | None, artifacts: list[Pa
 
     RuntimeOptions(accelerator=accelerator)
     by_suffix = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}  # a model file without a manifest
-    formats = {by_suffix.get(a.suffix) or Artifact.load(a).format for a in artifacts}
+    formats = {by_suffix.get(a.suffix) or _format_of(a) for a in artifacts}
     names = {runtime} if runtime is not None else {DEFAULT_RUNTIME[f] for f in formats}
     for name in sorted(names):
         get_runtime(name).check_accelerator(accelerator)
+
+
+def _format_of(path: Path) -> str:
+    """The format an artifact's manifest (or a rejected file's manifest) records."""
+    from edgestill.artifact import Artifact, is_rejected, rejected_manifest_path
+
+    if is_rejected(path):  # checked by _check_artifact already: the manifest is there and valid
+        import json
+
+        return str(json.loads(rejected_manifest_path(path).read_text(encoding="utf-8"))["format"])
+    return Artifact.load(path).format
 
 
 def _journal_path(db: Path, run_key: str) -> Path:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgestill.artifact import MANIFEST_SUFFIX, Artifact, Format, TensorSpec
+from edgestill.artifact import MANIFEST_SUFFIX, Artifact, Format, TensorSpec, is_rejected, rejected_message
 from edgestill.errors import InputError
 
 SUFFIX_FORMAT: dict[str, str] = {".onnx": Format.ONNX.value, ".tflite": Format.TFLITE.value, ".xml": Format.OPENVINO.value}
@@ -62,11 +62,14 @@ def artifact_for(path: str | os.PathLike[str]) -> Artifact:
         precision as read from the file (see the module docstring).
 
     Raises:
-        InputError: a bad manifest (see :meth:`Artifact.load`); a path that is missing, not a regular file, empty,
+        InputError: a ``*.rejected`` file (the message says why it was rejected, from its manifest, and that
+            ``edgestill bench --allow-rejected`` measures it); a bad manifest (see :meth:`Artifact.load`); a path that is missing, not a regular file, empty,
             unreadable, of an unknown suffix, or that its format's library cannot parse; a missing ``.bin``; external
             data outside the file's folder; an I/O dtype edgestill cannot feed. The format's library missing is an
             InputError that names the extra to install.
     """
+    if is_rejected(path):  # a file that failed validation: refused with why, and how to measure it anyway
+        raise InputError(rejected_message(path))
     manifest = manifest_beside(path)
     if manifest is not None:
         return Artifact.load(manifest)
