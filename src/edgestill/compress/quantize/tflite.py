@@ -156,7 +156,7 @@ def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: np.ndarray, p
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    act_observer = _OBSERVERS[options.calibration_method]
+    act_observer = _OBSERVERS[options.calibration_method or "minmax"]
     quantizer = pt2e_quantizer(float_layers=options.float_layers, activation_observer=act_observer)
     t0 = time.perf_counter()
     try:
