@@ -231,9 +231,10 @@ def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | Non
         runtime = f.report.runtime if f.report else f.runtime
         notes.append(f"no labels: the accuracy budget measured top-1 agreement with the fp32 file on {runtime} "
                      f"(drop = 100 x (1 - agreement)); pass data with y for top-1 accuracy")
-    recorded = _recorded_quantization(f)
-    settings = {k: v for k, v in recorded.items() if k not in _BUDGET_KEYS}
-    facts = {**f.budget_facts(), "runtime": f.runtime, "naive_accuracy": f.naive.accuracy,
+    budget = f.budget_facts()
+    # what the format's quantizer recorded (method, per-channel, what equalisation did ...), less the budget's verdict
+    settings = {k: v for k, v in _recorded_quantization(f).items() if k not in _BUDGET_KEYS and k not in budget}
+    facts = {**budget, "runtime": f.runtime, "naive_accuracy": f.naive.accuracy,
              "naive_drop_points": f.naive.drop_points, "sqnr_db": f.final.sqnr_db, "stopped_by": f.stopped_by,
              "options": settings.pop("options", None) or config.options.to_dict(), "settings": settings}
     error, failure = f.error, None
@@ -311,9 +312,11 @@ def rejection_hint(f: FormatResult, config: QuantizeConfig, options: Mapping[str
         first = (f"What to try: `{cmd}` (ranks the layers by int8 sensitivity, keeps the most sensitive in float, and "
                  "with --repair fine-tunes under int8 with the fp32 model as the oracle when that is not enough; "
                  "--report shows the ranking)")
+    calibrate = "" if config.precision != "int8-static" else (
+        f"; another --calibration-method than {method} ({', '.join(others)}, or auto to try each on held-out "
+        "calibration data)")
     parts.append(
-        f"{first}; another --calibration-method than {method} ({', '.join(others)}, or auto to try each on held-out "
-        "calibration data); --equalize and --bias-correction (cross-layer equalisation and bias correction, which "
+        f"{first}{calibrate}; --equalize and --bias-correction (cross-layer equalisation and bias correction, which "
         f"fix depthwise weights that quantize badly){fallback}; or ship {f.format} in float (--precision fp16 or fp32)."
     )
     return " ".join(parts)
