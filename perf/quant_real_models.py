@@ -114,14 +114,17 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> floa
 
 
 def train_one(name: str, data: RealData, *, epochs: int, lr: float, batch_size: int = 64, seed: int = 0,
-              log=None) -> tuple[object, dict]:
-    """Train one zoo model from scratch; returns (model in eval mode, the facts for its JSON)."""
+              model_kwargs: dict | None = None, log=None) -> tuple[object, dict]:
+    """Train one model from scratch; returns (model in eval mode, the facts for its JSON).
+
+    ``model_kwargs``: architecture options for ``create_model`` (none for the zoo; the smoke test's tiny model).
+    """
     import torch
 
     from edgestill.models import create_model
 
     torch.manual_seed(seed)
-    model = create_model(name, num_classes=data.num_classes, in_channels=3, seed=seed)
+    model = create_model(name, num_classes=data.num_classes, in_channels=3, seed=seed, **(model_kwargs or {}))
     x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
     steps = epochs * ((len(y) + batch_size - 1) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -146,7 +149,7 @@ def train_one(name: str, data: RealData, *, epochs: int, lr: float, batch_size: 
     seconds = time.perf_counter() - t0
     model.eval()
     info = {
-        "architecture": name, "num_classes": data.num_classes, "input_shape": [3, data.image_size, data.image_size],
+        "architecture": name, "model_kwargs": model_kwargs or {}, "num_classes": data.num_classes, "input_shape": [3, data.image_size, data.image_size],
         "dataset": data.name, "image_size": data.image_size, "n_train": len(data.train_y), "n_test": len(data.test_y),
         "split": "train: digits train split; test: digits val + test splits", "data_seed": DATA_SEED, "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": "adamw+onecycle",
         "augment": f"shift<={max(1, SHIFT * data.image_size // 32)}px", "seed": seed, "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
@@ -170,10 +173,12 @@ def save_trained(model, info: dict, cache: Path = CACHE) -> None:
 
 
 def train_all(names=MODELS, *, force: bool = False, threads: int = 2, cache: Path = CACHE, image_size: int = IMAGE_SIZE,
-              n_train: int | None = None, n_test: int | None = None, epochs: int | None = None, log=print) -> list[dict]:
+              n_train: int | None = None, n_test: int | None = None, epochs: int | None = None,
+              model_kwargs: dict[str, dict] | None = None, log=print) -> list[dict]:
     """Train (or reuse from the cache) each named model; returns each model's JSON facts.
 
-    ``epochs`` overrides the per-model recipe (the smoke test uses 1 with a tiny ``image_size``/``n_train``).
+    ``epochs`` overrides the per-model recipe and ``model_kwargs`` (name -> options) sets architecture options:
+    the smoke test trains a tiny ``mobilenetv2-student`` for 1 epoch on a slice of the data.
     """
     import torch
 
@@ -185,8 +190,9 @@ def train_all(names=MODELS, *, force: bool = False, threads: int = 2, cache: Pat
         if meta.exists() and (cache / f"{name}.safetensors").exists() and not force:
             out.append(json.loads(meta.read_text()))
             continue
-        recipe = RECIPES[name]
-        model, info = train_one(name, data, epochs=int(epochs or recipe["epochs"]), lr=float(recipe["lr"]), log=log)
+        recipe = RECIPES.get(name, {"epochs": 1, "lr": 3e-3})
+        model, info = train_one(name, data, epochs=int(epochs or recipe["epochs"]), lr=float(recipe["lr"]),
+                                model_kwargs=(model_kwargs or {}).get(name), log=log)
         save_trained(model, info, cache)
         log(json.dumps(info))
         out.append(info)
@@ -210,7 +216,8 @@ def load_trained(name: str, *, cache: Path = CACHE):
     meta = json.loads(meta_path.read_text())
     data = load_data(image_size=meta["image_size"], n_train=meta["n_train"], n_test=meta["n_test"],
                      seed=meta.get("data_seed", DATA_SEED))
-    model = create_model(meta["architecture"], num_classes=meta["num_classes"], in_channels=3, seed=0)
+    model = create_model(meta["architecture"], num_classes=meta["num_classes"], in_channels=3, seed=0,
+                         **meta.get("model_kwargs", {}))
     model.load_state_dict(load_file(str(cache / f"{name}.safetensors")))
     model.eval()
     return model, torch.from_numpy(data.test_x[:1].copy()), data

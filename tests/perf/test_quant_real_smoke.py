@@ -1,0 +1,68 @@
+"""perf/quant_real.py end to end on a tiny setting: a tiny MobileNetV2 trained one epoch on a slice of the data, one format."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+NAME = "mobilenetv2-student"
+PERF = Path(__file__).resolve().parents[2] / "perf"
+
+
+@pytest.fixture()
+def perf_path(monkeypatch: pytest.MonkeyPatch):
+    """The two perf modules, importable; torch's thread count (they set 1) restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.syspath_prepend(str(PERF))
+    import quant_real
+    import quant_real_models
+
+    yield quant_real, quant_real_models
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_quant_real_trains_caches_and_prints_one_row_per_cell_and_a_summary(tmp_path: Path, perf_path, capsys) -> None:
+    """A cached model is reused (not retrained), each cell row carries the acceptance fields and a verdict, and the
+    markdown table has one row per cell. Bad inputs tried: a model name the cache lacks (FileNotFoundError naming
+    the training command), and a row with no agreement and a slow int8 file (marked a miss with each reason)."""
+    quant_real, qm = perf_path
+    cache = tmp_path / "cache"
+    tiny = {NAME: {"blocks": [[2, 16, 1, 2]], "last_channels": 32, "stem_stride": 2}}
+    (info,) = qm.train_all([NAME], cache=cache, n_train=128, n_test=64, epochs=1, threads=1, model_kwargs=tiny,
+                           log=lambda _s: None)
+    assert info["architecture"] == NAME and info["n_train"] == 128 and info["epochs"] == 1
+    assert 0.0 <= info["fp32_test_accuracy"] <= 1.0 and info["input_shape"] == [3, 32, 32]
+    assert (cache / f"{NAME}.safetensors").exists()
+    again = qm.train_all([NAME], cache=cache, n_train=128, n_test=64, epochs=1, log=lambda _s: None)
+    assert again == [info]  # reused from the cache, not retrained
+    model, example, data = qm.load_trained(NAME, cache=cache)
+    assert tuple(example.shape) == (1, 3, 32, 32) and data.test_x.shape == (64, 3, 32, 32) and data.train_y.shape == (128,)
+    with pytest.raises(FileNotFoundError, match="quant_real_models.py --models resnet18"):
+        qm.load_trained("resnet18", cache=cache)
+
+    md = tmp_path / "table.md"
+    assert quant_real.main(["--models", NAME, "--formats", "onnx", "--no-latency", "--no-repair",
+                            "--max-float-layers", "0", "--calibration-samples", "32", "--cache", str(cache),
+                            "--md-out", str(md)]) == 0
+    lines = [json.loads(s) for s in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 2
+    row, summary = lines
+    assert row["model"] == NAME and row["format"] == "onnx" and row["runtime"] == "onnxruntime"
+    assert row["calibration_samples"] == 32 and row["eval_samples"] == 64 and len(row["load_average"]) == 3
+    assert row["naive_sqnr_db"] is not None and 0 <= row["final_agreement"] <= 1 and row["verdict"] in ("pass", "miss")
+    assert row["options"]  # the resolved options that ran, from the manifest
+    assert summary["summary"] and summary["cells"] == 1 and summary["latency"] is False
+    table = md.read_text().splitlines()
+    assert len(table) == 3 and f"| {NAME} |" in table[2]
+
+    bad = {"final_agreement": None, "final_drop_points": 2.5, "final_speedup": 1.1, "final_acc": 0.5}
+    verdict, misses = quant_real.verdict(bad, latency_on=True)
+    assert verdict == "miss" and len(misses) == 3
+    assert quant_real.verdict({**bad, "final_agreement": 0.99, "final_drop_points": 0.4, "final_speedup": 2.0},
+                              latency_on=True) == ("pass", [])
