@@ -98,3 +98,13 @@ def test_export_takes_the_quantize_options_and_a_rejected_int8_cell_says_what_to
     assert "Kept as tiny_cnn-onnx-int8-static.onnx.rejected, tiny_cnn-onnx-int8-static.manifest.json.rejected" in said
     assert "edgestill bench --allow-rejected" in said and "another --calibration-method than percentile" in said
     assert "--equalize" in said and "--max-float-layers, now 0" in said and "--precision fp16 or fp32" in said
+
+
+def test_a_bad_int8_option_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Bad input tried: an unknown --calibration-method (exit 2 naming the choices, no --out folder made; a dynamic
+    TFLite recipe for static int8 is refused the same way, see tests/quantize/test_convert.py)."""
+    out = tmp_path / "out"
+    r = edgestill("export", "--model", "tests.export.models:tiny_cnn", "--input-shape", "1x3x32x32",
+                  "--precision", "int8-static", "--calibration-method", "bogus", "--out", str(out))
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Valid: minmax, entropy, percentile, mse, auto" in said and not out.exists(), r.stderr

@@ -85,7 +85,7 @@ def export_command(
         help="int8 cells: allowed top-1 loss vs the fp32 file on the same runtime, absolute points (without labels: top-1 disagreement, %).",
     ),
     time_budget: float = typer.Option(300.0, "--time-budget", help="int8 cells: seconds for the float-fallback search per format."),
-    max_float_layers: int | None = typer.Option(None, "--max-float-layers", help="int8 cells: at most this many layers kept float (0: all-int8)."),
+    max_float_layers: int | None = typer.Option(None, "--max-float-layers", min=0, help="int8 cells: at most this many layers kept float (0: all-int8)."),
     calibration_samples: int = typer.Option(
         DEFAULT_CALIBRATION_SAMPLES, "--calibration-samples", min=1,
         help="int8-static: at most this many --data samples (after the first --samples) calibrate.",
