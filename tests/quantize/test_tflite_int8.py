@@ -126,3 +126,28 @@ def test_integer_io_on_a_dynamic_range_file_is_refused_with_the_fix(tmp_path, ti
         quantize_export(tiny_cnn, example_inputs, format="tflite", precision="int8-dynamic", staging_dir=tmp_path, name="d",
                         options=QuantOptions(integer_io=True))
     assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_a_model_that_fixes_its_batch_is_calibrated_one_sample_at_a_time(tmp_path, calibration_x) -> None:
+    """Bad input tried: a forward that reshapes to a literal batch of 1, which no dynamic-batch export can keep."""
+    import torch
+    from torch import nn
+
+    class FixedBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, 4), nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).reshape(1, -1))
+
+    torch.manual_seed(0)
+    model = FixedBatch().eval()
+    art = quantize_export(model, (torch.from_numpy(calibration_x[:1]),), format="tflite", calibration=calibration_x[:8],
+                          staging_dir=tmp_path, name="b")
+    assert art.quantization["calibration_batch"] == 1
+    x = calibration_x[8:24]
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(x[i : i + 1])).numpy() for i in range(len(x))])
+    got = _outputs(art, x)
+    assert 10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2)) >= SQNR_FLOOR_DB
