@@ -97,11 +97,12 @@ def test_oracle_repair_without_labels_beats_naive_int8_and_says_so(digits, outli
     assert all(torch.equal(before[k], v) for k, v in outlier_cnn.state_dict().items())  # the student is untouched
     assert type(repaired) is type(outlier_cnn) and repaired.state_dict().keys() == outlier_cnn.state_dict().keys()
     assert info["oracle"] == "fp32 model" and info["labels"] == "no"
+    assert info["bn"].startswith("folded into 3 convs")  # every conv-BN pair folded, so the simulation matches the file
     assert len(info["fake_quant_sqnr_db_per_epoch"]) == 4 and not np.isnan(info["final_loss"])
     naive = _onnx_agreement(outlier_cnn, outlier_cnn, digits, tmp_path, "naive")
     fixed = _onnx_agreement(repaired, outlier_cnn, digits, tmp_path, "repaired")
     assert naive < 0.9  # the crafted outliers really break all-int8 PTQ...
-    assert fixed >= naive + 0.05, (naive, fixed, info)  # ...and label-free repair recovers agreement with fp32
+    assert fixed >= naive + 0.2, (naive, fixed, info)  # ...and label-free repair recovers agreement with fp32
 
 
 def test_bad_repair_inputs_are_input_errors_that_say_what_to_do(digits, outlier_cnn) -> None:
