@@ -43,11 +43,13 @@ DATASET = "digits"
 SHIFT = 3  # augmentation: random shifts of up to this many pixels at 32×32
 # Per model: epochs and the one-cycle peak learning rate (AdamW).
 RECIPES: dict[str, dict[str, float | int]] = {
-    "mobilenet_v2": {"epochs": 5, "lr": 3e-3},
+    "mobilenet_v2": {"epochs": 15, "lr": 3e-3},  # 5 epochs: 56.8%
     "mobilenet_v3_small": {"epochs": 6, "lr": 3e-3},
-    "efficientnet_lite0": {"epochs": 5, "lr": 3e-3},
+    "efficientnet_lite0": {"epochs": 10, "lr": 3e-3},  # 5 epochs: 76.4%
     "resnet18": {"epochs": 5, "lr": 2e-3},
-    "squeezenet1_1": {"epochs": 10, "lr": 1e-3},
+    # No BatchNorm, a ReLU on the logits: at lr 1e-3 every logit died (10.2%, loss stuck at ln 10); at 3e-4 for
+    # 6 epochs 41.7%, 6e-4 for 20 epochs 49.1%, 3e-4 for 20 epochs 76.2%.
+    "squeezenet1_1": {"epochs": 20, "lr": 3e-4},
 }
 
 
