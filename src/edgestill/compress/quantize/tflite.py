@@ -218,10 +218,10 @@ def _aeq(model: torch.nn.Module, args: tuple, calibration: np.ndarray | None, pa
             (sig_key,) = list(interp.get_signature_list())
             (in_name,) = list(interp.get_signature_list()[sig_key]["inputs"])
             t1 = time.perf_counter()
-            result = q.calibrate({sig_key: [{in_name: np.ascontiguousarray(s[None])} for s in calibration]})
+            result = _aeq_minmax_calibration(fp32, recipe_name, {sig_key: [{in_name: np.ascontiguousarray(s[None])} for s in calibration]})
             t2 = time.perf_counter()
             q.quantize(result).export_model(str(path), overwrite=True)
-            details.update({"activations": "int8", "activation_observer": "min/max of each tensor over the calibration set",
+            details.update({"activations": "int8", "activation_observer": "min/max of each tensor over all calibration samples",
                             "weight_observer": "per-channel min/max (symmetric)", "calibration_method_used": "minmax",
                             "calibration_batch": 1, "calibration_seconds": round(t2 - t1, 3),
                             "conversion_seconds": round(t1 - t0 + time.perf_counter() - t2, 3)})
@@ -233,6 +233,23 @@ def _aeq(model: torch.nn.Module, args: tuple, calibration: np.ndarray | None, pa
     finally:
         fp32.unlink(missing_ok=True)
     return details
+
+
+def _aeq_minmax_calibration(fp32: Path, recipe_name: str, data: dict[str, list[dict[str, np.ndarray]]]) -> Any:
+    """ai-edge-quantizer's calibration with the min and max over all samples.
+
+    ``Quantizer.calibrate`` keeps a moving average (factor 0.95) of each sample's min/max, which ends well inside the
+    calibration's extremes: on a trained resnet18 its logits' range topped at 12.95 where torch's reached 25.8,
+    so the top logits saturated (13 dB SQNR). Its Calibrator takes the update rule; ``min_max_update`` is MinMax.
+    """
+    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(getattr(recipe, recipe_name)())
+    calib = calibrator.Calibrator(fp32.read_bytes(), qsv_update_func=qsv_utils.min_max_update)
+    calib.calibrate(data, manager)
+    return calib.get_model_qsvs()
 
 
 def float_io(path: Path) -> None:
