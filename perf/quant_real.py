@@ -15,7 +15,7 @@ than fp32; per model, ≥ 1.5× on at least two runtimes. One JSON line per cell
 ``--markdown`` the README table goes to stderr (and to ``--md-out`` when given).
 
 Usage: python perf/quant_real.py [--models mobilenet_v2,...] [--formats onnx,tflite,openvino] [--rounds 5]
-       [--no-latency] [--no-repair] [--markdown] [--md-out perf/results/quant_real.md]
+       [--no-latency] [--no-repair] [--label-free] [--markdown] [--md-out perf/results/quant_real.md]
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ def run_cell(name: str, fmt: str, model, example, data, info: dict[str, Any], ar
     with tempfile.TemporaryDirectory(prefix="quant-real-") as tmp, contextlib.redirect_stdout(sys.stderr):
         try:
             result = quantize(model, (example,), config, Path(tmp) / "out", calibration=data.train_x[idx],
-                              calibration_ids=[str(i) for i in idx], eval_x=data.test_x, eval_y=data.test_y, repair=repair)
+                              calibration_ids=[str(i) for i in idx], eval_x=data.test_x,
+                              eval_y=None if args.label_free else data.test_y, repair=repair)
         except Exception as exc:  # one cell failing (an op a format cannot express) must not stop the matrix
             row = {"model": name, "format": fmt, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}",
                    "quantize_s": round(time.perf_counter() - t0, 1), "torch_fp32_acc": info.get("fp32_test_accuracy")}
@@ -141,7 +142,7 @@ def run_cell(name: str, fmt: str, model, example, data, info: dict[str, Any], ar
             return row
         seconds = time.perf_counter() - t0
         row = cell_row(name, info, result.formats[0], seconds, args.latency)
-    row.update(calibration_samples=int(len(idx)), eval_samples=int(len(data.test_y)), threads=1,
+    row.update(label_free=bool(args.label_free), calibration_samples=int(len(idx)), eval_samples=int(len(data.test_y)), threads=1,
                rounds=args.rounds if args.latency else 0, load_average=[round(v, 2) for v in os.getloadavg()],
                calibration_class_counts=np.bincount(data.train_y[idx], minlength=data.num_classes).tolist())
     return row
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-repair", dest="repair", action="store_false", help="no KD repair when fallback misses")
     parser.add_argument("--repair-epochs", type=int, default=2)
     parser.add_argument("--time-budget", type=float, default=180.0, help="float-fallback search seconds per cell")
+    parser.add_argument("--label-free", action="store_true",
+                        help="the verb's label-free budget: top-1 agreement with the fp32 file (drop = 100 × (1 − agreement))")
     parser.add_argument("--max-float-layers", type=int, default=None, help="float-fallback limit (default: none; 0: all-int8)")
     parser.add_argument("--calibration-samples", type=int, default=CALIBRATION_SAMPLES)
     parser.add_argument("--cache", default=None, help="trained-model cache folder (default perf/.cache/quant_real)")
