@@ -10,8 +10,17 @@ the repaired weights; the repaired cells are scored against the *original* fp32 
 re-quantizes every format, missing or not. One JSON line per model × format; ``repair`` holds the repair summary
 (seconds, best epoch, fake-quant SQNR per epoch) on the first line of each model that was repaired.
 
+Measured here (2026-12-02, 1 thread on a shared 2-core machine, F's models: digits at 32×32, 597 test images;
+``--epochs 2 --train 1000``, lr 1e-5, KL only, BN folded): naive misses on mobilenet_v2 (fp32 56.8 %; agreement
+onnx 88.4 %, tflite 83.1 %, openvino 86.9 %), mobilenet_v3_small (tflite 96.8 %, openvino 95.5 % / 1.34 pts) and
+efficientnet_lite0 (tflite 96.3 %). The repair raised the fake-quant SQNR vs fp32 on the calibration samples
+(mobilenet_v2 13.8 → 14.4 dB, mobilenet_v3_small 19.1 → 20.1 dB; efficientnet_lite0 none, so its weights were kept)
+but not the files' agreement on the test split (mobilenet_v2 onnx 86.6 %, tflite 82.4 %, openvino 86.4 %;
+mobilenet_v3_small tflite 96.5 %, openvino 95.6 % / 1.17 pts): no missing cell was brought within the 97 % / 1 point
+budget. Repair took 28-50 s per model. resnet18 and squeezenet1_1 met the budget in every format without repair.
+
 Usage: python perf/quant_repair.py [--models mobilenet_v3_small,...] [--formats onnx,tflite,openvino]
-       [--epochs 2] [--lr 1e-4] [--logit-mse 0] [--freeze-bn-epochs 1] [--train 1000] [--calibration 300]
+       [--epochs 2] [--lr 1e-5] [--logit-mse 0] [--no-fold-bn] [--train 1000] [--calibration 300]
        [--threads 1] [--all] [--train-epochs N]
 """
 
@@ -76,9 +85,9 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet_v2,mobilenet_v3_small,efficientnet_lite0,resnet18,squeezenet1_1")
     parser.add_argument("--formats", default="onnx,tflite,openvino")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=None, help="default: ORACLE_LR (1e-5)")
     parser.add_argument("--logit-mse", type=float, default=0.0)
-    parser.add_argument("--freeze-bn-epochs", type=int, default=1)
+    parser.add_argument("--no-fold-bn", action="store_true", help="QAT with BatchNorm unfolded (batch statistics for one epoch)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--train", type=int, default=1000, help="training samples the repair sees (no labels)")
     parser.add_argument("--calibration", type=int, default=300)
@@ -107,8 +116,8 @@ def main() -> None:
             repaired_cells, info = {}, None
             if todo:
                 config = oracle_repair_config(model, (example,), train_x=data.train_x[: args.train], epochs=args.epochs,
-                                              lr=args.lr, logit_mse=args.logit_mse, batch_size=args.batch_size,
-                                              freeze_bn_epochs=args.freeze_bn_epochs)
+                                              logit_mse=args.logit_mse, batch_size=args.batch_size,
+                                              fold_bn=not args.no_fold_bn, **({"lr": args.lr} if args.lr else {}))
                 repaired, info = repair_with_teacher(model, (example,), config, calibration=calib)
                 repaired_cells = {fmt: _cell(repaired, example, fmt, calib, data, fp32_logits, Path(tmp),
                                              f"{name}-{fmt}-repaired") for fmt in todo}
