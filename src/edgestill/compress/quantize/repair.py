@@ -198,11 +198,13 @@ def repair_with_teacher(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Fine-tune ``student`` under int8 fake quantization toward the oracle; return a float copy with the new weights.
 
-    The fake-quant ranges start from a post-training calibration pass (``calibration``, else the first training
-    samples: the running mean of each batch's min/max, what the formats' MinMax calibration measures). The
+    The fake-quant ranges start from a post-training calibration pass (``calibration``, else the first 256 training
+    samples: the global min/max of each activation, what the formats' MinMax calibration measures). The
     int8-simulated model is scored against the oracle (logits SQNR) before training and after each epoch on those
-    samples, with observers off; the best state is kept, so the result is never a worse starting point for the
-    formats' own PTQ than the student itself (``best_epoch`` 0 then says the repair did not help).
+    samples, with observers off, and the best state by that score is kept (``best_epoch`` 0: no epoch beat the
+    student's own simulation, and its weights come back unchanged). The score is a simulation on the calibration
+    samples: each format's own file, measured on held-out data, can still come out slightly different
+    (perf/quant_repair.py measures both), so callers compare the repaired file with the naive one.
 
     Args:
         student: the float student (left unchanged).
