@@ -97,22 +97,36 @@ def cell_row(model_name: str, info: dict[str, Any], f, seconds: float, latency_o
     return row
 
 
+def _short_error(error: str | None) -> str:
+    """The verb's rejection reason in a few words (for the table)."""
+    import re
+
+    text = " ".join(str(error or "").split())
+    m = re.search(r"failed parity with torch: (.*?) \(max_abs", text)
+    if m:
+        return f"parity: {m.group(1)}"
+    m = re.search(r"missed the accuracy budget: (.*?);", text)
+    if m:
+        return f"over budget: {m.group(1)}"
+    return text[:160]
+
+
 def verdict(row: dict[str, Any], latency_on: bool) -> tuple[str, list[str]]:
-    """``pass`` or ``miss`` and why, against the acceptance (agreement, drop, speed)."""
+    """``pass`` or ``miss`` and why, against the acceptance (agreement, drop, speed) and the verb's own verdict."""
     misses = []
     if row.get("error") and row.get("final_acc") is None:
-        return "miss", [f"no int8 file: {row['error'][:200]}"]
+        return "miss", [f"no int8 file: {_short_error(row['error'])}"]
     agree, drop = row.get("final_agreement"), row.get("final_drop_points")
     if agree is None or agree < MIN_AGREEMENT:
-        misses.append(f"agreement {agree} < {MIN_AGREEMENT}")
+        misses.append("agreement " + ("unknown" if agree is None else f"{100 * agree:.1f}%") + f" < {100 * MIN_AGREEMENT:g}%")
     if drop is None or drop > MAX_DROP_POINTS:
-        misses.append(f"drop {drop} pts > {MAX_DROP_POINTS}")
+        misses.append(f"drop {drop} pts > {MAX_DROP_POINTS:g}")
     if latency_on:
-        s = row.get("final_speedup")
-        if s is None or s < MIN_SPEEDUP:
-            misses.append(f"speed-up {s}× < {MIN_SPEEDUP}×")
-    if row.get("passed") is False and not misses:
-        misses.append(f"the verb rejected the file: {str(row.get('error'))[:200]}")
+        sp = row.get("final_speedup")
+        if sp is None or sp < MIN_SPEEDUP:
+            misses.append(("speed-up unknown" if sp is None else f"speed-up {sp:.2f}×") + f" < {MIN_SPEEDUP:g}×")
+    if row.get("passed") is False:
+        misses.append(f"rejected by the verb ({_short_error(row.get('error'))})")
     return ("pass" if not misses else "miss"), misses
 
 
@@ -187,6 +201,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """Per model: cells within the acceptance, and the runtimes where int8 is ≥ 1.5× faster."""
+    lines = []
+    for name, m in summary["models"].items():
+        fast = ", ".join(m["fast_runtimes"]) or "none"
+        speed = "" if m["two_fast_runtimes"] is None else f"; ≥ {MIN_SPEEDUP:g}× faster on {fast}"
+        lines.append(f"- {name}: {m['passed']}/{m['cells']} cells pass{speed}.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mobilenet_v2,mobilenet_v3_small,efficientnet_lite0,resnet18,squeezenet1_1")
@@ -226,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.markdown:
             print(table, file=sys.stderr)
         if args.md_out:
-            Path(args.md_out).write_text(table + "\n")
+            Path(args.md_out).write_text(f"{table}\n\n{summary_markdown(summary)}\n")
     return 0
 
 

@@ -59,10 +59,14 @@ def test_quant_real_trains_caches_and_prints_one_row_per_cell_and_a_summary(tmp_
     assert row["options"]  # the resolved options that ran, from the manifest
     assert summary["summary"] and summary["cells"] == 1 and summary["latency"] is False
     table = md.read_text().splitlines()
-    assert len(table) == 3 and f"| {NAME} |" in table[2]
+    assert len(table) == 5 and f"| {NAME} |" in table[2] and table[4].startswith(f"- {NAME}: 1/1 cells pass")
 
     bad = {"final_agreement": None, "final_drop_points": 2.5, "final_speedup": 1.1, "final_acc": 0.5}
     verdict, misses = quant_real.verdict(bad, latency_on=True)
-    assert verdict == "miss" and len(misses) == 3
+    assert verdict == "miss" and len(misses) == 3 and misses[0] == "agreement unknown < 97%"
+    verdict, misses = quant_real.verdict({**bad, "final_agreement": 0.99, "final_drop_points": 0.0, "final_speedup": 2.0,
+                                          "passed": False, "error": "x failed parity with torch: output 'y' missed "
+                                          "sqnr_db 19.0 vs bound 20 (max_abs 1.2)"}, latency_on=True)
+    assert misses == ["rejected by the verb (parity: output 'y' missed sqnr_db 19.0 vs bound 20)"]
     assert quant_real.verdict({**bad, "final_agreement": 0.99, "final_drop_points": 0.4, "final_speedup": 2.0},
                               latency_on=True) == ("pass", [])
