@@ -49,17 +49,23 @@ def test_quant_real_trains_caches_and_prints_one_row_per_cell_and_a_summary(tmp_
     md = tmp_path / "table.md"
     assert quant_real.main(["--models", NAME, "--formats", "onnx", "--no-latency", "--no-repair",
                             "--max-float-layers", "0", "--calibration-samples", "32", "--cache", str(cache),
+                            "--latency-size", "40", "--latency-calibration", "8", "--latency-eval", "8", "--rounds", "1",
                             "--md-out", str(md)]) == 0
     lines = [json.loads(s) for s in capsys.readouterr().out.strip().splitlines()]
-    assert len(lines) == 2
-    row, summary = lines
+    assert [r.get("kind", "summary") for r in lines] == ["cell", "speed_at_size", "summary"]
+    row, speed, summary = lines
     assert row["model"] == NAME and row["format"] == "onnx" and row["runtime"] == "onnxruntime"
     assert row["calibration_samples"] == 32 and row["eval_samples"] == 64 and len(row["load_average"]) == 3
     assert row["naive_sqnr_db"] is not None and 0 <= row["final_agreement"] <= 1 and row["verdict"] in ("pass", "miss")
     assert row["options"]  # the resolved options that ran, from the manifest
+    assert row["final_speedup"] is None and not any("speed" in m for m in row["misses"])  # --no-latency: not judged
+    assert speed["image_size"] == 40 and speed["fp32_p50_ms"] > 0 and speed["int8_p50_ms"] > 0
+    assert speed["speedup"] == pytest.approx(speed["fp32_p50_ms"] / speed["int8_p50_ms"], rel=0.01)
     assert summary["summary"] and summary["cells"] == 1 and summary["latency"] is False
+    assert summary["models"][NAME]["two_fast_runtimes_at_40"] is False  # one runtime cannot be two
     table = md.read_text().splitlines()
-    assert len(table) == 5 and f"| {NAME} |" in table[2] and table[4].startswith(f"- {NAME}: 1/1 cells pass")
+    assert f"| {NAME} |" in table[2] and f"| {NAME} | onnx |" in table[8]
+    assert table[-1].startswith(f"- {NAME}: 1/1 cells pass") or table[-1].startswith(f"- {NAME}: 0/1 cells pass")
 
     bad = {"final_agreement": None, "final_drop_points": 2.5, "final_speedup": 1.1, "final_acc": 0.5}
     verdict, misses = quant_real.verdict(bad, latency_on=True)
