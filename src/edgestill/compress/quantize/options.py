@@ -88,7 +88,7 @@ class QuantOptions:
             raise ConfigError(f"quantize.integer_io must be true or false, got {self.integer_io!r}.")
 
     def recipe_for(self, precision: str) -> str:
-        """The TFLite recipe used for ``precision``.
+        """The TFLite recipe used for ``precision``; None: pt2e for static (chosen by measurement, figures in tflite.py).
 
         Raises:
             ConfigError: a static recipe asked for a dynamic precision, or the reverse.
