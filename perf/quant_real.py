@@ -21,6 +21,7 @@ than fp32; per model, ≥ 1.5× on at least two runtimes. One JSON line per cell
 
 Usage: python perf/quant_real.py [--models mobilenet_v2,...] [--formats onnx,tflite,openvino] [--rounds 5]
        [--no-latency] [--no-repair] [--label-free] [--latency-size 224] [--markdown] [--md-out FILE]
+       python perf/quant_real.py --from RUN1.jsonl [RUN2.jsonl ...] [--markdown] [--md-out FILE]
 """
 
 from __future__ import annotations
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-calibration", type=int, default=64, help="calibration samples for --latency-size")
     parser.add_argument("--latency-eval", type=int, default=64, help="agreement samples for --latency-size")
     parser.add_argument("--only-latency-size", action="store_true", help="skip the accuracy cells (with --latency-size)")
+    parser.add_argument("--from", dest="from_files", nargs="+", default=None,
+                        help="no runs: read the rows of these JSON-lines files (earlier runs) and print the summary/table")
     parser.add_argument("--cache", default=None, help="trained-model cache folder (default perf/.cache/quant_real)")
     parser.add_argument("--markdown", action="store_true", help="print the README table to stderr")
     parser.add_argument("--md-out", default=None, help="also write the table (with the summary) to this file")
@@ -310,7 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     cache = Path(args.cache) if args.cache else qm.CACHE
     rows = []
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    if args.from_files:
+        for path in args.from_files:
+            rows += [r for r in (json.loads(s) for s in Path(path).read_text().splitlines() if s.startswith("{"))
+                     if not r.get("summary")]
+        for r in rows:  # judged again: the acceptance code may be newer than the run
+            if r.get("kind", "cell") == "cell" and "final_agreement" in r:
+                r["verdict"], r["misses"] = verdict(r, bool(r.get("rounds")))
+        args.latency = any(r.get("kind", "cell") == "cell" and r.get("rounds") for r in rows)
+    for name in [] if args.from_files else [m.strip() for m in args.models.split(",") if m.strip()]:
         model, example, data = qm.load_trained(name, cache=cache)
         info = qm.trained_info(name, cache=cache)
         for fmt in [f.strip() for f in args.formats.split(",") if f.strip()]:

@@ -51,7 +51,8 @@ def test_quant_real_trains_caches_and_prints_one_row_per_cell_and_a_summary(tmp_
                             "--max-float-layers", "0", "--calibration-samples", "32", "--cache", str(cache),
                             "--latency-size", "40", "--latency-calibration", "8", "--latency-eval", "8", "--rounds", "1",
                             "--md-out", str(md)]) == 0
-    lines = [json.loads(s) for s in capsys.readouterr().out.strip().splitlines()]
+    out = capsys.readouterr().out
+    lines = [json.loads(s) for s in out.strip().splitlines()]
     assert [r.get("kind", "summary") for r in lines] == ["cell", "speed_at_size", "summary"]
     row, speed, summary = lines
     assert row["model"] == NAME and row["format"] == "onnx" and row["runtime"] == "onnxruntime"
@@ -66,6 +67,9 @@ def test_quant_real_trains_caches_and_prints_one_row_per_cell_and_a_summary(tmp_
     table = md.read_text().splitlines()
     assert f"| {NAME} |" in table[2] and f"| {NAME} | onnx |" in table[8]
     assert table[-1].startswith(f"- {NAME}: 1/1 cells pass") or table[-1].startswith(f"- {NAME}: 0/1 cells pass")
+    (tmp_path / "run.jsonl").write_text(out)
+    assert quant_real.main(["--from", str(tmp_path / "run.jsonl"), "--md-out", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_text() == md.read_text()  # the table again from the saved rows, nothing rerun
 
     bad = {"final_agreement": None, "final_drop_points": 2.5, "final_speedup": 1.1, "final_acc": 0.5}
     verdict, misses = quant_real.verdict(bad, latency_on=True)
