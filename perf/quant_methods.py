@@ -15,7 +15,7 @@ NNCF's full BiasCorrection instead of the fast one).
 
 Usage: python perf/quant_methods.py [--models mobilenet_v2,efficientnet_lite0,mobilenet_v3_small]
        [--formats onnx,openvino,tflite] [--methods minmax,mse] [--settings off,eq,bc,eq+bc]
-       [--calibration-samples 300] [--eval-samples 597]
+       [--calibration-samples 300] [--eval-samples 597] [--grid full|axes]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def _model(name: str, fallback_epochs: int):
     try:
         model, example, data = qr.load_trained(name)
         info = qr.trained_info(name)
-        return model, example, data, {"trained": "perf/quant_real_models.py cache", "fp32_test_accuracy": info.get("test_accuracy")}
+        return model, example, data, {"trained": "perf/quant_real_models.py cache", "fp32_test_accuracy": info.get("fp32_test_accuracy"),
+                                      "image_size": info.get("image_size"), "epochs": info.get("epochs")}
     except FileNotFoundError:
         import torch
 
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--calibration-samples", type=int, default=300)
     parser.add_argument("--eval-samples", type=int, default=597)
     parser.add_argument("--fallback-epochs", type=int, default=3)
+    parser.add_argument("--grid", default="full", choices=("full", "axes"),
+                        help="full: every method x setting; axes: each method with 'off', then each setting with the first method")
     args = parser.parse_args()
 
     import numpy as np
@@ -85,6 +88,8 @@ def main() -> None:
             methods = [m for m in args.methods.split(",") if m] or list(AUTO_METHODS[fmt])
             for method in methods:
                 for setting in settings:
+                    if args.grid == "axes" and setting != "off" and method != methods[0]:
+                        continue
                     eq, bc = SETTINGS[setting]
                     if setting == "bc-full" and fmt != "openvino":
                         continue

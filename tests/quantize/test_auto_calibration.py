@@ -12,6 +12,7 @@ import pytest
 from edgestill.compress.quantize import QuantOptions, quantize_export
 from edgestill.compress.quantize.auto import AUTO_METHODS, candidates, split_calibration
 from edgestill.compress.quantize.onnx import mse_range
+from edgestill.compress.quantize.options import FORMAT_DEFAULTS
 from edgestill.errors import ConfigError, InputError
 
 
@@ -24,7 +25,8 @@ def test_auto_on_onnx_keeps_the_best_scored_file_and_records_every_candidate(tmp
     auto = art.quantization["auto"]
     assert auto["split"]["fit"] == 30 and auto["split"]["held_out"] == 10
     rows = auto["candidates"]
-    assert [r["calibration_method"] for r in rows] == ["minmax", "entropy", "percentile", "mse"]  # the default first
+    methods = [r["calibration_method"] for r in rows]
+    assert methods[0] == FORMAT_DEFAULTS["onnx"]["calibration_method"] and sorted(methods) == sorted(AUTO_METHODS["onnx"])
     assert all(r["equalize"] is False and r["bias_correction"] is False for r in rows)  # fixed by the caller: not varied
     assert all(r["sqnr_db"] > 20 and 0 <= r["top1_agreement"] <= 1 and r["seconds"] > 0 for r in rows)
     best = max(rows, key=lambda r: (r["top1_agreement"], r["sqnr_db"]))
@@ -48,7 +50,9 @@ def test_auto_refuses_calibration_too_small_to_split(tmp_path, tiny_cnn, example
 
 def test_candidates_vary_only_what_was_left_to_the_format() -> None:
     free = candidates("openvino", QuantOptions(calibration_method="auto"))
-    assert len(free) == len(AUTO_METHODS["openvino"]) * 4 and free[0].calibration_method == "minmax"
+    d = FORMAT_DEFAULTS["openvino"]
+    assert len(free) == len(AUTO_METHODS["openvino"]) * 4  # every method x equalisation x bias correction
+    assert (free[0].calibration_method, free[0].equalize, free[0].bias_correction) == (d["calibration_method"], d["equalize"], d["bias_correction"])
     fixed = candidates("onnx", QuantOptions(calibration_method="auto", equalize=True))
     assert {c.equalize for c in fixed} == {True} and {c.bias_correction for c in fixed} == {False, True}
 
