@@ -245,8 +245,12 @@ def build_tiny_tflite_pair(folder: Path) -> dict[str, Path]:
     x = torch.randn(1, 3, 16, 16)
     folder.mkdir(parents=True, exist_ok=True)
     onnx_art = get_exporter("onnx")(model, (x,), staging_dir=folder, name="t-onnx", precision="fp32")
+    from edgestill.compress.quantize.options import QuantOptions
+
+    # integer I/O: the file's only QUANTIZE/DEQUANTIZE pair is the fp32 hard-sigmoid island the tests below find
     int8 = quantize_export(model, (x,), format="tflite", precision="int8-static", staging_dir=folder, name="t-int8",
-                           calibration=np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32))
+                           calibration=np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32),
+                           options=QuantOptions(integer_io=True))
     int8.hash_files()
     return {"onnx": onnx_art.model_path, "tflite": int8.model_path, "manifest": int8.write_manifest()}
 
