@@ -102,7 +102,9 @@ def prepare_for_int8(
         return model, report
     probes = [args]
     if calibration is not None and len(calibration):  # a few real samples too: ReLU6 saturates on real data
-        probes.append((torch.from_numpy(np.ascontiguousarray(calibration[:VERIFY_SAMPLES])).to(args[0].dtype),))
+        step = _batch_size(model, calibration, args[0].dtype)
+        probes += [(torch.from_numpy(np.ascontiguousarray(calibration[i : i + step])).to(args[0].dtype),)
+                   for i in range(0, min(VERIFY_SAMPLES, len(calibration)), step)]
     with torch.no_grad():
         reference = [_outputs(model.eval(), p) for p in probes]
         folded = _fold_batchnorm(work, graph)
@@ -130,6 +132,20 @@ def prepare_for_int8(
                 report["bias_correction"] = _correct_biases(work, calibration, args[0].dtype, skip)
                 report["bias_correction"]["folded_batchnorm"] = folded
     return work, report
+
+
+def _batch_size(model: torch.nn.Module, samples: np.ndarray, dtype: Any) -> int:
+    """16 when the model runs a batch of 2, else 1 (a model that fixes its batch, e.g. ``x.reshape(1, -1)``)."""
+    import torch
+
+    if len(samples) < 2:
+        return 1
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(np.ascontiguousarray(samples[:2])).to(dtype))
+    except Exception:  # any failure on a batch of 2 means: feed one sample at a time
+        return 1
+    return 16
 
 
 # --- tracing and the graph -----------------------------------------------------------------------------------
@@ -314,10 +330,11 @@ def _correct_biases(model: torch.nn.Module, calibration: np.ndarray, dtype: Any,
         return record
 
     samples = calibration[: BIAS_CORRECTION_SAMPLES]
+    step = _batch_size(model, samples, dtype)
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
     try:
-        for i in range(0, len(samples), 16):
-            model(torch.from_numpy(np.ascontiguousarray(samples[i : i + 16])).to(dtype))
+        for i in range(0, len(samples), step):
+            model(torch.from_numpy(np.ascontiguousarray(samples[i : i + step])).to(dtype))
     finally:
         for h in handles:
             h.remove()
