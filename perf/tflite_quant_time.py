@@ -7,7 +7,8 @@ JSON line per recipe: total seconds, and the calibration / conversion seconds th
 export + prepare + batched calibration + convert_pt2e, then litert-torch conversion; ai-edge-quantizer: its
 per-sample calibration on the interpreter, then fp32 conversion + quantization), the observer, the batch, the
 torch thread count and the 1-minute load average before and after (the machine is shared: a load above the core
-count stretches every figure).
+count stretches every figure). ``seconds`` also covers what runs before the quantizer (the format's default
+equalisation and bias correction in torch, whether they ran is in the line) and the first import of the libraries.
 
 Usage: python perf/tflite_quant_time.py [--model mobilenet_v2] [--samples 300] [--recipes pt2e,aeq-static]
        [--method minmax] [--threads 1]
@@ -55,7 +56,8 @@ def main() -> None:
             "calibration_method": args.method, "seconds": round(total, 1),
             "calibration_seconds": q.get("calibration_seconds"), "conversion_seconds": q.get("conversion_seconds"),
             "activation_observer": q.get("activation_observer"), "calibration_batch": q.get("calibration_batch"),
-            "io": q.get("io"), "target_seconds": 60, "torch_threads": args.threads, "cpu_count": os.cpu_count(),
+            "io": q.get("io"), "equalize": (q.get("equalize") or {}).get("applied"),
+            "bias_correction": (q.get("bias_correction") or {}).get("applied"), "target_seconds": 60, "torch_threads": args.threads, "cpu_count": os.cpu_count(),
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }), flush=True)
 

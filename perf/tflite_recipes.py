@@ -68,6 +68,8 @@ def main() -> None:
                 "fp32_accuracy": round(fp32_acc, 4), "int8_accuracy": round(int8_acc, 4),
                 "drop_points": round(100 * (fp32_acc - int8_acc), 2), "seconds": round(seconds, 1),
                 "io": art.quantization.get("io"), "observer": art.quantization.get("activation_observer"),
+                "equalize": (art.quantization.get("equalize") or {}).get("applied"),
+                "bias_correction": (art.quantization.get("bias_correction") or {}).get("applied"),
             }), flush=True)
 
 
