@@ -121,7 +121,8 @@ class QuantOptions:
         """These options with every "the format's default" (None) replaced by ``fmt``'s entry in FORMAT_DEFAULTS.
 
         "auto" stays "auto" (auto.py chooses); a format with no entry keeps minmax, no equalisation, no correction.
-        Not ``static`` (dynamic int8: nothing is calibrated): calibration_method None and bias_correction False.
+        Not ``static`` (dynamic int8: nothing is calibrated, and the defaults were measured on static files):
+        calibration_method None, bias_correction False, equalisation only when asked for.
 
         Raises:
             ConfigError: a calibration method the format has no calibrator for (the message lists the ones it has).
@@ -131,8 +132,7 @@ class QuantOptions:
         defaults = FORMAT_DEFAULTS.get(fmt, {"calibration_method": "minmax", "equalize": False, "bias_correction": False})
         method = self.calibration_method or defaults["calibration_method"]
         if not static:
-            return replace(self, calibration_method=None, bias_correction=False,
-                           equalize=defaults["equalize"] if self.equalize is None else self.equalize)
+            return replace(self, calibration_method=None, bias_correction=False, equalize=bool(self.equalize))
         valid = FORMAT_METHODS.get(fmt, CALIBRATION_METHODS)
         if method != "auto" and method not in valid:
             raise ConfigError(
