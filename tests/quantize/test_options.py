@@ -112,3 +112,12 @@ def test_quantize_config_checks_the_precision_against_each_formats_quantizer(mon
     with pytest.raises(ConfigError, match="makes int8-static, not 'int8-dynamic'"):
         QuantizeConfig(formats=("onnx", "tflite"), precision="int8-dynamic")
     assert QuantizeConfig(formats=("onnx",), precision="int8-dynamic").precision == "int8-dynamic"
+
+
+def test_integer_io_refused_where_no_format_makes_it():
+    """Bad inputs tried: --integer-io with int8-dynamic, and with onnx/openvino (float I/O only there)."""
+    with pytest.raises(ConfigError, match="int8-static"):
+        QuantizeConfig(formats=("tflite",), precision="int8-dynamic", options=QuantOptions(integer_io=True))
+    with pytest.raises(ConfigError, match="TFLite files only"):
+        QuantizeConfig(formats=("onnx", "tflite"), options=QuantOptions(integer_io=True))
+    assert QuantizeConfig(formats=("tflite",), options=QuantOptions(integer_io=True)).options.integer_io

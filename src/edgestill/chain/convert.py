@@ -231,6 +231,14 @@ def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | Non
         runtime = f.report.runtime if f.report else f.runtime
         notes.append(f"no labels: the accuracy budget measured top-1 agreement with the fp32 file on {runtime} "
                      f"(drop = 100 x (1 - agreement)); pass data with y for top-1 accuracy")
+    if f.naive is None or f.final is None:  # the format ended without an int8 file (baseline or naive attempt failed)
+        failure = {2: "unsupported", 3: "library"}.get(f.exit_code or 3, "library")
+        return ExportResult(
+            name=f.name, format=f.format, precision=f.precision, passed=False, artifact=None, report=None,
+            rejected_files=list(f.rejected_files), error=f.error or f"{f.name}: no int8 file was made", export_seconds=f.seconds,
+            validate_seconds=0.0, notes=notes, quantization={"stopped_by": f.stopped_by, "failures": list(f.failures)},
+            failure=failure,
+        )
     budget = f.budget_facts()
     # what the format's quantizer recorded (method, per-channel, what equalisation did ...), less the budget's verdict
     settings = {k: v for k, v in _recorded_quantization(f).items() if k not in _BUDGET_KEYS and k not in budget}

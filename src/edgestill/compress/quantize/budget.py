@@ -133,6 +133,13 @@ class QuantizeConfig:
             raise ConfigError(f"quantize.options must be a QuantOptions, got {type(self.options).__name__}.")
         if "tflite" in formats:
             self.options.recipe_for(self.precision)
+        if self.options.integer_io and self.precision != Precision.INT8_STATIC:
+            raise ConfigError(f"--integer-io (int8 input/output tensors) applies to int8-static files; {self.precision} "
+                              "files keep float activations at their edges. Drop --integer-io or use --precision int8-static.")
+        if self.options.integer_io and set(formats) - {"tflite"}:
+            others = ", ".join(f for f in formats if f != "tflite")
+            raise ConfigError(f"--integer-io (int8 input/output tensors) is made for TFLite files only; {others} int8 files "
+                              "take and give float tensors and quantize inside. Run --integer-io with --format tflite alone.")
         n = self.calibration_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"quantize.calibration_samples must be a whole number >= 1 (a few hundred is typical), got {n!r}.")
