@@ -36,7 +36,12 @@ class RuntimeContract:
         x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
         staging = tmp_path_factory.mktemp(f"rt-{self.fmt}")
         fp32 = get_exporter(self.fmt)(model, example, staging_dir=staging, name="tiny-fp32")
-        int8 = quantize_export(model, example, format=self.fmt, calibration=calib, staging_dir=staging, name="tiny-int8")
+        from edgestill.compress.quantize.options import QuantOptions
+
+        # integer I/O where the format has it (TFLite), so the contract covers a session hiding quantized I/O
+        options = QuantOptions(integer_io=self.fmt == "tflite")
+        int8 = quantize_export(model, example, format=self.fmt, calibration=calib, staging_dir=staging, name="tiny-int8",
+                               options=options)
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
         return {"fp32": fp32, "int8": int8, "x": x, "ref": ref}

@@ -340,6 +340,7 @@ def export_stage(recipe: Recipe, data: Any, student: Any, out: Path, progress: P
     for r in results:
         row: dict[str, Any] = {"artifact": r.name, "format": str(r.format), "precision": str(r.precision),
                                "passed": bool(r.passed and r.artifact is not None), "error": r.error,
+                               "failure": getattr(r, "failure", None),
                                "quantization": getattr(r, "quantization", None) or None, "notes": list(r.notes)}
         if row["passed"]:
             art = r.artifact

@@ -123,7 +123,8 @@ def quantize_command(
         qdata = load_quant_data(data, calibration_file=calibration, n_calibration=config.calibration_samples,
                                 eval_fraction=eval_fraction)
         check_inputs(loaded.model, loaded.example_inputs, config, calibration=qdata.calibration,
-                     calibration_ids=qdata.calibration_ids, eval_x=qdata.eval_x, eval_y=qdata.eval_y)
+                     calibration_ids=qdata.calibration_ids, eval_x=qdata.eval_x, eval_y=qdata.eval_y,
+                     other_labels=qdata.train_y)
         repair = None
         if repair_oracle:
             from edgestill.compress.quantize.repair import oracle_repair_config

@@ -386,7 +386,7 @@ def chance_bound(n: int, classes: int) -> float:
 
 
 def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, refuse: bool = True,
-                             batch_size: int = 256) -> str | None:
+                             batch_size: int = 256, other_labels: np.ndarray | None = None) -> str | None:
     """Refuse labels the float model cannot be scored on, and (``refuse``) a float model at chance level on them.
 
     Returns None when the model beats chance (or is not a classifier); with ``refuse=False``, the chance-level
@@ -421,6 +421,13 @@ def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarra
             preds.append(out.argmax(1).cpu().numpy())
     if not preds or classes is None or classes < 2:
         return None
+    if other_labels is not None and len(other_labels):  # the rest of the data's labels (the calibration part)
+        other = np.asarray(other_labels)
+        wrong = (other < 0) | (other >= classes)
+        if wrong.any():
+            raise InputError(f"the data's labels y hold {int(wrong.sum())} value(s) outside the model's {classes} classes "
+                             f"[0, {classes}) in the part drawn for calibration (e.g. {int(other[np.flatnonzero(wrong)[0]])}): "
+                             "the labels belong to another dataset or --num-classes is wrong. Pass labels of this model's classes.")
     bad = (y < 0) | (y >= classes)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -447,7 +454,7 @@ def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarra
 
 def check_inputs(
     model: torch.nn.Module, example_inputs: Any, config: QuantizeConfig, *, calibration: Any, calibration_ids: Sequence[Any] | None,
-    eval_x: Any, eval_y: Any = None,
+    eval_x: Any, eval_y: Any = None, other_labels: Any = None,
 ) -> tuple[tuple, np.ndarray | None, dict[str, Any], np.ndarray, np.ndarray | None, list[str]]:
     """Check everything ``quantize`` takes before anything is written.
 
@@ -478,7 +485,8 @@ def check_inputs(
     at_chance = None
     if y is not None:
         at_chance = check_reference_accuracy(model, x.astype(args[0].detach().cpu().numpy().dtype, copy=False), y,
-                                             refuse=config.chance_level == "refuse")
+                                             refuse=config.chance_level == "refuse",
+                                             other_labels=None if other_labels is None else np.asarray(other_labels))
     warnings = calibration_warnings(calib, x) if static else []
     if len(x) < FEW_EVAL_SAMPLES:
         warnings.append(f"only {len(x)} eval samples (fewer than {FEW_EVAL_SAMPLES}): top-1 {'accuracy' if y is not None else 'agreement'} "
