@@ -31,13 +31,20 @@ def train_digits_cnn(data, *, seed: int = 0, epochs: int = 12):
     import torch
 
     torch.manual_seed(seed)
-    model = digits_cnn()
+    return fit_on_digits(digits_cnn(), data, epochs=epochs)
+
+
+def fit_on_digits(model, data, *, epochs: int, shuffle: bool = True):
+    """``model`` trained on ``data.train`` with Adam (lr 0.01, batch 64) for ``epochs``; returned in eval mode."""
+    import torch
+
     x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(epochs):
-        perm = torch.randperm(len(x))
+        model.train()
+        order = torch.randperm(len(x)) if shuffle else torch.arange(len(x))
         for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
+            idx = order[i : i + 64]
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()

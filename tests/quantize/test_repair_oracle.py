@@ -30,20 +30,11 @@ def trained_cnn(digits):
     """The CNN trained on the digits training split for a few seconds (seeded)."""
     import torch
 
+    from tests.quantize.models import fit_on_digits
+
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = _bn_hardswish_cnn()
-    x, y = torch.from_numpy(digits.train.x), torch.from_numpy(digits.train.y)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(6):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
+    return fit_on_digits(_bn_hardswish_cnn(), digits, epochs=6)
 
 
 def add_outliers(model, factor: float):

@@ -57,15 +57,9 @@ def trained(digits):
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = same_padding_cnn()
-    x, y = torch.from_numpy(digits.train.x), torch.from_numpy(digits.train.y)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(2):
-        for i in range(0, len(x), 64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
-            opt.step()
-    return model.eval()
+    from tests.quantize.models import fit_on_digits
+
+    return fit_on_digits(same_padding_cnn(), digits, epochs=2, shuffle=False)
 
 
 def _example(digits):
