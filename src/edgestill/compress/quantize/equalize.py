@@ -95,11 +95,7 @@ def prepare_for_int8(
         graph = _trace(work)
     except Exception as exc:  # torch.fx raises many types for code it cannot trace
         reason = f"torch.fx could not trace {type(model).__name__} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); model left unchanged"
-        if equalize:
-            report["equalize"] = {"applied": False, "reason": reason}
-        if bias_correction:
-            report["bias_correction"] = {"applied": False, "reason": reason}
-        return model, report
+        return model, _not_applied(report, reason, equalize=equalize, bias_correction=bias_correction)
     probes = [args]
     if calibration is not None and len(calibration):  # a few real samples too: ReLU6 saturates on real data
         step = _batch_size(model, calibration, args[0].dtype)
@@ -116,11 +112,7 @@ def prepare_for_int8(
         scale = max(1.0, max(float(r.abs().max()) for ref in reference for r in ref))
         if diff > EQUALIZE_TOLERANCE * scale:
             reason = f"the transformed float model differs from the original by {diff:.3g} (tolerance {EQUALIZE_TOLERANCE * scale:.3g}); refused"
-            if equalize:
-                report["equalize"] = {"applied": False, "reason": reason}
-            if bias_correction:
-                report["bias_correction"] = {"applied": False, "reason": reason}
-            return model, report
+            return model, _not_applied(report, reason, equalize=equalize, bias_correction=bias_correction)
         if equalize:
             report["equalize"] = {"applied": bool(eq["pairs"]), **eq, "max_abs_diff": diff}
             if not eq["pairs"]:
@@ -362,3 +354,11 @@ def weight_spread(conv: torch.nn.Module) -> float:
 
 
 __all__ = ["BIAS_CORRECTION_SAMPLES", "EQUALIZE_SWEEPS", "EQUALIZE_TOLERANCE", "fake_quant_weight", "prepare_for_int8", "weight_spread"]
+
+
+def _not_applied(report: dict[str, Any], reason: str, *, equalize: bool, bias_correction: bool) -> dict[str, Any]:
+    """``report`` saying, for each transform asked, that it was not applied and why (the model is left unchanged)."""
+    for key, asked in (("equalize", equalize), ("bias_correction", bias_correction)):
+        if asked:
+            report[key] = {"applied": False, "reason": reason}
+    return report
