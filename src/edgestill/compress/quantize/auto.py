@@ -15,6 +15,7 @@ figures in ``art.quantization["auto"]`` are the file's own.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -115,7 +116,8 @@ def auto_quantize(
     fit, held = calibration[fit_idx], calibration[held_idx]
     reference = torch_reference(model, held)
     tried = candidates(format, requested or replace(options, equalize=None, bias_correction=None))
-    work = Path(staging_dir) / f".{name}.auto"
+    Path(staging_dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.auto-", dir=staging_dir))  # made here, so removing it removes only ours
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], int, Artifact] | None = None
