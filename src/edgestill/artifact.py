@@ -48,6 +48,9 @@ class Precision(StrEnum):
 FORMATS: tuple[str, ...] = tuple(f.value for f in Format)
 PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 MANIFEST_SUFFIX = ".manifest.json"
+# What a model input means (TensorSpec.kind), which decides its random samples: float (standard normal), ids (token ids
+# in [0, high)), mask (an attention mask: ones, then a padded tail of zeros), type_ids (zeros), int (other integers).
+INPUT_KINDS: tuple[str, ...] = ("float", "ids", "mask", "type_ids", "int")
 REJECTED_SUFFIX = ".rejected"  # a file that failed validation, kept for diagnosis (see reject)
 SCHEMA_VERSION = 1
 
@@ -67,6 +70,10 @@ class TensorSpec:
     logical_dtype: str | None = None
     scale: float | None = None
     zero_point: int | None = None
+    # what an input means (edgestill.models.loading.INPUT_KINDS: float, ids, mask, type_ids, int) and, for ids, the
+    # vocabulary size (valid ids are 0..high-1): random inputs for validation and timing respect them. None: unknown.
+    kind: str | None = None
+    high: int | None = None
 
     @property
     def quantized(self) -> bool:
@@ -94,6 +101,8 @@ class TensorSpec:
             logical_dtype=d.get("logical_dtype"),
             scale=d.get("scale"),
             zero_point=d.get("zero_point"),
+            kind=d.get("kind"),
+            high=d.get("high"),
         )
 
 
@@ -423,8 +432,13 @@ class _ManifestCheck:
             if zero_point is not None and not info.min <= zero_point <= info.max:
                 raise InputError(self.refuse(f"{key}.zero_point", f"{zero_point} does not fit {dtype}",
                                              f"it must be in [{info.min}, {info.max}]"))
+        kind, high = d.get("kind"), d.get("high")
+        if kind is not None:
+            self.choice(kind, f"{key}.kind", INPUT_KINDS, "input kinds")
+        if high is not None and (isinstance(high, bool) or not isinstance(high, int) or high < 1):
+            raise InputError(self.refuse(f"{key}.high", f"is {self._short(high)}", "a vocabulary size is a whole number >= 1"))
         return TensorSpec(name=name, shape=tuple(shape), dtype=dtype, logical_dtype=logical,
-                          scale=None if scale is None else float(scale), zero_point=zero_point)
+                          scale=None if scale is None else float(scale), zero_point=zero_point, kind=kind, high=high)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:

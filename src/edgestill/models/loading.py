@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgestill.artifact import INPUT_KINDS  # noqa: F401  (what InputShape.kind may be)
 from edgestill.errors import InputError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -33,15 +34,24 @@ MAX_RANK = 8  # images are 4-D and video 5-D; a longer --input-shape is almost a
 _RANDOM_BYTES = 8  # seeded samples are drawn as float64, then cast: 8 transient bytes per element on top of the result
 
 
+
+
 @dataclass(frozen=True, kw_only=True)
 class InputShape:
-    """One model input: its batch-1 shape, whether the batch dim is dynamic, and its dtype (ids: in [low, high))."""
+    """One model input: its name, batch-1 shape, which dims are dynamic, dtype and meaning (``kind``, see INPUT_KINDS).
+
+    ``name`` is the input's name in every exported file (None: the exporter's default, for single-input models);
+    ``dynamic_seq`` makes dim 1 (the sequence) symbolic where the format allows (ONNX, OpenVINO); ids are in [low, high).
+    """
 
     dims: tuple[int, ...]
     dynamic_batch: bool = False
     dtype: str = "float32"
     low: int | None = None
     high: int | None = None
+    name: str | None = None
+    kind: str = "float"
+    dynamic_seq: bool = False
 
     def __str__(self) -> str:
         dims = ["N" if self.dynamic_batch else str(self.dims[0]), *map(str, self.dims[1:])]
