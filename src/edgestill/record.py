@@ -49,6 +49,10 @@ class OutputParity:
     sqnr_db: float
     top1_agreement: float | None = None
     top1_agreement_with_ties: float | None = None
+    # per-sample cosine to torch (each row of an (N, ...) output against its torch row): the mean and the worst sample.
+    # ``cosine`` above is over the whole output at once; an embedding's verdict uses the worst sample's.
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -76,6 +80,11 @@ class Measurement:
     # top-1 class is the teacher's, and the mean KL(teacher || artifact) of their softmax distributions (nats).
     teacher_top1_agreement: float | None = None
     teacher_kl: float | None = None
+    # An embedder's agreement with the teacher's embeddings on the same held-out texts (a classifier's are None): the
+    # mean cosine similarity, and the mean share of each text's ``retrieval_k`` nearest neighbours both agree on.
+    teacher_cosine: float | None = None
+    teacher_retrieval_agreement: float | None = None
+    retrieval_k: int | None = None
     parity: list[OutputParity] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)

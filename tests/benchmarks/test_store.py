@@ -116,11 +116,12 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
     path = tmp_path / "old.db"
     current = store_mod._SCHEMA
     old_schema = (current[: current.index("CREATE TABLE artifacts")] + current[current.index("CREATE TABLE samples"):])
-    old_schema = (old_schema.replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
+    old_schema = (old_schema.replace(",\n    teacher_cosine REAL,\n    teacher_retrieval_agreement REAL,\n    retrieval_k INTEGER", "")
+                  .replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
                   .replace(",\n    teacher_top1_agreement REAL,\n    teacher_kl REAL,\n    stability_json TEXT", "")
                   .replace(",\n    recipe_sha256 TEXT,\n    machine TEXT,\n    git_ref TEXT,\n    run_key TEXT", "")
                   .replace("CREATE UNIQUE INDEX runs_key ON runs(run_key);", ""))
-    assert "stability_json" not in old_schema and "git_ref" not in old_schema and "recipe_sha256" not in old_schema
+    assert "stability_json" not in old_schema and "teacher_cosine" not in old_schema and "git_ref" not in old_schema and "recipe_sha256" not in old_schema
     db = sqlite3.connect(path)
     db.executescript(old_schema + "\nPRAGMA user_version = 1;")
     db.execute("INSERT INTO runs (created_at, command) VALUES ('2026-11-01T00:00:00+00:00', 'bench old')")
@@ -135,8 +136,9 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
         run_id = store.add_run("bench new", recipe_sha256="ab" * 32, measurements=[_measurement()])  # new columns
         assert store.runs()[-1]["recipe_sha256"] == "ab" * 32 and store.runs()[-1]["machine"]
         assert store.measurements(run_id)[0]["teacher_top1_agreement"] == 0.97
+        assert store.measurements(run_id)[0]["teacher_cosine"] is None  # schema 6's column, empty for a classifier
         assert store.add_run("bench keyed", run_key="k1") == store.add_run("bench keyed again", run_key="k1")
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
 
 
 def test_a_run_key_stores_a_run_once_however_often_the_command_is_rerun(tmp_path: Path) -> None:

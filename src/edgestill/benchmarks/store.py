@@ -23,7 +23,7 @@ from typing import Any
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import EdgestillError, InputError, RuntimeFailure
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 30.0  # how long one statement waits for another writer's lock before the retry loop takes over
 BUSY_RETRIES = 8  # retries of a whole transaction that still found the store locked (backoff 0.05 s doubling)
 DEFAULT_PATH = Path(".edgestill") / "results.db"
@@ -68,7 +68,10 @@ CREATE TABLE measurements (
     wall_latency_json TEXT,
     teacher_top1_agreement REAL,
     teacher_kl REAL,
-    stability_json TEXT
+    stability_json TEXT,
+    teacher_cosine REAL,
+    teacher_retrieval_agreement REAL,
+    retrieval_k INTEGER
 );
 CREATE INDEX measurements_run ON measurements(run_id);
 CREATE INDEX measurements_artifact ON measurements(artifact);
@@ -114,7 +117,7 @@ def _statement(prefix: str) -> str:
 _LATENCY = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv_percent", "min_ms", "max_ms", "n")
 _PLAIN = ("artifact", "format", "precision", "runtime", "threads", "kind", "init_ms", "first_ms", "warmup_ms_mean",
           "low_ms", "high_ms", "peak_rss_mb", "model_bytes", "error", "clock", "teacher_top1_agreement",
-          "teacher_kl")  # fmt: skip
+          "teacher_kl", "teacher_cosine", "teacher_retrieval_agreement", "retrieval_k")  # fmt: skip
 # schema 1 → 2: the clock a latency was read from, and the wall-clock summary when it was the runtime's own
 # schema 2 → 3: the recipe and machine of a run; each artifact's agreement with its teacher
 _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABLE measurements ADD COLUMN wall_latency_json TEXT"),
@@ -126,7 +129,11 @@ _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABL
                3: ("ALTER TABLE runs ADD COLUMN git_ref TEXT", "ALTER TABLE measurements ADD COLUMN stability_json TEXT",
                    *(_statement(p) for p in ("CREATE TABLE artifacts", "CREATE TABLE estimates", "CREATE INDEX estimates_run"))),
                # schema 4 → 5: a caller's key for a run, so a command killed after storing and rerun finds its run
-               4: ("ALTER TABLE runs ADD COLUMN run_key TEXT", _statement("CREATE UNIQUE INDEX runs_key"))}
+               4: ("ALTER TABLE runs ADD COLUMN run_key TEXT", _statement("CREATE UNIQUE INDEX runs_key")),
+               # schema 5 → 6: an embedder's agreement with its teacher (mean cosine, top-k retrieval agreement)
+               5: ("ALTER TABLE measurements ADD COLUMN teacher_cosine REAL",
+                   "ALTER TABLE measurements ADD COLUMN teacher_retrieval_agreement REAL",
+                   "ALTER TABLE measurements ADD COLUMN retrieval_k INTEGER")}
 
 
 def _store_error(path: Path, exc: sqlite3.DatabaseError) -> EdgestillError:

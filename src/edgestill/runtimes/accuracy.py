@@ -1,8 +1,11 @@
-"""Accuracy of a loaded session on labelled data (numpy only; the runner uses it on devices)."""
+"""Accuracy of a loaded session on labelled data, and agreement with a teacher (numpy only; the runner uses it on
+devices): top-k accuracy and teacher agreement (top-1 + KL) for classifiers; mean cosine similarity and top-k
+retrieval agreement for embedders."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,6 +79,53 @@ def session_logits(session: Any, x: np.ndarray, batch_size: int = 1) -> np.ndarr
     return np.concatenate(outs)
 
 
+def session_outputs(session: Any, inputs: Mapping[str, np.ndarray], batch_size: int = 1) -> np.ndarray:
+    """The first output of a session on every sample of named ``inputs`` (one ``(n, ...)`` array per model input,
+    e.g. ``input_ids``, ``attention_mask``, ``token_type_ids``), as ``[n, ...]``.
+
+    Batches as :func:`session_logits` (a fixed batch dim gets exactly that many samples, the last batch padded with
+    copies whose outputs are dropped); each array is cast to its input's user dtype (int64 ids for an int32 file: the
+    session converts).
+
+    Raises:
+        InputError: an input of the model missing from ``inputs`` (or an array it does not take), arrays of different
+            lengths or empty, a bad batch size, or an output whose batch is not the inputs'.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+    specs = session.input_specs
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in inputs]
+    extra = [n for n in inputs if n not in names]
+    if missing or extra:
+        raise InputError(f"eval data holds arrays {sorted(inputs)} but the model takes {names}"
+                         f"{'; missing ' + ', '.join(missing) if missing else ''}"
+                         f"{'; not inputs of the model: ' + ', '.join(extra) if extra else ''}. Save one array per "
+                         "model input, named like it (np.savez(path, input_ids=..., attention_mask=..., y=...)).")
+    arrays = {n: np.asarray(inputs[n]) for n in names}
+    lengths = {n: (len(a) if a.ndim else 0) for n, a in arrays.items()}
+    n_samples = next(iter(lengths.values()))
+    if len(set(lengths.values())) != 1 or n_samples == 0:
+        raise InputError(f"eval data arrays have {lengths} samples; every input needs the same number n > 0 of rows.")
+    fixed = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+    step = min(fixed) if fixed else batch_size
+    outs = []
+    for start in range(0, n_samples, step):
+        feed = {}
+        for spec in specs:
+            batch = arrays[spec.name][start : start + step]
+            if fixed and len(batch) < step:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], step - len(batch), axis=0)])
+            feed[spec.name] = np.ascontiguousarray(batch, dtype=np.dtype(spec.user_dtype))
+        real, fed = min(step, n_samples - start), len(next(iter(feed.values())))
+        out = np.asarray(session.run(feed)[session.output_specs[0].name])
+        if out.ndim < 1 or out.shape[0] != fed:
+            raise InputError(f"output {session.output_specs[0].name!r} has shape {list(out.shape)} for a batch of "
+                             f"{fed}; its first dim must be the batch.")
+        outs.append(out[:real])
+    return np.concatenate(outs)
+
+
 def accuracy_of(logits: np.ndarray, y: np.ndarray, metric: str = "top1") -> Accuracy:
     """Score ``[n, classes]`` outputs against integer labels ``y``.
 
@@ -133,3 +183,63 @@ def evaluate_session(session: Any, x: np.ndarray, y: np.ndarray, metric: str = "
     if y.dtype.kind not in "iu":
         raise InputError(f"labels y have dtype {y.dtype}; class indices must be integers.")
     return accuracy_of(session_logits(session, x, batch_size), y, metric)
+
+
+DEFAULT_RETRIEVAL_K = 5
+"""Neighbours compared per held-out text in the retrieval agreement: the first page of a small search result."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingAgreement:
+    """How closely an embedder's outputs follow the teacher's on the same held-out texts.
+
+    mean_cosine: mean over texts of cos(artifact embedding, teacher embedding) (same space: a distilled student).
+    retrieval_agreement: the mean share, over texts, of the ``k`` nearest neighbours by cosine (among the other
+        held-out texts) that the artifact's embeddings and the teacher's have in common: 1.0 returns the same search
+        results as the teacher.
+    """
+
+    mean_cosine: float
+    retrieval_agreement: float
+    k: int
+    n: int
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def top_k_neighbours(embeddings: np.ndarray, k: int) -> np.ndarray:
+    """``[n, k]`` indices of each row's ``k`` most cosine-similar other rows (itself excluded; ties to the lower index)."""
+    e = _unit_rows(np.asarray(embeddings))
+    sim = e @ e.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+
+
+def embedding_agreement(embeddings: np.ndarray, teacher_embeddings: np.ndarray, *,
+                        k: int = DEFAULT_RETRIEVAL_K) -> EmbeddingAgreement:
+    """Mean cosine similarity to the teacher's embeddings and top-``k`` retrieval agreement with the teacher.
+
+    ``k`` is capped at n - 1 (the other texts there are); the record says which ``k`` was used.
+
+    Raises:
+        InputError: shapes that differ or are not ``[n, dim]``, fewer than 2 texts, NaN/Inf, or ``k`` < 1.
+    """
+    a, t = np.asarray(embeddings), np.asarray(teacher_embeddings)
+    if a.ndim != 2 or a.shape != t.shape:
+        raise InputError(f"embeddings have shape {list(a.shape)} and the teacher's {list(t.shape)}; both must be "
+                         "[n, dim] for the same n texts and the same dim (a student distilled to the teacher's space).")
+    if len(a) < 2:
+        raise InputError(f"retrieval agreement needs at least 2 held-out texts, got {len(a)}.")
+    if not (np.isfinite(a).all() and np.isfinite(t).all()):
+        raise InputError("embeddings hold NaN or Inf; the model's outputs are not usable embeddings.")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InputError(f"retrieval k must be a whole number >= 1, got {k!r}.")
+    k = min(k, len(a) - 1)
+    cos = float((_unit_rows(a) * _unit_rows(t)).sum(axis=1).mean())
+    mine, theirs = top_k_neighbours(a, k), top_k_neighbours(t, k)
+    shared = [len(set(m).intersection(th)) / k for m, th in zip(mine.tolist(), theirs.tolist(), strict=True)]
+    return EmbeddingAgreement(mean_cosine=cos, retrieval_agreement=float(np.mean(shared)), k=k, n=len(a))
