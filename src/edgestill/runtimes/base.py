@@ -91,9 +91,12 @@ class Session:
     input_specs: list[TensorSpec]
     output_specs: list[TensorSpec]
     settings: dict[str, Any]
+    artifact: Artifact
 
     def __init__(self, artifact: Artifact, settings: dict[str, Any]):
-        """Take the I/O contract from the manifest (it carries scale/zero-point) and the recorded settings."""
+        """Take the I/O contract from the manifest (it carries scale/zero-point) and the recorded settings; keep the
+        artifact (its text facts let :func:`edgestill.runtimes.text.run_text` feed raw text)."""
+        self.artifact = artifact
         self.input_specs = list(artifact.inputs)
         self.output_specs = list(artifact.outputs)
         self.settings = settings
