@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.artifact import FORMATS, MANIFEST_SUFFIX, Artifact, Precision, publish, reject, sha256_file
+from edgestill.artifact import FORMATS, INPUT_KINDS, MANIFEST_SUFFIX, Artifact, Precision, TensorSpec, publish, reject, sha256_file
 from edgestill.errors import ConfigError, EdgestillError, InputError, ParityError, UnsupportedError, did_you_mean
-from edgestill.export.base import EXPORTERS, Exporter, as_tuple, export_precisions
+from edgestill.export.base import EXPORTERS, Exporter, as_tuple, attach_text_files, export_precisions
 from edgestill.export.validate import ParityReport, Tolerances, check_samples
 from edgestill.outdir import fresh_work_dir
 
@@ -57,6 +57,20 @@ def _choices(key: str, values: Any, valid: Sequence[str]) -> tuple[str, ...]:
     return values
 
 
+def _input_specs(inputs: Any) -> tuple[TensorSpec, ...]:
+    try:
+        specs = tuple(s if isinstance(s, TensorSpec) else TensorSpec.from_dict(s) for s in inputs or ())
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"export.inputs must be a list of input specs (name, shape, dtype[, kind, high]); got {inputs!r} ({exc}).") from None
+    names = [s.name for s in specs]
+    if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"export.inputs must give each input its own non-empty name; got {names}.")
+    for s in specs:
+        if s.kind is not None and s.kind not in INPUT_KINDS:
+            raise ConfigError(f"export.inputs: input {s.name!r} has kind {s.kind!r}; valid: {', '.join(INPUT_KINDS)}.")
+    return specs
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     """What to export: formats × precisions, the artifact name stem, parity thresholds, fail-fast or not.
@@ -66,6 +80,12 @@ class ExportConfig:
 
     ``dynamic_batch`` gives ONNX and OpenVINO files a symbolic batch dim (TFLite stays static and says so);
     ``localize`` names the first divergent module when an fp32 cell fails parity.
+
+    ``inputs``: one spec per model input, in the forward's order (TensorSpec or its dict): every file's inputs take
+    these names, a string dim 1 is a symbolic sequence (ONNX, OpenVINO; TFLite traces the example length), and
+    ``kind``/``high`` are written into each manifest. Empty: the writers' default names (single-input models).
+    ``embedding``: the outputs are embeddings, validated by per-sample cosine instead of top-1 (None: from the
+    source's text facts, ``source["text"]["task"] == "embed"``).
     """
 
     formats: tuple[str, ...] = FORMATS
@@ -75,6 +95,8 @@ class ExportConfig:
     strict: bool = True
     dynamic_batch: bool = False
     localize: bool = True
+    inputs: tuple[TensorSpec, ...] = ()
+    embedding: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", _choices("formats", self.formats, FORMATS))
@@ -91,6 +113,9 @@ class ExportConfig:
         for key in ("strict", "dynamic_batch", "localize"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"export.{key} must be true or false, got {getattr(self, key)!r}.")
+        if self.embedding is not None and not isinstance(self.embedding, bool):
+            raise ConfigError(f"export.embedding must be true, false or none (from the model's text facts), got {self.embedding!r}.")
+        object.__setattr__(self, "inputs", _input_specs(self.inputs))
 
     def artifact_name(self, fmt: str, precision: str) -> str:
         return f"{self.name}-{fmt}-{precision}"
@@ -214,7 +239,9 @@ def export(
         out_dir: folder for the artifacts.
         validation_inputs: N samples (an (N, ...) array per input) compared between torch and each file.
         progress: called as ``progress(done, total, label)``.
-        source: provenance added to every manifest's ``source`` (e.g. the model spec and checkpoint sha256).
+        source: provenance added to every manifest's ``source`` (e.g. the model spec and checkpoint sha256). A text
+            model's ``source["text"]`` with ``tokenizer_path`` puts the tokenizer beside every file (see
+            :func:`edgestill.export.base.attach_text_files`).
 
     Returns:
         One ExportResult per cell, in formats × precisions order.
@@ -234,11 +261,13 @@ def export(
     if isinstance(validation_inputs, np.ndarray) and len(args) == 1:
         check_samples(validation_inputs, args[0].shape[1:], what="validation")
 
+    named = {"inputs": config.inputs} if config.inputs else {}  # writers registered before named inputs still work
+
     def write(fmt: str, precision: str, staging: Path, name: str) -> Artifact:
         art = get_exporter(fmt)(model, args, staging_dir=staging, name=name, precision=precision,
-                                dynamic_batch=config.dynamic_batch)
-        art.source.update(source or {})
-        return art
+                                dynamic_batch=config.dynamic_batch, **named)
+        art.source.update({k: v for k, v in (source or {}).items() if k != "text"})
+        return attach_text_files(art, staging, source)
 
     def localize(art: Artifact, staging: Path) -> Divergence:
         from edgestill.export.divergence import Divergence, localize_divergence
@@ -251,12 +280,14 @@ def export(
             return Divergence(found=False, note=f"could not localise the divergence ({type(exc).__name__}: {exc})")
 
     return _export_cells(config, Path(out_dir), write, lambda: torch_reference(model, validation_inputs), model,
-                         validation_inputs, localize if config.localize else None, progress)
+                         validation_inputs, localize if config.localize else None, progress,
+                         embedding=config.embedding)
 
 
 def _export_cells(
     config: ExportConfig, out: Path, write: Writer, reference_of: Callable[[], list[np.ndarray]], model: Any,
     validation_inputs: Any, localize: Callable[[Artifact, Path], Divergence] | None, progress: Progress | None,
+    *, embedding: bool | None = None,
 ) -> list[ExportResult]:
     """The cell loop shared by torch and ONNX sources: stage, validate, localise, publish or reject."""
     from edgestill.export.validate import validate
@@ -279,7 +310,7 @@ def _export_cells(
             t1 = time.perf_counter()
             if reference is None:
                 reference = reference_of()
-            report = validate(art, model, validation_inputs, config.tolerances, reference=reference)
+            report = validate(art, model, validation_inputs, config.tolerances, reference=reference, embedding=embedding)
             t2 = time.perf_counter()
             divergence = localize(art, staging) if localize and not report.passed and precision == "fp32" else None
         except EdgestillError as exc:

@@ -10,6 +10,7 @@ file itself. Writers import this module only, never the dispatcher (``api``). To
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import re
@@ -175,6 +176,88 @@ def with_logical(specs: list[TensorSpec], dtypes: list[str]) -> list[TensorSpec]
         logical = dtypes[i] if i < len(dtypes) else None
         out.append(TensorSpec(name=s.name, shape=s.shape, dtype=s.dtype, logical_dtype=logical, scale=s.scale, zero_point=s.zero_point))
     return out
+
+
+def input_names(inputs: Sequence[TensorSpec] | None, n_args: int) -> list[str] | None:
+    """The names the files' inputs take (``inputs``' names, in the model's input order), or None for the writer's default.
+
+    Raises:
+        InputError: ``inputs`` lists another number of inputs than the model takes, or repeats a name.
+    """
+    if not inputs:
+        return None
+    names = [s.name for s in inputs]
+    if len(names) != n_args:
+        raise InputError(f"the input specs name {len(names)} input(s) ({', '.join(names)}) but the model is exported with "
+                         f"{n_args} example input(s); give one spec per forward input, in the forward's order.")
+    if len(set(names)) != len(names):
+        raise InputError(f"the input specs repeat a name ({', '.join(names)}); each input needs its own name.")
+    return names
+
+
+def dynamic_dims(inputs: Sequence[TensorSpec] | None, n_args: int, *, dynamic_batch: bool) -> list[dict[int, str]]:
+    """Per input, its symbolic dims as {axis: name}: 0 → "batch" with ``dynamic_batch``, 1 → "seq" where the spec's dim 1
+    is symbolic (a text model's sequence; every input with it shares the one "seq" dim, so they keep equal lengths)."""
+    out = []
+    for i in range(n_args):
+        dims: dict[int, str] = {0: "batch"} if dynamic_batch else {}
+        if inputs and len(inputs[i].shape) > 1 and isinstance(inputs[i].shape[1], str):
+            dims[1] = "seq"
+        out.append(dims)
+    return out
+
+
+def with_input_facts(specs: list[TensorSpec], inputs: Sequence[TensorSpec] | None) -> list[TensorSpec]:
+    """The file's input specs in ``inputs``' order (by name when the file keeps them, else by position), each with the
+    meaning ``inputs`` gives it (``kind``, ``high``): what random inputs and text encoders read from a manifest."""
+    if not inputs:
+        return list(specs)
+    by_name = {s.name: s for s in specs}
+    ordered = [by_name[s.name] for s in inputs] if all(s.name in by_name for s in inputs) else list(specs)
+    def shape(f: TensorSpec, i: TensorSpec) -> tuple[int | str, ...]:  # a symbolic dim keeps the name asked ("seq")
+        if len(f.shape) != len(i.shape):
+            return f.shape
+        return tuple(d if isinstance(d, str) and isinstance(fd, str) else fd for fd, d in zip(f.shape, i.shape))
+
+    return [dataclasses.replace(f, shape=shape(f, i), kind=i.kind, high=i.high)
+            for f, i in zip(ordered, inputs)] + ordered[len(inputs):]
+
+
+TOKENIZER_SUFFIX = ".tokenizer.json"
+
+
+def attach_text_files(art: Artifact, staging_dir: Path | str, source: dict[str, Any] | None) -> Artifact:
+    """Keep a text model's tokenizer beside its file: copy ``source["text"]["tokenizer_path"]`` into ``staging_dir`` as
+    ``<artifact name>.tokenizer.json``, list it in ``art.files`` (hashed), and record ``art.source["text"]`` with the
+    relative ``tokenizer`` name instead of the absolute path (a manifest names no path outside its folder).
+    ``dynamic_length`` is set from the file itself: True only when its inputs' sequence dim is symbolic.
+
+    Every writer's cell (float, and int8 via edgestill.chain.convert / compress.quantize) calls it after writing the model
+    file into its staging folder, before the artifact is validated and published. Without ``source["text"]`` it does nothing.
+
+    Raises:
+        InputError: ``tokenizer_path`` names no readable file.
+    """
+    import shutil
+
+    text = (source or {}).get("text")
+    if not isinstance(text, dict):
+        return art
+    tokenizer = text.get("tokenizer_path")
+    text = {k: v for k, v in text.items() if k != "tokenizer_path"}
+    if tokenizer is not None:
+        src = Path(tokenizer)
+        if not src.is_file():
+            raise InputError(f"the model's tokenizer {src} does not exist, so the exported files could not carry it. "
+                             "Keep tokenizer.json in the model folder (AutoTokenizer.from_pretrained(dir).save_pretrained(dir)).")
+        rel = f"{art.name}{TOKENIZER_SUFFIX}"
+        shutil.copyfile(src, Path(staging_dir) / rel)
+        art.files[rel] = ""
+        text["tokenizer"] = rel
+    text["dynamic_length"] = any(len(s.shape) > 1 and isinstance(s.shape[1], str) for s in art.inputs)
+    art.source["text"] = text
+    art.hash_files()
+    return art
 
 
 def new_artifact(

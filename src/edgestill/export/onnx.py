@@ -7,12 +7,24 @@ manifest's I/O dtypes). onnxruntime's CPU provider inserts casts for ops without
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgestill.artifact import Artifact, TensorSpec
 from edgestill.errors import InputError
-from edgestill.export.base import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.export.base import (
+    EXPORTERS,
+    conversion_error,
+    dist_versions,
+    dynamic_dims,
+    input_names,
+    logical_dtypes,
+    new_artifact,
+    staging,
+    with_input_facts,
+    with_logical,
+)
 from edgestill.runtimes.inspect import onnx_tensors
 
 if TYPE_CHECKING:
@@ -30,9 +42,12 @@ def model_bytes_estimate(model: torch.nn.Module) -> int:
 
 def write_onnx(
     model: torch.nn.Module, args: tuple, path: Path, *, dynamic_batch: bool = False,
-    external_data_threshold_bytes: int | None = None,
+    external_data_threshold_bytes: int | None = None, inputs: Sequence[TensorSpec] | None = None,
 ) -> list[str]:
     """Write ``model`` to ``path``: one file, or ``path`` + ``<path name>.data`` when the weights exceed the threshold.
+
+    ``inputs`` (one spec per example input) names the graph's inputs and makes dim 1 symbolic ("seq", shared by
+    every input that has it) where a spec's dim 1 is a string; without it the exporter's names are kept.
 
     Returns:
         The names of the files written (relative to ``path.parent``).
@@ -46,9 +61,13 @@ def write_onnx(
     threshold = EXTERNAL_DATA_THRESHOLD_BYTES if external_data_threshold_bytes is None else external_data_threshold_bytes
     external = model_bytes_estimate(model) > threshold
     kwargs: dict[str, Any] = {}
-    if dynamic_batch:
-        batch = torch.export.Dim("batch")
-        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in args)
+    names = input_names(inputs, len(args))
+    if names:
+        kwargs["input_names"] = names
+    axes = dynamic_dims(inputs, len(args), dynamic_batch=dynamic_batch)
+    if any(axes):
+        dims = {"batch": torch.export.Dim("batch"), "seq": torch.export.Dim("seq")}
+        kwargs["dynamic_shapes"] = tuple({axis: dims[label] for axis, label in a.items()} or None for a in axes)
     model.eval()
     try:
         torch.onnx.export(model, args, str(path), dynamo=True, opset_version=OPSET, external_data=external, **kwargs)
@@ -140,9 +159,11 @@ def onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 def export_onnx(
     model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
-    dynamic_batch: bool = False, external_data_threshold_bytes: int | None = None,
+    dynamic_batch: bool = False, external_data_threshold_bytes: int | None = None, inputs: Sequence[TensorSpec] | None = None,
 ) -> Artifact:
     """Export ONNX (fp32 or fp16) to ``staging_dir/<name>.onnx`` (+ ``.onnx.data`` above 2 GB); return the unvalidated Artifact.
+
+    ``inputs``: the input names, symbolic dims and meanings to keep (see :func:`write_onnx`).
 
     Raises:
         ConfigError: a precision this writer does not make.
@@ -153,14 +174,14 @@ def export_onnx(
     args, staging_dir = staging(example_inputs, staging_dir)
     model_file = f"{name}.onnx"
     files = write_onnx(model, args, staging_dir / model_file, dynamic_batch=dynamic_batch,
-                       external_data_threshold_bytes=external_data_threshold_bytes)
+                       external_data_threshold_bytes=external_data_threshold_bytes, inputs=inputs)
     if precision == "fp16":
         files = convert_to_fp16(staging_dir / model_file, external=len(files) > 1)
     ins, outs = onnx_specs(staging_dir / model_file)
     in_dt, out_dt = logical_dtypes(model, args)
     art = new_artifact(
         name=name, fmt="onnx", precision=precision, staging_dir=staging_dir, model_file=model_file, extra_files=files[1:],
-        inputs=with_logical(ins, in_dt), outputs=with_logical(outs, out_dt), model=model, args=args,
+        inputs=with_input_facts(with_logical(ins, in_dt), inputs), outputs=with_logical(outs, out_dt), model=model, args=args,
         versions=dist_versions("torch", "onnx", "onnxscript", "onnxruntime"),
     )
     art.source.update(dynamic_batch=dynamic_batch, external_data=len(files) > 1, opset=OPSET)

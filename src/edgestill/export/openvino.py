@@ -8,11 +8,23 @@ compute is only native on CPUs with AVX512-FP16/AMX-FP16. The manifest records b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgestill.artifact import Artifact, TensorSpec
-from edgestill.export.base import EXPORTERS, conversion_error, dist_versions, logical_dtypes, new_artifact, staging, with_logical
+from edgestill.export.base import (
+    EXPORTERS,
+    conversion_error,
+    dist_versions,
+    dynamic_dims,
+    input_names,
+    logical_dtypes,
+    new_artifact,
+    staging,
+    with_input_facts,
+    with_logical,
+)
 from edgestill.runtimes.openvino import no_telemetry
 
 if TYPE_CHECKING:
@@ -20,15 +32,19 @@ if TYPE_CHECKING:
 
 
 
-def convert_openvino(model: Any, args: tuple, *, dynamic_batch: bool = False) -> Any:
+def convert_openvino(model: Any, args: tuple, *, dynamic_batch: bool = False, inputs: Sequence[TensorSpec] | None = None) -> Any:
     """Convert a torch module (or an .onnx path) to an ov.Model with the example inputs' shapes and named outputs.
 
-    ``dynamic_batch`` makes the first dim of every input dynamic (-1).
+    ``dynamic_batch`` makes the first dim of every input dynamic (-1). ``inputs`` (one spec per example input) names
+    the input ports (ov.convert_model names them after graph values, e.g. "79") and makes dim 1 dynamic where a
+    spec's dim 1 is a string (a text model's sequence).
     """
     with no_telemetry():
         import openvino as ov
 
-    shapes = [(-1 if dynamic_batch else a.shape[0], *a.shape[1:]) for a in args]
+    names = input_names(inputs, len(args))
+    axes = dynamic_dims(inputs, len(args), dynamic_batch=dynamic_batch)
+    shapes = [tuple(-1 if i in ax else int(d) for i, d in enumerate(a.shape)) for a, ax in zip(args, axes)]
     try:
         with no_telemetry():
             if isinstance(model, (str, Path)):
@@ -39,6 +55,8 @@ def convert_openvino(model: Any, args: tuple, *, dynamic_batch: bool = False) ->
                 om = ov.convert_model(model.eval(), example_input=args, input=[tuple(s) for s in shapes])
     except Exception as exc:  # the converter raises many types; all mean "this model did not convert"
         raise conversion_error(exc, "openvino", model) from exc
+    for port, name in zip(om.inputs, names or ()):
+        port.get_tensor().set_names({name})
     for i, port in enumerate(om.outputs):
         if not port.get_names():
             port.get_tensor().set_names({f"output_{i}"})
@@ -68,22 +86,25 @@ def openvino_specs(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return [spec(p, i) for i, p in enumerate(om.inputs)], [spec(p, i) for i, p in enumerate(om.outputs)]
 
 
-def openvino_artifact(model: torch.nn.Module, args: tuple, staging_dir: Path, name: str, precision: str) -> Artifact:
-    """Build the Artifact for ``staging_dir/<name>.xml`` (+ .bin) already written."""
+def openvino_artifact(model: torch.nn.Module, args: tuple, staging_dir: Path, name: str, precision: str, *,
+                      inputs: Sequence[TensorSpec] | None = None) -> Artifact:
+    """Build the Artifact for ``staging_dir/<name>.xml`` (+ .bin) already written (``inputs``: the meanings to record)."""
     ins, outs = openvino_specs(staging_dir / f"{name}.xml")
     in_dt, out_dt = logical_dtypes(model, args)
     return new_artifact(
         name=name, fmt="openvino", precision=precision, staging_dir=staging_dir, model_file=f"{name}.xml",
-        extra_files=(f"{name}.bin",), inputs=with_logical(ins, in_dt), outputs=with_logical(outs, out_dt),
+        extra_files=(f"{name}.bin",), inputs=with_input_facts(with_logical(ins, in_dt), inputs), outputs=with_logical(outs, out_dt),
         model=model, args=args, versions=dist_versions("torch", "openvino", "nncf"),
     )
 
 
 def export_openvino(
     model: torch.nn.Module, example_inputs: Any, *, staging_dir: Path, name: str, precision: str = "fp32",
-    dynamic_batch: bool = False,
+    dynamic_batch: bool = False, inputs: Sequence[TensorSpec] | None = None,
 ) -> Artifact:
     """Export an fp32 or fp16 OpenVINO IR to ``staging_dir/<name>.xml`` + ``.bin``; return the unvalidated Artifact.
+
+    ``inputs``: the input names, symbolic dims and meanings to keep (see :func:`convert_openvino`).
 
     Raises:
         ConfigError: a precision this writer does not make.
@@ -92,9 +113,9 @@ def export_openvino(
     """
     precision = EXPORTERS.get("openvino").check_precision(precision, "writer")
     args, staging_dir = staging(example_inputs, staging_dir)
-    om = convert_openvino(model, args, dynamic_batch=dynamic_batch)
+    om = convert_openvino(model, args, dynamic_batch=dynamic_batch, inputs=inputs)
     save_openvino(om, staging_dir / f"{name}.xml", compress_to_fp16=precision == "fp16")
-    art = openvino_artifact(model, args, staging_dir, name, precision)
+    art = openvino_artifact(model, args, staging_dir, name, precision, inputs=inputs)
     art.source["dynamic_batch"] = dynamic_batch
     art.quantization = _precision_record(precision)
     return art

@@ -93,6 +93,20 @@ def load_accelerator_delegate(mod: Any, accelerator: str) -> tuple[Any, str]:
         ) from None
 
 
+def signature_inputs(interp: Any) -> dict[str, dict[str, Any]]:
+    """The default signature's inputs by their signature name (each with the tensor's details: index, shape, dtype...).
+
+    Files exported with named inputs are found by these names (tensor names are ``serving_default_<name>``); {} when
+    the interpreter has no signature runner (the stale tflite_runtime) or the file no signature.
+    """
+    try:
+        if not interp.get_signature_list():
+            return {}
+        return dict(interp.get_signature_runner().get_input_details())
+    except (AttributeError, ValueError, RuntimeError):
+        return {}
+
+
 class LiteRTSession(Session):
     """One allocated interpreter; ``invoke`` is invoke (inputs bound once per feed), ``collect`` copies the outputs."""
 
@@ -102,6 +116,8 @@ class LiteRTSession(Session):
         self._interp = interp
         super().__init__(artifact, settings)
         by_name_in = {d["name"]: d["index"] for d in interp.get_input_details()}
+        if any(s.name not in by_name_in for s in self.input_specs):  # named inputs: found through the signature
+            by_name_in.update({n: d["index"] for n, d in signature_inputs(interp).items() if n not in by_name_in})
         by_name_out = {d["name"]: d["index"] for d in interp.get_output_details()}
         try:
             self._in_idx = [by_name_in[s.name] for s in self.input_specs]
@@ -111,8 +127,8 @@ class LiteRTSession(Session):
                 f"{artifact.model_path} has no tensor {exc}, which its manifest names; the file and manifest disagree. "
                 "Re-export the artifact (do not mix files and manifests of different exports)."
             ) from None
-        check_file_shapes(artifact, {d["name"]: [int(n) for n in d.get("shape_signature", d["shape"])]
-                                     for d in interp.get_input_details()})
+        index_shapes = {d["index"]: [int(n) for n in d.get("shape_signature", d["shape"])] for d in interp.get_input_details()}
+        check_file_shapes(artifact, {s.name: index_shapes[i] for s, i in zip(self.input_specs, self._in_idx)})
         self._shapes = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
         self._bound: Any = None
 
