@@ -219,6 +219,7 @@ def _parameters(hf: Any) -> list[str]:
 def _from_pretrained(folder: Path, task: str, weights: list[Path]) -> Any:
     """The transformers model in eval mode, eager attention, float32; refused when the weights do not fit the config."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -229,7 +230,7 @@ def _from_pretrained(folder: Path, task: str, weights: list[Path]) -> Any:
         hf, info = cls.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
                                        attn_implementation="eager", torch_dtype=torch.float32,
                                        use_safetensors=weights[0].suffix != ".bin", output_loading_info=True)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         raise InputError(f"model folder {folder} could not be loaded by transformers ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}). The weights may be truncated or saved from "
                          "another config; re-save the model with model.save_pretrained(DIR).") from None
@@ -320,19 +321,29 @@ TINY_VOCAB = 1000
 
 
 def train_tokenizer(texts: Sequence[str], *, family: str = "bert", vocab_size: int = TINY_VOCAB) -> Any:
-    """A WordPiece ``tokenizers.Tokenizer`` trained on ``texts`` (deterministic), lower-casing, with the family's special
-    tokens and post-processor ([CLS] x [SEP] for BERT/DistilBERT, <s> x </s> for RoBERTa) and padding set."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A WordPiece ``tokenizers.Tokenizer`` whose vocabulary comes from ``texts``, lower-casing, with the family's
+    special tokens and post-processor ([CLS] x [SEP] for BERT/DistilBERT, <s> x </s> for RoBERTa) and padding set.
+
+    The vocabulary is built here, not by ``WordPieceTrainer`` (whose merges break ties in hash order, so the same texts
+    gave different ids from run to run): the special tokens, every character alone and as a ``##`` continuation, then
+    the most frequent whole words (ties by spelling) up to ``vocab_size``. Any word spells out in characters.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     roberta = family == "roberta"
     specials = _ROBERTA_SPECIALS if roberta else _WORDPIECE_SPECIALS
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
+    chars = sorted({c for w in words for c in w})
+    vocab = [*specials, *chars, *(f"##{c}" for c in chars)]
+    known = set(vocab)
+    vocab += [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if w not in known]
     unk = "<unk>" if roberta else "[UNK]"
-    tok = Tokenizer(models.WordPiece(unk_token=unk))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(list(texts), trainer=trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(specials),
-                                                                          show_progress=False))
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab[: max(vocab_size, len(specials) + 2 * len(chars))])},
+                                     unk_token=unk))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
     first, last, pad = ("<s>", "</s>", "<pad>") if roberta else ("[CLS]", "[SEP]", "[PAD]")
     ids = {t: tok.token_to_id(t) for t in (first, last, pad)}
     pair = f"{first} $A {last} {last} $B {last}" if roberta else f"{first} $A {last} $B:1 {last}:1"
