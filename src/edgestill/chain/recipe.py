@@ -8,8 +8,10 @@ One config type per stage, the same one the Python API and the CLI use: ``DataCo
 relative to the recipe's folder.
 
 Sections: ``data`` (required), ``teacher``, ``student`` (required), ``distill`` (required), ``export``, ``quantize``,
-``validate``, ``bench``, ``gate``; plus an optional ``name``. See ``examples/*.yaml``; the demo is the built-in
-recipe ``demo`` (``edgestill recipes show demo``).
+``validate``, ``bench``, ``gate``; plus an optional ``name`` and ``task``: ``image-classify`` (the default),
+``text-classify`` or ``text-embed``, which give the data, teacher, student and distill sections their text forms
+(:mod:`edgestill.chain.text`). See ``examples/*.yaml``; the demo is the built-in recipe ``demo`` (``edgestill
+recipes show demo``).
 
 A recipe may come from anyone, so it is read defensively: safe-loaded (no python tags), at most
 :data:`MAX_RECIPE_BYTES`, at most :data:`MAX_ALIASES` aliases expanding to at most :data:`MAX_VALUES` values (a small
@@ -33,6 +35,16 @@ from typing import Any
 
 from edgestill.benchmarks.bench import BenchConfig
 from edgestill.chain.checks import GateConfig
+from edgestill.chain.text import (
+    IMAGE_TASK,
+    TASKS,
+    TEXT_TASKS,
+    TextDataConfig,
+    TextDistillConfig,
+    TextExportConfig,
+    TextStudentConfig,
+    TextTeacherConfig,
+)
 from edgestill.compress.distill.losses import LossTerm
 from edgestill.compress.distill.trainer import TrainConfig
 from edgestill.compress.quantize.budget import QuantizeConfig
@@ -196,20 +208,30 @@ class Recipe:
     """A whole chain: data → teacher → distill → export (+ int8) → bench → gate."""
 
     name: str
-    data: DataConfig
-    teacher: TeacherConfig | None
-    student: StudentConfig
-    distill: DistillConfig
+    data: DataConfig | TextDataConfig
+    teacher: TeacherConfig | TextTeacherConfig | None
+    student: StudentConfig | TextStudentConfig
+    distill: DistillConfig | TextDistillConfig
     export: ExportConfig | None = None  # its tolerances are the recipe's validate section
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)  # the budget of every int8 precision
     bench: BenchConfig | None = None
     gate: GateConfig = field(default_factory=GateConfig)
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)  # the YAML as read, paths resolved: hashed for resumes
+    task: str = IMAGE_TASK
+    text_export: TextExportConfig | None = None  # a text recipe's export.max_length / dynamic_length
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"name {self.name!r} is not a usable name; use letters, digits, '.', '_' or '-'.")
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is not valid.{did_you_mean(str(self.task), TASKS)} Valid: "
+                              f"{', '.join(TASKS)}.")
+        if self.is_text:
+            if self.teacher is None:
+                raise ConfigError(f"task {self.task} distils from a teacher: add a teacher section (teacher: {{hf: DIR}} "
+                                  "or teacher: {hf_config: {layers: 4, hidden: 128, heads: 4}, train: {epochs: 3}}).")
+            return
         if self.distill.needs_teacher and self.teacher is None and self.distill.generations == 1:
             names = sorted({t.name for t in self.distill.losses if t.spec.needs_teacher})
             raise ConfigError(f"distill.losses use {', '.join(names)}, which learn from a teacher, but the recipe has no "
@@ -236,6 +258,10 @@ class Recipe:
                               f"black-box teacher (teacher.{self.teacher.source}) answered for the original images only. "
                               "Remove data.augment for black-box distillation.")
 
+    @property
+    def is_text(self) -> bool:
+        return self.task in TEXT_TASKS
+
     def fingerprint(self, *sections: str) -> str:
         """sha256 of the named raw sections (what a stage depends on in the recipe); all of them when none named."""
         payload = {s: self.raw.get(s) for s in (sections or _SECTIONS)}
@@ -244,7 +270,7 @@ class Recipe:
 
 # --- parsing ---------------------------------------------------------------------------------------------------
 
-_SECTIONS = ("name", "data", "teacher", "student", "distill", "export", "quantize", "validate", "bench", "gate")
+_SECTIONS = ("name", "task", "data", "teacher", "student", "distill", "export", "quantize", "validate", "bench", "gate")
 _REQUIRED = ("data", "student", "distill")
 
 
@@ -397,6 +423,12 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
         raise ConfigError(f"recipe is missing section(s) {', '.join(missing)}. A recipe needs data, student and distill "
                           "(see examples/*.yaml).")
     base_dir = Path(base_dir)
+    task = doc.get("task", IMAGE_TASK)
+    if task not in TASKS:
+        raise ConfigError(f"recipe key 'task' {_short(task)} is not valid.{did_you_mean(str(task), TASKS)} Valid: "
+                          f"{', '.join(TASKS)}.")
+    if task in TEXT_TASKS:
+        return _text_recipe(doc, task, base_dir=base_dir, name=name, source=source, non_finite=non_finite)
 
     data = _check_keys("data", doc["data"], _fields(DataConfig))
     if "augment" in data:
@@ -430,11 +462,41 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
     extra = {k: dist.pop(k) for k in ("generations", "teacher_mode", "baseline") if k in dist}
     distill_cfg = _build("distill", DistillConfig, {"losses": terms, "train": _train_config("distill", dist), **extra})
 
+    export_cfg = _export_config(doc, ())
+    quantize_cfg, bench_cfg, gate_cfg = _later_sections(doc, export_cfg, base_dir, non_finite)
+    raw = json.loads(json.dumps(doc, default=str))
+    for section, cfg in (("data", data_cfg),):
+        raw[section] = cfg.to_dict()
+    for section, keys in (("teacher", ("checkpoint", "program", "predictions", "artifact")), ("student", ("checkpoint",))):
+        if isinstance(raw.get(section), dict):
+            for k in keys:
+                if raw[section].get(k) is not None:
+                    raw[section][k] = str(getattr(teacher_cfg if section == "teacher" else student_cfg, k))
+    return Recipe(name=doc.get("name", name), data=data_cfg, teacher=teacher_cfg, student=student_cfg,
+                  distill=distill_cfg, export=export_cfg, quantize=quantize_cfg, bench=bench_cfg, gate=gate_cfg,
+                  source=source, raw=raw)
+
+
+# the export keys the chain sets itself for a text recipe (from the student it loads and the task)
+_TEXT_EXPORT_SET = ("inputs", "embedding")
+
+
+def _export_config(doc: Mapping[str, Any], text_keys: tuple[str, ...]) -> ExportConfig | None:
+    """The export section (with the validate section as its tolerances); ``text_keys`` are the text facts that the
+    section may also hold (returned apart by the caller)."""
     tolerances = _build("validate", Tolerances, _check_keys("validate", doc.get("validate"), _fields(Tolerances)))
-    export_cfg = None
-    if doc.get("export") is not None:
-        e = _check_keys("export", doc["export"], _fields(ExportConfig, exclude=("tolerances", "strict")))
-        export_cfg = _build("export", ExportConfig, {"name": "student", **e, "tolerances": tolerances})
+    if doc.get("export") is None:
+        return None
+    exclude = ("tolerances", "strict", *(_TEXT_EXPORT_SET if text_keys else ()))
+    e = _check_keys("export", doc["export"], [*_fields(ExportConfig, exclude=exclude), *text_keys])
+    for k in text_keys:
+        e.pop(k, None)
+    return _build("export", ExportConfig, {"name": "student", **e, "tolerances": tolerances})
+
+
+def _later_sections(doc: Mapping[str, Any], export_cfg: ExportConfig | None, base_dir: Path,
+                    non_finite: str | None) -> tuple[QuantizeConfig, BenchConfig | None, GateConfig]:
+    """The quantize, bench and gate sections (the same for every task)."""
     q = _check_keys("quantize", doc.get("quantize"), _fields(QuantizeConfig, exclude=("formats", "precision", "name")))
     if "options" in q:
         q["options"] = _build("quantize.options", QuantOptions,
@@ -457,17 +519,57 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
         raise ConfigError("bench needs exported artifacts: add an export section (e.g. export: {formats: [onnx]}).")
     if non_finite is not None:  # every config took what it checks itself; the rest may not be NaN/Inf either
         raise ConfigError(f"recipe key '{non_finite}' is not a finite number (NaN or Inf); give a finite value.")
+    return quantize_cfg, bench_cfg, gate_cfg
+
+
+def _text_recipe(doc: Mapping[str, Any], task: str, *, base_dir: Path, name: str, source: Path | None,
+                 non_finite: str | None) -> Recipe:
+    """A ``text-classify`` / ``text-embed`` recipe (see :mod:`edgestill.chain.text` for its sections).
+
+    Raises:
+        ConfigError / InputError: as :func:`recipe_from_dict`, and the file checks of
+            :func:`edgestill.chain.text.check_text_recipe` (before anything is written).
+    """
+    from edgestill.chain import text as tx
+
+    data = _check_keys("data", doc["data"], tx.TEXT_DATA_KEYS)
+    if isinstance(data.get("text"), str) and data["text"] != tx.BUILTIN_TEXT:
+        _paths(data, ("text",), base_dir, "data")
+    data_cfg = _build("data", TextDataConfig, data)
+    if doc.get("teacher") is None:
+        raise ConfigError(f"recipe is missing section teacher; task {task} distils from a teacher (teacher: {{hf: DIR}} "
+                          "or teacher: {hf_config: {layers: 4, hidden: 128, heads: 4}, train: {epochs: 3}}).")
+    t = _check_keys("teacher", doc["teacher"], tx.TEXT_TEACHER_KEYS)
+    _paths(t, ("hf",), base_dir, "teacher")
+    if t.get("hf_config") is not None:
+        t["hf_config"] = _build("teacher.hf_config", tx.HFArchConfig,
+                                _check_keys("teacher.hf_config", t["hf_config"], tx.HF_CONFIG_KEYS))
+    if t.get("train") is not None:
+        t["train"] = _build("teacher.train", tx.TextTrainConfig, _check_keys("teacher.train", t["train"], tx.TEXT_TRAIN_KEYS))
+    teacher_cfg = _build("teacher", TextTeacherConfig, t)
+    if task == "text-classify" and teacher_cfg.hf_config is not None and teacher_cfg.train is None:
+        raise ConfigError("teacher.hf_config builds a classifier with random weights: add teacher.train (e.g. "
+                          "{epochs: 3}) to train it on the labelled texts first, or give a trained teacher.hf folder.")
+    s = _check_keys("student", doc["student"], tx.TEXT_STUDENT_KEYS)
+    _paths(s, ("hf",), base_dir, "student")
+    student_cfg = _build("student", TextStudentConfig, s)
+    dist = _check_keys("distill", doc["distill"], tx.distill_keys(task))
+    distill_cfg = _build("distill", TextDistillConfig, dist)
+    export_cfg = _export_config(doc, tx.TEXT_EXPORT_KEYS)
+    text_export = None
+    if doc.get("export") is not None:
+        text_export = _build("export", TextExportConfig, {k: doc["export"][k] for k in tx.TEXT_EXPORT_KEYS
+                                                          if k in doc["export"]})
+    quantize_cfg, bench_cfg, gate_cfg = _later_sections(doc, export_cfg, base_dir, non_finite)
+    tx.check_text_recipe(task, data_cfg, teacher_cfg, student_cfg, distill_cfg, text_export)
     raw = json.loads(json.dumps(doc, default=str))
-    for section, cfg in (("data", data_cfg),):
-        raw[section] = cfg.to_dict()
-    for section, keys in (("teacher", ("checkpoint", "program", "predictions", "artifact")), ("student", ("checkpoint",))):
-        if isinstance(raw.get(section), dict):
-            for k in keys:
-                if raw[section].get(k) is not None:
-                    raw[section][k] = str(getattr(teacher_cfg if section == "teacher" else student_cfg, k))
-    return Recipe(name=doc.get("name", name), data=data_cfg, teacher=teacher_cfg, student=student_cfg,
-                  distill=distill_cfg, export=export_cfg, quantize=quantize_cfg, bench=bench_cfg, gate=gate_cfg,
-                  source=source, raw=raw)
+    raw["data"] = data_cfg.to_dict()
+    for section, cfg in (("teacher", teacher_cfg), ("student", student_cfg)):
+        if cfg.hf is not None:
+            raw[section]["hf"] = str(cfg.hf)
+    return Recipe(name=doc.get("name", name), task=task, data=data_cfg, teacher=teacher_cfg, student=student_cfg,
+                  distill=distill_cfg, export=export_cfg, text_export=text_export, quantize=quantize_cfg,
+                  bench=bench_cfg, gate=gate_cfg, source=source, raw=raw)
 
 
 def _check_bench_devices(bench: BenchConfig) -> None:
