@@ -119,6 +119,10 @@ def read_texts(path: str | os.PathLike[str], *, column: str | None = None) -> li
         raise InputError(f"text file {p} does not exist. Pass a .txt file (one text per line) or a .csv with a text column.")
     if not p.is_file():
         raise InputError(f"text file {p} is not a file (a folder?). Pass a .txt file (one text per line) or a .csv.")
+    table = p.suffix.lower() in (".csv", ".tsv")
+    if column is not None and not table:
+        raise InputError(f"a column ({column!r}) was named for {p}, which is not a CSV (.csv, .tsv): a text file has one "
+                         "text per line. Drop the column, or pass the CSV.")
     size = p.stat().st_size
     if size > MAX_TEXT_FILE_BYTES:
         raise InputError(f"text file {p} is {format_bytes(size)}; edgestill reads at most "
@@ -132,10 +136,6 @@ def read_texts(path: str | os.PathLike[str], *, column: str | None = None) -> li
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"text file {p} is not UTF-8: byte {exc.start} (line {line}) is 0x{raw[exc.start]:02x}. "
                          "Save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT).") from None
-    table = p.suffix.lower() in (".csv", ".tsv")
-    if column is not None and not table:
-        raise InputError(f"a column ({column!r}) was named for {p}, which is not a CSV (.csv, .tsv): a text file has one "
-                         "text per line. Drop the column, or pass the CSV.")
     texts = _csv_column(p, content, column) if table else [t.strip() for t in content.splitlines()]
     texts = [t for t in texts if t]
     if not texts:
