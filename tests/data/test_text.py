@@ -104,7 +104,7 @@ def tokenizer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgestill.models.hf import train_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_tokenizer(generated_texts(500).texts).save(str(path))
+    train_tokenizer(generated_texts(500, num_classes=8).texts).save(str(path))
     return path
 
 

@@ -378,7 +378,7 @@ def make_tiny_hf(out_dir: str | os.PathLike[str], *, task: str = "classify", fam
                  hidden: int = 64, heads: int = 4, intermediate: int = 128, num_labels: int = 4, max_position: int = 128,
                  seed: int = 0, texts: Sequence[str] | None = None) -> Path:
     """Write a Hugging Face folder with random weights (seeded) and a tokenizer trained on ``texts`` (default: 2000
-    generated intent sentences): config.json, model.safetensors, tokenizer.json, tokenizer_config.json.
+    generated intent sentences of all 8 classes): config.json, model.safetensors, tokenizer.json, tokenizer_config.json.
 
     ``max_position`` is the longest sequence the model takes (RoBERTa's config gets 2 more, its padding offset).
     The folder is written beside ``out_dir`` and renamed into place, so it is whole or absent.
@@ -400,15 +400,13 @@ def make_tiny_hf(out_dir: str | os.PathLike[str], *, task: str = "classify", fam
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder; pass a new folder for the tiny model.")
-    if texts is None:
-        from edgestill.data.text import generated_texts
+    from edgestill.data.text import MAX_CLASSES, generated_texts
 
-        texts = generated_texts(2000, seed=seed, num_classes=min(max(num_labels, 2), 8)).texts
+    if texts is None:  # every class's words, whatever num_labels: the tokenizer covers the whole generated set
+        texts = generated_texts(2000, seed=seed, num_classes=MAX_CLASSES).texts
     tok = train_tokenizer(texts, family=family)
-    if num_labels <= 8:
-        from edgestill.data.text import generated_texts
-
-        names = generated_texts(num_labels, num_classes=max(num_labels, 2)).class_names[:num_labels]
+    if num_labels <= MAX_CLASSES:
+        names = generated_texts(1, num_classes=MAX_CLASSES).class_names[:num_labels]
     else:
         names = [f"LABEL_{i}" for i in range(num_labels)]
     cfg = _tiny_config(family, task, vocab=tok.get_vocab_size(), layers=layers, hidden=hidden, heads=heads,
