@@ -190,6 +190,25 @@ def tfkd_loss(student_logits, teacher_logits, labels, *, temperature: float, alp
     return (1.0 - alpha) * F.cross_entropy(student_logits, labels) + alpha * temperature ** 2 * kl
 
 
+def embedding_loss(student_emb, teacher_emb, *, mse_weight: float = 1.0, cosine_weight: float = 1.0):
+    """Embedding distillation: ``mse_weight * MSE + cosine_weight * mean(1 - cos)`` between (N, D) embeddings.
+
+    MSE matches the scale of each feature, the cosine term the direction (what retrieval by cosine uses). Not a
+    registered term: :mod:`edgestill.compress.distill.text` calls it on pooled sentence embeddings.
+
+    Raises:
+        InputError: the two embeddings differ in shape (a narrower student needs a projection to the teacher's width).
+    """
+    import torch.nn.functional as F
+
+    if student_emb.shape != teacher_emb.shape:
+        raise InputError(f"embedding loss: student embeddings {list(student_emb.shape)} and teacher embeddings "
+                         f"{list(teacher_emb.shape)} differ in shape; project the student to the teacher's width.")
+    mse = F.mse_loss(student_emb, teacher_emb)
+    cos = F.cosine_similarity(student_emb, teacher_emb, dim=1, eps=1e-8)
+    return mse_weight * mse + cosine_weight * (1.0 - cos).mean()
+
+
 # ------------------------------------------------------------------------------------------------ feature
 def _match_spatial(s, t):
     """Average-pool the larger of two N×C×H×W maps to the other's H×W; other ranks pass through."""
