@@ -40,7 +40,6 @@ from edgestill.chain.text import (
     TASKS,
     TEXT_TASKS,
     TextDataConfig,
-    TextDistillConfig,
     TextExportConfig,
     TextStudentConfig,
     TextTeacherConfig,
@@ -211,7 +210,7 @@ class Recipe:
     data: DataConfig | TextDataConfig
     teacher: TeacherConfig | TextTeacherConfig | None
     student: StudentConfig | TextStudentConfig
-    distill: DistillConfig | TextDistillConfig
+    distill: DistillConfig | Any  # a text recipe's: edgestill.compress.distill.text.TextDistillConfig
     export: ExportConfig | None = None  # its tolerances are the recipe's validate section
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)  # the budget of every int8 precision
     bench: BenchConfig | None = None
@@ -553,8 +552,10 @@ def _text_recipe(doc: Mapping[str, Any], task: str, *, base_dir: Path, name: str
     s = _check_keys("student", doc["student"], tx.TEXT_STUDENT_KEYS)
     _paths(s, ("hf",), base_dir, "student")
     student_cfg = _build("student", TextStudentConfig, s)
+    from edgestill.compress.distill.text import TextDistillConfig
+
     dist = _check_keys("distill", doc["distill"], tx.distill_keys(task))
-    distill_cfg = _build("distill", TextDistillConfig, dist)
+    distill_cfg = _build("distill", TextDistillConfig, {**dist, "task": tx.hf_task(task)})
     export_cfg = _export_config(doc, tx.TEXT_EXPORT_KEYS)
     text_export = None
     if doc.get("export") is not None:

@@ -48,6 +48,54 @@ def render_markdown(report: dict[str, Any]) -> str:
 
     Every string a recipe, a model or a file can carry (names, paths, kwargs, error messages) goes through ``_t``:
     it shows as the same text, never as Markdown or HTML."""
+    if str(report.get("task", "")).startswith("text-"):
+        lines = _text_models(report)
+    else:
+        lines = _image_models(report)
+    lines += _artifacts(report)
+    if report.get("checks"):
+        lines += ["", "## Checks", ""]
+        lines += [f"- {'PASS' if c['verdict'] == 'pass' else 'FAIL'}: {_t(describe_check(c))}" for c in report["checks"]]
+    lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]
+    lines += [f"| {_t(k)} | {_t(v['status'])} | {v['seconds'] or 0:.1f} |" for k, v in report["stages"].items()]
+    store = report.get("store")
+    if store:
+        lines += ["", f"Stored as run {store['run_id']} in {_t(store['path'])} ({store['measurements']} measurement(s))."]
+    return "\n".join(lines) + "\n"
+
+
+def _text_models(report: dict[str, Any]) -> list[str]:
+    """A text recipe's data line and models table: accuracy for a classifier, agreement with the teacher's
+    embeddings for an embedder."""
+    d, s, t = report["data"], report["student"], report.get("teacher", {})
+    prov = report.get("provenance", {})
+    embed = report["task"] == "text-embed"
+    labels = f"{d['num_classes']} classes ({_t(', '.join(d['class_names']))})" if d.get("num_classes") else "unlabelled"
+    lines = [f"# edgestill {report['kind']}: {_t(report['recipe'])} ({_t(report['task'])})", "",
+             f"Texts {_t(d['name'])}, {labels} (train {d['n_train']}, val {d['n_val']}, test {d['n_test']}), sequence "
+             f"length {d['input_shape'][0]}. Host: {_t(prov.get('cpu_model', '?'))}. Recipe sha256 "
+             f"`{report['recipe_sha256'][:12]}`.", "", "## Models (torch, test texts)", ""]
+    if embed:
+        lines += ["| model | source | parameters | cosine to teacher | retrieval agreement |", "|---|---|---:|---:|---:|",
+                  f"| teacher | {_t(t.get('source'))}: {_t(t.get('model') or t.get('path'))} | {_num(t.get('parameters'))} "
+                  "| 1 | 100.00% |",
+                  f"| student | {_t(s['model'])} | {_num(s['parameters'])} | {_num(s.get('teacher_cosine'), '{:.4f}')} | "
+                  f"{_pct(s.get('teacher_retrieval_agreement'))} |"]
+        if s.get("retrieval_k"):
+            lines += ["", f"Retrieval agreement: the share of each test text's {s['retrieval_k']} nearest neighbours (by "
+                      "cosine) that the student's embeddings and the teacher's have in common."]
+    else:
+        lines += ["| model | source | parameters | test accuracy | teacher agreement |", "|---|---|---:|---:|---:|",
+                  f"| teacher | {_t(t.get('source'))}: {_t(t.get('model') or t.get('path'))} | {_num(t.get('parameters'))} "
+                  f"| {_pct(t.get('test_accuracy'))} | — |",
+                  f"| student | {_t(s['model'])} | {_num(s['parameters'])} | {_pct(s.get('test_accuracy'))} | "
+                  f"{_pct(s.get('teacher_top1_agreement'))} |"]
+    losses = ", ".join(f"{_t(x['name'])}×{x['weight']:g}" for x in s.get("losses") or [])
+    lines += ["", f"Losses: {losses or '—'}; {s.get('epochs_run')} epoch(s)."]
+    return lines
+
+
+def _image_models(report: dict[str, Any]) -> list[str]:
     d, s, t = report["data"], report["student"], report.get("teacher", {})
     prov = report.get("provenance", {})
     lines = [f"# edgestill {report['kind']}: {_t(report['recipe'])}", "",
@@ -72,7 +120,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Losses: {losses}; {s['epochs_run']} epoch(s), best val accuracy {_pct(s['best_val_accuracy'])} "
               f"at epoch {s['best_epoch']}{' (stopped early)' if s['stopped_early'] else ''}; teacher mode "
               f"{_t(s['teacher_mode'])}."]
-    if report.get("artifacts"):
+    return lines
+
+
+def _artifacts(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    embed = any(r.get("teacher_cosine") is not None for r in report.get("artifacts") or [])
+    if embed:
+        lines += _embedding_artifacts(report["artifacts"])
+    elif report.get("artifacts"):
         lines += ["", "## Artifacts (each on its own runtime)", "",
                   "Test accuracy and its drop are against the labels; teacher agreement is the share of test samples "
                   "whose top-1 class is the teacher's, and KL is the mean KL(teacher ‖ artifact) in nats: both need "
@@ -96,12 +152,25 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _per_device(report["artifacts"])
         notes = [f"- {_t(r['artifact'])}: {_t(r['error'])}" for r in report["artifacts"] if r.get("error")]
         lines += ["", *notes] if notes else []
-    if report.get("checks"):
-        lines += ["", "## Checks", ""]
-        lines += [f"- {'PASS' if c['verdict'] == 'pass' else 'FAIL'}: {_t(describe_check(c))}" for c in report["checks"]]
-    lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]
-    lines += [f"| {_t(k)} | {_t(v['status'])} | {v['seconds'] or 0:.1f} |" for k, v in report["stages"].items()]
-    store = report.get("store")
-    if store:
-        lines += ["", f"Stored as run {store['run_id']} in {_t(store['path'])} ({store['measurements']} measurement(s))."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _embedding_artifacts(artifacts: list[dict[str, Any]]) -> list[str]:
+    """An embedder's artifacts: agreement with the teacher's embeddings on the test texts, on each file's runtime."""
+    k = next((r["retrieval_k"] for r in artifacts if r.get("retrieval_k")), "k")
+    lines = ["", "## Artifacts (each on its own runtime)", "",
+             f"Cosine is the mean cosine similarity of each test text's embedding to the teacher's; retrieval agreement "
+             f"the share of its {k} nearest neighbours both find. An embedding has no classes: no accuracy or top-1.", "",
+             "| artifact | precision | runtime | parity | cosine to teacher | retrieval agreement | p50 ms | p90 ms | CV % | KB |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in artifacts:
+        m = (r.get("measurements") or [{}])[0]
+        lat = [_num(m.get(key), f) if m.get("kind") == "measured" else "—"
+               for key, f in (("p50_ms", "{:.3f}"), ("p90_ms", "{:.3f}"), ("cv_percent", "{:.1f}"))]
+        kb = "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}"
+        lines.append(f"| {_t(r['artifact'])} | {_t(r['precision'])} | {_t(r.get('runtime') or '—')} | "
+                     f"{'pass' if r['passed'] else 'FAIL'} | {_num(r.get('teacher_cosine'), '{:.4f}')} | "
+                     f"{_pct(r.get('teacher_retrieval_agreement'))} | {' | '.join(lat)} | {kb} |")
+    lines += _per_device(artifacts)
+    notes = [f"- {_t(r['artifact'])}: {_t(r['error'])}" for r in artifacts if r.get("error")]
+    return lines + (["", *notes] if notes else [])

@@ -5,6 +5,9 @@ budget) → evaluate (each artifact on its runtime: test accuracy, agreement wit
 thread count, runner subprocesses) → checks → ``report.json`` / ``report.md`` → ``results.db``.
 
 ``edgestill demo`` is the built-in recipe ``demo`` run by :func:`run_recipe`, like any ``edgestill run RECIPE.yaml``.
+A text recipe (``task: text-classify | text-embed``) runs through the same stages with their text forms
+(:mod:`edgestill.chain.text_stages`): Hugging Face folders for teacher and student, held-out texts for parity and
+scores, and an embedder scored by its cosine and retrieval agreement with the teacher.
 
 Resumable: every finished stage leaves a record in ``OUT/stages.json`` with a hash of what it depends on (its
 recipe sections and the outputs of the stages before it). A rerun into the same folder skips a stage whose hash is
@@ -156,6 +159,9 @@ def prepare_out_dir(out: Path, *, kind: str, force: bool = False, overwrite: boo
 
 def recipe_inputs(recipe: Recipe) -> list[tuple[str, Path | str | None]]:
     """(recipe key, path) of every file or folder the recipe reads."""
+    if recipe.is_text:
+        return [("data.text", None if recipe.data.builtin else recipe.data.path), ("teacher.hf", recipe.teacher.hf),
+                ("student.hf", recipe.student.hf)]
     found: list[tuple[str, Path | str | None]] = [(f"data.{k}", getattr(recipe.data, k, None)) for k in ("folder", "npz", "csv")]
     for section, spec, keys in (("teacher", recipe.teacher, ("checkpoint", "program", "predictions", "artifact")),
                                 ("student", recipe.student, ("checkpoint",))):
@@ -209,9 +215,32 @@ class _Stages:
         write_json_atomic(self.out / STATE_FILE, {**self.records})
 
 
+def load_recipe_data(recipe: Recipe) -> Any:
+    """The recipe's data: images (:func:`edgestill.data.loaders.load_data`) or texts
+    (:func:`edgestill.chain.text.load_text_data`).
+
+    Raises:
+        InputError: bad data (missing, empty, not UTF-8, a CSV without the named column, ...).
+    """
+    if recipe.is_text:
+        from edgestill.chain.text import load_text_data
+
+        return load_text_data(recipe.data, recipe.task)
+    from edgestill.data.loaders import load_data
+
+    return load_data(recipe.data)
+
+
 def _input_files(recipe: Recipe) -> dict[str, str]:
     """Size and mtime of the files the teacher/student sections name: a changed file reruns the distill stage."""
     files = {}
+    if recipe.is_text:  # the files of the teacher and student folders
+        for folder in (recipe.teacher.hf, recipe.student.hf):
+            for p in sorted(Path(folder).iterdir()) if folder is not None and Path(folder).is_dir() else ():
+                if p.is_file():
+                    st = p.stat()
+                    files[str(p)] = f"{st.st_size}:{st.st_mtime_ns}"
+        return files
     for spec, keys in ((recipe.teacher, ("checkpoint", "program", "predictions", "artifact")), (recipe.student, ("checkpoint",))):
         for k in keys if spec is not None else ():
             p = getattr(spec, k, None)
@@ -238,7 +267,6 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     from edgestill.chain.checks import run_checks
     from edgestill.chain.report import render_markdown
     from edgestill.compress.distill.teacher_outputs import default_cache_dir
-    from edgestill.data.loaders import load_data
     from edgestill.host import host_provenance
 
     rep = _Checked(reporter or _Silent())
@@ -252,25 +280,47 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     def train_progress(epoch: int, step: int, total: int, loss: float, acc: float) -> None:
         rep.advance(step, total, f"epoch {epoch} loss {loss:.3f} acc {acc:.3f}")
 
-    data = stages.run("data", lambda: load_data(recipe.data))  # bad data fails here, before torch is imported
+    data = stages.run("data", lambda: load_recipe_data(recipe))  # bad data fails here, before torch is imported
 
     import torch
 
     torch.set_num_threads(options.train_threads)
     report: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION, "edgestill_version": __version__, "kind": options.kind, "recipe": recipe.name,
-        "recipe_sha256": recipe.fingerprint(), "recipe_path": None if recipe.source is None else str(recipe.source),
-        "data": {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-                 "class_names": list(data.class_names), "n_train": len(data.train), "n_val": len(data.val),
-                 "n_test": len(data.test), "sha256": data.sha256, "augment": recipe.data.augment.name},
+        "task": recipe.task, "recipe_sha256": recipe.fingerprint(),
+        "recipe_path": None if recipe.source is None else str(recipe.source), "data": _data_summary(recipe, data),
     }
 
     # teacher + distill: one resumable unit (the teacher is needed only to train the student and to score agreement)
-    distill_key = _hash(data.sha256, recipe.fingerprint("data", "teacher", "student", "distill"), _input_files(recipe))
-    student_file = out / "checkpoints" / "student.safetensors"
-    logits_file = out / "checkpoints" / "teacher-test-logits.npy"
+    sections = ("task", "data", "teacher", "student", "distill") if recipe.is_text else ("data", "teacher", "student", "distill")
+    distill_key = _hash(data.sha256, recipe.fingerprint(*sections), _input_files(recipe))
+    if recipe.is_text:
+        from edgestill.chain import text_stages as ts
+
+        student_file = out / ts.STUDENT_DIR / "model.safetensors"
+        logits_file = out / ts.TEACHER_OUTPUTS
+    else:
+        student_file = out / "checkpoints" / "student.safetensors"
+        logits_file = out / "checkpoints" / "teacher-test-logits.npy"
     done = stages.cached("distill", distill_key) if student_file.is_file() else None
-    if done is not None and done.get("sha256") == st._file_sha(student_file):
+    if recipe.is_text:
+        if done is not None and done.get("sha256") == st._file_sha(student_file) and logits_file.is_file():
+            student = student_file.parent
+            report["teacher"], report["student"] = done["teacher"], done["student"]
+        else:
+            stages.invalidated = True
+            teacher_dir, t_info = stages.run("teacher", lambda: ts.teacher_stage(
+                recipe, data, messages.append, train_progress, cache_dir=cache_dir, train_threads=options.train_threads))
+            reference = ts.teacher_outputs(recipe, teacher_dir, data)
+            logits_file.parent.mkdir(parents=True, exist_ok=True)
+            np.save(logits_file, reference)
+            student, s_info = stages.run("distill", lambda: ts.distill_stage(
+                recipe, data, teacher_dir, reference, out, messages.append, train_progress,
+                train_threads=options.train_threads))
+            report["teacher"], report["student"] = t_info, s_info
+            stages.record("distill", distill_key, {"teacher": t_info, "student": s_info, "sha256": s_info["sha256"]},
+                          parts=("teacher",))
+    elif done is not None and done.get("sha256") == st._file_sha(student_file):
         student = st.load_student(recipe.student, recipe.distill.train.seed, data, out)
         report["teacher"], report["student"] = done["teacher"], done["student"]
     else:
@@ -298,9 +348,14 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
         if rows is None or not all((out / r["manifest"]).is_file() for r in rows if r.get("manifest")):
             stages.invalidated = True
             n = len(recipe.export.formats) * len(recipe.export.precisions)
-            rows = stages.run("export", lambda: st.export_stage(recipe, data, student, out, rep.advance), total=n)
-            stages.run("evaluate", lambda: st.evaluate_stage(rows, data, out, report["student"]["test_accuracy"],
-                                                             teacher_logits, rep.advance))
+            if recipe.is_text:
+                rows = stages.run("export", lambda: ts.export_stage(recipe, data, student, out, rep.advance), total=n)
+                stages.run("evaluate", lambda: ts.evaluate_stage(recipe, rows, data, student, out, report["student"],
+                                                                 teacher_logits, rep.advance))
+            else:
+                rows = stages.run("export", lambda: st.export_stage(recipe, data, student, out, rep.advance), total=n)
+                stages.run("evaluate", lambda: st.evaluate_stage(rows, data, out, report["student"]["test_accuracy"],
+                                                                 teacher_logits, rep.advance))
             stages.record("export", export_key, rows, parts=("evaluate",))
         if recipe.bench is not None:
             bench_key = _hash(export_key, recipe.fingerprint("bench"))
@@ -308,7 +363,9 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
             if benched is None:
                 for r in rows:
                     r.pop("measurements", None)
-                measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance, data=data,
+                # a text recipe's devices time the files only (their eval data travels as image arrays x, y)
+                measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance,
+                                                                          data=None if recipe.is_text else data,
                                                                           teacher_logits=teacher_logits),
                                           total=st.bench_cells(recipe, rows))
                 # a fresh key for the rows this bench measured: a rerun that skips bench stores them under the same key
@@ -333,6 +390,20 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
 
         write_report(options.db, [report["store"]["run_id"]], html=out / "report.html")
     return report
+
+
+def _data_summary(recipe: Recipe, data: Any) -> dict[str, Any]:
+    """The report's data section: what was read, its splits and content hash."""
+    if recipe.is_text:
+        from edgestill.chain.text_stages import seq_len
+
+        return {"name": data.name, "task": recipe.task, "input_shape": [seq_len(recipe)], "num_classes": data.num_classes,
+                "class_names": list(data.class_names), "n_train": len(data.train), "n_val": len(data.val),
+                "n_test": len(data.test), "sha256": data.sha256, "augment": "none",
+                "labelled": data.train.labels is not None}
+    return {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+            "class_names": list(data.class_names), "n_train": len(data.train), "n_val": len(data.val),
+            "n_test": len(data.test), "sha256": data.sha256, "augment": recipe.data.augment.name}
 
 
 def _store(options: RunOptions, recipe: Recipe, report: dict[str, Any], measurements: list[Any],

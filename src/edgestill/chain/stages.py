@@ -336,6 +336,11 @@ def export_stage(recipe: Recipe, data: Any, student: Any, out: Path, progress: P
             progress(n_here, n_here + len(there) * len(spec.precisions), f"waiting for {', '.join(there)}")
             results += future.result()
         results.sort(key=lambda r: spec.formats.index(str(r.format)))  # stable: each format's cells keep their order
+    return export_rows(results, out)
+
+
+def export_rows(results: list[Any], out: Path) -> list[dict[str, Any]]:
+    """One report row per ExportResult: the published artifact's manifest, size and parity, or why it failed."""
     rows = []
     for r in results:
         row: dict[str, Any] = {"artifact": r.name, "format": str(r.format), "precision": str(r.precision),
@@ -458,6 +463,8 @@ def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress:
                 if row.get("test_accuracy") is not None:
                     m.accuracy = Accuracy(metric="top1", value=row["test_accuracy"], n=int(row["n_test"]))
                 m.teacher_top1_agreement, m.teacher_kl = row.get("teacher_top1_agreement"), row.get("teacher_kl")
+                m.teacher_cosine, m.retrieval_k = row.get("teacher_cosine"), row.get("retrieval_k")  # an embedder's
+                m.teacher_retrieval_agreement = row.get("teacher_retrieval_agreement")
                 m.provenance["device"] = HOST
             measurements.append(m)
             row.setdefault("measurements", []).append(m.to_dict(with_samples=True))  # raw samples: `edgestill gate` reads them

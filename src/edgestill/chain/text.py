@@ -7,7 +7,7 @@ bench, checks and report as an image recipe; only its data, teacher, student and
     data: {text: builtin, samples: 2000, classes: 4}   # or {text: intents.csv, column: text, label_column: label}
     teacher: {hf: models/teacher}            # or {hf_config: {layers: 4, hidden: 128, heads: 4}, train: {epochs: 3}}
     student: {from_teacher: every-other}     # or {hf: models/student} or {layers: 2, hidden: 64, heads: 4}
-    distill: {epochs: 3, temperature: 2.0, alpha: 0.5, max_length: 32}
+    distill: {epochs: 3, temperature: 2.0, alpha: 0.5, max_length: 32}   # alpha: the labels' share (KD: 1 - alpha)
     export: {formats: [onnx, openvino, tflite], precisions: [fp32, int8-dynamic], max_length: 32}
 
 An embedder learns from unlabelled text (a .txt file, one text per line, or a CSV column; ``builtin`` gives the
@@ -23,11 +23,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgestill.errors import ConfigError, InputError, did_you_mean
+
+if TYPE_CHECKING:
+    from edgestill.compress.distill.text import TextDistillConfig
 
 TEXT_TASKS = ("text-classify", "text-embed")
 IMAGE_TASK = "image-classify"
@@ -230,43 +233,6 @@ class TextStudentConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextDistillConfig:
-    """How the student learns. text-classify: response KD (``alpha`` x KL at ``temperature`` + (1 - alpha) x CE on
-    the labels); text-embed: ``mse_weight`` x MSE + ``cosine_weight`` x (1 - cosine) to the teacher's embeddings.
-    ``max_length``: tokens per training text (longer texts are truncated for training)."""
-
-    epochs: int = 3
-    lr: float = 5e-4
-    batch_size: int = 32
-    seed: int = 0
-    max_length: int = 64
-    temperature: float = 2.0
-    alpha: float = 0.5
-    mse_weight: float = 1.0
-    cosine_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        _int("distill.epochs", self.epochs, 1, 1000)
-        _float("distill.lr", self.lr, 0.0, 1.0, open_low=True)
-        _int("distill.batch_size", self.batch_size, 1, 65536)
-        _int("distill.seed", self.seed, 0)
-        _int("distill.max_length", self.max_length, 2, 8192)
-        _float("distill.temperature", self.temperature, 0.0, 100.0, open_low=True)
-        _float("distill.alpha", self.alpha, 0.0, 1.0)
-        _float("distill.mse_weight", self.mse_weight, 0.0)
-        _float("distill.cosine_weight", self.cosine_weight, 0.0)
-        if self.mse_weight == 0 and self.cosine_weight == 0:
-            raise ConfigError("distill.mse_weight and distill.cosine_weight are both 0: the embedder would learn nothing. "
-                              "Give at least one a weight > 0.")
-
-
-TASK_KEYS = {
-    "text-classify": ("temperature", "alpha"),
-    "text-embed": ("mse_weight", "cosine_weight"),
-}
-
-
-@dataclass(frozen=True, kw_only=True)
 class TextExportConfig:
     """The text facts of the export section: ``max_length`` tokens per exported input (default: distill.max_length),
     ``dynamic_length`` a symbolic sequence dim where the format allows (ONNX, OpenVINO)."""
@@ -291,10 +257,16 @@ TEXT_TRAIN_KEYS = tuple(TextTrainConfig.__dataclass_fields__)
 TEXT_EXPORT_KEYS = tuple(TextExportConfig.__dataclass_fields__)
 
 
+_TASK_ONLY = {"text-classify": ("mse_weight", "cosine_weight"), "text-embed": ("temperature", "alpha")}
+
+
 def distill_keys(task: str) -> tuple[str, ...]:
-    """The keys of a text recipe's distill section: the schedule plus the task's loss settings."""
-    common = ("epochs", "lr", "batch_size", "seed", "max_length")
-    return (*common, *TASK_KEYS[task])
+    """The keys of a text recipe's distill section: :class:`~edgestill.compress.distill.text.TextDistillConfig`'s,
+    less the task (the recipe's), the training threads (``--train-threads``) and the other task's loss settings."""
+    from edgestill.compress.distill.text import TextDistillConfig
+
+    return tuple(k for k in TextDistillConfig.__dataclass_fields__
+                 if k not in ("task", "train_threads", *_TASK_ONLY[task]))
 
 
 def check_text_recipe(task: str, data: TextDataConfig, teacher: TextTeacherConfig, student: TextStudentConfig,

@@ -56,9 +56,9 @@ def run_recipe_command(recipe: Any, options: Any, *, json_out: bool) -> None:
 
 def _check_data(recipe: Any) -> None:
     """Load the recipe's data once, so that bad data is refused before an earlier run's folder is emptied."""
-    from edgestill.data.loaders import load_data
+    from edgestill.chain.run import load_recipe_data
 
-    load_data(recipe.data)
+    load_recipe_data(recipe)
 
 
 def _finished_stages(state: Path) -> dict[str, Any]:
