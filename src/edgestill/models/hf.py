@@ -41,7 +41,7 @@ FAMILIES: Mapping[str, str] = {
     "mpnet": "MPNet",
 }
 """config.model_type -> what the family is called. Each was loaded, run and compared with transformers here."""
-_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}  # positions start after the padding index: max is max_pos - 2
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "mpnet": 2}  # positions start after the padding index: max_pos - 2
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
@@ -464,3 +464,53 @@ def save_hf(model: Any, tokenizer_dir: str | os.PathLike[str], out_dir: str | os
                 shutil.copyfile(src / name, tmp / name)
 
     return _publish(out, write)
+
+
+# --- optimum, for comparison ----------------------------------------------------------------------------------------
+
+OPTIMUM_FORMATS: tuple[str, ...] = ("onnx", "openvino")
+_OPTIMUM_TASKS = {"classify": "text-classification", "embed": "feature-extraction"}
+
+
+def export_with_optimum(path: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *,
+                        task: str | None = None) -> list[Path]:
+    """Export a local folder with optimum's own exporter (optimum-onnx for "onnx", optimum-intel for "openvino"),
+    offline, fp32; return the files written (model plus the config and tokenizer files optimum copies).
+
+    Not edgestill's export path (see :mod:`edgestill.export`): optimum exports the transformers model itself, so a
+    feature-extraction file outputs ``last_hidden_state`` (N, seq, hidden), not the pooled embedding edgestill validates,
+    and it has no TFLite route. It is here to compare against. ``out`` is written beside and renamed into place.
+
+    Raises:
+        InputError: a bad folder (as :func:`load_hf_model`), an unknown format or task, ``out`` not empty, the extra
+            that holds the exporter not installed.
+    """
+    folder = Path(path).expanduser()
+    config = _read_config(folder)
+    folder = folder.resolve()
+    _weights(folder, trust=False)
+    if fmt not in OPTIMUM_FORMATS:
+        raise InputError(f"optimum exports {', '.join(OPTIMUM_FORMATS)}, not {fmt!r} (edgestill's own export writes tflite).")
+    chosen = _task_of(config, task, folder)
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InputError(f"{target} already exists and is not an empty folder; pass a new folder for optimum's files.")
+    try:
+        if fmt == "onnx":
+            from optimum.exporters.onnx import main_export as onnx_export
+        else:
+            from optimum.exporters.openvino import main_export as ov_export
+            from optimum.intel import OVConfig
+    except ImportError as exc:
+        raise InputError(f"optimum's {fmt} exporter is not installed ({exc}); pip install -e '.[hf]'.") from None
+
+    def write(staging: Path) -> None:
+        common = {"task": _OPTIMUM_TASKS[chosen], "local_files_only": True, "trust_remote_code": False,
+                  "library_name": "transformers"}
+        if fmt == "onnx":
+            onnx_export(str(folder), output=str(staging), do_validation=True, **common)
+        else:  # fp32 weights said explicitly (optimum-intel compresses models of >= 1B parameters to int8 unless told)
+            ov_export(str(folder), output=str(staging), ov_config=OVConfig(dtype="fp32"), **common)
+
+    published = _publish(target, write)
+    return sorted(p for p in published.rglob("*") if p.is_file())
