@@ -197,3 +197,32 @@ def test_trusted_pickle_loads(tmp_path: Path, folders) -> None:
     ref = load_hf_model(folders["distilbert", "embed"], seq_len=8)
     np.testing.assert_allclose(loaded.model(*ref.example_inputs).detach().numpy(),
                                ref.model(*ref.example_inputs).detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_other_families_load(tmp_path: Path, folders) -> None:
+    """XLM-RoBERTa, ELECTRA and MPNet folders (made from their configs, with the tiny tokenizers) load with their own
+    inputs and give transformers' logits; MPNet and XLM-R take 2 positions less than their config lists."""
+    from transformers import AutoModelForSequenceClassification, ElectraConfig, MPNetConfig, XLMRobertaConfig
+
+    vocab = json.loads((folders["bert", "classify"] / "config.json").read_text())["vocab_size"]
+    small = {"vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 64, "num_labels": 3}
+    cases = {"xlm-roberta": (XLMRobertaConfig(max_position_embeddings=34, pad_token_id=1, type_vocab_size=1, **small),
+                             "roberta", ["input_ids", "attention_mask"], 32),
+             "electra": (ElectraConfig(embedding_size=32, max_position_embeddings=32, **small), "bert", NAMES["bert"], 32),
+             "mpnet": (MPNetConfig(max_position_embeddings=34, pad_token_id=1, **small), "roberta",
+                       ["input_ids", "attention_mask"], 32)}
+    for family, (config, tokenizer_of, names, limit) in cases.items():
+        torch.manual_seed(0)
+        config.architectures = [f"{type(config).__name__.removesuffix('Config')}ForSequenceClassification"]
+        hf = AutoModelForSequenceClassification.from_config(config).eval()
+        folder = tmp_path / family
+        hf.save_pretrained(folder)
+        shutil.copyfile(folders[tokenizer_of, "classify"] / "tokenizer.json", folder / "tokenizer.json")
+        loaded = load_hf_model(folder, seq_len=limit)
+        assert [s.name for s in loaded.input_shapes] == names and loaded.source["family"] == family
+        with pytest.raises(InputError, match=f"at most {limit}"):
+            load_hf_model(folder, seq_len=limit + 1)
+        with torch.no_grad():
+            want = hf(**dict(zip(names, loaded.example_inputs))).logits
+            torch.testing.assert_close(loaded.model(*loaded.example_inputs), want, rtol=1e-5, atol=1e-6)
