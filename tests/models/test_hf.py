@@ -226,3 +226,74 @@ def test_other_families_load(tmp_path: Path, folders) -> None:
         with torch.no_grad():
             want = hf(**dict(zip(names, loaded.example_inputs))).logits
             torch.testing.assert_close(loaded.model(*loaded.example_inputs), want, rtol=1e-5, atol=1e-6)
+
+
+def test_sentence_transformers_head(tmp_path: Path, folders) -> None:
+    """An embedder folder with modules.json (cls or max pooling, a Dense projection with tanh, Normalize) gives what
+    sentence-transformers computes, from the transformers outputs by hand; save_hf writes the head back; the head is
+    part of the ONNX file. Refused: an unknown module, two pooling modes, a Dense of the wrong width, a Transformer in
+    a subfolder, unreadable modules.json."""
+    from transformers import AutoModel
+
+    from edgestill.models.hf import Head, write_head
+
+    src = folders["bert", "embed"]
+    hf = AutoModel.from_pretrained(str(src), local_files_only=True).eval()
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(32, 48)
+    made = {}
+    for pooling in ("cls", "max"):
+        folder = made[pooling] = _copy(src, tmp_path / pooling)
+        write_head(folder, Head(pooling=pooling, linear=linear, activation="tanh", normalize=True), 32)
+        loaded = load_hf_model(folder, seq_len=16)
+        assert loaded.source["text"]["head"] == {"pooling": pooling, "dense": [32, 48], "activation": "tanh",
+                                                 "normalize": True}
+        ids, mask, types = loaded.example_inputs
+        with torch.no_grad():
+            hidden = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+            pooled = hidden[:, 0] if pooling == "cls" else hidden[:, : int(mask.sum())].max(1).values
+            want = torch.nn.functional.normalize(torch.tanh(linear(pooled)), dim=1)
+            got = loaded.model(*loaded.example_inputs)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert abs(float(got.norm()) - 1) < 1e-5
+    saved = save_hf(loaded.model, src, tmp_path / "saved")
+    again = load_hf_model(saved, seq_len=16)
+    assert again.source["text"]["head"] == loaded.source["text"]["head"]
+    torch.testing.assert_close(again.model(*loaded.example_inputs), got)
+    onnx_path = tmp_path / "head.onnx"
+    torch.onnx.export(loaded.model, loaded.example_inputs, str(onnx_path), dynamo=True, external_data=False)
+    import onnxruntime as ort
+
+    feed = {name: t.numpy() for name, t in zip(NAMES["bert"], loaded.example_inputs)}
+    np.testing.assert_allclose(ort.InferenceSession(str(onnx_path)).run(None, feed)[0], got.numpy(), rtol=1e-4, atol=1e-5)
+    assert load_hf_model(src, seq_len=8).source["text"]["head"]["pooling"] == "mean"  # no modules.json
+
+    def modules(folder: Path, edit) -> Path:
+        data = json.loads((folder / "modules.json").read_text())
+        (folder / "modules.json").write_text(json.dumps(edit(data)))
+        return folder
+
+    bad = {
+        "unknown": (lambda d: d + [{"idx": 9, "name": "9", "path": "9_X", "type": "sentence_transformers.models.LSTM"}],
+                    "uses module 'LSTM'"),
+        "subfolder": (lambda d: [{**d[0], "path": "0_Transformer"}, *d[1:]], "Transformer .the folder itself. first"),
+        "broken": (lambda d: "[", "cannot be read"),
+    }
+    for name, (edit, message) in bad.items():
+        folder = _copy(made["cls"], tmp_path / f"bad-{name}")
+        if name == "broken":
+            (folder / "modules.json").write_text("[")
+        else:
+            modules(folder, edit)
+        with pytest.raises(InputError, match=message):
+            load_hf_model(folder)
+    two = _copy(made["cls"], tmp_path / "two-modes")
+    cfg = json.loads((two / "1_Pooling" / "config.json").read_text())
+    (two / "1_Pooling" / "config.json").write_text(json.dumps({**cfg, "pooling_mode_mean_tokens": True}))
+    with pytest.raises(InputError, match="exactly one of"):
+        load_hf_model(two)
+    wide = _copy(made["cls"], tmp_path / "wide")
+    cfg = json.loads((wide / "2_Dense" / "config.json").read_text())
+    (wide / "2_Dense" / "config.json").write_text(json.dumps({**cfg, "in_features": 64}))
+    with pytest.raises(InputError, match="takes 64 features but the model's hidden size is 32"):
+        load_hf_model(wide)

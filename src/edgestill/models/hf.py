@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -148,14 +149,16 @@ def load_hf_model(path: str | os.PathLike[str], *, seq_len: int | None = None, d
 
     Args:
         seq_len: the traced sequence length (default min(128, the model's maximum)).
-        task: "classify" (logits; the folder must hold a *ForSequenceClassification) or "embed" (mean-pooled last
-            hidden state); default from config.architectures.
+        task: "classify" (logits; the folder must hold a *ForSequenceClassification) or "embed" (pooled last
+            hidden state: mean, or what a sentence-transformers modules.json says, see :func:`read_head`); default
+            from config.architectures.
         trust_checkpoint: accept a pickled pytorch_model.bin when there is no safetensors file.
 
     Raises:
         InputError: not an existing folder (hub ids are refused), no or bad config.json, an unsupported family or
             custom code, no weights (or only a pickle without ``trust_checkpoint``), weights that do not fit the
-            config, no tokenizer.json, a tokenizer larger than the vocabulary, ``seq_len`` out of 1..maximum.
+            config, no tokenizer.json, a tokenizer larger than the vocabulary, ``seq_len`` out of 1..maximum, a
+            sentence-transformers module list edgestill cannot apply (see :func:`read_head`).
     """
     folder = Path(path).expanduser()
     config_d = _read_config(folder)
@@ -180,9 +183,11 @@ def load_hf_model(path: str | os.PathLike[str], *, seq_len: int | None = None, d
     if tokenizer.get_vocab_size() > vocab:
         raise InputError(f"{tokenizer_file} has {tokenizer.get_vocab_size()} tokens but the model's vocabulary is {vocab}: "
                          "the tokenizer belongs to another model. Copy the model's own tokenizer files into the folder.")
+    head, head_files = (read_head(folder, int(_hidden_size(config_d)), trust=trust_checkpoint) if chosen == "embed"
+                        else (None, []))
     hf = _from_pretrained(folder, chosen, weights)
     takes_types = "token_type_ids" in _parameters(hf) and int(config_d.get("type_vocab_size", 0) or 0) > 1
-    model = wrap(hf, chosen, token_types=takes_types)
+    model = wrap(hf, chosen, token_types=takes_types, head=head)
     names = ["input_ids", "attention_mask", *(["token_type_ids"] if takes_types else [])]
     shapes = [InputShape(dims=(1, seq), dynamic_batch=dynamic_batch, dynamic_seq=dynamic_seq, dtype="int64",
                          name=name, kind=kind, low=0, high=high)
@@ -193,8 +198,10 @@ def load_hf_model(path: str | os.PathLike[str], *, seq_len: int | None = None, d
                             "dynamic_length": dynamic_seq}
     if chosen == "classify":
         text["labels"] = _labels(hf.config)
+    else:
+        text["head"] = (head or Head()).to_dict()
     source = {"kind": "hf", "path": str(folder), "family": config_d["model_type"],
-              "architecture": type(hf).__name__, "sha256": _sha256(weights), "text": text}
+              "architecture": type(hf).__name__, "sha256": _sha256([*weights, *head_files]), "text": text}
     return LoadedModel(model=model, example_inputs=example_inputs(shapes, pad=_pad_id(tokenizer)), input_shapes=shapes,
                        source=source)
 
@@ -246,11 +253,11 @@ def _from_pretrained(folder: Path, task: str, weights: list[Path]) -> Any:
     return hf.eval()
 
 
-def wrap(hf: Any, task: str, *, token_types: bool) -> torch.nn.Module:
+def wrap(hf: Any, task: str, *, token_types: bool, head: Head | None = None) -> torch.nn.Module:
     """The exportable module around a transformers model: positional (input_ids, attention_mask[, token_type_ids])
-    → logits (task "classify") or the mask-weighted mean of the last hidden state (task "embed")."""
+    → logits (task "classify") or the pooled last hidden state (task "embed": ``head``, default mean pooling)."""
     classes = _wrapper_classes()
-    return classes[token_types](hf, task).eval()
+    return classes[token_types](hf, task, head or Head()).eval()
 
 
 _WRAPPERS: dict[bool, Any] = {}
@@ -265,17 +272,31 @@ def _wrapper_classes() -> dict[bool, Any]:
     class HFTextModel(torch.nn.Module):
         """A Hugging Face text model with positional integer inputs and one output tensor."""
 
-        def __init__(self, hf: Any, task: str):
+        def __init__(self, hf: Any, task: str, head: Head):
             super().__init__()
             self.hf = hf
             self.task = task
+            self.head = head
+            self.projection = head.linear  # a registered submodule (or None): moves and saves with the model
 
         def _output(self, out: Any, attention_mask: torch.Tensor) -> torch.Tensor:
             if self.task == "classify":
                 return out.logits
             hidden = out.last_hidden_state
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            if self.head.pooling == "cls":
+                pooled = hidden[:, 0]
+            elif self.head.pooling == "max":  # padding set far below any value, as sentence-transformers does
+                pooled = torch.where(weights > 0, hidden, torch.full_like(hidden, -1e9)).max(1).values
+            else:
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            if self.projection is not None:
+                pooled = self.projection(pooled)
+                if self.head.activation == "tanh":
+                    pooled = torch.tanh(pooled)
+            if self.head.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            return pooled
 
     class HFTextPair(HFTextModel):
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -288,6 +309,149 @@ def _wrapper_classes() -> dict[bool, Any]:
 
     _WRAPPERS.update({False: HFTextPair, True: HFTextTriple})
     return _WRAPPERS
+
+
+# --- sentence-transformers heads (modules.json): pooling, one Dense projection, L2 normalisation ---------------------
+
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max")
+_ST = "sentence_transformers.models."
+_ACTIVATIONS = {"torch.nn.modules.linear.Identity": "identity", "torch.nn.modules.activation.Tanh": "tanh"}
+_ACTIVATION_NAMES = {v: k for k, v in _ACTIVATIONS.items()}
+_POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+_OTHER_POOLING = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
+
+
+@dataclass(frozen=True)
+class Head:
+    """What an embedder does after the transformer: pooling (mean, cls, max), an optional linear projection with its
+    activation (identity, tanh) and an optional L2 normalisation; the default is plain mean pooling."""
+
+    pooling: str = "mean"
+    linear: Any = None  # torch.nn.Linear | None
+    activation: str = "identity"
+    normalize: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        dense = None if self.linear is None else [int(self.linear.in_features), int(self.linear.out_features)]
+        return {"pooling": self.pooling, "dense": dense, "activation": self.activation if dense else None,
+                "normalize": self.normalize}
+
+
+def _hidden_size(config: Mapping[str, Any]) -> int:
+    return int(config.get("hidden_size") or config.get("dim") or 0)
+
+
+def read_head(folder: Path, hidden: int, *, trust: bool = False) -> tuple[Head | None, list[Path]]:
+    """The embedder head a sentence-transformers folder declares in modules.json (None without one), and the weight
+    files it reads. Understood: Transformer (the folder itself, first), Pooling (mean, cls or max tokens), at most one
+    Dense (identity or tanh, safetensors weights), Normalize (last).
+
+    Raises:
+        InputError: modules.json unreadable, a module type or pooling mode edgestill does not apply (named, with those
+            it does), a Transformer module in a subfolder, a Dense whose size or weights do not fit.
+    """
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None, []
+    what = f"{modules_file} (a sentence-transformers module list)"
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        kinds = [(str(m["type"]).removeprefix(_ST), str(m.get("path", ""))) for m in modules]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{what} cannot be read ({type(exc).__name__}: {exc}). Re-save the model, or delete "
+                         "modules.json to use mean pooling.") from None
+    known = ("Transformer", "Pooling", "Dense", "Normalize")
+    unknown = [k for k, _ in kinds if k not in known]
+    if unknown:
+        raise InputError(f"{what} uses module {unknown[0]!r}; edgestill applies {', '.join(known)} (at most one Dense). "
+                         "Export the model without it, or delete modules.json to use mean pooling.")
+    order = [k for k, _ in kinds]
+    if order[:1] != ["Transformer"] or kinds[0][1] not in ("", ".") or order.count("Dense") > 1 \
+            or order.count("Pooling") > 1 or ("Normalize" in order and order[-1] != "Normalize"):
+        raise InputError(f"{what} lists {order} (paths {[p for _, p in kinds]}); edgestill reads Transformer (the folder "
+                         "itself) first, then Pooling, at most one Dense and Normalize last.")
+    pooling = "mean"
+    if "Pooling" in order:
+        pooling = _pooling_mode(folder / kinds[order.index("Pooling")][1], what)
+    linear, activation, files = None, "identity", []
+    if "Dense" in order:
+        linear, activation, files = _dense(folder / kinds[order.index("Dense")][1], hidden, trust)
+    return Head(pooling=pooling, linear=linear, activation=activation, normalize="Normalize" in order), files
+
+
+def _pooling_mode(where: Path, what: str) -> str:
+    try:
+        cfg = json.loads((where / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"the Pooling module of {what} has no readable {where / 'config.json'} ({exc}).") from None
+    modes = [mode for key, mode in _POOLING_KEYS.items() if cfg.get(key)]
+    other = [k for k in _OTHER_POOLING if cfg.get(k)]
+    if other or len(modes) != 1:
+        raise InputError(f"the Pooling module in {where} asks for {modes + other or 'no pooling'}; edgestill applies "
+                         f"exactly one of {', '.join(_POOLING_KEYS)}.")
+    return modes[0]
+
+
+def _dense(where: Path, hidden: int, trust: bool) -> tuple[Any, str, list[Path]]:
+    import torch
+
+    try:
+        cfg = json.loads((where / "config.json").read_text(encoding="utf-8"))
+        in_f, out_f = int(cfg["in_features"]), int(cfg["out_features"])
+        activation = str(cfg.get("activation_function", "torch.nn.modules.activation.Tanh"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"the Dense module in {where} has no readable config.json with in_features and out_features "
+                         f"({type(exc).__name__}: {exc}).") from None
+    if activation not in _ACTIVATIONS:
+        raise InputError(f"the Dense module in {where} applies {activation}; edgestill applies "
+                         f"{', '.join(_ACTIVATIONS)}.")
+    if in_f != hidden:
+        raise InputError(f"the Dense module in {where} takes {in_f} features but the model's hidden size is {hidden}: "
+                         "the folder's parts do not belong together.")
+    weights = where / "model.safetensors"
+    if not weights.is_file():
+        pickled = where / "pytorch_model.bin"
+        if not (trust and pickled.is_file()):
+            raise InputError(f"the Dense module in {where} has no model.safetensors"
+                             f"{' (only a pickled pytorch_model.bin: pass --trust-checkpoint if you trust it)' if pickled.is_file() else ''}. "
+                             "Copy the folder again.")
+        weights = pickled
+    from edgestill.models.loading import read_state_dict
+
+    state = read_state_dict(weights, trust=trust)
+    linear = torch.nn.Linear(in_f, out_f, bias="linear.bias" in state)
+    try:
+        linear.load_state_dict({k.removeprefix("linear."): v.float() for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"the Dense module's weights in {weights} do not fit its config ({in_f} -> {out_f}): "
+                         f"{str(exc).splitlines()[0]}. Copy the folder again.") from None
+    return linear.eval(), _ACTIVATIONS[activation], [weights]
+
+
+def write_head(folder: Path, head: Head, hidden: int) -> None:
+    """Write ``head`` as sentence-transformers modules (modules.json, 1_Pooling, 2_Dense, then Normalize) into
+    ``folder``; :func:`read_head` reads it back."""
+    from safetensors.torch import save_file
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": f"{_ST}Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{_ST}Pooling"}]
+    (folder / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": hidden, **{k: mode == head.pooling for k, mode in _POOLING_KEYS.items()},
+               **dict.fromkeys(_OTHER_POOLING, False)}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2), encoding="utf-8")
+    if head.linear is not None:
+        (folder / "2_Dense").mkdir()
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": f"{_ST}Dense"})
+        dense = {"in_features": int(head.linear.in_features), "out_features": int(head.linear.out_features),
+                 "bias": head.linear.bias is not None, "activation_function": _ACTIVATION_NAMES[head.activation]}
+        (folder / "2_Dense" / "config.json").write_text(json.dumps(dense, indent=2), encoding="utf-8")
+        save_file({f"linear.{k}": v.detach().contiguous().clone() for k, v in head.linear.state_dict().items()},
+                  str(folder / "2_Dense" / "model.safetensors"))
+    if head.normalize:
+        n = len(modules)
+        (folder / f"{n}_Normalize").mkdir()
+        modules.append({"idx": n, "name": str(n), "path": f"{n}_Normalize", "type": f"{_ST}Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
 
 
 def example_inputs(shapes: Sequence[InputShape], *, pad: int = 0, seed: int = 0) -> tuple:
@@ -441,7 +605,8 @@ def _publish(out: Path, write: Any) -> Path:
 def save_hf(model: Any, tokenizer_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Save a transformers model (or the wrapper :func:`load_hf_model` returns) as a folder with safetensors weights and
     the tokenizer files of ``tokenizer_dir`` (those of :data:`TOKENIZER_FILES` that exist): a folder
-    :func:`load_hf_model` reads back.
+    :func:`load_hf_model` reads back. A wrapper's embedder head other than mean pooling is written as
+    sentence-transformers modules (:func:`write_head`).
 
     Raises:
         InputError: ``model`` is not a transformers model, ``tokenizer_dir`` has no tokenizer.json, ``out_dir`` exists
@@ -457,11 +622,15 @@ def save_hf(model: Any, tokenizer_dir: str | os.PathLike[str], out_dir: str | os
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder; pass a new folder to save the model in.")
 
+    head = getattr(model, "head", None)
+
     def write(tmp: Path) -> None:
         hf.save_pretrained(tmp, safe_serialization=True)
         for name in TOKENIZER_FILES:
             if (src / name).is_file():
                 shutil.copyfile(src / name, tmp / name)
+        if isinstance(head, Head) and head != Head():  # a sentence-transformers head beyond plain mean pooling
+            write_head(tmp, head, int(hf.config.hidden_size if hasattr(hf.config, "hidden_size") else hf.config.dim))
 
     return _publish(out, write)
 
