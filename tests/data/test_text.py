@@ -129,3 +129,14 @@ def test_encode_texts_pads_to_max_length(tokenizer_file: Path) -> None:
         encode_texts(tokenizer_file, ["hi", long], max_length=8, input_names=["input_ids"])
     cut = encode_texts(tokenizer_file, [long], max_length=8, input_names=["input_ids", "attention_mask"], truncate=True)
     assert cut["attention_mask"].sum() == 8 and cut["input_ids"][0, -1] == out["input_ids"][0, 4]  # ends with [SEP]
+
+
+def test_read_texts_refuses_a_file_past_the_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text file larger than MAX_TEXT_FILE_BYTES is refused before it is read, naming the limit."""
+    import edgestill.data.text as text
+
+    big = tmp_path / "big.csv"
+    big.write_text("text\n" + "hello world\n" * 200)
+    monkeypatch.setattr(text, "MAX_TEXT_FILE_BYTES", 1024)
+    with pytest.raises(InputError, match=r"reads at most 1(\.0)? KiB"):
+        read_texts(big, column="text")
