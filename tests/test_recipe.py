@@ -27,12 +27,12 @@ def base() -> dict:
 def test_every_example_recipe_loads(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.name == yaml.safe_load(path.read_text())["name"]
-    if recipe.teacher is not None and recipe.teacher.predictions is not None:
+    if recipe.teacher is not None and getattr(recipe.teacher, "predictions", None) is not None:
         assert recipe.teacher.predictions.is_file()  # resolved against the recipe's folder
 
 
 def test_examples_cover_every_loss_family_black_box_born_again_and_a_full_run() -> None:
-    recipes = [load_recipe(p) for p in EXAMPLES]
+    recipes = [r for r in (load_recipe(p) for p in EXAMPLES) if not r.is_text]
     used = {t.name for r in recipes for t in r.distill.losses}
     assert FAMILIES <= used
     assert any(r.teacher is not None and r.teacher.black_box for r in recipes)

@@ -84,6 +84,8 @@ class GateConfig:
     max_accuracy_drop_points: each artifact's test accuracy on its runtime vs the torch student, points.
     min_fp32_top1_agreement: each fp32 artifact's top-1 agreement with torch on the validation samples, 0..1.
     min_teacher_top1_agreement: each artifact's top-1 agreement with the teacher on the test split, 0..1.
+    min_teacher_cosine: an embedder's: each artifact's mean cosine similarity to the teacher's embeddings, -1..1.
+    min_teacher_retrieval_agreement: an embedder's: each artifact's top-k retrieval agreement with the teacher, 0..1.
     int8_faster_than_fp32: each int8 artifact's p50 below the fp32 artifact's of its format, same thread count.
     max_p90_ms: each benchmarked cell's p90 latency.
     max_model_bytes: each artifact's file size.
@@ -94,12 +96,16 @@ class GateConfig:
     max_accuracy_drop_points: float | None = None
     min_fp32_top1_agreement: float | None = None
     min_teacher_top1_agreement: float | None = None
+    min_teacher_cosine: float | None = None
+    min_teacher_retrieval_agreement: float | None = None
     int8_faster_than_fp32: bool = False
     max_p90_ms: float | None = None
     max_model_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("min_test_accuracy", "min_fp32_top1_agreement", "min_teacher_top1_agreement"):
+        _number("min_teacher_cosine", self.min_teacher_cosine, "a number in [-1, 1]", lambda v: -1 <= v <= 1)
+        for key in ("min_test_accuracy", "min_fp32_top1_agreement", "min_teacher_top1_agreement",
+                    "min_teacher_retrieval_agreement"):
             _number(key, getattr(self, key), "a number in [0, 1]", lambda v: 0 <= v <= 1)
         _number("min_kd_gain_points", self.min_kd_gain_points, "a number of points", lambda v: True)
         _number("max_accuracy_drop_points", self.max_accuracy_drop_points, "a number >= 0", lambda v: v >= 0)
@@ -152,6 +158,13 @@ def _artifact_checks(row: dict[str, Any], gate: GateConfig) -> Iterable[Check]:
     if gate.min_teacher_top1_agreement is not None:
         yield compare("top-1 agreement with the teacher", name, row.get("teacher_top1_agreement"), ">=",
                       gate.min_teacher_top1_agreement, detail="no teacher outputs")
+    if gate.min_teacher_cosine is not None:
+        yield compare("mean cosine to the teacher's embeddings", name, row.get("teacher_cosine"), ">=",
+                      gate.min_teacher_cosine, detail="no teacher embeddings (not an embedder)")
+    if gate.min_teacher_retrieval_agreement is not None:
+        yield compare(f"top-{row.get('retrieval_k') or 'k'} retrieval agreement with the teacher", name,
+                      row.get("teacher_retrieval_agreement"), ">=", gate.min_teacher_retrieval_agreement,
+                      detail="no teacher embeddings (not an embedder)")
     if gate.max_model_bytes is not None:
         yield compare("model size", name, row.get("model_bytes"), "<=", gate.max_model_bytes, unit=" B")
     if gate.max_p90_ms is not None:

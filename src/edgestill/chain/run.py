@@ -270,6 +270,9 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     from edgestill.host import host_provenance
 
     rep = _Checked(reporter or _Silent())
+    early = None
+    if claimed is None and recipe.is_text:  # texts are cheap to read: bad text is refused before the folder is claimed
+        early = load_recipe_data(recipe)
     out, previous = claimed or prepare_out_dir(options.out_dir, kind=options.kind, force=options.force,
                                                overwrite=options.overwrite, inputs=recipe_inputs(recipe))
     cache_dir = options.cache_dir or default_cache_dir()
@@ -280,7 +283,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     def train_progress(epoch: int, step: int, total: int, loss: float, acc: float) -> None:
         rep.advance(step, total, f"epoch {epoch} loss {loss:.3f} acc {acc:.3f}")
 
-    data = stages.run("data", lambda: load_recipe_data(recipe))  # bad data fails here, before torch is imported
+    data = stages.run("data", lambda: early or load_recipe_data(recipe))  # bad data fails here, before torch is imported
 
     import torch
 

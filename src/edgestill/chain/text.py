@@ -296,18 +296,17 @@ def check_text_recipe(task: str, data: TextDataConfig, teacher: TextTeacherConfi
         lengths.append(("export.max_length", export.max_length))
     if teacher.hf is not None:
         limit = check_hf_folder(teacher.hf, "teacher.hf", task=task, trust=teacher.trust_checkpoint)
-        what = f"the teacher {teacher.hf}"
+        what = f"the teacher {teacher.hf} takes ({limit} tokens, its max_position_embeddings)"
     else:
         limit = teacher.hf_config.max_position
-        what = "teacher.hf_config.max_position"
+        what = f"the teacher takes ({limit} tokens, teacher.hf_config.max_position)"
     if student.hf is not None:
         s_limit = check_hf_folder(student.hf, "student.hf", task=task, trust=student.trust_checkpoint)
         if s_limit < limit:
-            limit, what = s_limit, f"the student {student.hf}"
+            limit, what = s_limit, f"the student {student.hf} takes ({s_limit} tokens, its max_position_embeddings)"
     for key, n in lengths:
         if n > limit:
-            raise ConfigError(f"{key} {n} is longer than {what} takes ({limit} tokens, its max_position_embeddings). "
-                              f"Give {key} <= {limit}.")
+            raise ConfigError(f"{key} {n} is longer than {what}. Give {key} <= {limit}.")
 
 
 def check_hf_folder(path: Path, key: str, *, task: str, trust: bool = False) -> int:
