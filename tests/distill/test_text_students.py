@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from edgestill.compress.distill.losses import embedding_loss
 from edgestill.compress.distill.text import TextDistillConfig, embedding_metrics, smaller_student, student_from_teacher
 from edgestill.errors import ConfigError, InputError
-from edgestill.models.hf import load_hf_model, make_tiny_hf
+from edgestill.models.hf import Head, load_hf_model, make_tiny_hf, write_head
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,31 @@ def test_smaller_embedder_gets_a_projection_to_the_teachers_width(embedder, tmp_
     other = smaller_student(embedder, tmp_path / "other", layers=1, hidden=16, heads=2, seed=1)
     assert (again / "model.safetensors").read_bytes() == (student / "model.safetensors").read_bytes()
     assert (other / "model.safetensors").read_bytes() != (student / "model.safetensors").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def st_embedder(tmp_path_factory):
+    """An embedder with a sentence-transformers head: CLS pooling, a tanh Dense 32 -> 24, L2 normalisation."""
+    folder = make_tiny_hf(tmp_path_factory.mktemp("st") / "m", task="embed", layers=2, hidden=32, heads=2,
+                          intermediate=64)
+    torch.manual_seed(0)
+    write_head(folder, Head(pooling="cls", linear=torch.nn.Linear(32, 24), activation="tanh", normalize=True), 32)
+    return folder
+
+
+def test_students_of_a_sentence_transformers_teacher_keep_its_head(st_embedder, tmp_path):
+    copy = student_from_teacher(st_embedder, tmp_path / "copy", layers=2)
+    assert (copy / "modules.json").read_text() == (st_embedder / "modules.json").read_text()
+    assert (copy / "2_Dense" / "model.safetensors").read_bytes() == (
+        st_embedder / "2_Dense" / "model.safetensors").read_bytes()
+    teacher, student = load_hf_model(st_embedder, seq_len=16), load_hf_model(copy, seq_len=16)
+    with torch.no_grad():
+        out = student.model(*teacher.example_inputs)
+        torch.testing.assert_close(out, teacher.model(*teacher.example_inputs), rtol=0, atol=0)
+    assert out.shape == (1, 24) and float(out.norm()) == pytest.approx(1.0)
+    small = load_hf_model(smaller_student(st_embedder, tmp_path / "small", layers=1, hidden=16, heads=2), seq_len=16)
+    assert small.source["text"]["head"] == {"pooling": "cls", "dense": [16, 24], "activation": "identity",
+                                            "normalize": True}
 
 
 def test_smaller_classifier_keeps_the_head_and_needs_no_projection(bert4, tmp_path):

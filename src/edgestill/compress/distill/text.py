@@ -7,9 +7,13 @@ same module every exporter traces), and every student is written as one: config.
 teacher's tokenizer files, so ``load_hf_model(student_dir)`` and ``edgestill export --model student_dir`` take it. A
 folder is written into a staging folder inside ``out_dir`` and renamed into place at the end: it is whole or absent.
 
-An embedding is the attention-mask-weighted mean of the last hidden state (what ``load_hf_model`` exports for task
-"embed"). A student narrower than its teacher's embedding carries a linear projection to the teacher's width, saved
-in the sentence-transformers layout so that library reads the folder unchanged::
+Training runs the module ``load_hf_model`` returns, the one every exporter traces, so a student learns exactly the
+output its exported files give: logits for task "classify"; for task "embed" the folder's sentence embedding (the
+attention-mask-weighted mean of the last hidden state, or what its sentence-transformers ``modules.json`` declares:
+pooling, a Dense projection, normalisation; see :func:`edgestill.models.hf.read_head`). A student narrower than its
+teacher's embedding carries a linear projection to the teacher's width, written with
+:func:`edgestill.models.hf.write_head` in the sentence-transformers layout (sentence-transformers reads the folder
+unchanged)::
 
     modules.json                 [Transformer "", Pooling "1_Pooling", Dense "2_Dense"]
     1_Pooling/config.json        {"word_embedding_dimension": h, "pooling_mode_mean_tokens": true, ...}
@@ -17,8 +21,8 @@ in the sentence-transformers layout so that library reads the folder unchanged::
                                   "activation_function": "torch.nn.modules.linear.Identity"}
     2_Dense/model.safetensors    linear.weight (H, h) float32, linear.bias (H,) float32
 
-The embedding of such a folder is ``linear.weight @ mean_pool(last_hidden_state) + linear.bias``. A teacher folder
-with such a Dense module (identity activation) is read the same way.
+so the folder's embedding, as ``load_hf_model`` and export compute it, is ``linear.weight @ mean_pool(last_hidden_state)
++ linear.bias``, of the teacher's width.
 
 Training: AdamW (no weight decay on biases and LayerNorm weights), linear warm-up over ``warmup_fraction`` of the
 steps then linear decay to zero (BERT's schedule), gradients clipped to norm 1, each batch padded only to its longest
@@ -29,8 +33,8 @@ order comes from ``numpy.random.default_rng(seed)``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
-import json
 import math
 import os
 import re
@@ -56,9 +60,6 @@ LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")
 EVERY_OTHER = "every-other"
 RETRIEVAL_K = 5
 CLIP_NORM = 1.0
-DENSE_DIR = "2_Dense"
-POOLING_DIR = "1_Pooling"
-_IDENTITY = "torch.nn.modules.linear.Identity"
 _INTERMEDIATE_KEY = {"distilbert": "hidden_dim"}  # config key of the feed-forward width; the others: intermediate_size
 _MAX_LENGTH = 8192
 
@@ -220,7 +221,8 @@ def _classify_metrics(logits: np.ndarray, teacher_logits: np.ndarray, labels: np
 def student_from_teacher(teacher_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                          layers: str | int | Sequence[int] = EVERY_OTHER) -> Path:
     """A student initialised from the teacher, DistilBERT's way: the same family and widths, the teacher's embeddings,
-    the chosen encoder layers (copied in order), and its pooler, classifier head and projection (where it has them).
+    the chosen encoder layers (copied in order), and its pooler and classifier head, or its embedder head
+    (pooling, projection, normalisation: see the module docstring), where it has them.
 
     Args:
         layers: "every-other" (teacher layers 0, 2, 4, ...), a number of layers (spread evenly from the first to the
@@ -250,10 +252,10 @@ def student_from_teacher(teacher_dir: str | os.PathLike[str], out_dir: str | os.
         src = key if m is None else f"{key[:m.start()]}.layer.{chosen[int(m.group(1))]}.{key[m.end():]}"
         state[key] = source[src].clone()
     student.load_state_dict(state, strict=True)
-    projection = None
-    if teacher.projection is not None:
-        projection = copy.deepcopy(teacher.projection)
-    return _publish(student, projection, teacher.tokenizer_dir, Path(out_dir), "student_init")
+    head = teacher.head
+    if head is not None and head.linear is not None:
+        head = dataclasses.replace(head, linear=copy.deepcopy(head.linear))
+    return _publish(student, head, teacher.tokenizer_dir, Path(out_dir), "student_init")
 
 
 def smaller_student(teacher_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, layers: int,
@@ -262,10 +264,11 @@ def smaller_student(teacher_dir: str | os.PathLike[str], out_dir: str | os.PathL
     """A randomly initialised student of the teacher's family and head (classifier or encoder), configured smaller.
 
     Unset sizes keep the teacher's: ``heads`` the teacher's count, ``intermediate`` the teacher's feed-forward width
-    scaled by ``hidden / teacher hidden``. Where the student's width differs from the teacher's embedding width, the
-    student gets a linear projection (random, seeded) from its pooled embedding to the teacher's width, saved in its
-    folder as a sentence-transformers Dense module (see the module docstring): the embedding loss is computed on the
-    projected embedding, the projection is trained with the student, and the folder's embedding is the projected one.
+    scaled by ``hidden / teacher hidden``. An embedder student keeps the teacher's pooling and normalisation; where
+    its width differs from the teacher's embedding width, it gets a linear projection (random, seeded) from its pooled
+    embedding to the teacher's width, saved in its folder as a sentence-transformers Dense module (see the module
+    docstring): the embedding loss is computed on the projected embedding, the projection is trained with the
+    student, and the folder's embedding (what ``load_hf_model`` and export give) is the projected one.
 
     Returns:
         ``out_dir / "student_init"``, a Hugging Face folder with the teacher's tokenizer files (replaced if present).
@@ -301,9 +304,12 @@ def smaller_student(teacher_dir: str | os.PathLike[str], out_dir: str | os.PathL
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         student = type(teacher.hf)(config)
-        width = teacher.width
-        projection = torch.nn.Linear(hidden, width) if hidden != width else None
-    return _publish(student, projection, teacher.tokenizer_dir, Path(out_dir), "student_init")
+        head = teacher.head
+        if head is not None:
+            width = teacher.width
+            head = dataclasses.replace(head, linear=torch.nn.Linear(hidden, width) if hidden != width else None,
+                                       activation="identity")
+    return _publish(student, head, teacher.tokenizer_dir, Path(out_dir), "student_init")
 
 
 def _pick_layers(layers: Any, n: int) -> list[int]:
@@ -355,7 +361,7 @@ def train_text(model_dir: str | os.PathLike[str], texts: Sequence[str], labels: 
         metrics = {}
         if eval_feeds is not None and eval_y is not None:
             metrics = {"accuracy": float((_predict(model, eval_feeds).argmax(1) == eval_y).mean())}
-    out = _publish(model.hf, model.projection, model.tokenizer_dir, Path(out_dir), "model")
+    out = _publish(model.hf, model.head, model.tokenizer_dir, Path(out_dir), "model")
     return TextTrainResult(model_dir=out, task="classify", epochs=config.epochs, history=history, metrics=metrics)
 
 
@@ -431,7 +437,7 @@ def distill_text(teacher_dir: str | os.PathLike[str], student_dir: str | os.Path
         before = measure()
         history = _fit(student, feeds, config, labels=y, teacher_out=teacher_out, progress=progress)
         after = measure()
-    out = _publish(student.hf, student.projection, student.tokenizer_dir, Path(out_dir), "student")
+    out = _publish(student.hf, student.head, student.tokenizer_dir, Path(out_dir), "student")
     return TextDistillResult(student_dir=out, task=task, epochs=config.epochs, history=history, metrics=after,
                              metrics_before=before)
 
@@ -439,14 +445,23 @@ def distill_text(teacher_dir: str | os.PathLike[str], student_dir: str | os.Path
 # ----------------------------------------------------------------------------------------------- helpers
 @dataclass(kw_only=True, eq=False)
 class _TextModel:
-    """A loaded folder: the transformers model, its projection (or None), the input names it takes, its tokenizer."""
+    """A loaded folder: ``load_hf_model``'s module (the transformers model and, for an embedder, its head), the input
+    names it takes in order, its tokenizer file."""
 
-    hf: Any
-    projection: Any
+    module: Any
     task: str
     input_names: list[str]
     tokenizer_file: Path
     folder: Path
+
+    @property
+    def hf(self) -> Any:
+        return self.module.hf
+
+    @property
+    def head(self) -> Any:
+        """The embedder head (edgestill.models.hf.Head), None for a classifier."""
+        return self.module.head if self.task == "embed" else None
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -459,7 +474,8 @@ class _TextModel:
     @property
     def width(self) -> int:
         """The embedding width: the projection's output, else the hidden size."""
-        return int(self.projection.out_features) if self.projection is not None else int(self.hf.config.hidden_size)
+        linear = self.head.linear if self.head is not None else None
+        return int(linear.out_features) if linear is not None else int(self.hf.config.hidden_size)
 
     def encode(self, texts: Sequence[str], config: TextDistillConfig, what: str) -> dict[str, np.ndarray]:
         from edgestill.runtimes.text import KIND_BY_NAME, load_tokenizer, tokenize
@@ -469,21 +485,10 @@ class _TextModel:
         return {name: tokens.by_kind(KIND_BY_NAME[name]) for name in self.input_names}
 
     def forward(self, batch: dict[str, Any]) -> Any:
-        out = self.hf(**batch)
-        if self.task == "classify":
-            return out.logits
-        hidden = out.last_hidden_state
-        weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return self.projection(pooled) if self.projection is not None else pooled
-
-    def parameters(self) -> list[Any]:
-        return [*self.hf.parameters(), *(self.projection.parameters() if self.projection is not None else ())]
+        return self.module(*(batch[name] for name in self.input_names))
 
     def train(self, mode: bool) -> None:
-        self.hf.train(mode)
-        if self.projection is not None:
-            self.projection.train(mode)
+        self.module.train(mode)
 
 
 def _load(folder: str | os.PathLike[str], *, task: str | None, max_length: int | None, role: str) -> _TextModel:
@@ -493,79 +498,15 @@ def _load(folder: str | os.PathLike[str], *, task: str | None, max_length: int |
         loaded = load_hf_model(folder, seq_len=max_length, task=task)
     except InputError as exc:
         raise InputError(f"{role}: {exc}") from None
-    hf = getattr(loaded.model, "hf", None)
-    if hf is None or not hasattr(hf, "config"):
-        raise InputError(f"{role}: {folder} did not load as a transformers model.")
-    path = Path(loaded.source["path"])
-    return _TextModel(hf=hf, projection=_read_projection(path, int(hf.config.hidden_size), role=role),
-                      task=loaded.source["text"]["task"], input_names=[s.name for s in loaded.input_shapes],
-                      tokenizer_file=Path(loaded.source["text"]["tokenizer_path"]), folder=path)
+    text = loaded.source["text"]
+    return _TextModel(module=loaded.model, task=text["task"], input_names=[s.name for s in loaded.input_shapes],
+                      tokenizer_file=Path(text["tokenizer_path"]), folder=Path(loaded.source["path"]))
 
 
-def _read_projection(folder: Path, hidden: int, *, role: str) -> Any:
-    """The folder's sentence-transformers Dense module as a torch Linear, or None when it has none."""
-    modules_file = folder / "modules.json"
-    if not modules_file.is_file():
-        return None
-    try:
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        dense = [m for m in modules if str(m.get("type", "")).endswith(".Dense")]
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as exc:
-        raise InputError(f"{role}: {modules_file} is not a sentence-transformers module list ({exc}).") from None
-    if not dense:
-        return None
-    if len(dense) > 1:
-        raise InputError(f"{role}: {modules_file} lists {len(dense)} Dense modules; edgestill reads one projection.")
-    where = folder / str(dense[0].get("path", ""))
-    try:
-        cfg = json.loads((where / "config.json").read_text(encoding="utf-8"))
-        in_f, out_f = int(cfg["in_features"]), int(cfg["out_features"])
-        activation = cfg.get("activation_function", _IDENTITY)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{role}: the Dense module in {where} has no readable config.json with in_features and "
-                         f"out_features ({type(exc).__name__}: {exc}).") from None
-    if activation != _IDENTITY:
-        raise InputError(f"{role}: the Dense module in {where} applies {activation}; edgestill reads a linear "
-                         f"projection only ({_IDENTITY}).")
-    if in_f != hidden:
-        raise InputError(f"{role}: the Dense module in {where} takes {in_f} features but the model's hidden size is "
-                         f"{hidden}; the folder's parts do not belong together.")
-    import torch
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(where / "model.safetensors"))
-        linear = torch.nn.Linear(in_f, out_f, bias="linear.bias" in state)
-        linear.load_state_dict({k.removeprefix("linear."): v.float() for k, v in state.items()}, strict=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise InputError(f"{role}: the Dense module's weights in {where} could not be read "
-                         f"({str(exc).splitlines()[0]}). Copy the folder again.") from None
-    return linear
-
-
-def _write_projection(folder: Path, projection: Any, hidden: int) -> None:
-    from safetensors.torch import save_file
-
-    (folder / POOLING_DIR).mkdir()
-    (folder / DENSE_DIR).mkdir()
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": POOLING_DIR, "type": "sentence_transformers.models.Pooling"},
-               {"idx": 2, "name": "2", "path": DENSE_DIR, "type": "sentence_transformers.models.Dense"}]
-    pooling = {"word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-               "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}
-    dense = {"in_features": int(projection.in_features), "out_features": int(projection.out_features),
-             "bias": projection.bias is not None, "activation_function": _IDENTITY}
-    (folder / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
-    (folder / POOLING_DIR / "config.json").write_text(json.dumps(pooling, indent=2), encoding="utf-8")
-    (folder / DENSE_DIR / "config.json").write_text(json.dumps(dense, indent=2), encoding="utf-8")
-    save_file({f"linear.{k}": v.detach().contiguous().clone() for k, v in projection.state_dict().items()},
-              str(folder / DENSE_DIR / "model.safetensors"))
-
-
-def _publish(hf: Any, projection: Any, tokenizer_dir: Path, out_dir: Path, name: str) -> Path:
-    """Save ``hf`` (+ projection + the tokenizer files) into a staging folder inside ``out_dir``, then rename it to
-    ``out_dir / name``, replacing an existing one; nothing is left half-written."""
-    from edgestill.models.hf import TOKENIZER_FILES
+def _publish(hf: Any, head: Any, tokenizer_dir: Path, out_dir: Path, name: str) -> Path:
+    """Save ``hf`` (+ its embedder head where it is not plain mean pooling, + the tokenizer files) into a staging
+    folder inside ``out_dir``, then rename it to ``out_dir / name``, replacing an existing one: never half-written."""
+    from edgestill.models.hf import TOKENIZER_FILES, Head, write_head
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -578,8 +519,8 @@ def _publish(hf: Any, projection: Any, tokenizer_dir: Path, out_dir: Path, name:
         for file in TOKENIZER_FILES:
             if (tokenizer_dir / file).is_file():
                 shutil.copyfile(tokenizer_dir / file, staging / file)
-        if projection is not None:
-            _write_projection(staging, projection, int(hf.config.hidden_size))
+        if head is not None and head != Head():
+            write_head(staging, head, int(hf.config.hidden_size))
         if final.exists() or final.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_dir))
             os.replace(final, old / name)
@@ -692,8 +633,7 @@ def _fit(model: _TextModel, feeds: dict[str, np.ndarray], config: TextDistillCon
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = config.epochs * steps_per_epoch
     warmup = round(config.warmup_fraction * total)
-    named = [*model.hf.named_parameters(),
-             *(model.projection.named_parameters(prefix="projection") if model.projection is not None else ())]
+    named = list(model.module.named_parameters())
     no_decay = [p for k, p in named if p.ndim < 2 or "LayerNorm" in k or "layer_norm" in k]
     decay = [p for k, p in named if not (p.ndim < 2 or "LayerNorm" in k or "layer_norm" in k)]
     params = [p for _, p in named]
