@@ -356,6 +356,9 @@ def export_model(
     samples: int = 64,
     seed: int = 0,
     progress: Progress | None = None,
+    seq_len: int | None = None,
+    dynamic_seq: bool = False,
+    vocab_size: int | None = None,
 ) -> list[ExportResult]:
     """Load what ``model`` names, build validation, calibration and eval samples, and :func:`convert` every cell.
 
@@ -374,6 +377,8 @@ def export_model(
             with fp32); the rest calibrate. Seeded random inputs of the input spec when None.
         samples: how many samples to validate (and measure the budget) on; one top-1 flip is 100/samples points.
         seed: seed of the random inputs.
+        seq_len, dynamic_seq, vocab_size: a text model's sequence length, symbolic sequence dim (ONNX, OpenVINO) and
+            vocabulary (see :func:`edgestill.models.loading.load_model`).
 
     Returns:
         One ExportResult per cell.
@@ -389,7 +394,7 @@ def export_model(
     qconfig = quantize or QuantizeConfig()
     if isinstance(model, str):
         loaded = load_model(model, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint, input_shape=input_shape,
-                            num_classes=num_classes)
+                            num_classes=num_classes, seq_len=seq_len, dynamic_seq=dynamic_seq, vocab_size=vocab_size)
     else:
         shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
         if not isinstance(shape, InputShape):
@@ -402,6 +407,11 @@ def export_model(
                              source={"model": type(model).__name__, "kind": "module"})
     if any(s.dynamic_batch for s in loaded.input_shapes) and not export.dynamic_batch:
         export = dataclasses.replace(export, dynamic_batch=True)
+    if not export.inputs:  # named inputs keep their names (and symbolic sequence) in every file
+        from edgestill.models.loading import forward_parameters, input_specs
+
+        params = forward_parameters(loaded.model) if loaded.model is not None else None
+        export = dataclasses.replace(export, inputs=input_specs(loaded.input_shapes, params[0] if params else ()))
     int8 = bool(export.int8_precisions)
     validation, calibration, ids, labels = _samples(data, loaded.input_shapes, samples, qconfig.calibration_samples, seed,
                                                     labels=int8)
@@ -447,6 +457,14 @@ def _samples(
         return (val[0] if len(val) == 1 else val), calib, ids, None
     label = "--data"
     y = None
+    if len(shapes) > 1 and not isinstance(data, np.ndarray):  # one array per input, named like it
+        from edgestill.data.loaders import load_input_arrays
+
+        arrays, y = load_input_arrays(data, shapes, labels=labels)
+        idx = np.arange(n, len(arrays[0])) if len(arrays[0]) > n else np.arange(len(arrays[0]))
+        idx = idx[:n_calib]
+        return ([a[:n] for a in arrays], [a[idx] for a in arrays], [f"row[{i}]" for i in idx],
+                None if y is None else y[:n])
     if isinstance(data, np.ndarray):
         x = data
     else:

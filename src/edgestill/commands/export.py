@@ -41,6 +41,9 @@ PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision if p.value
         "  edgestill export --model mypkg.nets:build --input-shape Nx3x224x224 --format onnx,openvino --json\n"
         "  edgestill export --model program.pt2 --format tflite\n"
         "  edgestill export --model model.onnx --format openvino --precision fp16   # ONNX → OpenVINO IR\n"
+        "  edgestill export --model mypkg.text:build --input input_ids:1x128:int64 --input attention_mask:1x128:int64 \\\n"
+        "      --vocab-size 30522 --data tokens.npz\n"
+        "  edgestill export --model ./my-minilm --seq-len 64 --dynamic-length   # a Hugging Face folder (local)\n"
         "  edgestill export --model mobilenet_v2 --precision int8-static --data calib.npz --tolerance int8.min_sqnr_db=25\n"
         "  edgestill export --model mobilenet_v2 --precision fp32,int8-static --data val.npz --max-accuracy-drop 0.5\n\n"
         "\b\nEvery file runs on its own runtime on --samples inputs (from --data, else seeded random inputs)\n"
@@ -72,14 +75,25 @@ def export_command(
     model: str = typer.Option(..., "--model", help="Built-in name, package.module:function factory, FILE.pt2, or FILE.onnx (OpenVINO only)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Weights: .safetensors, or .pt/.pth (loaded weights-only)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow a checkpoint holding pickled objects (runs code from the file)."),
-    input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x224x224, or Nx3x224x224 for a dynamic batch (ONNX, OpenVINO)."),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape",
+        help="One input's shape[:dtype]: e.g. 1x3x224x224, Nx3x224x224 for a dynamic batch (ONNX, OpenVINO), 1x128:int64."),
+    named_inputs: list[str] = typer.Option(
+        [], "--input",
+        help="NAME:SHAPE[:DTYPE] per forward argument (repeatable), e.g. input_ids:1x128:int64; S as dim 1 = dynamic length."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Text models: tokens per input (default min(128, the model's maximum))."),
+    dynamic_length: bool = typer.Option(False, "--dynamic-length", help="Text models: a symbolic sequence length (ONNX, OpenVINO; TFLite stays static)."),
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Vocabulary of a factory's input_ids (random ids stay below it; default 100)."),
     num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="Classifier size of a built-in model (default: its standard one)."),
     formats: str = typer.Option(",".join(FORMAT_CHOICES), "--format", help=f"Formats, comma-separated: {', '.join(FORMAT_CHOICES)}."),
     precisions: str = typer.Option(
         "fp32", "--precision",
         help=f"Precisions, comma-separated: {', '.join(PRECISION_CHOICES)} ({', '.join(INT8_CHOICES)} through the accuracy budget).",
     ),
-    data: Path | None = typer.Option(None, "--data", help="An .npz with x (and optional integer labels y): validation, budget and calibration samples."),
+    data: Path | None = typer.Option(
+        None, "--data",
+        help="An .npz with x, or one array per input named like it (input_ids, attention_mask, ...), and optional integer "
+             "labels y: validation, budget and calibration samples."),
     max_accuracy_drop: float = typer.Option(
         1.0, "--max-accuracy-drop",
         help="int8 cells: allowed top-1 loss vs the fp32 file on the same runtime, absolute points (without labels: top-1 disagreement, %).",
@@ -114,7 +128,6 @@ def export_command(
         from edgestill.errors import CheckFailed, InputError, RuntimeFailure, UnsupportedError
         from edgestill.export.api import ExportConfig
         from edgestill.export.validate import Tolerances
-        from edgestill.models.loading import parse_input_shape
         from edgestill.outdir import (
             MARKER,
             claim_output_dir,
@@ -123,15 +136,19 @@ def export_command(
             write_marker,
         )
 
-        shape = parse_input_shape(input_shape) if input_shape is not None else None
-        if shape is not None and data is None:
-            shape.check_samples(samples)  # before the model is built and run once on its example input
+        shape = input_shapes(input_shape, named_inputs, vocab_size=vocab_size)
+        for s in shape or ():
+            if data is None:
+                s.check_samples(samples)  # before the model is built and run once on its example input
         stem = name or default_name(model)
         config = ExportConfig(
             formats=_split(formats), precisions=_split(precisions), name=stem,
             tolerances=Tolerances.parse(tolerance), strict=not no_strict,
-            dynamic_batch=bool(shape and shape.dynamic_batch),
+            dynamic_batch=any(s.dynamic_batch for s in shape or ()),
         )
+        text = {"seq_len": seq_len, "dynamic_seq": dynamic_length, "vocab_size": vocab_size}
+        if shape and len(shape) == 1 and shape[0].name is None:
+            shape = shape[0]  # one --input-shape: the model's one input, as before
         options = quant_options(calibration_method=calibration_method, tflite_recipe=tflite_recipe, equalize=equalize,
                                 bias_correction=bias_correction, integer_io=integer_io)
         # the same QuantizeConfig `edgestill quantize` builds: formats, precision and name come from the export config
@@ -145,7 +162,7 @@ def export_command(
             # --overwrite empties another command's folder: only once every input checked out, so a refused run
             # leaves that output as it was
             check_export_inputs(model, config, budget, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
-                                input_shape=shape, num_classes=num_classes, data=data, samples=samples)
+                                input_shape=shape, num_classes=num_classes, data=data, samples=samples, **text)
             claim_output_dir(out, kind="export", overwrite=True, inputs=inputs)
         elif out.is_dir():
             lock_output_dir(out)  # an export adding to its folder: a second process writing there is refused
@@ -163,7 +180,7 @@ def export_command(
                         results = export_model(
                             model, export=config, quantize=budget, out_dir=out, checkpoint=checkpoint,
                             trust_checkpoint=trust_checkpoint, input_shape=shape, num_classes=num_classes, data=data,
-                            samples=samples, progress=lambda i, n, label="": rep.advance(i, n, label),
+                            samples=samples, progress=lambda i, n, label="": rep.advance(i, n, label), **text,
                         )
                     except (CheckFailed, UnsupportedError, RuntimeFailure) as exc:  # every cell's outcome is reported
                         results, error = list(getattr(exc, "results", [])), exc
@@ -217,14 +234,44 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def default_name(spec: str) -> str:
-    """An artifact name stem from --model: the built-in name, the factory's function, or the file's stem."""
-    stem = spec.rsplit(":", 1)[-1] if ":" in spec else (Path(spec).stem if Path(spec).suffix in (".pt2", ".onnx") else spec)
+    """An artifact name stem from --model: the built-in name, the factory's function, the file's stem, or the folder's
+    name (a Hugging Face model folder)."""
+    path = Path(spec)
+    if ":" in spec:
+        stem = spec.rsplit(":", 1)[-1]
+    elif path.suffix in (".pt2", ".onnx"):
+        stem = path.stem
+    else:
+        stem = path.resolve().name if path.is_dir() else spec
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")
     return stem or "model"
 
 
+def input_shapes(input_shape: list[str], inputs: list[str], *, vocab_size: int | None) -> list[Any] | None:
+    """The InputShapes --input-shape (one) or --input (one per forward argument) give; None when neither is given.
+
+    Raises:
+        InputError: --input-shape given twice, both options given, or a malformed spec (see
+            :func:`edgestill.models.loading.parse_input_spec`).
+    """
+    from edgestill.errors import InputError
+    from edgestill.models.loading import parse_input_shape, parse_input_spec
+
+    if len(input_shape) > 1:
+        raise InputError(f"--input-shape is given {len(input_shape)} times ({', '.join(input_shape)}); it describes a model's "
+                         "one input. For several inputs pass --input NAME:SHAPE[:DTYPE] once per forward argument, e.g. "
+                         "--input input_ids:1x128:int64 --input attention_mask:1x128:int64.")
+    if input_shape and inputs:
+        raise InputError("--input-shape and --input are both given; use --input NAME:SHAPE[:DTYPE] for every input "
+                         "(or --input-shape alone for a one-input model).")
+    if inputs:
+        return [parse_input_spec(t, vocab_size=vocab_size) for t in inputs]
+    return [parse_input_shape(input_shape[0])] if input_shape else None
+
+
 def check_export_inputs(model: str, config: Any, budget: Any, *, checkpoint: Path | None, trust_checkpoint: bool,
-                        input_shape: Any, num_classes: int | None, data: Path | None, samples: int) -> None:
+                        input_shape: Any, num_classes: int | None, data: Path | None, samples: int,
+                        seq_len: int | None = None, dynamic_seq: bool = False, vocab_size: int | None = None) -> None:
     """Check every input ``export_model`` takes (model, checkpoint, input shape and forward, data, int8 budget data)
     without writing anything: what must hold before an --overwrite folder is emptied.
 
@@ -240,7 +287,7 @@ def check_export_inputs(model: str, config: Any, budget: Any, *, checkpoint: Pat
     from edgestill.models.loading import load_model
 
     loaded = load_model(model, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint, input_shape=input_shape,
-                        num_classes=num_classes)
+                        num_classes=num_classes, seq_len=seq_len, dynamic_seq=dynamic_seq, vocab_size=vocab_size)
     int8 = bool(config.int8_precisions)
     validation, calibration, ids, labels = convert._samples(  # noqa: SLF001  (chain exposes no public check yet)
         data, loaded.input_shapes, samples, budget.calibration_samples, 0, labels=int8)

@@ -25,7 +25,7 @@ import numpy as np
 from edgestill.data.datasets import SIZES, DataSplits, Split, _data_sha256, load_dataset
 from edgestill.errors import ConfigError, InputError, did_you_mean
 from edgestill.limits import check_allocation, format_bytes
-from edgestill.runtimes.base import read_npz
+from edgestill.runtimes.base import npz_headers, read_npz
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -627,3 +627,92 @@ def load_csv(path: str | Path, *, config: DataConfig | None = None) -> DataSplit
         parts = {s: (x[which == s], y[which == s], ids[which == s]) for s in ("train", "val", "test") if (which == s).any()}
     class_names = names if names is not None else tuple(str(i) for i in range(num_classes))
     return _assemble(path.stem, "user", config.seed, parts, class_names, config.val_fraction, config.test_fraction)
+
+
+# --- model inputs from an NPZ: one array per named input (validation, calibration, eval) ------------------------
+
+
+def load_input_arrays(path: str | Path, inputs: list[Any], *, what: str | None = None, labels: bool = False,
+                      ) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A model's samples from an .npz: one (N, ...) array per input in ``inputs``' order, and the labels ``y``.
+
+    A one-input model reads ``x`` (or the array named like its input); a model with several inputs reads one array
+    per input, named like it (``input_ids``, ``attention_mask``, ``token_type_ids``), with the same N. ``inputs`` are
+    :class:`~edgestill.models.loading.InputShape` (name, dims, dtype, kind, high, dynamic_seq). Each array is cast to its
+    input's dtype; ids must lie in the vocabulary (``high``), which an embedding table would otherwise index past.
+
+    Args:
+        path: the .npz file.
+        inputs: the model's inputs, in the forward's order.
+        what: how messages name the file (default ``--data PATH``).
+        labels: also read the optional integer labels ``y`` (one per sample).
+
+    Raises:
+        InputError: the file is missing or unreadable; an input's array is missing (the message names the missing and
+            the present arrays); arrays of different N; a shape other than the input's; non-numeric values, NaN/Inf,
+            non-whole numbers for an integer input, ids outside the vocabulary; ``y`` not one integer per sample.
+    """
+    label = what or f"--data {path}"
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{label} does not exist. Pass an .npz holding one array per model input (x for a one-input model) "
+                         "and optionally labels y.")
+    names = [s.name for s in inputs]
+    single = len(inputs) == 1
+    wanted = [*(n for n in names if n), *(["x"] if single else []), *(["y"] if labels else [])]
+    present = sorted(npz_headers(p, what=label))
+    arrays = read_npz(p, what=label, keys=wanted)
+    if single:
+        key = "x" if "x" in arrays else names[0]
+        if key not in arrays:
+            raise InputError(f"{label} holds no array 'x'{f' or {names[0]!r}' if names[0] else ''} (it has {present or 'none'}). "
+                             "Save it with np.savez(path, x=samples, y=labels).")
+        keys = [key]
+    else:
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise InputError(f"{label}: the model takes {len(names)} inputs ({', '.join(names)}) and the file has no array "
+                             f"named {', '.join(map(repr, missing))}; it holds {present or 'no arrays'}. Save one array per "
+                             f"input, named like it: np.savez(path, {', '.join(f'{n}=...' for n in names)}, y=labels).")
+        keys = names
+    sizes = {k: (len(arrays[k]) if arrays[k].ndim else 0) for k in keys}
+    if len(set(sizes.values())) > 1:
+        raise InputError(f"{label}: the input arrays hold different numbers of samples ({', '.join(f'{k}: {n}' for k, n in sizes.items())}); "
+                         "every input needs one row per sample, the same N in each.")
+    out = [_input_array(label, k, arrays[k], s) for k, s in zip(keys, inputs)]
+    seq_lengths = {a.shape[1] for a, s in zip(out, inputs) if getattr(s, "dynamic_seq", False)}
+    if len(seq_lengths) > 1:
+        raise InputError(f"{label}: the token arrays have different sequence lengths {sorted(seq_lengths)}; pad them to one length.")
+    y = arrays.get("y") if labels else None
+    n = len(out[0])
+    if y is not None and (y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu"):
+        raise InputError(f"{label}: y has shape {list(y.shape)} dtype {y.dtype} for {n} samples; pass one integer class "
+                         "id per sample, or leave y out.")
+    return out, y
+
+
+def _input_array(label: str, key: str, arr: np.ndarray, spec: Any) -> np.ndarray:
+    """One input's array checked against its InputShape and cast to its dtype."""
+    dims = tuple(spec.dims[1:])
+    dynamic = getattr(spec, "dynamic_seq", False)
+    expected = ", ".join(["N", *("S" if dynamic and i == 0 else str(d) for i, d in enumerate(dims))])
+    ok = arr.ndim == len(dims) + 1 and len(arr) > 0 and all(
+        (dynamic and i == 0) or a == d for i, (a, d) in enumerate(zip(arr.shape[1:], dims)))
+    if not ok:
+        raise InputError(f"{label}: array {key!r} has shape {list(arr.shape)}; the model's input {spec.name or key!r} is "
+                         f"({expected}). Pass samples shaped like the input, one per row.")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{label}: array {key!r} has dtype {arr.dtype}; it must be numeric.")
+    target = np.dtype(spec.dtype)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError(f"{label}: array {key!r} holds NaN or Inf; remove or fix those samples.")
+    if target.kind in "iu":
+        if arr.dtype.kind == "f" and not (arr == np.round(arr)).all():
+            raise InputError(f"{label}: array {key!r} holds non-whole numbers but the input {spec.name or key!r} is {target}; "
+                             "save whole numbers (token ids, masks) as an integer array.")
+        low, high = (0, spec.high) if getattr(spec, "kind", None) == "ids" else (None, None)
+        if high is not None and arr.size and (arr.min() < low or arr.max() >= high):
+            raise InputError(f"{label}: array {key!r} holds ids from {int(arr.min())} to {int(arr.max())} but the model's "
+                             f"vocabulary has {high} tokens (ids 0..{high - 1}): they would index past its embedding "
+                             "table. Encode the texts with the model's own tokenizer.")
+    return np.ascontiguousarray(arr.astype(target, copy=False))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edgestill.errors import InputError
-from edgestill.models.loading import InputShape, LoadedModel
+from edgestill.models.inputs import InputShape, LoadedModel
 
 if TYPE_CHECKING:
     import torch
@@ -416,7 +416,7 @@ def _dense(where: Path, hidden: int, trust: bool) -> tuple[Any, str, list[Path]]
                              f"{' (only a pickled pytorch_model.bin: pass --trust-checkpoint if you trust it)' if pickled.is_file() else ''}. "
                              "Copy the folder again.")
         weights = pickled
-    from edgestill.models.loading import read_state_dict
+    from edgestill.models.checkpoints import read_state_dict
 
     state = read_state_dict(weights, trust=trust)
     linear = torch.nn.Linear(in_f, out_f, bias="linear.bias" in state)

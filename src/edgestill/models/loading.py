@@ -7,116 +7,89 @@ that says what was received, what is valid and what to do. Torch is imported ins
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+import logging
 import os
-import pickle
 import re
 import sys
-import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.artifact import INPUT_KINDS  # noqa: F401  (what InputShape.kind may be)
+from edgestill.artifact import TensorSpec
 from edgestill.errors import InputError, UnknownNameError
+from edgestill.models.checkpoints import (  # noqa: F401  (re-exported: callers import them from here)
+    _LIST_LIMIT,
+    _WRAPPER_KEYS,
+    CHECKPOINT_SUFFIXES,
+    read_state_dict,
+)
+from edgestill.models.inputs import (  # noqa: F401  (re-exported: callers import them from here)
+    _RANDOM_BYTES,
+    INPUT_KINDS,
+    NAMED_KINDS,
+    InputShape,
+    LoadedModel,
+    kind_of,
+    random_input,
+)
 
 if TYPE_CHECKING:
     import torch
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # common training-script layouts, unwrapped as-is
+logger = logging.getLogger(__name__)
 _DYNAMIC = {"n", "?", "-1", "batch", "b"}
+_SEQ = {"s", "seq"}  # a symbolic sequence length as dim 1 (ONNX, OpenVINO; traced at SEQ_EXAMPLE or --seq-len)
+SEQ_EXAMPLE = 128  # the length an S dim is traced (and validated) at when --seq-len does not say
+INPUT_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8")
+DEFAULT_VOCAB = 100  # ids' vocabulary size when neither --vocab-size nor a model config gives one
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_LIST_LIMIT = 12
 MAX_RANK = 8  # images are 4-D and video 5-D; a longer --input-shape is almost always a typo (LiteRT kernels stop near 5-6)
-_RANDOM_BYTES = 8  # seeded samples are drawn as float64, then cast: 8 transient bytes per element on top of the result
 
 
-
-
-@dataclass(frozen=True, kw_only=True)
-class InputShape:
-    """One model input: its name, batch-1 shape, which dims are dynamic, dtype and meaning (``kind``, see INPUT_KINDS).
-
-    ``name`` is the input's name in every exported file (None: the exporter's default, for single-input models);
-    ``dynamic_seq`` makes dim 1 (the sequence) symbolic where the format allows (ONNX, OpenVINO); ids are in [low, high).
-    """
-
-    dims: tuple[int, ...]
-    dynamic_batch: bool = False
-    dtype: str = "float32"
-    low: int | None = None
-    high: int | None = None
-    name: str | None = None
-    kind: str = "float"
-    dynamic_seq: bool = False
-
-    def __str__(self) -> str:
-        dims = ["N" if self.dynamic_batch else str(self.dims[0]), *map(str, self.dims[1:])]
-        return "x".join(dims)
-
-    def check_samples(self, n: int) -> None:
-        """Refuse (InputError) ``n`` random samples of this input that would not fit the machine's memory."""
-        from edgestill.limits import check_allocation, element_count
-
-        check_allocation(element_count((n, *self.dims[1:])) * (_RANDOM_BYTES + np.dtype(self.dtype).itemsize),
-                         what=f"{n} random samples of input {self} ({self.dtype})",
-                         fix="Pass a smaller --samples (64 is the default), a smaller --input-shape, or --data with real samples.")
-
-    def samples(self, n: int, *, seed: int = 0) -> np.ndarray:
-        """``n`` seeded random samples, (n, *dims[1:]): standard normal floats, or ids in [low, high).
-
-        Raises:
-            InputError: the samples would not fit the machine's memory (checked before anything is allocated).
-        """
-        self.check_samples(n)
-        shape = (n, *self.dims[1:])
-        rng = np.random.default_rng(seed)
-        if np.dtype(self.dtype).kind in "iu":
-            return rng.integers(self.low or 0, self.high or 100, size=shape).astype(self.dtype)
-        return rng.standard_normal(shape).astype(self.dtype)
-
-    def example(self, *, seed: int = 0) -> torch.Tensor:
-        """A seeded example tensor of the exact (batch-1) shape, the tensor exporters trace with."""
-        import torch
-
-        return torch.from_numpy(self.samples(self.dims[0], seed=seed))
-
-
-@dataclass(kw_only=True)
-class LoadedModel:
-    """A model ready to export: the torch module (None for an ONNX source), its example inputs and provenance."""
-
-    model: Any  # torch.nn.Module | None
-    example_inputs: tuple  # tuple[torch.Tensor, ...]; empty for an ONNX source
-    input_shapes: list[InputShape]
-    source: dict[str, Any] = field(default_factory=dict)
-    onnx_path: Path | None = None
-
-    @property
-    def kind(self) -> str:
-        return self.source.get("kind", "")
 
 
 def parse_input_shape(text: str, *, option: str = "--input-shape") -> InputShape:
-    """Parse ``1x3x224x224`` (static) or ``Nx3x224x224`` / ``?x3x224x224`` (dynamic batch).
+    """Parse ``1x3x224x224`` (static), ``Nx3x224x224`` / ``?x3x224x224`` (dynamic batch), ``1xSx...`` (dim 1 a
+    dynamic sequence, traced at SEQ_EXAMPLE), each with an optional ``:DTYPE`` suffix (float32 by default; one of
+    INPUT_DTYPES). The input's kind is "int" for integer dtypes, else "float".
 
     Raises:
-        InputError: not positive whole numbers separated by 'x', a dynamic dim other than the first, more than
-            ``MAX_RANK`` dims, or one example input too large for the machine's memory (checked before allocating).
+        InputError: a comma (several shapes in one option: that is --input NAME:SHAPE once per input), not positive
+            whole numbers separated by 'x', a dynamic dim other than the batch (or the sequence as dim 1), more than
+            ``MAX_RANK`` dims, an unknown dtype, or one example input too large for the machine's memory.
     """
     raw = str(text).strip()
-    parts = [p.strip() for p in re.split(r"[xX×,]", raw)] if raw else []
-    example = f"e.g. {option} 1x3x224x224, or Nx3x224x224 for a dynamic batch"
+    example = f"e.g. {option} 1x3x224x224, Nx3x224x224 for a dynamic batch, or 1x128:int64"
+    if "," in raw:
+        raise InputError(f"{option} {text!r} holds a comma: one {option} gives one input's shape. For a model with several "
+                         "inputs pass --input NAME:SHAPE[:DTYPE] once per input (e.g. --input input_ids:1x128:int64 "
+                         "--input attention_mask:1x128:int64).")
+    dtype = "float32"
+    if ":" in raw:
+        raw, _, given = raw.rpartition(":")
+        dtype = given.strip().lower()
+        if dtype not in INPUT_DTYPES:
+            raise InputError(f"{option} {text!r}: dtype {given!r} is not one of {', '.join(INPUT_DTYPES)} ({example}).")
+    parts = [p.strip() for p in re.split(r"[xX×]", raw)] if raw.strip() else []
     if len(parts) < 2 or any(not p for p in parts):
         raise InputError(f"{option} {text!r} is not a shape: give the dims separated by 'x', batch first ({example}).")
     dynamic = parts[0].lower() in _DYNAMIC
+    dynamic_seq = parts[1].lower() in _SEQ
     dims = [1] if dynamic else []
     for i, p in enumerate(parts[1:] if dynamic else parts):
-        if p.lower() in _DYNAMIC:
-            raise InputError(f"{option} {text!r}: only the batch (first) dim may be dynamic; dim {i + int(dynamic)} is {p!r} ({example}).")
+        axis = i + int(dynamic)
+        if axis == 1 and dynamic_seq:
+            dims.append(SEQ_EXAMPLE)
+            continue
+        if p.lower() in _DYNAMIC | _SEQ:
+            raise InputError(f"{option} {text!r}: only the batch (first) dim, or a sequence (S) as dim 1, may be dynamic; "
+                             f"dim {axis} is {p!r} ({example}).")
         if not p.isdigit() or int(p) < 1:
             raise InputError(f"{option} {text!r}: dim {p!r} is not a whole number >= 1 ({example}).")
         dims.append(int(p))
@@ -126,9 +99,45 @@ def parse_input_shape(text: str, *, option: str = "--input-shape") -> InputShape
         raise InputError(f"{option} {text!r} has {len(dims)} dims; edgestill's formats take at most {MAX_RANK} ({example}).")
     from edgestill.limits import check_allocation, element_count
 
-    check_allocation(element_count(dims) * (_RANDOM_BYTES + 4), what=f"{option} {text} (one float32 example input)",
+    check_allocation(element_count(dims) * (_RANDOM_BYTES + np.dtype(dtype).itemsize),
+                     what=f"{option} {text} (one {dtype} example input)",
                      fix="Pass the input size the model really takes (batch first, e.g. 1x3x224x224).")
-    return InputShape(dims=tuple(dims), dynamic_batch=dynamic)
+    return InputShape(dims=tuple(dims), dynamic_batch=dynamic, dtype=dtype, kind=kind_of(None, dtype), dynamic_seq=dynamic_seq)
+
+
+def parse_input_spec(text: str, *, vocab_size: int | None = None) -> InputShape:
+    """Parse ``--input NAME:SHAPE[:DTYPE]`` (e.g. ``input_ids:1x128:int64``; SHAPE as :func:`parse_input_shape` takes it).
+
+    The kind follows the name: input_ids → ids (vocabulary ``vocab_size``; None: decided by :func:`load_model`),
+    attention_mask → mask, token_type_ids → type_ids (these three default to int64), other integers → int, floats → float.
+
+    Raises:
+        InputError: not NAME:SHAPE, a name that is not an identifier, or a bad shape or dtype.
+    """
+    raw = str(text).strip()
+    name, sep, rest = raw.partition(":")
+    name = name.strip()
+    if not sep or not rest.strip():
+        raise InputError(f"--input {text!r} is not NAME:SHAPE[:DTYPE]; give the forward's argument name and its shape, "
+                         "e.g. --input input_ids:1x128:int64 --input attention_mask:1x128:int64, or --input image:1x3x224x224.")
+    if not _NAME.match(name):
+        raise InputError(f"--input {text!r}: {name!r} is not an input name (letters, digits and '_', not starting with a "
+                         "digit); use the name of the forward's argument, e.g. input_ids.")
+    if ":" not in rest and name in NAMED_KINDS:
+        rest += ":int64"  # token inputs are integers unless the user says otherwise
+    shape = parse_input_shape(rest, option=f"--input {name}:")
+    kind = kind_of(name, shape.dtype)
+    return dataclasses.replace(shape, name=name, kind=kind, low=0 if kind == "ids" else None,
+                               high=vocab_size if kind == "ids" else None)
+
+
+def input_specs(shapes: Sequence[InputShape], names: Sequence[str] = ()) -> tuple[TensorSpec, ...]:
+    """The TensorSpecs exported files take for ``shapes`` (names from ``names`` where a shape has none), or () when
+    the inputs are unnamed and have no symbolic sequence (the writers' default names, as for a single image input)."""
+    if not any(s.name or s.dynamic_seq for s in shapes):
+        return ()
+    fallback = list(names) + [f"input_{i}" for i in range(len(names), len(shapes))]
+    return tuple(s.tensor_spec(fallback[i]) for i, s in enumerate(shapes))
 
 
 def resolve_model(spec: str, *, num_classes: int | None = None, in_channels: int | None = None, seed: int = 0) -> torch.nn.Module:
@@ -179,78 +188,6 @@ def resolve_model(spec: str, *, num_classes: int | None = None, in_channels: int
 
     classes = num_classes if num_classes is not None else default_num_classes(spec)
     return create_model(spec, num_classes=classes, in_channels=in_channels or 3, seed=seed).eval()
-
-
-def read_state_dict(path: str | os.PathLike[str], *, trust: bool = False) -> dict[str, torch.Tensor]:
-    """Read a checkpoint's tensors: .safetensors, or a torch file loaded with ``weights_only=True``.
-
-    ``{"state_dict": ...}``, ``{"model_state_dict": ...}`` and ``{"model": ...}`` layouts are unwrapped; a
-    pickled module (only with ``trust=True``) gives its state dict.
-
-    Raises:
-        InputError: missing, truncated or corrupt file; pickled objects without ``trust``; no tensors in it.
-    """
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--checkpoint {p} does not exist. Pass a .safetensors or .pt/.pth file.")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(p))
-        except Exception as exc:  # SafetensorError and OSError mean the same: the file is not a whole safetensors file
-            raise InputError(
-                f"--checkpoint {p} could not be read as safetensors ({exc}); it is truncated or not a safetensors file. "
-                "Copy it again or re-save it with safetensors.torch.save_file(model.state_dict(), path)."
-            ) from None
-    if p.suffix not in CHECKPOINT_SUFFIXES:
-        raise InputError(f"--checkpoint {p}: unknown file type {p.suffix!r}; valid: {', '.join(CHECKPOINT_SUFFIXES)}.")
-    try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trust:
-            raise InputError(
-                f"--checkpoint {p} holds pickled Python objects, not only tensors ({_first_line(exc)}). Loading it would run "
-                "code from the file. Re-save it as a state dict (torch.save(model.state_dict(), path)) or safetensors; or, "
-                "only if you trust where the file came from, pass --trust-checkpoint."
-            ) from None
-        obj = _load_trusted(p)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise InputError(f"--checkpoint {p} is truncated or not a torch checkpoint ({_first_line(exc)}). Copy it again or re-save it.") from None
-    return _tensors_of(obj, p)
-
-
-def _load_trusted(p: Path) -> Any:
-    import torch
-
-    try:
-        return torch.load(str(p), map_location="cpu", weights_only=False)
-    except Exception as exc:  # unpickling user objects can raise anything (missing class, truncation)
-        raise InputError(f"--checkpoint {p} could not be unpickled even with --trust-checkpoint ({type(exc).__name__}: {_first_line(exc)}).") from None
-
-
-def _tensors_of(obj: Any, p: Path) -> dict[str, torch.Tensor]:
-    import torch
-
-    if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, dict):
-        for key in _WRAPPER_KEYS:
-            inner = obj.get(key)
-            if isinstance(inner, torch.nn.Module):
-                return inner.state_dict()
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return dict(inner)
-        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-            return dict(obj)
-        keys = list(obj)[:_LIST_LIMIT]
-        raise InputError(
-            f"--checkpoint {p} is a dict whose values are not all tensors (keys: {keys}) and has none of the usual "
-            f"wrappers {list(_WRAPPER_KEYS)}. Save model.state_dict() itself."
-        )
-    raise InputError(f"--checkpoint {p} holds a {type(obj).__name__}, not a state dict. Save model.state_dict().")
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str], *, trust: bool = False) -> torch.nn.Module:
@@ -387,7 +324,8 @@ def _program_inputs(ep: Any) -> list[InputShape]:
             raise InputError(f"the .pt2 program's input {node.name!r} has symbolic dims {list(val.shape)} beyond the batch; "
                              "export it with static shapes except the batch dim.")
         dtype = str(val.dtype).removeprefix("torch.")
-        specs.append(InputShape(dims=(1 if dims[0] is None else dims[0], *dims[1:]), dynamic_batch=dims[0] is None, dtype=dtype))
+        specs.append(InputShape(dims=(1 if dims[0] is None else dims[0], *dims[1:]), dynamic_batch=dims[0] is None, dtype=dtype,
+                                name=node.name, kind=kind_of(node.name, dtype)))
     return specs
 
 
@@ -396,28 +334,57 @@ def load_model(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     trust_checkpoint: bool = False,
-    input_shape: InputShape | str | None = None,
+    input_shape: InputShape | str | Sequence[InputShape] | None = None,
     num_classes: int | None = None,
     in_channels: int | None = None,
+    seq_len: int | None = None,
+    dynamic_seq: bool = False,
+    vocab_size: int | None = None,
 ) -> LoadedModel:
-    """Resolve ``spec`` (built-in name, ``pkg.module:function``, ``FILE.pt2`` or ``FILE.onnx``) into a LoadedModel.
+    """Resolve ``spec`` (built-in name, ``pkg.module:function``, ``FILE.pt2``, ``FILE.onnx`` or a Hugging Face folder)
+    into a LoadedModel.
 
-    The input shape defaults to the built-in model's standard input, the .pt2 program's own input shapes,
-    or the ONNX file's inputs; a factory needs ``input_shape``.
+    The input shape defaults to the built-in model's standard input, the .pt2 program's own inputs (with their
+    names), the ONNX file's inputs, or a Hugging Face folder's token inputs; a factory needs ``input_shape``: one
+    InputShape (or its text) for a one-input forward, or a list of named ones (``--input NAME:SHAPE``), passed to the
+    forward in its parameters' order.
+
+    Args:
+        seq_len: a Hugging Face folder's traced sequence length (default min(128, its maximum)), or the length an
+            ``S`` dim is traced at.
+        dynamic_seq: a symbolic sequence dim (ONNX, OpenVINO) for a Hugging Face folder or the token inputs
+            (ids, mask, type_ids) of a factory.
+        vocab_size: the vocabulary of a factory's ``input_ids`` (random ids stay below it); default 100, with a warning.
 
     Raises:
         UnknownNameError: unknown built-in name (closest names suggested).
-        InputError: a bad checkpoint, malformed input shape, missing or corrupt file, options that do not apply, or a
+        InputError: a bad checkpoint, malformed input shape, missing or corrupt file, options that do not apply, inputs
+            the forward does not take (see :func:`match_forward`), a sequence longer than the model's maximum, or a
             forward that fails on the example input (see :func:`check_forward`).
     """
-    shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
+    shapes = _shape_list(input_shape)
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
+        raise InputError(f"--vocab-size {vocab_size!r} is not a whole number >= 1; give the size of the model's vocabulary.")
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
+        raise InputError(f"--seq-len {seq_len!r} is not a whole number >= 1; give the number of tokens the model takes.")
     source: dict[str, Any] = {"model": spec}
     if checkpoint is not None:
         source["checkpoint"] = str(checkpoint)
     path = Path(spec)
+    if path.is_dir():
+        return _hf_source(path, checkpoint, shapes, seq_len=seq_len, dynamic_seq=dynamic_seq, vocab_size=vocab_size,
+                          trust_checkpoint=trust_checkpoint)
+    token_options = [o for o, given in (("--seq-len", seq_len is not None), ("--dynamic-length", dynamic_seq),
+                                        ("--vocab-size", vocab_size is not None)) if given]
     if path.suffix in (".pt2", ".onnx"):
         if checkpoint is not None:
             raise InputError(f"--checkpoint does not apply to {path.name}: a {path.suffix} file carries its own weights. Drop --checkpoint.")
+        if token_options:
+            raise InputError(f"{', '.join(token_options)} do(es) not apply to {path.name}: the file fixes its own inputs. Drop them.")
+        if shapes is not None and len(shapes) != 1:
+            raise InputError(f"--input does not apply to {path.name}: the file keeps its own input names and shapes. "
+                             "Drop --input (or give one --input-shape to change a one-input program's shape).")
+        shape = shapes[0] if shapes else None
         if path.suffix == ".onnx":
             return _onnx_source(path, shape, source)
         ep = load_exported_program(path)
@@ -426,33 +393,146 @@ def load_model(
         if shape is not None:
             if len(specs) != 1:
                 raise InputError(f"--input-shape gives one input but {path.name} takes {len(specs)}; leave it out to use the program's shapes.")
-            specs = [InputShape(dims=shape.dims, dynamic_batch=shape.dynamic_batch, dtype=specs[0].dtype)]
+            specs = [dataclasses.replace(specs[0], dims=shape.dims, dynamic_batch=shape.dynamic_batch)]
         model = program_module(ep, static_batch=static_batch)
         source.update(kind="exported-program", sha256=_sha(path))
         examples = tuple(s.example() for s in specs)
         check_forward(model, examples, spec)
         return LoadedModel(model=model, example_inputs=examples, input_shapes=specs, source=source)
+    if ":" not in spec and token_options:
+        raise InputError(f"{', '.join(token_options)} do(es) not apply to the built-in image model {spec}. Drop them.")
     model = resolve_model(spec, num_classes=num_classes, in_channels=in_channels)
     if ":" in spec:
         source["kind"] = "factory"
-        if shape is None:
-            raise InputError(f"--model {spec} is a factory: pass --input-shape (e.g. 1x3x224x224) so edgestill knows what it takes.")
-        specs = [shape]
+        if shapes is None:
+            raise InputError(f"--model {spec} is a factory: pass --input-shape (e.g. 1x3x224x224), or --input NAME:SHAPE "
+                             "once per forward argument, so edgestill knows what it takes.")
+        specs = _token_options(match_forward(model, shapes, spec), seq_len=seq_len, dynamic_seq=dynamic_seq,
+                               vocab_size=vocab_size, spec=spec)
     else:
         from edgestill.models import standard_input
 
+        if shapes is not None and len(shapes) != 1:
+            raise InputError(f"--model {spec} takes one input; pass one --input-shape (e.g. 1x3x224x224), not {len(shapes)} --input.")
+        shape = shapes[0] if shapes else None
         source["kind"] = "builtin"
         std = standard_input(spec)
         dims = shape.dims if shape is not None else tuple(std.shape)
         if shape is None and in_channels is not None and len(dims) > 1:
             dims = (dims[0], in_channels, *dims[2:])
-        specs = [InputShape(dims=dims, dynamic_batch=bool(shape and shape.dynamic_batch), dtype=std.dtype, low=std.low, high=std.high)]
+        specs = [InputShape(dims=dims, dynamic_batch=bool(shape and shape.dynamic_batch), dtype=std.dtype, low=std.low,
+                            high=std.high, kind=kind_of(None, std.dtype))]
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, trust=trust_checkpoint)
         source["checkpoint_sha256"] = _sha(Path(checkpoint))
     examples = tuple(s.example() for s in specs)
     check_forward(model.eval(), examples, spec)
     return LoadedModel(model=model, example_inputs=examples, input_shapes=specs, source=source)
+
+
+def _shape_list(input_shape: InputShape | str | Sequence[InputShape] | None) -> list[InputShape] | None:
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, str):
+        return [parse_input_shape(input_shape)]
+    if isinstance(input_shape, InputShape):
+        return [input_shape]
+    shapes = [parse_input_shape(s) if isinstance(s, str) else s for s in input_shape]
+    if not shapes or not all(isinstance(s, InputShape) for s in shapes):
+        raise InputError(f"input shapes must be InputShapes (or shape strings), one per input; got {input_shape!r}.")
+    names = [s.name for s in shapes if s.name]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"--input names {', '.join(dup)} more than once; give each forward argument one --input.")
+    if len(shapes) > 1 and len(names) != len(shapes):
+        raise InputError("several inputs need a name each: pass --input NAME:SHAPE[:DTYPE] once per forward argument "
+                         "(e.g. --input input_ids:1x128:int64 --input attention_mask:1x128:int64).")
+    return shapes
+
+
+def forward_parameters(model: Any) -> tuple[list[str], int] | None:
+    """The forward's positional parameter names and how many of them are required, or None when it takes ``*args``."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return [p.name for p in positional], sum(p.default is inspect.Parameter.empty for p in positional)
+
+
+def match_forward(model: Any, shapes: list[InputShape], spec: str) -> list[InputShape]:
+    """``shapes`` in the order the model's forward takes them: named inputs by the forward's parameter names, unnamed
+    ones positionally. A forward with ``*args`` takes the inputs in the order given.
+
+    Raises:
+        InputError: a name the forward does not take, fewer inputs than its required parameters, more than it takes,
+            or named inputs that skip one of its parameters (they are passed positionally); the message names the
+            forward's parameters.
+    """
+    signature = forward_parameters(model)
+    if signature is None:
+        return shapes
+    params, required = signature
+    takes = f"{type(model).__name__}.forward takes ({', '.join(params)})" + (
+        f", {required} of them required" if required != len(params) else "")
+    how = "Pass --input NAME:SHAPE[:DTYPE] once per forward argument, e.g. " + " ".join(
+        f"--input {n}:1x128:int64" for n in params[:3]) if params else ""
+    if all(s.name for s in shapes):
+        unknown = [s.name for s in shapes if s.name not in params]
+        if unknown:
+            raise InputError(f"--model {spec}: --input names {', '.join(map(repr, unknown))}, which the forward does not take; "
+                             f"{takes}. Name each --input after a forward argument.")
+        ordered = sorted(shapes, key=lambda s: params.index(s.name))
+        expected = params[: len(ordered)]
+        if [s.name for s in ordered] != expected:
+            missing = [n for n in expected if n not in {s.name for s in shapes}]
+            raise InputError(f"--model {spec}: the inputs are passed positionally, so they must be the forward's first "
+                             f"{len(ordered)} arguments; {', '.join(missing)} is missing. {takes}. {how}.")
+        shapes = ordered
+    if len(shapes) < required:
+        missing = params[len(shapes): required]
+        raise InputError(f"--model {spec}: {len(shapes)} input(s) given but {takes}; missing {', '.join(missing)}. {how}.")
+    if len(shapes) > len(params):
+        raise InputError(f"--model {spec}: {len(shapes)} inputs given but {takes}. Drop the extra --input.")
+    return shapes
+
+
+def _token_options(shapes: list[InputShape], *, seq_len: int | None, dynamic_seq: bool, vocab_size: int | None,
+                   spec: str) -> list[InputShape]:
+    """Apply --seq-len, --dynamic-length and --vocab-size to a factory's token inputs (ids, mask, type_ids)."""
+    tokens = [i for i, s in enumerate(shapes) if s.kind in ("ids", "mask", "type_ids") and len(s.dims) > 1]
+    if (seq_len is not None or dynamic_seq) and not tokens:
+        raise InputError(f"--seq-len and --dynamic-length apply to token inputs (input_ids, attention_mask, "
+                         f"token_type_ids) and {spec} has none. Drop them, or name the inputs with --input.")
+    out = list(shapes)
+    for i in tokens:
+        s = out[i]
+        dims = (s.dims[0], seq_len, *s.dims[2:]) if seq_len is not None else s.dims
+        out[i] = dataclasses.replace(s, dims=dims, dynamic_seq=s.dynamic_seq or dynamic_seq)
+    for i, s in enumerate(out):
+        if s.kind == "ids" and s.high is None:
+            if vocab_size is None:
+                logger.warning("input %s: no --vocab-size given; random ids are drawn from 0..%d", s.name, DEFAULT_VOCAB - 1)
+            out[i] = dataclasses.replace(s, low=0, high=vocab_size or DEFAULT_VOCAB)
+    return out
+
+
+def _hf_source(path: Path, checkpoint: Any, shapes: list[InputShape] | None, *, seq_len: int | None, dynamic_seq: bool,
+               vocab_size: int | None, trust_checkpoint: bool) -> LoadedModel:
+    """A Hugging Face folder through :func:`edgestill.models.hf.load_hf_model`."""
+    from edgestill.models.hf import is_hf_dir, load_hf_model
+
+    if not is_hf_dir(path):
+        raise InputError(f"--model {path} is a folder without config.json. Pass a Hugging Face model folder (config.json, "
+                         "model.safetensors, tokenizer.json), a built-in name, a factory, or a .pt2/.onnx file.")
+    for option, given in (("--checkpoint", checkpoint is not None), ("--input/--input-shape", shapes is not None),
+                          ("--vocab-size", vocab_size is not None)):
+        if given:
+            raise InputError(f"{option} does not apply to the Hugging Face folder {path}: its weights, inputs and vocabulary "
+                             "come from the folder (config.json); set the sequence length with --seq-len. Drop it.")
+    return load_hf_model(path, seq_len=seq_len, dynamic_seq=dynamic_seq, trust_checkpoint=trust_checkpoint)
 
 
 def check_forward(model: torch.nn.Module, example_inputs: tuple, spec: str) -> None:

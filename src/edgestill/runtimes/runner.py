@@ -120,10 +120,14 @@ def _fit(arr: Any, spec: Any) -> Any:
     return arr
 
 
-def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
-    """Inputs for timing: seeded random data of each input's shape (symbolic dims = 1), or from a file.
+def make_inputs(specs: list[Any], source: str, seed: int, *, seq_len: int | None = None) -> dict[str, Any]:
+    """Inputs for timing: seeded random data of each input's shape, or from a file.
 
-    Random floats are standard normal; integer inputs (token ids) are 0 or 1, valid for any vocabulary.
+    Random inputs respect each spec's ``kind``: ids uniform in [0, high) (high = the vocabulary), an attention mask
+    of ones then a zero tail (at least one 1), token types zeros, floats standard normal. A spec without a kind
+    (a manifest from before kinds) keeps the old rule: floats standard normal, integers 0 or 1 (valid for any
+    vocabulary). A symbolic batch dim is 1; a symbolic sequence dim (dim 1 of a token input) is ``seq_len`` when
+    given (a text artifact's max_length), else 1.
 
     Raises:
         InputError: the file is missing or unreadable, or does not name every model input.
@@ -135,7 +139,18 @@ def make_inputs(specs: list[Any], source: str, seed: int) -> dict[str, Any]:
         out = {}
         for s in specs:
             shape, dtype = s.concrete_shape(1), np.dtype(s.user_dtype)
-            if dtype.kind == "f":
+            if seq_len and len(s.shape) > 1 and not isinstance(s.shape[1], int):
+                shape = (shape[0], seq_len, *shape[2:])
+            kind = getattr(s, "kind", None)
+            if kind == "ids":
+                out[s.name] = rng.integers(0, s.high or 2, size=shape).astype(dtype)
+            elif kind == "mask":
+                steps = shape[1] if len(shape) > 1 else 1
+                keep = np.arange(steps)[None, :] < rng.integers(1, steps + 1, size=shape[0])[:, None]
+                out[s.name] = np.broadcast_to(keep.reshape(shape[:2] + (1,) * (len(shape) - 2)), shape).astype(dtype)
+            elif kind == "type_ids":
+                out[s.name] = np.zeros(shape, dtype)
+            elif dtype.kind == "f":
                 out[s.name] = rng.standard_normal(shape).astype(dtype)
             elif dtype.kind == "b":
                 out[s.name] = rng.random(shape) < 0.5
@@ -405,7 +420,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     if job["eval_data"]:
         _check_eval_fits(Path(job["eval_data"]), eval_heads["x"][0], session.input_specs)
 
-    inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]))
+    text = art.source.get("text") if isinstance(art.source, dict) else None
+    inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]),
+                         seq_len=text.get("max_length") if isinstance(text, dict) else None)
     timing = time_session(session, inputs, bench)
     peak_rss_mb = _peak_rss_mb()  # before the eval data is read: the figure is the model's, not the data's
     accuracy = agreement = kl = None
