@@ -203,3 +203,17 @@ def test_the_recipe_hash_follows_the_text_sections() -> None:
     assert a.fingerprint("data", "teacher") == b.fingerprint("data", "teacher")
     assert a.fingerprint("distill") != b.fingerprint("distill")
     assert json.loads(json.dumps(a.raw))["task"] == "text-classify"
+
+
+def test_a_text_longer_than_the_sequence_length_is_refused_with_the_recipe_key_to_change(tmp_path: Path) -> None:
+    """Bad input: training texts longer than distill.max_length (no truncation asked); with truncate: true it runs."""
+    doc = text_doc("text-embed")
+    doc["data"]["samples"] = 40
+    doc["distill"]["max_length"] = doc["export"]["max_length"] = 8
+    with pytest.raises(InputError, match=r"tokens long.*distill\.truncate: true"):
+        run_recipe(recipe_from_dict(doc), RunOptions(out_dir=tmp_path / "a", db=None, cache_dir=tmp_path / "c",
+                                                     through="distill"))
+    doc["distill"]["truncate"] = True
+    report = run_recipe(recipe_from_dict(doc), RunOptions(out_dir=tmp_path / "b", db=None, cache_dir=tmp_path / "c",
+                                                          through="distill"))
+    assert report["student"]["teacher_cosine"] > 0 and report["data"]["input_shape"] == [8]

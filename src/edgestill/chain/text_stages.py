@@ -18,7 +18,8 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from edgestill.chain.recipe import Recipe
 from edgestill.chain.text import TextData, hf_task
+from edgestill.errors import InputError
 
 Progress = Callable[..., None]
 VALIDATION_SAMPLES = 200  # test texts each file is compared with torch on (parity); scoring uses the whole test split
@@ -46,8 +48,9 @@ def encode(model_dir: Path, texts: Sequence[str], *, max_length: int, names: Seq
     truncated with ``truncate``: the recipe's ``distill.truncate``)."""
     from edgestill.data.text import encode_texts
 
-    arrays = encode_texts(Path(model_dir) / "tokenizer.json", texts, max_length=max_length, input_names=names,
-                          truncate=truncate)
+    with _recipe_hint():
+        arrays = encode_texts(Path(model_dir) / "tokenizer.json", texts, max_length=max_length, input_names=names,
+                              truncate=truncate)
     return [arrays[n] for n in names]
 
 
@@ -151,7 +154,9 @@ def _build_teacher(recipe: Recipe, data: TextData, folder: Path, progress: Any, 
             _label_names(init, data.class_names)
             cfg = _train_config(recipe, "classify", epochs=t.train.epochs, lr=t.train.lr, batch_size=t.train.batch_size,
                                 seed=t.train.seed, train_threads=train_threads)
-            final = train_text(init, data.train.texts, data.train.labels, cfg, work, progress=_progress(progress)).model_dir
+            with _recipe_hint():
+                final = train_text(init, data.train.texts, data.train.labels, cfg, work,
+                                   progress=_progress(progress)).model_dir
         try:
             final.rename(folder)
         except OSError:  # another run cached the same teacher meanwhile: keep theirs
@@ -159,6 +164,18 @@ def _build_teacher(recipe: Recipe, data: TextData, folder: Path, progress: Any, 
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def _recipe_hint() -> Iterator[None]:
+    """Say how a recipe asks for truncation when a text is longer than the sequence length."""
+    try:
+        yield
+    except InputError as exc:
+        if "tokens long" in str(exc):
+            raise InputError(f"{exc} In a recipe: distill.truncate: true, or a larger distill.max_length (at most the "
+                             "model's maximum).") from None
+        raise
 
 
 def _progress(progress: Any) -> Any:
@@ -213,8 +230,9 @@ def distill_stage(recipe: Recipe, data: TextData, teacher_dir: Path, reference: 
     log(f"distilling the student ({s.describe}) for {recipe.distill.epochs} epoch(s)")
     classify = recipe.task == "text-classify"
     cfg = dataclasses.replace(recipe.distill, train_threads=train_threads)
-    result = distill_text(teacher_dir, init, data.train.texts, cfg, work, labels=data.train.labels if classify else None,
-                          progress=_progress(progress))
+    with _recipe_hint():
+        result = distill_text(teacher_dir, init, data.train.texts, cfg, work,
+                              labels=data.train.labels if classify else None, progress=_progress(progress))
     final = ckpt / "student"
     if final.exists():
         shutil.rmtree(final)
