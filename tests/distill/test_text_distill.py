@@ -127,7 +127,22 @@ def folders(tmp_path_factory):
         "other_vocab": make_tiny_hf(root / "other_vocab", task="classify", texts=["a few other words", "and more"] * 20,
                                     **small),
         "three_classes": make_tiny_hf(root / "three", task="classify", num_labels=3, **small),
+        "distilbert": make_tiny_hf(root / "distilbert", task="embed", family="distilbert", **small),
     }
+
+
+def test_a_distilbert_student_learns_from_a_bert_teacher(folders, data, tmp_path):
+    """The teacher takes token_type_ids, the student does not: each gets the inputs it takes from one encoding."""
+    train, test = data
+    teacher, student = folders["embedder"], folders["distilbert"]
+    assert [s.name for s in load_hf_model(teacher, seq_len=16).input_shapes] == [
+        "input_ids", "attention_mask", "token_type_ids"]
+    result = distill_text(teacher, student, train.texts[:160], TextDistillConfig(task="embed", epochs=1, **FAST),
+                          tmp_path, eval_texts=test.texts[:40])
+    assert result.metrics["mean_cosine_to_teacher"] > result.metrics_before["mean_cosine_to_teacher"] + 0.1
+    loaded = load_hf_model(result.student_dir, seq_len=16)
+    assert [s.name for s in loaded.input_shapes] == ["input_ids", "attention_mask"]
+    assert loaded.source["family"] == "distilbert"
 
 
 LONG = " ".join(["weather"] * 60)

@@ -354,8 +354,8 @@ def train_text(model_dir: str | os.PathLike[str], texts: Sequence[str], labels: 
     model = _load(model_dir, task="classify", max_length=config.max_length, role="model")
     classes = model.num_labels
     y = _check_labels(labels, len(texts), classes, "labels")
-    eval_feeds, eval_y = _eval_inputs(model, eval_texts, eval_labels, config, classes)
-    feeds = model.encode(texts, config, "training text")
+    eval_feeds, eval_y = _eval_inputs(model, eval_texts, eval_labels, config, classes, model.input_names)
+    feeds = model.encode(texts, config, "training text", model.input_names)
     with _threads(config.train_threads):
         history = _fit(model, feeds, config, labels=y, teacher_out=None, progress=progress)
         metrics = {}
@@ -378,7 +378,7 @@ def distill_text(teacher_dir: str | os.PathLike[str], student_dir: str | os.Path
 
     Returns:
         the result; the student is saved to ``out_dir / "student"`` (replaced if present), with the teacher's
-        tokenizer files and its projection (where it has one).
+        tokenizer files and, for an embedder, its head (projection included, see the module docstring).
 
     Raises:
         InputError: a folder cannot be loaded; no texts; classify: a teacher or student without a classification
@@ -390,9 +390,8 @@ def distill_text(teacher_dir: str | os.PathLike[str], student_dir: str | os.Path
     """
     task = config.task
     _check_texts(texts, "training texts")
-    task_arg = "classify" if task == "classify" else "embed"
-    teacher = _load(teacher_dir, task=task_arg, max_length=config.max_length, role="teacher")
-    student = _load(student_dir, task=task_arg, max_length=config.max_length, role="student")
+    teacher = _load(teacher_dir, task=task, max_length=config.max_length, role="teacher")
+    student = _load(student_dir, task=task, max_length=config.max_length, role="student")
     _check_same_tokenizer(teacher, student)
     y = None
     if task == "classify":
@@ -417,8 +416,9 @@ def distill_text(teacher_dir: str | os.PathLike[str], student_dir: str | os.Path
         if eval_texts is not None and len(eval_texts) <= RETRIEVAL_K:
             raise InputError(f"{len(eval_texts)} eval texts: retrieval agreement at {RETRIEVAL_K} needs more than "
                              f"{RETRIEVAL_K}. Pass more eval texts, or none.")
-    eval_feeds, eval_y = _eval_inputs(teacher, eval_texts, eval_labels, config, teacher.num_labels)
-    feeds = teacher.encode(texts, config, "training text")
+    names = list(dict.fromkeys([*teacher.input_names, *student.input_names]))  # e.g. BERT teacher, DistilBERT student
+    eval_feeds, eval_y = _eval_inputs(teacher, eval_texts, eval_labels, config, teacher.num_labels, names)
+    feeds = teacher.encode(texts, config, "training text", names)
     with _threads(config.train_threads):
         needs_train = task == "embed" or config.alpha < 1
         teacher_out = _predict(teacher, feeds) if needs_train else None
@@ -477,12 +477,14 @@ class _TextModel:
         linear = self.head.linear if self.head is not None else None
         return int(linear.out_features) if linear is not None else int(self.hf.config.hidden_size)
 
-    def encode(self, texts: Sequence[str], config: TextDistillConfig, what: str) -> dict[str, np.ndarray]:
+    def encode(self, texts: Sequence[str], config: TextDistillConfig, what: str,
+               names: Sequence[str]) -> dict[str, np.ndarray]:
+        """``texts`` as int64 arrays for the inputs ``names``, padded to the longest text (batches cut them shorter)."""
         from edgestill.runtimes.text import KIND_BY_NAME, load_tokenizer, tokenize
 
         tokens = tokenize(load_tokenizer(self.tokenizer_file, what=f"tokenizer of {self.folder.name}:"), texts,
                           max_length=config.max_length, truncate=config.truncate, what=what)
-        return {name: tokens.by_kind(KIND_BY_NAME[name]) for name in self.input_names}
+        return {name: tokens.by_kind(KIND_BY_NAME[name]) for name in names}
 
     def forward(self, batch: dict[str, Any]) -> Any:
         return self.module(*(batch[name] for name in self.input_names))
@@ -559,15 +561,15 @@ def _check_labels(labels: Any, n: int, classes: int, what: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _eval_inputs(model: _TextModel, eval_texts: Any, eval_labels: Any, config: TextDistillConfig,
-                 classes: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+def _eval_inputs(model: _TextModel, eval_texts: Any, eval_labels: Any, config: TextDistillConfig, classes: int,
+                 names: Sequence[str]) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
     if eval_texts is None:
         if eval_labels is not None:
             raise InputError("eval labels were given without eval texts; pass both, or neither.")
         return None, None
     _check_texts(eval_texts, "eval texts")
     y = _check_labels(eval_labels, len(eval_texts), classes, "eval labels") if eval_labels is not None else None
-    return model.encode(eval_texts, config, "eval text"), y
+    return model.encode(eval_texts, config, "eval text", names), y
 
 
 def _check_same_tokenizer(teacher: _TextModel, student: _TextModel) -> None:
