@@ -26,6 +26,7 @@ import numpy as np
 
 from edgestill.artifact import Artifact
 from edgestill.compress.quantize.options import FORMAT_DEFAULTS, QuantOptions
+from edgestill.compress.quantize.samples import Samples, arrays_of, is_integer_input, n_samples, take
 from edgestill.errors import InputError
 
 if TYPE_CHECKING:
@@ -86,9 +87,9 @@ def _label(o: QuantOptions) -> str:
 
 
 def auto_quantize(
-    model: torch.nn.Module, args: tuple, *, format: str, precision: str, calibration: np.ndarray, staging_dir: Path,
+    model: torch.nn.Module, args: tuple, *, format: str, precision: str, calibration: Samples, staging_dir: Path,
     name: str, options: QuantOptions, requested: QuantOptions | None = None, layers: Sequence[Any], quantizer: Any,
-    run: Callable[..., Artifact], time_budget_s: float | None = None,
+    run: Callable[..., Artifact], time_budget_s: float | None = None, inputs: Sequence[Any] | None = None,
 ) -> Artifact:
     """Quantize ``model`` with each candidate, score each file on the held-out calibration samples, keep the best.
 
@@ -112,10 +113,13 @@ def auto_quantize(
     from edgestill.runtimes import RuntimeOptions, load
 
     budget = AUTO_TIME_BUDGET_S if time_budget_s is None else float(time_budget_s)
-    fit_idx, held_idx = split_calibration(len(calibration))
-    fit, held = calibration[fit_idx], calibration[held_idx]
+    fit_idx, held_idx = split_calibration(n_samples(calibration))
+    fit, held = take(calibration, fit_idx), take(calibration, held_idx)
     reference = torch_reference(model, held)
-    tried = candidates(format, requested or replace(options, equalize=None, bias_correction=None))
+    asked = requested or replace(options, equalize=None, bias_correction=None)
+    if is_integer_input(args):  # a text model: the torch transforms are for convolutions, so only methods vary
+        asked = replace(asked, equalize=False, bias_correction=options.bias_correction)
+    tried = candidates(format, asked)
     Path(staging_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.auto-", dir=staging_dir))  # made here, so removing it removes only ours
     t0 = time.perf_counter()
@@ -133,10 +137,10 @@ def auto_quantize(
             c0 = time.perf_counter()
             try:
                 art = run(quantizer, model, args, format=format, precision=precision, calibration=fit,
-                                    staging_dir=work / f"c{i}", name=name, options=cand, layers=layers)
+                                    staging_dir=work / f"c{i}", name=name, options=cand, layers=layers, inputs=inputs)
                 art.hash_files()
                 session = load(art, RuntimeOptions(threads=1))
-                got = run_artifact(session, art, [held])
+                got = run_artifact(session, art, arrays_of(held))
             except EdgestillError as exc:
                 row["failed"] = str(exc).splitlines()[0][:300]
                 first_error = first_error or exc
@@ -161,7 +165,7 @@ def auto_quantize(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     art.quantization["auto"] = {
-        "split": {"fit": len(fit), "held_out": len(held), "fit_fraction": AUTO_FIT_FRACTION, "seed": AUTO_SEED,
+        "split": {"fit": n_samples(fit), "held_out": n_samples(held), "fit_fraction": AUTO_FIT_FRACTION, "seed": AUTO_SEED,
                   "fit_indices": fit_idx.tolist(), "held_out_indices": held_idx.tolist()},
         "scored_on": "each file's own runtime (1 thread) vs the float torch model on the held-out part",
         "ranked_by": "top-1 agreement, then SQNR",

@@ -40,7 +40,8 @@ from edgestill.compress.quantize.calibration import (
     calibration_warnings,
     check_calibration,
 )
-from edgestill.compress.quantize.options import QuantOptions, check_choice
+from edgestill.compress.quantize.samples import Samples, arrays_of, n_samples, take, torch_batch
+from edgestill.compress.quantize.options import AUTO_PRECISION, QuantOptions, check_choice, default_precision
 from edgestill.errors import ConfigError, EdgestillError, InputError, RuntimeFailure, UnsupportedError
 from edgestill.record import Measurement
 from edgestill.export.base import as_tuple, formats_of
@@ -59,6 +60,9 @@ _SENSITIVITY_SAMPLES = 128  # samples the simulated per-layer sensitivity runs o
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 METRIC_ACCURACY = "top1_accuracy"
 METRIC_AGREEMENT = "top1_agreement_with_fp32"
+METRIC_COSINE = "mean_cosine_to_fp32"  # embeddings: the budget is a floor on the mean per-sample cosine (min_cosine)
+DEFAULT_MIN_COSINE = 0.99
+TASKS = ("classify", "embed")
 CHANCE_LEVEL_CHOICES = ("refuse", "flag")
 CHANCE_Z = 2.33  # one-sided 1% level: guessing scores above chance + 2.33 standard errors once in a hundred tries
 
@@ -70,7 +74,9 @@ class QuantizeConfig:
     The one quantize config of the API, the CLI and recipes; it validates on construction (ConfigError).
 
     formats: formats to quantize (each needs a registered quantizer).
-    precision: int8-static (calibrated activations) or int8-dynamic (see QUANTIZERS for what each format makes).
+    precision: int8-static (calibrated activations), int8-dynamic (see QUANTIZERS for what each format makes), or
+        "int8": each format's default for the model (options.default_precision: int8-static for image models; a text
+        model's per-format route, options.TEXT_DEFAULTS).
     max_accuracy_drop: allowed top-1 loss in absolute percentage points vs the fp32 artifact on the same runtime
         (without labels: allowed top-1 disagreement with the fp32 artifact, in percent).
     time_budget_s: wall time for the float-fallback search per format (the naive attempt always runs).
@@ -83,6 +89,9 @@ class QuantizeConfig:
     report: run the sensitivity analysis even when the naive artifact meets the budget.
     max_kl: a second, optional budget: at most this mean KL(fp32 ‖ int8) in nats between the softmaxed outputs of the
         fp32 and int8 files on the eval inputs (None: not checked). It needs no labels.
+    min_cosine: the budget for an embedding model (``quantize(task="embed")``): the int8 file's outputs must keep a
+        mean per-sample cosine similarity of at least this to the fp32 file's on the same runtime and eval inputs
+        (max_accuracy_drop and max_kl do not apply there: an embedding has no classes).
     chance_level: what to do when the float model is at chance level on the labelled eval data, where a broken int8
         file would "meet" any budget (0% → 0%; see :func:`check_reference_accuracy`): "refuse" raises InputError
         before anything is written (what ``edgestill quantize`` and ``edgestill export`` do); "flag" goes on and
@@ -103,6 +112,7 @@ class QuantizeConfig:
     report: bool = False
     chance_level: str = "flag"
     max_kl: float | None = None
+    min_cosine: float = DEFAULT_MIN_COSINE
 
     def __post_init__(self) -> None:
         formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
@@ -114,9 +124,11 @@ class QuantizeConfig:
         if len(set(formats)) != len(formats):
             raise ConfigError(f"quantize.formats lists a format twice: {list(formats)}; list each once.")
         object.__setattr__(self, "formats", formats)
-        check_choice("quantize.precision", self.precision, quant_precisions())
+        check_choice("quantize.precision", self.precision, (*quant_precisions(), AUTO_PRECISION))
+        auto = self.precision == AUTO_PRECISION  # resolved per format and model in quantize(); checked there
         for f in formats:
-            QUANTIZERS.get(f).check_precision(self.precision, "quantizer")
+            if not auto:
+                QUANTIZERS.get(f).check_precision(self.precision, "quantizer")
         drop = self.max_accuracy_drop
         if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not math.isfinite(drop) or drop < 0:
             raise ConfigError(
@@ -131,9 +143,9 @@ class QuantizeConfig:
             raise ConfigError(f"max_float_layers must be an integer >= 0 or None, got {self.max_float_layers!r}.")
         if not isinstance(self.options, QuantOptions):
             raise ConfigError(f"quantize.options must be a QuantOptions, got {type(self.options).__name__}.")
-        if "tflite" in formats:
+        if "tflite" in formats and not auto:
             self.options.recipe_for(self.precision)
-        if self.options.integer_io and self.precision != Precision.INT8_STATIC:
+        if self.options.integer_io and self.precision not in (Precision.INT8_STATIC, AUTO_PRECISION):
             raise ConfigError(f"--integer-io (int8 input/output tensors) applies to int8-static files; {self.precision} "
                               "files keep float activations at their edges. Drop --integer-io or use --precision int8-static.")
         if self.options.integer_io and set(formats) - {"tflite"}:
@@ -155,6 +167,22 @@ class QuantizeConfig:
         kl = self.max_kl
         if kl is not None and (isinstance(kl, bool) or not isinstance(kl, (int, float)) or not math.isfinite(kl) or kl < 0):
             raise ConfigError(f"--max-kl must be a mean KL divergence in nats >= 0 (e.g. 0.05), or unset; got {kl!r}.")
+        cos = self.min_cosine
+        if isinstance(cos, bool) or not isinstance(cos, (int, float)) or not math.isfinite(cos) or not -1.0 <= cos <= 1.0:
+            raise ConfigError(f"--min-cosine must be a cosine similarity in [-1, 1] (e.g. {DEFAULT_MIN_COSINE}: int8 embeddings "
+                              f"point the way the fp32 ones do), got {cos!r}.")
+
+    def precision_for(self, fmt: str, *, text: bool) -> str:
+        """The precision ``fmt`` is quantized in: ``precision``, or for "int8" the format's default for the model.
+
+        Raises:
+            ConfigError: the format's quantizer does not make it, or (TFLite) the recipe does not make it.
+        """
+        precision = default_precision(fmt, text=text) if self.precision == AUTO_PRECISION else self.precision
+        QUANTIZERS.get(fmt).check_precision(precision, "quantizer")
+        if fmt == "tflite":
+            self.options.recipe_for(precision)
+        return precision
 
 
 @dataclass(kw_only=True)
@@ -298,7 +326,11 @@ class QuantizeResult:
 
     def to_dict(self) -> dict[str, Any]:
         cal = {k: v for k, v in self.calibration.items() if k != "sample_ids"}
-        return {"kind": "quantize", "precision": self.config.precision, "max_accuracy_drop": self.max_accuracy_drop,
+        made = sorted({f.precision for f in self.formats if f.precision != Precision.MIXED})
+        precision = made[0] if self.config.precision == AUTO_PRECISION and len(made) == 1 else self.config.precision
+        return {"kind": "quantize", "precision": precision, "precisions": {f.format: f.precision for f in self.formats},
+                "min_cosine": self.config.min_cosine if self.metric == METRIC_COSINE else None,
+                "max_accuracy_drop": self.max_accuracy_drop,
                 "max_kl": self.config.max_kl, "metric": self.metric, "budget_met": self.budget_met, "passed": self.passed,
                 "calibration": cal, "eval": {"n": self.eval_samples, "labelled": self.labelled}, "warnings": list(self.warnings),
                 "formats": [f.to_dict() for f in self.formats], "seconds": round(self.seconds, 2)}
@@ -345,17 +377,48 @@ class QuantizeResult:
         return "\n".join(lines) + "\n"
 
 
-def artifact_accuracy(artifact: Artifact, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def artifact_accuracy(artifact: Artifact, x: Samples, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Top-1 accuracy of an artifact on its own runtime (1 thread) and its raw first output ``[n, classes]``.
 
     The same functions score artifacts everywhere (the chain's evaluate stage, the runner on a device).
+    ``x`` is one array, or one array per input for a model with several (samples.Samples).
+    """
+    from edgestill.runtimes.accuracy import accuracy_of
+
+    out = artifact_outputs(artifact, x)
+    return accuracy_of(out, y).value, out
+
+
+def artifact_outputs(artifact: Artifact, x: Samples) -> np.ndarray:
+    """An artifact's first output on every sample of ``x``, run on its own runtime at 1 thread.
+
+    Single-input files go through runtimes.accuracy.session_logits (the scorer devices use); a file with several
+    inputs through export.validate.run_artifact, which feeds each input by name (batched where the batch is symbolic).
     """
     from edgestill.runtimes import RuntimeOptions, load
-    from edgestill.runtimes.accuracy import accuracy_of, session_logits
 
     session = load(artifact, RuntimeOptions(threads=1))
-    out = session_logits(session, x, batch_size=64)  # 64 a call where the batch dim is symbolic
-    return accuracy_of(out, y).value, out
+    if isinstance(x, np.ndarray):
+        from edgestill.runtimes.accuracy import session_logits
+
+        return session_logits(session, x, batch_size=64)  # 64 a call where the batch dim is symbolic
+    from edgestill.export.validate import run_artifact
+
+    return run_artifact(session, artifact, arrays_of(x))[0]
+
+
+def mean_cosine(got: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over samples of the cosine similarity between each row of ``got`` and of ``ref`` (flattened per sample).
+
+    A sample whose two vectors are both zero counts as 1 (identical); one zero vector against a non-zero one as 0.
+    """
+    g = np.asarray(got, np.float64).reshape(len(got), -1)
+    r = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    norms = np.linalg.norm(g, axis=1) * np.linalg.norm(r, axis=1)
+    dots = (g * r).sum(axis=1)
+    both_zero = (np.linalg.norm(g, axis=1) == 0) & (np.linalg.norm(r, axis=1) == 0)
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    return float(cos.mean())
 
 
 def check_eval_data(eval_x: Any, eval_y: Any, sample_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -385,7 +448,7 @@ def chance_bound(n: int, classes: int) -> float:
     return n * p + CHANCE_Z * math.sqrt(n * p * (1 - p))
 
 
-def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, refuse: bool = True,
+def check_reference_accuracy(model: torch.nn.Module, x: Samples, y: np.ndarray, *, refuse: bool = True,
                              batch_size: int = 256, other_labels: np.ndarray | None = None) -> str | None:
     """Refuse labels the float model cannot be scored on, and (``refuse``) a float model at chance level on them.
 
@@ -409,9 +472,9 @@ def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarra
     preds = []
     classes = None
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
+        for i in range(0, n_samples(x), batch_size):
             try:
-                out = model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
+                out = model(*torch_batch(x, i, i + batch_size))
             except Exception:  # e.g. a .pt2 program fixed to another batch size: the runtime's own scoring decides
                 return None
             out = out[0] if isinstance(out, (tuple, list)) and out else out
@@ -454,44 +517,73 @@ def check_reference_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarra
 
 def check_inputs(
     model: torch.nn.Module, example_inputs: Any, config: QuantizeConfig, *, calibration: Any, calibration_ids: Sequence[Any] | None,
-    eval_x: Any, eval_y: Any = None, other_labels: Any = None,
-) -> tuple[tuple, np.ndarray | None, dict[str, Any], np.ndarray, np.ndarray | None, list[str]]:
+    eval_x: Any, eval_y: Any = None, other_labels: Any = None, input_specs: Sequence[Any] | None = None,
+    task: str | None = None,
+) -> tuple[tuple, Samples | None, dict[str, Any], Samples, np.ndarray | None, list[str]]:
     """Check everything ``quantize`` takes before anything is written.
 
+    Data for a model with several inputs (a text model's input_ids, attention_mask[, token_type_ids]) is one array
+    per input in model order, or a dict named like the inputs (samples.check_model_data); ``input_specs`` (the
+    model's InputShapes or TensorSpecs: name, kind, low/high) name the inputs and bound token ids by the vocabulary.
+
     Returns:
-        (example args, calibration array (None for int8-dynamic without one), its manifest ({} without), eval x,
-        eval y (None without labels), calibration warnings).
+        (example args, calibration (None for int8-dynamic without one), its manifest ({} without), eval x, eval y
+        (None without labels), calibration warnings). Calibration and eval x are one array for a single-input model,
+        else a tuple of one array per input.
 
     Raises:
-        InputError: a multi-input model; static int8 without calibration; calibration or eval data empty, of the
-            wrong shape, with NaN/Inf; ids or labels of the wrong length; labels outside the model's classes, or a
-            float model at chance level on them (see :func:`check_reference_accuracy`).
+        InputError: static int8 without calibration; calibration or eval data empty, of the wrong shape, with
+            NaN/Inf, missing an input, with inputs of different N, token ids outside the vocabulary, a mask that is
+            not 0/1; ids or labels of the wrong length; labels outside the model's classes, or a float model at
+            chance level on them (see :func:`check_reference_accuracy`); an unknown task.
         ConfigError: a forced float layer that is not a layer of the model.
     """
+    from edgestill.compress.quantize.samples import check_model_data, input_names_of, is_integer_input
+
+    if task is not None and task not in TASKS:
+        raise InputError(f"task {task!r} is not one of {', '.join(TASKS)} (classify: scores per class; embed: an embedding "
+                         "vector whose budget is cosine similarity to fp32).")
     args = as_tuple(example_inputs)
-    if len(args) != 1:
-        raise InputError(f"quantize takes models with one input; this model takes {len(args)}.")
-    sample_shape = tuple(args[0].shape[1:])
-    static = config.precision == Precision.INT8_STATIC
+    shapes = [tuple(a.shape[1:]) for a in args]
+    names = input_names_of(model, len(args), input_specs)
+    dtypes = [a.detach().cpu().numpy().dtype for a in args]
+    text = is_integer_input(args)
+    static = any(config.precision_for(f, text=text) == Precision.INT8_STATIC for f in config.formats)
     if calibration is None and static:
         raise InputError("static int8 needs calibration data and none was given; pass calibration= (N samples shaped like "
                          "the model input, a few hundred drawn from the training data) or use precision 'int8-dynamic'.")
+    why = "quantization ranges would be meaningless"
     calib, manifest = None, {}
     if calibration is not None:
-        calib = check_calibration(calibration, sample_shape)
+        calib = check_model_data(calibration, shapes, what="calibration", names=names, dtypes=dtypes, specs=input_specs, why=why)
         manifest = calibration_manifest(calib, calibration_ids)
-        calib = calib.astype(args[0].detach().cpu().numpy().dtype, copy=False)
-    x, y = check_eval_data(eval_x, eval_y, sample_shape)
+    x = check_model_data(eval_x, shapes, what="eval", names=names, dtypes=dtypes, specs=input_specs, why=why)
+    n = n_samples(x)
+    y = None
+    warnings: list[str] = []
+    if eval_y is not None and task == "embed":
+        warnings.append("the model is an embedder (task 'embed'): its labels y are ignored and the budget is the mean cosine "
+                        "similarity of the int8 embeddings to the fp32 ones (--min-cosine).")
+    elif eval_y is not None:
+        y = np.asarray(eval_y)
+        if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
+            raise InputError(
+                f"eval labels must be one integer class id per eval sample; got shape {list(y.shape)} dtype {y.dtype} "
+                f"for {n} samples. Pass y as an (N,) integer array, or no labels (the budget then measures top-1 "
+                "agreement with the fp32 file)."
+            )
     at_chance = None
     if y is not None:
-        at_chance = check_reference_accuracy(model, x.astype(args[0].detach().cpu().numpy().dtype, copy=False), y,
-                                             refuse=config.chance_level == "refuse",
+        at_chance = check_reference_accuracy(model, x, y, refuse=config.chance_level == "refuse",
                                              other_labels=None if other_labels is None else np.asarray(other_labels))
-    warnings = calibration_warnings(calib, x) if static else []
-    if len(x) < FEW_EVAL_SAMPLES:
-        warnings.append(f"only {len(x)} eval samples (fewer than {FEW_EVAL_SAMPLES}): top-1 {'accuracy' if y is not None else 'agreement'} "
-                        f"moves in steps of {100 / len(x):.2f} points, coarse against a budget of {config.max_accuracy_drop:g}; "
-                        "pass more eval data (or a larger --eval-fraction).")
+    if static:
+        warnings += calibration_warnings(calib, x)
+    if n < FEW_EVAL_SAMPLES:
+        what = "cosine" if task == "embed" else ("top-1 accuracy" if y is not None else "top-1 agreement")
+        warnings.append(f"only {n} eval samples (fewer than {FEW_EVAL_SAMPLES}): {what} "
+                        + (f"moves in steps of {100 / n:.2f} points, coarse against a budget of {config.max_accuracy_drop:g}; "
+                           if task != "embed" else "rests on few samples; ")
+                        + "pass more eval data (or a larger --eval-fraction).")
     if at_chance:
         warnings.append(f"accuracy budget not meaningful: {at_chance}")
     if config.options.float_layers:
@@ -507,16 +599,19 @@ def quantize(
     config: QuantizeConfig,
     out_dir: str | Path,
     *,
-    calibration: np.ndarray | None,
-    eval_x: np.ndarray,
+    calibration: Any,
+    eval_x: Any,
     eval_y: np.ndarray | None = None,
     calibration_ids: Sequence[Any] | None = None,
     repair: RepairConfig | None = None,
     progress: Progress | None = None,
     claimed: bool = False,
     fp32_artifacts: Mapping[str, Artifact] | None = None,
-    validation_inputs: np.ndarray | None = None,
+    validation_inputs: Any = None,
     tolerances: Tolerances | None = None,
+    input_specs: Sequence[Any] | None = None,
+    task: str | None = None,
+    source: dict[str, Any] | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` for every format of ``config`` within the accuracy budget; write artifacts to ``out_dir``.
 
@@ -526,7 +621,8 @@ def quantize(
         config: formats, precision, budget, time budget, options.
         out_dir: output folder (made ready with :func:`claim_output_dir` unless ``claimed``).
         calibration: N samples for static int8 ranges (see calibration.select_calibration); may be None for int8-dynamic.
-        eval_x: the inputs the budget is measured on.
+            For a model with several inputs: one array per input (model order) or a dict named like the inputs.
+        eval_x: the inputs the budget is measured on (one array, or one per input like ``calibration``).
         eval_y: their integer labels; None measures top-1 agreement with the fp32 file on the same runtime instead
             (metric ``top1_agreement_with_fp32``: drop = 100 × (1 − agreement)); agreement and KL are reported either way.
         calibration_ids: one id per calibration sample for the manifest.
@@ -537,6 +633,15 @@ def quantize(
             not exported again); formats missing from it are exported here.
         validation_inputs: samples the final file's parity with torch is checked on (default: the first 128 eval inputs).
         tolerances: parity thresholds (default :class:`~edgestill.export.validate.Tolerances`; int8 applies).
+        input_specs: the model's input specs (TensorSpec: name, shape with a symbolic sequence, kind, high), which
+            name the inputs of named data, bound token ids by the vocabulary (see :func:`check_inputs`), and are kept
+            by every file written here (the fp32 baseline and each int8 attempt).
+        task: "embed" for a model whose output is an embedding (a text model's ``source["text"]["task"]``): the
+            budget is then the mean cosine to the fp32 file on the same runtime (``config.min_cosine``, metric
+            ``mean_cosine_to_fp32``) instead of top-1; "classify" or None: top-1 as above.
+        source: provenance for every manifest written here; a text model's ``source["text"]`` (with
+            ``tokenizer_path``) puts the tokenizer beside each file, int8 ones included
+            (:func:`edgestill.export.base.attach_text_files`), so parity judges an embedder by cosine.
 
     Returns:
         The QuantizeResult; ``passed`` False means at least one format stayed over budget, failed parity, or ended
@@ -546,15 +651,23 @@ def quantize(
         InputError / ConfigError: bad data or settings (checked before anything is written). A library failure
             inside one format is reported in its FormatResult, not raised.
     """
-    from edgestill.export.validate import Tolerances, check_samples
+    from edgestill.compress.quantize.samples import check_model_data, input_names_of
+    from edgestill.export.validate import Tolerances
     from edgestill.outdir import claim_output_dir
 
     t_start = time.perf_counter()
     say = progress or (lambda _msg: None)
     args, calib, manifest, x, y, warnings = check_inputs(
         model, example_inputs, config, calibration=calibration, calibration_ids=calibration_ids, eval_x=eval_x, eval_y=eval_y,
+        input_specs=input_specs, task=task,
     )
-    val = x[:_SENSITIVITY_SAMPLES] if validation_inputs is None else check_samples(validation_inputs, args[0].shape[1:])
+    if validation_inputs is None:
+        val = take(x, slice(0, _SENSITIVITY_SAMPLES))
+    else:
+        val = check_model_data(validation_inputs, [tuple(a.shape[1:]) for a in args], what="validation",
+                               names=input_names_of(model, len(args), input_specs),
+                               dtypes=[a.detach().cpu().numpy().dtype for a in args], specs=input_specs,
+                               why="parity figures would be meaningless")
     baselines = dict(fp32_artifacts or {})
     for fmt, art in baselines.items():
         if fmt in config.formats and (art.format != fmt or art.precision != Precision.FP32):
@@ -566,16 +679,18 @@ def quantize(
     repaired: dict[str, Any] = {}  # the KD-repaired model is trained once and shared by every format
     for fmt in config.formats:
         results.append(_quantize_format(model, args, fmt, config, out, calib, calibration_ids, x, y, repair, say, repaired,
-                                        fp32_art=baselines.get(fmt), val=val, tolerances=tolerances or Tolerances()))
+                                        fp32_art=baselines.get(fmt), val=val, tolerances=tolerances or Tolerances(),
+                                        embed=task == "embed", input_specs=input_specs, source=source))
     return QuantizeResult(config=config, max_accuracy_drop=float(config.max_accuracy_drop), formats=results,
                           calibration=manifest, warnings=warnings, seconds=time.perf_counter() - t_start,
-                          eval_samples=int(len(x)), labelled=y is not None)
+                          eval_samples=n_samples(x), labelled=y is not None)
 
 
 def _quantize_format(
-    model: torch.nn.Module, args: tuple, fmt: str, config: QuantizeConfig, out: Path, calib: np.ndarray | None,
-    calibration_ids: Sequence[Any] | None, x: np.ndarray, y: np.ndarray | None, repair: RepairConfig | None, say: Progress,
-    repaired_cache: dict[str, Any], *, fp32_art: Artifact | None, val: np.ndarray, tolerances: Tolerances,
+    model: torch.nn.Module, args: tuple, fmt: str, config: QuantizeConfig, out: Path, calib: Samples | None,
+    calibration_ids: Sequence[Any] | None, x: Samples, y: np.ndarray | None, repair: RepairConfig | None, say: Progress,
+    repaired_cache: dict[str, Any], *, fp32_art: Artifact | None, val: Samples, tolerances: Tolerances, embed: bool = False,
+    input_specs: Sequence[Any] | None = None, source: dict[str, Any] | None = None,
 ) -> FormatResult:
     """One format: the fp32 baseline and the naive int8 file, then (each step guarded) sensitivity, float fallback,
     KD repair, parity and latency. Only the baseline or the naive attempt failing ends the format; any later step
@@ -583,13 +698,19 @@ def _quantize_format(
     from edgestill.compress.quantize.api import quantize_export
     from edgestill.compress.quantize.layers import quantizable_layers
     from edgestill.export.api import ExportConfig, export
+    from edgestill.export.base import attach_text_files
     from edgestill.outdir import fresh_work_dir
     from edgestill.runtimes.accuracy import teacher_agreement
     from edgestill.runtimes.base import DEFAULT_RUNTIME
 
+    from edgestill.compress.quantize.samples import is_integer_input
+
     t_format = time.perf_counter()
-    metric = METRIC_ACCURACY if y is not None else METRIC_AGREEMENT
-    budget = float(config.max_accuracy_drop)
+    text = is_integer_input(args)
+    config = replace(config, precision=config.precision_for(fmt, text=text))  # "int8": this format's default
+    metric = METRIC_COSINE if embed else (METRIC_ACCURACY if y is not None else METRIC_AGREEMENT)
+    budget = float(config.min_cosine if embed else config.max_accuracy_drop)
+    n_eval = n_samples(x)
     forced = tuple(config.options.float_layers)
     work = fresh_work_dir(out, f".search-{fmt}")
     attempts: list[Attempt] = []
@@ -597,23 +718,35 @@ def _quantize_format(
     failures: list[str] = []
     ref: dict[str, Any] = {}
 
-    def attempt(label: str, float_layers: tuple[str, ...], source: torch.nn.Module) -> Attempt:
+    specs = tuple(input_specs or ()) or None
+
+    def attempt(label: str, float_layers: tuple[str, ...], model_in: torch.nn.Module) -> Attempt:
         t0 = time.perf_counter()
         opts = replace(config.options, float_layers=float_layers)
-        art = quantize_export(source, args, format=fmt, precision=config.precision, calibration=calib,
+        art = quantize_export(model_in, args, format=fmt, precision=config.precision, calibration=calib,
                               calibration_ids=calibration_ids, staging_dir=work / label, name=_final_name(config, fmt, float_layers),
-                              options=opts)
-        acc, got = artifact_accuracy(art, x, ref["y"])
-        agree, kl = teacher_agreement(got, ref["out"]) if got.shape == ref["out"].shape else (None, None)
+                              options=opts, inputs=specs)
+        art.source.update({k: v for k, v in (source or {}).items() if k != "text"})
+        attach_text_files(art, work / label, source)
+        if embed:
+            got = artifact_outputs(art, x)
+            acc = mean_cosine(got, ref["out"]) if got.shape == ref["out"].shape else 0.0
+            agree, kl = None, None
+        else:
+            acc, got = artifact_accuracy(art, x, ref["y"])
+            agree, kl = teacher_agreement(got, ref["out"]) if got.shape == ref["out"].shape else (None, None)
         a = Attempt(label=label, float_layers=float_layers, accuracy=acc, drop_points=round(100 * (ref["acc"] - acc), 3),
                     seconds=time.perf_counter() - t0, sqnr_db=_sqnr_db(ref["out"], got),
                     top1_agreement=agree, kl=None if kl is None else round(kl, 6))
         attempts.append(a)
-        arts[label] = (art, source)
-        say(f"{fmt}: {label}: {metric} {100 * acc:.2f}% (drop {a.drop_points:.2f} pts, KL {a.kl})")
+        arts[label] = (art, model_in)
+        say(f"{fmt}: {label}: {metric} {acc:.5f}" if embed else
+            f"{fmt}: {label}: {metric} {100 * acc:.2f}% (drop {a.drop_points:.2f} pts, KL {a.kl})")
         return a
 
     def within(a: Attempt) -> bool:
+        if embed:
+            return a.accuracy >= budget
         return a.drop_points <= budget and (config.max_kl is None or (a.kl is not None and a.kl <= config.max_kl))
 
     def better(a: Attempt, b: Attempt) -> bool:  # a beats b: within budget first, then accuracy, then lower KL
@@ -623,12 +756,16 @@ def _quantize_format(
         if fp32_art is None:
             say(f"{fmt}: fp32 baseline")
             (fp32_res,) = export(model, args, ExportConfig(formats=(fmt,), precisions=("fp32",), name=config.name,
-                                                           tolerances=tolerances), out, validation_inputs=val)
+                                                           tolerances=tolerances, inputs=specs or ()), out,
+                                 validation_inputs=arrays_of(val) if len(args) > 1 else val, source=source)
             if fp32_res.artifact is None:
                 raise RuntimeFailure(f"the fp32 baseline {fp32_res.name} failed: {fp32_res.error}")
             fp32_art = fp32_res.artifact
-        fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y if y is not None else np.zeros(len(x), np.int64))
-        if y is None:  # no labels: the fp32 file's own top-1 is the reference, so its "accuracy" is 1.0
+        if embed:  # the fp32 file's embeddings are the reference: its own cosine is 1.0
+            fp32_out, fp32_acc = artifact_outputs(fp32_art, x), 1.0
+        else:
+            fp32_acc, fp32_out = artifact_accuracy(fp32_art, x, y if y is not None else np.zeros(n_eval, np.int64))
+        if y is None and not embed:  # no labels: the fp32 file's own top-1 is the reference, so its "accuracy" is 1.0
             y, fp32_acc = fp32_out.argmax(1), 1.0
         ref.update(acc=fp32_acc, out=fp32_out, y=y)
         naive = attempt("naive", forced, model)
@@ -641,7 +778,7 @@ def _quantize_format(
         return FormatResult(
             format=fmt, runtime=DEFAULT_RUNTIME[fmt], name=_final_name(config, fmt, forced), precision=config.precision,
             metric=metric, fp32_accuracy=ref.get("acc"), fp32_artifact=fp32_art, naive=None, final=None, artifact=None,
-            budget_met=False, budget=budget, max_kl=config.max_kl, error=f"{step} failed, so {fmt} has no int8 file: {_said(exc)}",
+            budget_met=False, budget=budget, max_kl=None if embed else config.max_kl, error=f"{step} failed, so {fmt} has no int8 file: {_said(exc)}",
             seconds=time.perf_counter() - t_format, stopped_by=f"{step} failed", failures=[f"{step} failed: {_said(exc)}"],
             exit_code=exc.exit_code if isinstance(exc, EdgestillError) else 3,
         )
@@ -657,12 +794,16 @@ def _quantize_format(
 
     best, stopped, sens = naive, "budget met" if within(naive) else None, []
     t_search = time.perf_counter()
-    search = stopped is None and config.precision == Precision.INT8_STATIC and config.max_float_layers != 0
-    if search or (config.report and config.precision == Precision.INT8_STATIC):
+    # float fallback where the precision can keep layers float: static int8, and a text model's dynamic int8 (its
+    # Linear layers are excluded by name; an image model's dynamic int8 keeps its activations float already)
+    fallback = config.precision == Precision.INT8_STATIC or text
+    search = stopped is None and fallback and config.max_float_layers != 0
+    if search or (config.report and fallback):
         from edgestill.compress.quantize.sensitivity import layer_sensitivity
 
         say(f"{fmt}: ranking layers by int8 sensitivity")
-        got = guarded("sensitivity", lambda: layer_sensitivity(model, args, calib, x[:_SENSITIVITY_SAMPLES],
+        got = guarded("sensitivity", lambda: layer_sensitivity(model, args, calib if calib is not None else x,
+                                                               take(x, slice(0, _SENSITIVITY_SAMPLES)),
                                                                layers=quantizable_layers(model, args)))
         if got is _FAILED:
             stopped, search = stopped or "sensitivity failed", False
@@ -719,12 +860,13 @@ def _quantize_format(
     final_art.quantization.update({
         "accuracy": best.accuracy, "fp32_accuracy": ref["acc"], "accuracy_drop_points": best.drop_points, "metric": metric,
         "top1_agreement": best.top1_agreement, "kl": best.kl, "max_kl": config.max_kl,
-        "max_accuracy_drop": budget, "budget_met": met, "eval_samples": int(len(x)), "runtime": DEFAULT_RUNTIME[fmt],
+        "max_accuracy_drop": None if embed else budget, "min_cosine": budget if embed else None, "budget_met": met,
+        "eval_samples": n_eval, "runtime": DEFAULT_RUNTIME[fmt],
         "fp32_artifact": fp32_art.name, "search": {"stopped_by": stopped, "attempts": [a.to_dict() for a in attempts],
                                                    "failures": list(failures)},
     })
     if metric == METRIC_ACCURACY and fp32_out.ndim == 2 and fp32_out.shape[1] > 1:
-        final_art.quantization["reference_at_chance"] = fp32_acc * len(x) <= chance_bound(len(x), fp32_out.shape[1])
+        final_art.quantization["reference_at_chance"] = fp32_acc * n_eval <= chance_bound(n_eval, fp32_out.shape[1])
     if best.label == "kd-repair":
         final_art.quantization["kd_repair"] = repair_info
     latency, measurements = None, []
@@ -736,7 +878,11 @@ def _quantize_format(
             latency, measurements = got
     error = None
     also = f" Also: {'; '.join(failures)}." if failures else ""
-    if not met:
+    if not met and embed:
+        error = (f"{final_art.name} missed the cosine budget: its embeddings' mean cosine to the fp32 file's is "
+                 f"{best.accuracy:.5f}, below the {budget:g} allowed (search stopped: {stopped}).{also} Allow a lower "
+                 "--min-cosine, more float layers or time (--max-float-layers, --time-budget), or another --precision.")
+    elif not met:
         kl_part = "" if config.max_kl is None else f", KL {best.kl} nats (at most {config.max_kl:g} allowed)"
         repaired = "more --repair-epochs" if repair_info else "repair (--repair: the fp32 model as the oracle, no labels needed)"
         error = (f"{final_art.name} missed the accuracy budget: {metric} {100 * best.accuracy:.2f}% vs {100 * ref['acc']:.2f}% "
@@ -764,7 +910,7 @@ def _quantize_format(
     return FormatResult(
         format=fmt, runtime=DEFAULT_RUNTIME[fmt], name=final_art.name, precision=final_art.precision, metric=metric,
         fp32_accuracy=ref["acc"], fp32_artifact=fp32_art, naive=naive, final=best, artifact=published, budget_met=met,
-        budget=budget, max_kl=config.max_kl, report=report, error=error, seconds=time.perf_counter() - t_format,
+        budget=budget, max_kl=None if embed else config.max_kl, report=report, error=error, seconds=time.perf_counter() - t_format,
         rejected_files=rejected, attempts=attempts, sensitivity=sens, repair=repair_info, latency=latency,
         measurements=measurements, stopped_by=stopped, failures=failures,
     )

@@ -21,20 +21,27 @@ def check_calibration(calibration: Any, sample_shape: Sequence[int], *, what: st
     return check_samples(calibration, sample_shape, what=what, why="quantization ranges would be meaningless")
 
 
-def calibration_manifest(calibration: np.ndarray, sample_ids: Sequence[Any] | None = None) -> dict[str, Any]:
+def calibration_manifest(calibration: Any, sample_ids: Sequence[Any] | None = None) -> dict[str, Any]:
     """The manifest's calibration entry: n, sample ids and the sha256 of the concatenated sample bytes.
+
+    ``calibration`` is one array, or one array per model input (samples.Samples: each sample's inputs are hashed
+    in model order; ``dtype`` and ``sample_shape`` then hold one entry per input).
 
     Raises:
         InputError: ``sample_ids`` has a different length from the calibration data.
     """
-    n = int(len(calibration))
+    from edgestill.compress.quantize.samples import n_samples, sample_digest
+
+    n = n_samples(calibration)
     ids = [str(i) for i in range(n)] if sample_ids is None else [str(i) for i in sample_ids]
     if len(ids) != n:
         raise InputError(f"calibration_ids has {len(ids)} ids for {n} calibration samples; pass one id per sample.")
-    h = hashlib.sha256()
-    for sample in calibration:
-        h.update(np.ascontiguousarray(sample).tobytes())
-    return {"n": n, "sample_ids": ids, "sha256": h.hexdigest(), "dtype": str(calibration.dtype), "sample_shape": list(calibration.shape[1:])}
+    if isinstance(calibration, np.ndarray):
+        dtype: Any = str(calibration.dtype)
+        shape: Any = list(calibration.shape[1:])
+    else:
+        dtype, shape = [str(a.dtype) for a in calibration], [list(a.shape[1:]) for a in calibration]
+    return {"n": n, "sample_ids": ids, "sha256": sample_digest(calibration), "dtype": dtype, "sample_shape": shape}
 
 
 DEFAULT_CALIBRATION_SAMPLES = 300
@@ -65,18 +72,22 @@ def select_calibration(n_available: int, *, labels: np.ndarray | None = None, n:
     return np.sort(chosen[:n])
 
 
-def calibration_warnings(calibration: np.ndarray, eval_x: np.ndarray | None = None) -> list[str]:
+def calibration_warnings(calibration: Any, eval_x: Any = None) -> list[str]:
     """Warnings about calibration data that is valid but likely to give poor int8 ranges.
 
     Checks: fewer than MIN_USEFUL_SAMPLES samples; per-channel (axis 1) mean or spread unlike the eval data's.
     """
+    from edgestill.compress.quantize.samples import n_samples
+
     out = []
-    if len(calibration) < MIN_USEFUL_SAMPLES:
+    if n_samples(calibration) < MIN_USEFUL_SAMPLES:
         out.append(
-            f"only {len(calibration)} calibration samples (fewer than {MIN_USEFUL_SAMPLES}): activation ranges rest on few "
+            f"only {n_samples(calibration)} calibration samples (fewer than {MIN_USEFUL_SAMPLES}): activation ranges rest on few "
             f"inputs and int8 accuracy may suffer; {DEFAULT_CALIBRATION_SAMPLES} class-stratified samples is the default."
         )
-    if eval_x is None or calibration.ndim < 2 or np.asarray(eval_x).shape[1:] != calibration.shape[1:]:
+    if eval_x is None or not isinstance(calibration, np.ndarray) or not isinstance(eval_x, np.ndarray):
+        return out  # several inputs (token ids, masks): per-channel statistics mean nothing
+    if calibration.ndim < 2 or eval_x.shape[1:] != calibration.shape[1:]:
         return out
 
     def stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

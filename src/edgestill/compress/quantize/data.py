@@ -20,15 +20,19 @@ DEFAULT_EVAL_FRACTION = 0.5  # of one .npz, held out for the budget; the rest is
 class QuantData:
     """Calibration samples (with ids), eval samples and labels (None: unlabelled), and training data for KD repair.
 
+    The samples are one array (an .npz's ``x``, a built-in dataset), or a dict of arrays named like the model's
+    inputs (an .npz of a model with several inputs: ``input_ids``, ``attention_mask``, ...), which
+    budget.check_inputs puts in model order.
+
     ``source`` says where each part came from and how many samples each holds (the report's ``data`` entry);
     ``warnings`` are about the data (labels ignored, few eval samples).
     """
 
-    calibration: np.ndarray
+    calibration: np.ndarray | dict[str, np.ndarray]
     calibration_ids: list[str]
-    eval_x: np.ndarray
+    eval_x: np.ndarray | dict[str, np.ndarray]
     eval_y: np.ndarray | None
-    train_x: np.ndarray
+    train_x: np.ndarray | dict[str, np.ndarray]
     train_y: np.ndarray | None
     source: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
@@ -40,7 +44,7 @@ class QuantData:
     def repair_data(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(inputs, labels or None) for KD repair: the training inputs with their labels when labelled; without labels
         every input outside the eval set, a --calibration file's samples included (the oracle needs no labels)."""
-        if self.train_y is not None or self.source.get("calibration_file") is None:
+        if self.train_y is not None or self.source.get("calibration_file") is None or isinstance(self.train_x, dict):
             return self.train_x, self.train_y
         if self.calibration.shape[1:] != self.train_x.shape[1:] or len(self.train_x) == 0:
             return (self.calibration if len(self.train_x) == 0 else self.train_x), None
@@ -54,6 +58,38 @@ def _npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise InputError(f"{what} {path} does not exist. Pass an .npz file holding an array x (inputs) and, optionally, "
                          "y (integer labels).")
     return read_npz(path, what=f"{what} {path}")  # every declared size checked before numpy allocates it
+
+
+_NOT_INPUTS = ("y", "ids")  # arrays of an .npz that are not model inputs
+
+
+def _inputs_of(arrays: dict[str, np.ndarray], data: str, flag: str) -> np.ndarray | dict[str, np.ndarray]:
+    """The inputs an .npz holds: ``x``, or (a model with several inputs) every array but ``y``/``ids``, by name.
+
+    Raises:
+        InputError: no input arrays; named arrays with different numbers of samples.
+    """
+    if "x" in arrays:
+        return arrays["x"]
+    named = {k: v for k, v in arrays.items() if k not in _NOT_INPUTS}
+    if not named:
+        raise InputError(f"{flag} {data} holds arrays {sorted(arrays)}; it needs x (inputs) or, for a model with several "
+                         "inputs, one array per input named like it (input_ids, attention_mask, ...), and optionally y "
+                         "(integer labels).")
+    lengths = {k: (len(v) if v.ndim else 0) for k, v in named.items()}
+    if len(set(lengths.values())) > 1:
+        raise InputError(f"{flag} {data}: its input arrays hold different numbers of samples "
+                         f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); every input needs one row per sample.")
+    return named
+
+
+def _rows(x: np.ndarray | dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+
+
+def _count(x: np.ndarray | dict[str, np.ndarray]) -> tuple[int, list[int]]:
+    first = next(iter(x.values())) if isinstance(x, dict) else x
+    return (len(first) if first.ndim else 0), list(first.shape)
 
 
 def check_eval_fraction(eval_fraction: Any, *, has_calibration_file: bool = False) -> float:
@@ -100,14 +136,15 @@ def load_quant_data(
     """Load the data ``quantize`` needs.
 
     ``data`` is a built-in dataset name (calibration from its training split, stratified by class; eval on its
-    test split) or an .npz with ``x`` and, optionally, ``y``: a seeded ``eval_fraction`` of it (default 0.5,
+    test split) or an .npz with ``x`` (or, for a model with several inputs, one array per input named like it:
+    ``input_ids``, ``attention_mask``, ...) and, optionally, ``y``: a seeded ``eval_fraction`` of it (default 0.5,
     stratified by class when labelled) is held out for the budget, calibration is drawn from the rest (at most
     ``n_calibration``), and KD repair trains on all of the rest. Without integer labels the budget measures
-    agreement with the fp32 file. ``calibration_file`` (an .npz with ``x``, optional ``ids``) replaces the drawn
-    calibration set.
+    agreement with the fp32 file. ``calibration_file`` (an .npz with ``x`` or named inputs, optional ``ids``)
+    replaces the drawn calibration set.
 
     Raises:
-        InputError: a missing or unreadable file, no x, integer labels of the wrong length, a bad eval fraction
+        InputError: a missing or unreadable file, no x (nor named inputs), named inputs of different lengths, integer labels of the wrong length, a bad eval fraction
             (or one given with a built-in dataset, which keeps its own train/test split); UnknownNameError for an
             unknown dataset name.
     """
@@ -129,39 +166,39 @@ def load_quant_data(
         }
     else:
         arrays = _npz(Path(data), "--data")
-        if "x" not in arrays:
-            raise InputError(f"--data {data} holds arrays {sorted(arrays)}; it needs x (inputs) and, optionally, y (integer labels).")
-        x = arrays["x"]
-        if x.ndim < 1 or len(x) < 2:
-            raise InputError(f"--data {data}: x has shape {list(x.shape)}; it needs at least 2 samples (some to calibrate on, "
+        x = _inputs_of(arrays, data, "--data")
+        n_x, shape = _count(x)
+        if n_x < 2:
+            what = "x" if not isinstance(x, dict) else "its inputs"
+            raise InputError(f"--data {data}: {what} has shape {shape}; it needs at least 2 samples (some to calibrate on, "
                              "some to measure the budget on).")
-        y = _labels(arrays, len(x), data, warnings)
+        y = _labels(arrays, n_x, data, warnings)
         frac = check_eval_fraction(DEFAULT_EVAL_FRACTION if eval_fraction is None else eval_fraction,
                                    has_calibration_file=calibration_file is not None)
-        n_eval = min(len(x), max(1, round(frac * len(x))))
-        if n_eval == len(x) and calibration_file is None:
-            n_eval = len(x) - 1
-        eval_idx = select_calibration(len(x), labels=y, n=n_eval, seed=seed)  # a seeded (stratified) draw
-        rest = np.setdiff1d(np.arange(len(x)), eval_idx)
+        n_eval = min(n_x, max(1, round(frac * n_x)))
+        if n_eval == n_x and calibration_file is None:
+            n_eval = n_x - 1
+        eval_idx = select_calibration(n_x, labels=y, n=n_eval, seed=seed)  # a seeded (stratified) draw
+        rest = np.setdiff1d(np.arange(n_x), eval_idx)
         calib_idx = rest[select_calibration(len(rest), labels=None if y is None else y[rest], n=n_calibration, seed=seed + 1)]
-        calib, ids = x[calib_idx], [f"data/{i}" for i in calib_idx]
-        eval_x, eval_y = x[eval_idx], None if y is None else y[eval_idx]
-        train_x, train_y = x[rest], None if y is None else y[rest]
+        calib, ids = _rows(x, calib_idx), [f"data/{i}" for i in calib_idx]
+        eval_x, eval_y = _rows(x, eval_idx), None if y is None else y[eval_idx]
+        train_x, train_y = _rows(x, rest), None if y is None else y[rest]
         how = "class-stratified" if y is not None else "seeded uniform draw"
         source = {
-            "npz": str(data), "samples": int(len(x)), "labelled": y is not None, "eval_fraction": frac,
-            "eval_on": f"{len(eval_idx)} of {len(x)} samples of data ({how})", "eval_samples": int(len(eval_idx)),
+            "npz": str(data), "samples": int(n_x), "labelled": y is not None, "eval_fraction": frac,
+            **({"inputs": sorted(x)} if isinstance(x, dict) else {}),
+            "eval_on": f"{len(eval_idx)} of {n_x} samples of data ({how})", "eval_samples": int(len(eval_idx)),
             "calibration_from": f"{len(calib_idx)} of the other {len(rest)} samples of data ({how})",
             "calibration_samples": int(len(calib_idx)), "train_samples": int(len(rest)),
         }
     if calibration_file is not None:
         arrays = _npz(Path(calibration_file), "--calibration")
-        if "x" not in arrays:
-            raise InputError(f"--calibration {calibration_file} holds arrays {sorted(arrays)}; it needs x (calibration inputs).")
-        calib = arrays["x"]
-        ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [f"calibration/{i}" for i in range(len(calib))]
-        source["calibration_from"] = f"{calibration_file} ({len(calib)} samples)"
+        calib = _inputs_of(arrays, str(calibration_file), "--calibration")
+        n_calib = _count(calib)[0]
+        ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [f"calibration/{i}" for i in range(n_calib)]
+        source["calibration_from"] = f"{calibration_file} ({n_calib} samples)"
         source["calibration_file"] = str(calibration_file)
-        source["calibration_samples"] = int(len(calib))
+        source["calibration_samples"] = int(n_calib)
     return QuantData(calibration=calib, calibration_ids=ids, eval_x=eval_x, eval_y=eval_y, train_x=train_x, train_y=train_y,
                      source=source, warnings=warnings)

@@ -39,9 +39,11 @@ def quantizable_layers(model: torch.nn.Module, args: tuple) -> list[Layer]:
         seen.add(name)
         w = tuple(mod.weight.shape)
         per_out = int(torch.tensor(w[1:]).prod()) if len(w) > 1 else 1
-        spatial = int(out[0, 0].numel()) if out.dim() > 2 else 1
-        rows = int(out.shape[0]) if out.dim() == 2 else 1
-        order.append(Layer(name=name, kind=type(mod).__name__, weight_shape=w, macs=int(w[0]) * per_out * spatial * rows))
+        if isinstance(mod, nn.Linear):  # once per row of its input: (batch, features) or (batch, tokens, features)
+            positions = int(out.numel() // max(1, out.shape[-1]))
+        else:  # once per output position of a convolution
+            positions = int(out[0, 0].numel()) if out.dim() > 2 else 1
+        order.append(Layer(name=name, kind=type(mod).__name__, weight_shape=w, macs=int(w[0]) * per_out * positions))
 
     handles = [m.register_forward_hook(hook) for m in names]
     try:

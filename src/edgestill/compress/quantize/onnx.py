@@ -21,9 +21,10 @@ import numpy as np
 
 from edgestill.compress.quantize.layers import Layer, onnx_nodes_for
 from edgestill.compress.quantize.options import QuantOptions
+from edgestill.compress.quantize.samples import Samples, feeds, is_integer_input, n_samples, take
 from edgestill.errors import ConfigError, RuntimeFailure
-from edgestill.artifact import Artifact
-from edgestill.export.base import dist_versions, logical_dtypes, new_artifact, with_logical
+from edgestill.artifact import Artifact, TensorSpec
+from edgestill.export.base import dist_versions, logical_dtypes, new_artifact, with_input_facts, with_logical
 from edgestill.export.onnx import onnx_specs, write_onnx
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def mse_range(hist: np.ndarray, edges: np.ndarray, lowest: float, highest: float
     return float(lo[best]), float(hi[best])
 
 
-def _mse_cache(pre: Path, calibration: np.ndarray, input_name: str, cache: Path) -> None:
+def _mse_cache(pre: Path, calibration: Samples, input_names: Sequence[str], cache: Path) -> None:
     """Write an onnxruntime calibration cache holding the MSE-optimal range of every activation to calibrate."""
     import tempfile
 
@@ -70,13 +71,12 @@ def _mse_cache(pre: Path, calibration: np.ndarray, input_name: str, cache: Path)
         calibrator = create_calibrator(pre, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=CalibrationMethod.Entropy,
                                        extra_options={"num_bins": MSE_BINS, "symmetric": False})
-        for start in range(0, len(calibration), _CHUNK):
-            chunk = iter(calibration[start : start + _CHUNK])
+        for start in range(0, n_samples(calibration), _CHUNK):
+            chunk = iter(feeds(take(calibration, slice(start, start + _CHUNK)), input_names))
 
             class _Chunk(CalibrationDataReader):
                 def get_next(self) -> dict[str, np.ndarray] | None:
-                    sample = next(chunk, None)
-                    return None if sample is None else {input_name: sample[None]}
+                    return next(chunk, None)
 
             calibrator.collect_data(_Chunk())
         histograms = calibrator.collector.get_histogram_dict()
@@ -89,33 +89,42 @@ def _mse_cache(pre: Path, calibration: np.ndarray, input_name: str, cache: Path)
 
 
 def quantize_onnx(
-    model: torch.nn.Module, args: tuple, *, precision: str, calibration: np.ndarray | None, staging_dir: Path, name: str,
-    options: QuantOptions, layers: Sequence[Layer],
+    model: torch.nn.Module, args: tuple, *, precision: str, calibration: Samples | None, staging_dir: Path, name: str,
+    options: QuantOptions, layers: Sequence[Layer], inputs: Sequence[TensorSpec] | None = None,
 ) -> Artifact:
-    """Write ``staging_dir/<name>.onnx`` quantized by onnxruntime (QDQ static, or dynamic)."""
+    """Write ``staging_dir/<name>.onnx`` quantized by onnxruntime (QDQ static, or dynamic).
+
+    ``inputs`` (the model's input specs) keeps the input names, symbolic sequence and meanings of the fp32 file.
+    Calibration feeds every input by its name in the file (samples.feeds). Layers kept in float (and, for a text
+    model, embeddings: see layers.onnx_nodes_for) go to ``nodes_to_exclude`` in both modes.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32, pre, final, cache = (staging_dir / f"{name}.{s}" for s in ("fp32.tmp.onnx", "pre.tmp.onnx", "onnx", "ranges.tmp.json"))
-    write_onnx(model, args, fp32)
-    input_name = onnx_specs(fp32)[0][0].name
+    write_onnx(model, args, fp32, inputs=inputs)
+    input_names = [spec.name for spec in onnx_specs(fp32)[0]]
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # onnxruntime's calibrators print progress; stdout carries --json
-            quant_pre_process(str(fp32), str(pre))
+            # A float Linear beside int8 ones in a transformer: onnxruntime fuses the float MatMul + Add into a Gemm when
+            # it loads the file and names the reshape it adds like the ones quant_pre_process's own fusion already
+            # wrote ("gemm_input_reshape_arg"), which fails the load ("Attempt to replace the existing tensor"); so
+            # such a file is pre-processed without the graph optimisation (shape inference only).
+            skip = bool(options.float_layers) and is_integer_input(args)
+            quant_pre_process(str(fp32), str(pre), skip_optimization=skip)
             excluded = onnx_nodes_for(onnx.load(str(pre)).graph, layers, options.float_layers) if options.float_layers else []
             if precision == "int8-static":
-                samples = iter(calibration if calibration is not None else ())
+                samples = iter(feeds(calibration, input_names) if calibration is not None else ())
 
                 class _Reader(CalibrationDataReader):
                     def get_next(self) -> dict[str, np.ndarray] | None:
-                        sample = next(samples, None)
-                        return None if sample is None else {input_name: sample[None]}
+                        return next(samples, None)
 
                 method = options.calibration_method
                 if method == "mse":
-                    _mse_cache(pre, calibration, input_name, cache)
+                    _mse_cache(pre, calibration, input_names, cache)
                 quantize_static(
                     str(pre), str(final), None if method == "mse" else _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,
@@ -123,7 +132,8 @@ def quantize_onnx(
                     extra_options={"WeightSymmetric": True}, calibration_cache_path=str(cache) if method == "mse" else None,
                 )
             else:
-                quantize_dynamic(str(pre), str(final), per_channel=True, weight_type=QuantType.QInt8)
+                quantize_dynamic(str(pre), str(final), per_channel=True, weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=excluded or None)
     except ConfigError:  # float layers that do not map onto this graph
         raise
     except Exception as exc:  # onnxruntime raises many types; all mean "quantization failed"
@@ -135,7 +145,7 @@ def quantize_onnx(
     in_dt, out_dt = logical_dtypes(model, args)
     art = new_artifact(
         name=name, fmt="onnx", precision=precision, staging_dir=staging_dir, model_file=final.name,
-        inputs=with_logical(ins, in_dt), outputs=with_logical(outs, out_dt), model=model, args=args,
+        inputs=with_input_facts(with_logical(ins, in_dt), inputs), outputs=with_logical(outs, out_dt), model=model, args=args,
         versions=dist_versions("torch", "onnx", "onnxscript", "onnxruntime"),
     )
     static = precision == "int8-static"
@@ -146,5 +156,6 @@ def quantize_onnx(
         "calibrate_method": _METHODS[options.calibration_method] if static else None,
         "calibration_method": options.calibration_method if static else None,
         "excluded_nodes": excluded, "seconds": round(time.perf_counter() - t0, 3),
+        **({"pre_process_optimization": False} if skip else {}),
     }
     return art

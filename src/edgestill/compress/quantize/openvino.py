@@ -11,8 +11,9 @@ import numpy as np
 
 from edgestill.compress.quantize.layers import Layer, openvino_ops_for
 from edgestill.compress.quantize.options import QuantOptions
+from edgestill.compress.quantize.samples import Samples, arrays_of, is_integer_input, n_samples
 from edgestill.errors import RuntimeFailure
-from edgestill.artifact import Artifact
+from edgestill.artifact import Artifact, TensorSpec
 from edgestill.export.openvino import convert_openvino, openvino_artifact, save_openvino
 from edgestill.runtimes.openvino import no_telemetry
 
@@ -28,8 +29,8 @@ BIAS_CORRECTION = "fast"
 
 
 def quantize_openvino(
-    model: torch.nn.Module, args: tuple, *, precision: str, calibration: np.ndarray | None, staging_dir: Path, name: str,
-    options: QuantOptions, layers: Sequence[Layer],
+    model: torch.nn.Module, args: tuple, *, precision: str, calibration: Samples | None, staging_dir: Path, name: str,
+    options: QuantOptions, layers: Sequence[Layer], inputs: Sequence[TensorSpec] | None = None,
 ) -> Artifact:
     """Write ``staging_dir/<name>.xml`` + ``.bin`` quantized by NNCF.
 
@@ -39,6 +40,10 @@ def quantize_openvino(
     SQNR and 92.6% top-1 agreement against 30 dB and 96.6% with MINMAX); NNCF's bias correction when
     ``options.bias_correction`` (BIAS_CORRECTION: fast or full), disabled otherwise.
     Dynamic: int8 weights (``compress_weights``, INT8_ASYM); activations stay float.
+    A text model (integer id inputs) is quantized with ``model_type=nncf.ModelType.TRANSFORMER`` (NNCF's scheme for
+    transformers: Linear inputs and weights int8, softmax, LayerNorm and the attention scores' second MatMul input
+    kept float), calibrated on one item per sample holding every input in model order. Layers kept in float go to
+    ``ignored_scope`` in both modes.
     """
     with no_telemetry():
         import nncf
@@ -46,19 +51,24 @@ def quantize_openvino(
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     t0 = time.perf_counter()
-    ov_model = convert_openvino(model, args)
+    ov_model = convert_openvino(model, args, inputs=inputs)
     ignored_ops = openvino_ops_for(ov_model, layers, options.float_layers) if options.float_layers else []
     ignored = nncf.IgnoredScope(names=ignored_ops) if ignored_ops else None
     static = precision == "int8-static"
+    text = is_integer_input(args)
+    model_type = nncf.ModelType.TRANSFORMER if text else None
     estimator = _ESTIMATORS[options.calibration_method] if static else None
     bias_correction = (BIAS_CORRECTION if options.bias_correction else None) if static else None
     try:
         with no_telemetry():
             if precision == "int8-static":
-                dataset = nncf.Dataset([np.ascontiguousarray(s[None]) for s in calibration])
+                arrays = arrays_of(calibration)
+                items = [tuple(np.ascontiguousarray(a[i : i + 1]) for a in arrays) for i in range(n_samples(calibration))]
+                dataset = nncf.Dataset([it[0] for it in items] if len(arrays) == 1 else items)
                 preset = nncf.QuantizationPreset.MIXED if options.openvino_preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
                 quantized = nncf.quantize(
-                    ov_model, dataset, subset_size=len(calibration), preset=preset, ignored_scope=ignored,
+                    ov_model, dataset, subset_size=n_samples(calibration), preset=preset, ignored_scope=ignored,
+                    model_type=model_type,
                     fast_bias_correction=bias_correction != "full",
                     advanced_parameters=AdvancedQuantizationParameters(
                         activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator),
@@ -66,11 +76,12 @@ def quantize_openvino(
                     ),
                 )
             else:
-                quantized = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM, all_layers=None)
+                quantized = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM, all_layers=None,
+                                                  ignored_scope=ignored)
     except Exception as exc:  # nncf raises many types; all mean "quantization failed"
         raise RuntimeFailure(f"nncf {precision} quantization failed for {type(model).__name__}: {exc}") from exc
     save_openvino(quantized, staging_dir / f"{name}.xml")
-    art = openvino_artifact(model, args, staging_dir, name, precision)
+    art = openvino_artifact(model, args, staging_dir, name, precision, inputs=inputs)
     art.quantization = {
         "method": "nncf.quantize" if static else "nncf.compress_weights (INT8_ASYM)",
         "preset": options.openvino_preset if static else None,
@@ -78,7 +89,8 @@ def quantize_openvino(
         "calibration_method": options.calibration_method if static else None,
         "bias_correction": {"applied": bias_correction is not None, "by": f"nncf ({bias_correction})"} if bias_correction
         else {"applied": False, "reason": "off" if static else "dynamic int8"},
-        "subset_size": len(calibration) if static else 0, "weights": "int8",
+        "model_type": "transformer" if text and static else None,
+        "subset_size": n_samples(calibration) if static else 0, "weights": "int8",
         "activations": "int8" if static else "float", "ignored_ops": ignored_ops,
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -42,6 +42,38 @@ FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# ``precision="int8"``: each format's own int8 default for the model. Image models: int8-static everywhere (the
+# measured defaults above). Text models (integer id inputs): the per-format transformer routes below, each recorded
+# in the artifact's ``quantization["chosen"]`` with its reason; --precision int8-static / int8-dynamic overrides.
+AUTO_PRECISION = "int8"
+TEXT_DEFAULTS: dict[str, dict[str, str]] = {
+    "onnx": {
+        "precision": "int8-dynamic", "method": "onnxruntime.quantize_dynamic", "model_type": "transformer",
+        "why": "MatMul/Gemm weights int8 per channel, activations quantized per call from their own range, so no "
+               "calibration set has to cover every sentence length and padding; onnxruntime's integer MatMul kernels are "
+               "its transformer path (static QDQ still works: --precision int8-static)",
+    },
+    "openvino": {
+        "precision": "int8-static", "method": "nncf.quantize", "model_type": "transformer",
+        "why": "NNCF's transformer model type quantizes the Linear layers' inputs and weights and keeps softmax, "
+               "LayerNorm and the attention score path in float; the CPU plugin runs int8 MatMuls only for a calibrated "
+               "(static) graph, and weight compression alone (int8-dynamic here) keeps float MatMuls",
+    },
+    "tflite": {
+        "precision": "int8-dynamic", "method": "ai-edge-quantizer dynamic_wi8_afp32", "model_type": "transformer",
+        "why": "ai-edge-quantizer's dynamic-range recipe: int8 weights (FULLY_CONNECTED, EMBEDDING_LOOKUP), activations "
+               "quantized per op at run time; litert-torch's PT2E dynamic-range flow failed on EMBEDDING_LOOKUP here",
+    },
+}
+
+
+def default_precision(fmt: str, *, text: bool) -> str:
+    """The int8 precision ``precision="int8"`` means for ``fmt``: TEXT_DEFAULTS for a text model, else int8-static."""
+    if text and fmt in TEXT_DEFAULTS:
+        return TEXT_DEFAULTS[fmt]["precision"]
+    return "int8-static"
+
+
 def check_choice(key: str, value: Any, valid: tuple[str, ...]) -> str:
     """Return ``value`` when it is one of ``valid``; otherwise raise a ConfigError naming the choices."""
     if value not in valid:
@@ -117,19 +149,36 @@ class QuantOptions:
             )
         return self.tflite_recipe
 
-    def resolved(self, fmt: str, *, static: bool = True) -> QuantOptions:
+    def resolved(self, fmt: str, *, static: bool = True, text: bool = False) -> QuantOptions:
         """These options with every "the format's default" (None) replaced by ``fmt``'s entry in FORMAT_DEFAULTS.
 
         "auto" stays "auto" (auto.py chooses); a format with no entry keeps minmax, no equalisation, no correction.
         Not ``static`` (dynamic int8: nothing is calibrated, and the defaults were measured on static files):
-        calibration_method None, bias_correction False, equalisation only when asked for.
+        calibration_method None, bias_correction False, equalisation only when asked for. ``text`` (a model with
+        integer id inputs): no torch equalisation or bias correction (they transform convolution pairs); OpenVINO
+        keeps NNCF's own bias correction.
 
         Raises:
-            ConfigError: a calibration method the format has no calibrator for (the message lists the ones it has).
+            ConfigError: a calibration method the format has no calibrator for (the message lists the ones it has);
+                equalisation or torch bias correction asked for a text model.
         """
         from dataclasses import replace
 
         defaults = FORMAT_DEFAULTS.get(fmt, {"calibration_method": "minmax", "equalize": False, "bias_correction": False})
+        if text:
+            torch_bc = self.bias_correction and fmt != "openvino"
+            if self.equalize or torch_bc:
+                asked = "--equalize" if self.equalize else "--bias-correction"
+                raise ConfigError(
+                    f"{asked} transforms convolution layers in torch before quantizing; this is a text model (integer id "
+                    f"inputs), which it does not apply to. Leave {asked} out (OpenVINO's --bias-correction is NNCF's own "
+                    "and does apply)."
+                )
+            defaults = {**defaults, "equalize": False, "bias_correction": defaults["bias_correction"] and fmt == "openvino"}
+            if defaults["calibration_method"] == "mse" and fmt == "onnx":
+                # onnxruntime's histogram collector raised "Too many bins for data range" on a BERT's near-constant
+                # tensors (the extended attention mask) here, so static QDQ of a text model calibrates with min/max
+                defaults["calibration_method"] = "minmax"
         method = self.calibration_method or defaults["calibration_method"]
         if not static:
             return replace(self, calibration_method=None, bias_correction=False, equalize=bool(self.equalize))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.compress.quantize.layers import Layer, quantizable_layers
+from edgestill.compress.quantize.samples import Samples, n_samples, torch_batch
 
 if TYPE_CHECKING:
     import torch
@@ -72,15 +73,16 @@ def _fq_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.round(w / scale), -127, 127) * scale
 
 
-def _batched(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+def _batched(model: torch.nn.Module, x: Samples) -> torch.Tensor:
+    """The model's first output over every sample (one array, or one array per input: samples.Samples)."""
     import torch
 
     from edgestill.export.base import flatten_outputs
 
     outs = []
     with torch.no_grad():
-        for s in range(0, len(x), _BATCH):
-            outs.append(flatten_outputs(model(torch.from_numpy(np.ascontiguousarray(x[s : s + _BATCH]))))[0])
+        for s in range(0, n_samples(x), _BATCH):
+            outs.append(flatten_outputs(model(*torch_batch(x, s, s + _BATCH)))[0])
     return torch.cat(outs)
 
 
@@ -89,7 +91,7 @@ def _layer_input(inp: tuple, kwargs: dict) -> torch.Tensor:
     return inp[0] if inp else kwargs["input"]
 
 
-def layer_ranges(model: torch.nn.Module, layers: Sequence[Layer], calibration: np.ndarray) -> dict[str, tuple[float, float, float, float]]:
+def layer_ranges(model: torch.nn.Module, layers: Sequence[Layer], calibration: Samples) -> dict[str, tuple[float, float, float, float]]:
     """(input min, input max, output min, output max) of every layer over the calibration samples."""
 
     mods = dict(model.named_modules())
@@ -114,15 +116,16 @@ def layer_ranges(model: torch.nn.Module, layers: Sequence[Layer], calibration: n
 
 
 def layer_sensitivity(
-    model: torch.nn.Module, example_inputs: tuple, calibration: np.ndarray, inputs: np.ndarray, *, layers: Sequence[Layer] | None = None,
+    model: torch.nn.Module, example_inputs: tuple, calibration: Samples, inputs: Samples, *, layers: Sequence[Layer] | None = None,
 ) -> list[LayerSensitivity]:
     """Rank the model's Conv/Linear layers by how much int8 in that one layer changes the model's output.
 
     Args:
         model: the float torch model (restored unchanged).
         example_inputs: batch-1 example inputs (used to list the layers).
-        calibration: samples that set the activation ranges (as the int8 export will).
-        inputs: samples the SQNR and top-1 agreement are measured on (a few hundred are plenty).
+        calibration: samples that set the activation ranges (as the int8 export will); one array, or one per
+            input for a model with several (samples.Samples).
+        inputs: samples the SQNR and top-1 agreement are measured on (a few hundred are plenty), of the same form.
         layers: the layers to analyse (default: every Conv/Linear).
 
     Returns:

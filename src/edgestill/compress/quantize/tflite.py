@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,10 +50,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.artifact import Artifact
+from edgestill.artifact import Artifact, TensorSpec
 from edgestill.compress.quantize.layers import Layer
 from edgestill.compress.quantize.options import QuantOptions
+from edgestill.compress.quantize.samples import Samples, feeds, is_integer_input, n_samples, torch_batch
 from edgestill.errors import ConfigError, RuntimeFailure
+from edgestill.export.base import input_names
 from edgestill.export.tflite import tflite_artifact, write_tflite
 
 if TYPE_CHECKING:
@@ -140,10 +143,13 @@ def _module_names(node: Any) -> set[str]:
 
 
 def quantize_tflite(
-    model: torch.nn.Module, args: tuple, *, precision: str, calibration: np.ndarray | None, staging_dir: Path, name: str,
-    options: QuantOptions, layers: Sequence[Layer],
+    model: torch.nn.Module, args: tuple, *, precision: str, calibration: Samples | None, staging_dir: Path, name: str,
+    options: QuantOptions, layers: Sequence[Layer], inputs: Sequence[TensorSpec] | None = None,
 ) -> Artifact:
     """Write ``staging_dir/<name>.tflite`` quantized with the recipe ``options.recipe_for(precision)``.
+
+    A model with several inputs is calibrated with every input (PT2E: batches of each; ai-edge-quantizer: one feed
+    per sample keyed by the file's input names).
 
     Raises:
         ConfigError: ``integer_io`` asked of a dynamic-range file; float layers with an ai-edge-quantizer recipe.
@@ -160,22 +166,25 @@ def quantize_tflite(
     t0 = time.perf_counter()
     details: dict[str, Any]
     if recipe == "pt2e":
-        details = _pt2e_static(model, args, calibration, path, options)
+        details = _pt2e_static(model, args, calibration, path, options, inputs)
     else:
-        if options.float_layers:
-            raise ConfigError("layers kept in float need the 'pt2e' TFLite recipe; ai-edge-quantizer recipes here quantize every layer.")
-        details = _aeq(model, args, calibration, path, _AEQ_RECIPES[recipe], staging_dir)
+        if options.float_layers and (static or not is_integer_input(args)):
+            raise ConfigError("layers kept in float need the 'pt2e' TFLite recipe (or, for a text model, the dynamic-range "
+                              "recipe aeq-dynamic); this ai-edge-quantizer recipe here quantizes every layer.")
+        details = _aeq(model, args, calibration, path, _AEQ_RECIPES[recipe], staging_dir, inputs,
+                       float_layers=options.float_layers, layers=layers)
     io = "float"
     if static and not options.integer_io:
         float_io(path)
     elif static:
         io = "int8"
-    art = tflite_artifact(model, args, staging_dir, name, precision)
+    art = tflite_artifact(model, args, staging_dir, name, precision, inputs=inputs)
     art.quantization = {**details, "recipe": recipe, "io": io, "seconds": round(time.perf_counter() - t0, 3)}
     return art
 
 
-def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: np.ndarray, path: Path, options: QuantOptions) -> dict[str, Any]:
+def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: Samples, path: Path, options: QuantOptions,
+                 inputs: Sequence[TensorSpec] | None = None) -> dict[str, Any]:
     import torch
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval
@@ -188,14 +197,14 @@ def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: np.ndarray, p
         graph, batch = _export_for_calibration(model.eval(), args, calibration)
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
-            for i in range(0, len(calibration), batch):
-                prepared(torch.from_numpy(np.ascontiguousarray(calibration[i : i + batch])))
+            for i in range(0, n_samples(calibration), batch):
+                prepared(*torch_batch(calibration, i, i + batch))
         converted = convert_pt2e(prepared, fold_quantize=False)
         move_exported_model_to_eval(converted)
     except Exception as exc:  # torch.export / PT2E raise many types; all mean "this model did not quantize"
         raise RuntimeFailure(f"PT2E static quantization failed for {type(model).__name__}: {exc}") from exc
     t1 = time.perf_counter()
-    write_tflite(converted, args, path, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    write_tflite(converted, args, path, quant_config=QuantConfig(pt2e_quantizer=quantizer), inputs=inputs)
     return {
         "method": "torchao.pt2e + litert_torch.PT2EQuantizer", "symmetric": True, "per_channel": True,
         "activations": "int8", "weights": "int8",
@@ -206,7 +215,7 @@ def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: np.ndarray, p
     }
 
 
-def _export_for_calibration(model: torch.nn.Module, args: tuple, calibration: np.ndarray) -> tuple[Any, int]:
+def _export_for_calibration(model: torch.nn.Module, args: tuple, calibration: Samples) -> tuple[Any, int]:
     """The model exported for PT2E with a dynamic batch dimension, and the calibration batch size it takes.
 
     A model whose graph fixes the batch (a reshape to a literal size) exports only at batch 1: calibrated one
@@ -214,36 +223,46 @@ def _export_for_calibration(model: torch.nn.Module, args: tuple, calibration: np
     """
     import torch
 
-    batch = min(CALIBRATION_BATCH, len(calibration))
+    batch = min(CALIBRATION_BATCH, n_samples(calibration))
     if batch >= 2:
-        example = (torch.from_numpy(np.ascontiguousarray(calibration[:batch])),)
+        example = torch_batch(calibration, 0, batch)
         try:
             dim = torch.export.Dim("batch", min=1, max=max(1024, batch))
-            return torch.export.export(model, example, dynamic_shapes=({0: dim},)).module(), batch
+            shapes = tuple({0: dim} for _ in example)
+            return torch.export.export(model, example, dynamic_shapes=shapes).module(), batch
         except Exception:  # noqa: BLE001  (torch.export raises many types for a batch it cannot keep symbolic)
             pass
     return torch.export.export(model, args).module(), 1
 
 
-def _aeq(model: torch.nn.Module, args: tuple, calibration: np.ndarray | None, path: Path, recipe_name: str, staging_dir: Path) -> dict[str, Any]:
+def _aeq(model: torch.nn.Module, args: tuple, calibration: Samples | None, path: Path, recipe_name: str, staging_dir: Path,
+         inputs: Sequence[TensorSpec] | None = None, *, float_layers: Sequence[str] = (), layers: Sequence[Layer] = ()) -> dict[str, Any]:
     from ai_edge_quantizer import quantizer as aeq
     from ai_edge_quantizer import recipe
 
     fp32 = staging_dir / f"{path.stem}.fp32.tmp.tflite"
     t0 = time.perf_counter()
-    write_tflite(model, args, fp32)
+    write_tflite(model, args, fp32, inputs=inputs)
     details: dict[str, Any] = {"method": f"ai_edge_quantizer recipe {recipe_name}", "weights": "int8"}
     try:
         q = aeq.Quantizer(str(fp32))
-        q.load_quantization_recipe(getattr(recipe, recipe_name)())
+        chosen = getattr(recipe, recipe_name)()
+        if float_layers:
+            kept = _float_scopes(fp32, layers, float_layers)
+            chosen = [*chosen, *({**chosen[0], "regex": f"^{re.escape(scope)}$", "algorithm_key": "no_quantize"} for scope in kept)]
+            details["float_ops"] = len(kept)
+        q.load_quantization_recipe(chosen)
         if recipe_name.startswith("static"):
             from edgestill.runtimes.litert import interpreter_module
 
             interp = interpreter_module()[0].Interpreter(model_path=str(fp32))
             (sig_key,) = list(interp.get_signature_list())
-            (in_name,) = list(interp.get_signature_list()[sig_key]["inputs"])
+            # the signature's input names in model order: the named inputs, else litert-torch's args_0, args_1, ...
+            # (shorter first, so args_2 comes before args_10)
+            in_names = input_names(inputs, len(args)) or sorted(interp.get_signature_list()[sig_key]["inputs"],
+                                                                key=lambda n: (len(n), n))
             t1 = time.perf_counter()
-            result = _aeq_minmax_calibration(fp32, recipe_name, {sig_key: [{in_name: np.ascontiguousarray(s[None])} for s in calibration]})
+            result = _aeq_minmax_calibration(fp32, recipe_name, {sig_key: feeds(calibration, in_names)})
             t2 = time.perf_counter()
             q.quantize(result).export_model(str(path), overwrite=True)
             details.update({"activations": "int8", "activation_observer": "min/max of each tensor over all calibration samples",
@@ -253,11 +272,48 @@ def _aeq(model: torch.nn.Module, args: tuple, calibration: np.ndarray | None, pa
         else:
             q.quantize().export_model(str(path), overwrite=True)
             details["activations"] = "dynamic int8" if recipe_name.startswith("dynamic") else "float"
+    except ConfigError:  # float layers that do not map onto this file
+        raise
     except Exception as exc:  # ai-edge-quantizer raises many types
         raise RuntimeFailure(f"ai-edge-quantizer {recipe_name} failed for {type(model).__name__}: {exc}") from exc
     finally:
         fp32.unlink(missing_ok=True)
     return details
+
+
+_WEIGHTED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def _float_scopes(fp32: Path, layers: Sequence[Layer], wanted: Sequence[str]) -> list[str]:
+    """The ai-edge-quantizer scopes (output tensor names) of the .tflite ops that implement the torch layers ``wanted``.
+
+    Ops are matched to layers by execution order and checked by weight shape (litert-torch's tensor names join the
+    module paths of fused ops, so a name alone does not identify a layer); a recipe entry whose regex is one scope,
+    anchored at both ends, then keeps exactly that op float.
+
+    Raises:
+        ConfigError: the file's weighted ops do not line up with the torch layers.
+    """
+    import math
+
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+    model = tfl.read_model(str(fp32))
+    sub = model.subgraphs[0]
+    ops = []
+    for op in sub.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        name = tfl.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+        if name in _WEIGHTED_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0 and sub.tensors[op.inputs[1]].buffer > 0:
+            ops.append((op, math.prod(sub.tensors[op.inputs[1]].shape)))
+    ok = len(ops) == len(layers) and all(size == math.prod(layer.weight_shape) for (_, size), layer in zip(ops, layers))
+    if not ok:
+        raise ConfigError(
+            f"cannot keep layers in float in this TFLite file: its {len(ops)} weighted ops do not line up with the model's "
+            f"{len(layers)} Conv/Linear layers. Use another format for a mixed artifact, or no float layers."
+        )
+    scope = {layer.name: tfl.get_op_scope(op, sub.tensors) for layer, (op, _) in zip(layers, ops)}
+    return [scope[n] for n in wanted]
 
 
 def _aeq_minmax_calibration(fp32: Path, recipe_name: str, data: dict[str, list[dict[str, np.ndarray]]]) -> Any:
