@@ -17,6 +17,8 @@ from edgestill.cli import app, echo_json, run_command
         "  edgestill bench demo-out/artifacts/*.manifest.json --threads 1,2 --min-runs 100 --json\n"
         "  edgestill bench model.onnx   # a file edgestill did not write: its inputs are read from it\n"
         "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n"
+        "  edgestill bench text-student.manifest.json --data eval.npz   # a text model: input_ids, attention_mask,\n"
+        "      # [token_type_ids,] y (labels) or teacher_embeddings (an embedder: cosine + top-5 retrieval agreement)\n"
         "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n"
         "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n"
         "  edgestill bench model.xml --accelerator gpu   # OpenVINO's GPU plugin; the record says what ran\n"
@@ -44,7 +46,9 @@ def bench(
                                     help="Where the model runs: cpu; openvino: gpu, npu; onnxruntime: cuda, tensorrt, "
                                          "openvino-ep, nnapi, qnn; litert: gpu (nnapi on a phone over adb). The record "
                                          "says which one ran and whether it fell back to the CPU."),
-    data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact."),
+    data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact. A multi-input "
+                                 "(text) model: one array per input, named like it, instead of x; y, teacher_logits "
+                                 "or teacher_embeddings (an embedder's agreement with its teacher)."),
     extend_unstable: float = typer.Option(5.0, "--extend-unstable", min=0.0,
                                           help="Extend an unstable steady state up to this many seconds, then flag it "
                                                "(0: only flag it)."),

@@ -16,7 +16,10 @@ Job file (JSON)::
      "affinity": null}                                     # CPU ids, e.g. [0]
 
 Eval data scores the artifact on its own runtime: ``y`` (labels) gives ``accuracy``; ``teacher_logits`` (the
-teacher's outputs on the same ``x``) gives ``teacher_top1_agreement`` and ``teacher_kl``, which need no labels.
+teacher's outputs on the same ``x``) gives ``teacher_top1_agreement`` and ``teacher_kl``, which need no labels;
+``teacher_embeddings`` (an embedder teacher's) gives ``teacher_cosine`` and ``teacher_retrieval_agreement``. A
+multi-input model (a text model) takes one array per input instead of ``x``, named like it (``input_ids``,
+``attention_mask``, ``token_type_ids``).
 
 Runtimes of your own: ``EDGESTILL_RUNTIME_PLUGINS=pkg.mod1,pkg.mod2`` names modules the runner imports before it
 looks up the runtime; each registers its runtime with ``edgestill.runtimes.base.RUNTIMES``.
@@ -182,7 +185,14 @@ def make_inputs(specs: list[Any], source: str, seed: int, *, seq_len: int | None
     return {s.name: _fit(arrays[s.name], s) for s in specs}
 
 
-EVAL_ARRAYS = ("y", "teacher_logits")  # what eval data can score against: labels, the teacher's outputs
+# what eval data can score against: labels, the teacher's outputs (a classifier's logits, an embedder's embeddings)
+EVAL_ARRAYS = ("y", "teacher_logits", "teacher_embeddings")
+
+
+def eval_input_keys(heads: Any) -> list[str]:
+    """The arrays of eval data that are model inputs: ``x`` (a single-input model), else every array not in
+    :data:`EVAL_ARRAYS`, one per input of a multi-input model, named like it (``input_ids``, ``attention_mask``)."""
+    return ["x"] if "x" in heads else [k for k in heads if k not in EVAL_ARRAYS]
 
 
 def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any]:
@@ -203,11 +213,15 @@ def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any]:
         _fail_input(f"eval data {p} is not an .npz; pass an .npz with arrays 'x' (inputs) and 'y' (labels) "
                     "and/or 'teacher_logits' (the teacher's outputs on x).")
     what = f"cannot read eval data {p}"
-    heads = npz_headers(p, what=what, keys=("x", *EVAL_ARRAYS))
-    if "x" not in heads or not any(k in heads for k in EVAL_ARRAYS):
-        lacks = "no array 'x' (the inputs)" if "x" not in heads else "neither 'y' (labels) nor 'teacher_logits'"
+    heads = npz_headers(p, what=what)
+    if not eval_input_keys(heads) or not any(k in heads for k in EVAL_ARRAYS):
+        lacks = ("no array 'x' (the inputs; a multi-input model: one array per input, named like it)"
+                 if not eval_input_keys(heads)
+                 else "neither 'y' (labels) nor 'teacher_logits' nor 'teacher_embeddings'")
         _fail_input(f"eval data {p} has {lacks}; eval data needs 'x' (inputs) and 'y' (labels) and/or 'teacher_logits' "
-                    "(the teacher's outputs on x). Write it with numpy.savez(path, x=..., y=...).")
+                    "or 'teacher_embeddings' (the teacher's outputs on the same samples); a multi-input model takes one "
+                    "array per input instead of 'x', named like it. Write it with numpy.savez(path, x=..., y=...).")
+    heads = {k: heads[k] for k in (*eval_input_keys(heads), *EVAL_ARRAYS) if k in heads}
     _check_eval(p, heads)
     if check_only:
         return heads
@@ -219,28 +233,34 @@ def _load_eval(path: str, *, check_only: bool = False) -> dict[str, Any]:
 def _check_eval(p: Path, heads: dict[str, Any]) -> None:
     """Refuse eval arrays a model cannot be scored on, from their (shape, dtype): non-numeric or empty x, labels that
     are not whole numbers, lengths that differ."""
-    x_shape, x_dtype = heads["x"]
+    keys = eval_input_keys(heads)
+    x_shape, x_dtype = heads[keys[0]]
     n = x_shape[0] if x_shape else 0
-    if x_dtype.kind not in "biuf" or len(x_shape) < 1 or n == 0:
-        _fail_input(f"eval data {p}: x has dtype {x_dtype} and shape {list(x_shape)}; it must be a numeric array "
-                    "[n, ...] with n > 0 samples, as the model's input. Save it with numpy.savez(path, x=..., y=...).")
+    for key in keys:
+        shape, dtype = heads[key]
+        if dtype.kind not in "biuf" or len(shape) < 1 or shape[0] == 0 or shape[0] != n:
+            _fail_input(f"eval data {p}: {key} has dtype {dtype} and shape {list(shape)}; every input array must be "
+                        f"numeric [n, ...] with the same n > 0 samples ({keys[0]} has {n}), as the model's input. Save "
+                        "it with numpy.savez(path, x=..., y=...).")
     if "y" in heads:
         y_shape, y_dtype = heads["y"]
         if y_dtype.kind not in "iu" or len(y_shape) != 1 or y_shape[0] != n:
             _fail_input(f"eval data {p}: y has dtype {y_dtype} and shape {list(y_shape)} for {n} samples of x; "
                         "labels are whole-number class indices [n], one per sample (e.g. y.astype(numpy.int64)).")
-    if "teacher_logits" in heads:
-        t_shape, t_dtype = heads["teacher_logits"]
-        if t_dtype.kind != "f" or len(t_shape) < 1 or t_shape[0] != n:
-            _fail_input(f"eval data {p}: teacher_logits has dtype {t_dtype} and shape {list(t_shape)} for {n} "
-                        "samples of x; they are the teacher's float outputs [n, classes] on the same x.")
+    for key in ("teacher_logits", "teacher_embeddings"):
+        if key in heads:
+            t_shape, t_dtype = heads[key]
+            if t_dtype.kind != "f" or len(t_shape) != 2 or t_shape[0] != n:
+                _fail_input(f"eval data {p}: {key} has dtype {t_dtype} and shape {list(t_shape)} for {n} samples of "
+                            f"{keys[0]}; they are the teacher's float outputs [n, {'classes' if key == 'teacher_logits' else 'dim'}] "
+                            "on the same samples.")
 
 
 def _check_eval_values(p: Path, arrays: dict[str, Any]) -> None:
     """Refuse values no score can be trusted on: NaN/Inf in x or teacher_logits, negative labels."""
     import numpy as np
 
-    for key in ("x", "teacher_logits"):
+    for key in (*eval_input_keys(arrays), "teacher_logits", "teacher_embeddings"):
         a = arrays.get(key)
         if a is not None and a.dtype.kind == "f":
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
@@ -255,10 +275,25 @@ def _check_eval_values(p: Path, arrays: dict[str, Any]) -> None:
                     "labels are class indices 0..classes-1. Fix the labels.")
 
 
-def _check_eval_fits(p: Path, x_shape: tuple[int, ...], specs: list[Any]) -> None:
-    """Refuse eval samples whose shape the model does not take (checked before timing, from the file's header)."""
+def _check_eval_fits(p: Path, heads: dict[str, Any], specs: list[Any]) -> None:
+    """Refuse eval samples whose shape the model does not take, or named arrays that are not its inputs (checked
+    before timing, from the file's headers)."""
+    if "x" not in heads:
+        names, given = [s.name for s in specs], eval_input_keys(heads)
+        if sorted(names) != sorted(given):
+            _fail_input(f"eval data {p} holds input arrays {given} but the model takes {names}; save one array per "
+                        "model input, named like it (e.g. numpy.savez(path, input_ids=..., attention_mask=..., y=...)).")
+        for spec in specs:
+            shape = heads[spec.name][0]
+            if len(shape) != len(spec.shape) or any(isinstance(d, int) and d >= 0 and d != a
+                                                    for d, a in zip(spec.shape[1:], shape[1:])):
+                _fail_input(f"eval data {p}: {spec.name} has shape {list(shape)}, but the model's input takes "
+                            f"{list(spec.shape)} (n samples first). Encode the texts at the model's sequence length.")
+        return
     if len(specs) != 1:
-        return  # session_logits says a multi-input model cannot be scored
+        _fail_input(f"eval data {p} holds one array 'x' but the model takes {[s.name for s in specs]}; save one array "
+                    "per model input, named like it (e.g. numpy.savez(path, input_ids=..., attention_mask=..., y=...)).")
+    x_shape = heads["x"][0]
     spec = specs[0]
     sample = list(x_shape[1:])
     fits = len(x_shape) == len(spec.shape) and all(
@@ -418,21 +453,33 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     session = load_model(art, options, runtime_name)
     init_ms = (time.perf_counter_ns() - t0) / 1e6
     if job["eval_data"]:
-        _check_eval_fits(Path(job["eval_data"]), eval_heads["x"][0], session.input_specs)
+        _check_eval_fits(Path(job["eval_data"]), eval_heads, session.input_specs)
 
     text = art.source.get("text") if isinstance(art.source, dict) else None
     inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]),
                          seq_len=text.get("max_length") if isinstance(text, dict) else None)
     timing = time_session(session, inputs, bench)
     peak_rss_mb = _peak_rss_mb()  # before the eval data is read: the figure is the model's, not the data's
-    accuracy = agreement = kl = None
+    accuracy = agreement = kl = embedding = None
     if job["eval_data"]:
-        from edgestill.runtimes.accuracy import accuracy_of, session_logits, teacher_agreement
+        from edgestill.runtimes.accuracy import (
+            accuracy_of,
+            embedding_agreement,
+            session_logits,
+            session_outputs,
+            teacher_agreement,
+        )
 
         arrays = _load_eval(job["eval_data"])
-        _check_eval_range(Path(job["eval_data"]), arrays["x"], session.input_specs)
-        logits = session_logits(session, arrays["x"], batch_size=int(job["eval_batch_size"]))
+        if "x" in arrays:
+            _check_eval_range(Path(job["eval_data"]), arrays["x"], session.input_specs)
+            logits = session_logits(session, arrays["x"], batch_size=int(job["eval_batch_size"]))
+        else:  # one array per input (a text model's input_ids, attention_mask, ...)
+            logits = session_outputs(session, {k: arrays[k] for k in eval_input_keys(arrays)},
+                                     batch_size=int(job["eval_batch_size"]))
         _check_logits(art.name, logits)
+        if "teacher_embeddings" in arrays:
+            embedding = embedding_agreement(logits, arrays["teacher_embeddings"])
         if "y" in arrays:
             _check_label_range(Path(job["eval_data"]), arrays["y"], int(logits.shape[1]))
             accuracy = accuracy_of(logits, arrays["y"], metric=job["metric"])
@@ -465,6 +512,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         accuracy=accuracy,
         teacher_top1_agreement=agreement,
         teacher_kl=kl,
+        teacher_cosine=None if embedding is None else embedding.mean_cosine,
+        teacher_retrieval_agreement=None if embedding is None else embedding.retrieval_agreement,
+        retrieval_k=None if embedding is None else embedding.k,
         provenance=provenance,
         settings={
             "runtime_options": options.to_dict(),
