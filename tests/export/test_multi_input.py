@@ -69,6 +69,21 @@ def test_factory_with_an_image_and_ids_keeps_both_names_in_every_format(tmp_path
         assert next(iter(out.values())).shape == (1, 5)
 
 
+def test_export_api_names_several_inputs_after_the_forward(tmp_path: Path) -> None:
+    """export() called without input specs: a model with two inputs keeps its forward's parameter names in OpenVINO
+    and TFLite too (which would otherwise call them by port number and args_0/args_1), with kinds inferred."""
+    from edgestill.export.api import export
+
+    model = image_and_ids()
+    example = (torch.zeros(1, 3, 8, 8), torch.ones(1, 6, dtype=torch.int64))
+    samples = [np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32), np.ones((4, 6), np.int64)]
+    results = export(model, example, ExportConfig(formats=("openvino", "tflite"), name="api"), tmp_path,
+                     validation_inputs=samples)
+    for r in results:
+        assert [(s.name, s.kind) for s in r.artifact.inputs] == [("image", "float"), ("input_ids", "ids")], r.name
+        assert _session_names(r.artifact) == ["image", "input_ids"]
+
+
 def test_named_npz_validates_and_a_missing_or_uneven_array_is_refused(tmp_path: Path, tiny_embedder: Path) -> None:
     """Validation on a named NPZ (one array per input); bad inputs: an NPZ missing token_type_ids (the message names
     the missing and the present arrays), arrays with different N, ids outside the vocabulary."""

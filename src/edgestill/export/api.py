@@ -21,7 +21,7 @@ import numpy as np
 
 from edgestill.artifact import FORMATS, INPUT_KINDS, MANIFEST_SUFFIX, Artifact, Precision, TensorSpec, publish, reject, sha256_file
 from edgestill.errors import ConfigError, EdgestillError, InputError, ParityError, UnsupportedError, did_you_mean
-from edgestill.export.base import EXPORTERS, Exporter, as_tuple, attach_text_files, export_precisions
+from edgestill.export.base import EXPORTERS, Exporter, as_tuple, attach_text_files, export_precisions, forward_inputs
 from edgestill.export.validate import ParityReport, Tolerances, check_samples
 from edgestill.outdir import fresh_work_dir
 
@@ -83,7 +83,8 @@ class ExportConfig:
 
     ``inputs``: one spec per model input, in the forward's order (TensorSpec or its dict): every file's inputs take
     these names, a string dim 1 is a symbolic sequence (ONNX, OpenVINO; TFLite traces the example length), and
-    ``kind``/``high`` are written into each manifest. Empty: the writers' default names (single-input models).
+    ``kind``/``high`` are written into each manifest. Empty: a model with several inputs keeps its forward's
+    parameter names (see :func:`edgestill.export.base.forward_inputs`); one input keeps the writer's default name.
     ``embedding``: the outputs are embeddings, validated by per-sample cosine instead of top-1 (None: from the
     source's text facts, ``source["text"]["task"] == "embed"``).
     """
@@ -167,6 +168,8 @@ class ExportResult:
             "cosine": min((o.cosine for o in outs), default=None),
             "sqnr_db": min((o.sqnr_db for o in outs), default=None),
             "top1_agreement": min(top1, default=None),
+            "cosine_min": min((o.cosine_min for o in outs if o.cosine_min is not None), default=None),  # worst sample
+            "criterion": self.report.criterion if self.report else None,
             "n_samples": self.report.n_samples if self.report else None,
             "model_bytes": art.model_bytes if art else None,
             "manifest": str(art.manifest_path) if art else None,
@@ -261,7 +264,8 @@ def export(
     if isinstance(validation_inputs, np.ndarray) and len(args) == 1:
         check_samples(validation_inputs, args[0].shape[1:], what="validation")
 
-    named = {"inputs": config.inputs} if config.inputs else {}  # writers registered before named inputs still work
+    inputs = config.inputs or forward_inputs(model, args)  # several inputs keep the forward's names by default
+    named = {"inputs": inputs} if inputs else {}  # writers registered before named inputs still work
 
     def write(fmt: str, precision: str, staging: Path, name: str) -> Artifact:
         art = get_exporter(fmt)(model, args, staging_dir=staging, name=name, precision=precision,

@@ -195,6 +195,42 @@ def input_names(inputs: Sequence[TensorSpec] | None, n_args: int) -> list[str] |
     return names
 
 
+# what an input means from its name (TensorSpec.kind; other integers are "int", floats "float")
+NAMED_KINDS = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "type_ids"}
+
+
+def kind_of(name: str | None, dtype: str) -> str:
+    """What an input means from its name and dtype: input_ids → ids, attention_mask → mask, token_type_ids →
+    type_ids (integer inputs only), other integers → int, floats → float."""
+    if np.dtype(dtype).kind in "iub":
+        return NAMED_KINDS.get(name or "", "int")
+    return "float"
+
+
+def forward_inputs(model: Any, args: Sequence[Any]) -> tuple[TensorSpec, ...]:
+    """Input specs named after the forward's positional parameters, for a model with several inputs exported without
+    explicit ones (e.g. ``forward(input_ids, attention_mask)``), so every format keeps those names; () for one input,
+    or a forward taking ``*args`` or fewer named parameters than inputs."""
+    import inspect
+
+    if len(args) < 2:
+        return ()
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError, AttributeError):
+        return ()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return ()
+    names = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if len(names) < len(args):
+        return ()
+    specs = []
+    for name, a in zip(names, args):
+        dtype = str(a.detach().cpu().numpy().dtype) if hasattr(a, "detach") else str(np.asarray(a).dtype)
+        specs.append(TensorSpec(name=name, shape=tuple(int(d) for d in a.shape), dtype=dtype, kind=kind_of(name, dtype)))
+    return tuple(specs)
+
+
 def dynamic_dims(inputs: Sequence[TensorSpec] | None, n_args: int, *, dynamic_batch: bool) -> list[dict[int, str]]:
     """Per input, its symbolic dims as {axis: name}: 0 → "batch" with ``dynamic_batch``, 1 → "seq" where the spec's dim 1
     is symbolic (a text model's sequence; every input with it shares the one "seq" dim, so they keep equal lengths)."""

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.artifact import INPUT_KINDS, TensorSpec  # noqa: F401  (INPUT_KINDS: what InputShape.kind may be)
+from edgestill.export.base import NAMED_KINDS, kind_of  # noqa: F401  (re-exported: the names that decide a kind)
 
 if TYPE_CHECKING:
     import torch
 
-NAMED_KINDS = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "type_ids"}
 _RANDOM_BYTES = 8  # seeded samples are drawn as float64, then cast: 8 transient bytes per element on top of the result
 
 
@@ -40,14 +40,6 @@ def random_input(kind: str | None, shape: tuple[int, ...], dtype: str, rng: np.r
     if np.dtype(dtype).kind in "iu" or kind in ("ids", "int"):
         return rng.integers(low or 0, high or 100, size=shape).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
-
-
-def kind_of(name: str | None, dtype: str) -> str:
-    """What an input means from its name and dtype: input_ids → ids, attention_mask → mask, token_type_ids →
-    type_ids (integer inputs only), other integers → int, floats → float."""
-    if np.dtype(dtype).kind in "iub":
-        return NAMED_KINDS.get(name or "", "int")
-    return "float"
 
 
 @dataclass(frozen=True, kw_only=True)
