@@ -59,10 +59,13 @@ def test_fine_tuned_teacher_learns_the_generated_intents(teacher, data):
 def test_distilled_classifier_beats_chance_and_its_folder_reloads_with_the_same_outputs(teacher, student_init, data,
                                                                                         tmp_path):
     train, test = data
-    seen = []
+    seen, threads = [], []
+    torch.set_num_threads(2)
     result = distill_text(teacher.model_dir, student_init, train.texts,
                           TextDistillConfig(task="classify", epochs=2, **FAST), tmp_path, labels=train.labels,
-                          eval_texts=test.texts, eval_labels=test.labels, progress=lambda *a: seen.append(a))
+                          eval_texts=test.texts, eval_labels=test.labels,
+                          progress=lambda *a: (seen.append(a), threads.append(torch.get_num_threads())))
+    assert set(threads) == {1} and torch.get_num_threads() == 2  # train_threads while training, restored after
     assert result.student_dir == (tmp_path / "student").resolve()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]  # the staging folder was renamed, not left
     assert result.metrics["accuracy"] > 0.5
