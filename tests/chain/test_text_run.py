@@ -111,3 +111,4 @@ def test_a_text_embedder_runs_end_to_end_with_cosine_and_retrieval_agreement(tmp
     assert m["teacher_cosine"] == pytest.approx(row["teacher_cosine"])
     assert m["teacher_retrieval_agreement"] == pytest.approx(row["teacher_retrieval_agreement"]) and m["retrieval_k"] == 5
     assert m["accuracy"] is None and m["teacher_top1_agreement"] is None
+

@@ -97,15 +97,19 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
                        pct(s["baseline_test_accuracy"]))
     console.print(models)
     if report.get("artifacts"):
+        embed = report.get("task") == "text-embed"  # an embedder: agreement with the teacher's embeddings, no accuracy
         arts = Table(title="Artifacts, each on its own runtime (latency at the first bench thread count)")
-        for col in ("artifact", "runtime", "parity", "test acc", "drop pts", "teacher agree", "p50 ms", "p90 ms", "KB"):
+        cols = ("cosine", "retrieval") if embed else ("test acc", "drop pts", "teacher agree")
+        for col in ("artifact", "runtime", "parity", *cols, "p50 ms", "p90 ms", "KB"):
             arts.add_column(col, justify="left" if col in ("artifact", "runtime", "parity") else "right")
         for r in report["artifacts"]:
             m = (r.get("measurements") or [{}])[0]
             measured = m.get("kind") == "measured"
+            scores = ((num(r.get("teacher_cosine")), pct(r.get("teacher_retrieval_agreement"))) if embed else
+                      (pct(r.get("test_accuracy")), str(r.get("accuracy_drop_points", "—")),
+                       pct(r.get("teacher_top1_agreement"))))
             arts.add_row(escape(str(r["artifact"])), escape(str(r.get("runtime") or "—")), "pass" if r["passed"] else "FAIL",
-                         pct(r.get("test_accuracy")), str(r.get("accuracy_drop_points", "—")),
-                         pct(r.get("teacher_top1_agreement")), f"{m['p50_ms']:.3f}" if measured else "—",
+                         *scores, f"{m['p50_ms']:.3f}" if measured else "—",
                          f"{m['p90_ms']:.3f}" if measured else "—",
                          "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}")
         console.print(arts)
