@@ -217,3 +217,30 @@ def test_a_text_longer_than_the_sequence_length_is_refused_with_the_recipe_key_t
     report = run_recipe(recipe_from_dict(doc), RunOptions(out_dir=tmp_path / "b", db=None, cache_dir=tmp_path / "c",
                                                           through="distill"))
     assert report["student"]["teacher_cosine"] > 0 and report["data"]["input_shape"] == [8]
+
+
+def test_a_labelled_csv_maps_label_names_to_the_teachers_classes(tmp_path: Path) -> None:
+    """A CSV text + label column: names numbered in sorted order, or mapped to the teacher's id2label order; bad
+    input: a label the teacher does not classify, and a label column with a blank cell (the rows would misalign)."""
+    from edgestill.chain.text import TextDataConfig, load_text_data
+
+    csv = tmp_path / "intents.csv"
+    rows = [("set an alarm for six", "alarm"), ("play some jazz", "music"), ("wake me at noon", "alarm"),
+            ("put on rock music", "music")] * 5
+    csv.write_text("utterance,intent\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    cfg = TextDataConfig(text=csv, column="utterance", label_column="intent", test_fraction=0.2)
+    data = load_text_data(cfg, "text-classify")
+    assert data.class_names == ["alarm", "music"] and len(data.train) + len(data.val) + len(data.test) == 20
+    by_text = dict(rows)
+    assert all(data.class_names[y] == by_text[t] for t, y in zip(data.train.texts, data.train.labels.tolist()))
+    mapped = load_text_data(cfg, "text-classify", label_names=["music", "weather", "alarm"])
+    assert mapped.class_names == ["music", "weather", "alarm"]
+    assert all(mapped.class_names[y] == by_text[t] for t, y in zip(mapped.test.texts, mapped.test.labels.tolist()))
+    with pytest.raises(InputError, match=r"labels \['music'\] that the teacher does not classify"):
+        load_text_data(cfg, "text-classify", label_names=["alarm", "timer"])
+    csv.write_text("utterance,intent\n" + "".join(f"{t},{y}\n" for t, y in rows) + "turn on the lights,\n")
+    with pytest.raises(InputError, match="every row needs a text and a label"):
+        load_text_data(cfg, "text-classify")
+    doc = text_doc()
+    doc["data"] = {"text": str(csv), "column": "utterance", "label_column": "intent"}
+    assert recipe_from_dict(doc).data.label_column == "intent"  # parsed; the blank label is found when it is read

@@ -223,9 +223,9 @@ def load_recipe_data(recipe: Recipe) -> Any:
         InputError: bad data (missing, empty, not UTF-8, a CSV without the named column, ...).
     """
     if recipe.is_text:
-        from edgestill.chain.text import load_text_data
+        from edgestill.chain.text import load_text_data, teacher_labels
 
-        return load_text_data(recipe.data, recipe.task)
+        return load_text_data(recipe.data, recipe.task, label_names=teacher_labels(recipe.teacher.hf))
     from edgestill.data.loaders import load_data
 
     return load_data(recipe.data)

@@ -376,8 +376,24 @@ class TextData:
         return len(self.class_names)
 
 
-def load_text_data(cfg: TextDataConfig, task: str) -> TextData:
+def teacher_labels(folder: Path | None) -> list[str] | None:
+    """The class names a teacher folder's config.json gives (id2label in id order), or None when it names none (no
+    folder, no id2label, or the generic LABEL_0, LABEL_1, ...)."""
+    if folder is None or not (Path(folder) / "config.json").is_file():
+        return None
+    try:
+        id2label = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("id2label") or {}
+        names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return None
+    return None if not names or names == [f"LABEL_{i}" for i in range(len(names))] else names
+
+
+def load_text_data(cfg: TextDataConfig, task: str, *, label_names: list[str] | None = None) -> TextData:
     """The recipe's texts (built-in or from a file), split into train, val and test by ``cfg.seed``.
+
+    ``label_names``: the teacher's class names in id order (:func:`teacher_labels`); a CSV's label names are mapped to
+    those ids, so a given classifier is scored against its own classes.
 
     Raises:
         InputError: the file is missing, empty, not UTF-8, a CSV without the named column or with empty labels, too
@@ -399,9 +415,9 @@ def load_text_data(cfg: TextDataConfig, task: str) -> TextData:
             if len(raw) != len(texts):
                 raise InputError(f"CSV file {cfg.path}: column {cfg.label_column!r} has {len(raw)} non-empty values but "
                                  f"the text column has {len(texts)}; every row needs a text and a label.")
-            labels, names = _label_ids(raw)
-            if len(names) < 2:
-                raise InputError(f"CSV file {cfg.path}: column {cfg.label_column!r} holds one class ({names[0]!r}); a "
+            labels, names = _label_ids(raw, label_names, where=f"CSV file {cfg.path}: column {cfg.label_column!r}")
+            if len(set(labels.tolist())) < 2:
+                raise InputError(f"CSV file {cfg.path}: column {cfg.label_column!r} holds one class ({raw[0]!r}); a "
                                  "classifier needs at least 2.")
     n = len(texts)
     n_test = max(1, int(round(n * cfg.test_fraction)))
@@ -421,14 +437,26 @@ def load_text_data(cfg: TextDataConfig, task: str) -> TextData:
                     sha256=digest)
 
 
-def _label_ids(raw: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Integer labels from a label column: integer ids kept as they are (names ``"0"``, ``"1"``, ...), else class
-    names in sorted order."""
+def _label_ids(raw: list[str], known: list[str] | None, *, where: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels from a label column: integer ids kept as they are; class names mapped to ``known`` (the
+    teacher's names in id order) when given, else numbered in sorted order.
+
+    Raises:
+        InputError: a negative id, or a name the teacher does not have (its names listed).
+    """
     if all(v.lstrip("-").isdigit() for v in raw):
         ids = np.array([int(v) for v in raw], dtype=np.int64)
         if ids.min() < 0:
-            raise InputError(f"label ids must be >= 0, got {int(ids.min())}.")
-        return ids, [str(i) for i in range(int(ids.max()) + 1)]
+            raise InputError(f"{where}: label ids must be >= 0, got {int(ids.min())}.")
+        count = max(int(ids.max()) + 1, len(known or ()))
+        return ids, list(known or ()) + [str(i) for i in range(len(known or ()), count)]
+    if known:
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise InputError(f"{where} holds labels {unknown[:5]} that the teacher does not classify; its classes are "
+                             f"{known} (config.json id2label). Use those names, or their ids 0..{len(known) - 1}.")
+        index = {n: i for i, n in enumerate(known)}
+        return np.array([index[v] for v in raw], dtype=np.int64), list(known)
     names = sorted(set(raw))
     index = {n: i for i, n in enumerate(names)}
     return np.array([index[v] for v in raw], dtype=np.int64), names
