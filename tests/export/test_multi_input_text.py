@@ -47,6 +47,7 @@ def test_text_embedder_exports_named_token_inputs_tokenizer_and_lengths(tmp_path
         assert str(tiny_embedder) not in json.dumps({k: v for k, v in art.to_dict().items() if k != "source"})
         assert art.validation["criterion"] == "embedding cosine"
         assert art.validation["outputs"][0]["cosine_min"] >= 0.9999
+        assert r.to_dict()["top1_agreement"] is None and r.to_dict()["cosine_min"] >= 0.9999  # top-1 of an embedding: none
         dynamic = r.format != "tflite"
         assert text["dynamic_length"] is dynamic
         assert all((s.shape[1] == "seq") is dynamic for s in art.inputs)

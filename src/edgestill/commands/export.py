@@ -54,6 +54,12 @@ PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision if p.value
         "over --max-accuracy-drop, sensitive layers stay float ('mixed'); a cell still over is kept as *.rejected.\n"
         "Writes OUT/export-report.json and OUT/logs/export.log (the conversion libraries' output). OUT is new, empty\n"
         "or an earlier export's (its files of the same names are replaced); another command's folder only with --overwrite.\n\n"
+        "\b\nSeveral inputs: --input NAME:SHAPE[:DTYPE] once per forward argument, named like it (passed in the\n"
+        "forward's order; input_ids, attention_mask and token_type_ids are int64 token inputs; S as dim 1 is a dynamic\n"
+        "length on ONNX and OpenVINO). Every file keeps these names. --data for such a model is an .npz with one array\n"
+        "per input, named like it, plus optional labels y. A Hugging Face folder (config.json, model.safetensors,\n"
+        "tokenizer.json; read locally) needs no input options: --seq-len and --dynamic-length set its length, its\n"
+        "tokenizer is kept beside every file, and an embedder is validated by per-sample cosine instead of top-1.\n\n"
         "\b\nTolerances: --tolerance PRECISION.KEY=VALUE, repeatable or comma-separated; PRECISION "
         f"{', '.join(_TOLERANCE_GROUPS)}\n(int8 covers every int8 precision and mixed); KEY {', '.join(_TOLERANCE_KEYS)};\n"
         "VALUE a number or 'none'.\n"
@@ -382,7 +388,7 @@ def print_results(results: list[Any], file: Any = None) -> None:
         table.add_row(
             d["format"], d["precision"], "yes" if d["passed"] else "[red]NO[/]",
             "" if d["max_abs"] is None else f"{d['max_abs']:.3g}",
-            "" if d["cosine"] is None else f"{d['cosine']:.6f}",
+            _cosine_cell(d),
             "" if d["top1_agreement"] is None else f"{100 * d['top1_agreement']:.2f}%",
             "" if d["model_bytes"] is None else f"{d['model_bytes'] / 1024:.0f}",
             _budget_cell(d["quantization"]),
@@ -414,3 +420,12 @@ def _budget_cell(q: dict[str, Any] | None) -> str:
         return ""
     text = f"{q['drop_points']:.2f} / {q['budget']:g}"
     return text if q["budget_met"] else f"[red]{text}[/]"
+
+
+def _cosine_cell(d: dict[str, Any]) -> str:
+    """The whole output's cosine; for an embedding, the worst sample's (what its verdict uses), marked 'min'."""
+    from edgestill.export.validate import EMBEDDING_CRITERION
+
+    if d.get("criterion") == EMBEDDING_CRITERION and d.get("cosine_min") is not None:
+        return f"{d['cosine_min']:.6f} min"
+    return "" if d["cosine"] is None else f"{d['cosine']:.6f}"

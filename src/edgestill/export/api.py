@@ -22,7 +22,7 @@ import numpy as np
 from edgestill.artifact import FORMATS, INPUT_KINDS, MANIFEST_SUFFIX, Artifact, Precision, TensorSpec, publish, reject, sha256_file
 from edgestill.errors import ConfigError, EdgestillError, InputError, ParityError, UnsupportedError, did_you_mean
 from edgestill.export.base import EXPORTERS, Exporter, as_tuple, attach_text_files, export_precisions, forward_inputs
-from edgestill.export.validate import ParityReport, Tolerances, check_samples
+from edgestill.export.validate import EMBEDDING_CRITERION, ParityReport, Tolerances, check_samples
 from edgestill.outdir import fresh_work_dir
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ class ExportResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: verdict, worst-case parity figures, files and timings."""
         outs = self.report.outputs if self.report else []
-        top1 = [o.top1_agreement for o in outs if o.top1_agreement is not None]
+        embedding = bool(self.report) and self.report.criterion == EMBEDDING_CRITERION
+        top1 = [] if embedding else [o.top1_agreement for o in outs if o.top1_agreement is not None]  # none for embeddings
         art = self.artifact
         return {
             "name": self.name, "format": self.format, "precision": self.precision, "passed": self.passed,

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from edgestill.runtimes.base import RuntimeOptions
 
+EMBEDDING_CRITERION = "embedding cosine"  # ParityReport.criterion of embedding outputs (else "top-1")
 EMBEDDING_FP32_MIN_COSINE = 0.9999  # worst sample's cosine to torch of an fp32 embedding (see Tolerances)
 EMBEDDING_FP16_MIN_COSINE = 0.999  # the same for fp16 weights
 _SQNR_CAP_DB = 300.0  # identical outputs: report a large finite number (JSON has no Infinity)
@@ -406,5 +407,5 @@ def validate(
         artifact=artifact.name, format=artifact.format, precision=artifact.precision, runtime=session.runtime,
         n_samples=len(arrays[0]), outputs=parities, threshold=threshold, failures=failures,
         settings=dict(session.settings), seconds=time.perf_counter() - t0,
-        criterion="embedding cosine" if embedding else "top-1",
+        criterion=EMBEDDING_CRITERION if embedding else "top-1",
     )
