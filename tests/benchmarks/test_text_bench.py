@@ -109,3 +109,28 @@ def test_bench_refuses_eval_data_that_does_not_name_the_text_inputs(text_artifac
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (name, r.stdout[-2000:], r.stderr[-2000:])
         assert message in r.stdout + r.stderr and "Traceback" not in r.stderr, name
+
+
+def test_bench_times_a_raw_text_tokenized_with_the_artifacts_tokenizer(text_artifacts: dict[str, dict],
+                                                                       tmp_path: Path) -> None:
+    """``--text FILE`` times the file's first text; bad input: an empty text file, a text longer than the artifact's
+    sequence length (exit 2)."""
+    art = text_artifacts["embed"]
+    queries = tmp_path / "queries.txt"
+    queries.write_text("set an alarm for six am\nplay some jazz\n")
+    db = tmp_path / "r.db"
+
+    def bench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgestill", "bench", *args, "--json", "--db", str(db),
+                               "--min-runs", "5", "--min-seconds", "0.02"], capture_output=True, text=True, timeout=120)
+
+    r = bench(str(art["manifest"]), "--text", str(queries))
+    assert r.returncode == 0, r.stderr[-2000:]
+    (m,) = json.loads(r.stdout)["measurements"]
+    assert m["kind"] == "measured" and m["settings"]["inputs"].startswith(f"--text {queries}")
+    empty, long = tmp_path / "empty.txt", tmp_path / "long.txt"
+    empty.write_text("\n\n")
+    long.write_text(" ".join(["weather"] * 40) + "\n")
+    for path, message in ((empty, "holds no text"), (long, "tokens long")):
+        r = bench(str(art["manifest"]), "--text", str(path))
+        assert r.returncode == 2 and message in r.stdout + r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -469,6 +469,7 @@ def benchmark_matrix(
     progress: Callable[[int, int, str], None] | None = None,
     journal: str | os.PathLike[str] | None = None,
     allow_rejected: bool = False,
+    inputs: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] = "random",
 ) -> list[Measurement]:
     """Benchmark every artifact × thread count, one runner subprocess per cell; a failed cell does not stop the rest.
 
@@ -490,6 +491,8 @@ def benchmark_matrix(
             the same matrix with the same journal takes those cells from it and measures only the rest, so a matrix
             killed part-way loses at most the cell it was in. A journal of another matrix is refused.
         allow_rejected: measure ``*.rejected`` files for diagnosis, their records marked (see :func:`benchmark`).
+        inputs: the timing inputs of every cell ("random" or an .npy/.npz, as :func:`benchmark`), or a mapping from
+            each artifact (as given in ``artifacts``) to its own (e.g. a text encoded with each artifact's tokenizer).
         (the rest as :func:`benchmark`)
 
     Returns:
@@ -506,9 +509,14 @@ def benchmark_matrix(
         base = replace(base, accelerator=accelerator)  # validated by RuntimeOptions (InputError listing the valid ones)
     memory_limit_bytes = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     cells = [(r, Path(a), t) for r in range(rounds) for a in artifacts for t in threads_list]
+    inputs_of = ({str(Path(k)): str(v) for k, v in inputs.items()} if isinstance(inputs, Mapping)
+                 else {str(Path(a)): str(inputs) for a in artifacts})
     job = {"artifacts": [str(Path(a).resolve()) for a in artifacts], "threads": list(threads_list), "runtime": runtime,
            "options": base.to_dict(), "bench": (bench or BenchOptions()).to_dict(), "rounds": rounds, "metric": metric,
-           "eval_data": None if eval_data is None else str(Path(eval_data).resolve())}
+           "eval_data": None if eval_data is None else str(Path(eval_data).resolve()),
+           # the inputs by content (a temporary file's path changes between runs; its bytes do not)
+           **({"inputs": {a: v if v == "random" else _sha256_path(v) for a, v in inputs_of.items()}}
+              if isinstance(inputs, Mapping) or str(inputs) != "random" else {})}
     done = _read_journal(Path(journal), job) if journal is not None else {}
     results = []
     for i, (round_index, path, threads) in enumerate(cells):
@@ -524,6 +532,7 @@ def benchmark_matrix(
             bench=bench,
             eval_data=eval_data,
             metric=metric,
+            inputs=inputs_of.get(str(path), "random"),
             affinity=affinity,
             timeout_s=timeout_s,
             memory_limit_bytes=memory_limit_bytes,
@@ -537,6 +546,13 @@ def benchmark_matrix(
     if progress:
         progress(len(cells), len(cells), "done")
     return results
+
+
+def _sha256_path(path: str) -> str:
+    import hashlib
+
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else path
 
 
 def _read_journal(path: Path, job: dict[str, Any]) -> dict[int, Measurement]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from edgestill.cli import app, echo_json, run_command
         "  edgestill bench student.manifest.json --data test.npz   # adds top-1 accuracy (x, y)\n"
         "  edgestill bench text-student.manifest.json --data eval.npz   # a text model: input_ids, attention_mask,\n"
         "      # [token_type_ids,] y (labels) or teacher_embeddings (an embedder: cosine + top-5 retrieval agreement)\n"
+        "  edgestill bench text-student.manifest.json --text queries.txt   # times the first text, tokenized\n"
         "  edgestill bench a.manifest.json b.manifest.json --repeat 5   # interleaved, p50 CV across repeats\n"
         "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n"
         "  edgestill bench model.xml --accelerator gpu   # OpenVINO's GPU plugin; the record says what ran\n"
@@ -49,6 +52,10 @@ def bench(
     data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact. A multi-input "
                                  "(text) model: one array per input, named like it, instead of x; y, teacher_logits "
                                  "or teacher_embeddings (an embedder's agreement with its teacher)."),
+    text: Path | None = typer.Option(None, "--text",
+                                     help="A text model's timing input: the first text of this .txt (one per line) or "
+                                          "one-column .csv, tokenized with each artifact's own tokenizer (default: "
+                                          "random ids and masks at the artifact's length)."),
     extend_unstable: float = typer.Option(5.0, "--extend-unstable", min=0.0,
                                           help="Extend an unstable steady state up to this many seconds, then flag it "
                                                "(0: only flag it)."),
@@ -83,7 +90,6 @@ def bench(
         from edgestill.runtimes.harness import CLOCKS, BenchOptions
         from edgestill.benchmarks.store import ResultsStore
         from edgestill.commands.options import parse_int_list
-        from edgestill.commands.progress import RichReporter
         from edgestill.errors import InputError
         from edgestill.runtimes.inspect import artifact_for
         from edgestill.host import git_ref, redact
@@ -110,6 +116,9 @@ def bench(
         if data is not None and not data.is_file():
             what = "is a folder" if data.is_dir() else "is not a regular file" if data.exists() else "does not exist"
             raise InputError(f"--data {data} {what}. Pass an .npz file holding arrays x and y.")
+        if text is not None and device != "host":
+            raise InputError(f"--text times on this machine only (the tokenizer runs here); drop --device {device}, or "
+                             "drop --text (random ids and masks at the artifact's length are timed there).")
         if device != "host":
             if allow_rejected:
                 raise InputError(f"--allow-rejected measures on this machine only; drop --device {device}, or drop "
@@ -129,22 +138,18 @@ def bench(
                 typer.echo(f"--run-key {run_key!r} is already stored as run {stored} in {db}; nothing measured again.",
                            err=True)
                 return _render(results, stored, db, repeat=repeat, json_out=json_out)
-        with RichReporter(enabled=not json_out) as rep:
-            rep.stage("bench", total=len(artifacts) * len(thread_counts) * repeat)
-            results = benchmark_matrix(
-                [str(a) for a in artifacts],
-                thread_counts,
-                runtime=runtime,
-                accelerator=accelerator,
-                bench=bench_options,
-                eval_data=data,
-                rounds=repeat,
-                timeout_s=timeout_s,
-                memory_limit_bytes=memory_limit_bytes,
-                progress=lambda i, n, label="": rep.advance(i, n, label),
-                journal=journal,
-                allow_rejected=allow_rejected,
-            )
+        with contextlib.ExitStack() as stack:
+            timing_inputs: Any = "random"
+            if text is not None:  # each artifact's tokenizer encodes the text, in a temporary folder removed after
+                work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgestill-text-")))
+                timing_inputs = _text_inputs(text, artifacts, work)
+            results = _measure(benchmark_matrix, artifacts, thread_counts, json_out=json_out, repeat=repeat,
+                               runtime=runtime, accelerator=accelerator, bench=bench_options, eval_data=data,
+                               timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes, journal=journal,
+                               allow_rejected=allow_rejected, inputs=timing_inputs)
+        if text is not None:
+            for m in results:
+                m.settings["inputs"] = f"--text {text} (its first text, tokenized with the artifact's tokenizer)"
         with store:
             # the ref and command line without credentials: a token in $EDGESTILL_GIT_REF, a URL's user:password
             run_id = store.add_run(redact("bench " + " ".join(str(a) for a in artifacts)), git_ref=git_ref(),
@@ -283,6 +288,39 @@ def _render(results: list[Any], run_id: int, db: Path, *, repeat: int, json_out:
             if m.kind == "failed":
                 typer.echo(f"error: {m.artifact} ({m.runtime}, {m.threads} thr): {failure_reason(m)}", err=True)
     return code
+
+
+def _measure(benchmark_matrix: Any, artifacts: list[Path], thread_counts: list[int], *, json_out: bool, repeat: int,
+             **kwargs: Any) -> list[Any]:
+    """benchmark_matrix over every artifact x thread count x repeat, with a progress bar unless --json."""
+    from edgestill.commands.progress import RichReporter
+
+    with RichReporter(enabled=not json_out) as rep:
+        rep.stage("bench", total=len(artifacts) * len(thread_counts) * repeat)
+        return benchmark_matrix([str(a) for a in artifacts], thread_counts, rounds=repeat,
+                                progress=lambda i, n, label="": rep.advance(i, n, label), **kwargs)
+
+
+def _text_inputs(path: Path, artifacts: list[Path], work: Path) -> dict[str, Path]:
+    """{artifact: .npz of its inputs}: the first text of ``path`` encoded by each artifact's own tokenizer.
+
+    Raises:
+        InputError: the text file is missing, empty or not UTF-8; an artifact has no tokenizer (not a text model);
+            the text is longer than an artifact's sequence length.
+    """
+    import numpy as np
+
+    from edgestill.data.text import read_texts
+    from edgestill.runtimes.inspect import artifact_for
+    from edgestill.runtimes.text import TextEncoder
+
+    first = read_texts(path)[0]
+    out = {}
+    for i, a in enumerate(artifacts):
+        feed = TextEncoder.for_artifact(artifact_for(a)).encode([first])
+        out[str(a)] = work / f"inputs-{i}.npz"
+        np.savez(out[str(a)], **feed)
+    return out
 
 
 def _positive_seconds(text: str, *, option: str) -> float:
