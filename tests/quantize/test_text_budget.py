@@ -41,16 +41,20 @@ def test_embedder_budget_is_mean_cosine_to_fp32(folders, tmp_path):
 
 
 def test_layers_kept_float_in_a_transformer_per_format(folders, tmp_path):
-    """The fallback's float layers reach each format's own exclusion (onnx nodes_to_exclude in dynamic int8, OpenVINO's
-    ignored scope in NNCF's transformer mode, an ai-edge-quantizer no_quantize entry per op): a 'mixed' file that
-    records them and still agrees with torch."""
+    """The fallback's float layers (the word embeddings, the first attention projection, the classifier head) reach each
+    format's own exclusion: onnx nodes_to_exclude in dynamic int8, OpenVINO's ignored scope in NNCF's transformer
+    mode, an ai-edge-quantizer no_quantize entry per op. The 'mixed' file records them, keeps those weights float and
+    still agrees with torch."""
     from edgestill.compress.quantize import QuantOptions, quantize_export
     from edgestill.compress.quantize.layers import quantizable_layers
     from edgestill.export.validate import validate
 
     loaded = load(folders["classify"])
-    layers = [layer.name for layer in quantizable_layers(loaded.model, loaded.example_inputs)]
-    keep = (layers[0], layers[-1])  # the first attention projection and the classifier head
+    layers = quantizable_layers(loaded.model, loaded.example_inputs)
+    tables = [layer.name for layer in layers if layer.kind == "Embedding"]
+    linear = [layer.name for layer in layers if layer.kind == "Linear"]
+    word = next(n for n in tables if n.endswith("word_embeddings"))
+    keep = (word, linear[0], linear[-1])
     calib, _ = encoded(loaded, 32, seed=1)
     val, _ = encoded(loaded, 16, seed=2)
     for fmt, key in (("onnx", "excluded_nodes"), ("openvino", "ignored_ops"), ("tflite", "float_ops")):
@@ -58,21 +62,37 @@ def test_layers_kept_float_in_a_transformer_per_format(folders, tmp_path):
                               staging_dir=tmp_path / fmt, name="m", options=QuantOptions(float_layers=keep),
                               inputs=specs(loaded))
         assert art.precision == "mixed" and art.quantization["float_layers"] == list(keep)
-        assert len(art.quantization[key]) == 2 if key != "float_ops" else art.quantization[key] == 2
+        found = art.quantization[key]
+        assert (found if key == "float_ops" else len(found)) == 3
         report = validate(art, loaded.model, in_order(loaded, val))
         assert report.outputs[0].sqnr_db > 20
-        if fmt == "tflite":  # the two ops keep float weights: 2 fewer int8 FULLY_CONNECTED weights than Linear layers
-            assert _int8_fully_connected(art.model_path) == len(layers) - 2
+        if fmt == "onnx":  # the word table stays float, the token-type table int8
+            assert _onnx_gather_tables(art.model_path) == {"float": 1, "int8": 1}
+        if fmt == "tflite":  # float weights for the two Linear layers and the word table, int8 for the rest
+            assert _tflite_int8_weights(art.model_path) == (len(linear) - 2, 1)
 
 
-def _int8_fully_connected(path) -> int:
+def _onnx_gather_tables(path) -> dict[str, int]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: i.data_type for i in graph.initializer}
+    types = [inits[n.input[0]] for n in graph.node if n.op_type == "Gather" and n.input[0] in inits]
+    return {"float": types.count(onnx.TensorProto.FLOAT), "int8": len(types) - types.count(onnx.TensorProto.FLOAT)}
+
+
+def _tflite_int8_weights(path) -> tuple[int, int]:
+    """(int8 FULLY_CONNECTED weights, int8 EMBEDDING_LOOKUP tables) in a .tflite."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
 
     model = tfl.read_model(str(path))
     sub = model.subgraphs[0]
-    count = 0
+    fc = lookup = 0
     for op in sub.operators:
         code = model.operatorCodes[op.opcodeIndex]
-        name = tfl.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode))
-        count += name == "FULLY_CONNECTED" and sub.tensors[op.inputs[1]].type == 9  # TensorType.INT8
-    return count
+        name = str(tfl.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)))
+        if name.endswith(("FULLY_CONNECTED", "EMBEDDING_LOOKUP")):
+            int8 = sub.tensors[op.inputs[1]].type == 9  # TensorType.INT8
+            fc += name.endswith("FULLY_CONNECTED") and int8
+            lookup += name.endswith("EMBEDDING_LOOKUP") and int8
+    return fc, lookup

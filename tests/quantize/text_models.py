@@ -38,7 +38,7 @@ def encoded(loaded: Any, n: int, *, seed: int) -> tuple[dict[str, np.ndarray], n
 
     texts = generated_texts(n, seed=seed)
     arrays = encode_texts(loaded.source["text"]["tokenizer_path"], texts.texts, max_length=SEQ,
-                          input_names=[s.name for s in loaded.input_shapes])
+                          input_names=[s.name for s in loaded.input_shapes], truncate=True)
     return arrays, texts.labels
 
 

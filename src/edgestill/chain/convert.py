@@ -17,8 +17,9 @@ import numpy as np
 
 from edgestill.artifact import MANIFEST_SUFFIX, REJECTED_SUFFIX, Artifact, Precision
 from edgestill.compress.quantize.base import QUANTIZERS
-from edgestill.compress.quantize.budget import METRIC_AGREEMENT, FormatResult, QuantizeConfig, check_inputs
+from edgestill.compress.quantize.budget import METRIC_AGREEMENT, METRIC_COSINE, FormatResult, QuantizeConfig, check_inputs
 from edgestill.compress.quantize.budget import quantize as quantize_within_budget
+from edgestill.compress.quantize.samples import is_integer_input
 from edgestill.errors import CheckFailed, ConfigError, EdgestillError, InputError, ParityError, UnsupportedError
 from edgestill.export.api import (
     ExportConfig,
@@ -48,9 +49,9 @@ def convert(
     quantize: QuantizeConfig | None,
     out_dir: str | Path,
     validation_inputs: np.ndarray | Sequence[np.ndarray],
-    calibration: np.ndarray | None = None,
+    calibration: Any = None,
     calibration_ids: Sequence[Any] | None = None,
-    eval_x: np.ndarray | None = None,
+    eval_x: Any = None,
     eval_y: np.ndarray | None = None,
     progress: Progress | None = None,
     source: dict[str, Any] | None = None,
@@ -69,14 +70,17 @@ def convert(
         quantize: the budget and quantization options for the int8 cells (max_accuracy_drop, time_budget_s,
             max_float_layers, options); its formats, precision and name are taken from ``export``. None: defaults.
         out_dir: folder for the artifacts.
-        validation_inputs: N samples compared between torch and each file (parity).
-        calibration: samples for static int8 ranges (required when export.precisions has int8-static).
+        validation_inputs: N samples compared between torch and each file (parity): one (N, ...) array per input.
+        calibration: samples for static int8 ranges (required when export.precisions has int8-static): one array, or
+            for a model with several inputs one per input (model order) or a dict named like them.
         calibration_ids: one id per calibration sample, recorded in the manifest.
         eval_x: the inputs the accuracy budget is measured on (default: ``validation_inputs``).
         eval_y: their integer labels; None measures top-1 agreement of the int8 file with the fp32 file on the same
             runtime (``quantization["metric"] == "top1_agreement_with_fp32"``).
         progress: called as ``progress(done, total, label)``.
-        source: provenance added to every manifest's ``source``.
+        source: provenance added to every manifest's ``source``. A text model's ``source["text"]`` puts its tokenizer
+            beside every file, int8 ones included, and ``source["text"]["task"] == "embed"`` makes the int8 cells'
+            budget the mean cosine to the fp32 file (``quantize.min_cosine``) instead of top-1.
         hint: how the user named the inputs (``model``, ``checkpoint``, ``input_shape``, ``data``): a rejected int8
             cell's message suggests an ``edgestill quantize`` command with them (see :func:`rejection_hint`).
 
@@ -89,8 +93,9 @@ def convert(
 
     Raises:
         ConfigError: a precision a format cannot make, or quantize settings that do not fit (before anything is written).
-        InputError: int8-static without calibration; data of the wrong shape, empty, with NaN/Inf; labels of the wrong
-            length; a multi-input model with int8 cells (all before anything is written).
+        InputError: int8-static without calibration; data of the wrong shape, empty, with NaN/Inf, missing an input,
+            with inputs of different N, ids outside the vocabulary; labels of the wrong length (all before anything
+            is written).
         ParityError, CheckFailed, RuntimeFailure, UnsupportedError: (strict) once every cell was tried, when any
             failed: exit 1 for a parity or budget failure, else 3 for a library failure, else 2 for ops a format
             cannot express (:func:`edgestill.export.api.failed_cells_error`); ``.results`` holds every cell. Without
@@ -103,13 +108,15 @@ def convert(
     if floats is not None:
         check_float_cells(floats)
     quant_configs = _quantize_configs(export, quantize or QuantizeConfig())
+    task = _task_of(source)
+    specs = tuple(export.inputs) or None
     if quant_configs:
-        x_eval = validation_inputs if eval_x is None else eval_x
-        if not isinstance(x_eval, np.ndarray):
-            raise InputError("int8 cells take single-input models; pass validation_inputs (or eval_x) as one (N, ...) array.")
+        x_eval = validation_inputs if eval_x is None else eval_x  # one array, or one per input (samples.check_model_data)
         for qc in quant_configs:  # every int8 input checked before anything is written
-            check_inputs(model, args, qc, calibration=calibration, calibration_ids=calibration_ids, eval_x=x_eval, eval_y=eval_y)
-        check_samples(validation_inputs, args[0].shape[1:], what="validation")
+            check_inputs(model, args, qc, calibration=calibration, calibration_ids=calibration_ids, eval_x=x_eval, eval_y=eval_y,
+                         input_specs=specs, task=task)
+        if len(args) == 1:
+            check_samples(validation_inputs, args[0].shape[1:], what="validation")
     total = len(export.formats) * len(export.precisions)
     out = Path(out_dir)
     results: list[ExportResult] = []
@@ -124,7 +131,7 @@ def convert(
             results += _int8_cells(model, args, export, quant_configs, out, baselines, notes, calibration=calibration,
                                    calibration_ids=calibration_ids, x_eval=x_eval, eval_y=eval_y,
                                    validation_inputs=validation_inputs, source=source, hint=hint, done=len(results),
-                                   total=total, progress=progress)
+                                   total=total, progress=progress, task=task)
         except EdgestillError as exc:  # bad input: the cells done so far, for the caller's report
             exc.results = [*results, *getattr(exc, "results", [])]  # type: ignore[attr-defined]
             raise
@@ -139,34 +146,36 @@ def _int8_cells(
     model: Any, args: tuple, export: ExportConfig, quant_configs: list[QuantizeConfig], out: Path,
     baselines: dict[str, Artifact], notes: dict[str, str], *, calibration: Any, calibration_ids: Any, x_eval: Any,
     eval_y: Any, validation_inputs: Any, source: dict[str, Any] | None, hint: Mapping[str, str] | None, done: int,
-    total: int, progress: Progress | None,
+    total: int, progress: Progress | None, task: str | None = None,
 ) -> list[ExportResult]:
     """Every int8 cell through the accuracy budget, each tried whatever the others did (bad input stops them all)."""
     cells: list[ExportResult] = []
     for qc in quant_configs:
         for fmt in export.formats:
-            label = export.artifact_name(fmt, qc.precision)
+            text = is_integer_input(args)
+            label = export.artifact_name(fmt, qc.precision_for(fmt, text=text))
             if progress:
                 progress(done, total, label)
             done += 1
             if fmt not in baselines:
-                cells.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False,
+                cells.append(ExportResult(name=label, format=fmt, precision=qc.precision_for(fmt, text=text), passed=False,
                                           error=f"{label} not made: {notes[fmt]}", failure="not made"))
                 continue
-            cell_config = dataclasses.replace(qc, formats=(fmt,))
+            cell_config = dataclasses.replace(qc, formats=(fmt,), precision=qc.precision_for(fmt, text=text))
             t0 = time.perf_counter()
             try:
                 qres = quantize_within_budget(
                     model, args, cell_config, out, calibration=calibration, calibration_ids=calibration_ids,
                     eval_x=x_eval, eval_y=eval_y, claimed=True, fp32_artifacts={fmt: baselines[fmt]},
                     validation_inputs=validation_inputs, tolerances=export.tolerances,
+                    input_specs=tuple(export.inputs) or None, task=task, source=source,
                     progress=lambda msg, _d=done - 1, _l=label: progress(_d, total, f"{_l}: {msg}") if progress else None,
                 )
             except EdgestillError as exc:
                 if isinstance(exc, InputError) and not isinstance(exc, UnsupportedError):
                     exc.results = cells  # type: ignore[attr-defined]
                     raise
-                cells.append(ExportResult(name=label, format=fmt, precision=qc.precision, passed=False, error=str(exc),
+                cells.append(ExportResult(name=label, format=fmt, precision=cell_config.precision, passed=False, error=str(exc),
                                           export_seconds=time.perf_counter() - t0, failure=failure_kind(exc)))
                 continue
             (fres,) = qres.formats
@@ -222,8 +231,8 @@ def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | Non
                  hint: Mapping[str, str] | None = None) -> ExportResult:
     """An int8 cell as an ExportResult: the budget's facts and the options that ran in ``quantization`` (the same
     facts the quantize report gives per format); a rejected cell's error says what to try next."""
-    if f.artifact is not None and source:
-        f.artifact.source.update(source)
+    if f.artifact is not None and source:  # the text facts are already there, the tokenizer path made relative
+        f.artifact.source.update({k: v for k, v in source.items() if k != "text"})
         f.artifact.write_manifest()
     validate_s = f.report.seconds if f.report else 0.0
     notes = [note] if note else []
@@ -231,6 +240,10 @@ def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | Non
         runtime = f.report.runtime if f.report else f.runtime
         notes.append(f"no labels: the accuracy budget measured top-1 agreement with the fp32 file on {runtime} "
                      f"(drop = 100 x (1 - agreement)); pass data with y for top-1 accuracy")
+    elif f.metric == METRIC_COSINE:
+        runtime = f.report.runtime if f.report else f.runtime
+        notes.append(f"an embedder: the budget measured the int8 embeddings' mean cosine to the fp32 file's on {runtime} "
+                     f"(at least {f.budget:g}; quantize.min_cosine)")
     if f.naive is None or f.final is None:  # the format ended without an int8 file (baseline or naive attempt failed)
         failure = {2: "unsupported", 3: "library"}.get(f.exit_code or 3, "library")
         return ExportResult(
@@ -254,6 +267,12 @@ def _int8_result(f: FormatResult, source: dict[str, Any] | None, note: str | Non
         rejected_files=list(f.rejected_files), error=error, export_seconds=max(0.0, f.seconds - validate_s),
         validate_seconds=validate_s, notes=notes, quantization=facts, failure=failure,
     )
+
+
+def _task_of(source: Mapping[str, Any] | None) -> str | None:
+    """A text model's task ("classify" or "embed") from its ``source["text"]``; None for other models."""
+    text = (source or {}).get("text")
+    return text.get("task") if isinstance(text, Mapping) else None
 
 
 # manifest quantization keys that are the budget's verdict (already in budget_facts) or the search's log
@@ -306,14 +325,20 @@ def rejection_hint(f: FormatResult, config: QuantizeConfig, options: Mapping[str
     for key in ("checkpoint", "input_shape"):
         if given.get(key):
             cmd += f" --{key.replace('_', '-')} {given[key]}"
+    embed = f.metric == METRIC_COSINE
+    budget_flag = f"--min-cosine {config.min_cosine:g}" if embed else f"--max-accuracy-drop {config.max_accuracy_drop:g}"
     cmd += (f" --format {f.format} --precision {config.precision} --data {given.get('data') or 'DATA.npz'} "
-            f"--max-accuracy-drop {config.max_accuracy_drop:g} --repair")
+            f"{budget_flag}" + ("" if embed else " --repair"))
     limit = "any number" if config.max_float_layers is None else str(config.max_float_layers)
     fallback = "" if config.precision != "int8-static" else (
         f"; keep more layers in float (--max-float-layers, now {limit}; --time-budget, now {config.time_budget_s:g} s)")
     if f.budget_met:  # within budget but failed parity with torch
         first = ("What to try: check that the calibration data is real samples of the input (--data, "
                  "--calibration-samples); loosen --tolerance int8.min_sqnr_db=... only if the difference is expected")
+    elif embed:
+        parts.insert(0, f"Its mean cosine to fp32 is {f.final.accuracy:.5f}, below the {config.min_cosine:g} allowed.")
+        first = (f"What to try: `{cmd}` (ranks the layers by int8 sensitivity and keeps the most sensitive in float; "
+                 "--report shows the ranking)")
     else:
         over = f.final.drop_points - config.max_accuracy_drop
         parts.insert(0, f"It missed the accuracy budget by {over:.2f} points ({f.metric}).")
@@ -452,8 +477,10 @@ def _samples(
     the labels of the validation samples (None when the data has no ``y``)."""
     if data is None:
         val = [s.samples(n, seed=seed) for s in shapes]
-        calib = shapes[0].samples(min(n_calib, 100), seed=seed + 1) if len(shapes) == 1 else None
-        ids = [f"random-{i}" for i in range(len(calib))] if calib is not None else None
+        # every input drawn as its kind says (InputShape.samples: ids in the vocabulary, masks with a padded tail)
+        calib_arrays = [s.samples(min(n_calib, 100), seed=seed + 1) for s in shapes]
+        calib = calib_arrays[0] if len(shapes) == 1 else tuple(calib_arrays)
+        ids = [f"random-{i}" for i in range(len(calib_arrays[0]))]
         return (val[0] if len(val) == 1 else val), calib, ids, None
     label = "--data"
     y = None

@@ -339,8 +339,10 @@ class QuantizeResult:
         from edgestill.compress.quantize.sensitivity import sensitivity_markdown
 
         kl = "" if self.config.max_kl is None else f" and at most {self.config.max_kl:g} nats of mean KL(fp32 ‖ int8)"
+        budget = (f"budget: mean cosine to the fp32 embeddings >= {self.config.min_cosine:g}" if self.metric == METRIC_COSINE
+                  else f"budget {self.max_accuracy_drop:g} points of {self.metric}{kl}")
         lines = ["# edgestill quantize report", "",
-                 f"Precision {self.config.precision}, budget {self.max_accuracy_drop:g} points of {self.metric}{kl} vs the fp32 "
+                 f"Precision {self.config.precision}, {budget} vs the fp32 "
                  f"artifact on the same runtime; calibration {self.calibration.get('n')} samples (sha256 "
                  f"{str(self.calibration.get('sha256', ''))[:12]}); eval {self.eval_samples} "
                  f"{'labelled' if self.labelled else 'unlabelled'} samples.", ""]

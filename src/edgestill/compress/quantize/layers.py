@@ -22,12 +22,19 @@ class Layer:
     macs: int  # multiply-accumulates for one batch-1 call
 
 
+EMBEDDING = "Embedding"  # Layer.kind of an nn.Embedding: a table lookup (weights only), matched in files by its shape
+
+
 def quantizable_layers(model: torch.nn.Module, args: tuple) -> list[Layer]:
-    """Conv1d/2d and Linear modules in the order one forward pass calls them (hooks on a batch-1 call)."""
+    """Conv1d/2d, Linear and Embedding modules in the order one forward pass calls them (hooks on a batch-1 call).
+
+    Embeddings are int8 in a text model's dynamic files (onnxruntime quantizes the Gather's table, ai-edge-quantizer
+    the EMBEDDING_LOOKUP's), so they are candidates for the float fallback like the Linear layers; they do no MACs.
+    """
     import torch
     from torch import nn
 
-    kinds = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)
     names = {m: n for n, m in model.named_modules() if isinstance(m, kinds)}
     order: list[Layer] = []
     seen: set[str] = set()
@@ -38,6 +45,9 @@ def quantizable_layers(model: torch.nn.Module, args: tuple) -> list[Layer]:
             return
         seen.add(name)
         w = tuple(mod.weight.shape)
+        if isinstance(mod, nn.Embedding):
+            order.append(Layer(name=name, kind=EMBEDDING, weight_shape=w, macs=0))
+            return
         per_out = int(torch.tensor(w[1:]).prod()) if len(w) > 1 else 1
         if isinstance(mod, nn.Linear):  # once per row of its input: (batch, features) or (batch, tokens, features)
             positions = int(out.numel() // max(1, out.shape[-1]))
@@ -62,7 +72,7 @@ def check_layer_names(requested: Sequence[str], layers: Sequence[Layer]) -> None
         if name not in valid:
             shown = ", ".join(valid[:12]) + (" ..." if len(valid) > 12 else "")
             raise ConfigError(
-                f"float layer {name!r} is not a Conv/Linear layer of this model.{did_you_mean(name, valid)} "
+                f"float layer {name!r} is not a Conv/Linear layer (nor an Embedding) of this model.{did_you_mean(name, valid)} "
                 f"Its quantizable layers are: {shown}. Use names from the sensitivity report."
             )
 
@@ -73,11 +83,15 @@ def onnx_nodes_for(graph: Any, layers: Sequence[Layer], wanted: Sequence[str]) -
     Matched by execution order and checked by weight shape: the dynamo exporter folds BatchNorm into the
     convolution and names the fused node after the BatchNorm, so names alone do not identify a layer.
 
+    Embedding layers map to the Gather reading a table of their shape (see _tables); one folded away is left out.
+
     Raises:
-        ConfigError: the graph's weighted nodes do not line up with the torch layers.
+        ConfigError: the graph's weighted nodes do not line up with the torch layers; an embedding's table shape is
+            not unique.
     """
     from onnx import numpy_helper
 
+    layers, tables = _weighted(layers), [layer for layer in layers if layer.kind == EMBEDDING]
     inits = {i.name: tuple(numpy_helper.to_array(i).shape) for i in graph.initializer}
     nodes = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in inits]
     ok = len(nodes) == len(layers)
@@ -93,8 +107,31 @@ def onnx_nodes_for(graph: Any, layers: Sequence[Layer], wanted: Sequence[str]) -
             f"cannot keep layers in float in this ONNX graph: its {len(nodes)} weighted nodes do not line up with the "
             f"model's {len(layers)} Conv/Linear layers. Use another format for a mixed artifact, or no float layers."
         )
-    by_name = {layer.name: node.name for layer, node in zip(layers, nodes)}
-    return [by_name[n] for n in wanted]
+    by_name: dict[str, str | None] = {layer.name: node.name for layer, node in zip(layers, nodes)}
+    gathers = [(n.name, inits[n.input[0]]) for n in graph.node if n.op_type == "Gather" and n.input and n.input[0] in inits]
+    by_name.update(table_ops(tables, gathers, "ONNX Gather"))
+    return [by_name[n] for n in wanted if by_name[n] is not None]
+
+
+def _weighted(layers: Sequence[Layer]) -> list[Layer]:
+    return [layer for layer in layers if layer.kind != EMBEDDING]
+
+
+def table_ops(tables: Sequence[Layer], lookups: Sequence[tuple[Any, tuple[int, ...]]], what: str) -> dict[str, Any]:
+    """Each embedding layer's lookup op (matched by table shape), or None when the file has none for it (a lookup of
+    constant positions folded into a constant: nothing left to keep float).
+
+    Raises:
+        ConfigError: two lookups with the layer's table shape (which one is it?).
+    """
+    out = {}
+    for layer in tables:
+        found = [op for op, shape in lookups if tuple(shape) == tuple(layer.weight_shape)]
+        if len(found) > 1:
+            raise ConfigError(f"cannot keep embedding {layer.name!r} in float: {len(found)} {what} ops use a table of its shape "
+                              f"{list(layer.weight_shape)}. Keep its Linear layers float instead, or use another format.")
+        out[layer.name] = found[0] if found else None
+    return out
 
 
 def openvino_ops_for(ov_model: Any, layers: Sequence[Layer], wanted: Sequence[str]) -> list[str]:
@@ -103,23 +140,31 @@ def openvino_ops_for(ov_model: Any, layers: Sequence[Layer], wanted: Sequence[st
     ov.convert_model folds BatchNorm into the convolution and renames it (``Multiply_123``), so ops are matched
     to layers by execution order and checked by weight size.
 
+    Embedding layers map to the Gather reading a table of their shape (see _tables).
+
     Raises:
-        ConfigError: the model's weighted ops do not line up with the torch layers.
+        ConfigError: the model's weighted ops do not line up with the torch layers; an embedding's table shape is not
+            unique.
     """
     import math
 
+    layers, tables = _weighted(layers), [layer for layer in layers if layer.kind == EMBEDDING]
     kinds = ("Convolution", "GroupConvolution", "MatMul")
     ops = []
+    lookups = []
     for op in ov_model.get_ordered_ops():
         if op.get_type_name() in kinds:
             w = op.input_value(1).get_node()
             if w.get_type_name() == "Constant" or op.get_type_name() != "MatMul":
                 ops.append((op, math.prod(op.input_value(1).get_partial_shape().to_shape())))
+        elif op.get_type_name() == "Gather" and op.input_value(0).get_partial_shape().is_static:
+            lookups.append((op.get_friendly_name(), tuple(op.input_value(0).get_partial_shape().to_shape())))
     ok = len(ops) == len(layers) and all(size == math.prod(layer.weight_shape) for (_, size), layer in zip(ops, layers))
     if not ok:
         raise ConfigError(
             f"cannot keep layers in float in this OpenVINO model: its {len(ops)} weighted ops do not line up with the "
             f"model's {len(layers)} Conv/Linear layers. Use another format for a mixed artifact, or no float layers."
         )
-    by_name = {layer.name: op.get_friendly_name() for layer, (op, _) in zip(layers, ops)}
-    return [by_name[n] for n in wanted]
+    by_name: dict[str, str | None] = {layer.name: op.get_friendly_name() for layer, (op, _) in zip(layers, ops)}
+    by_name.update(table_ops(tables, lookups, "OpenVINO Gather"))
+    return [by_name[n] for n in wanted if by_name[n] is not None]

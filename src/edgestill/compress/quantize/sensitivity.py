@@ -1,5 +1,8 @@
 """Per-layer int8 sensitivity, one layer at a time, simulated in torch.
 
+(An Embedding layer's table is fake-quantized per row and nothing else: its ids are not quantized, nor, in the
+dynamic-range files that quantize tables, its output.)
+
 For each Conv/Linear layer alone: its weight is fake-quantized per output channel (symmetric int8), its input
 and output per tensor (asymmetric 8-bit, min/max from the calibration data), the rest of the model stays float.
 Two figures per layer: the SQNR of the layer's own output against float (how much int8 hurts the tensor) and
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgestill.compress.quantize.layers import Layer, quantizable_layers
+from edgestill.compress.quantize.layers import EMBEDDING, Layer, quantizable_layers
 from edgestill.compress.quantize.samples import Samples, n_samples, torch_batch
 
 if TYPE_CHECKING:
@@ -146,14 +149,17 @@ def layer_sensitivity(
         quant_out: list[torch.Tensor] = []
         saved = mod.weight.data.clone()
         float_in: list[tuple[tuple, dict]] = []
+        table = layer.kind == EMBEDDING  # a lookup: its int8 table only (ids are not quantized, nor is its output)
 
-        def pre(_m: Any, inp: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        def pre(_m: Any, inp: tuple, kwargs: dict, table: bool = table) -> tuple[tuple, dict]:
             float_in.append((inp, kwargs))
+            if table:
+                return inp, kwargs
             if inp:
                 return (_fq_tensor(inp[0], lo_in, hi_in), *inp[1:]), kwargs
             return inp, {**kwargs, "input": _fq_tensor(kwargs["input"], lo_in, hi_in)}
 
-        def post(m: Any, _i: tuple, _kw: dict, out: torch.Tensor, _saved: torch.Tensor = saved) -> torch.Tensor:
+        def post(m: Any, _i: tuple, _kw: dict, out: torch.Tensor, _saved: torch.Tensor = saved, table: bool = table) -> torch.Tensor:
             # The reference for the layer's own SQNR: the module's own forward (hooks bypassed) with its float weights
             # on the float input, so whatever the module does there (the padding of a TF-"SAME" Conv2d subclass, a
             # weight transform) is in the reference too.
@@ -165,7 +171,7 @@ def layer_sensitivity(
                     float_out.append(m.forward(*f_args, **f_kwargs).detach())
                 finally:
                     m.weight.data = fq_weight
-            q = _fq_tensor(out, lo_out, hi_out)
+            q = out if table else _fq_tensor(out, lo_out, hi_out)
             quant_out.append(q.detach())
             return q
 

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.artifact import Artifact, TensorSpec
-from edgestill.compress.quantize.layers import Layer
+from edgestill.compress.quantize.layers import EMBEDDING, Layer, table_ops
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.compress.quantize.samples import Samples, feeds, is_integer_input, n_samples, torch_batch
 from edgestill.errors import ConfigError, RuntimeFailure
@@ -204,7 +204,8 @@ def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: Samples, path
     except Exception as exc:  # torch.export / PT2E raise many types; all mean "this model did not quantize"
         raise RuntimeFailure(f"PT2E static quantization failed for {type(model).__name__}: {exc}") from exc
     t1 = time.perf_counter()
-    write_tflite(converted, args, path, quant_config=QuantConfig(pt2e_quantizer=quantizer), inputs=inputs)
+    write_tflite(_unregistered(converted) if inputs else converted, args, path, quant_config=QuantConfig(pt2e_quantizer=quantizer),
+                 inputs=inputs)
     return {
         "method": "torchao.pt2e + litert_torch.PT2EQuantizer", "symmetric": True, "per_channel": True,
         "activations": "int8", "weights": "int8",
@@ -213,6 +214,22 @@ def _pt2e_static(model: torch.nn.Module, args: tuple, calibration: Samples, path
         "calibration_method_used": _USED[act_observer], "calibration_batch": batch,
         "calibration_seconds": round(t1 - t0, 3), "conversion_seconds": round(time.perf_counter() - t1, 3),
     }
+
+
+def _unregistered(graph: Any) -> Any:
+    """A module calling the PT2E-converted ``graph`` without registering it as a child: naming the inputs wraps the model
+    and sets eval mode on it (export.tflite.named_inputs), which a module from torch.export refuses (NotImplementedError)."""
+    import torch
+
+    class _Calls(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            object.__setattr__(self, "graph_module", graph)  # not in _modules: eval()/train() do not reach it
+
+        def forward(self, *args: Any) -> Any:
+            return self.graph_module(*args)
+
+    return _Calls()
 
 
 def _export_for_calibration(model: torch.nn.Module, args: tuple, calibration: Samples) -> tuple[Any, int]:
@@ -300,20 +317,25 @@ def _float_scopes(fp32: Path, layers: Sequence[Layer], wanted: Sequence[str]) ->
 
     model = tfl.read_model(str(fp32))
     sub = model.subgraphs[0]
-    ops = []
+    tables = [layer for layer in layers if layer.kind == EMBEDDING]
+    layers = [layer for layer in layers if layer.kind != EMBEDDING]
+    ops, lookups = [], []
     for op in sub.operators:
         code = model.operatorCodes[op.opcodeIndex]
-        name = tfl.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode))
-        if name in _WEIGHTED_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0 and sub.tensors[op.inputs[1]].buffer > 0:
+        name = str(tfl.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)))
+        if name.endswith(_WEIGHTED_OPS) and len(op.inputs) > 1 and op.inputs[1] >= 0 and sub.tensors[op.inputs[1]].buffer > 0:
             ops.append((op, math.prod(sub.tensors[op.inputs[1]].shape)))
+        elif name.endswith("EMBEDDING_LOOKUP") and len(op.inputs) > 1:  # (ids, table)
+            lookups.append((op, tuple(sub.tensors[op.inputs[1]].shape)))
     ok = len(ops) == len(layers) and all(size == math.prod(layer.weight_shape) for (_, size), layer in zip(ops, layers))
     if not ok:
         raise ConfigError(
             f"cannot keep layers in float in this TFLite file: its {len(ops)} weighted ops do not line up with the model's "
             f"{len(layers)} Conv/Linear layers. Use another format for a mixed artifact, or no float layers."
         )
-    scope = {layer.name: tfl.get_op_scope(op, sub.tensors) for layer, (op, _) in zip(layers, ops)}
-    return [scope[n] for n in wanted]
+    found = {layer.name: op for layer, (op, _) in zip(layers, ops)}
+    found.update(table_ops(tables, lookups, "TFLite EMBEDDING_LOOKUP"))
+    return [tfl.get_op_scope(found[n], sub.tensors) for n in wanted if found[n] is not None]
 
 
 def _aeq_minmax_calibration(fp32: Path, recipe_name: str, data: dict[str, list[dict[str, np.ndarray]]]) -> Any:
