@@ -92,7 +92,7 @@ def test_random_timing_inputs_of_a_text_artifact_are_valid_ids_and_masks(text_ar
 def test_bench_refuses_eval_data_that_does_not_name_the_text_inputs(text_artifacts: dict[str, dict],
                                                                    tmp_path: Path) -> None:
     """Bad input: eval arrays missing attention_mask; one 'x' array for a multi-input model; input arrays of another
-    sequence length. Each exits 2 with a message naming the fix, before anything is timed."""
+    sequence length; ids past the vocabulary; a mask of 0/2. Each exits 2 with a message naming the fix."""
     art = text_artifacts["classify"]
     a, y = art["arrays"], art["labels"]
     cases = {
@@ -100,6 +100,8 @@ def test_bench_refuses_eval_data_that_does_not_name_the_text_inputs(text_artifac
                     "but the model takes"),
         "x": ({"x": a["input_ids"], "y": y}, "holds one array 'x' but the model takes"),
         "length": ({k: np.pad(v, ((0, 0), (0, 4))) for k, v in a.items()} | {"y": y}, "Encode the texts at the model's"),
+        "vocab": ({**a, "input_ids": a["input_ids"] + 5000, "y": y}, "outside the model's vocabulary"),
+        "mask": ({**a, "attention_mask": a["attention_mask"] * 2, "y": y}, "values other than 0 and 1"),
     }
     for name, (arrays, message) in cases.items():
         data = tmp_path / f"{name}.npz"

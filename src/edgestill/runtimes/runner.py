@@ -304,6 +304,25 @@ def _check_eval_fits(p: Path, heads: dict[str, Any], specs: list[Any]) -> None:
                     "of x (the same preprocessing as in training).")
 
 
+def _check_eval_ids(p: Path, arrays: dict[str, Any], specs: list[Any]) -> None:
+    """Refuse named eval arrays a text model cannot take: token ids outside its vocabulary (0..high-1), a mask that is
+    not 0/1, or floats for an integer input (a runtime would crash on them or silently read another token)."""
+    import numpy as np
+
+    for spec in specs:
+        a, kind = arrays[spec.name], getattr(spec, "kind", None)
+        if np.dtype(spec.user_dtype).kind in "iu" and a.dtype.kind not in "biu":
+            _fail_input(f"eval data {p}: {spec.name} has dtype {a.dtype}, but the model's input takes integers "
+                        f"({spec.user_dtype}); save the token arrays as integers.")
+        high = getattr(spec, "high", None)
+        if kind == "ids" and high and a.size and (int(a.min()) < 0 or int(a.max()) >= high):
+            _fail_input(f"eval data {p}: {spec.name} holds ids from {int(a.min())} to {int(a.max())}, outside the model's "
+                        f"vocabulary 0..{high - 1}; encode the texts with the artifact's own tokenizer.")
+        if kind == "mask" and a.size and not np.isin(a, (0, 1)).all():
+            _fail_input(f"eval data {p}: {spec.name} holds values other than 0 and 1; an attention mask is 1 for a "
+                        "token and 0 for padding.")
+
+
 def _check_eval_range(p: Path, x: Any, specs: list[Any]) -> None:
     """Refuse finite values that become infinite in the model's input dtype (1e39 is finite in float64, not in float32)."""
     import numpy as np
@@ -475,6 +494,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             _check_eval_range(Path(job["eval_data"]), arrays["x"], session.input_specs)
             logits = session_logits(session, arrays["x"], batch_size=int(job["eval_batch_size"]))
         else:  # one array per input (a text model's input_ids, attention_mask, ...)
+            _check_eval_ids(Path(job["eval_data"]), arrays, session.input_specs)
             logits = session_outputs(session, {k: arrays[k] for k in eval_input_keys(arrays)},
                                      batch_size=int(job["eval_batch_size"]))
         _check_logits(art.name, logits)
