@@ -40,6 +40,8 @@ def test_a_text_embedder_exports_to_onnx_openvino_and_tflite_and_each_file_is_sc
         tol = 1e-4 if precision == "fp32" else 0.02  # fp32 is the torch student; int8 within the quantize budget
         assert row["teacher_cosine"] == pytest.approx(student_cosine, abs=tol)
         assert 0 <= row["teacher_retrieval_agreement"] <= 1
+    budget = [c for c in report["checks"] if c["name"] == "int8 mean cosine to the fp32 file within the quantize budget"]
+    assert len(budget) == 3 and all(c["verdict"] == "pass" and c["measured"] >= c["threshold"] for c in budget)
     tflite = json.loads((out / rows[("tflite", "fp32")]["manifest"]).read_text())
     assert {i["dtype"] for i in tflite["inputs"]} == {"int32"}  # int64 ids recorded as int32 where the format needs it
     assert np.load(out / "checkpoints" / "teacher-test-outputs.npy").shape == (report["data"]["n_test"], 32)

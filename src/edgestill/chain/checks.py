@@ -145,7 +145,12 @@ def _artifact_checks(row: dict[str, Any], gate: GateConfig) -> Iterable[Check]:
         return
     yield compare("exported and validated", name, True, "==", True)
     q = row.get("quantization") or {}
-    if q:
+    from edgestill.compress.quantize.budget import METRIC_COSINE
+
+    if q and q.get("metric") == METRIC_COSINE:  # an embedder's budget: a minimum cosine to the fp32 file
+        yield compare("int8 mean cosine to the fp32 file within the quantize budget", name, q.get("accuracy"), ">=",
+                      q.get("budget"))
+    elif q:
         yield compare("int8 accuracy drop within the quantize budget", name, q.get("drop_points"), "<=", q.get("budget"),
                       unit=" pts")
     if gate.min_fp32_top1_agreement is not None and row["precision"] == "fp32":
