@@ -20,7 +20,8 @@ def folders(tmp_path_factory):
 
 def test_embedder_budget_is_mean_cosine_to_fp32(folders, tmp_path):
     """An embedder (task "embed") is judged by the mean cosine of its int8 embeddings to the fp32 file's, not top-1;
-    a floor no int8 file can reach (cosine 1.0, no float fallback) keeps the naive file as *.rejected and says why."""
+    a floor no int8 file can reach (cosine 1.0) runs the float-fallback search on the transformer's layers, then keeps
+    the best file as *.rejected and says why."""
     loaded = load(folders["embed"])
     res = quantize_text(loaded, tmp_path / "ok", task="embed")
     assert res.passed, [f.error for f in res.formats]
@@ -31,13 +32,20 @@ def test_embedder_budget_is_mean_cosine_to_fp32(folders, tmp_path):
         assert facts["metric"] == "mean_cosine_to_fp32" and facts["budget_met"]
         assert json.loads(f.artifact.manifest_path.read_text())["quantization"]["min_cosine"] == 0.99
 
-    miss = quantize_text(loaded, tmp_path / "miss", task="embed", formats=("onnx",), min_cosine=1.0, max_float_layers=0)
+    # a floor no int8 file reaches: the search ranks every Linear and Embedding layer by simulated int8 sensitivity and
+    # keeps the most sensitive float, one more per attempt up to max_float_layers; the best is kept as *.rejected
+    miss = quantize_text(loaded, tmp_path / "miss", task="embed", formats=("onnx",), min_cosine=1.0, max_float_layers=2)
     (f,) = miss.formats
-    assert not f.passed and f.artifact is None and miss.exit_code == 1
+    assert not f.passed and f.artifact is None and miss.exit_code == 1 and f.stopped_by == "no more layers"
     assert "missed the cosine budget" in f.error and "below the 1 allowed" in f.error
+    assert {"Linear", "Embedding"} <= {s.kind for s in f.sensitivity}
+    ranked = [s.layer for s in f.sensitivity]
+    assert [a.label for a in f.attempts] == ["naive", "float-top1", "float-top2"]
+    assert [a.float_layers for a in f.attempts[1:]] == [tuple(ranked[:1]), tuple(ranked[:2])]
     kept = sorted(p.name for p in f.rejected_files)
-    assert "m-onnx-int8-dynamic.onnx.rejected" in kept and "m-onnx-int8-dynamic.manifest.json.rejected" in kept
-    assert not (tmp_path / "miss" / "m-onnx-int8-dynamic.onnx").exists()
+    assert any(k.endswith(".onnx.rejected") for k in kept) and any(k.endswith(".manifest.json.rejected") for k in kept)
+    published = {q.name for q in (tmp_path / "miss").glob("m-onnx-*.onnx")}
+    assert published == {"m-onnx-fp32.onnx"}  # the budget's baseline only: no int8 or mixed file under a final name
 
 
 def test_layers_kept_float_in_a_transformer_per_format(folders, tmp_path):

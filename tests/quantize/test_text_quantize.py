@@ -71,3 +71,4 @@ def test_named_lists_and_dicts_are_the_same_data(folders, tmp_path):
     refused({**arrays, "input_ids": bad_ids}, f"outside \\[0, {vocab}\\).*past the embedding table")
     refused({**arrays, "attention_mask": arrays["attention_mask"] * 2}, "values other than 0 and 1")
     assert not (tmp_path / "q").exists()
+

@@ -77,10 +77,45 @@ def check_layer_names(requested: Sequence[str], layers: Sequence[Layer]) -> None
             )
 
 
-def onnx_nodes_for(graph: Any, layers: Sequence[Layer], wanted: Sequence[str]) -> list[str]:
-    """Names of the ONNX Conv/Gemm/MatMul nodes that implement the torch layers ``wanted``.
+def by_weights(model: Any, layers: Sequence[Layer], wanted: Sequence[str], candidates: Sequence[tuple[Any, Any]]) -> dict[str, Any] | None:
+    """Each wanted layer's op among ``candidates`` (op, its weight array), found by the weight values themselves (either
+    orientation: ONNX MatMul and TFLite keep a Linear's weight transposed or not); None when a Conv/Linear layer has
+    no single match (BatchNorm folded into a convolution changes its weights: the caller then aligns by order). An
+    embedding with no match maps to None: its lookup was folded into a constant (positions), nothing to keep float.
 
-    Matched by execution order and checked by weight shape: the dynamo exporter folds BatchNorm into the
+    Values, unlike execution order, also hold when the graph drops a layer torch calls (a BERT's pooler in an
+    embedder) or orders parallel layers (query, key, value) differently.
+    """
+    import numpy as np
+
+    mods = dict(model.named_modules())
+    kinds = {layer.name: layer.kind for layer in layers}
+    arrays = [(op, np.asarray(a, dtype=np.float32)) for op, a in candidates]
+    out: dict[str, Any] = {}
+    for name in wanted:
+        w = mods[name].weight.detach().cpu().numpy().astype(np.float32)
+        hits = [op for op, a in arrays if _same_values(a, w)]
+        if len(hits) > 1 or (not hits and kinds.get(name) != EMBEDDING):
+            return None
+        out[name] = hits[0] if hits else None
+    return out
+
+
+def _same_values(a: Any, w: Any) -> bool:
+    import numpy as np
+
+    if a.size != w.size:
+        return False
+    if a.shape == w.shape and np.allclose(a, w, rtol=1e-5, atol=1e-7):
+        return True
+    return a.ndim == 2 and a.T.shape == w.shape and bool(np.allclose(a.T, w, rtol=1e-5, atol=1e-7))
+
+
+def onnx_nodes_for(graph: Any, layers: Sequence[Layer], wanted: Sequence[str], *, model: Any = None) -> list[str]:
+    """Names of the ONNX Conv/Gemm/MatMul (and, for embeddings, Gather) nodes that implement the torch layers ``wanted``.
+
+    With ``model``, matched by weight values first (:func:`by_weights`); otherwise, or when that does not resolve
+    every layer, by execution order checked by weight shape: the dynamo exporter folds BatchNorm into the
     convolution and names the fused node after the BatchNorm, so names alone do not identify a layer.
 
     Embedding layers map to the Gather reading a table of their shape (see _tables); one folded away is left out.
@@ -91,6 +126,15 @@ def onnx_nodes_for(graph: Any, layers: Sequence[Layer], wanted: Sequence[str]) -
     """
     from onnx import numpy_helper
 
+    if model is not None:
+        values = {i.name: i for i in graph.initializer}
+        weighted = [(n.name, numpy_helper.to_array(values[n.input[1]])) for n in graph.node
+                    if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in values]
+        weighted += [(n.name, numpy_helper.to_array(values[n.input[0]])) for n in graph.node
+                     if n.op_type == "Gather" and n.input and n.input[0] in values]
+        found = by_weights(model, layers, wanted, weighted)
+        if found is not None:
+            return [found[n] for n in wanted if found[n] is not None]
     layers, tables = _weighted(layers), [layer for layer in layers if layer.kind == EMBEDDING]
     inits = {i.name: tuple(numpy_helper.to_array(i).shape) for i in graph.initializer}
     nodes = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in inits]
@@ -134,7 +178,7 @@ def table_ops(tables: Sequence[Layer], lookups: Sequence[tuple[Any, tuple[int, .
     return out
 
 
-def openvino_ops_for(ov_model: Any, layers: Sequence[Layer], wanted: Sequence[str]) -> list[str]:
+def openvino_ops_for(ov_model: Any, layers: Sequence[Layer], wanted: Sequence[str], *, model: Any = None) -> list[str]:
     """Friendly names of the OpenVINO Convolution/GroupConvolution/MatMul ops that implement the torch layers ``wanted``.
 
     ov.convert_model folds BatchNorm into the convolution and renames it (``Multiply_123``), so ops are matched
@@ -148,6 +192,16 @@ def openvino_ops_for(ov_model: Any, layers: Sequence[Layer], wanted: Sequence[st
     """
     import math
 
+    if model is not None:  # by weight values first (see by_weights), then by order
+        constants = []
+        for op in ov_model.get_ordered_ops():
+            port = 1 if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul") else 0 if op.get_type_name() == "Gather" else None
+            node = op.input_value(port).get_node() if port is not None else None
+            if node is not None and node.get_type_name() == "Constant":
+                constants.append((op.get_friendly_name(), node.get_data()))
+        found = by_weights(model, layers, wanted, constants)
+        if found is not None:
+            return [found[n] for n in wanted if found[n] is not None]
     layers, tables = _weighted(layers), [layer for layer in layers if layer.kind == EMBEDDING]
     kinds = ("Convolution", "GroupConvolution", "MatMul")
     ops = []

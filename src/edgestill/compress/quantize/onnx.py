@@ -114,7 +114,8 @@ def quantize_onnx(
             # such a file is pre-processed without the graph optimisation (shape inference only).
             skip = bool(options.float_layers) and is_integer_input(args)
             quant_pre_process(str(fp32), str(pre), skip_optimization=skip)
-            excluded = onnx_nodes_for(onnx.load(str(pre)).graph, layers, options.float_layers) if options.float_layers else []
+            excluded = (onnx_nodes_for(onnx.load(str(pre)).graph, layers, options.float_layers, model=model)
+                        if options.float_layers else [])
             if precision == "int8-static":
                 samples = iter(feeds(calibration, input_names) if calibration is not None else ())
 

@@ -52,7 +52,7 @@ def quantize_openvino(
 
     t0 = time.perf_counter()
     ov_model = convert_openvino(model, args, inputs=inputs)
-    ignored_ops = openvino_ops_for(ov_model, layers, options.float_layers) if options.float_layers else []
+    ignored_ops = openvino_ops_for(ov_model, layers, options.float_layers, model=model) if options.float_layers else []
     ignored = nncf.IgnoredScope(names=ignored_ops) if ignored_ops else None
     static = precision == "int8-static"
     text = is_integer_input(args)

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgestill.artifact import Artifact, TensorSpec
-from edgestill.compress.quantize.layers import EMBEDDING, Layer, table_ops
+from edgestill.compress.quantize.layers import EMBEDDING, Layer, by_weights, table_ops
 from edgestill.compress.quantize.options import QuantOptions
 from edgestill.compress.quantize.samples import Samples, feeds, is_integer_input, n_samples, torch_batch
 from edgestill.errors import ConfigError, RuntimeFailure
@@ -265,7 +265,7 @@ def _aeq(model: torch.nn.Module, args: tuple, calibration: Samples | None, path:
         q = aeq.Quantizer(str(fp32))
         chosen = getattr(recipe, recipe_name)()
         if float_layers:
-            kept = _float_scopes(fp32, layers, float_layers)
+            kept = _float_scopes(fp32, layers, float_layers, model)
             chosen = [*chosen, *({**chosen[0], "regex": f"^{re.escape(scope)}$", "algorithm_key": "no_quantize"} for scope in kept)]
             details["float_ops"] = len(kept)
         q.load_quantization_recipe(chosen)
@@ -301,12 +301,13 @@ def _aeq(model: torch.nn.Module, args: tuple, calibration: Samples | None, path:
 _WEIGHTED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def _float_scopes(fp32: Path, layers: Sequence[Layer], wanted: Sequence[str]) -> list[str]:
+def _float_scopes(fp32: Path, layers: Sequence[Layer], wanted: Sequence[str], torch_model: Any = None) -> list[str]:
     """The ai-edge-quantizer scopes (output tensor names) of the .tflite ops that implement the torch layers ``wanted``.
 
-    Ops are matched to layers by execution order and checked by weight shape (litert-torch's tensor names join the
-    module paths of fused ops, so a name alone does not identify a layer); a recipe entry whose regex is one scope,
-    anchored at both ends, then keeps exactly that op float.
+    Ops are matched to layers by their weight values (layers.by_weights, with ``torch_model``), else by execution
+    order checked by weight shape (litert-torch's tensor names join the module paths of fused ops, so a name alone
+    does not identify a layer); a recipe entry whose regex is one scope, anchored at both ends, then keeps exactly
+    that op float.
 
     Raises:
         ConfigError: the file's weighted ops do not line up with the torch layers.
@@ -327,6 +328,16 @@ def _float_scopes(fp32: Path, layers: Sequence[Layer], wanted: Sequence[str]) ->
             ops.append((op, math.prod(sub.tensors[op.inputs[1]].shape)))
         elif name.endswith("EMBEDDING_LOOKUP") and len(op.inputs) > 1:  # (ids, table)
             lookups.append((op, tuple(sub.tensors[op.inputs[1]].shape)))
+    if torch_model is not None:
+        def values(op: Any, i: int) -> Any:
+            t = sub.tensors[op.inputs[i]]
+            data = model.buffers[t.buffer].data if t.type == 0 else None  # TensorType.FLOAT32
+            return np.zeros(0) if data is None else np.frombuffer(bytes(data), np.float32).reshape(t.shape)
+
+        candidates = [(op, values(op, 1)) for op, _ in ops] + [(op, values(op, 1)) for op, _ in lookups]
+        found = by_weights(torch_model, [*layers, *tables], wanted, candidates)
+        if found is not None:
+            return [tfl.get_op_scope(found[n], sub.tensors) for n in wanted if found[n] is not None]
     ok = len(ops) == len(layers) and all(size == math.prod(layer.weight_shape) for (_, size), layer in zip(ops, layers))
     if not ok:
         raise ConfigError(
