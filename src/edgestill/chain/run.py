@@ -353,7 +353,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
             n = len(recipe.export.formats) * len(recipe.export.precisions)
             if recipe.is_text:
                 rows = stages.run("export", lambda: ts.export_stage(recipe, data, student, out, rep.advance), total=n)
-                stages.run("evaluate", lambda: ts.evaluate_stage(recipe, rows, data, student, out, report["student"],
+                stages.run("evaluate", lambda: ts.evaluate_stage(recipe, rows, data, out, report["student"],
                                                                  teacher_logits, rep.advance))
             else:
                 rows = stages.run("export", lambda: st.export_stage(recipe, data, student, out, rep.advance), total=n)

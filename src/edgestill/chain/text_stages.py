@@ -307,32 +307,23 @@ def export_stage(recipe: Recipe, data: TextData, student_dir: Path, out: Path, p
     return export_rows(results, out)
 
 
-def held_out_inputs(recipe: Recipe, data: TextData, student_dir: Path) -> dict[str, np.ndarray]:
-    """The test texts as named int64 arrays at the exported sequence length (what each artifact is scored on)."""
-    loaded_names = _input_names(student_dir, recipe)
-    arrays = encode(student_dir, data.test.texts, max_length=seq_len(recipe), names=loaded_names,
-                    truncate=recipe.distill.truncate)
-    return dict(zip(loaded_names, arrays, strict=True))
-
-
-def _input_names(student_dir: Path, recipe: Recipe) -> list[str]:
-    return _names(_load(student_dir, recipe, max_length=seq_len(recipe)))
-
-
-def evaluate_stage(recipe: Recipe, rows: list[dict[str, Any]], data: TextData, student_dir: Path, out: Path,
-                   student_info: dict[str, Any], reference: np.ndarray | None, progress: Progress) -> None:
+def evaluate_stage(recipe: Recipe, rows: list[dict[str, Any]], data: TextData, out: Path, student_info: dict[str, Any],
+                   reference: np.ndarray | None, progress: Progress) -> None:
     """Score every published artifact on its own runtime over the test texts (in place on ``rows``): a classifier's
     test accuracy (and drop vs the torch student), top-1 agreement and KL with the teacher; an embedder's mean cosine
     and top-k retrieval agreement with the teacher's embeddings (its accuracy and top-1 agreement stay None: an
-    embedding has no classes)."""
+    embedding has no classes). Each file reads the raw test texts through the tokenizer kept beside it
+    (:class:`edgestill.runtimes.text.TextEncoder`), as a user's raw text would be."""
     from edgestill.runtimes import RuntimeOptions, load
     from edgestill.runtimes.accuracy import accuracy_of, embedding_agreement, session_outputs, teacher_agreement
+    from edgestill.runtimes.text import TextEncoder
 
-    inputs = held_out_inputs(recipe, data, student_dir)
     todo = [r for r in rows if r["passed"]]
     for i, row in enumerate(todo):
         progress(i, len(todo), row["artifact"])
         session = load(out / row["manifest"], RuntimeOptions(threads=1))
+        with _recipe_hint():
+            inputs = TextEncoder.for_artifact(session.artifact).encode(data.test.texts, truncate=recipe.distill.truncate)
         outputs = session_outputs(session, inputs)
         row.update(runtime=session.runtime, n_test=len(data.test))
         if recipe.task == "text-classify":
