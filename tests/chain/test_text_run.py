@@ -84,7 +84,9 @@ def test_a_text_classifier_runs_end_to_end_and_a_rerun_resumes(tmp_path: Path) -
 
 
 def test_a_text_embedder_runs_end_to_end_with_cosine_and_retrieval_agreement(tmp_path: Path) -> None:
+    """An embedder exported with a dynamic sequence length, scored by cosine and retrieval agreement, gated."""
     doc = recipe("text-embed", distill={"epochs": 2, "max_length": 24, "lr": 0.005, "batch_size": 16},
+                 export={"formats": ["onnx"], "dynamic_length": True},
                  gate={"min_teacher_cosine": 0.5, "min_teacher_retrieval_agreement": 1.0})
     out, db = tmp_path / "out", tmp_path / "r.db"
     report = run_recipe(recipe_from_dict(doc), RunOptions(out_dir=out, db=db, cache_dir=tmp_path / "cache"))
@@ -98,6 +100,8 @@ def test_a_text_embedder_runs_end_to_end_with_cosine_and_retrieval_agreement(tmp
     assert 0 <= row["teacher_retrieval_agreement"] <= 1 and row["retrieval_k"] == 5
     manifest = json.loads((out / row["manifest"]).read_text())
     assert manifest["source"]["text"]["task"] == "embed" and manifest["outputs"][0]["shape"][-1] == 32
+    assert manifest["source"]["text"]["dynamic_length"] is True  # export.dynamic_length: a symbolic sequence dim
+    assert all(isinstance(i["shape"][1], str) for i in manifest["inputs"])
     teacher_out = np.load(out / "checkpoints" / "teacher-test-outputs.npy")
     assert teacher_out.shape == (60, 32)
     checks = {c["name"]: c for c in report["checks"]}
