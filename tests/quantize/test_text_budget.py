@@ -74,10 +74,31 @@ def test_layers_kept_float_in_a_transformer_per_format(folders, tmp_path):
         assert (found if key == "float_ops" else len(found)) == 3
         report = validate(art, loaded.model, in_order(loaded, val))
         assert report.outputs[0].sqnr_db > 20
-        if fmt == "onnx":  # the word table stays float, the token-type table int8
+        if fmt == "onnx":  # the word table stays float, the token-type table int8; the float MatMuls are the kept ones
             assert _onnx_gather_tables(art.model_path) == {"float": 1, "int8": 1}
+            assert _onnx_float_matmul_weights(art.model_path, loaded.model, layers) == {linear[0], linear[-1]}
         if fmt == "tflite":  # float weights for the two Linear layers and the word table, int8 for the rest
             assert _tflite_int8_weights(art.model_path) == (len(linear) - 2, 1)
+
+
+def _onnx_float_matmul_weights(path, model, layers) -> set[str]:
+    """The torch layers whose weights (either orientation) feed a float MatMul/Gemm of the ONNX file."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    floats = [inits[n.input[1]] for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits
+              and inits[n.input[1]].dtype == np.float32]
+    mods = dict(model.named_modules())
+    out = set()
+    for layer in layers:
+        w = mods[layer.name].weight.detach().numpy()
+        same = [a for a in floats if a.size == w.size and ((a.shape == w.shape and np.allclose(a, w)) or np.allclose(a.T, w))]
+        if layer.kind == "Linear" and same:
+            out.add(layer.name)
+    return out
 
 
 def _onnx_gather_tables(path) -> dict[str, int]:

@@ -133,8 +133,10 @@ def quantize_onnx(
                     extra_options={"WeightSymmetric": True}, calibration_cache_path=str(cache) if method == "mse" else None,
                 )
             else:
+                # dynamic mode first rewrites each Gemm as "<name>_MatMul" + "<name>_Add", then matches the exclusions
+                gemms = [f"{n}_MatMul" for n in excluded]
                 quantize_dynamic(str(pre), str(final), per_channel=True, weight_type=QuantType.QInt8,
-                                 nodes_to_exclude=excluded or None)
+                                 nodes_to_exclude=[*excluded, *gemms] or None)
     except ConfigError:  # float layers that do not map onto this graph
         raise
     except Exception as exc:  # onnxruntime raises many types; all mean "quantization failed"
