@@ -211,12 +211,19 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
+_NEIGHBOUR_CHUNK = 512  # rows per similarity block: 512 x n float64 (20 MB for 5000 texts)
+
+
 def top_k_neighbours(embeddings: np.ndarray, k: int) -> np.ndarray:
     """``[n, k]`` indices of each row's ``k`` most cosine-similar other rows (itself excluded; ties to the lower index)."""
     e = _unit_rows(np.asarray(embeddings))
-    sim = e @ e.T
-    np.fill_diagonal(sim, -np.inf)
-    return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    out = np.empty((len(e), k), dtype=np.int64)
+    for start in range(0, len(e), _NEIGHBOUR_CHUNK):  # a chunk of rows at a time: never an n x n matrix in memory
+        rows = np.arange(start, min(start + _NEIGHBOUR_CHUNK, len(e)))
+        sim = e[rows] @ e.T
+        sim[np.arange(len(rows)), rows] = -np.inf
+        out[rows] = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return out
 
 
 def embedding_agreement(embeddings: np.ndarray, teacher_embeddings: np.ndarray, *,

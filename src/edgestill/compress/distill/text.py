@@ -174,38 +174,18 @@ def embedding_metrics(student_emb: Any, teacher_emb: Any, *, k: int = RETRIEVAL_
         InputError: not two 2-D arrays of the same shape, non-finite values, ``k`` not an integer >= 1, or no more
             than ``k`` texts (a text needs ``k`` others to have ``k`` neighbours).
     """
-    s = np.asarray(student_emb, dtype=np.float64)
-    t = np.asarray(teacher_emb, dtype=np.float64)
+    from edgestill.runtimes.accuracy import embedding_agreement
+
+    s, t = np.asarray(student_emb, dtype=np.float64), np.asarray(teacher_emb, dtype=np.float64)
     if s.ndim != 2 or s.shape != t.shape:
         raise InputError(f"embedding metrics compare two (texts, width) arrays of one shape; got student "
                          f"{list(s.shape)} and teacher {list(t.shape)}. Embed the same texts with both models "
                          "(a narrower student needs its projection to the teacher's width).")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise InputError(f"retrieval k must be an integer >= 1, got {k!r}.")
-    if len(s) <= k:
+    if isinstance(k, int) and not isinstance(k, bool) and k >= 1 and len(s) <= k:
         raise InputError(f"retrieval agreement at {k} needs more than {k} texts (each needs {k} others as "
                          f"neighbours); got {len(s)}. Pass more eval texts.")
-    if not (np.isfinite(s).all() and np.isfinite(t).all()):
-        raise InputError("embeddings hold NaN or Inf values; the model diverged or the inputs are broken.")
-
-    def unit(e: np.ndarray) -> np.ndarray:
-        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-
-    su, tu = unit(s), unit(t)
-    cosine = (su * tu).sum(1)
-    n, chunk, found = len(s), 512, 0
-    for start in range(0, n, chunk):
-        rows = np.arange(start, min(start + chunk, n))
-
-        def neighbours(u: np.ndarray) -> np.ndarray:
-            sim = u[rows] @ u.T
-            sim[np.arange(len(rows)), rows] = -np.inf
-            return np.argpartition(-sim, k - 1, axis=1)[:, :k]
-
-        marked = np.zeros((len(rows), n), dtype=bool)
-        marked[np.arange(len(rows))[:, None], neighbours(tu)] = True
-        found += int(marked[np.arange(len(rows))[:, None], neighbours(su)].sum())
-    return {"mean_cosine_to_teacher": float(cosine.mean()), f"retrieval_agreement_at_{k}": found / (n * k)}
+    agreement = embedding_agreement(s, t, k=k)  # the one implementation the artifacts' scores use too
+    return {"mean_cosine_to_teacher": agreement.mean_cosine, f"retrieval_agreement_at_{k}": agreement.retrieval_agreement}
 
 
 def _classify_metrics(logits: np.ndarray, teacher_logits: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
