@@ -87,7 +87,7 @@ def run_ab_job(job: dict[str, Any]) -> dict[str, Any]:
     from edgestill.artifact import Artifact
     from edgestill.host import host_provenance
     from edgestill.runtimes.base import DEFAULT_RUNTIME, get_runtime
-    from edgestill.runtimes.runner import THREAD_ENV, _pin, _runtime_options, load_model, make_inputs
+    from edgestill.runtimes.runner import THREAD_ENV, _pin, _runtime_options, load_model, make_inputs, text_seq_len
 
     options = _runtime_options(dict(job["options"] or {}))
     cores = _pin(job["affinity"])
@@ -104,7 +104,8 @@ def run_ab_job(job: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         sessions[side] = load_model(art, options, runtime_name)
         init_ms = (time.perf_counter_ns() - t0) / 1e6
-        feeds[side] = sessions[side].prepare(make_inputs(sessions[side].input_specs, job["inputs"], int(job["seed"])))
+        feeds[side] = sessions[side].prepare(make_inputs(sessions[side].input_specs, job["inputs"], int(job["seed"]),
+                                                             seq_len=text_seq_len(art)))
         sides[side] = {"artifact": art.name, "format": art.format, "precision": art.precision, "runtime": runtime_name,
                        "runtime_version": runtime.version(), "threads": options.threads, "init_ms": init_ms,
                        "model_bytes": art.model_bytes or art.model_path.stat().st_size, "manifest": str(art.manifest_path)}  # fmt: skip

@@ -123,6 +123,13 @@ def _fit(arr: Any, spec: Any) -> Any:
     return arr
 
 
+def text_seq_len(art: Any) -> int | None:
+    """The sequence length a text artifact is timed at (its manifest's ``source.text.max_length``); None otherwise."""
+    text = art.source.get("text") if isinstance(art.source, dict) else None
+    length = text.get("max_length") if isinstance(text, dict) else None
+    return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
+
+
 def make_inputs(specs: list[Any], source: str, seed: int, *, seq_len: int | None = None) -> dict[str, Any]:
     """Inputs for timing: seeded random data of each input's shape, or from a file.
 
@@ -474,9 +481,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     if job["eval_data"]:
         _check_eval_fits(Path(job["eval_data"]), eval_heads, session.input_specs)
 
-    text = art.source.get("text") if isinstance(art.source, dict) else None
-    inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]),
-                         seq_len=text.get("max_length") if isinstance(text, dict) else None)
+    inputs = make_inputs(session.input_specs, job["inputs"], int(job["seed"]), seq_len=text_seq_len(art))
     timing = time_session(session, inputs, bench)
     peak_rss_mb = _peak_rss_mb()  # before the eval data is read: the figure is the model's, not the data's
     accuracy = agreement = kl = embedding = None
