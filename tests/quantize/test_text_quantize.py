@@ -72,3 +72,18 @@ def test_named_lists_and_dicts_are_the_same_data(folders, tmp_path):
     refused({**arrays, "attention_mask": arrays["attention_mask"] * 2}, "values other than 0 and 1")
     assert not (tmp_path / "q").exists()
 
+
+
+def test_auto_calibration_splits_named_inputs_and_starts_with_the_text_default(folders, tmp_path):
+    """calibration_method "auto" on static onnx int8 of a text model: every input is split into the same fit and
+    held-out samples, each candidate is scored on its runtime, and the text default (minmax) is tried first."""
+    from edgestill.compress.quantize import QuantOptions, quantize_export
+
+    loaded = load(folders["classify"])
+    calib, _ = encoded(loaded, 40, seed=1)
+    art = quantize_export(loaded.model, loaded.example_inputs, format="onnx", precision="int8-static", calibration=calib,
+                          staging_dir=tmp_path, name="m", options=QuantOptions(calibration_method="auto"),
+                          inputs=specs(loaded))
+    auto = art.quantization["auto"]
+    assert auto["candidates"][0]["calibration_method"] == "minmax" and auto["winner"]["top1_agreement"] is not None
+    assert art.calibration["n"] == auto["split"]["fit"] == 30 and len(art.calibration["held_out_ids"]) == 10

@@ -65,11 +65,12 @@ def split_calibration(n: int, *, fit_fraction: float = AUTO_FIT_FRACTION, seed: 
     return np.sort(order[:n_fit]), np.sort(order[n_fit:])
 
 
-def candidates(fmt: str, requested: QuantOptions) -> list[QuantOptions]:
-    """Resolved options to try for ``fmt``: the format's default first, then each method and each toggle left unset."""
+def candidates(fmt: str, requested: QuantOptions, *, first_method: str | None = None) -> list[QuantOptions]:
+    """Resolved options to try for ``fmt``: the format's default first (``first_method`` where the model's default
+    differs, as a text model's does), then each method and each toggle left unset."""
     defaults = FORMAT_DEFAULTS.get(fmt, {"calibration_method": "minmax", "equalize": False, "bias_correction": False})
     methods = list(AUTO_METHODS.get(fmt, ("minmax",)))
-    first = defaults["calibration_method"]
+    first = first_method or defaults["calibration_method"]
     methods.sort(key=lambda m: m != first)
     eqs = [defaults["equalize"], not defaults["equalize"]] if requested.equalize is None else [requested.equalize]
     bcs = [defaults["bias_correction"], not defaults["bias_correction"]] if requested.bias_correction is None else [requested.bias_correction]
@@ -117,9 +118,11 @@ def auto_quantize(
     fit, held = take(calibration, fit_idx), take(calibration, held_idx)
     reference = torch_reference(model, held)
     asked = requested or replace(options, equalize=None, bias_correction=None)
+    first = None
     if is_integer_input(args):  # a text model: the torch transforms are for convolutions, so only methods vary
         asked = replace(asked, equalize=False, bias_correction=options.bias_correction)
-    tried = candidates(format, asked)
+        first = QuantOptions().resolved(format, text=True).calibration_method  # its own default first
+    tried = candidates(format, asked, first_method=first)
     Path(staging_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.auto-", dir=staging_dir))  # made here, so removing it removes only ours
     t0 = time.perf_counter()
