@@ -347,18 +347,22 @@ class QuantizeResult:
                  f"{str(self.calibration.get('sha256', ''))[:12]}); eval {self.eval_samples} "
                  f"{'labelled' if self.labelled else 'unlabelled'} samples.", ""]
         lines += [f"- warning: {w}" for w in self.warnings]
-        lines += ["", "| format | runtime | fp32 acc | naive int8 acc | final acc | drop (pts) | top-1 agreement | KL (nats) | "
+        cosine = self.metric == METRIC_COSINE  # an embedder: mean cosine to fp32, shown as such (not as a percentage)
+        head = "fp32 cosine | naive int8 cosine | final cosine | 100 x (1 - cosine)" if cosine else (
+            "fp32 acc | naive int8 acc | final acc | drop (pts)")
+        lines += ["", f"| format | runtime | {head} | top-1 agreement | KL (nats) | "
                   "within budget | float layers | final/fp32 p50 |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
 
         def pct(v: float | None) -> str:
             return "—" if v is None else f"{100 * v:.2f}%"
 
+        score = (lambda v: "—" if v is None else f"{v:.5f}") if cosine else pct
         for f in self.formats:
             ratio = (f.latency or {}).get("final_vs_fp32_p50")
             final, naive = f.final, f.naive
             lines.append(
-                f"| {f.format} | {f.runtime} | {pct(f.fp32_accuracy)} | {pct(naive.accuracy if naive else None)} | "
-                f"{pct(final.accuracy if final else None)} | {'—' if final is None else f'{final.drop_points:.2f}'} | "
+                f"| {f.format} | {f.runtime} | {score(f.fp32_accuracy)} | {score(naive.accuracy if naive else None)} | "
+                f"{score(final.accuracy if final else None)} | {'—' if final is None else f'{final.drop_points:.3f}' if cosine else f'{final.drop_points:.2f}'} | "
                 f"{pct(f.top1_agreement)} | {'—' if f.kl is None else f'{f.kl:.4f}'} | {'yes' if f.budget_met else 'NO'} | "
                 f"{', '.join(f'`{n}`' for n in (final.float_layers if final else ())) or '—'} | "
                 f"{'' if ratio is None else f'{ratio:.2f}'} |"
@@ -372,7 +376,7 @@ class QuantizeResult:
             if f.attempts:
                 lines += ["", f"## Attempts ({f.format})", "", "| attempt | float layers | accuracy | drop (pts) | top-1 agreement | KL (nats) |",
                           "|---|---|---:|---:|---:|---:|"]
-                lines += [f"| {a.label} | {len(a.float_layers)} | {100 * a.accuracy:.2f}% | {a.drop_points:.2f} | "
+                lines += [f"| {a.label} | {len(a.float_layers)} | {score(a.accuracy)} | {a.drop_points:.2f} | "
                           f"{pct(a.top1_agreement)} | {'—' if a.kl is None else f'{a.kl:.4f}'} |" for a in f.attempts]
             if f.repair:
                 lines += ["", f"## KD repair ({f.format})", "", "```", str(f.repair), "```"]
