@@ -78,7 +78,7 @@ def recipe_doc(task: str, teacher: Path, student: Path, *, samples: int, epochs:
     return {
         "name": f"text-chain-{task}", "task": f"text-{task}", "data": data,
         "teacher": {"hf": str(teacher)}, "student": {"hf": str(student)}, "distill": distill,
-        "export": {"name": "student", "formats": ["onnx", "openvino", "tflite"], "precisions": ["fp32", "int8-dynamic"],
+        "export": {"name": "student", "formats": ["onnx", "openvino", "tflite"], "precisions": ["fp32", "int8"],
                    "max_length": seq_len},
         "bench": {"threads": [1], "min_runs": 50, "min_seconds": 2.0, "max_seconds": 10.0, "warmup_runs": 5},
     }

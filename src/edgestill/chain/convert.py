@@ -20,6 +20,7 @@ from edgestill.compress.quantize.base import QUANTIZERS
 from edgestill.compress.quantize.budget import METRIC_AGREEMENT, METRIC_COSINE, FormatResult, QuantizeConfig, check_inputs
 from edgestill.compress.quantize.budget import quantize as quantize_within_budget
 from edgestill.compress.quantize.samples import is_integer_input
+from edgestill.compress.quantize.options import AUTO_PRECISION
 from edgestill.errors import CheckFailed, ConfigError, EdgestillError, InputError, ParityError, UnsupportedError
 from edgestill.export.api import (
     ExportConfig,
@@ -194,9 +195,14 @@ def _quantize_configs(export: ExportConfig, quantize: QuantizeConfig) -> list[Qu
     if not isinstance(quantize, QuantizeConfig):
         raise ConfigError(f"quantize must be a QuantizeConfig, got {type(quantize).__name__}.")
     configs = []
+    if AUTO_PRECISION in export.int8_precisions and len(export.int8_precisions) > 1:
+        raise ConfigError(f"export.precisions asks {AUTO_PRECISION} (each format's own int8) beside "
+                          f"{', '.join(p for p in export.int8_precisions if p != AUTO_PRECISION)}: one format would get the "
+                          f"same int8 file twice. Ask {AUTO_PRECISION} alone, or name the int8 precisions yourself.")
     for precision in export.int8_precisions:
         for fmt in export.formats:
-            QUANTIZERS.get(fmt).check_precision(precision, "quantizer")
+            if precision != AUTO_PRECISION:  # "int8" resolves to a precision every format's quantizer makes
+                QUANTIZERS.get(fmt).check_precision(precision, "quantizer")
         configs.append(dataclasses.replace(quantize, formats=export.formats, precision=precision, name=export.name,
                                            bench_latency=False))
     return configs

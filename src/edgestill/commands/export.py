@@ -19,6 +19,7 @@ from edgestill.artifact import Precision
 from edgestill.cli import app, echo_json, run_command
 from edgestill.commands.options import QUANT_FLAGS
 from edgestill.compress.quantize.base import quant_precisions
+from edgestill.compress.quantize.options import AUTO_PRECISION
 from edgestill.compress.quantize.calibration import DEFAULT_CALIBRATION_SAMPLES
 from edgestill.export.base import EXPORTERS, export_precisions, formats_of
 from edgestill.export.validate import Threshold, Tolerances
@@ -28,8 +29,8 @@ FORMAT_CHOICES: tuple[str, ...] = tuple(f.value for f in formats_of(EXPORTERS))
 _TOLERANCE_GROUPS = tuple(Tolerances.__dataclass_fields__)
 _TOLERANCE_KEYS = tuple(Threshold.__dataclass_fields__)
 FLOAT_CHOICES: tuple[str, ...] = tuple(p.value for p in export_precisions())
-INT8_CHOICES: tuple[str, ...] = tuple(p.value for p in quant_precisions())
-PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision if p.value in (*FLOAT_CHOICES, *INT8_CHOICES))
+INT8_CHOICES: tuple[str, ...] = (*(p.value for p in quant_precisions()), AUTO_PRECISION)  # int8: each format's own
+PRECISION_CHOICES: tuple[str, ...] = (*(p.value for p in Precision if p.value in (*FLOAT_CHOICES, *INT8_CHOICES)), AUTO_PRECISION)
 
 
 @app.command(
@@ -45,7 +46,8 @@ PRECISION_CHOICES: tuple[str, ...] = tuple(p.value for p in Precision if p.value
         "      --vocab-size 30522 --data tokens.npz\n"
         "  edgestill export --model ./my-minilm --seq-len 64 --dynamic-length   # a Hugging Face folder (local)\n"
         "  edgestill export --model mobilenet_v2 --precision int8-static --data calib.npz --tolerance int8.min_sqnr_db=25\n"
-        "  edgestill export --model mobilenet_v2 --precision fp32,int8-static --data val.npz --max-accuracy-drop 0.5\n\n"
+        "  edgestill export --model mobilenet_v2 --precision fp32,int8-static --data val.npz --max-accuracy-drop 0.5\n"
+        "  edgestill export --model ./my-minilm --seq-len 64 --precision fp32,int8 --data texts.npz   # int8: each format's own\n\n"
         "\b\nEvery file runs on its own runtime on --samples inputs (from --data, else seeded random inputs)\n"
         "and is compared with the torch model. A file that misses its tolerances is kept as *.rejected, never\n"
         "under its final name; for fp32 the report names the first torch module whose output diverges.\n"

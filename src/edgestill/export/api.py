@@ -34,8 +34,11 @@ if TYPE_CHECKING:
     from edgestill.export.divergence import Divergence
 
 # What an ExportConfig may ask for: every precision a file can be made in ("mixed" is an outcome of the accuracy
-# budget, never a request). export() makes the float ones; the int8 ones go through edgestill.chain.convert.
-REQUESTABLE_PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision if p is not Precision.MIXED)
+# budget, never a request), and "int8": each format's own int8 for the model (edgestill.compress.quantize.options
+# AUTO_PRECISION: int8-static for image models; for a text model onnx int8-dynamic, OpenVINO int8-static with NNCF's
+# transformer type, TFLite int8-dynamic). export() makes the float ones; the int8 ones go through edgestill.chain.convert.
+AUTO_INT8 = "int8"
+REQUESTABLE_PRECISIONS: tuple[str, ...] = (*(p.value for p in Precision if p is not Precision.MIXED), AUTO_INT8)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 Progress = Callable[..., None]  # progress(done, total, label)
 
@@ -124,12 +127,12 @@ class ExportConfig:
     @property
     def float_precisions(self) -> tuple[str, ...]:
         """The precisions :func:`export` makes (fp32, fp16), in the order asked."""
-        return tuple(p for p in self.precisions if Precision(p).is_float)
+        return tuple(p for p in self.precisions if p != AUTO_INT8 and Precision(p).is_float)
 
     @property
     def int8_precisions(self) -> tuple[str, ...]:
         """The int8 precisions asked (they go through the accuracy budget), in the order asked."""
-        return tuple(p for p in self.precisions if not Precision(p).is_float)
+        return tuple(p for p in self.precisions if p == AUTO_INT8 or not Precision(p).is_float)
 
 
 @dataclass(kw_only=True)
