@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgestill.chain.recipe import recipe_from_dict
     from edgestill.chain.run import RunOptions, run_recipe
 
+    # the converters print to fd 1: the JSON lines go to the real stdout, everything else to stderr
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(out_fd, "w", buffering=1)
     all_rows = []
     for task in args.tasks.split(","):
         t0 = time.perf_counter()
