@@ -317,29 +317,17 @@ def check_hf_folder(path: Path, key: str, *, task: str, trust: bool = False) -> 
         InputError: missing folder, config.json, weights or tokenizer.json; config.json not JSON.
         ConfigError: a text-classify recipe whose folder holds no sequence classifier.
     """
-    from edgestill.models.hf import PICKLE_WEIGHT_FILES, WEIGHT_FILES, max_seq_len
+    from edgestill.models.hf import check_hf_folder as check_folder
+    from edgestill.models.hf import max_seq_len
 
     p = Path(path)
-    if not p.is_dir():
+    if not p.is_dir():  # named by its recipe key; the folder's own faults are named by the loader's one check
         raise InputError(f"{key} {p} {'is not a folder' if p.exists() else 'does not exist'}. Give a local Hugging Face "
                          "model folder (config.json, model.safetensors, tokenizer.json); edgestill never downloads.")
-    cfg_file = p / "config.json"
-    if not cfg_file.is_file():
-        raise InputError(f"{key} {p} has no config.json, so it is not a Hugging Face model folder. Save the model with "
-                         "model.save_pretrained(DIR) and its tokenizer with tokenizer.save_pretrained(DIR).")
     try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{cfg_file} is not valid JSON ({exc}). Re-save the model with model.save_pretrained(DIR).") from None
-    if not isinstance(cfg, dict):
-        raise InputError(f"{cfg_file} is not a JSON object. Re-save the model with model.save_pretrained(DIR).")
-    weights = WEIGHT_FILES + (PICKLE_WEIGHT_FILES if trust else ())
-    if not any((p / w).is_file() for w in weights):
-        raise InputError(f"{key} {p} has no weights (expected {' or '.join(weights)}). Copy the weights into the folder, "
-                         "or re-save the model with model.save_pretrained(DIR).")
-    if not (p / "tokenizer.json").is_file():
-        raise InputError(f"{key} {p} has no tokenizer.json: a text model needs its fast tokenizer file. Save it with "
-                         "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR).")
+        cfg, _, _ = check_folder(p, trust_checkpoint=trust)
+    except InputError as exc:
+        raise InputError(f"{key}: {exc}") from None
     classifier = any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or ())
     if task == "text-classify" and not classifier:
         raise ConfigError(f"{key} {p} holds {cfg.get('architectures') or 'no architecture'}, not a sequence classifier "

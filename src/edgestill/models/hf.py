@@ -143,6 +143,27 @@ def _task_of(config: Mapping[str, Any], task: str | None, folder: Path) -> str:
     return task
 
 
+def check_hf_folder(path: str | os.PathLike[str], *, task: str | None = None,
+                    trust_checkpoint: bool = False) -> tuple[dict[str, Any], str, list[Path]]:
+    """What can be checked of a local Hugging Face folder without loading it: its config.json (a supported family, no
+    custom code), the task its architecture fits, its weight files and its tokenizer.json.
+
+    Returns:
+        The config as a dict, the task ("classify" or "embed") and the weight files.
+
+    Raises:
+        InputError: see :func:`load_hf_model` (everything it refuses before reading the weights).
+    """
+    folder = Path(path).expanduser()
+    config_d = _read_config(folder)
+    chosen = _task_of(config_d, task, folder)
+    weights = _weights(folder, trust_checkpoint)
+    if not (folder / "tokenizer.json").is_file():
+        raise InputError(f"model folder {folder} has no tokenizer.json: edgestill needs the fast tokenizer file to "
+                         f"encode text (validation data, raw text at run time). {_FAST_TOKENIZER}.")
+    return config_d, chosen, weights
+
+
 def load_hf_model(path: str | os.PathLike[str], *, seq_len: int | None = None, dynamic_batch: bool = False,
                   dynamic_seq: bool = False, task: str | None = None, trust_checkpoint: bool = False) -> LoadedModel:
     """Load a local Hugging Face folder as a :class:`LoadedModel` (see the module docstring for the wrapper).
@@ -160,15 +181,10 @@ def load_hf_model(path: str | os.PathLike[str], *, seq_len: int | None = None, d
             config, no tokenizer.json, a tokenizer larger than the vocabulary, ``seq_len`` out of 1..maximum, a
             sentence-transformers module list edgestill cannot apply (see :func:`read_head`).
     """
-    folder = Path(path).expanduser()
-    config_d = _read_config(folder)
-    folder = folder.resolve()
-    chosen = _task_of(config_d, task, folder)
+    config_d, chosen, _ = check_hf_folder(path, task=task, trust_checkpoint=trust_checkpoint)
+    folder = Path(path).expanduser().resolve()
     weights = _weights(folder, trust_checkpoint)
     tokenizer_file = folder / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise InputError(f"model folder {folder} has no tokenizer.json: edgestill needs the fast tokenizer file to "
-                         f"encode text (validation data, raw text at run time). {_FAST_TOKENIZER}.")
     limit = max_seq_len(config_d)
     seq = min(DEFAULT_SEQ_LEN, limit) if seq_len is None else seq_len
     if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= limit:
