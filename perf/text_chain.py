@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     # the converters print to fd 1: the JSON lines go to the real stdout, everything else to stderr
     out_fd = os.dup(1)
     os.dup2(2, 1)
-    sys.stdout = os.fdopen(out_fd, "w", buffering=1)
+    emit = os.fdopen(out_fd, "w", buffering=1)  # sys.stdout now writes to stderr, like the libraries' prints
     all_rows = []
     for task in args.tasks.split(","):
         t0 = time.perf_counter()
@@ -167,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                                                               force=True, train_threads=2))
         rows = rows_of(task, report)
         for x in rows:
-            print(json.dumps(x), flush=True)
+            print(json.dumps(x), file=emit, flush=True)
         met = {x["format"]: x.get("meets_target") for x in rows if "meets_target" in x}
         print(json.dumps({"summary": task, "teacher": {k: _r(report["teacher"].get(k)) for k in ("test_accuracy", "parameters")},
                           "student": {k: _r(report["student"].get(k)) for k in ("test_accuracy", "teacher_cosine",
                                                                                  "teacher_retrieval_agreement", "parameters")},
-                          "int8_target_met": met, "seconds": _r(time.perf_counter() - t0, 1), "out": str(out)}), flush=True)
+                          "int8_target_met": met, "seconds": _r(time.perf_counter() - t0, 1), "out": str(out)}),
+              file=emit, flush=True)
         all_rows.extend(rows)
     if args.markdown:
         print(markdown(all_rows), file=sys.stderr)
