@@ -159,7 +159,10 @@ def test_help_lists_exactly_the_registered_formats_and_precisions() -> None:
     from edgestill.export.base import EXPORTERS
 
     made = {p for reg in (EXPORTERS, QUANTIZERS) for name in reg.names() for p in reg.get(name).precisions}
-    assert list(PRECISION_CHOICES) == [p.value for p in Precision if p in made]
+    from edgestill.compress.quantize.options import AUTO_PRECISION
+
+    # and "int8": each format's own int8 precision for the model, resolved per format (never a precision of its own)
+    assert list(PRECISION_CHOICES) == [*(p.value for p in Precision if p in made), AUTO_PRECISION]
     assert set(FORMAT_CHOICES) == set(EXPORTERS.names())
     text = _help_text("export")
     assert _listed(text, "Formats, comma-separated:") == list(FORMAT_CHOICES)

@@ -35,7 +35,8 @@ def test_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="twice"):
         ExportConfig(formats=("onnx", "onnx"))
     with pytest.raises(ConfigError, match="int8-static"):
-        ExportConfig(precisions=("int8",))
+        ExportConfig(precisions=("int4",))
+    assert ExportConfig(precisions=("fp32", "int8")).int8_precisions == ("int8",)  # each format's own int8
     with pytest.raises(ConfigError, match="file name stem"):
         ExportConfig(name="../student")
     assert ExportConfig(formats=["onnx"], precisions="fp32").formats == ("onnx",)
