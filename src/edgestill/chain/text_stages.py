@@ -216,10 +216,10 @@ def distill_stage(recipe: Recipe, data: TextData, teacher_dir: Path, reference: 
 
     s = recipe.student
     ckpt = out / "checkpoints"
-    work = ckpt / "student-work"
-    if work.exists():
-        shutil.rmtree(work)  # this run's own folder, from an interrupted run
-    work.mkdir(parents=True)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    # a fresh name each time (never a fixed one that a planted link or an older folder could hold); an interrupted
+    # run's leftover is inside this run's claimed folder, which the engine empties of what it wrote
+    work = Path(tempfile.mkdtemp(prefix=".student-work-", dir=ckpt))
     if s.from_teacher is not None:
         init = student_from_teacher(teacher_dir, work, layers=s.from_teacher)
     elif s.hf is not None:
@@ -234,8 +234,10 @@ def distill_stage(recipe: Recipe, data: TextData, teacher_dir: Path, reference: 
         result = distill_text(teacher_dir, init, data.train.texts, cfg, work,
                               labels=data.train.labels if classify else None, progress=_progress(progress))
     final = ckpt / "student"
-    if final.exists():
-        shutil.rmtree(final)
+    if final.is_symlink() or final.is_file():
+        final.unlink()  # never follow a link: only the link itself goes
+    elif final.exists():
+        shutil.rmtree(final)  # the student an earlier run of this recipe wrote here
     Path(result.student_dir).rename(final)
     shutil.rmtree(work, ignore_errors=True)
     loaded = _load(final, recipe, max_length=seq_len(recipe))
