@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,hf,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,hf,llm,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -28,21 +28,29 @@ class Format(StrEnum):
 
 
 class Precision(StrEnum):
-    """What a file computes in. ``mixed`` is int8 with some layers kept in float (the accuracy budget's fallback)."""
+    """What a file computes in. ``mixed`` is int8 with some layers kept in float (the accuracy budget's fallback).
+    ``int8-weight`` and ``int4-weight`` are weight-only: weights stored in 8 or 4 bits, activations in float (the
+    generative models' route: onnxruntime MatMulNBits, NNCF weight compression, ai-edge-quantizer weight-only)."""
 
     FP32 = "fp32"
     FP16 = "fp16"
     INT8_DYNAMIC = "int8-dynamic"
     INT8_STATIC = "int8-static"
     MIXED = "mixed"
+    INT8_WEIGHT = "int8-weight"
+    INT4_WEIGHT = "int4-weight"
 
     @property
     def is_float(self) -> bool:
         return self in (Precision.FP32, Precision.FP16)
 
     @property
+    def is_weight_only(self) -> bool:
+        return self in (Precision.INT8_WEIGHT, Precision.INT4_WEIGHT)
+
+    @property
     def is_int8(self) -> bool:
-        return not self.is_float
+        return not self.is_float and self is not Precision.INT4_WEIGHT
 
 
 FORMATS: tuple[str, ...] = tuple(f.value for f in Format)

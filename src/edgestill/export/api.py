@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 # AUTO_PRECISION: int8-static for image models; for a text model onnx int8-dynamic, OpenVINO int8-static with NNCF's
 # transformer type, TFLite int8-dynamic). export() makes the float ones; the int8 ones go through edgestill.chain.convert.
 AUTO_INT8 = "int8"
-REQUESTABLE_PRECISIONS: tuple[str, ...] = (*(p.value for p in Precision if p is not Precision.MIXED), AUTO_INT8)
+# Weight-only precisions are the generative models' (edgestill.export.llm), not requestable for these models.
+REQUESTABLE_PRECISIONS: tuple[str, ...] = (
+    *(p.value for p in Precision if p is not Precision.MIXED and not p.is_weight_only), AUTO_INT8)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 Progress = Callable[..., None]  # progress(done, total, label)
 
