@@ -10,7 +10,7 @@ relative to the recipe's folder.
 Sections: ``data`` (required), ``teacher``, ``student`` (required), ``distill`` (required), ``export``, ``quantize``,
 ``validate``, ``bench``, ``gate``; plus an optional ``name`` and ``task``: ``image-classify`` (the default),
 ``text-classify`` or ``text-embed``, which give the data, teacher, student and distill sections their text forms
-(:mod:`edgestill.chain.text`). See ``examples/*.yaml``; the demo is the built-in recipe ``demo`` (``edgestill
+(:mod:`edgestill.chain.text`), or ``generate`` (a small causal language model: :mod:`edgestill.chain.llm`). See ``examples/*.yaml``; the demo is the built-in recipe ``demo`` (``edgestill
 recipes show demo``).
 
 A recipe may come from anyone, so it is read defensively: safe-loaded (no python tags), at most
@@ -36,6 +36,7 @@ from typing import Any
 from edgestill.benchmarks.bench import BenchConfig
 from edgestill.chain.checks import GateConfig
 from edgestill.chain.text import (
+    GENERATE_TASK,
     IMAGE_TASK,
     TASKS,
     TEXT_TASKS,
@@ -219,6 +220,7 @@ class Recipe:
     raw: Mapping[str, Any] = field(default_factory=dict)  # the YAML as read, paths resolved: hashed for resumes
     task: str = IMAGE_TASK
     text_export: TextExportConfig | None = None  # a text recipe's export.max_length / dynamic_length
+    llm_export: Any = None  # a generate recipe's export section (edgestill.chain.llm.LLMExportConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -226,6 +228,8 @@ class Recipe:
         if self.task not in TASKS:
             raise ConfigError(f"task {self.task!r} is not valid.{did_you_mean(str(self.task), TASKS)} Valid: "
                               f"{', '.join(TASKS)}.")
+        if self.is_llm:
+            return  # its sections checked each other when read (edgestill.chain.llm.check_llm_recipe)
         if self.is_text:
             if self.teacher is None:
                 raise ConfigError(f"task {self.task} distils from a teacher: add a teacher section (teacher: {{hf: DIR}} "
@@ -260,6 +264,10 @@ class Recipe:
     @property
     def is_text(self) -> bool:
         return self.task in TEXT_TASKS
+
+    @property
+    def is_llm(self) -> bool:
+        return self.task == GENERATE_TASK
 
     def fingerprint(self, *sections: str) -> str:
         """sha256 of the named raw sections (what a stage depends on in the recipe); all of them when none named."""
@@ -429,6 +437,8 @@ def recipe_from_dict(doc: Any, *, base_dir: Path = Path("."), name: str = "recip
                           f"{', '.join(TASKS)}.")
     if task in TEXT_TASKS:
         return _text_recipe(doc, task, base_dir=base_dir, name=name, source=source, non_finite=non_finite)
+    if task == GENERATE_TASK:
+        return _llm_recipe(doc, base_dir=base_dir, name=name, source=source, non_finite=non_finite)
 
     data = _check_keys("data", doc["data"], _fields(DataConfig))
     if "augment" in data:
@@ -495,8 +505,10 @@ def _export_config(doc: Mapping[str, Any], text_keys: tuple[str, ...]) -> Export
 
 
 def _later_sections(doc: Mapping[str, Any], export_cfg: ExportConfig | None, base_dir: Path,
-                    non_finite: str | None) -> tuple[QuantizeConfig, BenchConfig | None, GateConfig]:
-    """The quantize, bench and gate sections (the same for every task)."""
+                    non_finite: str | None, *, exported: bool | None = None,
+                    ) -> tuple[QuantizeConfig, BenchConfig | None, GateConfig]:
+    """The quantize, bench and gate sections (the same for every task); ``exported`` says whether the recipe exports
+    anything (default: it has an image/text export section)."""
     q = _check_keys("quantize", doc.get("quantize"), _fields(QuantizeConfig, exclude=("formats", "precision", "name")))
     if "options" in q:
         q["options"] = _build("quantize.options", QuantOptions,
@@ -515,7 +527,7 @@ def _later_sections(doc: Mapping[str, Any], export_cfg: ExportConfig | None, bas
         bench_cfg = _build("bench", BenchConfig, {**b, "timing": timing})
         _check_bench_devices(bench_cfg)
     gate_cfg = _build("gate", GateConfig, _check_keys("gate", doc.get("gate"), _fields(GateConfig)))
-    if bench_cfg is not None and export_cfg is None:
+    if bench_cfg is not None and not (export_cfg is not None if exported is None else exported):
         raise ConfigError("bench needs exported artifacts: add an export section (e.g. export: {formats: [onnx]}).")
     if non_finite is not None:  # every config took what it checks itself; the rest may not be NaN/Inf either
         raise ConfigError(f"recipe key '{non_finite}' is not a finite number (NaN or Inf); give a finite value.")
@@ -571,6 +583,58 @@ def _text_recipe(doc: Mapping[str, Any], task: str, *, base_dir: Path, name: str
             raw[section]["hf"] = str(cfg.hf)
     return Recipe(name=doc.get("name", name), task=task, data=data_cfg, teacher=teacher_cfg, student=student_cfg,
                   distill=distill_cfg, export=export_cfg, text_export=text_export, quantize=quantize_cfg,
+                  bench=bench_cfg, gate=gate_cfg, source=source, raw=raw)
+
+
+def _llm_recipe(doc: Mapping[str, Any], *, base_dir: Path, name: str, source: Path | None,
+                non_finite: str | None) -> Recipe:
+    """A ``generate`` recipe (see :mod:`edgestill.chain.llm` for its sections).
+
+    Raises:
+        ConfigError / InputError: as :func:`recipe_from_dict`, and the checks of
+            :func:`edgestill.chain.llm.check_llm_recipe` (before anything is written).
+    """
+    from edgestill.chain import llm
+
+    data = _check_keys("data", doc["data"], llm.LLM_DATA_KEYS)
+    if isinstance(data.get("corpus"), str) and data["corpus"] != llm.BUILTIN_CORPUS:
+        _paths(data, ("corpus",), base_dir, "data")
+    data_cfg = _build("data", llm.LLMDataConfig, data)
+    if doc.get("teacher") is None:
+        raise ConfigError("recipe is missing section teacher; task generate distils from a teacher (teacher: {hf: DIR}, "
+                          "teacher: {llama: {layers: 4, hidden: 128, heads: 4}} or teacher: {generations: FILE.jsonl}).")
+    t = _check_keys("teacher", doc["teacher"], llm.LLM_TEACHER_KEYS)
+    _paths(t, ("hf", "generations"), base_dir, "teacher")
+    if t.get("llama") is not None:
+        t["llama"] = _build("teacher.llama", llm.LlamaArchConfig, _check_keys("teacher.llama", t["llama"], llm.LLAMA_KEYS))
+    if t.get("train") is not None:
+        t["train"] = _build("teacher.train", llm.LMTrainSection,
+                            _check_keys("teacher.train", t["train"], llm.LLM_TRAIN_KEYS))
+    teacher_cfg = _build("teacher", llm.LLMTeacherConfig, t)
+    s = _check_keys("student", doc["student"], llm.LLM_STUDENT_KEYS)
+    _paths(s, ("hf",), base_dir, "student")
+    if s.get("llama") is not None:
+        s["llama"] = _build("student.llama", llm.LlamaArchConfig, _check_keys("student.llama", s["llama"], llm.LLAMA_KEYS))
+    student_cfg = _build("student", llm.LLMStudentConfig, s)
+    distill_cfg = _build("distill", llm.LLMDistillConfig, _check_keys("distill", doc["distill"], llm.LLM_DISTILL_KEYS))
+    export_cfg = None
+    if doc.get("export") is not None:
+        export_cfg = _build("export", llm.LLMExportConfig, _check_keys("export", doc["export"], llm.LLM_EXPORT_KEYS))
+    for section in ("quantize", "validate"):
+        if doc.get(section) is not None:
+            raise ConfigError(f"recipe section {section} is not used by task generate: weight-only precisions are asked "
+                              "for in export.precisions (int8-weight, int4-weight) and every file is validated against "
+                              f"torch by greedy tokens (export.validate_tokens). Remove the {section} section.")
+    quantize_cfg, bench_cfg, gate_cfg = _later_sections(doc, None, base_dir, non_finite, exported=export_cfg is not None)
+    llm.check_llm_recipe(data_cfg, teacher_cfg, student_cfg, distill_cfg)
+    raw = json.loads(json.dumps(doc, default=str))
+    raw["data"] = data_cfg.to_dict()
+    for section, cfg, keys in (("teacher", teacher_cfg, ("hf", "generations")), ("student", student_cfg, ("hf",))):
+        for k in keys:
+            if getattr(cfg, k) is not None:
+                raw[section][k] = str(getattr(cfg, k))
+    return Recipe(name=doc.get("name", name), task=GENERATE_TASK, data=data_cfg, teacher=teacher_cfg,
+                  student=student_cfg, distill=distill_cfg, llm_export=export_cfg, quantize=quantize_cfg,
                   bench=bench_cfg, gate=gate_cfg, source=source, raw=raw)
 
 

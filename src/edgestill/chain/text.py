@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 TEXT_TASKS = ("text-classify", "text-embed")
 IMAGE_TASK = "image-classify"
-TASKS = (IMAGE_TASK, *TEXT_TASKS)
+GENERATE_TASK = "generate"  # a small causal language model (edgestill.chain.llm)
+TASKS = (IMAGE_TASK, *TEXT_TASKS, GENERATE_TASK)
 BUILTIN_TEXT = "builtin"
 STUDENT_INITS = ("every-other",)
 HF_FAMILIES = ("bert", "distilbert", "roberta")
