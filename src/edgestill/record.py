@@ -77,7 +77,8 @@ class Measurement:
     model_bytes: int | None = None
     accuracy: Accuracy | None = None
     # Agreement with the teacher's outputs on the same eval samples (no labels needed): the share of samples whose
-    # top-1 class is the teacher's, and the mean KL(teacher || artifact) of their softmax distributions (nats).
+    # top-1 class is the teacher's (a generative model: whose final answer is), and the mean KL(teacher || artifact)
+    # of their softmax distributions (nats).
     teacher_top1_agreement: float | None = None
     teacher_kl: float | None = None
     # An embedder's agreement with the teacher's embeddings on the same held-out texts (a classifier's are None): the
@@ -85,6 +86,18 @@ class Measurement:
     teacher_cosine: float | None = None
     teacher_retrieval_agreement: float | None = None
     retrieval_k: int | None = None
+    # A generative model (an artifact with ``source.llm``; None for every other model), timed at fixed lengths with
+    # greedy decoding that does not stop at eos: ``prompt_tokens`` prompt ids, ``generated_tokens`` new ones.
+    # ``ttft_ms``: median time to first token (prefill plus the first token); ``prefill_tokens_per_s`` =
+    # prompt_tokens / ttft; ``decode_tokens_per_s``: decode steps over their time, median over the generations. For
+    # such a record ``latency`` and ``samples_ms`` are the per-token DECODE latency (p50_ms is ms per generated
+    # token, so the gate and history compare decode speed), ``accuracy`` is ``exact_match`` of final answers and
+    # ``teacher_top1_agreement`` the share of prompts whose final answer is the teacher's.
+    ttft_ms: float | None = None
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    generated_tokens: int | None = None
     parity: list[OutputParity] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)

@@ -116,12 +116,14 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
     path = tmp_path / "old.db"
     current = store_mod._SCHEMA
     old_schema = (current[: current.index("CREATE TABLE artifacts")] + current[current.index("CREATE TABLE samples"):])
-    old_schema = (old_schema.replace(",\n    teacher_cosine REAL,\n    teacher_retrieval_agreement REAL,\n    retrieval_k INTEGER", "")
+    old_schema = (old_schema.replace(",\n    ttft_ms REAL,\n    prefill_tokens_per_s REAL,\n    decode_tokens_per_s REAL,\n"
+                                     "    prompt_tokens INTEGER,\n    generated_tokens INTEGER", "")
+                  .replace(",\n    teacher_cosine REAL,\n    teacher_retrieval_agreement REAL,\n    retrieval_k INTEGER", "")
                   .replace(",\n    clock TEXT,\n    wall_latency_json TEXT", "")
                   .replace(",\n    teacher_top1_agreement REAL,\n    teacher_kl REAL,\n    stability_json TEXT", "")
                   .replace(",\n    recipe_sha256 TEXT,\n    machine TEXT,\n    git_ref TEXT,\n    run_key TEXT", "")
                   .replace("CREATE UNIQUE INDEX runs_key ON runs(run_key);", ""))
-    assert "stability_json" not in old_schema and "teacher_cosine" not in old_schema and "git_ref" not in old_schema and "recipe_sha256" not in old_schema
+    assert "ttft_ms" not in old_schema and "stability_json" not in old_schema and "teacher_cosine" not in old_schema and "git_ref" not in old_schema and "recipe_sha256" not in old_schema
     db = sqlite3.connect(path)
     db.executescript(old_schema + "\nPRAGMA user_version = 1;")
     db.execute("INSERT INTO runs (created_at, command) VALUES ('2026-11-01T00:00:00+00:00', 'bench old')")
@@ -138,7 +140,7 @@ def test_a_schema_1_store_is_migrated_in_place_and_its_rows_read_as_wall_clock(t
         assert store.measurements(run_id)[0]["teacher_top1_agreement"] == 0.97
         assert store.measurements(run_id)[0]["teacher_cosine"] is None  # schema 6's column, empty for a classifier
         assert store.add_run("bench keyed", run_key="k1") == store.add_run("bench keyed again", run_key="k1")
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
 
 
 def test_a_run_key_stores_a_run_once_however_often_the_command_is_rerun(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from edgestill.record import Measurement, measurement_from_dict
 from edgestill.errors import EdgestillError, InputError, RuntimeFailure
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_S = 30.0  # how long one statement waits for another writer's lock before the retry loop takes over
 BUSY_RETRIES = 8  # retries of a whole transaction that still found the store locked (backoff 0.05 s doubling)
 DEFAULT_PATH = Path(".edgestill") / "results.db"
@@ -71,7 +71,12 @@ CREATE TABLE measurements (
     stability_json TEXT,
     teacher_cosine REAL,
     teacher_retrieval_agreement REAL,
-    retrieval_k INTEGER
+    retrieval_k INTEGER,
+    ttft_ms REAL,
+    prefill_tokens_per_s REAL,
+    decode_tokens_per_s REAL,
+    prompt_tokens INTEGER,
+    generated_tokens INTEGER
 );
 CREATE INDEX measurements_run ON measurements(run_id);
 CREATE INDEX measurements_artifact ON measurements(artifact);
@@ -114,10 +119,12 @@ def _statement(prefix: str) -> str:
     return next(stmt.strip() for stmt in _SCHEMA.split(";") if stmt.strip().startswith(prefix))
 
 
+# a generative model's timing at fixed lengths (None for other models); its latency columns are per decoded token
+_GENERATIVE = ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "prompt_tokens", "generated_tokens")
 _LATENCY = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv_percent", "min_ms", "max_ms", "n")
 _PLAIN = ("artifact", "format", "precision", "runtime", "threads", "kind", "init_ms", "first_ms", "warmup_ms_mean",
           "low_ms", "high_ms", "peak_rss_mb", "model_bytes", "error", "clock", "teacher_top1_agreement",
-          "teacher_kl", "teacher_cosine", "teacher_retrieval_agreement", "retrieval_k")  # fmt: skip
+          "teacher_kl", "teacher_cosine", "teacher_retrieval_agreement", "retrieval_k", *_GENERATIVE)  # fmt: skip
 # schema 1 → 2: the clock a latency was read from, and the wall-clock summary when it was the runtime's own
 # schema 2 → 3: the recipe and machine of a run; each artifact's agreement with its teacher
 _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABLE measurements ADD COLUMN wall_latency_json TEXT"),
@@ -133,7 +140,10 @@ _MIGRATIONS = {1: ("ALTER TABLE measurements ADD COLUMN clock TEXT", "ALTER TABL
                # schema 5 → 6: an embedder's agreement with its teacher (mean cosine, top-k retrieval agreement)
                5: ("ALTER TABLE measurements ADD COLUMN teacher_cosine REAL",
                    "ALTER TABLE measurements ADD COLUMN teacher_retrieval_agreement REAL",
-                   "ALTER TABLE measurements ADD COLUMN retrieval_k INTEGER")}
+                   "ALTER TABLE measurements ADD COLUMN retrieval_k INTEGER"),
+               # schema 6 → 7: a generative model's time to first token, prefill and decode tokens/s, and the lengths
+               6: tuple(f"ALTER TABLE measurements ADD COLUMN {c} {'INTEGER' if c.endswith('_tokens') else 'REAL'}"
+                        for c in _GENERATIVE)}
 
 
 def _store_error(path: Path, exc: sqlite3.DatabaseError) -> EdgestillError:

@@ -16,9 +16,13 @@ Each format's module registers a loader in :data:`GENERATOR_LOADERS` (``edgestil
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from edgestill.errors import InputError
 
@@ -120,3 +124,229 @@ def load_generator(artifact: Any, *, threads: int | None = None, runtime: str | 
     if module is None:
         raise InputError(f"no generative runtime for format {artifact.format!r}; formats: {', '.join(GENERATOR_MODULES)}.")
     return importlib.import_module(module).load(artifact, threads=threads, runtime=runtime)
+
+
+# --- timing (DESIGN "Measurement method", for a decoder) ---------------------------------------------------------------
+
+DEFAULT_PROMPT_TOKENS = 128  # the fixed lengths tokens/s are reported at (the published tables' 128/128)
+DEFAULT_GEN_TOKENS = 128
+DEFAULT_GEN_REPEATS = 3  # timed generations at least; more while min_seconds is not reached
+DEFAULT_GEN_WARMUP = 1
+
+
+def timing_lengths(info: LLMInfo, prompt_tokens: int, gen_tokens: int) -> tuple[int, int]:
+    """The prompt and generation lengths a file is timed at: the ones asked for where the context holds both, else
+    the largest that fit with the same ratio (a 64-token context times 32 + 32 for 128/128).
+
+    Raises:
+        InputError: a length below its minimum (1 prompt token, 2 new tokens: one prefill and one decode step), or a
+            context too short for that minimum.
+    """
+    for what, value, low in (("prompt tokens", prompt_tokens, 1), ("generated tokens", gen_tokens, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{what} must be a whole number >= {low} (one prefill, then decode steps), got {value!r}.")
+    if prompt_tokens + gen_tokens <= info.context_length:
+        return prompt_tokens, gen_tokens
+    if info.context_length < 3:
+        raise InputError(f"the model's context of {info.context_length} tokens cannot hold a 1-token prompt and 2 new "
+                         "tokens; nothing can be timed on it.")
+    prompt = min(max(1, info.context_length * prompt_tokens // (prompt_tokens + gen_tokens)), info.context_length - 2)
+    return prompt, info.context_length - prompt
+
+
+def synthetic_prompt(info: LLMInfo, n_tokens: int, *, seed: int = 0) -> list[int]:
+    """A seeded prompt of ``n_tokens`` ids drawn uniformly from the vocabulary less its special tokens (timing only:
+    a decoder's speed does not depend on what the ids mean)."""
+    special = {t for t in (info.eos_token_id, info.bos_token_id, info.pad_token_id) if t is not None}
+    ids = np.setdiff1d(np.arange(info.vocab_size), np.fromiter(special, dtype=np.int64, count=len(special)))
+    return [int(t) for t in np.random.default_rng(seed).choice(ids if ids.size else np.arange(info.vocab_size), n_tokens)]
+
+
+def time_generation(gen: Generator, prompt_ids: Sequence[int], *, gen_tokens: int, warmup: int = DEFAULT_GEN_WARMUP,
+                    repeats: int = DEFAULT_GEN_REPEATS, min_seconds: float = 0.0,
+                    max_seconds: float = float("inf")) -> dict[str, Any]:
+    """Time greedy generation at a fixed prompt and generation length (``stop_on_eos=False``): ``warmup`` untimed
+    generations, then timed ones until at least ``repeats`` were made and ``min_seconds`` passed (``max_seconds``
+    stops it past ``repeats``). Init is the caller's to time (around :func:`load_generator`).
+
+    Returns:
+        ``prompt_tokens``, ``generated_tokens``; ``ttft_ms`` (median over the timed generations; prefill of the
+        prompt plus the first token); ``prefill_tokens_per_s`` = prompt_tokens / ttft; ``decode_tokens_per_s``: per
+        generation its decode steps (``generated_tokens - 1``) over their summed time, the median of those;
+        ``samples_ms``: every decode step's time, generation after generation (the per-token decode latency the
+        record's latency summary, the gate and history use); ``ttft_samples_ms``, ``decode_tokens_per_s_each``;
+        ``first_ms``: the first generation's TTFT (cold caches); ``warmup_ms``: each warm-up generation's total;
+        ``repeats``: timed generations made; ``timed_seconds``.
+
+    Raises:
+        InputError: bad counts, or the prompt plus ``gen_tokens`` exceeds the context (:func:`check_prompt`).
+        RuntimeFailure: the generator made another number of tokens than asked or no step times (it broke the
+            :class:`Generator` contract).
+    """
+    from edgestill.errors import RuntimeFailure
+
+    for what, value, low in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"generation {what} must be a whole number >= {low}, got {value!r}.")
+    check_prompt(gen.info, len(prompt_ids), gen_tokens)
+    prompt = [int(t) for t in prompt_ids]
+
+    def one() -> Generation:
+        g = gen.generate(prompt, gen_tokens, stop_on_eos=False)
+        if len(g.tokens) != gen_tokens or len(g.step_ms) != gen_tokens - 1:
+            raise RuntimeFailure(f"{gen.runtime} made {len(g.tokens)} tokens with {len(g.step_ms)} step times when "
+                                 f"asked for exactly {gen_tokens} (stop_on_eos=False): its generator ignores the fixed "
+                                 "length, so no tokens/s can be computed.")
+        return g
+
+    first = one()
+    warm = [first] + [one() for _ in range(warmup - 1)] if warmup else []
+    timed: list[Generation] = [] if warmup else [first]
+    t0 = time.perf_counter()
+    while len(timed) < repeats or (time.perf_counter() - t0 < min_seconds and time.perf_counter() - t0 < max_seconds):
+        timed.append(one())
+    ttfts = [g.ttft_ms for g in timed]
+    rates = [len(g.step_ms) / (sum(g.step_ms) / 1e3) if sum(g.step_ms) > 0 else float("inf") for g in timed]
+    ttft_ms = float(np.median(ttfts))
+    return {
+        "prompt_tokens": len(prompt),
+        "generated_tokens": gen_tokens,
+        "ttft_ms": ttft_ms,
+        "prefill_tokens_per_s": len(prompt) / (ttft_ms / 1e3) if ttft_ms > 0 else float("inf"),
+        "decode_tokens_per_s": float(np.median(rates)),
+        "samples_ms": [float(s) for g in timed for s in g.step_ms],
+        "ttft_samples_ms": [float(t) for t in ttfts],
+        "decode_tokens_per_s_each": [float(r) for r in rates],
+        "first_ms": float(first.ttft_ms),
+        "warmup_ms": [float(g.ttft_ms + sum(g.step_ms)) for g in warm],
+        "repeats": len(timed),
+        "timed_seconds": time.perf_counter() - t0,
+    }
+
+
+# --- eval data and scoring (the LLM eval NPZ of edgestill.data.reasoning.eval_arrays) ----------------------------------
+
+EVAL_REQUIRED = ("prompt_ids", "prompt_len", "answer_ids", "marker_ids", "strip_ids", "max_new_tokens")
+EVAL_OPTIONAL = ("teacher_answer_ids",)
+_EVAL_FIX = "Write it with edgestill.data.reasoning.eval_arrays (with the artifact's own tokenizer)."
+
+
+def read_eval_arrays(path: str | Path, info: LLMInfo) -> dict[str, np.ndarray]:
+    """Read an LLM eval .npz and refuse what a generative artifact cannot be scored on, before anything is loaded or
+    timed: missing keys, non-integer dtypes, shapes that disagree, ids outside the vocabulary, a prompt length outside
+    its row or a prompt that with ``max_new_tokens`` does not fit the context (:func:`check_prompt`).
+
+    Raises:
+        InputError: the file or one of its arrays, named with what is wrong and how to fix it.
+    """
+    from edgestill.runtimes.base import npz_headers, read_npz
+
+    what = f"LLM eval data {path}"
+    heads = npz_headers(path, what=f"cannot read {what}", keys=(*EVAL_REQUIRED, *EVAL_OPTIONAL))
+    missing = [k for k in EVAL_REQUIRED if k not in heads]
+    if missing:
+        raise InputError(f"{what} lacks {missing}; a generative model's eval data holds {', '.join(EVAL_REQUIRED)} "
+                         f"(and optionally {EVAL_OPTIONAL[0]}). {_EVAL_FIX}")
+    odd = {k: str(d) for k, (_, d) in heads.items() if d.kind not in "iu"}
+    if odd:
+        raise InputError(f"{what}: {odd} are not integer arrays; token ids and lengths are whole numbers. {_EVAL_FIX}")
+    ndims = {"prompt_ids": 2, "prompt_len": 1, "answer_ids": 2, "marker_ids": 1, "strip_ids": 1,
+             "max_new_tokens": 0, "teacher_answer_ids": 2}  # fmt: skip
+    n = heads["prompt_ids"][0][0] if len(heads["prompt_ids"][0]) == 2 else 0
+    for k, (shape, _) in heads.items():
+        per_prompt = k in ("prompt_ids", "prompt_len", "answer_ids", "teacher_answer_ids")
+        if len(shape) != ndims[k] or (per_prompt and shape[0] != n) or (k != "strip_ids" and 0 in shape):
+            raise InputError(f"{what}: {k} has shape {list(shape)}; expected {ndims[k]} dimension(s)"
+                             + (f", {n} prompts first (as prompt_ids)" if per_prompt else "")
+                             + " and no empty one. " + _EVAL_FIX)
+    arrays = {k: a.astype(np.int64) for k, a in read_npz(path, what=f"cannot read {what}", keys=heads).items()}
+    _check_eval_values(what, arrays, info)
+    return arrays
+
+
+def _check_eval_values(what: str, a: dict[str, np.ndarray], info: LLMInfo) -> None:
+    """The value checks of :func:`read_eval_arrays`: lengths, id ranges, the context."""
+    width, vocab = a["prompt_ids"].shape[1], info.vocab_size
+    bad = np.flatnonzero((a["prompt_len"] < 1) | (a["prompt_len"] > width))
+    if bad.size:
+        raise InputError(f"{what}: prompt_len of prompt {int(bad[0])} is {int(a['prompt_len'][bad[0]])}, outside 1.."
+                         f"{width} (the width of prompt_ids). {_EVAL_FIX}")
+    used = np.arange(width)[None, :] < a["prompt_len"][:, None]
+    ranges = {"prompt_ids": a["prompt_ids"][used], "marker_ids": a["marker_ids"], "strip_ids": a["strip_ids"]}
+    for k in ("answer_ids", "teacher_answer_ids"):
+        if k in a:
+            ranges[k] = a[k][a[k] != -1]  # -1 pads a row
+    for k, ids in ranges.items():
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise InputError(f"{what}: {k} holds ids from {int(ids.min())} to {int(ids.max())}, outside the model's "
+                             f"vocabulary 0..{vocab - 1}"
+                             + (" (-1 pads a row)" if "answer" in k else "") + f". {_EVAL_FIX}")
+    max_new = int(a["max_new_tokens"])
+    if max_new < 1:
+        raise InputError(f"{what}: max_new_tokens is {max_new}; greedy decoding needs at least 1 new token. {_EVAL_FIX}")
+    longest = int(np.argmax(a["prompt_len"]))
+    try:
+        check_prompt(info, int(a["prompt_len"][longest]), max_new)
+    except InputError as exc:
+        raise InputError(f"{what}: prompt {longest}: {exc}") from None
+
+
+def eval_generations(gen: Generator, arrays: dict[str, np.ndarray]) -> list[list[int]]:
+    """Greedy generation of every eval prompt (up to ``max_new_tokens``, stopping at eos): the new tokens of each."""
+    max_new = int(arrays["max_new_tokens"])
+    return [gen.generate([int(t) for t in row[:length]], max_new, stop_on_eos=True).tokens
+            for row, length in zip(arrays["prompt_ids"], arrays["prompt_len"])]
+
+
+def _strip(ids: Sequence[int], strip: set[int]) -> tuple[int, ...]:
+    lo, hi = 0, len(ids)
+    while lo < hi and ids[lo] in strip:
+        lo += 1
+    while hi > lo and ids[hi - 1] in strip:
+        hi -= 1
+    return tuple(int(t) for t in ids[lo:hi])
+
+
+def _row(ids: np.ndarray, strip: set[int]) -> tuple[int, ...]:
+    """A -1-padded reference row as its ids, stripped."""
+    end = np.flatnonzero(ids == -1)
+    return _strip(list(ids[: end[0] if end.size else len(ids)]), strip)
+
+
+def answer_ids(tokens: Sequence[int], marker: Sequence[int], strip: set[int], eos_token_id: int | None) -> tuple[int, ...] | None:
+    """The final answer of a generation at the id level: its tokens up to the first eos, after the LAST occurrence of
+    ``marker`` (the ids of "####"), with ``strip`` ids removed from both ends; None when the marker never occurs."""
+    toks = [int(t) for t in tokens]
+    if eos_token_id is not None and eos_token_id in toks:
+        toks = toks[: toks.index(eos_token_id)]
+    m = len(marker)
+    starts = [i for i in range(len(toks) - m + 1) if toks[i:i + m] == list(marker)]
+    return _strip(toks[starts[-1] + m:], strip) if starts else None
+
+
+def score_generations(generations: Sequence[Sequence[int] | Generation], eval_arrays: dict[str, np.ndarray], *,
+                      eos_token_id: int | None = None) -> dict[str, Any]:
+    """Exact match and teacher agreement of greedy generations (one per eval prompt, in order), by token ids.
+
+    Exact match: a generation's :func:`answer_ids` equals the reference row of ``answer_ids`` (stripped); a generation
+    without the marker never matches. Teacher agreement (when ``teacher_answer_ids`` is there): its answer equals the
+    teacher's row, a generation without the marker counting as the empty answer (an empty teacher row is a teacher
+    that gave none), so two models that both fail to answer agree.
+
+    Returns:
+        ``{"exact_match": share 0..1, "n": prompts, "teacher_agreement": share or None}``.
+
+    Raises:
+        InputError: the number of generations differs from the number of prompts.
+    """
+    refs = np.asarray(eval_arrays["answer_ids"])
+    if len(generations) != len(refs):
+        raise InputError(f"{len(generations)} generations for {len(refs)} eval prompts; score one per prompt, in order.")
+    marker = [int(t) for t in np.asarray(eval_arrays["marker_ids"]).ravel()]
+    strip = {int(t) for t in np.asarray(eval_arrays["strip_ids"]).ravel()}
+    answers = [answer_ids(g.tokens if isinstance(g, Generation) else g, marker, strip, eos_token_id) for g in generations]
+    exact = [a is not None and a == _row(r, strip) for a, r in zip(answers, refs)]
+    teacher = eval_arrays.get("teacher_answer_ids")
+    agree = None if teacher is None else [(a or ()) == _row(t, strip) for a, t in zip(answers, np.asarray(teacher))]
+    return {"exact_match": float(np.mean(exact)) if exact else 0.0, "n": len(exact),
+            "teacher_agreement": None if agree is None else float(np.mean(agree)) if agree else 0.0}
