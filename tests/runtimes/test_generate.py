@@ -65,7 +65,7 @@ def test_timing_lengths_keep_the_request_where_it_fits_else_shrink_with_the_same
     assert timing_lengths(LLMInfo(vocab_size=9, context_length=512, eos_token_id=2), 128, 128) == (128, 128)
     assert timing_lengths(INFO, 128, 128) == (32, 32)
     assert timing_lengths(INFO, 96, 32) == (48, 16)
-    with pytest.raises(InputError, match="generated tokens must be"):
+    with pytest.raises(InputError, match="gen_tokens must be a whole number >= 2"):
         timing_lengths(INFO, 8, 1)
 
 

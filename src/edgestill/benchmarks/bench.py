@@ -21,6 +21,7 @@ from edgestill.errors import ConfigError, InputError
 from edgestill.host import redact, redact_all
 from edgestill.limits import available_memory_bytes, format_bytes
 from edgestill.runtimes.base import DEFAULT_RUNTIME, RuntimeOptions
+from edgestill.runtimes.generate import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS, check_lengths
 from edgestill.runtimes.runner import THREAD_ENV
 
 HOST = "host"  # the machine edgestill runs on; other bench.devices names are devices of an inventory file
@@ -165,6 +166,10 @@ class BenchConfig:
     ``rounds``: the whole list of cells measured that many times, interleaved (A B C A B C ...), so that the
     machine's drift hits every cell alike; a cell's record is its median round (by p50).
 
+    ``prompt_tokens`` and ``gen_tokens`` are the fixed lengths a generative model is timed at (TTFT, prefill and
+    decode tokens/s; a context too short for them times the largest lengths that fit, with the same ratio); other
+    models ignore them.
+
     ``devices`` are ``host`` and names of devices in the ``inventory`` file (measured there over SSH or ADB);
     ``estimate`` names device profiles to estimate latency on (``kind: estimated``, never shown as measured). The
     names are checked against the inventory and the profiles where the recipe is loaded (the devices layer).
@@ -176,8 +181,11 @@ class BenchConfig:
     estimate: tuple[str, ...] = ()
     rounds: int = 1
     timing: BenchOptions = field(default_factory=BenchOptions)
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS
+    gen_tokens: int = DEFAULT_GEN_TOKENS
 
     def __post_init__(self) -> None:
+        check_lengths(self.prompt_tokens, self.gen_tokens, prefix="bench.")
         threads = (self.threads,) if isinstance(self.threads, int) else self.threads
         if (not isinstance(threads, (list, tuple)) or not threads
                 or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in threads)):
@@ -221,6 +229,8 @@ def benchmark(
     timeout_s: float = 300.0,
     memory_limit_bytes: int | None = None,
     allow_rejected: bool = False,
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    gen_tokens: int = DEFAULT_GEN_TOKENS,
 ) -> Measurement:
     """Measure one artifact on one runtime in a fresh runner subprocess; never raises for a failing cell.
 
@@ -242,6 +252,8 @@ def benchmark(
             staged under their original names for the runner, and the record is marked ``settings["rejected"] =
             True`` with ``settings["rejected_reason"]`` and ``settings["rejected_path"]`` (the gate never counts it
             as passing). Without it a rejected file fails as bad input, with why it was rejected.
+        prompt_tokens, gen_tokens: a generative model's timing lengths (see :class:`BenchConfig`); its eval data is
+            the LLM eval NPZ and its accuracy ``exact_match``.
 
     Returns:
         the runner's Measurement (``kind="measured"``), or ``kind="failed"`` with ``error`` holding why (a crash,
@@ -253,8 +265,10 @@ def benchmark(
     memory_limit_bytes = default_memory_limit_bytes() if memory_limit_bytes is None else check_memory_limit(memory_limit_bytes)
     bench = bench or BenchOptions()
     path = Path(artifact_path)
+    check_lengths(prompt_tokens, gen_tokens)
     run = dict(runtime=runtime, options=options, bench=bench, eval_data=eval_data, metric=metric, inputs=inputs,
-               seed=seed, affinity=affinity, timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes)
+               seed=seed, affinity=affinity, timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes,
+               llm={"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens})
     if not (allow_rejected and is_rejected(path)):
         return _benchmark(path, **run)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="edgestill-rejected-") as staged:
@@ -275,6 +289,7 @@ def benchmark(
 def _benchmark(
     path: Path, *, runtime: str | None, options: RuntimeOptions, bench: BenchOptions, eval_data: Any, metric: str,
     inputs: Any, seed: int, affinity: Sequence[int] | None, timeout_s: float, memory_limit_bytes: int,
+    llm: dict[str, int],
 ) -> Measurement:
     """:func:`benchmark` of an artifact path the runner can open."""
     ident = _identity(path)
@@ -289,6 +304,7 @@ def _benchmark(
         "eval_data": str(Path(eval_data).resolve()) if eval_data else None,
         "metric": metric,
         "affinity": list(affinity) if affinity else None,
+        "llm": llm,  # read by the runner for a generative artifact only
     }
     settings: dict[str, Any] = {"runtime_options": options.to_dict(), "bench": bench.to_dict(), "timeout_s": timeout_s,
                                  "memory_limit_bytes": None}
@@ -470,6 +486,8 @@ def benchmark_matrix(
     journal: str | os.PathLike[str] | None = None,
     allow_rejected: bool = False,
     inputs: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] = "random",
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    gen_tokens: int = DEFAULT_GEN_TOKENS,
 ) -> list[Measurement]:
     """Benchmark every artifact × thread count, one runner subprocess per cell; a failed cell does not stop the rest.
 
@@ -493,6 +511,7 @@ def benchmark_matrix(
         allow_rejected: measure ``*.rejected`` files for diagnosis, their records marked (see :func:`benchmark`).
         inputs: the timing inputs of every cell ("random" or an .npy/.npz, as :func:`benchmark`), or a mapping from
             each artifact (as given in ``artifacts``) to its own (e.g. a text encoded with each artifact's tokenizer).
+        prompt_tokens, gen_tokens: a generative model's timing lengths (see :class:`BenchConfig`).
         (the rest as :func:`benchmark`)
 
     Returns:
@@ -514,6 +533,8 @@ def benchmark_matrix(
     job = {"artifacts": [str(Path(a).resolve()) for a in artifacts], "threads": list(threads_list), "runtime": runtime,
            "options": base.to_dict(), "bench": (bench or BenchOptions()).to_dict(), "rounds": rounds, "metric": metric,
            "eval_data": None if eval_data is None else str(Path(eval_data).resolve()),
+           **({"llm": [prompt_tokens, gen_tokens]} if (prompt_tokens, gen_tokens) != (DEFAULT_PROMPT_TOKENS,
+                                                                                   DEFAULT_GEN_TOKENS) else {}),
            # the inputs by content (a temporary file's path changes between runs; its bytes do not)
            **({"inputs": {a: v if v == "random" else _sha256_path(v) for a, v in inputs_of.items()}}
               if isinstance(inputs, Mapping) or str(inputs) != "random" else {})}
@@ -537,6 +558,8 @@ def benchmark_matrix(
             timeout_s=timeout_s,
             memory_limit_bytes=memory_limit_bytes,
             allow_rejected=allow_rejected,
+            prompt_tokens=prompt_tokens,
+            gen_tokens=gen_tokens,
         )
         if rounds > 1:
             m.settings["round"] = round_index

@@ -26,7 +26,10 @@ from edgestill.cli import app, echo_json, run_command
         "  edgestill bench arts/*.manifest.json --run-key ci-$GITHUB_RUN_ID   # a retried job resumes, stores once\n"
         "  edgestill bench model.xml --accelerator gpu   # OpenVINO's GPU plugin; the record says what ran\n"
         "  edgestill bench student.manifest.json --device pi5-lab-1 --inventory devices.yaml --data test.npz\n"
-        "  edgestill bench out/m-onnx-int8-static.manifest.json.rejected --allow-rejected   # diagnose a rejected file\n\n"
+        "  edgestill bench out/m-onnx-int8-static.manifest.json.rejected --allow-rejected   # diagnose a rejected file\n"
+        "  edgestill bench llm/student-llm-onnx-int4-weight.manifest.json --threads 1,2 --data llm-eval.npz\n"
+        "      # a generative model: TTFT, prefill and decode tokens/s at 128/128 (--prompt-tokens, --gen-tokens),\n"
+        "      # exact match of greedy answers on the LLM eval NPZ; p50 etc. are then ms per decoded token\n\n"
         "Every measurement, raw samples included, is stored in the SQLite file given by --db.\n"
         "Latency is the runtime's own per-call clock where it keeps one (OpenVINO, as benchmark_app reports it)\n"
         "and the wall clock around the runtime's call elsewhere; --clock wall uses the wall clock everywhere.\n"
@@ -77,6 +80,12 @@ def bench(
     inventory: Path | None = typer.Option(None, "--inventory",
                                           help="The devices.yaml that says how to reach --device (default: "
                                                "./devices.yaml when --device is not host)."),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens",
+                                      help="A generative model's prompt length for timing (a synthetic seeded prompt); "
+                                           "a shorter context times the largest lengths that fit, same ratio."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens",
+                                   help="A generative model's new tokens per timed generation (greedy, not stopping "
+                                        "at eos): TTFT, prefill and decode tokens/s."),
     allow_rejected: bool = typer.Option(
         False, "--allow-rejected",
         help="Measure *.rejected files (files that failed validation) for diagnosis; their records are marked "
@@ -95,7 +104,10 @@ def bench(
         from edgestill.host import git_ref, redact
         from edgestill.runtimes import get_runtime
 
+        from edgestill.runtimes.generate import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS, check_lengths
+
         thread_counts = parse_int_list(threads, option="--threads")
+        check_lengths(prompt_tokens, gen_tokens, prefix="--")
         timeout_s = _positive_seconds(timeout, option="--timeout")
         memory_limit_bytes = None
         if memory_limit is not None:
@@ -120,6 +132,9 @@ def bench(
             raise InputError(f"--text times on this machine only (the tokenizer runs here); drop --device {device}, or "
                              "drop --text (random ids and masks at the artifact's length are timed there).")
         if device != "host":
+            if (prompt_tokens, gen_tokens) != (DEFAULT_PROMPT_TOKENS, DEFAULT_GEN_TOKENS):
+                raise InputError(f"--prompt-tokens/--gen-tokens time on this machine only for now; on --device {device} "
+                                 f"a generative model is timed at {DEFAULT_PROMPT_TOKENS}/{DEFAULT_GEN_TOKENS}. Drop them.")
             if allow_rejected:
                 raise InputError(f"--allow-rejected measures on this machine only; drop --device {device}, or drop "
                                  "--allow-rejected and bench published artifacts there.")
@@ -146,7 +161,8 @@ def bench(
             results = _measure(benchmark_matrix, artifacts, thread_counts, json_out=json_out, repeat=repeat,
                                runtime=runtime, accelerator=accelerator, bench=bench_options, eval_data=data,
                                timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes, journal=journal,
-                               allow_rejected=allow_rejected, inputs=timing_inputs)
+                               allow_rejected=allow_rejected, inputs=timing_inputs, prompt_tokens=prompt_tokens,
+                               gen_tokens=gen_tokens)
         if text is not None:
             for m in results:
                 m.settings["inputs"] = f"--text {text} (its first text, tokenized with the artifact's tokenizer)"
@@ -279,6 +295,7 @@ def _render(results: list[Any], run_id: int, db: Path, *, repeat: int, json_out:
                 typer.echo(f"warning: {r['artifact']} ({r['threads']} thr): {r['warning']}", err=True)
     else:
         print_measurements(results)
+        print_generative(results)
         if repeats:
             print_repeats(repeats)
         typer.echo(f"stored as run {run_id} in {db}")
@@ -362,3 +379,27 @@ def print_repeats(repeats: list[dict[str, Any]]) -> None:
     for r in repeats:
         if r["warning"]:
             console.print(f"[yellow]warning[/] {escape(r['artifact'])} ({r['threads']} thr): {escape(r['warning'])}")
+
+
+def print_generative(results: list[Any]) -> None:
+    """A generative model's figures (its rows above are ms per decoded token): prompt/new tokens, TTFT, prefill and
+    decode tokens/s, exact match and agreement with the teacher's answers. Nothing when no record is generative."""
+    import sys
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = [m for m in results if m.kind == "measured" and m.decode_tokens_per_s is not None]
+    if not rows:
+        return
+    table = Table(title="Generative models (greedy, fixed lengths; the latency rows above are ms per decoded token)")
+    for col in ("artifact", "runtime", "threads", "prompt+new", "TTFT ms", "prefill tok/s", "decode tok/s",
+                "exact match", "teacher agr."):
+        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+    for m in rows:
+        em = "" if m.accuracy is None else f"{100 * m.accuracy.value:.1f}% (n={m.accuracy.n})"
+        agr = "" if m.teacher_top1_agreement is None else f"{100 * m.teacher_top1_agreement:.1f}%"
+        table.add_row(escape(m.artifact), escape(m.runtime), str(m.threads), f"{m.prompt_tokens}+{m.generated_tokens}",
+                      f"{m.ttft_ms:.2f}", f"{m.prefill_tokens_per_s:.0f}", f"{m.decode_tokens_per_s:.1f}", em, agr)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)

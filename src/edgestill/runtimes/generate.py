@@ -134,17 +134,30 @@ DEFAULT_GEN_REPEATS = 3  # timed generations at least; more while min_seconds is
 DEFAULT_GEN_WARMUP = 1
 
 
+def check_lengths(prompt_tokens: int, gen_tokens: int, *, prefix: str = "") -> None:
+    """Refuse timing lengths no generation can be timed at: at least 1 prompt token and 2 new tokens (the first
+    comes from the prefill, the rest are the decode steps tokens/s is computed from).
+
+    Raises:
+        ConfigError: a length that is not a whole number or below its minimum; ``prefix`` (e.g. ``"bench."``) opens
+            the key's name as a recipe writes it.
+    """
+    from edgestill.errors import ConfigError
+
+    for key, value, low in (("prompt_tokens", prompt_tokens, 1), ("gen_tokens", gen_tokens, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{prefix}{key} must be a whole number >= {low} (the prompt is prefilled, the first new "
+                              f"token comes from it, the rest are decode steps), got {value!r}; the default is 128.")
+
+
 def timing_lengths(info: LLMInfo, prompt_tokens: int, gen_tokens: int) -> tuple[int, int]:
     """The prompt and generation lengths a file is timed at: the ones asked for where the context holds both, else
     the largest that fit with the same ratio (a 64-token context times 32 + 32 for 128/128).
 
     Raises:
-        InputError: a length below its minimum (1 prompt token, 2 new tokens: one prefill and one decode step), or a
-            context too short for that minimum.
+        InputError: a length below its minimum (:func:`check_lengths`), or a context too short for that minimum.
     """
-    for what, value, low in (("prompt tokens", prompt_tokens, 1), ("generated tokens", gen_tokens, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{what} must be a whole number >= {low} (one prefill, then decode steps), got {value!r}.")
+    check_lengths(prompt_tokens, gen_tokens)
     if prompt_tokens + gen_tokens <= info.context_length:
         return prompt_tokens, gen_tokens
     if info.context_length < 3:

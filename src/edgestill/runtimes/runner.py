@@ -13,13 +13,26 @@ Job file (JSON)::
      "bench": {"min_runs": 50, "min_seconds": 1.0},        # BenchOptions fields
      "inputs": "random", "seed": 0,                        # or a path to an .npy / .npz
      "eval_data": null, "metric": "top1", "eval_batch_size": 1,  # .npz with x, and y and/or teacher_logits
-     "affinity": null}                                     # CPU ids, e.g. [0]
+     "affinity": null,                                     # CPU ids, e.g. [0]
+     "llm": {"prompt_tokens": 128, "gen_tokens": 128,      # a generative model's timing lengths and
+             "repeats": 3, "warmup": 1}}                   # generations (see "Generative models" below)
 
 Eval data scores the artifact on its own runtime: ``y`` (labels) gives ``accuracy``; ``teacher_logits`` (the
 teacher's outputs on the same ``x``) gives ``teacher_top1_agreement`` and ``teacher_kl``, which need no labels;
 ``teacher_embeddings`` (an embedder teacher's) gives ``teacher_cosine`` and ``teacher_retrieval_agreement``. A
 multi-input model (a text model) takes one array per input instead of ``x``, named like it (``input_ids``,
 ``attention_mask``, ``token_type_ids``).
+
+Generative models (an artifact whose manifest has ``source.llm``) take another path: the artifact loads through
+``edgestill.runtimes.generate.load_generator`` (init timed around it); greedy generation at fixed lengths (``llm``:
+a seeded synthetic prompt of ``prompt_tokens`` ids, ``gen_tokens`` new ones without stopping at eos, after
+``warmup`` generations, ``repeats`` timed ones at least and more until ``bench.min_seconds``, capped by
+``bench.max_seconds``; lengths the context cannot hold shrink to the largest that fit, with the same ratio, and the
+record says which were used) gives ``ttft_ms``, ``prefill_tokens_per_s``, ``decode_tokens_per_s``, and the latency
+summary of every decode step (ms per token). Eval data is then the LLM eval NPZ (``prompt_ids``, ``prompt_len``,
+``answer_ids``, ``marker_ids``, ``strip_ids``, ``max_new_tokens``, optionally ``teacher_answer_ids``), checked before
+anything is loaded or timed; each prompt is decoded greedily and scored by ids: ``accuracy`` is ``exact_match`` of
+final answers, ``teacher_top1_agreement`` the share of answers equal to the teacher's.
 
 Runtimes of your own: ``EDGESTILL_RUNTIME_PLUGINS=pkg.mod1,pkg.mod2`` names modules the runner imports before it
 looks up the runtime; each registers its runtime with ``edgestill.runtimes.base.RUNTIMES``.
@@ -57,7 +70,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-JOB_KEYS = ("artifact", "runtime", "options", "bench", "inputs", "seed", "eval_data", "metric", "eval_batch_size", "affinity")
+JOB_KEYS = ("artifact", "runtime", "options", "bench", "inputs", "seed", "eval_data", "metric", "eval_batch_size", "affinity",
+            "llm")
+LLM_KEYS = ("prompt_tokens", "gen_tokens", "repeats", "warmup")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -86,7 +101,7 @@ def read_job(path: str | os.PathLike[str]) -> dict[str, Any]:
     if unknown:
         _fail_input(f"job file {p} has unknown key(s) {unknown}; valid keys: {', '.join(JOB_KEYS)}.")
     defaults = {"runtime": None, "options": {}, "bench": {}, "inputs": "random", "seed": 0, "eval_data": None,
-                "metric": "top1", "eval_batch_size": 1, "affinity": None}  # fmt: skip
+                "metric": "top1", "eval_batch_size": 1, "affinity": None, "llm": {}}  # fmt: skip
     return {**defaults, **job}
 
 
@@ -466,6 +481,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         os.environ[var] = str(options.threads)
     art = artifact_for(job["artifact"])  # a manifest, or a bare .onnx/.tflite/.xml whose contract is read from it
     art.verify_files()  # before a runtime parses them, and outside the init time
+    from edgestill.runtimes.generate import llm_info
+
+    info = llm_info(art)
+    if info is not None:
+        return run_llm_job(job, art, info, options, bench, cores)
     eval_heads: dict[str, Any] = {}
     if job["eval_data"]:  # bad eval data or metric fails before anything is timed
         from edgestill.runtimes.accuracy import METRICS
@@ -559,6 +579,102 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         warnings=timing.warnings,
         stability=timing.stability,
     )
+    return m.to_dict(with_samples=True)
+
+
+def _llm_options(d: Any) -> dict[str, int]:
+    """The job's ``llm`` block with defaults filled in.
+
+    Raises:
+        InputError: not an object, an unknown key, or a value that is not a whole number.
+    """
+    from edgestill.runtimes import generate as g
+
+    if not isinstance(d, dict):
+        _fail_input(f"job 'llm' must be an object with {', '.join(LLM_KEYS)}, got {d!r}.")
+    unknown = sorted(set(d) - set(LLM_KEYS))
+    if unknown:
+        _fail_input(f"job 'llm' has unknown key(s) {unknown}; valid keys: {', '.join(LLM_KEYS)}.")
+    out = {"prompt_tokens": g.DEFAULT_PROMPT_TOKENS, "gen_tokens": g.DEFAULT_GEN_TOKENS,
+           "repeats": g.DEFAULT_GEN_REPEATS, "warmup": g.DEFAULT_GEN_WARMUP, **d}
+    bad = {k: v for k, v in out.items() if isinstance(v, bool) or not isinstance(v, int)}
+    if bad:
+        _fail_input(f"job 'llm' values must be whole numbers, got {bad}.")
+    return out
+
+
+def run_llm_job(job: dict[str, Any], art: Any, info: Any, options: Any, bench: Any, cores: list[int] | None) -> dict[str, Any]:
+    """:func:`run_job` for a generative artifact (see "Generative models" in the module docstring).
+
+    Raises:
+        InputError: a bad ``llm`` block, eval data or option (an accelerator other than the CPU, timing inputs from a
+            file), a context too short to time, or a file its runtime cannot load.
+        EdgestillError, Exception: the runtime failed.
+    """
+    from edgestill.extras import missing_extra_error
+    from edgestill.host import device_state, host_provenance
+    from edgestill.record import Accuracy, Measurement
+    from edgestill.runtimes import generate as g
+    from edgestill.stats import summarize
+
+    llm = _llm_options(job["llm"])
+    if options.accelerator != "cpu":
+        _fail_input(f"a generative model runs on the CPU in this version; drop --accelerator {options.accelerator}.")
+    if job["inputs"] != "random":
+        _fail_input("a generative model is timed on a seeded synthetic prompt of llm.prompt_tokens ids; drop 'inputs' "
+                    "(its eval data is the LLM eval NPZ given as eval_data).")
+    eval_arrays = g.read_eval_arrays(job["eval_data"], info) if job["eval_data"] else None  # before anything is timed
+    prompt_tokens, gen_tokens = g.timing_lengths(info, llm["prompt_tokens"], llm["gen_tokens"])
+    prompt = g.synthetic_prompt(info, prompt_tokens, seed=int(job["seed"]))
+    t0 = time.perf_counter_ns()
+    try:
+        gen = g.load_generator(art, threads=options.threads, runtime=job["runtime"])
+    except Exception as exc:
+        missing = missing_extra_error(exc)  # the runtime's library is not installed: name the extra (exit 2)
+        if missing is not None:
+            raise missing from None
+        raise
+    init_ms = (time.perf_counter_ns() - t0) / 1e6
+    try:
+        timing = g.time_generation(gen, prompt, gen_tokens=gen_tokens, warmup=llm["warmup"], repeats=llm["repeats"],
+                                   min_seconds=bench.min_seconds, max_seconds=bench.max_seconds)
+        scores = None
+        if eval_arrays is not None:
+            scores = g.score_generations(g.eval_generations(gen, eval_arrays), eval_arrays, eos_token_id=info.eos_token_id)
+        peak_rss_mb = _peak_rss_mb()
+    finally:
+        gen.close()
+    samples = timing["samples_ms"]
+    stability = bench.check_stability(samples).to_dict()
+    warnings = [] if stability.get("stable", True) else [
+        "the per-token decode times were not stable (" + "; ".join(stability.get("reasons") or []) + "): the machine "
+        "was busy or throttling; compare decode speeds only as interleaved ratios."]
+    provenance = host_provenance() | {"device_state": device_state()}
+    provenance.update(runtime=gen.runtime, runtime_version=gen.runtime_version, threads=options.threads,
+                      affinity=cores, pinned=bool(job["affinity"]))
+    m = Measurement(
+        artifact=art.name, format=art.format, precision=art.precision, runtime=gen.runtime, threads=options.threads,
+        init_ms=init_ms, first_ms=timing["first_ms"],
+        warmup_ms_mean=sum(timing["warmup_ms"]) / len(timing["warmup_ms"]) if timing["warmup_ms"] else None,
+        latency=summarize(samples), peak_rss_mb=round(peak_rss_mb, 2), model_bytes=art.model_bytes,
+        ttft_ms=timing["ttft_ms"], prefill_tokens_per_s=timing["prefill_tokens_per_s"],
+        decode_tokens_per_s=timing["decode_tokens_per_s"], prompt_tokens=prompt_tokens, generated_tokens=gen_tokens,
+        accuracy=None if scores is None else Accuracy(metric="exact_match", value=scores["exact_match"], n=scores["n"]),
+        teacher_top1_agreement=None if scores is None else scores["teacher_agreement"],
+        provenance=provenance,
+        settings={
+            "runtime_options": options.to_dict(), "bench": bench.to_dict(), "accelerator": "cpu",
+            "llm": {**llm, "prompt_tokens_used": prompt_tokens, "gen_tokens_used": gen_tokens,
+                    "repeats_made": timing["repeats"], "context_length": info.context_length,
+                    "ttft_samples_ms": timing["ttft_samples_ms"],
+                    "decode_tokens_per_s_each": timing["decode_tokens_per_s_each"]},
+            "steady_seconds": round(timing["timed_seconds"], 4),
+            "inputs": f"synthetic prompt (seed {job['seed']})",
+            "thread_env": {v: os.environ[v] for v in THREAD_ENV},
+            "manifest_present": True,
+        },
+        samples_ms=samples, warnings=warnings, stability=stability,
+    )  # fmt: skip
     return m.to_dict(with_samples=True)
 
 
