@@ -57,3 +57,23 @@ def test_a_schema_6_store_is_migrated_in_place_keeping_its_rows(tmp_path: Path) 
         run = store.add_run("bench llm", measurements=[llm_measurement()])
         assert store.measurements(run)[0]["decode_tokens_per_s"] == 430.5
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+
+
+def test_the_report_shows_a_generative_table_only_where_such_a_record_is(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from edgestill.benchmarks.report import build_report, render_html, render_markdown
+
+    plain = replace(llm_measurement(), artifact="cnn-onnx-fp32", precision="fp32", ttft_ms=None,
+                    prefill_tokens_per_s=None, decode_tokens_per_s=None, prompt_tokens=None, generated_tokens=None)
+    with ResultsStore(tmp_path / "r.db") as store:
+        plain_run = store.add_run("bench plain", measurements=[plain])
+        run = store.add_run("bench llm", measurements=[replace(llm_measurement(), artifact="<b>llm</b>")])
+        assert "Generative models" not in render_markdown(build_report(store, [plain_run]))
+        report = build_report(store, [run])
+    (cell,) = report["devices"][0]["cells"]
+    assert (cell["ttft_ms"], cell["decode_tokens_per_s"], cell["prompt_tokens"]) == (6.4, 430.5, 128)
+    md, page = render_markdown(report), render_html(report)
+    row = next(line for line in md.splitlines() if "128 + 128" in line)
+    assert row.endswith("| 128 + 128 | 6.40 | 20000 | 430.5 | 62.00% | 80.00% |")
+    assert "&lt;b&gt;llm&lt;/b&gt;" in page and "<b>llm</b>" not in page and "| &lt;b&gt;llm" in row

@@ -158,3 +158,13 @@ def test_bench_cli_prints_and_stores_the_generative_figures(tmp_path: Path, mani
     assert r.returncode == 0 and "decode tok/s" in r.stdout and "4+4" in r.stdout, r.stdout + r.stderr[-2000:]
     r = subprocess.run([*base, "--gen-tokens", "1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--gen_tokens must be a whole number >= 2" in r.stderr, r.stderr[-2000:]
+
+
+def test_bench_cli_runs_a_generative_runtime_by_name_and_refuses_an_unknown_one(tmp_path: Path, manifest: Path) -> None:
+    base = [sys.executable, "-m", "edgestill", "bench", str(manifest), "--db", str(tmp_path / "r.db"), "--min-seconds",
+            "0", "--prompt-tokens", "4", "--gen-tokens", "4", "--json"]
+    r = subprocess.run([*base, "--runtime", "openvino-genai"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["measurements"][0]["runtime"] == "openvino-genai"
+    r = subprocess.run([*base, "--runtime", "onnxruntime"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and "onnxruntime" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

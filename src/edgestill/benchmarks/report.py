@@ -97,6 +97,9 @@ def _family(name: str, precision: str) -> str:
     return stripped or name
 
 
+GENERATIVE_KEYS = ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "prompt_tokens", "generated_tokens")
+
+
 def _cell(r: dict[str, Any], manifests: dict[str, Any], *, kind: str = "measured") -> dict[str, Any]:
     acc = r.get("accuracy") or {}
     stability = r.get("stability") or {}
@@ -112,6 +115,7 @@ def _cell(r: dict[str, Any], manifests: dict[str, Any], *, kind: str = "measured
         "n": r.get("n"), "low_ms": r.get("low_ms"), "high_ms": r.get("high_ms"), "model_bytes": r.get("model_bytes"),
         "accuracy": acc.get("value"), "accuracy_metric": acc.get("metric"), "accuracy_n": acc.get("n"),
         "teacher_top1_agreement": r.get("teacher_top1_agreement"), "teacher_kl": r.get("teacher_kl"),
+        **{k: r.get(k) for k in GENERATIVE_KEYS},  # None but for a generative model (its p50 is ms per decoded token)
         "unstable": bool(stability) and not stability.get("stable", True),
         "unstable_reasons": list(stability.get("reasons") or []),
         "warnings": list(r.get("warnings") or []), "host": {k: prov.get(k) for k in _HOST_KEYS if prov.get(k) is not None},

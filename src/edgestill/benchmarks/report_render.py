@@ -132,6 +132,10 @@ def _device_blocks(d: dict[str, Any], chart_id: str, multi: bool) -> list[Block]
         warned = [f"{c['artifact']} ({c['runtime']}, {c['threads']} thr): {w}" for c in d["cells"] for w in c["warnings"]]
         if warned:
             out.append(("details", f"{len(warned)} measurement warning(s)", warned))
+    generative = [c for c in d["cells"] if c.get("decode_tokens_per_s") is not None]
+    if generative:
+        out += [("h3", "Generative models (greedy at fixed lengths; their p50 above is ms per decoded token)"),
+                ("table", _generative_table(generative, multi))]
     if d["failed"]:
         run = (lambda f: f", run {f['run_id']}") if multi else (lambda f: "")
         items = [f"{f['artifact']} ({f['format']} {f['precision']}, {f['runtime']}, {f['threads']} thr{run(f)}): "
@@ -171,6 +175,16 @@ def _cells_table(d: dict[str, Any], multi: bool) -> Table:
                     fmt_pct(c["teacher_top1_agreement"]), _notes(c)])  # fmt: skip
         classes.append(" ".join(k for k in ("pareto", "unstable") if c.get(k)))
     return Table(head, rows, numeric={i + multi for i in range(4, 13)}, row_classes=classes)
+
+
+def _generative_table(cells: list[dict[str, Any]], multi: bool) -> Table:
+    head = ["run"] * multi + ["artifact", "precision", "runtime", "threads", "prompt + new tokens", "TTFT ms",
+                              "prefill tok/s", "decode tok/s", "exact match", "teacher agree"]
+    rows = [[str(c["run_id"])] * multi + [c["artifact"], c["precision"], c["runtime"], str(c["threads"]),
+             f"{c['prompt_tokens']} + {c['generated_tokens']}", fmt_ms(c["ttft_ms"]),
+             fmt_num(c["prefill_tokens_per_s"], 0), fmt_num(c["decode_tokens_per_s"]), fmt_pct(c["accuracy"]),
+             fmt_pct(c["teacher_top1_agreement"])] for c in cells]  # fmt: skip
+    return Table(head, rows, numeric={i + multi for i in range(3, 10)})
 
 
 def _estimates_table(d: dict[str, Any], multi: bool) -> Table:

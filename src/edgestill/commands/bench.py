@@ -122,9 +122,10 @@ def bench(
                                      stability_max_seconds=extend_unstable)
         for a in artifacts:  # a missing, unreadable or (without --allow-rejected) rejected file fails here
             _check_artifact(a, allow_rejected=allow_rejected)
-        if runtime is not None:
+        plain = [a for a in artifacts if not _generative(a)]  # a generative runtime checks its own names and the CPU
+        if runtime is not None and plain:
             get_runtime(runtime)
-        _check_accelerator(accelerator, runtime, artifacts)
+        _check_accelerator(accelerator, runtime, plain)
         if data is not None and not data.is_file():
             what = "is a folder" if data.is_dir() else "is not a regular file" if data.exists() else "does not exist"
             raise InputError(f"--data {data} {what}. Pass an .npz file holding arrays x and y.")
@@ -246,9 +247,19 @@ def _check_accelerator(accelerator: str, runtime: str | None, artifacts: list[Pa
     RuntimeOptions(accelerator=accelerator)
     by_suffix = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}  # a model file without a manifest
     formats = {by_suffix.get(a.suffix) or _format_of(a) for a in artifacts}
-    names = {runtime} if runtime is not None else {DEFAULT_RUNTIME[f] for f in formats}
+    names = {DEFAULT_RUNTIME[f] for f in formats} if runtime is None else {runtime} if artifacts else set()
     for name in sorted(names):
         get_runtime(name).check_accelerator(accelerator)
+
+
+def _generative(path: Path) -> bool:
+    """Whether ``path`` is a generative artifact (its manifest has ``source.llm``); a rejected file is checked as a
+    plain one."""
+    from edgestill.artifact import is_rejected
+    from edgestill.runtimes.generate import llm_info
+    from edgestill.runtimes.inspect import artifact_for
+
+    return not is_rejected(path) and llm_info(artifact_for(path)) is not None
 
 
 def _format_of(path: Path) -> str:

@@ -15,6 +15,7 @@ Each format's module registers a loader in :data:`GENERATOR_LOADERS` (``edgestil
 
 from __future__ import annotations
 
+import gc
 import importlib
 import time
 from collections.abc import Sequence
@@ -212,12 +213,19 @@ def time_generation(gen: Generator, prompt_ids: Sequence[int], *, gen_tokens: in
                                  "length, so no tokens/s can be computed.")
         return g
 
-    first = one()
-    warm = [first] + [one() for _ in range(warmup - 1)] if warmup else []
-    timed: list[Generation] = [] if warmup else [first]
-    t0 = time.perf_counter()
-    while len(timed) < repeats or (time.perf_counter() - t0 < min_seconds and time.perf_counter() - t0 < max_seconds):
-        timed.append(one())
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # as the harness: no collector pause lands in a timed step
+    try:
+        first = one()
+        warm = [first] + [one() for _ in range(warmup - 1)] if warmup else []
+        timed: list[Generation] = [] if warmup else [first]
+        t0 = time.perf_counter()
+        while len(timed) < repeats or min(min_seconds, max_seconds) > time.perf_counter() - t0:
+            timed.append(one())
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     ttfts = [g.ttft_ms for g in timed]
     rates = [len(g.step_ms) / (sum(g.step_ms) / 1e3) if sum(g.step_ms) > 0 else float("inf") for g in timed]
     ttft_ms = float(np.median(ttfts))
