@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,11 @@ def eval_data(path: Path, manifest: Path) -> tuple[Path, float]:
     return path, len(range(0, len(keep), 2)) / len(keep)
 
 
+@pytest.fixture(scope="module")
+def llm_eval(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    return eval_data(tmp_path_factory.mktemp("eval") / "eval.npz", manifest)
+
+
 def run_runner(tmp_path: Path, job: dict, *extra: str) -> tuple[int, dict, str]:
     job_path = tmp_path / "job.json"
     job_path.write_text(json.dumps(job))
@@ -72,8 +78,9 @@ def run_runner(tmp_path: Path, job: dict, *extra: str) -> tuple[int, dict, str]:
     return proc.returncode, json.loads(lines[0]), proc.stderr
 
 
-def test_the_runner_times_and_scores_a_generative_artifact_without_torch(tmp_path: Path, manifest: Path) -> None:
-    data, expected_em = eval_data(tmp_path / "eval.npz", manifest)
+def test_the_runner_times_and_scores_a_generative_artifact_without_torch(tmp_path: Path, manifest: Path,
+                                                                        llm_eval: tuple[Path, float]) -> None:
+    data, expected_em = llm_eval
     job = {"artifact": str(manifest), "options": {"threads": 1}, "bench": {"min_seconds": 0.0}, "eval_data": str(data),
            "llm": {"repeats": 4}}  # the default 128/128 does not fit a 64-token context: 32 + 32 are timed
     rc, doc, stderr = run_runner(tmp_path, job, "-X", "importtime")
@@ -127,7 +134,7 @@ def test_bad_llm_eval_data_exits_2_before_anything_is_loaded(tmp_path: Path, man
     job = {"artifact": str(manifest), "eval_data": str(tmp_path / "bad.npz"), "bench": {"min_seconds": 0.0}, "llm": llm}
     rc, doc, stderr = run_runner(tmp_path, job)
     assert rc == 2 and doc["kind"] == "failed" and "Traceback" not in stderr
-    assert __import__("re").search(message, doc["error"]), doc["error"]
+    assert re.search(message, doc["error"]), doc["error"]
 
 
 def test_the_device_bundle_holds_every_generative_runtime_and_no_torch() -> None:
@@ -154,17 +161,35 @@ def test_bench_cli_prints_and_stores_the_generative_figures(tmp_path: Path, mani
     with ResultsStore(db) as store:
         (row,) = store.measurements()
         assert row["decode_tokens_per_s"] == m["decode_tokens_per_s"] and len(store.samples(row["id"])) == 3 * 7
-    r = subprocess.run([*base, "--gen-tokens", "4", "--prompt-tokens", "4"], capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0 and "decode tok/s" in r.stdout and "4+4" in r.stdout, r.stdout + r.stderr[-2000:]
+    # a generative runtime by name (the format's loader knows its names), and the table
+    r = subprocess.run([*base, "--gen-tokens", "4", "--prompt-tokens", "4", "--runtime", "openvino-genai"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and "decode tok/s" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert re.search(r"tiny-llm +│ openvino-genai +│ +1 │ +4\+4 │", r.stdout), r.stdout
+    r = subprocess.run([*base, "--runtime", "onnxruntime"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and "does not run OpenVINO LLM files" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = subprocess.run([*base, "--gen-tokens", "1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--gen_tokens must be a whole number >= 2" in r.stderr, r.stderr[-2000:]
 
 
-def test_bench_cli_runs_a_generative_runtime_by_name_and_refuses_an_unknown_one(tmp_path: Path, manifest: Path) -> None:
-    base = [sys.executable, "-m", "edgestill", "bench", str(manifest), "--db", str(tmp_path / "r.db"), "--min-seconds",
-            "0", "--prompt-tokens", "4", "--gen-tokens", "4", "--json"]
-    r = subprocess.run([*base, "--runtime", "openvino-genai"], capture_output=True, text=True, timeout=180)
+@pytest.mark.ssh
+def test_bench_on_an_ssh_device_measures_and_scores_the_generative_artifact_there(
+        tmp_path: Path, manifest: Path, llm_eval: tuple[Path, float]) -> None:
+    from tests.devices.conftest import _require_sshd, start_sshd, write_inventory
+
+    _require_sshd()
+    data, expected_em = llm_eval
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        inventory = write_inventory(tmp_path / "devices.yaml", [server.entry("loop")])
+        r = subprocess.run([sys.executable, "-m", "edgestill", "bench", str(manifest), "--device", "loop", "--inventory",
+                            str(inventory), "--data", str(data), "--db", str(tmp_path / "r.db"), "--min-seconds", "0",
+                            "--json"], capture_output=True, text=True, timeout=180)  # fmt: skip
+    finally:
+        server.stop()
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["measurements"][0]["runtime"] == "openvino-genai"
-    r = subprocess.run([*base, "--runtime", "onnxruntime"], capture_output=True, text=True, timeout=180)
-    assert r.returncode == 2 and "onnxruntime" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    (m,) = json.loads(r.stdout)["measurements"]
+    assert m["provenance"]["device"]["transport"] == "ssh" and m["provenance"]["torch_imported"] is False
+    assert (m["prompt_tokens"], m["generated_tokens"]) == (32, 32) and m["decode_tokens_per_s"] > 0
+    assert m["accuracy"]["metric"] == "exact_match" and m["accuracy"]["value"] == pytest.approx(expected_em)
+    assert m["teacher_top1_agreement"] == 1.0
