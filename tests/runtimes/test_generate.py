@@ -97,16 +97,20 @@ def test_exact_match_takes_the_text_after_the_last_marker_up_to_eos_stripped() -
         Generation(prompt_len=3, tokens=[7, 7, 9, 4, 4]),  # a longer answer: no match
     ]
     out = score_generations(generations, arrays, eos_token_id=2)
-    assert out == {"exact_match": pytest.approx(2 / 5), "n": 5, "teacher_agreement": None}
+    assert out == {"exact_match": pytest.approx(2 / 5), "n": 5, "teacher_agreement": None, "teacher_n": None}
     assert answer_ids([7, 7, 5, 5], [7, 7], {5}, 2) == () and answer_ids([9], [7, 7], {5}, 2) is None
 
 
-def test_teacher_agreement_compares_answers_and_two_missing_answers_agree() -> None:
-    arrays = _arrays([[9], [9], [9], [9]], teacher=[[9], [4], [-1], [5, 9, 5]])
-    generations = [[7, 7, 9], [7, 7, 9], [3, 3], [7, 7, 5, 9, 2]]  # agree, differ, both none, agree (stripped)
+def test_teacher_agreement_counts_the_prompts_the_teacher_answered() -> None:
+    arrays = _arrays([[9], [9], [9], [9], [9]], teacher=[[9], [4], [-1], [5, 9, 5], [9]])
+    # agree, differ, teacher gave no answer (left out), agree once stripped, no answer vs the teacher's 9
+    generations = [[7, 7, 9], [7, 7, 9], [3, 3], [7, 7, 5, 9, 2], [9, 2]]
     out = score_generations(generations, arrays, eos_token_id=2)
-    assert out["teacher_agreement"] == pytest.approx(3 / 4) and out["exact_match"] == pytest.approx(3 / 4)
-    with pytest.raises(InputError, match="3 generations for 4 eval prompts"):
+    assert (out["teacher_agreement"], out["teacher_n"]) == (pytest.approx(2 / 4), 4)
+    assert out["exact_match"] == pytest.approx(3 / 5)
+    none = score_generations(generations, _arrays([[9]] * 5, teacher=[[-1]] * 5), eos_token_id=2)
+    assert (none["teacher_agreement"], none["teacher_n"]) == (None, 0)
+    with pytest.raises(InputError, match="3 generations for 5 eval prompts"):
         score_generations(generations[:3], arrays)
 
 

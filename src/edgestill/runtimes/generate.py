@@ -11,6 +11,15 @@ them with its sha256 and ``model_file`` is the file the runtime opens (``NAME/mo
 
 Each format's module registers a loader in :data:`GENERATOR_LOADERS` (``edgestill.runtimes.llm_onnx`` for
 ``onnx``, ``llm_openvino``, ``llm_litert``); :func:`load_generator` imports the one the artifact needs.
+
+Measuring (the runner's generative path): :func:`time_generation` times greedy generation at fixed prompt and
+generation lengths (:func:`timing_lengths`, on a :func:`synthetic_prompt`) and gives TTFT, prefill and decode tokens/s
+and every decode step's time; :func:`read_eval_arrays` checks an LLM eval .npz (``prompt_ids`` int [n, L] right-padded
+with 0, ``prompt_len`` [n], ``answer_ids`` [n, A] padded with -1, ``marker_ids`` [m], ``strip_ids`` [s],
+``max_new_tokens`` [], optional ``teacher_answer_ids`` [n, A2]) and :func:`score_generations` scores greedy
+generations by ids: a generation's answer is its ids up to the first eos, after the LAST occurrence of the marker,
+stripped of ``strip_ids`` at both ends (:func:`answer_ids`); it is an exact match when it equals the stripped
+reference row, and agrees with the teacher when it equals the teacher's row (over the prompts the teacher answered).
 """
 
 from __future__ import annotations
@@ -350,12 +359,13 @@ def score_generations(generations: Sequence[Sequence[int] | Generation], eval_ar
     """Exact match and teacher agreement of greedy generations (one per eval prompt, in order), by token ids.
 
     Exact match: a generation's :func:`answer_ids` equals the reference row of ``answer_ids`` (stripped); a generation
-    without the marker never matches. Teacher agreement (when ``teacher_answer_ids`` is there): its answer equals the
-    teacher's row, a generation without the marker counting as the empty answer (an empty teacher row is a teacher
-    that gave none), so two models that both fail to answer agree.
+    without the marker never matches. Teacher agreement (when ``teacher_answer_ids`` is there): over the prompts the
+    teacher answered (a row of -1 only is a teacher completion without the marker: nothing to agree with), the share
+    whose answer equals the teacher's.
 
     Returns:
-        ``{"exact_match": share 0..1, "n": prompts, "teacher_agreement": share or None}``.
+        ``{"exact_match": share 0..1, "n": prompts, "teacher_agreement": share or None (no teacher answers),
+        "teacher_n": prompts the teacher answered or None}``.
 
     Raises:
         InputError: the number of generations differs from the number of prompts.
@@ -368,6 +378,8 @@ def score_generations(generations: Sequence[Sequence[int] | Generation], eval_ar
     answers = [answer_ids(g.tokens if isinstance(g, Generation) else g, marker, strip, eos_token_id) for g in generations]
     exact = [a is not None and a == _row(r, strip) for a, r in zip(answers, refs)]
     teacher = eval_arrays.get("teacher_answer_ids")
-    agree = None if teacher is None else [(a or ()) == _row(t, strip) for a, t in zip(answers, np.asarray(teacher))]
+    agree = None if teacher is None else [a == _row(t, strip) for a, t in zip(answers, np.asarray(teacher))
+                                          if (np.asarray(t) != -1).any()]
     return {"exact_match": float(np.mean(exact)) if exact else 0.0, "n": len(exact),
-            "teacher_agreement": None if agree is None else float(np.mean(agree)) if agree else 0.0}
+            "teacher_agreement": float(np.mean(agree)) if agree else None,
+            "teacher_n": None if agree is None else len(agree)}

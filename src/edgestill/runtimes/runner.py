@@ -32,7 +32,7 @@ record says which were used) gives ``ttft_ms``, ``prefill_tokens_per_s``, ``deco
 summary of every decode step (ms per token). Eval data is then the LLM eval NPZ (``prompt_ids``, ``prompt_len``,
 ``answer_ids``, ``marker_ids``, ``strip_ids``, ``max_new_tokens``, optionally ``teacher_answer_ids``), checked before
 anything is loaded or timed; each prompt is decoded greedily and scored by ids: ``accuracy`` is ``exact_match`` of
-final answers, ``teacher_top1_agreement`` the share of answers equal to the teacher's.
+final answers, ``teacher_top1_agreement`` the share of answers equal to the teacher's (over the prompts it answered).
 
 Runtimes of your own: ``EDGESTILL_RUNTIME_PLUGINS=pkg.mod1,pkg.mod2`` names modules the runner imports before it
 looks up the runtime; each registers its runtime with ``edgestill.runtimes.base.RUNTIMES``.
@@ -666,6 +666,7 @@ def run_llm_job(job: dict[str, Any], art: Any, info: Any, options: Any, bench: A
             "runtime_options": options.to_dict(), "bench": bench.to_dict(), "accelerator": "cpu",
             "llm": {**llm, "prompt_tokens_used": prompt_tokens, "gen_tokens_used": gen_tokens,
                     "repeats_made": timing["repeats"], "context_length": info.context_length,
+                    "teacher_answered": None if scores is None else scores["teacher_n"],
                     "ttft_samples_ms": timing["ttft_samples_ms"],
                     "decode_tokens_per_s_each": timing["decode_tokens_per_s_each"]},
             "steady_seconds": round(timing["timed_seconds"], 4),
