@@ -136,6 +136,7 @@ def test_genai_pipeline_decodes_the_same_tokens_from_token_ids(fp32: Artifact, p
         a, b = plain.generate(prompt, STEPS, stop_on_eos=False), genai.generate(prompt, STEPS, stop_on_eos=False)
         assert a.tokens == b.tokens and len(b.step_ms) == STEPS - 1 and b.ttft_ms > 0
     assert genai.runtime == "openvino-genai" and genai.settings["config"]["INFERENCE_NUM_THREADS"] == 1
+    assert genai.settings["enable_prefix_caching"] is False  # a repeated prompt would skip its prefill (TTFT)
 
 
 def test_int8_weight_file_is_compressed_and_tracks_fp32(int8: Artifact, fp32: Artifact, prompts) -> None:
