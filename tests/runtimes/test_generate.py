@@ -141,3 +141,34 @@ def test_a_good_eval_file_reads_as_int64_arrays(tmp_path: Path) -> None:
 def test_bad_eval_files_are_refused_with_the_array_named(tmp_path: Path, override: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         read_eval_arrays(write_eval(tmp_path / "e.npz", **override), INFO)
+
+
+# --- a real KV-cache decoder: the ONNX export on both of its runtimes ------------------------------------------------
+@pytest.fixture(scope="module")
+def onnx_llm(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("onnxruntime_genai")
+    from edgestill.export.llm_onnx import export_llm_onnx
+    from edgestill.models.llm import make_tiny_llama
+
+    root = tmp_path_factory.mktemp("onnx-llm")
+    hf = make_tiny_llama(root / "hf", layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, context_length=64)
+    return export_llm_onnx(hf, root / "out", "tiny-onnx", "fp32")
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime-genai", "onnxruntime"])
+def test_timing_a_real_onnx_decoder_at_fixed_lengths(onnx_llm, runtime: str) -> None:
+    from edgestill.runtimes.generate import load_generator
+
+    gen = load_generator(onnx_llm, threads=1, runtime=runtime)
+    try:
+        prompt = synthetic_prompt(gen.info, 12, seed=3)
+        out = time_generation(gen, prompt, gen_tokens=10, warmup=1, repeats=3)
+    finally:
+        gen.close()
+    assert gen.runtime == runtime and (out["prompt_tokens"], out["generated_tokens"], out["repeats"]) == (12, 10, 3)
+    assert len(out["samples_ms"]) == 3 * 9 and all(s > 0 for s in out["samples_ms"]) and len(out["warmup_ms"]) == 1
+    steps = np.array(out["samples_ms"]).reshape(3, 9)
+    assert out["decode_tokens_per_s_each"] == pytest.approx(list(9 / (steps.sum(axis=1) / 1e3)))
+    assert out["decode_tokens_per_s"] == pytest.approx(float(np.median(out["decode_tokens_per_s_each"])))
+    assert out["ttft_ms"] == pytest.approx(float(np.median(out["ttft_samples_ms"])))
+    assert out["prefill_tokens_per_s"] == pytest.approx(12 / (out["ttft_ms"] / 1e3))
