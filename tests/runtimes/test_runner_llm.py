@@ -193,3 +193,16 @@ def test_bench_on_an_ssh_device_measures_and_scores_the_generative_artifact_ther
     assert (m["prompt_tokens"], m["generated_tokens"]) == (32, 32) and m["decode_tokens_per_s"] > 0
     assert m["accuracy"]["metric"] == "exact_match" and m["accuracy"]["value"] == pytest.approx(expected_em)
     assert m["teacher_top1_agreement"] == 1.0
+
+
+def test_bench_config_takes_the_generative_lengths_and_refuses_bad_ones() -> None:
+    from edgestill.benchmarks.bench import BenchConfig
+    from edgestill.errors import ConfigError
+
+    assert (BenchConfig().prompt_tokens, BenchConfig().gen_tokens) == (128, 128)
+    assert BenchConfig(prompt_tokens=64, gen_tokens=32).gen_tokens == 32
+    for bad, message in (({"gen_tokens": 1}, "bench.gen_tokens must be a whole number >= 2"),
+                         ({"prompt_tokens": 0}, "bench.prompt_tokens must be a whole number >= 1"),
+                         ({"prompt_tokens": True}, "bench.prompt_tokens"), ({"gen_tokens": "8"}, "got '8'")):
+        with pytest.raises(ConfigError, match=message):
+            BenchConfig(**bad)
