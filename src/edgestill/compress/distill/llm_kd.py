@@ -397,7 +397,7 @@ def truncation_report(teacher: Any, student: Any, sequences: Sequence[Sequence[i
                 values, indices, rest = topk_split(t, k)
                 loss = topk_kd_loss(s, values.half().float(), indices, rest, rule=rule, **opts)
             g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss * n, params, retain_graph=True)])
-            loss_sum[cfg] += float(loss) * n
+            loss_sum[cfg] += float(loss.detach()) * n
             grads[cfg] = g if grads[cfg] is None else grads[cfg] + g
     full = loss_sum[(None, "full")] / n_total
     report = []
