@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from edgestill.artifact import Precision
+from edgestill.chain.llm_export import DEFAULT_PROMPTS, DEFAULT_STEPS
 from edgestill.cli import app, echo_json, run_command
 from edgestill.commands.options import QUANT_FLAGS
 from edgestill.compress.quantize.base import quant_precisions
@@ -25,6 +26,8 @@ from edgestill.export.base import EXPORTERS, export_precisions, formats_of
 from edgestill.export.validate import Threshold, Tolerances
 
 REPORT_NAME = "export-report.json"
+DEFAULT_SAMPLES = 64
+WEIGHT_ONLY: tuple[str, ...] = tuple(p.value for p in Precision if p.is_weight_only)
 FORMAT_CHOICES: tuple[str, ...] = tuple(f.value for f in formats_of(EXPORTERS))
 _TOLERANCE_GROUPS = tuple(Tolerances.__dataclass_fields__)
 _TOLERANCE_KEYS = tuple(Threshold.__dataclass_fields__)
@@ -47,7 +50,8 @@ PRECISION_CHOICES: tuple[str, ...] = (*(p.value for p in Precision if p.value in
         "  edgestill export --model ./my-minilm --seq-len 64 --dynamic-length   # a Hugging Face folder (local)\n"
         "  edgestill export --model mobilenet_v2 --precision int8-static --data calib.npz --tolerance int8.min_sqnr_db=25\n"
         "  edgestill export --model mobilenet_v2 --precision fp32,int8-static --data val.npz --max-accuracy-drop 0.5\n"
-        "  edgestill export --model ./my-minilm --seq-len 64 --precision fp32,int8 --data texts.npz   # int8: each format's own\n\n"
+        "  edgestill export --model ./my-minilm --seq-len 64 --precision fp32,int8 --data texts.npz   # int8: each format's own\n"
+        "  edgestill export --model ./my-llama --formats onnx,openvino,tflite --precisions fp32,int4-weight   # a causal LM\n\n"
         "\b\nEvery file runs on its own runtime on --samples inputs (from --data, else seeded random inputs)\n"
         "and is compared with the torch model. A file that misses its tolerances is kept as *.rejected, never\n"
         "under its final name; for fp32 the report names the first torch module whose output diverges.\n"
@@ -62,6 +66,13 @@ PRECISION_CHOICES: tuple[str, ...] = (*(p.value for p in Precision if p.value in
         "per input, named like it, plus optional labels y. A Hugging Face folder (config.json, model.safetensors,\n"
         "tokenizer.json; read locally) needs no input options: --seq-len and --dynamic-length set its length, its\n"
         "tokenizer is kept beside every file, and an embedder is validated by per-sample cosine instead of top-1.\n\n"
+        "\b\nA causal LM (a local Hugging Face folder whose config names a *ForCausalLM; fp32, fp16, int8-weight,\n"
+        "int4-weight): each file is exported with a KV cache (onnxruntime-genai builder, optimum-intel stateful IR,\n"
+        "litert-torch generative) and validated on its own runtime against torch's greedy trace on --samples prompts\n"
+        "(seeded ids, or the prompts of an LLM eval .npz given as --data) over --steps decode steps: fp32/fp16 must\n"
+        "give torch's greedy tokens on every prompt, with logits within tolerance; weight-only files need token\n"
+        "agreement >= 0.9 and mean KL <= 0.05 nats against the fp32 file of their format. A failing file is kept as\n"
+        "NAME.rejected/ beside NAME.manifest.json.rejected; a precision a format cannot make is reported, the rest go on.\n\n"
         "\b\nTolerances: --tolerance PRECISION.KEY=VALUE, repeatable or comma-separated; PRECISION "
         f"{', '.join(_TOLERANCE_GROUPS)}\n(int8 covers every int8 precision and mixed); KEY {', '.join(_TOLERANCE_KEYS)};\n"
         "VALUE a number or 'none'.\n"
@@ -93,9 +104,9 @@ def export_command(
     dynamic_length: bool = typer.Option(False, "--dynamic-length", help="Text models: a symbolic sequence length (ONNX, OpenVINO; TFLite stays static)."),
     vocab_size: int | None = typer.Option(None, "--vocab-size", help="Vocabulary of a factory's input_ids (random ids stay below it; default 100)."),
     num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="Classifier size of a built-in model (default: its standard one)."),
-    formats: str = typer.Option(",".join(FORMAT_CHOICES), "--format", help=f"Formats, comma-separated: {', '.join(FORMAT_CHOICES)}."),
+    formats: str = typer.Option(",".join(FORMAT_CHOICES), "--format", "--formats", help=f"Formats, comma-separated: {', '.join(FORMAT_CHOICES)}."),
     precisions: str = typer.Option(
-        "fp32", "--precision",
+        "fp32", "--precision", "--precisions",
         help=f"Precisions, comma-separated: {', '.join(PRECISION_CHOICES)} ({', '.join(INT8_CHOICES)} through the accuracy budget).",
     ),
     data: Path | None = typer.Option(
@@ -117,7 +128,11 @@ def export_command(
     equalize: bool | None = QUANT_FLAGS["equalize"],
     bias_correction: bool | None = QUANT_FLAGS["bias_correction"],
     integer_io: bool = QUANT_FLAGS["integer_io"],
-    samples: int = typer.Option(64, "--samples", min=1, help="How many samples each file is validated on."),
+    samples: int | None = typer.Option(
+        None, "--samples", min=1,
+        help=f"How many samples each file is validated on (default {DEFAULT_SAMPLES}; a causal LM: prompts, default "
+             f"{DEFAULT_PROMPTS})."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="A causal LM: greedy decode steps validated per prompt."),
     tolerance: list[str] = typer.Option([], "--tolerance", help="Override a threshold: PRECISION.KEY=VALUE (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Artifact name stem (default: from --model)."),
     out: Path = typer.Option(Path("export-out"), "--out", "-o", help="Folder for the artifacts and the report."),
@@ -128,6 +143,17 @@ def export_command(
     """Export a model to ONNX, TFLite and OpenVINO (fp32, fp16, int8), validating every file against torch."""
 
     def body() -> None:
+        from edgestill.chain.llm_export import is_causal_lm_folder
+
+        if is_causal_lm_folder(model) or any(p in WEIGHT_ONLY for p in _split(precisions)):
+            given = [flag for flag, value in (("--checkpoint", checkpoint), ("--input-shape", input_shape),
+                                              ("--input", named_inputs), ("--seq-len", seq_len),
+                                              ("--tolerance", tolerance), ("--num-classes", num_classes)) if value]
+            export_llm_command(model, formats=_split(formats), precisions=_split(precisions), name=name, out=out,
+                               data=data, samples=samples, steps=steps, ignored=given, strict=not no_strict,
+                               overwrite=overwrite, json_out=json_out)
+            return
+        n_samples = DEFAULT_SAMPLES if samples is None else samples
         from edgestill.chain.convert import export_model
         from edgestill.commands.options import quant_options
         from edgestill.commands.progress import RichReporter
@@ -147,7 +173,7 @@ def export_command(
         shape = input_shapes(input_shape, named_inputs, vocab_size=vocab_size)
         for s in shape or ():
             if data is None:
-                s.check_samples(samples)  # before the model is built and run once on its example input
+                s.check_samples(n_samples)  # before the model is built and run once on its example input
         stem = name or default_name(model)
         config = ExportConfig(
             formats=_split(formats), precisions=_split(precisions), name=stem,
@@ -170,7 +196,7 @@ def export_command(
             # --overwrite empties another command's folder: only once every input checked out, so a refused run
             # leaves that output as it was
             check_export_inputs(model, config, budget, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
-                                input_shape=shape, num_classes=num_classes, data=data, samples=samples, **text)
+                                input_shape=shape, num_classes=num_classes, data=data, samples=n_samples, **text)
             claim_output_dir(out, kind="export", overwrite=True, inputs=inputs)
         elif out.is_dir():
             lock_output_dir(out)  # an export adding to its folder: a second process writing there is refused
@@ -188,7 +214,7 @@ def export_command(
                         results = export_model(
                             model, export=config, quantize=budget, out_dir=out, checkpoint=checkpoint,
                             trust_checkpoint=trust_checkpoint, input_shape=shape, num_classes=num_classes, data=data,
-                            samples=samples, progress=lambda i, n, label="": rep.advance(i, n, label), **text,
+                            samples=n_samples, progress=lambda i, n, label="": rep.advance(i, n, label), **text,
                         )
                     except (CheckFailed, UnsupportedError, RuntimeFailure) as exc:  # every cell's outcome is reported
                         results, error = list(getattr(exc, "results", [])), exc
@@ -431,3 +457,75 @@ def _cosine_cell(d: dict[str, Any]) -> str:
     if d.get("criterion") == EMBEDDING_CRITERION and d.get("cosine_min") is not None:
         return f"{d['cosine_min']:.6f} min"
     return "" if d["cosine"] is None else f"{d['cosine']:.6f}"
+
+
+def export_llm_command(model: str, *, formats: tuple[str, ...], precisions: tuple[str, ...], name: str | None, out: Path,
+                       data: Path | None, samples: int | None, steps: int, ignored: list[str], strict: bool,
+                       overwrite: bool, json_out: bool) -> None:
+    """``edgestill export`` for a causal LM: :func:`edgestill.chain.llm_export.export_llm`, its report and table.
+
+    Raises:
+        InputError: an option that does not apply to a causal LM, bad --data, or what export_llm refuses.
+        CheckFailed / RuntimeFailure / UnsupportedError: (strict) see :meth:`LLMExportResult.failure`.
+    """
+    from edgestill import __version__
+    from edgestill.chain.llm_export import export_llm
+    from edgestill.commands.progress import RichReporter
+    from edgestill.commands.streams import library_output_to
+    from edgestill.errors import InputError
+    from edgestill.outdir import write_json_atomic
+
+    if ignored:
+        raise InputError(f"{', '.join(ignored)} do not apply to a causal LM ({model}): its inputs are token ids, its "
+                         "weights come from the folder and its validation compares greedy traces. Drop them.")
+    check_out_dir(out)
+    fd, tmp = tempfile.mkstemp(prefix="edgestill-export-", suffix=".log")
+    os.close(fd)
+    log = Path(tmp)
+    try:
+        with library_output_to(log) as (_, term_err):
+            with RichReporter(enabled=not json_out, file=term_err) as rep:
+                rep.stage("export", total=len(formats) * len(precisions))
+                result = export_llm(model, out, formats=formats, precisions=precisions, name=name, eval_data=data,
+                                    n_prompts=samples or DEFAULT_PROMPTS, steps=steps, overwrite=overwrite,
+                                    progress=lambda i, n, label="": rep.advance(i, n, label))
+    except InputError:
+        log.unlink(missing_ok=True)
+        raise
+    final_log = _keep_log(log, out)
+    doc = {"edgestill_version": __version__, "strict": strict, **result.to_dict(), "log": str(final_log)}
+    write_json_atomic(out / REPORT_NAME, doc)
+    if json_out:
+        echo_json(doc)
+    else:
+        print_llm_cells(doc["cells"])
+        typer.echo(f"Report: {out / REPORT_NAME}. Library output: {final_log}")
+    error = result.failure()
+    if strict and error is not None:
+        raise error
+
+
+def print_llm_cells(cells: list[dict[str, Any]], file: Any = None) -> None:
+    """One row per causal-LM cell (status, route, size, the validation's figures), then each miss's reasons."""
+    import sys
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(file=file, width=None if (file or sys.stdout).isatty() else 140)
+    table = Table(title="Export of a causal LM (each file on its own runtime vs torch's greedy trace)")
+    for col in ("format", "precision", "status", "route", "KB", "tokens", "max_abs", "agreement", "mean KL"):
+        table.add_column(col, justify="left" if col in ("format", "precision", "status", "route") else "right")
+    for c in cells:
+        v = c.get("validation") or {}
+        tokens = "" if "tokens_identical" not in v else ("identical" if v["tokens_identical"] else "[red]differ[/]")
+        table.add_row(c["format"], c["precision"], c["status"] if c["passed"] else f"[red]{c['status']}[/]",
+                      escape(c.get("route") or ""), "" if c["model_bytes"] is None else f"{c['model_bytes'] / 1024:.0f}",
+                      tokens, "" if v.get("max_abs") is None else f"{v['max_abs']:.3g}",
+                      "" if v.get("token_agreement") is None else f"{v['token_agreement']:.3f}",
+                      "" if v.get("mean_kl") is None else f"{v['mean_kl']:.3g}")
+    console.print(table)
+    for c in cells:
+        for reason in c["reasons"]:
+            console.print(f"[red]{escape(c['name'])}[/]: {escape(reason)}")
