@@ -54,7 +54,9 @@ def bench(
                                          "says which one ran and whether it fell back to the CPU."),
     data: Path | None = typer.Option(None, "--data", help="An .npz with x and y arrays: adds accuracy per artifact. A multi-input "
                                  "(text) model: one array per input, named like it, instead of x; y, teacher_logits "
-                                 "or teacher_embeddings (an embedder's agreement with its teacher)."),
+                                 "or teacher_embeddings (an embedder's agreement with its teacher). A generative "
+                                 "model: the LLM eval NPZ (prompt_ids, prompt_len, answer_ids, marker_ids, strip_ids, "
+                                 "max_new_tokens[, teacher_answer_ids]) for exact match."),
     text: Path | None = typer.Option(None, "--text",
                                      help="A text model's timing input: the first text of this .txt (one per line) or "
                                           "one-column .csv, tokenized with each artifact's own tokenizer (default: "
