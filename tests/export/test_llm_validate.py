@@ -178,3 +178,19 @@ def test_bad_inputs_are_refused() -> None:
     other = generator_trace(BigramLM(table), PROMPTS[:2], STEPS, source="fp32 file")
     with pytest.raises(InputError, match="other prompts"):
         validate_generator(BigramLM(table), ref, precision="int4-weight", fp32_reference=other)
+
+
+def test_a_near_tie_still_fails_fp32_but_is_named_as_one() -> None:
+    table = _table()
+    start = PROMPTS[0][-1]
+    top = int(np.argmax(table[start]))
+    other = (top + 1) % VOCAB
+    tied = table.copy()
+    tied[start, other] = tied[start, top] - 1e-6  # torch's choice wins by a hair
+    flipped = tied.copy()
+    flipped[start, other] = tied[start, top] + 1e-6  # the file's by a hair the other way
+    result = validate_generator(BigramLM(flipped), _reference(tied), precision="fp32")
+    assert not result["passed"]
+    first = result["divergences"][0]
+    assert first["step"] == 0 and first["near_tie"] and first["reference_margin"] < 1e-5
+    assert "near-tie" in result["reasons"][0]

@@ -244,9 +244,23 @@ def _settle(art: Artifact, staging: Path, out_dir: Path, passed: bool) -> Path:
     return out_dir / (manifest + suffix)
 
 
+def _keep_logs(staging: Path, out_dir: Path) -> None:
+    """Move the converters' logs (``*.log`` a format's exporter left in its staging folder) into ``out_dir/logs``, so
+    an error message that names one still points at a file."""
+    logs = [p for p in staging.glob("*.log") if p.is_file() and not p.is_symlink()]
+    if not logs:
+        return
+    folder = out_dir / "logs"
+    if folder.is_symlink():
+        folder.unlink()  # the link only, never what it points at
+    folder.mkdir(exist_ok=True)
+    for log in logs:
+        os.replace(log, folder / log.name)
+
+
 def _run_cell(hf_dir: Path, fmt: str, precision: str, name: str, *, out_dir: Path, reference: TraceReference,
               fp32_traces: dict[str, TraceReference], want_fp32_trace: bool, budgets: LLMBudgets, threads: int,
-              context_length: int | None, progress: Progress | None) -> LLMCell:
+              context_length: int | None) -> LLMCell:
     from edgestill.outdir import fresh_work_dir
     from edgestill.runtimes.generate import llm_info, load_generator
 
@@ -255,7 +269,7 @@ def _run_cell(hf_dir: Path, fmt: str, precision: str, name: str, *, out_dir: Pat
     staging = fresh_work_dir(out_dir, f".llm-export-{name}")
     try:
         try:
-            art = _exporter(fmt)(hf_dir, staging, name, precision, context_length=context_length, progress=progress)
+            art = _exporter(fmt)(hf_dir, staging, name, precision, context_length=context_length)
         except (UnsupportedError, ConfigError) as exc:
             cell.status, cell.reasons = "unsupported", [str(exc)]
             return cell
@@ -282,6 +296,7 @@ def _run_cell(hf_dir: Path, fmt: str, precision: str, name: str, *, out_dir: Pat
         cell.status, cell.reasons = "error", [f"{type(exc).__name__}: {exc}"]
         return cell
     finally:
+        _keep_logs(staging, out_dir)
         shutil.rmtree(staging, ignore_errors=True)
         cell.seconds = round(time.monotonic() - started, 3)
 
@@ -349,15 +364,15 @@ def export_llm(hf_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
     order = sorted(dict.fromkeys(precisions), key=lambda p: p != Precision.FP32.value)  # fp32 first: the reference
     total = len(formats) * len(order)
     fp32_traces: dict[str, TraceReference] = {}
+    want_fp32_trace = any(Precision(p).is_weight_only for p in order)
     for fmt in dict.fromkeys(formats):
-        want_fp32_trace = any(Precision(p).is_weight_only for p in order)
         for precision in order:
             if progress:
                 progress(len(result.cells), total, f"{fmt} {precision}")
             result.cells.append(_run_cell(folder, fmt, precision, f"{stem}-{fmt}-{precision}", out_dir=out,
                                           reference=reference, fp32_traces=fp32_traces,
                                           want_fp32_trace=want_fp32_trace, budgets=result.budgets, threads=threads,
-                                          context_length=context_length, progress=None))
+                                          context_length=context_length))
     if progress:
         progress(total, total, "done")
     return result
