@@ -7,7 +7,10 @@ Two runtimes over the same folder:
   decode step one token with ``attention_mask`` of every position so far, ``position_ids`` of the new one and
   ``beam_idx = [0]`` (the state's batch order, identity for one sequence).
 - ``openvino-genai``: ``openvino_genai.LLMPipeline`` over the folder, fed token ids (an ``ov.Tensor``), greedy, with
-  ``ignore_eos`` and ``min_new_tokens`` when exact lengths are asked; each new token is timed in a streamer callback.
+  ``ignore_eos`` and ``min_new_tokens`` when exact lengths are asked. Times come from the pipeline's own per-token
+  clock (``perf_metrics.raw_metrics``: time to first token, then each token's duration): a streamer callback runs on
+  a thread of its own and got the tokens in bursts on a busy machine (median 0.03 ms between tokens that took 0.8 ms
+  of CPU each), so Python-side stamps would time the streamer, not the model.
   The pipeline exposes no logits, so :meth:`GenAIGenerator.logits` runs the plain IR (compiled on first use).
   Prefix caching is turned off (an explicit ``SchedulerConfig``): the pipeline's default on the CPU keeps the KV
   blocks of earlier prompts, so a repeated prompt (the timing protocol repeats one) skipped its prefill: 3.7 ms TTFT
@@ -15,7 +18,9 @@ Two runtimes over the same folder:
 
 Both compile with ``INFERENCE_PRECISION_HINT f32`` for every file precision: the CPU plugin's default on CPUs with
 bf16 units is bf16, which changes greedy tokens of fp32 files, and for weight-compressed files it would change the
-activations' precision too, mixing two effects into what is reported as int8/int4. ``PERFORMANCE_HINT LATENCY`` (one
+activations' precision too, mixing two effects into what is reported as int8/int4. (On this machine's AMX CPU the
+default bf16 with ``INFERENCE_NUM_THREADS 1`` even killed the process with SIGFPE while compiling an fp32 LLM IR,
+OpenVINO 2026.4.1; the f32 hint compiles.) ``PERFORMANCE_HINT LATENCY`` (one
 stream) and ``INFERENCE_NUM_THREADS`` as asked (the runtime's default when ``threads`` is None: all cores) complete
 the settings, recorded in :attr:`OpenVINOGenerator.settings`.
 """
@@ -163,7 +168,8 @@ class GenAIGenerator:
         self._plain: OpenVINOGenerator | None = None
         scheduler = openvino_genai.SchedulerConfig()
         scheduler.enable_prefix_caching = False
-        self.settings["enable_prefix_caching"] = False
+        self.settings.update(enable_prefix_caching=False,
+                             clock_source="openvino-genai raw_metrics (m_times_to_first_token, m_durations)")
         try:
             self._pipe = openvino_genai.LLMPipeline(str(artifact.model_path.parent), "CPU", scheduler_config=scheduler,
                                                     **self.settings["config"])
@@ -189,15 +195,12 @@ class GenAIGenerator:
         if not stop_on_eos:
             config.ignore_eos = True
             config.min_new_tokens = max_new_tokens
-        stamps: list[int] = []
-        streamer = _token_streamer(lambda token: stamps.append(time.perf_counter_ns()))
-        start = time.perf_counter_ns()
-        result = self._pipe.generate(ov.Tensor(ids), config, streamer)
+        result = self._pipe.generate(ov.Tensor(ids), config)
         made = [int(t) for t in result.tokens[0]]
-        out = Generation(prompt_len=ids.shape[1], tokens=made)
-        if stamps:
-            out.ttft_ms = (stamps[0] - start) / 1e6
-            out.step_ms = [(b - a) / 1e6 for a, b in zip(stamps, stamps[1:])]
+        raw = result.perf_metrics.raw_metrics  # microseconds, timed inside the pipeline's C++ loop
+        first = list(raw.m_times_to_first_token)
+        out = Generation(prompt_len=ids.shape[1], tokens=made, ttft_ms=first[0] / 1e3 if first else 0.0,
+                         step_ms=[float(us) / 1e3 for us in raw.m_durations])
         out.stopped = "eos" if stop_on_eos and made and made[-1] == self.info.eos_token_id else "length"
         return out
 
@@ -205,22 +208,6 @@ class GenAIGenerator:
         if self._plain is not None:
             self._plain.close()
         self._pipe = None
-
-
-def _token_streamer(on_token: Any) -> Any:
-    """An openvino_genai.StreamerBase calling ``on_token(token_id)`` for each new token (defined here, lazily:
-    openvino_genai is imported only for this runtime)."""
-    import openvino_genai
-
-    class TokenStreamer(openvino_genai.StreamerBase):
-        def write(self, token: Any) -> Any:
-            on_token(token)
-            return openvino_genai.StreamingStatus.RUNNING
-
-        def end(self) -> None:
-            return None
-
-    return TokenStreamer()
 
 
 def compile_stateful(path: Any, config: dict[str, Any]) -> Any:
