@@ -19,7 +19,7 @@ from edgestill.export.llm_validate import (
     kl_rows,
     validate_generator,
 )
-from edgestill.runtimes.generate import Generation
+from edgestill.runtimes.generate import Generation, LLMInfo
 
 VOCAB, STEPS = 16, 6
 
@@ -30,8 +30,9 @@ class BigramLM:
     runtime = "numpy"
     runtime_version = np.__version__
 
-    def __init__(self, table: np.ndarray, *, generate_offset: int = 0):
+    def __init__(self, table: np.ndarray, *, generate_offset: int = 0, eos: int | None = None):
         self.table = table.astype(np.float32)
+        self.info = LLMInfo(vocab_size=VOCAB, context_length=64, eos_token_id=eos)
         self.generate_offset = generate_offset  # a decoder whose generate() path differs from its logits() path
 
     def logits(self, prompt_ids, steps):
@@ -44,6 +45,8 @@ class BigramLM:
     def generate(self, prompt_ids, max_new_tokens, *, stop_on_eos=True):
         trace = self.logits(prompt_ids, max_new_tokens - 1)
         tokens = [(int(t) + self.generate_offset) % VOCAB for t in np.argmax(trace, axis=-1)]
+        if stop_on_eos and self.info.eos_token_id in tokens:
+            tokens = tokens[: tokens.index(self.info.eos_token_id) + 1]
         return Generation(prompt_len=len(prompt_ids), tokens=tokens, step_ms=[0.0] * (len(tokens) - 1))
 
     def close(self):
@@ -194,3 +197,21 @@ def test_a_near_tie_still_fails_fp32_but_is_named_as_one() -> None:
     first = result["divergences"][0]
     assert first["step"] == 0 and first["near_tie"] and first["reference_margin"] < 1e-5
     assert "near-tie" in result["reasons"][0]
+
+
+def test_generation_is_compared_up_to_the_first_eos() -> None:
+    table = _table()
+    ref = _reference(table)
+    path = [int(t) for t in np.argmax(ref.logits[0], axis=-1)]
+    eos = path[2]  # prompt 0's greedy path emits this token at step 2: generation stops there
+    result = validate_generator(BigramLM(table, eos=eos), ref, precision="fp32")
+    assert result["passed"], result["reasons"]
+    # a runtime that does not stop at eos emits a token where torch's generation has ended: a difference there
+    class NoStop(BigramLM):
+        def generate(self, prompt_ids, max_new_tokens, *, stop_on_eos=True):
+            return super().generate(prompt_ids, max_new_tokens, stop_on_eos=False)
+
+    bad = validate_generator(NoStop(table, eos=eos), ref, precision="fp32")
+    assert not bad["passed"]
+    first = next(d for d in bad["divergences"] if d["prompt"] == 0)
+    assert first["path"] == "generate" and first["step"] == 3

@@ -267,6 +267,7 @@ def _run_cell(hf_dir: Path, fmt: str, precision: str, name: str, *, out_dir: Pat
     started = time.monotonic()
     cell = LLMCell(format=fmt, precision=precision, name=name, status="error")
     staging = fresh_work_dir(out_dir, f".llm-export-{name}")
+    art: Artifact | None = None
     try:
         try:
             art = _exporter(fmt)(hf_dir, staging, name, precision, context_length=context_length)
@@ -294,6 +295,10 @@ def _run_cell(hf_dir: Path, fmt: str, precision: str, name: str, *, out_dir: Pat
         return cell
     except Exception as exc:  # noqa: BLE001  the runtime could not load or run the file: this cell's outcome
         cell.status, cell.reasons = "error", [f"{type(exc).__name__}: {exc}"]
+        if art is not None and (staging / art.name).is_dir():  # kept as rejected, for diagnosis
+            art.validation = {"passed": False, "kind": "generative", "error": cell.reasons[0],
+                              "reasons": cell.reasons, "failures": []}
+            cell.manifest = str(_settle(art, staging, out_dir, passed=False))
         return cell
     finally:
         _keep_logs(staging, out_dir)

@@ -8,7 +8,8 @@ What is compared, per prompt, over a greedy trace of ``steps`` decode steps (``s
 last position, then one row per fed-back token):
 
 - **Float files (fp32, fp16)**: the greedy tokens must be identical to the reference's on every prompt, both from
-  ``Generator.logits`` (argmax of each row) and from ``Generator.generate`` (the path scoring and timing use). A
+  ``Generator.logits`` (argmax of each row) and from ``Generator.generate`` stopping at eos (the path scoring uses;
+  up to and including the reference's first eos: what a runtime does after eos is its own affair). A
   mismatch fails and names the prompt, the first differing step, both tokens and the reference's top-1 - top-2 logit
   margin there, so a near-tie is visible. The logits rows up to and including the first divergence (where both traces
   still saw the same tokens) must lie within ``atol + rtol * max|reference|`` and have a cosine of at least
@@ -26,11 +27,16 @@ Default budgets and why:
   models: runtimes reorder float sums (differences of 1e-7..1e-5 are normal) while a wrong layer, a stale KV cache
   entry or a wrong position gives differences of order 0.1 and more.
 - fp16: ``atol = rtol = 1e-2`` and cosine >= 0.999 (fp16 keeps about three decimal digits).
-- weight-only: token agreement >= 0.9 and mean KL <= 0.05 nats. A mean KL of 0.05 nats is the divergence of a
-  distribution whose top token's probability moved by about 0.2 at p = 0.5, or by about 0.05 at p = 0.95
-  (a nudge), while a broken file (a wrong scale, a dropped zero point) scores KL of 1 nat and more; greedy decoding
-  follows the argmax, so 0.9 of the positions before the first divergence is what the per-token KL implies on a
-  model whose margins are not ties. Both are stated per file in the result and can be changed (:class:`LLMBudgets`).
+- weight-only: token agreement >= 0.9 and mean KL <= 0.05 nats. Measured on a trained 2-layer, 128-wide Llama
+  (the built-in reasoning corpus, 16 of its prompts, 40 decode steps, ONNX MatMulNBits with blocks of 32):
+  int8-weight agreement 0.997, whole-sequence match 0.94, mean KL 0.00035 nats; int4-weight agreement 0.52,
+  sequence match 0.31, mean KL 0.021 (max 2.4). Agreement is the binding criterion: 0.9 passes the int8 file with a
+  wide margin and rejects that int4 file, whose greedy answers diverge half-way on average. The KL bound catches a
+  file whose distributions are off even where the argmax survives (a wrong scale or zero point gives 1 nat and
+  more); 0.05 nats is the divergence of a top token moved from p = 0.5 by about 0.2. A near-tie at the reference
+  (a random-weight model has nothing but) flips tokens under any quantization: the agreement of an untrained model
+  says nothing, so tests pass budgets of their own. Both are stated per file in the result and can be changed
+  (:class:`LLMBudgets`).
 """
 
 from __future__ import annotations
@@ -220,13 +226,18 @@ def _divergence_text(d: dict[str, Any], source: str) -> str:
             + (" (a near-tie, within the logits bound)" if d.get("near_tie") else ""))
 
 
-def _generate_tokens(gen: Any, prompt: list[int], steps: int) -> np.ndarray:
-    return np.asarray(gen.generate(prompt, steps + 1, stop_on_eos=False).tokens, dtype=np.int64)
+def _expected_generation(ref_tok: np.ndarray, eos: int | None) -> np.ndarray:
+    """What greedy generation that stops at eos must emit: the reference's tokens up to and including its first eos."""
+    if eos is None:
+        return ref_tok
+    hits = np.nonzero(ref_tok == eos)[0]
+    return ref_tok[: int(hits[0]) + 1] if hits.size else ref_tok
 
 
 def _validate_float(gen: Any, reference: TraceReference, precision: str, budgets: LLMBudgets) -> dict[str, Any]:
     budget = budgets.fp32 if precision == Precision.FP32.value else budgets.fp16
     steps, vocab = reference.steps, int(np.shape(reference.logits[0])[1])
+    eos = getattr(getattr(gen, "info", None), "eos_token_id", None)
     divergences: list[dict[str, Any]] = []
     worst_abs, worst_bound_ratio, min_cos = 0.0, 0.0, 1.0
     for k, (prompt, ref) in enumerate(zip(reference.prompts, reference.logits)):
@@ -236,13 +247,15 @@ def _validate_float(gen: Any, reference: TraceReference, precision: str, budgets
         first = _first_divergence(ref_tok, got_tok)
         if first is not None:
             divergences.append(_divergence(k, first, ref[first], ref_tok[first], got_tok[first], "logits"))
-        else:
-            made = _generate_tokens(gen, prompt, steps)[: steps + 1]
-            gen_first = _first_divergence(ref_tok[: len(made)], made)
-            if gen_first is None and len(made) < steps + 1:  # stopped early: the next token is missing (-1)
-                gen_first = len(made)
+        else:  # the path scoring uses: greedy generation that stops at eos
+            expected = _expected_generation(ref_tok, eos)
+            made = np.asarray(gen.generate(prompt, steps + 1, stop_on_eos=True).tokens, dtype=np.int64)
+            n = min(len(made), len(expected))
+            gen_first = _first_divergence(expected[:n], made[:n])
+            if gen_first is None and len(made) != len(expected):  # stopped early or went past eos
+                gen_first = n
             if gen_first is not None:
-                tok = made[gen_first] if gen_first < len(made) else -1
+                tok = made[gen_first] if gen_first < len(made) else -1  # -1: no token where the reference has one
                 divergences.append(_divergence(k, gen_first, ref[gen_first], ref_tok[gen_first], tok, "generate"))
         rows = slice(0, (first if first is not None else steps) + 1)  # same context up to the first divergence
         err = np.abs(got[rows].astype(np.float64) - ref[rows])
