@@ -151,6 +151,10 @@ def test_bad_options_are_refused(logits):
         full_kd_loss(s, t[:, :-1])
     with pytest.raises(ConfigError, match="alpha"):
         TokenKDObjective(tiny_llama(0), alpha=1.5)
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        TokenKDObjective(None)
+    with pytest.raises(InputError, match="no header.json"):
+        TokenKDObjective("/nonexistent/cache")
 
 
 def make_batches(seqs, prompt_len=4, batch_size=4):

@@ -167,8 +167,8 @@ class TokenKDObjective:
     ``student`` and a loaded teacher.
 
     Raises:
-        ConfigError: bad kind, beta, temperature, rule, alpha, on_policy or max_new_tokens; on-policy without a
-            loaded teacher or without ``student``.
+        ConfigError: bad kind, beta, temperature, rule, alpha, on_policy or max_new_tokens; no teacher or cache;
+            on-policy without a loaded teacher or without ``student``.
         InputError: a cache that does not open (see :meth:`TopKCache.open`).
     """
 
@@ -182,7 +182,10 @@ class TokenKDObjective:
         if isinstance(teacher_or_cache, (str, os.PathLike)):
             teacher_or_cache = TopKCache.open(teacher_or_cache, expect=expect)
         self.cache: TopKCache | None = teacher_or_cache if isinstance(teacher_or_cache, TopKCache) else None
-        self.teacher = None if self.cache is not None else teacher_or_cache
+        if self.cache is None and not callable(getattr(teacher_or_cache, "eval", None)):
+            raise ConfigError(f"token KD needs a teacher: a loaded causal LM, a TopKCache or a cache folder's path; "
+                              f"got {type(teacher_or_cache).__name__}.")
+        self.teacher = None if self.cache is not None else teacher_or_cache.eval()
         if on_policy > 0:
             if self.teacher is None:
                 raise ConfigError("on-policy token KD scores the student's own samples with the teacher, so it needs "
@@ -217,20 +220,22 @@ class TokenKDObjective:
             t = self._teacher_logits(batch["input_ids"], batch.get("attention_mask"))[:, :-1][mask]
             return full_kd_loss(s, t, **opts)
         _same_vocab(s.shape[-1], self.cache.vocab, "top-k cache")
-        values, indices, rest = cached_rows(self.cache, batch, mask)
+        values, indices, rest = (x.to(s.device) for x in cached_rows(self.cache, batch, mask))
         return topk_kd_loss(s, values, indices, rest, rule=self.rule, **opts)
 
     def _teacher_logits(self, input_ids: Any, attention_mask: Any, position_ids: Any = None) -> Any:
         import torch
 
         with torch.no_grad():
-            return self.teacher(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+            return self.teacher(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                use_cache=False).logits
 
     def _on_policy_loss(self, batch: Mapping[str, Any]) -> Any:
         ids, attention, labels = sample_completions(self.student, batch, self.max_new_tokens)
         positions = (attention.cumsum(-1) - 1).clamp_min(0)
         mask = completion_mask(labels)
-        s = self.student(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, :-1][mask]
+        s = self.student(input_ids=ids, attention_mask=attention, position_ids=positions,
+                         use_cache=False).logits[:, :-1][mask]
         t = self._teacher_logits(ids, attention, positions)[:, :-1][mask]
         return full_kd_loss(s, t, kind=self.kind, beta=self.beta, temperature=self.temperature)
 
