@@ -201,6 +201,14 @@ def test_bad_inputs_to_the_export_are_refused(hf_dir: Path, tmp_path: Path, fp32
     (encoder / "config.json").write_text('{"architectures": ["BertModel"], "model_type": "bert"}')
     with pytest.raises(InputError, match="not a causal LM"):
         export_llm_openvino(encoder, tmp_path, "x", "fp32")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((hf_dir / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(InputError, match="safetensors"):
+        export_llm_openvino(pickled, tmp_path, "x", "fp32")
+    with pytest.raises(InputError, match="no config.json"):
+        export_llm_openvino("meta-llama/Llama-3.2-1B", tmp_path, "x", "fp32")
     with pytest.raises(InputError, match="already exists"):
         export_llm_openvino(hf_dir, fp32.directory, "tiny_fp32", "fp32")
 

@@ -114,6 +114,10 @@ def _causal_lm_config(folder: Path) -> dict[str, Any]:
     if not architectures or not any(str(a).endswith("ForCausalLM") for a in architectures):
         raise InputError(f"{cfg} names {architectures or 'no architecture'}, not a causal LM (*ForCausalLM); the "
                          "OpenVINO LLM export takes generative decoder models only.")
+    if _parent_sha256(folder) is None:  # transformers would fall back to a pickled pytorch_model.bin
+        raise InputError(f"{folder} has no model.safetensors (or model.safetensors.index.json); the OpenVINO LLM "
+                         "export reads safetensors weights only (a pickle could run code). Re-save the model with "
+                         "save_pretrained(DIR, safe_serialization=True).")
     return config
 
 
