@@ -82,7 +82,8 @@ def build_char_tokenizer(out_dir: str | os.PathLike[str], alphabet: str | None =
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
-                                   clean_up_tokenization_spaces=False, model_max_length=1 << 30)
+                                   clean_up_tokenization_spaces=False, model_max_length=1 << 30,
+                                   model_input_names=["input_ids", "attention_mask"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out))
