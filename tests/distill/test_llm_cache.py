@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgestill.compress.distill.llm_cache import TopKCache, build_topk_cache, corpus_sha256
+from edgestill.compress.distill.llm_cache import (TopKCache, build_topk_cache, build_topk_cache_from_folder,
+                                                  corpus_sha256, tokenizer_sha256)
 from edgestill.errors import ConfigError, InputError
 
 VOCAB = 40
@@ -162,3 +163,21 @@ def test_progress_reports_each_batch(teacher, seqs, tmp_path):
     calls = []
     build_topk_cache(teacher, seqs, k=2, path=tmp_path / "p", batch_size=4, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(4, 10), (8, 10), (10, 10)]
+
+
+def test_a_teacher_folder_records_its_tokenizer_and_a_student_with_another_is_refused(tmp_path):
+    from edgestill.models.llm import make_tiny_llama
+
+    teacher_dir = make_tiny_llama(tmp_path / "teacher", layers=1, hidden=16, heads=2, kv_heads=1, intermediate=32)
+    same = make_tiny_llama(tmp_path / "same", layers=1, hidden=16, heads=2, kv_heads=1, intermediate=32,
+                           tokenizer_dir=teacher_dir)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tokenizer.json").write_text((teacher_dir / "tokenizer.json").read_text().replace('"<unk>"', '"<UNK>"'))
+    cache = build_topk_cache_from_folder(teacher_dir, [[1, 5, 6, 2]], k=3, path=tmp_path / "cache")
+    assert cache.header["tokenizer_sha256"] == tokenizer_sha256(teacher_dir)
+    TopKCache.open(cache.path, expect={"tokenizer_sha256": tokenizer_sha256(same)})
+    with pytest.raises(InputError, match="tokenizer_sha256"):
+        TopKCache.open(cache.path, expect={"tokenizer_sha256": tokenizer_sha256(other)})
+    with pytest.raises(InputError, match="no tokenizer.json"):
+        tokenizer_sha256(tmp_path / "cache")

@@ -288,6 +288,23 @@ def build_topk_cache(teacher: Any, sequences: Sequence[Sequence[int]], *, k: int
     return TopKCache.open(root)
 
 
+def build_topk_cache_from_folder(teacher_dir: str | os.PathLike[str], sequences: Sequence[Sequence[int]], *, k: int,
+                                 path: str | os.PathLike[str], batch_size: int = 16,
+                                 progress: CacheProgress | None = None) -> TopKCache:
+    """:func:`build_topk_cache` for a teacher given as a local Hugging Face folder: loaded here, its tokenizer's
+    hash recorded, and released on return, so training from the returned cache never holds the teacher.
+
+    Raises:
+        InputError: a folder that is not a causal LM (see ``models.llm.load_causal_lm``), and the
+            :func:`build_topk_cache` refusals.
+    """
+    from edgestill.models.llm import load_causal_lm
+
+    teacher, _ = load_causal_lm(teacher_dir)
+    return build_topk_cache(teacher, sequences, k=k, path=path, batch_size=batch_size, progress=progress,
+                            tokenizer_sha256=tokenizer_sha256(teacher_dir))
+
+
 def _write_arrays(teacher: Any, seqs: list[np.ndarray], k: int, vocab: int, out: Path, batch_size: int,
                   progress: CacheProgress | None) -> dict[str, Any]:
     """Write the five arrays into ``out``; return the header without the identity fields."""
