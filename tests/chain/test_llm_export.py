@@ -111,3 +111,16 @@ def test_cli_refuses_bad_causal_lm_input_with_exit_2(tiny_llama: Path, tmp_path:
         assert "Traceback" not in r.output
         assert not out.exists(), what
     assert is_causal_lm_folder(tiny_llama) and not is_causal_lm_folder(encoder)
+
+
+def test_cli_exports_reports_and_exits_2_when_only_unsupported_cells_miss(tiny_llama: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    r = _invoke("--model", str(tiny_llama), "--formats", "onnx", "--precisions", "fp32,fp16", "--samples", "2",
+                "--steps", "4", "--out", str(out), "--json")
+    assert r.exit_code == 2, r.output  # the only miss: ONNX cannot make fp16 (UnsupportedError)
+    report = json.loads((out / "export-report.json").read_text())
+    assert report["task"] == "generate" and report["prompts"] == 2 and report["steps"] == 4
+    status = {c["precision"]: c["status"] for c in report["cells"]}
+    assert status == {"fp32": "passed", "fp16": "unsupported"}
+    assert Artifact.load(out / "tiny-onnx-fp32.manifest.json").validation["tokens_identical"]
+    assert (out / "logs" / "export.log").is_file()
