@@ -407,7 +407,7 @@ def train_teacher(train_problems: Sequence[Problem], val_problems: Sequence[Prob
                             progress=progress)
     meta = {"key": key, "size": asdict(size), "seed": seed, "config": config.to_dict(), "train": train,
             "val_exact_match": exact_match(model, tokenizer, val_problems, max_new_tokens=max_new_tokens)}
-    _save_student(model, tokenizer, staging, staging)
+    model.save_pretrained(str(staging), safe_serialization=True)
     write_json_atomic(staging / "edgestill-teacher.json", meta)
     _replace_dir(staging, folder)
     return folder, {**meta, "cache": "miss"}
@@ -450,16 +450,19 @@ def distill_lm(mode: str, *, student_dir: str | os.PathLike[str], out_dir: str |
     if mode in ("token-kd", "seq+token") and teacher_dir is not None:
         check_same_tokenizer(teacher_dir, student_dir)
     student, tokenizer = load_causal_lm(student_dir)
-    teacher = load_causal_lm(teacher_dir) if teacher_dir is not None else None
     data: dict[str, Any] = {}
-    if mode in ("seq-kd", "seq+token"):
-        pairs, data = teacher_traces(*teacher, train_problems, samples_per_prompt=samples_per_prompt,
-                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                     seed=config.seed)
-    elif mode == "socratic":
+    pairs = ground_truth_pairs(train_problems)
+    reference = None
+    if teacher_dir is not None:  # used before training and released: training never holds the teacher
+        teacher = load_causal_lm(teacher_dir)
+        if mode in ("seq-kd", "seq+token"):
+            pairs, data = teacher_traces(*teacher, train_problems, samples_per_prompt=samples_per_prompt,
+                                         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                         seed=config.seed)
+        reference = greedy_completions(*teacher, test_problems, max_new_tokens=max_new_tokens)
+        del teacher
+    if mode == "socratic":
         pairs, data = examples_from_generations(read_generations(generations), train_problems)
-    else:
-        pairs = ground_truth_pairs(train_problems)
     examples = encode_examples(tokenizer, pairs)
     objective = make_objective(examples) if mode in ("token-kd", "seq+token") else None
     train = train_causal_lm(student, examples, config, objective=objective, progress=progress)
@@ -469,26 +472,22 @@ def distill_lm(mode: str, *, student_dir: str | os.PathLike[str], out_dir: str |
         "val_exact_match": exact_match(student, tokenizer, val_problems, max_new_tokens=max_new_tokens),
         "test_exact_match": sum(verify(p, c) for p, c in zip(test_problems, test_completions, strict=True))
         / max(1, len(test_problems))}
-    if teacher is not None:
-        reference = greedy_completions(*teacher, test_problems, max_new_tokens=max_new_tokens)
+    if reference is not None:
         result["test_teacher_agreement"] = answer_agreement(test_completions, reference)
     out = Path(out_dir)
     staging = fresh_work_dir(out, f".{name}.staging")
-    _save_student(student, tokenizer, Path(student_dir), staging)
+    _save_student(student, Path(student_dir), staging)
     write_json_atomic(staging / "edgestill-distill.json", result)
     _replace_dir(staging, out / name)
     return {**result, "student": str(out / name)}
 
 
-def _save_student(model: Any, tokenizer: Any, source: Path, folder: Path) -> None:
-    """The model's weights and config, its generation config and the source folder's tokenizer files."""
+def _save_student(model: Any, source: Path, folder: Path) -> None:
+    """The model's weights, config and generation config, and the source folder's tokenizer files."""
     model.save_pretrained(str(folder), safe_serialization=True)
-    if source.resolve() != folder.resolve():
-        for name in TOKENIZER_FILES:
-            if (source / name).is_file():
-                shutil.copyfile(source / name, folder / name)
-    elif not (folder / "tokenizer.json").is_file():
-        tokenizer.save_pretrained(str(folder))
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
 
 
 def _replace_dir(staging: Path, final: Path) -> None:
