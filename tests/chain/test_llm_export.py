@@ -101,6 +101,7 @@ def test_cli_refuses_bad_causal_lm_input_with_exit_2(tiny_llama: Path, tmp_path:
         "no tokenizer": (["--model", str(no_tokenizer), "--format", "onnx"], "tokenizer.json"),
         "not a causal LM": (["--model", str(encoder), "--precision", "int4-weight"], "causal"),
         "precision": (["--model", str(tiny_llama), "--precision", "int8-static"], "not made for a causal LM"),
+        "built-in model": (["--model", "mobilenetv2-student", "--precision", "int4-weight"], "weight-only precision"),
         "option": (["--model", str(tiny_llama), "--checkpoint", str(tiny_llama / "model.safetensors")],
                    "do not apply to a causal LM"),
     }

@@ -478,6 +478,10 @@ def export_llm_command(model: str, *, formats: tuple[str, ...], precisions: tupl
     if ignored:
         raise InputError(f"{', '.join(ignored)} do not apply to a causal LM ({model}): its inputs are token ids, its "
                          "weights come from the folder and its validation compares greedy traces. Drop them.")
+    if not Path(model).exists() and "/" not in model:  # a built-in or factory name with a weight-only precision
+        raise InputError(f"{', '.join(p for p in precisions if p in WEIGHT_ONLY)} is a weight-only precision, made for "
+                         f"causal LMs only, and --model {model} is not a local causal-LM folder. Pass such a folder, "
+                         "or ask this model for int8 (each format's own), int8-static or int8-dynamic.")
     check_out_dir(out)
     fd, tmp = tempfile.mkstemp(prefix="edgestill-export-", suffix=".log")
     os.close(fd)
