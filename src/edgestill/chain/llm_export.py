@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgestill.artifact import MANIFEST_SUFFIX, REJECTED_SUFFIX, Artifact, Precision
+from edgestill.artifact import REJECTED_SUFFIX, Artifact, Precision
 from edgestill.errors import (
     CheckFailed,
     ConfigError,
