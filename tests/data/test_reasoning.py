@@ -122,6 +122,15 @@ def test_eval_arrays_follow_the_contract(tmp_path: Path) -> None:
         assert tok(p.solution, add_special_tokens=False).input_ids[-len(answer):] == answer
     teacher_rows = [[t for t in row if t != -1] for row in arrays["teacher_answer_ids"].tolist()]
     assert tok.decode(teacher_rows[1]) == " 999" and teacher_rows[2] == []
+    # the device's id-level scorer reads them as the text-level verify() does
+    from edgestill.runtimes.generate import score_generations
+
+    eos = tok.eos_token_id
+    right = [tok(p.solution, add_special_tokens=False).input_ids + [eos, 7, 7] for p in problems]
+    wrong = [tok(p.solution + "1", add_special_tokens=False).input_ids + [eos] for p in problems]
+    scored = score_generations(right, arrays, eos_token_id=eos)
+    assert scored["exact_match"] == 1.0 and scored["teacher_agreement"] == pytest.approx(3 / 4)
+    assert score_generations(wrong, arrays, eos_token_id=eos)["exact_match"] == 0.0
     with pytest.raises(InputError, match="corpus is empty"):
         eval_arrays([], tok, max_new_tokens=4)
     with pytest.raises(InputError, match="exceeds the model's context of 30"):
