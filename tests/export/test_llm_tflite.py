@@ -203,6 +203,9 @@ def test_bad_inputs_to_the_export_are_refused(hf_dir: Path, tmp_path: Path, fp32
     (scaled / "config.json").write_text('{"model_type": "llama", "rope_scaling": {"rope_type": "llama3"}}')
     with pytest.raises(UnsupportedError, match="rope_scaling"):
         export_llm_tflite(scaled, tmp_path, "x", "fp32")
+    (scaled / "config.json").write_text('{"model_type": "llama", "vocab_size": 64, "hidden_size": "64"}')
+    with pytest.raises(InputError, match="hidden_size"):
+        export_llm_tflite(scaled, tmp_path, "x", "fp32")
 
 
 def test_the_generator_runs_without_torch(fp32: Artifact) -> None:

@@ -29,6 +29,7 @@ import and takes the alias away again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from edgestill.artifact import Artifact, Precision, TensorSpec, sha256_file
 from edgestill.errors import ConfigError, InputError, UnsupportedError
 from edgestill.export.base import conversion_error, dist_versions
+from edgestill.limits import read_small_text
 from edgestill.runtimes.generate import LLM_SOURCE_KEY, LLMInfo
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ QUANTIZATION: dict[str, dict[str, Any]] = {
 PRECISIONS = (Precision.FP32, *QUANTIZATION)
 WEIGHT_BITS = {Precision.FP32: 32, Precision.FP16: 16, Precision.INT8_WEIGHT: 8, Precision.INT4_WEIGHT: 4}
 _TF_SCHEMA = "tensorflow.lite.python.schema_py_generated"
+SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 Progress = Callable[[int, int, str], None]  # progress(done, total, label)
 
@@ -110,8 +113,8 @@ def read_llama_config(hf_dir: Path) -> dict[str, Any]:
         raise InputError(f"{hf_dir} is not a Hugging Face model folder (no config.json); pass the folder written by "
                          "model.save_pretrained(DIR) with its tokenizer.")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = json.loads(read_small_text(path, max_bytes=1 << 20, what="config.json"))
+    except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON ({exc}); re-save the model with save_pretrained.") from None
     if not isinstance(config, dict) or config.get("model_type") != "llama":
         found = config.get("model_type") if isinstance(config, dict) else None
@@ -127,6 +130,11 @@ def read_llama_config(hf_dir: Path) -> dict[str, Any]:
     if bad:
         raise UnsupportedError(f"TFLite export re-authors a plain Llama (no rope scaling, no biases, SiLU); {path} has "
                                f"{bad}, which the re-authored model would not compute. Export it to onnx or openvino.")
+    sizes = {k: config.get(k) for k in SIZE_KEYS}
+    wrong = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if wrong:
+        raise InputError(f"{path} gives {wrong}; a Llama config has positive integers for {', '.join(SIZE_KEYS)}. "
+                         "Re-save the model with save_pretrained.")
     return config
 
 
@@ -205,8 +213,9 @@ def write_tflite(model: torch.nn.Module, mcfg: Any, path: Path, precision: Preci
             "input_pos": torch.arange(length, dtype=torch.int32),
             "kv_cache": gen.kv_cache.KVCache.from_model_config(context, mcfg),
         })
-    try:
-        converter.convert(quant_config=quant_config(precision, mcfg, gen)).export(str(path))
+    try:  # litert-torch and the quantizer print their progress to stdout, which is the CLI's (JSON) output
+        with contextlib.redirect_stdout(sys.stderr):
+            converter.convert(quant_config=quant_config(precision, mcfg, gen)).export(str(path))
     except Exception as exc:  # the converter raises many types; all mean "this model did not convert"
         raise conversion_error(exc, "tflite", model) from exc
 
