@@ -162,8 +162,8 @@ def test_int4_weight_file_has_4_bit_layers(hf_dir: Path, tmp_path: Path, prompts
 
     art = export_llm_openvino(hf_dir, tmp_path, "tiny_int4", "int4-weight", context_length=64)
     assert art.source["llm"]["context_length"] == 64  # asked below the model's 256: recorded, and enforced below
-    assert art.quantization["mode"] == "int4_sym" and art.quantization["backup_mode"] == "int8_asym"
-    assert {"i4", "u8"} <= _weight_types(art.model_path)  # decoder linears 4-bit; embedding and head 8-bit
+    assert art.quantization["mode"] == "int4_asym" and art.quantization["backup_mode"] == "int8_asym"
+    assert {"u4", "u8"} <= _weight_types(art.model_path)  # decoder linears 4-bit; embedding and head 8-bit
     assert art.source["llm"]["weight_bits"] == 4
     art.write_manifest()
     gen = load_generator(art, threads=1)

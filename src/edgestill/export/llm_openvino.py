@@ -14,11 +14,13 @@ Precisions:
   model of >= 1B parameters to int8 on its own, and ``save_model`` would store fp16 weights by default.
 - ``int8-weight``: ``nncf.compress_weights(mode=INT8_ASYM)`` on the fp32 IR: every MatMul and embedding weight per
   output channel, asymmetric uint8, activations float.
-- ``int4-weight``: ``nncf.compress_weights(mode=INT4_SYM, group_size=128, ratio=1.0)``: every linear layer of the
-  decoder blocks in signed 4 bits with one fp scale per group of 128 input channels (a smaller power of two where a
-  layer is narrower, NNCF's ``ADJUST`` fallback); the embedding and the output projection stay 8-bit (NNCF's default
-  backup mode, INT8_ASYM): they are the layers most sensitive to 4 bits, and the published int4 LLMs keep them so.
-  Data-free: no AWQ / scale estimation (they need a calibration set; the tiny models here do not need them).
+- ``int4-weight``: ``nncf.compress_weights(mode=INT4_ASYM, group_size=128, ratio=1.0)``: every linear layer of the
+  decoder blocks in unsigned 4 bits with a scale and a zero point per group of 128 input channels (a smaller power of
+  two where a layer is narrower, NNCF's ``ADJUST`` fallback); the embedding and the output projection stay 8-bit
+  (NNCF's default backup mode, INT8_ASYM): they are the layers most sensitive to 4 bits. Asymmetric, not INT4_SYM:
+  on the trained 2-layer hidden-128 Llama the greedy trace agreed with fp32 for 0.79 of the steps before the first
+  divergence (40 corpus prompts x 32 steps) against 0.69 for INT4_SYM (0.74 at group 32), for 0.7% more bytes.
+  Data-free: no AWQ / scale estimation (they need a calibration set).
 
 Inference precision is a runtime setting, not the file's: the generator compiles with ``INFERENCE_PRECISION_HINT f32``
 for every precision (the CPU plugin's default bf16 changes greedy tokens), recorded in ``quantization``.
@@ -161,7 +163,7 @@ def _nncf_settings(precision: str) -> dict[str, Any]:
     """compress_weights arguments (as plain values, recorded in the manifest) for a weight-only precision."""
     if precision == Precision.INT8_WEIGHT:
         return {"mode": "int8_asym"}
-    return {"mode": "int4_sym", "group_size": INT4_GROUP_SIZE, "ratio": 1.0, "backup_mode": "int8_asym",
+    return {"mode": "int4_asym", "group_size": INT4_GROUP_SIZE, "ratio": 1.0, "backup_mode": "int8_asym",
             "group_size_fallback": "adjust"}
 
 
