@@ -48,11 +48,12 @@ def render_markdown(report: dict[str, Any]) -> str:
 
     Every string a recipe, a model or a file can carry (names, paths, kwargs, error messages) goes through ``_t``:
     it shows as the same text, never as Markdown or HTML."""
-    if str(report.get("task", "")).startswith("text-"):
-        lines = _text_models(report)
+    if report.get("task") == "generate":
+        lines = _llm_models(report) + _llm_artifacts(report.get("artifacts") or [])
+    elif str(report.get("task", "")).startswith("text-"):
+        lines = _text_models(report) + _artifacts(report)
     else:
-        lines = _image_models(report)
-    lines += _artifacts(report)
+        lines = _image_models(report) + _artifacts(report)
     if report.get("checks"):
         lines += ["", "## Checks", ""]
         lines += [f"- {'PASS' if c['verdict'] == 'pass' else 'FAIL'}: {_t(describe_check(c))}" for c in report["checks"]]
@@ -93,6 +94,50 @@ def _text_models(report: dict[str, Any]) -> list[str]:
     losses = ", ".join(f"{_t(x['name'])}×{x['weight']:g}" for x in s.get("losses") or [])
     lines += ["", f"Losses: {losses or '—'}; {s.get('epochs_run')} epoch(s)."]
     return lines
+
+
+def _llm_models(report: dict[str, Any]) -> list[str]:
+    """A generate recipe's data line and models table: greedy exact match on the test problems (torch)."""
+    d, s, t = report["data"], report["student"], report.get("teacher", {})
+    prov = report.get("provenance", {})
+    traces = s.get("traces") or {}
+    kept = (f" Traces: {traces.get('kept')} kept of {traces.get('generated') or traces.get('rows')} (verified final "
+            "answers)." if traces.get("kept") is not None else "")
+    teacher = ("| teacher | black box: " + _t(t.get("path")) + " | — | — |" if t.get("black_box") else
+               f"| teacher | {_t(t.get('source'))}: {_t(t.get('model') or t.get('path'))} | {_num(t.get('parameters'))} "
+               f"| {_pct(t.get('test_exact_match'))} |")
+    return [f"# edgestill {report['kind']}: {_t(report['recipe'])} ({_t(report['task'])})", "",
+            f"Problems {_t(d['name'])} (train {d['n_train']}, val {d['n_val']}, test {d['n_test']}), up to "
+            f"{d.get('max_new_tokens')} new tokens. Host: {_t(prov.get('cpu_model', '?'))}. Recipe sha256 "
+            f"`{report['recipe_sha256'][:12]}`.", "", "## Models (torch, greedy, test problems)", "",
+            "| model | source | parameters | exact match |", "|---|---|---:|---:|", teacher,
+            f"| student | {_t(s.get('model'))} | {_num(s.get('parameters'))} | {_pct(s.get('test_exact_match'))} |", "",
+            f"Method: {_t(s.get('method'))}, {s.get('steps')} steps; agreement with the teacher's answers "
+            f"{_pct(s.get('test_teacher_agreement'))}.{kept}"]
+
+
+def _llm_artifacts(artifacts: list[dict[str, Any]]) -> list[str]:
+    """A generate recipe's artifacts: validation, exact match on each file's runtime, and decode speed."""
+    if not artifacts:
+        return []
+    lines = ["", "## Artifacts (each on its own runtime, KV-cache decoding)", "",
+             "Validation: fp32 files give torch's greedy tokens on every validation prompt; weight-only files are held "
+             "to token agreement and KL against their format's fp32 file. Exact match is greedy decoding of the test "
+             "problems on the file's runtime; TTFT and tokens/s at the bench section's prompt and generation lengths.",
+             "", "| artifact | precision | runtime | validation | exact match | drop (pts) | teacher agree | TTFT ms | "
+             "decode tok/s | threads | KB |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in artifacts:
+        cells = [m for m in r.get("measurements") or [] if m.get("kind") == "measured"] or [{}]
+        for m in cells:
+            kb = "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}"
+            lines.append(f"| {_t(r['artifact'])} | {_t(r['precision'])} | {_t(r.get('runtime') or '—')} | "
+                         f"{'pass' if r['passed'] else _t(r.get('status') or 'FAIL')} | {_pct(r.get('test_accuracy'))} | "
+                         f"{_num(r.get('accuracy_drop_points'), '{}')} | {_pct(r.get('teacher_top1_agreement'))} | "
+                         f"{_num(m.get('ttft_ms'), '{:.2f}')} | {_num(m.get('decode_tokens_per_s'), '{:.1f}')} | "
+                         f"{m.get('threads', '—')} | {kb} |")
+    notes = [f"- {_t(r['artifact'])}: {_t('; '.join(r.get('reasons') or []))}" for r in artifacts
+             if not r.get("passed") and r.get("reasons")]
+    return lines + (["", *notes] if notes else [])
 
 
 def _image_models(report: dict[str, Any]) -> list[str]:

@@ -162,6 +162,9 @@ def recipe_inputs(recipe: Recipe) -> list[tuple[str, Path | str | None]]:
     if recipe.is_text:
         return [("data.text", None if recipe.data.builtin else recipe.data.path), ("teacher.hf", recipe.teacher.hf),
                 ("student.hf", recipe.student.hf)]
+    if recipe.is_llm:
+        return [("data.corpus", None if recipe.data.builtin else recipe.data.path), ("teacher.hf", recipe.teacher.hf),
+                ("teacher.generations", recipe.teacher.generations), ("student.hf", recipe.student.hf)]
     found: list[tuple[str, Path | str | None]] = [(f"data.{k}", getattr(recipe.data, k, None)) for k in ("folder", "npz", "csv")]
     for section, spec, keys in (("teacher", recipe.teacher, ("checkpoint", "program", "predictions", "artifact")),
                                 ("student", recipe.student, ("checkpoint",))):
@@ -222,6 +225,10 @@ def load_recipe_data(recipe: Recipe) -> Any:
     Raises:
         InputError: bad data (missing, empty, not UTF-8, a CSV without the named column, ...).
     """
+    if recipe.is_llm:
+        from edgestill.chain.llm_stages import load_llm_data
+
+        return load_llm_data(recipe)
     if recipe.is_text:
         from edgestill.chain.text import load_text_data, teacher_labels
 
@@ -234,7 +241,10 @@ def load_recipe_data(recipe: Recipe) -> Any:
 def _input_files(recipe: Recipe) -> dict[str, str]:
     """Size and mtime of the files the teacher/student sections name: a changed file reruns the distill stage."""
     files = {}
-    if recipe.is_text:  # the files of the teacher and student folders
+    if recipe.is_llm and recipe.teacher.generations is not None:
+        st = Path(recipe.teacher.generations).stat()
+        files[f"generations:{recipe.teacher.generations}"] = f"{st.st_size}:{st.st_mtime_ns}"
+    if recipe.is_text or recipe.is_llm:  # the files of the teacher and student folders
         for folder in (recipe.teacher.hf, recipe.student.hf):
             for p in sorted(Path(folder).iterdir()) if folder is not None and Path(folder).is_dir() else ():
                 if p.is_file():
@@ -271,7 +281,7 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
 
     rep = _Checked(reporter or _Silent())
     early = None
-    if claimed is None and recipe.is_text:  # texts are cheap to read: bad text is refused before the folder is claimed
+    if claimed is None and (recipe.is_text or recipe.is_llm):  # texts are cheap to read: bad text is refused first
         early = load_recipe_data(recipe)
     out, previous = claimed or prepare_out_dir(options.out_dir, kind=options.kind, force=options.force,
                                                overwrite=options.overwrite, inputs=recipe_inputs(recipe))
@@ -295,9 +305,15 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
     }
 
     # teacher + distill: one resumable unit (the teacher is needed only to train the student and to score agreement)
-    sections = ("task", "data", "teacher", "student", "distill") if recipe.is_text else ("data", "teacher", "student", "distill")
+    sections = (("task", "data", "teacher", "student", "distill") if recipe.is_text or recipe.is_llm
+                else ("data", "teacher", "student", "distill"))
     distill_key = _hash(data.sha256, recipe.fingerprint(*sections), _input_files(recipe))
-    if recipe.is_text:
+    if recipe.is_llm:
+        from edgestill.chain import llm_stages as ls
+
+        student_file = out / ls.STUDENT_DIR / "model.safetensors"
+        logits_file = out / ls.TEST_EVAL
+    elif recipe.is_text:
         from edgestill.chain import text_stages as ts
 
         student_file = out / ts.STUDENT_DIR / "model.safetensors"
@@ -306,7 +322,21 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
         student_file = out / "checkpoints" / "student.safetensors"
         logits_file = out / "checkpoints" / "teacher-test-logits.npy"
     done = stages.cached("distill", distill_key) if student_file.is_file() else None
-    if recipe.is_text:
+    if recipe.is_llm:
+        if done is not None and done.get("sha256") == st._file_sha(student_file) and logits_file.is_file():
+            student = student_file.parent
+            report["teacher"], report["student"] = done["teacher"], done["student"]
+        else:
+            stages.invalidated = True
+            teacher_dir, t_info = stages.run("teacher", lambda: ls.teacher_stage(
+                recipe, data, messages.append, train_progress, cache_dir=cache_dir))
+            student, s_info = stages.run("distill", lambda: ls.distill_stage(
+                recipe, data, teacher_dir, out, messages.append, train_progress))
+            ls.eval_files(recipe, data, student, teacher_dir, out)
+            report["teacher"], report["student"] = t_info, s_info
+            stages.record("distill", distill_key, {"teacher": t_info, "student": s_info, "sha256": s_info["sha256"]},
+                          parts=("teacher",))
+    elif recipe.is_text:
         if done is not None and done.get("sha256") == st._file_sha(student_file) and logits_file.is_file():
             student = student_file.parent
             report["teacher"], report["student"] = done["teacher"], done["student"]
@@ -341,17 +371,21 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
         report["teacher"], report["student"] = t_info, s_info
         stages.record("distill", distill_key, {"teacher": t_info, "student": s_info, "sha256": s_info["sha256"]},
                       parts=("teacher",))
-    teacher_logits = np.load(logits_file) if logits_file.is_file() else None
+    teacher_logits = np.load(logits_file) if logits_file.is_file() and not recipe.is_llm else None
 
     measurements: list[Any] = []
     report["artifacts"] = []
-    if options.through != "distill" and recipe.export is not None:
+    exports = recipe.llm_export if recipe.is_llm else recipe.export
+    if options.through != "distill" and exports is not None:
         export_key = _hash(report["student"]["sha256"], data.sha256, recipe.fingerprint("export", "quantize", "validate"))
         rows = stages.cached("export", export_key)
         if rows is None or not all((out / r["manifest"]).is_file() for r in rows if r.get("manifest")):
             stages.invalidated = True
-            n = len(recipe.export.formats) * len(recipe.export.precisions)
-            if recipe.is_text:
+            n = len(exports.formats) * len(exports.precisions)
+            if recipe.is_llm:
+                rows = stages.run("export", lambda: ls.export_stage(recipe, student, out, rep.advance), total=n)
+                stages.run("evaluate", lambda: ls.evaluate_stage(rows, out, report["student"], rep.advance))
+            elif recipe.is_text:
                 rows = stages.run("export", lambda: ts.export_stage(recipe, data, student, out, rep.advance), total=n)
                 stages.run("evaluate", lambda: ts.evaluate_stage(recipe, rows, data, out, report["student"],
                                                                  teacher_logits, rep.advance))
@@ -367,8 +401,9 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
                 for r in rows:
                     r.pop("measurements", None)
                 # a text recipe's devices time the files only (their eval data travels as image arrays x, y)
+                bench_data = out / ls.TEST_EVAL if recipe.is_llm else None if recipe.is_text else data
                 measurements = stages.run("bench", lambda: st.bench_stage(recipe, rows, out, rep.advance,
-                                                                          data=None if recipe.is_text else data,
+                                                                          data=bench_data,
                                                                           teacher_logits=teacher_logits),
                                           total=st.bench_cells(recipe, rows))
                 # a fresh key for the rows this bench measured: a rerun that skips bench stores them under the same key
@@ -397,6 +432,10 @@ def run_recipe(recipe: Recipe, options: RunOptions, reporter: Reporter | None = 
 
 def _data_summary(recipe: Recipe, data: Any) -> dict[str, Any]:
     """The report's data section: what was read, its splits and content hash."""
+    if recipe.is_llm:
+        from edgestill.chain.llm_stages import data_summary
+
+        return data_summary(recipe, data)
     if recipe.is_text:
         from edgestill.chain.text_stages import seq_len
 

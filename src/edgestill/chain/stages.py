@@ -454,14 +454,16 @@ def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress:
     for device in spec.devices:
         if device == HOST:
             ms = benchmark_matrix(manifests, spec.threads, options=RuntimeOptions(), bench=spec.timing,
-                                  rounds=spec.rounds, progress=advance)
+                                  rounds=spec.rounds, progress=advance, prompt_tokens=spec.prompt_tokens,
+                                  gen_tokens=spec.gen_tokens)
         else:
             ms = _bench_remote(spec, device, manifests, out, data, teacher_logits, advance, len(cells))
         for i, (row, threads) in enumerate(cells):
             m = median_round(ms[i::len(cells)])  # rounds outer, then artifacts, then threads
             if device == HOST:
                 if row.get("test_accuracy") is not None:
-                    m.accuracy = Accuracy(metric="top1", value=row["test_accuracy"], n=int(row["n_test"]))
+                    m.accuracy = Accuracy(metric=row.get("accuracy_metric", "top1"), value=row["test_accuracy"],
+                                          n=int(row["n_test"]))
                 m.teacher_top1_agreement, m.teacher_kl = row.get("teacher_top1_agreement"), row.get("teacher_kl")
                 m.teacher_cosine, m.retrieval_k = row.get("teacher_cosine"), row.get("retrieval_k")  # an embedder's
                 m.teacher_retrieval_agreement = row.get("teacher_retrieval_agreement")
@@ -491,7 +493,7 @@ def _bench_remote(spec: Any, device: str, manifests: list[Path], out: Path, data
     from edgestill.outdir import write_bytes_atomic
 
     entry = load_inventory(spec.inventory).get(device)
-    eval_data = None
+    eval_data = data if isinstance(data, Path) else None  # a generate recipe's LLM eval arrays, already written
     if data is not None and getattr(data, "test", None) is not None:
         import io
 
