@@ -189,9 +189,10 @@ class LLMDistillConfig:
 
     ``method``: ``ground-truth`` (the corpus only, the baseline), ``seq-kd`` (the teacher's sampled answers, kept when
     the final answer verifies), ``token-kd`` (the teacher's per-token distributions from an offline top-``top_k`` cache,
-    ``kind`` fkl/rkl/jsd with ``beta`` and ``temperature``; ``alpha`` weighs the ground-truth cross-entropy),
-    ``seq+token`` (both), ``socratic`` (a black-box teacher's generations file). ``on_policy`` is the share of
-    token-kd batches sampled from the student and scored by the loaded teacher."""
+    ``kind`` fkl/rkl/jsd with ``beta`` and ``temperature``), ``seq+token`` (both), ``socratic`` (a black-box
+    teacher's generations file). ``alpha`` is the KD term's share of the token-level loss (the rest is cross-entropy
+    on the training tokens). ``on_policy`` is the share of token-kd batches sampled from the student and scored by
+    the loaded teacher (then the teacher stays in memory)."""
 
     method: str = "seq-kd"
     steps: int = 600
