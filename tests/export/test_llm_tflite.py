@@ -82,7 +82,8 @@ def test_fp32_manifest_describes_a_kv_cache_llm(fp32: Artifact, hf_dir: Path) ->
     assert (fp32.format, fp32.precision, fp32.model_file) == ("tflite", "fp32", "tiny_fp32/model.tflite")
     assert {"tiny_fp32/model.tflite", "tiny_fp32/tokenizer.json"} <= set(fp32.files)
     assert all(f.startswith("tiny_fp32/") for f in fp32.files)
-    assert [(s.name, s.dtype, s.kind, s.high) for s in fp32.inputs] == [("input_ids", "int64", "ids", llm["vocab_size"])]
+    inputs = [(s.name, s.dtype, s.kind, s.high) for s in fp32.inputs]
+    assert inputs == [("input_ids", "int64", "ids", llm["vocab_size"])]
     assert fp32.outputs[0].name == "logits" and fp32.outputs[0].shape[-1] == llm["vocab_size"]
     assert llm["context_length"] == CONTEXT and llm["eos_token_id"] == 2 and llm["weight_bits"] == 32
     assert llm["runtime"] == "litert" and llm["route"].startswith("litert-torch generative")

@@ -83,14 +83,14 @@ class LiteRTGenerator:
         lengths = sorted(int(s[len(PREFILL_PREFIX):]) for s in signatures
                          if s.startswith(PREFILL_PREFIX) and s[len(PREFILL_PREFIX):].isdigit())
         if not lengths or DECODE not in signatures:
-            raise InputError(f"{name} has the signatures {sorted(signatures)}, not prefill_<length> and decode: it is not "
-                             "a TFLite LLM written by edgestill's export (re-export it with the tflite format).")
+            raise InputError(f"{name} has the signatures {sorted(signatures)}, not prefill_<length> and decode: it is "
+                             "not a TFLite LLM written by edgestill's export (re-export it with the tflite format).")
         context = info.context_length
         self._prefill = {p: Subgraph(interp, f"{PREFILL_PREFIX}{p}", context) for p in lengths}
         self._decode = Subgraph(interp, DECODE, context)
 
     def _prefill_chunk(self, sub: Subgraph, ids: np.ndarray, start: int) -> np.ndarray:
-        """Run one chunk at ``start`` through ``sub`` (its cache brought up to ``start`` first); keep the rows it wrote."""
+        """Run one chunk at ``start`` through ``sub`` (its cache brought up to ``start`` first); keep its rows."""
         cache = self._decode.inputs
         for name in sub.caches:
             _rows(sub.inputs[name], 0, start)[...] = _rows(cache[name], 0, start)
