@@ -14,7 +14,13 @@ optimizer step: what train_causal_lm does per step, batch building excluded):
 Steps are interleaved (the arm order rotates each round) after --warmup rounds; the report gives each arm's median
 step time and the ratios to ``alone`` (acceptance of issue 16: cache <= 1.10x alone).
 
+With ``--truncation``, the JSON line also holds what truncating the teacher to its top-k costs
+(compress.distill.llm_kd.truncation_report) on the built-in reasoning corpus: a teacher trained on it with
+train_causal_lm (``--teacher-dir`` takes an already trained one instead), a student trained a quarter as long,
+the loss from top-k vs full logits on the completion tokens of held-out examples, for each k and both rules.
+
 Usage: python perf/llm_cache_step.py [--vocab 100,8192] [--rounds 30] [--k 16] [--kind fkl] [--threads 2]
+                                     [--truncation [--teacher-dir DIR] [--train-steps 400]]
 """
 
 from __future__ import annotations
@@ -118,6 +124,47 @@ def run(vocab: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "cache_build_s": round(build_s, 2), "tokens_per_step": int((batch["labels"][:, 1:] != IGNORE).sum())}
 
 
+def truncation(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """truncation_report on the built-in corpus, per (kind, temperature) in KD_SETTINGS."""
+    from edgestill.compress.distill.llm import LMTrainConfig, encode_examples, ground_truth_pairs, train_causal_lm
+    from edgestill.compress.distill.llm_kd import truncation_report
+    from edgestill.data.reasoning import generate_problems
+    from edgestill.models.llm import load_causal_lm, make_tiny_llama
+
+    problems = generate_problems(args.train_examples + 64, seed=0)
+    train, held_out = problems[:-64], problems[-64:]
+    t0 = time.perf_counter()
+    if args.teacher_dir:
+        teacher, tokenizer = load_causal_lm(args.teacher_dir)
+    else:
+        make_tiny_llama(work / "teacher", seed=0, **TEACHER)
+        teacher, tokenizer = load_causal_lm(work / "teacher")
+        train_causal_lm(teacher, encode_examples(tokenizer, ground_truth_pairs(train)),
+                        LMTrainConfig(steps=args.train_steps, batch_size=16))
+    make_tiny_llama(work / "student", seed=1, tokenizer_dir=work / "teacher" if not args.teacher_dir
+                    else args.teacher_dir, **STUDENT)
+    student, _ = load_causal_lm(work / "student")
+    train_causal_lm(student, encode_examples(tokenizer, ground_truth_pairs(train)),
+                    LMTrainConfig(steps=max(args.train_steps // 4, 1), batch_size=16))
+    train_s = time.perf_counter() - t0
+    pairs = encode_examples(tokenizer, ground_truth_pairs(held_out))
+    seqs, prompt_lens = [p + c for p, c in pairs], [len(p) for p, _ in pairs]
+    teacher.eval()
+    student.train()
+    rows = []
+    for kind, temperature in KD_SETTINGS:
+        for r in truncation_report(teacher, student, seqs, k_values=(1, 2, 4, 8, 16, 32), kind=kind,
+                                   temperature=temperature, prompt_lens=prompt_lens):
+            rows.append({"kind": kind, "temperature": temperature,
+                         **{key: round(v, 5) if isinstance(v, float) else v for key, v in r.items()}})
+    return {"vocab": teacher.config.vocab_size, "teacher_dir": args.teacher_dir or "trained here",
+            "train_steps": None if args.teacher_dir else args.train_steps, "train_s": round(train_s, 1),
+            "held_out_sequences": len(seqs), "rows": rows}
+
+
+KD_SETTINGS = (("fkl", 1.0), ("rkl", 1.0), ("fkl", 2.0))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab", default="100,8192", help="comma-separated vocabulary sizes (100: the built-in character tokenizer)")
@@ -131,13 +178,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--truncation", action="store_true", help="also measure the top-k truncation error")
+    ap.add_argument("--teacher-dir", default=None, help="a trained teacher folder for --truncation")
+    ap.add_argument("--train-steps", type=int, default=400)
+    ap.add_argument("--train-examples", type=int, default=2000)
+    ap.add_argument("--skip-steps", action="store_true", help="only the truncation measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="llm-cache-step-") as tmp:
-        runs = [run(int(v), args, Path(tmp)) for v in args.vocab.split(",")]
+        runs = [] if args.skip_steps else [run(int(v), args, Path(tmp)) for v in args.vocab.split(",")]
+        trunc = truncation(args, Path(tmp)) if args.truncation else None
     out = {"script": "llm_cache_step", "threads": args.threads, "batch": args.batch, "seq": args.seq,
            "prompt": args.prompt, "kind": args.kind, "rounds": args.rounds, "teacher": TEACHER, "student": STUDENT,
-           "target_cache_over_alone": 1.10, "runs": runs,
+           "target_cache_over_alone": 1.10, "runs": runs, "truncation": trunc,
            "nice": os.nice(0), "torch": torch.__version__}
     sys.stdout.write(json.dumps(out) + "\n")
 
