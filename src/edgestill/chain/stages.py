@@ -487,7 +487,8 @@ def bench_stage(recipe: Recipe, rows: list[dict[str, Any]], out: Path, progress:
 
 def _bench_remote(spec: Any, device: str, manifests: list[Path], out: Path, data: Any,
                   teacher_logits: np.ndarray | None, advance: Progress, n_cells: int) -> list[Any]:
-    """``bench.rounds`` rounds of every artifact × thread count on an inventory device, the eval data sent along."""
+    """``bench.rounds`` rounds of every artifact × thread count on an inventory device, the eval data sent along (a
+    generative artifact timed there at ``bench.prompt_tokens``/``bench.gen_tokens``)."""
     from edgestill.devices.inventory import load_inventory
     from edgestill.devices.remote import bench_on_device
     from edgestill.outdir import write_bytes_atomic
@@ -508,7 +509,7 @@ def _bench_remote(spec: Any, device: str, manifests: list[Path], out: Path, data
     ms: list[Any] = []
     for r in range(spec.rounds):
         ms += bench_on_device(entry, manifests, spec.threads, bench=spec.timing, eval_data=eval_data,
-                              progress=lambda i, n, label="", r=r: advance(r * n_cells + i, n_cells, f"{device}: {label}"))
+                              prompt_tokens=spec.prompt_tokens, gen_tokens=spec.gen_tokens, progress=lambda i, n, label="", r=r: advance(r * n_cells + i, n_cells, f"{device}: {label}"))
     return ms
 
 

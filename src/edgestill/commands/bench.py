@@ -106,7 +106,7 @@ def bench(
         from edgestill.host import git_ref, redact
         from edgestill.runtimes import get_runtime
 
-        from edgestill.runtimes.generate import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS, check_lengths
+        from edgestill.runtimes.generate import check_lengths
 
         thread_counts = parse_int_list(threads, option="--threads")
         check_lengths(prompt_tokens, gen_tokens, prefix="--")
@@ -135,15 +135,13 @@ def bench(
             raise InputError(f"--text times on this machine only (the tokenizer runs here); drop --device {device}, or "
                              "drop --text (random ids and masks at the artifact's length are timed there).")
         if device != "host":
-            if (prompt_tokens, gen_tokens) != (DEFAULT_PROMPT_TOKENS, DEFAULT_GEN_TOKENS):
-                raise InputError(f"--prompt-tokens/--gen-tokens time on this machine only for now; on --device {device} "
-                                 f"a generative model is timed at {DEFAULT_PROMPT_TOKENS}/{DEFAULT_GEN_TOKENS}. Drop them.")
             if allow_rejected:
                 raise InputError(f"--allow-rejected measures on this machine only; drop --device {device}, or drop "
                                  "--allow-rejected and bench published artifacts there.")
             return _bench_on_device(device, inventory, artifacts, thread_counts, db=db, runtime=runtime,
                                     accelerator=accelerator, bench=bench_options, data=data, timeout_s=timeout_s,
-                                    repeat=repeat, run_key=run_key, memory_limit=memory_limit, json_out=json_out)
+                                    repeat=repeat, run_key=run_key, memory_limit=memory_limit, json_out=json_out,
+                                    prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
         store = ResultsStore(db)
         journal = None
         if run_key is not None:
@@ -185,8 +183,9 @@ def bench(
 def _bench_on_device(name: str, inventory: Path | None, artifacts: list[Path], thread_counts: list[int], *,
                      db: Path, runtime: str | None, accelerator: str, bench: Any, data: Path | None,
                      timeout_s: float, repeat: int, run_key: str | None, memory_limit: str | None,
-                     json_out: bool) -> int:
-    """``bench --device NAME``: every cell on an inventory device through its transport, stored with the device."""
+                     json_out: bool, prompt_tokens: int, gen_tokens: int) -> int:
+    """``bench --device NAME``: every cell on an inventory device through its transport, stored with the device (a
+    generative artifact timed there at ``prompt_tokens``/``gen_tokens``)."""
     from edgestill.commands.progress import RichReporter
     from edgestill.devices.inventory import load_inventory
     from edgestill.devices.remote import bench_on_device
@@ -205,8 +204,8 @@ def _bench_on_device(name: str, inventory: Path | None, artifacts: list[Path], t
     with RichReporter(enabled=not json_out) as rep:
         rep.stage(f"bench on {name}", total=len(artifacts) * len(thread_counts))
         results = bench_on_device(entry, artifacts, thread_counts, bench=bench, eval_data=data, runtime=runtime,
-                                  accelerator=accelerator, timeout_s=timeout_s,
-                                  progress=lambda i, n, label="": rep.advance(i, n, label))
+                                  accelerator=accelerator, timeout_s=timeout_s, prompt_tokens=prompt_tokens,
+                                  gen_tokens=gen_tokens, progress=lambda i, n, label="": rep.advance(i, n, label))
     with store:
         run_id = store.add_run(redact(f"bench --device {name} " + " ".join(str(a) for a in artifacts)),
                                git_ref=git_ref(), measurements=results, machine=entry.name)

@@ -14,7 +14,9 @@ lab_app = typer.Typer(
     epilog=("\b\nExamples:\n"
             "  edgestill lab run --inventory devices.yaml out/artifacts/*.manifest.json\n"
             "  edgestill lab run -i devices.yaml student.manifest.json --devices pi5-lab-1,jetson-1 --threads 1,4\n"
-            "  edgestill lab run -i devices.yaml student.manifest.json --data eval.npz --json"),
+            "  edgestill lab run -i devices.yaml student.manifest.json --data eval.npz --json\n"
+            "  edgestill lab run -i devices.yaml llm/student-llm-onnx-int4-weight.manifest.json --prompt-tokens 256 "
+            "--gen-tokens 64"),
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
@@ -51,6 +53,13 @@ def run(
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime, litert or openvino (default: the format's own)."),
     data: Path | None = typer.Option(None, "--data", help="An .npz with x and y (or teacher_logits): scored on each device."),
     timeout: float = typer.Option(300.0, "--timeout", min=1.0, help="Seconds one cell may run on a device."),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens",
+                                      help="A generative model's prompt length for timing on each device (a synthetic "
+                                           "seeded prompt); a shorter context times the largest lengths that fit, "
+                                           "same ratio."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens",
+                                   help="A generative model's new tokens per timed generation on each device (greedy, "
+                                        "not stopping at eos): TTFT, prefill and decode tokens/s."),
     db: Path = typer.Option(Path(".edgestill/results.db"), "--db", help="SQLite results store."),
     json_out: bool = typer.Option(False, "--json", help="Print the per-device summary and every record as JSON."),
 ) -> None:
@@ -60,16 +69,19 @@ def run(
         from edgestill.commands.options import parse_int_list
         from edgestill.devices.inventory import load_inventory
         from edgestill.devices.lab import run_lab
+        from edgestill.runtimes.generate import check_lengths
         from edgestill.runtimes.harness import BenchOptions
 
         thread_counts = parse_int_list(threads, option="--threads")
+        check_lengths(prompt_tokens, gen_tokens, prefix="--")
         inv = load_inventory(inventory)
         names = None if devices is None else [d.strip() for d in devices.split(",") if d.strip()]
         chosen = inv.select(names)  # an unknown name fails here, before anything runs
         bench = BenchOptions(min_runs=min_runs, min_seconds=min_seconds)
         with _DeviceProgress([d.name for d in chosen], enabled=not json_out) as show:
             result = run_lab(inv, [str(a) for a in artifacts], thread_counts, devices=names, db=db, bench=bench,
-                             eval_data=data, runtime=runtime, timeout_s=timeout, progress=show.update)
+                             eval_data=data, runtime=runtime, timeout_s=timeout, progress=show.update,
+                             prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
         if json_out:
             from edgestill.record import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION
 

@@ -283,9 +283,11 @@ def _model_file(path: Path) -> tuple[Path, dict[str, str]]:
     """The .tflite to push and the record's identity; a manifest's files are checked against their sha256 first.
 
     Raises:
-        InputError: not a .tflite (benchmark_model runs only LiteRT models), missing, or failing its manifest's check.
+        InputError: not a .tflite (benchmark_model runs only LiteRT models), a generative one, missing, or failing its
+            manifest's check.
     """
     from edgestill.artifact import MANIFEST_SUFFIX, Artifact
+    from edgestill.runtimes.generate import llm_info
 
     if path.name.endswith(MANIFEST_SUFFIX):
         art = Artifact.load(path)
@@ -293,6 +295,13 @@ def _model_file(path: Path) -> tuple[Path, dict[str, str]]:
             raise InputError(f"{path} is a {art.format} artifact; an Android device over ADB runs LiteRT's "
                              "benchmark_model, which takes only .tflite models. Pass a tflite artifact, or measure "
                              f"the {art.format} one on an ssh or local device.")
+        if llm_info(art) is not None:
+            raise InputError(f"{path} is a generative model (source.llm in its manifest); an Android device over ADB "
+                             "runs LiteRT's benchmark_model, which times one call of a signature on random inputs and "
+                             "cannot prefill a prompt, carry the KV cache and decode token by token, so it gives no "
+                             "TTFT or tokens/s. Measure it on an ssh or local device (`edgestill bench --device NAME "
+                             "--prompt-tokens N --gen-tokens M`), or estimate it for the phone's profile "
+                             "(`edgestill estimate`).")
         art.verify_files()
         return art.model_path, {"artifact": art.name, "format": "tflite", "precision": art.precision}
     if path.suffix != ".tflite":
@@ -391,11 +400,11 @@ def bench_on_adb_device(
                          "paths on the phone (e.g. /data/local/tmp/edgestill).")
     if bench is not None:
         min_runs, min_seconds, max_seconds, warmup_runs = bench.min_runs, bench.min_seconds, bench.max_seconds, bench.warmup_runs
+    models = [_model_file(Path(a)) for a in artifacts]  # every input checked before the phone is touched
     adb_path = shutil.which(adb or _field(entry, "adb", "adb"))
     if adb_path is None:
         raise InputError(f"device {name!r} (adb): the adb client {adb or _field(entry, 'adb', 'adb')!r} is not on "
                          "PATH. Install Android's platform-tools, or set the entry's 'adb' to its path.")
-    models = [_model_file(Path(a)) for a in artifacts]  # every input checked before the phone is touched
     device = {"id": name, "profile": profile, "transport": "adb"}
     timing = {"num_runs": min_runs, "min_secs": min_seconds, "max_secs": max_seconds, "warmup_runs": warmup_runs}
     base_settings = {"tool": "benchmark_model", "bench": timing, "timeout_s": timeout_s}

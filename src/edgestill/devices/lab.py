@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from edgestill.devices.transport import failed_cell, failure_exit_code, failure_of
 from edgestill.errors import EdgestillError, InputError
 from edgestill.record import Measurement
+from edgestill.runtimes.generate import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS, check_lengths
 
 if TYPE_CHECKING:
     from edgestill.devices.inventory import DeviceEntry, Inventory
@@ -104,6 +105,8 @@ def run_lab(
     timeout_s: float = 300.0,
     progress: Callable[[str, int, int, str], None] | None = None,
     on_device_done: Callable[[DeviceOutcome], None] | None = None,
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    gen_tokens: int = DEFAULT_GEN_TOKENS,
 ) -> LabResult:
     """Run artifacts × thread counts on every selected device, devices in parallel, and store each device's results.
 
@@ -115,18 +118,22 @@ def run_lab(
         db: the SQLite results store; one run per device (see the module docstring).
         progress: called as ``progress(device, done, total, label)`` from the device's worker thread.
         on_device_done: called with each device's outcome as it is stored (in the calling thread).
+        prompt_tokens, gen_tokens: the lengths a generative artifact is timed at on every device (see
+            :func:`edgestill.devices.remote.bench_on_device`).
 
     Returns:
         a LabResult: a device that failed has ``kind="failed"`` records naming why; the others are measured.
 
     Raises:
-        InputError: an unknown device name, no devices, bad artifacts, thread counts or eval data (nothing runs).
+        InputError: an unknown device name, no devices, bad artifacts, thread counts, eval data or timing lengths
+            (nothing runs).
     """
     from edgestill.benchmarks.store import ResultsStore
     from edgestill.devices.remote import bench_on_device
     from edgestill.devices.ssh import prepare_artifacts
     from edgestill.host import redact
 
+    check_lengths(prompt_tokens, gen_tokens)
     chosen = inventory.select(devices)
     if not chosen:
         raise InputError(f"no devices selected from inventory {inventory.path}; name some with --devices.")
@@ -151,7 +158,8 @@ def run_lab(
 
         try:
             out.measurements = bench_on_device(entry, artifacts, thread_counts, bench=bench, eval_data=eval_data,
-                                               runtime=runtime, timeout_s=timeout_s, progress=report)
+                                               runtime=runtime, timeout_s=timeout_s, progress=report,
+                                               prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
         except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
             failure = failure_of(exc) if isinstance(exc, EdgestillError) else "error"
             why = str(exc) if isinstance(exc, EdgestillError) else f"internal error: {type(exc).__name__}: {exc}"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from edgestill.devices.transport import TRANSPORTS, failure_exit_code
 from edgestill.errors import InputError
 from edgestill.record import Measurement
+from edgestill.runtimes.generate import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS, check_lengths
 
 if TYPE_CHECKING:
     from edgestill.devices.inventory import DeviceEntry
@@ -35,8 +36,15 @@ def bench_on_device(
     accelerator: str | None = None,
     timeout_s: float = 300.0,
     progress: Callable[[int, int, str], None] | None = None,
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    gen_tokens: int = DEFAULT_GEN_TOKENS,
 ) -> list[Measurement]:
     """Measure every artifact × thread count on ``entry`` through its transport (``local``, ``ssh``, ``adb``).
+
+    A generative artifact (``source.llm`` in its manifest) is timed on the device at ``prompt_tokens`` /
+    ``gen_tokens`` (a seeded synthetic prompt, greedy new tokens); its record's ``prompt_tokens`` and
+    ``generated_tokens`` say what was timed (a context too short for both shrinks them, same ratio). ``adb`` devices
+    run LiteRT's benchmark_model, which cannot drive a generative model: such an artifact is refused there.
 
     Never raises for a device that fails: each cell it could not measure is a ``kind="failed"`` record with
     ``settings["failure"]`` (unreachable, auth, host_key, missing_runtime, timeout, crash, bad_input, error). Every
@@ -46,7 +54,9 @@ def bench_on_device(
     Raises:
         InputError: bad local input (no artifacts, a bad thread count, an artifact that does not load or whose files
             changed, eval data that is not a file, an unknown runtime), found before anything is sent.
+        ConfigError: a timing length below its minimum (:func:`edgestill.runtimes.generate.check_lengths`).
     """
+    check_lengths(prompt_tokens, gen_tokens)
     if not artifacts:
         raise InputError("no artifacts to measure; pass one or more .manifest.json paths.")
     if not thread_counts or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in thread_counts):
@@ -57,7 +67,7 @@ def bench_on_device(
     fn = TRANSPORTS.get(entry.transport)
     return fn(entry, [Path(a) for a in artifacts], list(thread_counts), bench=bench,
               eval_data=None if eval_data is None else Path(eval_data), runtime=runtime, accelerator=accelerator,
-              timeout_s=timeout_s, progress=progress)
+              timeout_s=timeout_s, progress=progress, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
 
 
 def _check_accelerator(entry: DeviceEntry, accelerator: str | None, runtime: str | None,

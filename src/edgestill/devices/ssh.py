@@ -7,7 +7,8 @@ A job on the device::
     <workdir>/job-<random>/                         made for this job (mode 700), removed when it ends
         a0/<manifest + model files>                 each artifact in its own folder, as its manifest lists them
         eval.npz                                    the eval data, when given
-        job-0.json ...                              one runner job per cell (the local bench's schema)
+        job-0.json ...                              one runner job per cell (the local bench's schema, its
+                                                    ``llm`` block the generative timing lengths asked for)
 
 Each cell runs ``cd JOB && exec env PYTHONPATH=BUNDLE OMP_NUM_THREADS=N ... PYTHON -s -m edgestill.runtimes.runner
 job-I.json``. Every file's sha256 is checked here before the upload (against its manifest) and on the device after it
@@ -44,6 +45,7 @@ from edgestill.devices.transport import (DEVICE_STATE_CODE, TRANSPORTS, AuthRefu
                                          HostKeyRefused, MissingOnDevice, failed_cell, failure_of, runner_bundle,
                                          runtime_options)
 from edgestill.record import Measurement, measurement_from_dict
+from edgestill.runtimes.generate import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS, check_lengths
 
 if TYPE_CHECKING:
     import paramiko
@@ -551,13 +553,16 @@ class _Job:
         return _last_json(r.stdout)
 
     def run_cell(self, i: int, a: _Artifact, threads: int, options: Any, bench: BenchOptions | None,
-                 timeout_s: float, device: dict[str, Any]) -> Measurement:
+                 timeout_s: float, device: dict[str, Any], llm: dict[str, int]) -> Measurement:
+        """One cell on the device; ``llm`` is the job's ``llm`` block (a generative artifact's timing lengths)."""
+        from edgestill.runtimes.generate import llm_info
         from edgestill.runtimes.harness import BenchOptions
         from edgestill.runtimes.runner import THREAD_ENV
 
         bench = bench or BenchOptions()
         job = {"artifact": a.remote, "runtime": a.runtime, "options": options.to_dict(), "bench": bench.to_dict(),
-               "inputs": "random", "seed": 0, "eval_data": self.remote_eval, "metric": "top1", "affinity": None}
+               "inputs": "random", "seed": 0, "eval_data": self.remote_eval, "metric": "top1", "affinity": None,
+               "llm": llm}
         job_path = str(self.jobdir / f"job-{i}.json")
         self.conn.put(json.dumps(job).encode(), job_path)
         pid_path = str(self.jobdir / f"runner-{i}.pid")
@@ -569,6 +574,8 @@ class _Job:
             self.conn.run('kill -KILL "$(cat ' + shlex.quote(pid_path) + ')"', what="killing the runner", timeout_s=15)
 
         settings: dict[str, Any] = {"runtime_options": options.to_dict(), "bench": bench.to_dict(), "timeout_s": timeout_s}
+        if llm_info(a.art) is not None:  # a failed generative cell says which lengths were asked for
+            settings["llm"] = dict(llm)
         t0 = time.perf_counter()
         try:
             r = self.conn.run(cmd, timeout_s=timeout_s, what=f"measuring {a.art.name}", on_timeout=kill)
@@ -616,6 +623,7 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
                         bench: BenchOptions | None = None, eval_data: str | Path | None = None,
                         runtime: str | None = None, accelerator: str | None = None, timeout_s: float = 300.0,
                         progress: Callable[[int, int, str], None] | None = None,
+                        prompt_tokens: int = DEFAULT_PROMPT_TOKENS, gen_tokens: int = DEFAULT_GEN_TOKENS,
                         sleep: Callable[[float], None] = time.sleep) -> list[Measurement]:
     """Measure every artifact × thread count on an ssh device; one record per cell, in that order.
 
@@ -628,6 +636,8 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
         runtime, accelerator: as in ``edgestill bench``.
         timeout_s: wall-clock limit of one cell on the device; past it the runner is killed there.
         progress: called as ``progress(done, total, label)`` before each cell and at the end.
+        prompt_tokens, gen_tokens: the lengths a generative artifact is timed at on the device (its record's
+            ``prompt_tokens``/``generated_tokens`` say which were used: a short context shrinks them, same ratio).
         sleep: the wait between connection attempts and cells (tests pass a recorder).
 
     Returns:
@@ -636,9 +646,12 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
 
     Raises:
         InputError: bad local input (an artifact, eval data, runtime or accelerator), before anything is sent.
+        ConfigError: a timing length below its minimum (see :func:`edgestill.runtimes.generate.check_lengths`).
     """
     from edgestill.errors import InputError as _InputError
 
+    check_lengths(prompt_tokens, gen_tokens)
+    llm = {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens}
     arts = prepare_artifacts(artifacts, runtime)
     if eval_data is not None and not Path(eval_data).is_file():
         raise _InputError(f"eval data {eval_data} is not a file; pass an .npz with x and y (or teacher_logits).")
@@ -685,7 +698,7 @@ def bench_on_ssh_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thr
                 sleep(entry.cooldown_s)
             if k:
                 state = job.state()
-            m = job.run_cell(k, a, t, options[t], bench, timeout_s, device)
+            m = job.run_cell(k, a, t, options[t], bench, timeout_s, device, llm)
             m.provenance["device"] = dict(device)
             m.provenance["device_state"] = state
             results[k] = m

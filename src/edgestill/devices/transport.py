@@ -2,7 +2,8 @@
 travels to a device, the device-state probe, and the failures a device can have.
 
 Each transport is a function ``(entry, artifacts, thread_counts, *, bench, eval_data, runtime, accelerator, timeout_s,
-progress) -> list[Measurement]`` registered in :data:`TRANSPORTS` under the inventory's ``transport`` name: ``local``
+progress, prompt_tokens, gen_tokens) -> list[Measurement]`` (the last two: the lengths a generative artifact is timed
+at, as in :func:`edgestill.benchmarks.bench.benchmark`) registered in :data:`TRANSPORTS` under the inventory's ``transport`` name: ``local``
 and ``adb`` (a wrapper of :func:`edgestill.devices.adb.bench_on_adb_device`) here, ``ssh`` by
 :mod:`edgestill.devices.ssh`, which ``TRANSPORTS.get`` imports on first use (as the runtimes' registry does), so no
 module imports its own dispatcher. A transport never raises for a device that fails: every cell it could not measure
@@ -28,6 +29,7 @@ from edgestill.errors import EdgestillError, InputError, RuntimeFailure
 from edgestill.imports import module_files, module_imports
 from edgestill.record import Measurement
 from edgestill.registry import Registry
+from edgestill.runtimes.generate import DEFAULT_GEN_TOKENS, DEFAULT_PROMPT_TOKENS
 
 if TYPE_CHECKING:
     from edgestill.devices.inventory import DeviceEntry
@@ -285,7 +287,9 @@ TRANSPORTS: Registry[TransportFn] = _Transports("transport")
 def bench_on_local_device(entry: DeviceEntry, artifacts: Sequence[str | Path], thread_counts: Sequence[int], *,
                           bench: BenchOptions | None = None, eval_data: Path | None = None, runtime: str | None = None,
                           accelerator: str | None = None, timeout_s: float = 300.0,
-                          progress: Callable[[int, int, str], None] | None = None) -> list[Measurement]:
+                          progress: Callable[[int, int, str], None] | None = None,
+                          prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+                          gen_tokens: int = DEFAULT_GEN_TOKENS) -> list[Measurement]:
     """Measure on this machine with :func:`edgestill.benchmarks.bench.benchmark` (one runner process per cell),
     with the inventory's device and the machine's state in each record and ``cooldown_s`` between cells."""
     from edgestill.benchmarks.bench import benchmark
@@ -300,7 +304,7 @@ def bench_on_local_device(entry: DeviceEntry, artifacts: Sequence[str | Path], t
             time.sleep(entry.cooldown_s)
         state = local_device_state()
         m = benchmark(path, runtime=runtime, options=runtime_options(threads, accelerator), bench=bench,
-                      eval_data=eval_data, timeout_s=timeout_s)
+                      eval_data=eval_data, timeout_s=timeout_s, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
         m.provenance["device"] = dict(device)
         m.provenance["device_state"] = state
         if m.kind == "failed":
