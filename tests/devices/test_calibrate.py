@@ -26,7 +26,8 @@ from edgestill.record import LatencyStats, Measurement
 
 PEAK = 50e9  # MAC/s of the synthetic device
 BANDWIDTH_GBS = 20.0
-TRUTH = {"conv": 0.6, "conv1x1": 0.45, "depthwise": 0.08, "matmul": 0.5}
+TRUTH = {"conv": 0.6, "conv1x1": 0.45, "depthwise": 0.08, "matmul": 0.5, "stem": 0.12}
+BUILTIN_NS_PER_BYTE = 1.5  # an activation the runtime leaves unfused after a conv (LiteRT's builtin HARD_SWISH)
 BW_EFF = 0.7
 OVERHEAD_MS, PER_NODE_MS = 0.03, 0.002
 
@@ -52,15 +53,25 @@ def roofline_ms(micro, threads: int = 1, precision: str = "fp32") -> float:
     fixed = OVERHEAD_MS + PER_NODE_MS * micro.nodes
     scale = 0.25 if precision == "int8" else 1.0
     per_layer_bytes = micro.bytes / micro.layers
-    if micro.kind in COMPUTE_CLASSES:  # a roofline: the larger of compute and memory time, per layer
+    if micro.kind in (*COMPUTE_CLASSES, "stem", "unfused"):  # a roofline: the larger of compute and memory, per layer
         memory_ms = per_layer_bytes * scale / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
-        layer = max(micro.macs / micro.layers / (TRUTH[micro.kind] * peak) * 1e3, memory_ms)
+        layer = max(micro.macs / micro.layers / (TRUTH[micro.op_class] * peak) * 1e3, memory_ms)
+        if micro.kind == "unfused":  # the conv's roofline (its own bytes), then the activation at the builtin rate
+            h, w, c = micro.shape
+            conv_bytes = FP32_BYTES_PER_CONV1X1(h, w, c)
+            layer = max(micro.macs / micro.layers / (TRUTH["conv1x1"] * peak) * 1e3,
+                        conv_bytes * scale / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3)
+            layer += 2 * h * w * c * (1 if precision == "int8" else 4) * BUILTIN_NS_PER_BYTE * 1e-6
         return fixed + BOUNDARY_MS + micro.layers * layer
     if micro.kind == "eltwise":
         return fixed + BOUNDARY_MS + micro.layers * per_layer_bytes * scale / (ELT_BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
     if micro.kind == "copy":
         return fixed + micro.bytes / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
     return fixed
+
+
+def FP32_BYTES_PER_CONV1X1(h: int, w: int, c: int) -> int:  # noqa: N802 - the conv1x1 micro's bytes at this shape
+    return 4 * (2 * h * w * c + c * c + c)
 
 
 def _measured(name: str, threads: int, ms: float) -> Measurement:
@@ -116,6 +127,15 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
             else:
                 want = np.einsum("chw,ochw->o", patch, w["w"]) + w["b"]
             np.testing.assert_allclose(y[0, :, i, j], want, rtol=1e-4, atol=1e-4)
+        elif micro.kind == "stem":  # a stride-2 conv on the 3-channel image
+            h, cin, cout, k = micro.shape
+            assert y.shape == (1, cout, h // 2, h // 2) and micro.macs == (h // 2) ** 2 * cout * cin * k * k
+            pad = np.pad(x[0], ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+            want = np.einsum("chw,ochw->o", pad[:, 2:2 + k, 2:2 + k], w["w"]) + w["b"]  # output pixel (1, 1)
+            np.testing.assert_allclose(y[0, :, 1, 1], want, rtol=1e-4, atol=1e-4)
+        elif micro.kind == "unfused":  # a 1×1 conv, then HardSwish
+            z = np.einsum("chw,oc->ohw", x[0], w["w"][:, :, 0, 0]) + w["b"][:, None, None]
+            np.testing.assert_allclose(y[0], z * np.clip(z + 3, 0, 6) / 6, rtol=1e-4, atol=1e-4)
         elif micro.kind == "matmul":
             m, k, n = micro.shape
             np.testing.assert_allclose(y, x @ w["w"] + w["b"], rtol=1e-4, atol=1e-4)
@@ -130,7 +150,8 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
             assert len(model.graph.node) == micro.nodes
             np.testing.assert_allclose(y, x + sum(w[f"c{i}"] for i in range(micro.nodes)), rtol=1e-5, atol=1e-5)
         cost = graph_cost(model)
-        assert cost.total_macs == (micro.macs if micro.kind in COMPUTE_CLASSES else 0), micro.name
+        computes = micro.kind in (*COMPUTE_CLASSES, "stem", "unfused")
+        assert cost.total_macs == (micro.macs if computes else 0), micro.name
         assert len(cost.nodes) == micro.nodes, micro.name  # the bias Add of the matmul fuses, as runtimes fuse it
         assert cost.nodes[0].op_class == micro.op_class, micro.name
 
@@ -158,8 +179,8 @@ def test_stacked_micros_have_k_times_the_work() -> None:
     micros = micro_models(quick=False)
     singles = {m.name: m for m in micros if m.layers == 1}
     stacks = [m for m in micros if m.layers > 1]
-    assert {m.kind for m in stacks} == set(STACKED_KINDS) and all(m.layers == STACK for m in stacks)
-    assert len(stacks) == sum(1 for m in singles.values() if m.kind in STACKED_KINDS)
+    assert {m.kind for m in stacks} == {*STACKED_KINDS, "unfused"} and all(m.layers == STACK for m in stacks)
+    assert len(stacks) == sum(1 for m in singles.values() if m.kind in (*STACKED_KINDS, "unfused"))
     for m in stacks:
         one = singles[m.base]
         assert (m.macs, m.bytes, m.nodes) == (STACK * one.macs, STACK * one.bytes, STACK * one.nodes)
@@ -195,7 +216,10 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert entry["per_node_ms"] == pytest.approx(PER_NODE_MS, rel=1e-3)
     assert entry["efficiency"]["attention"] == entry["efficiency"]["matmul"]
     assert set(entry["efficiency"]) == set(OP_CLASSES)
-    n_loo = sum(1 for m in micros if (m.kind in (*COMPUTE_CLASSES, "eltwise") and m.layers == 1) or m.kind == "copy")
+    assert "stem" not in entry["derived"]  # timed: not the conv's
+    assert entry["builtin_ns_per_byte"] == pytest.approx(BUILTIN_NS_PER_BYTE, rel=1e-3)
+    n_loo = sum(1 for m in micros if (m.kind in (*COMPUTE_CLASSES, "eltwise") and m.layers == 1)
+                or m.kind in ("copy", "stem"))
     assert entry["error"]["n"] == n_loo and entry["error"]["median_abs_percent"] < 0.5
     assert entry["error"]["within_25_percent"] == 1.0
     # the GEMV streams 4 MB of weights: memory-bound on this device, so it sets no efficiency and is predicted from
@@ -210,6 +234,12 @@ def test_fit_recovers_a_known_roofline() -> None:
     row = next(r for r in rows if r["name"] == slow.name)
     assert row["error_percent"] == pytest.approx(-50.0, abs=2.0)
     assert entry["error"]["within_25_percent"] < 1.0
+    # timings saved before the stem and unfused micros existed: the stem takes the conv's efficiency, no builtin rate
+    old = [(m, roofline_ms(m)) for m in micros if m.kind not in ("stem", "unfused")]
+    entry, _ = fit_entry(old, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
+                         precision="fp32", threads=1)
+    assert entry["derived"]["stem"] == "conv" and entry["efficiency"]["stem"] == entry["efficiency"]["conv"]
+    assert "builtin_ns_per_byte" not in entry
 
 
 def test_fit_refuses_missing_micros() -> None:
@@ -294,7 +324,7 @@ def test_cli_quick_calibration_of_this_host(tmp_path: Path) -> None:
     entry = doc["entries"][0]
     assert (entry["runtime"], entry["precision"], entry["threads"]) == ("onnxruntime", "fp32", 1)
     assert all(v > 0 for v in entry["efficiency"].values()) and entry["overhead_ms"] > 0
-    assert entry["error"]["n"] == 10  # per layer: 2 shapes of each of the 4 compute classes, and the 2 copies
+    assert entry["error"]["n"] == 12  # per layer: 2 shapes of each of the 4 compute classes, the 2 stems, the 2 copies
     assert sorted(set(os.listdir(tmp_path)) - before) == ["cal", "store"] and os.listdir(work) == []
     assert os.listdir(out) == ["host.calibration.yaml"]
     assert {p.name for p in (tmp_path / "store").iterdir()} <= {"results.db", "results.db-wal", "results.db-shm"}
@@ -358,7 +388,7 @@ def test_calibration_over_ssh_measures_on_the_device(sshd_factory, tmp_path: Pat
     res = calibrate_device("host", measure=device_measure(entry, quick=True), out_folder=out, quick=True,
                            device={"name": entry.name, "transport": entry.transport})
     assert {m.provenance["device"]["transport"] for m in res.measurements} == {"ssh"}
-    assert all(m.kind == "measured" for m in res.measurements) and res.entries[0]["error"]["n"] == 10
+    assert all(m.kind == "measured" for m in res.measurements) and res.entries[0]["error"]["n"] == 12
     doc = yaml.safe_load(res.path.read_text())
     assert doc["device"] == {"name": "loop", "transport": "ssh"}
     locked = inv.get("locked")

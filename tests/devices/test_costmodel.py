@@ -271,8 +271,10 @@ def test_tflite_cost_matches_the_onnx_macs_and_sees_the_fp32_island(tiny_tflite_
     for n in cost.nodes:
         by_type.setdefault(n.op_type, []).append(n)
     conv, dw = by_type["CONV_2D"][0], by_type["DEPTHWISE_CONV_2D"][0]
-    assert (conv.op_class, conv.dtype, conv.fused) == ("conv", "int8", ("RELU",))  # the tflite op's own activation
+    # the first conv reads the 3-channel image: a stem; the tflite op's own activation is fused
+    assert (conv.op_class, conv.dtype, conv.fused) == ("stem", "int8", ("RELU",))
     assert by_type["CONV_2D"][1].op_class == "conv1x1" and dw.op_class == "depthwise"
+    assert not any(n.builtin for n in by_type["CONV_2D"])  # XNNPACK runs the int8 convs
     assert by_type["FULLY_CONNECTED"][0].op_class == "matmul"
     assert conv.param_bytes == 8 * 27 + 8 * 4  # int8 weights, int32 bias
     # the hard-sigmoid runs in fp32 between a DEQUANTIZE and a QUANTIZE: each a one-byte-per-element int8 pass
@@ -302,3 +304,28 @@ def test_outside_xnnpack_names_the_ops_the_delegate_leaves(tiny_tflite_pair: dic
     left = outside_xnnpack(tiny_tflite_pair["tflite"])
     assert left is not None and all(isinstance(v, int) and v > 0 for v in left.values())
     assert "CONV_2D int8" not in left  # XNNPACK runs the int8 convs
+    # tflite_cost marks the same ops builtin, one node each
+    from edgestill.devices.tflite_cost import tflite_cost
+
+    marked: dict[str, int] = {}
+    for n in tflite_cost(tiny_tflite_pair["tflite"]).nodes:
+        if n.builtin:
+            marked[f"{n.op_type} {n.dtype}"] = marked.get(f"{n.op_type} {n.dtype}", 0) + 1
+    assert sum(marked.values()) == sum(left.values())
+
+
+def test_a_stem_is_a_dense_conv_on_few_channels_with_overlapping_windows():
+    """The first conv on an RGB image (kernel > stride) is a ``stem``; a ViT's patch embedding (kernel == stride) and a
+    conv on 8 channels are not."""
+    def conv(cin: int, k: int, stride: int) -> str:
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[stride, stride],
+                                  pads=[k // 2 if k > stride else 0] * 4)]
+        out = 32 // stride
+        g = _model(nodes, [helper.make_tensor_value_info("x", F32, [1, cin, 32, 32])],
+                   [helper.make_tensor_value_info("y", F32, [1, 16, out, out])], [_init("w", (16, cin, k, k))])
+        (node,) = graph_cost(g).nodes
+        return node.op_class
+
+    assert conv(3, 7, 2) == "stem" and conv(3, 3, 2) == "stem" and conv(1, 3, 1) == "stem"
+    assert conv(3, 16, 16) == "conv"  # patch embedding: every input pixel read once
+    assert conv(8, 3, 2) == "conv"

@@ -159,6 +159,24 @@ def test_a_quantized_graph_prices_each_node_at_its_own_dtype_calibration(tmp_pat
     fp32_part = (max(5e7 / (pi5.peak_macs_per_s("fp32", 1) * 0.5), 1e5 / (bw * 0.5)) * 1e3
                  + 4e6 / (bw * 2.0) * 1e3 + 2 * 0.01)
     assert math.isclose(m.settings["estimate_ms"], int8_part + fp32_part + 0.2, rel_tol=1e-3)
+    # a stem takes the conv's efficiency when the entry has none of its own (a calibration from before stems)
+    stem = estimate({"layers": [["stem", 2e8, 1e5, "int8"]]}, pi5, runtime="litert", precision="int8", threads=1)
+    conv = estimate({"layers": [["conv", 2e8, 1e5, "int8"]]}, pi5, runtime="litert", precision="int8", threads=1)
+    assert stem.settings["estimate_ms"] == conv.settings["estimate_ms"]
+    # an int8 op outside the delegate (LiteRT's builtin HARD_SWISH) costs its bytes at the entry's builtin rate,
+    # in place of the roofline, once the entry has one
+    builtin = {"layers": [["conv", 2e8, 1e5, "int8"], ["elementwise", 0, 3e5, "int8", True]]}
+    before = estimate(builtin, pi5, runtime="litert", precision="int8", threads=1).settings["estimate_ms"]
+    doc["entries"][1] = {**entry("int8", 0.8, 0.4, 0.02), "builtin_ns_per_byte": 2.0,
+                         "efficiency": {**entry("int8", 0.8, 0.4, 0.02)["efficiency"], "stem": 0.1}}
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    pi5 = load_profile("raspberry-pi-5")
+    after = estimate(builtin, pi5, runtime="litert", precision="int8", threads=1).settings["estimate_ms"]
+    assert math.isclose(after, int8_part + 0.2 + 3e5 * 2.0 * 1e-6 + 0.02, rel_tol=1e-3)
+    assert after > before
+    stem = estimate({"layers": [["stem", 2e8, 1e5, "int8"]]}, pi5, runtime="litert", precision="int8", threads=1)
+    assert math.isclose(stem.settings["estimate_ms"],
+                        2e8 / (pi5.peak_macs_per_s("int8", 1) * 0.1) * 1e3 + 0.02 + 0.2, rel_tol=1e-3)
 
 
 def test_a_tflite_artifact_is_costed_from_its_own_graph(tiny_tflite_pair: dict[str, Path]):

@@ -15,6 +15,16 @@ that once-per-call cost:
   layer that took no longer than its bytes take at the copies' bandwidth (the GEMV, which streams its weights) is
   memory-bound: the estimator's roofline (``max(compute, memory)``) predicts it from bandwidth, so it does not set an
   efficiency. The efficiency is the share of peak over the whole op, cache stalls included;
+- ``efficiency["stem"]`` from the two stem micros (a stride-2 3×3 and 7×7 conv on a 224×224 RGB image, one layer
+  each: a stem cannot stack): MAC/s over peak of its p50 less ``overhead_ms`` and its per-node cost, the decomposition
+  the estimator adds back once per network. A network's first conv runs far below the conv rate (each kernel tap
+  reads 3 bytes): on the development host at 1 thread LiteRT int8 ran the ResNet 7×7 stem barely faster than fp32
+  while its 3×3 convs ran 6× faster, so the zoo's int8 CNNs took twice their estimate while the stem was priced as a
+  conv. Timings saved before stems existed give the stem the conv's efficiency (``derived``);
+- ``builtin_ns_per_byte`` (LiteRT int8 only): the unfused micro (a 1×1 conv and a HardSwish, stacked) less the
+  same-shape 1×1 conv's slope, per byte of the activation's int8 input and output. XNNPACK leaves an int8 HARD_SWISH to
+  LiteRT's builtin kernels (mobilenet_v3: 19-20 of them, 4.7 ms measured against a 0.84 ms estimate when they were
+  priced as XNNPACK elementwise passes); the estimator prices every int8 op outside the delegate at this rate;
 - ``bandwidth_efficiency`` from the large elementwise Adds (16-32 MB, DRAM): bytes read and written per second over
   ``profile.bandwidth_gbs``: the memory term of the compute layers;
 - ``elementwise_bandwidth_efficiency`` from the residual-Add stack's slope: its bytes, counted as the estimator
@@ -60,12 +70,14 @@ import numpy as np
 
 from edgestill.devices.microbench import (
     COMPUTE_CLASSES,
+    QUANTIZED_KINDS,
     RUNTIME_FORMATS,
     STACKED_KINDS,
     MicroModel,
     build_micro_set,
     micro_artifact_name,
     micro_models,
+    micros_for,
 )
 from edgestill.errors import ConfigError, InputError, RuntimeFailure, UnsupportedError, did_you_mean
 from edgestill.record import Measurement
@@ -73,8 +85,11 @@ from edgestill.record import Measurement
 CALIBRATION_SCHEMA = "edgestill-device-calibration"
 CALIBRATION_SCHEMA_VERSION = 1
 CALIBRATION_SUFFIX = ".calibration.yaml"
-OP_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul", "elementwise", "attention", "pool", "other")
-DERIVED_CLASSES: dict[str, str] = {"attention": "matmul", "pool": "elementwise", "other": "elementwise"}
+OP_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "elementwise", "attention", "pool",
+                                "other")
+# classes without a micro of their own take another's efficiency (stem: only when no stem micro was timed)
+DERIVED_CLASSES: dict[str, str] = {"attention": "matmul", "pool": "elementwise", "other": "elementwise",
+                                   "stem": "conv"}
 CAL_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 WITHIN_PERCENT = 25.0
 # A micro whose p50 is mostly the fixed per-call terms says little about its op's speed: its work time is never taken
@@ -183,19 +198,20 @@ def fit_entry(
     # (t_K - t_1) / (K - 1), free of what a call pays once (call overhead, boundary quantize/dequantize, layout
     # reorders); the intercept t_1 - slope is that once-per-call cost.
     layers: dict[str, list[tuple[MicroModel, float, float]]] = {}  # kind -> [(single micro, per-layer ms, intercept)]
-    for kind in STACKED_KINDS:
-        group = by_kind[kind]
+    for kind in (*STACKED_KINDS, "unfused"):
+        group = by_kind.get(kind, [])
         singles = {m.name: (m, ms) for m, ms in group if m.layers == 1}
         for m, ms in group:
             if m.layers > 1 and m.base in singles:
                 one, one_ms = singles[m.base]
                 slope = layer_slope(one_ms, ms, m.layers)
                 layers.setdefault(kind, []).append((one, slope, one_ms - slope))
-        if not layers.get(kind):
+        if not layers.get(kind) and kind != "unfused":
             raise RuntimeFailure(f"calibration of {runtime} {precision} ×{threads} has no single-layer and stacked "
                                  f"pair for {kind}; both are needed for the per-layer fit.")
     intercepts = [b for kind in COMPUTE_CLASSES for _, _, b in layers[kind]]
     overhead_ms = max(call_overhead_ms, _median(intercepts))
+    boundary = _boundary_fit([(m, b) for kind in COMPUTE_CLASSES for m, _, b in layers[kind]], overhead_ms)
 
     def layer_work(m: MicroModel, slope: float) -> float:  # a layer's time less its per-node cost
         return max(slope - per_node_ms * m.nodes, MIN_WORK_SHARE * slope)
@@ -204,7 +220,7 @@ def fit_entry(
         return m.macs / (layer_work(m, slope) / 1e3) / peak_macs_per_s
 
     def memory_ms(m: MicroModel) -> float:  # the roofline's memory term at the copies' bandwidth
-        return m.bytes * (byte_scale if m.kind in STACKED_KINDS else 1.0) / (achieved_gbs * 1e9) * 1e3
+        return m.bytes * (byte_scale if m.kind in QUANTIZED_KINDS else 1.0) / (achieved_gbs * 1e9) * 1e3
 
     def compute_bound(group: Sequence[tuple[MicroModel, float, float]]) -> list[tuple[MicroModel, float, float]]:
         # a layer that took no longer than its bytes take at the copy bandwidth (a GEMV streaming its weights) is
@@ -214,12 +230,20 @@ def fit_entry(
     def elt_gbs(m: MicroModel, slope: float) -> float:  # an elementwise layer's bytes (as the estimator counts them)/s
         return m.bytes * byte_scale / (layer_work(m, slope) / 1e3) / 1e9
 
+    def stem_eff(m: MicroModel, ms: float) -> float:  # one layer, less its call's boundary and its per-node cost
+        return m.macs / (_work_ms(ms, boundary(m) + per_node_ms * m.nodes) / 1e3) / peak_macs_per_s
+
     efficiency: dict[str, float] = {}
     for kind in COMPUTE_CLASSES:
         efficiency[kind] = _median([eff(m, sl) for m, sl, _ in compute_bound(layers[kind])])
     efficiency["elementwise"] = _median([eff(m, sl) for m, sl, _ in layers["eltwise"]])
-    for cls, src in DERIVED_CLASSES.items():
+    stems = by_kind.get("stem", [])
+    derived = {cls: src for cls, src in DERIVED_CLASSES.items() if cls != "stem" or not stems}
+    if stems:
+        efficiency["stem"] = _median([stem_eff(m, ms) for m, ms in stems])
+    for cls, src in derived.items():
         efficiency[cls] = efficiency[src]
+    builtin = _builtin_ns_per_byte(layers.get("unfused", []), layers["conv1x1"], precision)
     elt_achieved = _median([elt_gbs(m, sl) for m, sl, _ in layers["eltwise"]])
 
     rows: list[dict[str, Any]] = []
@@ -256,6 +280,12 @@ def fit_entry(
                 loo_eff = _median([eff(o, osl) for o, osl, _ in compute_bound(others)])
                 pred = per_node_ms * m.nodes + max(m.macs / (loo_eff * peak_macs_per_s) * 1e3, memory_ms(m))
                 record(m.name, pred, sl, memory_bound=layer_work(m, sl) <= memory_ms(m))
+    for m, ms in stems:  # each stem from the other stems' efficiency, plus the boundary cost it was fitted less
+        others = [stem_eff(o, oms) for o, oms in stems if o is not m]
+        if others:
+            pred = boundary(m) + per_node_ms * m.nodes + max(m.macs / (_median(others) * peak_macs_per_s) * 1e3,
+                                                             memory_ms(m))
+            record(m.name, pred, ms)
     abs_err = np.abs(np.asarray(errors, dtype=float))
     entry = {
         "runtime": runtime,
@@ -274,13 +304,46 @@ def fit_entry(
             "method": "leave-one-shape-out, per layer",
         },
         "fitted_on": "microbenchmarks",
-        "derived": dict(DERIVED_CLASSES),
+        "derived": derived,
         "peak_macs_per_s": float(peak_macs_per_s),
         "bandwidth_gbs": bandwidth_gbs,
         "achieved_bandwidth_gbs": round(achieved_gbs, 4),
         "elementwise_achieved_gbs": round(elt_achieved, 4),
     }
+    if builtin is not None:
+        entry["builtin_ns_per_byte"] = round(builtin, 6)
     return entry, rows
+
+
+def _boundary_fit(points: Sequence[tuple[MicroModel, float]], overhead_ms: float) -> Callable[[MicroModel], float]:
+    """What one call of a micro pays once, as a function of the elements it converts at its boundary: a least-squares
+    line through the compute micros' intercepts (``t_1 - slope``) against their input + output elements (the int8
+    quantize/dequantize and layout passes grow with the tensors), never below zero nor with a negative slope (then
+    the median intercept, ``overhead_ms``, for every micro). A stem's one-layer time less this is its layer's time:
+    its output (112×112×64) is far larger than the stacked micros', so their median intercept would leave its
+    dequantize and layout passes in the stem's work."""
+    x = np.array([m.boundary_elements for m, _ in points], dtype=float)
+    y = np.array([b for _, b in points], dtype=float)
+    if len(points) < 2 or np.ptp(x) == 0:
+        return lambda m: overhead_ms
+    slope, intercept = np.polyfit(x, y, 1)
+    if slope <= 0:
+        return lambda m: overhead_ms
+    return lambda m: max(float(intercept + slope * m.boundary_elements), 0.0)
+
+
+def _builtin_ns_per_byte(unfused: Sequence[tuple[MicroModel, float, float]],
+                        conv1x1: Sequence[tuple[MicroModel, float, float]], precision: str) -> float | None:
+    """ns per byte of an activation the runtime leaves unfused after a conv (LiteRT's builtin int8 HARD_SWISH): the
+    unfused stack's per-layer time less the same-shape 1×1 conv's, over the activation's bytes as the cost model
+    counts them (its input and output at the precision's element size). None without an unfused micro and its conv."""
+    per_layer = {m.shape: sl for m, sl, _ in conv1x1}
+    times = []
+    for m, sl, _ in unfused:
+        if m.shape in per_layer:
+            h, w, c = m.shape
+            times.append(max(sl - per_layer[m.shape], 0.0) * 1e6 / (2 * h * w * c * (1 if precision == "int8" else 4)))
+    return _median(times) if times else None
 
 
 # --- the calibration file ---
@@ -481,7 +544,7 @@ def calibrate_device(
     read_calibration(path)  # a file in the way is refused before any work
     micros = micro_models(quick=quick)
     sets = [(r, p) for r in runtimes for p in precisions]
-    total = len(sets) * len(micros) * len(threads)
+    total = sum(len(micros_for(micros, r, p)) for r, p in sets) * len(threads)
     offset = 0
 
     def set_progress(done: int, _n: int, label: str) -> None:
@@ -503,10 +566,11 @@ def calibrate_device(
         for runtime, precision in sets:
             if progress:
                 progress(offset, total, f"building {runtime} {precision} micro models")
+            set_micros = micros_for(micros, runtime, precision)
             with _quiet_builders():
-                paths = build_micro_set(micros, runtime, precision, tmp / f"{runtime}-{precision}")
-            results = measure([paths[m.name] for m in micros], threads)
-            by_name = {micro_artifact_name(m, runtime, precision): m for m in micros}
+                paths = build_micro_set(set_micros, runtime, precision, tmp / f"{runtime}-{precision}")
+            results = measure([paths[m.name] for m in set_micros], threads)
+            by_name = {micro_artifact_name(m, runtime, precision): m for m in set_micros}
             for t in threads:
                 points = []
                 for r in results:
@@ -523,7 +587,7 @@ def calibrate_device(
                         input_failures += _is_input_failure(r)
                 fits.append((runtime, precision, t, points))
             measurements.extend(results)
-            offset += len(micros) * len(threads)
+            offset += len(set_micros) * len(threads)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:

@@ -12,7 +12,11 @@ What is counted (the convention of :mod:`edgestill.models.costs`, so the zoo's d
 - Activation bytes: every input and output of a node that is not a parameter, at its element size (one byte for a
   tensor that travels quantized between QuantizeLinear/DequantizeLinear pairs).
 
-Op classes: ``conv`` (dense, kernel > 1), ``conv1x1``, ``depthwise`` (group == input channels), ``matmul`` (Gemm,
+Op classes: ``stem`` (a dense conv with overlapping windows, kernel > stride, that reads at most
+``STEM_MAX_CHANNELS`` input channels: a network's first layer on the image; each kernel tap reads a few bytes, too
+short for the vector and int8 dot-product units, so runtimes run it many times below a conv's rate, in int8 barely
+faster than in fp32; a ViT's patch embedding, kernel == stride, stays ``conv``), ``conv`` (dense, kernel > 1),
+``conv1x1``, ``depthwise`` (group == input channels), ``matmul`` (Gemm,
 MatMul with a weight, FC), ``attention`` (activation × activation MatMuls beside a Softmax, or a fused Attention op),
 ``elementwise`` (pointwise ops, normalisation, softmax), ``pool`` (pooling and reductions), ``other`` (layout and
 data movement: reshape, transpose, gather, concat, ...).
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,8 +49,11 @@ from edgestill.errors import InputError
 if TYPE_CHECKING:
     import onnx
 
-OP_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise", "pool", "other")
-COMPUTE_CLASSES: tuple[str, ...] = ("conv", "conv1x1", "depthwise", "matmul", "attention")
+OP_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise", "pool",
+                                "other")
+COMPUTE_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "attention")
+# a dense conv reading this many input channels or fewer (RGB, RGBA, grey) is a ``stem``
+STEM_MAX_CHANNELS = 4
 
 # (index of the data input, index of the weight input) of each conv- and matmul-like op
 _CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
@@ -88,7 +96,9 @@ _DTYPE_NAMES = {1: "fp32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bo
 
 @dataclass(frozen=True, kw_only=True)
 class NodeCost:
-    """The cost of one node after fusion (``fused`` names the elementwise ops folded into it)."""
+    """The cost of one node after fusion (``fused`` names the elementwise ops folded into it; ``builtin``: the runtime
+    runs it on its reference kernels, outside its accelerated delegate, e.g. an int8 HARD_SWISH XNNPACK leaves to
+    LiteRT)."""
 
     name: str
     op_type: str
@@ -98,6 +108,7 @@ class NodeCost:
     act_bytes: int
     fused: tuple[str, ...] = ()
     dtype: str = "fp32"
+    builtin: bool = False
 
 
 @dataclass(kw_only=True)
@@ -139,6 +150,16 @@ class GraphCost:
         if with_nodes:
             d["nodes"] = [{**asdict(n), "fused": list(n.fused)} for n in self.nodes]
         return d
+
+
+def is_stem(in_channels: int, group: int, kernel: Sequence[int], in_spatial: Sequence[int],
+            out_spatial: Sequence[int]) -> bool:
+    """Whether a conv is a ``stem``: dense, at most ``STEM_MAX_CHANNELS`` input channels, and a kernel larger than its
+    stride (read from the spatial shapes: input size // output size) in some dimension."""
+    if group != 1 or in_channels > STEM_MAX_CHANNELS or not kernel:
+        return False
+    strides = [max(int(i) // max(int(o), 1), 1) for i, o in zip(in_spatial, out_spatial)] or [1] * len(kernel)
+    return any(int(k) > s for k, s in zip(kernel, strides))
 
 
 def _load(model: Any) -> onnx.ModelProto:
@@ -338,6 +359,8 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
             cin = x[1] if x and len(x) > 1 else w[1] * group
             if group > 1 and group == cin and w[1] == 1:
                 return "depthwise", macs
+            if is_stem(cin, group, w[2:], x[2:] if x else (), out[2:]):
+                return "stem", macs
             return ("conv1x1" if kernel == 1 else "conv"), macs
         if op in _MATMUL_OPS:
             ai, bi = _MATMUL_OPS[op]
@@ -489,6 +512,8 @@ def cost_summary(cost: GraphCost) -> dict[str, Any]:
         "inputs": cost.inputs, "total_macs": cost.total_macs, "total_params": cost.total_params,
         "total_param_bytes": cost.total_param_bytes, "total_act_bytes": cost.total_act_bytes,
         "nodes": len(cost.nodes), "by_class": {k: v for k, v in cost.by_class().items() if v["nodes"]},
-        # per node after fusion: [op class, MACs, bytes moved (parameters + activations), dtype]: the roofline's input
-        "layers": [[n.op_class, n.macs, n.param_bytes + n.act_bytes, n.dtype] for n in cost.nodes],
+        # per node after fusion: [op class, MACs, bytes moved (parameters + activations), dtype] and, for a node
+        # outside the runtime's delegate, a fifth element true: the roofline's input
+        "layers": [[n.op_class, n.macs, n.param_bytes + n.act_bytes, n.dtype, *([True] if n.builtin else [])]
+                   for n in cost.nodes],
     }

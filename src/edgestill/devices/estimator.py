@@ -66,6 +66,14 @@ When the profile also holds the fp32 entry for the runtime and thread count, eve
 priced at that entry (its efficiencies, fp32 peak, bandwidth efficiencies and per-node term), the int8 nodes at the
 int8 entry, and the call overhead once (the int8 entry's).
 
+Stems and builtin ops. A network's first conv on the image (``stem``: at most 4 input channels, kernel larger than
+stride) runs far below the conv rate, most of all in int8 (on the development host LiteRT ran ResNet's int8 7×7 stem
+barely faster than fp32, its 3×3 convs 6× faster): a calibration that timed the stem micros prices it at its own
+efficiency; one made before them, and the published fit (whose rows cannot separate it), at the conv's. An int8 op a
+runtime leaves outside its delegate (a ``.tflite`` file's ops XNNPACK does not take, marked ``builtin`` by
+:func:`~edgestill.devices.tflite_cost.tflite_cost`: mobilenet_v3's int8 HARD_SWISH) costs its bytes at the entry's
+``builtin_ns_per_byte`` (LiteRT's own kernel, timed by the unfused micro) instead of the roofline.
+
 LiteRT artifacts are costed from the ``.tflite`` file itself (:mod:`edgestill.devices.tflite_cost`): the project's
 LiteRT quantizer leaves LayerNorm, attention, Softmax, GELU pieces and mobilenet_v3's hard-sigmoid in fp32 between
 DEQUANTIZE and QUANTIZE, which the fp32 ONNX graph does not show; the file's graph shows them, with those passes.
@@ -120,6 +128,10 @@ _PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float"
 REFERENCE_GROUP = ("litert", "cpu")
 
 _CLASS_PRIOR = {"conv": 0.5, "conv1x1": 0.6, "depthwise": 0.15, "matmul": 0.5, "attention": 0.3}
+# the classes the published table fits; a class without an efficiency of its own (a calibration or fit made before it
+# existed, or the published fit, whose rows cannot tell a stem from the other convs) takes its fallback's
+_FIT_CLASSES: tuple[str, ...] = tuple(_CLASS_PRIOR)
+_CLASS_FALLBACK = {"stem": "conv"}
 _BW_PRIOR = 0.5
 _INT8_PRIOR = 0.5
 _PARALLEL_PRIOR = 0.8
@@ -131,24 +143,27 @@ _BYTES_SCALE = {("fp32", "int8"): 0.25, ("fp32", "fp16"): 0.5, ("fp16", "int8"):
 
 @dataclass(frozen=True)
 class _Layers:
-    """A graph as arrays: op class per node, MACs, bytes moved, and the dtype the graph stores them in."""
+    """A graph as arrays: op class per node, MACs, bytes moved, the dtype the graph stores them in, and whether the
+    runtime runs the node outside its delegate (a summary row's optional fifth element)."""
 
     classes: tuple[str, ...]
     macs: np.ndarray
     bytes: np.ndarray
     dtypes: tuple[str, ...]
+    builtin: tuple[bool, ...]
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> _Layers:
         rows = summary["layers"]
         return cls(tuple(r[0] for r in rows), np.array([float(r[1]) for r in rows]),
-                   np.array([float(r[2]) for r in rows]), tuple(r[3] for r in rows))
+                   np.array([float(r[2]) for r in rows]), tuple(r[3] for r in rows),
+                   tuple(bool(r[4]) if len(r) > 4 else False for r in rows))
 
     def subset(self, keep: Sequence[bool]) -> _Layers:
         """The nodes where ``keep`` is true."""
         idx = [i for i, k in enumerate(keep) if k]
         return _Layers(tuple(self.classes[i] for i in idx), self.macs[idx], self.bytes[idx],
-                       tuple(self.dtypes[i] for i in idx))
+                       tuple(self.dtypes[i] for i in idx), tuple(self.builtin[i] for i in idx))
 
 
 def _data_text(name: str) -> str:
@@ -238,7 +253,7 @@ def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth
     efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too.
     ``fp32_elementwise_bw_eff`` (the fp32 calibration's) prices the MAC-less fp32 nodes of a quantized graph, which
     run fp32 kernels, not the int8 ones the int8 entry measured."""
-    eff_arr = np.array([eff.get(c, 1.0) if c in COMPUTE_CLASSES else 1.0 for c in layers.classes])
+    eff_arr = np.array([_efficiency(eff, c) if c in COMPUTE_CLASSES else 1.0 for c in layers.classes])
     scale = _byte_scales(layers, precision)
     compute_s = layers.macs / (peak_macs * eff_arr)
     quantized = precision == "int8" and "int8" in layers.dtypes
@@ -253,6 +268,12 @@ def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth
     bw = np.array([node_bw(c, d) for c, d in zip(layers.classes, layers.dtypes)])
     memory_s = layers.bytes * scale / (bandwidth_bps * bw)
     return float(np.sum(np.maximum(compute_s, memory_s)) * 1e3 + per_node_ms * len(layers.classes) + overhead_ms)
+
+
+def _efficiency(eff: Mapping[str, float], op_class: str) -> float:
+    """The efficiency of ``op_class`` in ``eff``, its fallback's where it has none (see ``_CLASS_FALLBACK``)."""
+    value = eff.get(op_class) or eff.get(_CLASS_FALLBACK.get(op_class, op_class))
+    return float(value) if value else 1.0
 
 
 def core_type(profile: Any) -> str | None:
@@ -311,15 +332,16 @@ def _fit(rows: Sequence[_Row]) -> dict[str, Any]:
 
     groups = sorted({r.group for r in rows if r.group != REFERENCE_GROUP})
     cores = sorted({r.core for r in rows if r.core is not None and r.group[1] == "cpu"})
-    k = len(COMPUTE_CLASSES)
+    k = len(_FIT_CLASSES)
     n_shared = k + 3
     # priors (log space): class efficiencies, bw_eff, f_int8, logit p, runtime-group scales, core scales
-    mean = np.array([math.log(_CLASS_PRIOR[c]) for c in COMPUTE_CLASSES]
+    mean = np.array([math.log(_CLASS_PRIOR[c]) for c in _FIT_CLASSES]
                     + [math.log(_BW_PRIOR), math.log(_INT8_PRIOR), math.log(_PARALLEL_PRIOR / (1 - _PARALLEL_PRIOR))]
                     + [0.0] * (len(groups) + len(cores)))
     sigma = np.array([1.0] * k + [1.0, 0.7, 1.0] + [1.0] * len(groups) + [_CORE_SIGMA] * len(cores))
     # the rows as flat arrays: one entry per layer, indexed by row
-    class_index = {c: i for i, c in enumerate(COMPUTE_CLASSES)}
+    class_index = {c: i for i, c in enumerate(_FIT_CLASSES)}
+    class_index.update({c: class_index[f] for c, f in _CLASS_FALLBACK.items()})
     rid, cls, macs, nbytes = [], [], [], []
     for i, r in enumerate(rows):
         rid.extend([i] * len(r.layers.classes))
@@ -361,7 +383,7 @@ def _fit(rows: Sequence[_Row]) -> dict[str, Any]:
     start = np.clip(mean, lower + 1e-6, upper - 1e-6)
     x = least_squares(residuals, start, bounds=(lower, upper), method="trf").x
     return {
-        "efficiency": {c: float(math.exp(x[i])) for i, c in enumerate(COMPUTE_CLASSES)},
+        "efficiency": {c: float(math.exp(x[i])) for i, c in enumerate(_FIT_CLASSES)},
         "bandwidth_efficiency": float(math.exp(x[k])), "int8_factor": float(math.exp(x[k + 1])),
         "parallel": float(1 / (1 + math.exp(-x[k + 2]))),
         "scale": {f"{g[0]}/{g[1]}": float(math.exp(x[n_shared + i])) for i, g in enumerate(groups)},
@@ -525,6 +547,19 @@ def _check_choice(profile: Any, runtime: str, precision: str, threads: int, acce
                          f"Use 1 to {cores}.")
 
 
+def _split_builtin(layers: _Layers, calibration: Mapping[str, Any], precision: str) -> tuple[_Layers, float]:
+    """The nodes a runtime runs outside its delegate at ``precision`` (LiteRT's builtin int8 HARD_SWISH), priced at
+    the calibration's ``builtin_ns_per_byte`` (its unfused micro) plus its per-node cost, and the other nodes.
+    Without that rate every node stays in the roofline."""
+    rate = calibration.get("builtin_ns_per_byte")
+    outside = [b and d == precision for b, d in zip(layers.builtin, layers.dtypes)]
+    if rate is None or not any(outside):
+        return layers, 0.0
+    count = sum(outside)
+    ms = float(layers.bytes[np.array(outside)].sum()) * float(rate) * 1e-6
+    return layers.subset([not o for o in outside]), ms + float(calibration.get("per_node_ms") or 0.0) * count
+
+
 def _summary_of(cost: GraphCost | Mapping[str, Any]) -> Mapping[str, Any]:
     return cost_summary(cost) if isinstance(cost, GraphCost) else cost
 
@@ -576,6 +611,7 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
         if not bw_eff:
             published = published_fit()
             bw_eff = published["values"]["bandwidth_efficiency"]
+        layers, builtin_ms = _split_builtin(layers, calibration, precision)
         fp32_entry = profile.calibration_for(runtime, "fp32", threads) if precision == "int8" else None
         fp32_nodes = [d == "fp32" for d in layers.dtypes]
         if fp32_entry and "int8" in layers.dtypes and any(fp32_nodes) and fp32_entry.get("bandwidth_efficiency"):
@@ -603,6 +639,7 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                  overhead_ms=float(calibration.get("overhead_ms") or 0.0),
                                  elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
                                  fp32_elementwise_bw_eff=(fp32_entry or {}).get("elementwise_bandwidth_efficiency"))
+        point += builtin_ms
         error = dict(calibration.get("error") or {})
         median_abs = float(error.get("median_abs_percent") or 25.0)
         half = math.log1p(1.9 * median_abs / 100)
@@ -636,7 +673,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
         est = {"fit": "published", "error": fit["error"], "basis": basis,
                "parameters": {"efficiency": values["efficiency"], "bandwidth_efficiency": values["bandwidth_efficiency"],
                               "scale": _scale_of(values, group, core_type(profile) if accelerator == "cpu" else None)}}
-    est["graph"] = {"macs": int(layers.macs.sum()), "nodes": len(layers.classes), "basis": summary.get("basis", "graph")}
+    whole = _Layers.from_summary(summary)
+    est["graph"] = {"macs": int(whole.macs.sum()), "nodes": len(whole.classes), "basis": summary.get("basis", "graph")}
     point, low, high = round(point, 4), round(low, 4), round(high, 4)
     # The point sits where the store, gate and report read an estimate's figure (p50_ms); n = 0 says no sample was
     # taken, and kind = "estimated" keeps it out of every table of measurements and from being matched with one.
@@ -772,10 +810,15 @@ def estimate_artifact(path: str | Path, profile: Any, *, runtime: str | None = N
                     left = None
                 if left:
                     record.provenance["estimator"]["graph"]["outside_xnnpack"] = left
-                    record.warnings.append(
-                        f"{sum(left.values())} op(s) run outside XNNPACK on LiteRT's builtin kernels "
-                        f"({', '.join(f'{k} x{v}' for k, v in sorted(left.items()))}); the calibration times XNNPACK "
-                        "kernels only, so they are priced at XNNPACK rates and the estimate is likely low")
+                    entry = profile.calibration_for(record.runtime, record.precision, threads) or {}
+                    priced = entry.get("builtin_ns_per_byte") is not None
+                    unpriced = {k: v for k, v in left.items() if not (priced and k.endswith(f" {record.precision}"))}
+                    if unpriced:
+                        record.warnings.append(
+                            f"{sum(unpriced.values())} op(s) run outside XNNPACK on LiteRT's builtin kernels "
+                            f"({', '.join(f'{k} x{v}' for k, v in sorted(unpriced.items()))}) and no calibration "
+                            "micro times them at this precision: they are priced at XNNPACK rates and the estimate "
+                            "is likely low")
             return record
     try:
         graph, art = onnx_graph_for(path)

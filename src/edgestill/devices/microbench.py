@@ -1,7 +1,9 @@
 """Microbenchmark models for device self-calibration, built without torch (``onnx.helper``, opset 17).
 
 Each micro model isolates one term of the estimator's roofline: 3×3, 1×1 and depthwise 3×3 convolutions and a fully
-connected layer (MatMul + bias; compute per op class), a residual elementwise Add of two activations (the cost of a
+connected layer (MatMul + bias; compute per op class), two stems (a stride-2 3×3 and 7×7 conv on a 224×224 RGB image:
+the first layer of a CNN, which runs far below the conv rate), for LiteRT int8 a 1×1 conv followed by a HardSwish
+that XNNPACK leaves to LiteRT's builtin kernels (``unfused``), a residual elementwise Add of two activations (the cost of a
 network's standalone elementwise nodes), a large elementwise Add over 16-32 MB (DRAM bandwidth), one tiny Add (the
 fixed per-call overhead) and a chain of tiny Adds (the per-node cost). Their MACs and bytes are analytic
 (:func:`micro_models`) and written as edgestill artifacts (manifest + file), so the ordinary bench path (the runner,
@@ -62,6 +64,13 @@ STACK = 4
 STACK_QUICK = 3
 # Micro kinds that come as a single layer and a stack of K: the four compute classes and ``eltwise``.
 STACKED_KINDS: tuple[str, ...] = (*COMPUTE_CLASSES, "eltwise")
+# The stem (a dense conv on the 3-channel image, stride 2) is timed as one layer: it cannot stack (its output has more
+# channels than its input), and a network pays the same boundary (the input's quantize and layout) around it.
+# ``unfused`` (a 1×1 conv followed by HardSwish, stacked) is built for LiteRT int8 only: XNNPACK leaves the int8
+# HARD_SWISH to LiteRT's builtin kernels, and its stack's slope less the same 1×1 conv's is that kernel's cost.
+UNFUSED_SETS: tuple[tuple[str, str], ...] = (("litert", "int8"),)
+# Micro kinds quantized in an int8 set (the copies and the overhead micros stay fp32 files)
+QUANTIZED_KINDS: tuple[str, ...] = (*STACKED_KINDS, "stem", "unfused")
 
 # Shapes (H, W, C for convolutions; M, K, N for the GEMM; elements for the copy). Chosen so each full-size micro
 # takes about 0.2-5 ms on one Cortex-A76 core at a typical efficiency: ~29 M MACs per 3×3 conv, ~13 M per 1×1, the
@@ -75,6 +84,9 @@ FULL_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "copy": ((4 << 20,), (8 << 20,)),
     # activation-sized tensors (H, W, C) for the elementwise stack: in-cache, as a network's residual Adds are
     "eltwise": ((56, 56, 32), (28, 28, 96)),
+    # (H, input channels, output channels, kernel) at stride 2: MobileNet/EfficientNet's 3×3 and ResNet's 7×7 stems
+    "stem": ((224, 3, 32, 3), (224, 3, 64, 7)),
+    "unfused": ((56, 56, 64),),  # the shape of one conv1x1 micro: the activation's cost is the difference
 }
 # Quick mode (a smoke test of the whole path, or a first look): two small shapes per kind, about 2 M MACs each.
 QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -84,6 +96,8 @@ QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "matmul": ((1, 256, 256), (16, 256, 256)),
     "copy": ((256 << 10,), (512 << 10,)),
     "eltwise": ((14, 14, 32),),
+    "stem": ((64, 3, 16, 3), (64, 3, 16, 7)),
+    "unfused": ((14, 14, 64),),
 }
 
 
@@ -91,7 +105,8 @@ QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
 class MicroModel:
     """One microbenchmark: what it computes and its analytic cost.
 
-    ``kind`` is an op class of the cost model (conv, conv1x1, depthwise, matmul), ``eltwise`` (residual Adds of two
+    ``kind`` is an op class of the cost model (stem, conv, conv1x1, depthwise, matmul), ``unfused`` (a 1×1 conv and
+    a HardSwish the runtime does not fuse into it), ``eltwise`` (residual Adds of two
     activations), ``copy`` (an elementwise Add over a large tensor: bandwidth), ``call`` (one tiny Add: the per-call
     overhead) or ``nodes`` (a chain of tiny Adds: the per-node cost). ``layers`` is 1, or K for the stacked variant
     of a compute or eltwise micro (:meth:`stacked`). ``macs`` counts multiply-accumulates (one per element for an
@@ -111,7 +126,14 @@ class MicroModel:
     @property
     def op_class(self) -> str:
         """The cost model's op class this micro measures (``elementwise`` for eltwise, copy, call and nodes)."""
-        return self.kind if self.kind in COMPUTE_CLASSES else "elementwise"
+        if self.kind == "unfused":
+            return "conv1x1"
+        return self.kind if self.kind in (*COMPUTE_CLASSES, "stem") else "elementwise"
+
+    @property
+    def boundary_elements(self) -> int:
+        """Elements of its input and output: what a call converts at its boundary (quantize, dequantize, layout)."""
+        return int(np.prod(self.input_shape)) + int(np.prod(_output_shape(self)))
 
     @property
     def base(self) -> str:
@@ -120,8 +142,9 @@ class MicroModel:
 
     def stacked(self, layers: int) -> MicroModel:
         """The same layer repeated ``layers`` times in sequence (each its own weights): K× the MACs, bytes, nodes."""
-        if self.kind not in STACKED_KINDS or self.layers != 1:
-            raise ConfigError(f"only single-layer {', '.join(STACKED_KINDS)} micros stack, not {self.name!r}.")
+        if self.kind not in (*STACKED_KINDS, "unfused") or self.layers != 1:
+            raise ConfigError(f"only single-layer {', '.join(STACKED_KINDS)} and unfused micros stack, not "
+                              f"{self.name!r}.")
         return MicroModel(name=f"{self.name}-x{layers}", kind=self.kind, shape=self.shape, input_shape=self.input_shape,
                           macs=self.macs * layers, bytes=self.bytes * layers, nodes=self.nodes * layers, layers=layers)
 
@@ -152,6 +175,24 @@ def _copy(elements: int) -> MicroModel:
                       input_shape=(1, elements), macs=elements, bytes=FP32_BYTES * 2 * elements)
 
 
+def _stem(h: int, cin: int, cout: int, k: int) -> MicroModel:
+    out = h // 2  # stride 2, padding k // 2
+    return MicroModel(name=f"stem-{h}x{h}x{cin}-{cout}k{k}", kind="stem", shape=(h, cin, cout, k),
+                      input_shape=(1, cin, h, h), macs=out * out * cout * cin * k * k,
+                      bytes=FP32_BYTES * (cin * h * h + cout * out * out + cout * cin * k * k + cout))
+
+
+def _unfused(h: int, w: int, c: int) -> MicroModel:
+    conv = _conv("conv1x1", h, w, c)
+    return MicroModel(name=f"unfused-{h}x{w}x{c}", kind="unfused", shape=(h, w, c), input_shape=conv.input_shape,
+                      macs=conv.macs, bytes=conv.bytes + FP32_BYTES * 2 * h * w * c)
+
+
+def micros_for(micros: Sequence[MicroModel], runtime: str, precision: str) -> list[MicroModel]:
+    """The micros a (runtime, precision) set times: all but the unfused ones outside ``UNFUSED_SETS``."""
+    return [m for m in micros if m.kind != "unfused" or (runtime, precision) in UNFUSED_SETS]
+
+
 def _eltwise(h: int, w: int, c: int) -> MicroModel:
     # one residual Add of two activations: reads two tensors and writes one
     return MicroModel(name=f"eltwise-{h}x{w}x{c}", kind="eltwise", shape=(h, w, c), input_shape=(1, c, h, w),
@@ -159,14 +200,17 @@ def _eltwise(h: int, w: int, c: int) -> MicroModel:
 
 
 def micro_models(*, quick: bool = False) -> list[MicroModel]:
-    """The microbenchmarks of one calibration: every compute kind at its shapes and the elementwise stack, each as one
-    layer and as a stack of ``STACK`` (``STACK_QUICK``) layers; two copies, ``call`` and ``nodes``."""
+    """The microbenchmarks of one calibration: every compute kind at its shapes, the elementwise stack and the unfused
+    activation, each as one layer and as a stack of ``STACK`` (``STACK_QUICK``) layers; the stems as one layer; two
+    copies, ``call`` and ``nodes``. :func:`micros_for` picks a runtime and precision's set."""
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
     k = STACK_QUICK if quick else STACK
     single = [_conv(kind, *s) for kind in ("conv", "conv1x1", "depthwise") for s in shapes[kind]]
     single += [_gemm(*s) for s in shapes["matmul"]]
     single += [_eltwise(*s) for s in shapes["eltwise"]]
+    single += [_unfused(*s) for s in shapes["unfused"]]
     out = [m for s in single for m in (s, s.stacked(k))]
+    out += [_stem(*s) for s in shapes["stem"]]
     out += [_copy(*s) for s in shapes["copy"]]
     width = 8
     out.append(MicroModel(name="call", kind="call", shape=(width,), input_shape=(1, width), macs=width,
@@ -208,6 +252,22 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
                                           pads=[pad] * 4, strides=[1, 1], group=group))
             prev = tensor(i)
         out_shape = [1, c, h, w]
+    elif micro.kind == "stem":
+        h, cin, cout, k = micro.shape
+        wname, bname = weight("w", (cout, cin, k, k), 1.0 / np.sqrt(cin * k * k)), weight("b", (cout,), 0.1)
+        nodes.append(helper.make_node("Conv", ["x", wname, bname], ["y"], kernel_shape=[k, k], pads=[k // 2] * 4,
+                                      strides=[2, 2]))
+        out_shape = list(_output_shape(micro))
+    elif micro.kind == "unfused":  # layers of a 1×1 conv and a HardSwish
+        h, w, c = micro.shape
+        prev = "x"
+        for i in range(layers):
+            wname = weight(f"w{sfx(i)}", (c, c, 1, 1), 1.0 / np.sqrt(c))
+            bname = weight(f"b{sfx(i)}", (c,), 0.1)
+            nodes.append(helper.make_node("Conv", [prev, wname, bname], [f"c{i}"], kernel_shape=[1, 1]))
+            nodes.append(helper.make_node("HardSwish", [f"c{i}"], [tensor(i)]))
+            prev = tensor(i)
+        out_shape = [1, c, h, w]
     elif micro.kind == "matmul":  # MatMul + bias Add on (1, M, K): M rows of one sample, as in a transformer
         m, k, n = micro.shape
         if layers > 1 and k != n:
@@ -240,7 +300,8 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
             prev = out
         out_shape = list(micro.input_shape)
     else:
-        raise ConfigError(f"unknown micro kind {micro.kind!r}; valid: {', '.join((*STACKED_KINDS, 'copy', 'call', 'nodes'))}.")
+        raise ConfigError(f"unknown micro kind {micro.kind!r}; valid: "
+                          f"{', '.join((*STACKED_KINDS, 'stem', 'unfused', 'copy', 'call', 'nodes'))}.")
     graph = helper.make_graph(nodes, micro.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(micro.input_shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgestill-microbench")
@@ -284,11 +345,14 @@ def _artifact(micro: MicroModel, folder: Path, name: str, fmt: str, precision: s
 def _output_shape(micro: MicroModel) -> tuple[int, ...]:
     if micro.kind == "matmul":
         return (1, micro.shape[0], micro.shape[2])
+    if micro.kind == "stem":
+        h, _, cout, _ = micro.shape
+        return (1, cout, h // 2, h // 2)
     return micro.input_shape
 
 
 def _quantizes(micro: MicroModel) -> bool:
-    return micro.kind in STACKED_KINDS
+    return micro.kind in QUANTIZED_KINDS
 
 
 def build_onnx(micro: MicroModel, folder: Path, precision: str = "fp32", *, seed: int = 0) -> Path:
@@ -394,6 +458,12 @@ def _torch_module(micro: MicroModel, seed: int) -> Any:
         k = 1 if micro.kind == "conv1x1" else 3
         return stack(lambda: nn.Conv2d(c, c, k, padding=k // 2, groups=c if micro.kind == "depthwise" else 1,
                                        bias=True))
+    if micro.kind == "stem":
+        h, cin, cout, k = micro.shape
+        return nn.Conv2d(cin, cout, k, stride=2, padding=k // 2, bias=True).eval()
+    if micro.kind == "unfused":
+        c = micro.shape[2]
+        return stack(lambda: nn.Sequential(nn.Conv2d(c, c, 1, bias=True), nn.Hardswish()))
     if micro.kind == "matmul":
         return stack(lambda: nn.Linear(micro.shape[1], micro.shape[2], bias=True))
     if micro.kind == "eltwise":
@@ -407,7 +477,8 @@ def build_litert(micro: MicroModel, folder: Path, precision: str = "fp32", *, se
     """Write the micro model as a LiteRT (.tflite) artifact in ``folder`` with the project's writers; return its
     manifest path. Needs torch and litert-torch on the machine that builds it (never on the device).
 
-    ``int8``: static int8 through :func:`edgestill.compress.quantize.api.quantize_export` (8 seeded random inputs);
+    ``int8``: static int8 through :func:`edgestill.compress.quantize.api.quantize_export` (8 seeded random inputs,
+    no equalisation or bias correction: they change the random weights, not the graph);
     copy, call and nodes stay fp32.
 
     Raises:
@@ -423,10 +494,13 @@ def build_litert(micro: MicroModel, folder: Path, precision: str = "fp32", *, se
     example = (torch.from_numpy(np.random.default_rng(seed).standard_normal(micro.input_shape).astype(np.float32)),)
     if quantized:
         from edgestill.compress.quantize.api import quantize_export
+        from edgestill.compress.quantize.options import QuantOptions
 
         calib = np.random.default_rng(seed + 1).standard_normal((8, *micro.input_shape[1:])).astype(np.float32)
+        # random weights: equalisation and bias correction would change values, not the graph the runtime times
         art = quantize_export(module, example, format="tflite", precision="int8-static", calibration=calib,
-                              staging_dir=folder, name=name)
+                              staging_dir=folder, name=name,
+                              options=QuantOptions(equalize=False, bias_correction=False))
     else:
         from edgestill.export.api import get_exporter
 

@@ -16,7 +16,8 @@ What is counted (the convention of :mod:`edgestill.devices.costmodel`):
   ``N·Hout·Wout·C · kh·kw``, TRANSPOSE_CONV ``input elements · Cout·kh·kw``, FULLY_CONNECTED ``output elements · K``
   (weight ``[N, K]``), BATCH_MATMUL ``output elements · K`` (K from the left operand, ``adj_x`` honoured). Everything
   else adds no MACs.
-- Op class: CONV_2D is ``conv1x1`` for a 1×1 kernel, else ``conv``; DEPTHWISE_CONV_2D ``depthwise``; FULLY_CONNECTED
+- Op class: CONV_2D is ``stem`` when :func:`~edgestill.devices.costmodel.is_stem` says so (the first layer on the
+  image: at most 4 input channels, kernel larger than stride), else ``conv1x1`` for a 1×1 kernel, else ``conv``; DEPTHWISE_CONV_2D ``depthwise``; FULLY_CONNECTED
   and a BATCH_MATMUL with a constant operand ``matmul``; a BATCH_MATMUL of two activations ``attention`` (as the ONNX
   cost model calls the activation × activation products of attention); pointwise ops, normalisation pieces, softmax,
   QUANTIZE and DEQUANTIZE ``elementwise``; pooling and reductions ``pool``; layout and data movement ``other``.
@@ -30,6 +31,8 @@ What is counted (the convention of :mod:`edgestill.devices.costmodel`):
   kernel dequantizes two inputs and quantizes one: 3 bytes per element as the int8 calibration counts it), so one byte
   per element, dtype int8. A DEQUANTIZE of a constant (fp16 or int8 weights stored compressed) is folded at load time:
   no node, its input counted as the consumer's parameter bytes.
+- builtin: an op LiteRT's default XNNPACK delegate does not take (found by allocating the file as the runner does:
+  :func:`outside_xnnpack`) runs on LiteRT's builtin kernels and is marked ``builtin``.
 - Fusion: TFLite already fuses what its kernels fuse (bias, ReLU/ReLU6 clamps into CONV_2D, DEPTHWISE_CONV_2D,
   FULLY_CONNECTED, ADD, ...); the op's ``fused_activation_function`` is recorded in ``fused`` and makes no pass of its
   own. Ops the file keeps separate (HARD_SWISH, LOGISTIC, GELU, ...) are separate nodes, as XNNPACK runs them.
@@ -43,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from edgestill.devices.costmodel import GraphCost, NodeCost
+from edgestill.devices.costmodel import GraphCost, NodeCost, is_stem
 from edgestill.errors import InputError
 
 _CONV = {"CONV_2D"}
@@ -142,6 +145,8 @@ def tflite_cost(model: str | Path, *, batch: int = 1) -> GraphCost:
             for o in op["outputs"]:
                 const_alias[int(o)] = ins[0]
 
+    found = _uncovered_ops(path)
+    builtin = {int(op["index"]) for op in found[0]} if found is not None else set()
     nodes: list[NodeCost] = []
     seen: dict[int, int] = {}
     for k, op in enumerate(ops):
@@ -159,7 +164,11 @@ def tflite_cost(model: str | Path, *, batch: int = 1) -> GraphCost:
         if name in _CONV and len(ins) > 1:
             w = shape(ins[1])
             macs = math.prod(out) * math.prod(w[1:])
-            op_class = "conv1x1" if len(w) == 4 and w[1] == 1 and w[2] == 1 else "conv"
+            x = shape(acts[0]) if acts else ()
+            if len(w) == 4 and len(x) == 4 and len(out) == 4 and is_stem(w[3], 1, w[1:3], x[1:3], out[1:3]):
+                op_class = "stem"
+            else:
+                op_class = "conv1x1" if len(w) == 4 and w[1] == 1 and w[2] == 1 else "conv"
         elif name in _DEPTHWISE and len(ins) > 1:
             w = shape(ins[1])
             macs = math.prod(out) * math.prod(w[1:-1])
@@ -194,30 +203,30 @@ def tflite_cost(model: str | Path, *, batch: int = 1) -> GraphCost:
         else:
             act_bytes = sum(nbytes(i) for i in acts) + sum(nbytes(o) for o in outs)
         nodes.append(NodeCost(name=f"{name}_{k}", op_type=name, op_class=op_class, macs=macs * batch,
-                              param_bytes=param_bytes, act_bytes=act_bytes * batch, fused=fused, dtype=dtype))
+                              param_bytes=param_bytes, act_bytes=act_bytes * batch, fused=fused, dtype=dtype,
+                              builtin=int(op["index"]) in builtin))
     inputs = {str(d["name"]): [batch, *[int(x) for x in d["shape"][1:]]] for d in interp.get_input_details()}
     total_params = sum(elems(p) for p in seen)
     return GraphCost(nodes=nodes, batch=batch, total_params=total_params, total_param_bytes=sum(seen.values()),
                      inputs=inputs)
 
 
-def outside_xnnpack(model: str | Path) -> dict[str, int] | None:
-    """The ops of a ``.tflite`` file that LiteRT's default XNNPACK delegate leaves to its builtin kernels, counted by
-    ``"OP dtype"`` (e.g. ``{"HARD_SWISH int8": 19}`` for mobilenet_v3_small int8); None when no delegate was applied.
+def _uncovered_ops(path: Path) -> tuple[list[dict[str, Any]], dict[int, Any]] | None:
+    """The ops of the file's main subgraph that LiteRT's default XNNPACK delegate leaves to its builtin kernels, and
+    the tensors; None when no delegate was applied.
 
     The interpreter is built and allocated at 1 thread as the runner builds it; each DELEGATE node's partition is
-    walked back from its outputs to its inputs, and the ops no partition covers are the ones left. The calibration's
-    microbenchmarks time XNNPACK kernels only, so these ops are priced at XNNPACK's rates: an estimate with many of
-    them is low (the record says so).
+    walked back from its outputs to its inputs, and the ops no partition covers are the ones left (an op keeps its
+    index in the file).
 
     Raises:
-        InputError: see :func:`tflite_cost`.
+        InputError: see :func:`tflite_cost`; LiteRT cannot prepare the file.
     """
-    interp = _interpreter(Path(model))
+    interp = _interpreter(path)
     try:
         interp.allocate_tensors()
     except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError on an op it cannot prepare
-        raise InputError(f"cost model: LiteRT could not prepare {model} ({type(exc).__name__}: {exc}).") from None
+        raise InputError(f"cost model: LiteRT could not prepare {path} ({type(exc).__name__}: {exc}).") from None
     ops = interp._get_ops_details()  # noqa: SLF001
     tensors = {int(t["index"]): t for t in interp.get_tensor_details()}
     delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
@@ -235,12 +244,30 @@ def outside_xnnpack(model: str | Path) -> dict[str, int] | None:
                 continue
             covered.add(producer[t])
             stack.extend(int(x) for x in original[producer[t]]["inputs"] if int(x) >= 0)
+    return [op for k, op in original.items() if k not in covered], tensors
+
+
+def outside_xnnpack(model: str | Path) -> dict[str, int] | None:
+    """The ops of a ``.tflite`` file that LiteRT's default XNNPACK delegate leaves to its builtin kernels, counted by
+    ``"OP dtype"`` (e.g. ``{"HARD_SWISH int8": 19}`` for mobilenet_v3_small int8); None when no delegate was applied.
+
+    :func:`tflite_cost` marks those nodes ``builtin``; the estimator prices the int8 ones at the calibration's
+    builtin rate (its unfused micro) where the entry has one, else at XNNPACK's rates (the record then warns that the
+    estimate is likely low).
+
+    Raises:
+        InputError: see :func:`tflite_cost`.
+    """
+    found = _uncovered_ops(Path(model))
+    if found is None:
+        return None
     left: dict[str, int] = {}
-    for k, op in original.items():
-        if k in covered:
-            continue
-        ins = [int(i) for i in op["inputs"] if int(i) >= 0 and int(i) in tensors]
-        dtype = _DTYPE.get(getattr(tensors[ins[0]]["dtype"], "__name__", ""), "?") if ins else "?"
-        key = f"{op['op_name']} {dtype}"
+    for op in found[0]:
+        key = f"{op['op_name']} {_op_dtype(op, found[1])}"
         left[key] = left.get(key, 0) + 1
     return left
+
+
+def _op_dtype(op: dict[str, Any], tensors: dict[int, Any]) -> str:
+    ins = [int(i) for i in op["inputs"] if int(i) >= 0 and int(i) in tensors]
+    return _DTYPE.get(getattr(tensors[ins[0]]["dtype"], "__name__", ""), "?") if ins else "?"
