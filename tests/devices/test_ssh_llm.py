@@ -121,3 +121,16 @@ def test_an_adb_phone_refuses_a_generative_tflite_naming_why(tmp_path: Path, man
     with pytest.raises(InputError, match=r"generative model.*benchmark_model.*no TTFT or tokens/s.*ssh or local"):
         bench_on_adb_device({"name": "p", "serial": "X", "benchmark_model": "/b"}, [art.write_manifest()], [1],
                             adb=shutil.which("true") or "true")
+
+
+def test_a_local_inventory_device_times_at_the_asked_lengths(tmp_path: Path, manifest: Path) -> None:
+    from edgestill.devices.inventory import load_inventory
+    from edgestill.devices.remote import bench_on_device
+    from edgestill.runtimes.harness import BenchOptions
+
+    inventory = write_inventory(tmp_path / "devices.yaml", [{"name": "here", "profile": "host", "transport": "local"}])
+    (m,) = bench_on_device(load_inventory(inventory).get("here"), [manifest], [1], bench=BenchOptions(min_seconds=0.0),
+                           prompt_tokens=5, gen_tokens=3)
+    assert m.kind == "measured" and m.provenance["device"]["transport"] == "local", m.error
+    assert (m.prompt_tokens, m.generated_tokens) == (5, 3)
+    assert len(m.samples_ms) == m.settings["llm"]["repeats_made"] * 2
