@@ -85,6 +85,8 @@ def test_a_cache_for_another_teacher_tokenizer_or_corpus_is_refused(built, teach
         build_topk_cache(teacher, sequences(seed=1), k=5, path=built.path, tokenizer_sha256="tok-a")
     with pytest.raises(InputError, match="tokenizer_sha256"):
         TopKCache.open(built.path, expect={"tokenizer_sha256": "tok-b"})
+    with pytest.raises(InputError, match="built for k 5"):
+        build_topk_cache(teacher, seqs, k=4, path=built.path, tokenizer_sha256="tok-a")
     with pytest.raises(ConfigError, match="cannot check"):
         TopKCache.open(built.path, expect={"colour": "red"})
 
@@ -181,3 +183,10 @@ def test_a_teacher_folder_records_its_tokenizer_and_a_student_with_another_is_re
         TopKCache.open(cache.path, expect={"tokenizer_sha256": tokenizer_sha256(other)})
     with pytest.raises(InputError, match="no tokenizer.json"):
         tokenizer_sha256(tmp_path / "cache")
+
+
+def test_replace_rebuilds_a_cache_of_other_inputs(teacher, seqs, tmp_path):
+    first = build_topk_cache(teacher, seqs, k=3, path=tmp_path / "cache")
+    second = build_topk_cache(teacher, seqs[:4], k=2, path=tmp_path / "cache", replace=True)
+    assert second.n_sequences == 4 and second.k == 2 and first.path == second.path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]

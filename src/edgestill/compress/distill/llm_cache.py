@@ -242,11 +242,12 @@ def vocab_of(teacher: Any) -> int:
 
 def build_topk_cache(teacher: Any, sequences: Sequence[Sequence[int]], *, k: int, path: str | os.PathLike[str],
                      batch_size: int = 16, progress: CacheProgress | None = None,
-                     tokenizer_sha256: str | None = None) -> TopKCache:
+                     tokenizer_sha256: str | None = None, replace: bool = False) -> TopKCache:
     """Run ``teacher`` once over ``sequences`` and store its top-k raw logits per token under the folder ``path``.
 
     If ``path`` already holds a cache built from the same teacher, tokenizer, sequences and k, it is opened and
-    returned without running the teacher.
+    returned without running the teacher. A cache of other inputs there is refused, or with ``replace`` rebuilt
+    (the old one removed only once the new one is complete: a run that owns the folder, such as a resumed chain).
 
     Args:
         teacher: a Hugging Face causal LM (``teacher(input_ids=..., attention_mask=...).logits`` [B, T, V]).
@@ -257,6 +258,7 @@ def build_topk_cache(teacher: Any, sequences: Sequence[Sequence[int]], *, k: int
         progress: called as ``progress(done_sequences, total_sequences)`` after each batch.
         tokenizer_sha256: the tokenizer's hash (:func:`tokenizer_sha256`), recorded so a student with another
             tokenizer is refused.
+        replace: rebuild a cache of other inputs found at ``path`` instead of refusing it.
 
     Raises:
         ConfigError: k or batch_size out of range.
@@ -272,16 +274,26 @@ def build_topk_cache(teacher: Any, sequences: Sequence[Sequence[int]], *, k: int
     want = {"teacher_sha256": teacher_fingerprint(teacher), "tokenizer_sha256": tokenizer_sha256,
             "corpus_sha256": corpus_sha256(seqs), "k": k, "vocab": vocab}
     root = Path(path)
+    stale = None
     if root.exists() or root.is_symlink():
-        if (root / "header.json").is_file():
+        if root.is_symlink() or not (root / "header.json").is_file():
+            raise InputError(f"build_topk_cache: {root} exists and is not a top-k cache; choose a new folder.")
+        try:
             return TopKCache.open(root, expect=want)
-        raise InputError(f"build_topk_cache: {root} exists and is not a top-k cache; choose a new folder.")
+        except InputError:
+            if not replace:
+                raise
+        stale = root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
         header = _write_arrays(teacher, seqs, k, vocab, tmp, batch_size, progress)
         header.update(want)
         write_json_atomic(tmp / "header.json", header)
+        if stale is not None:
+            trash = Path(tempfile.mkdtemp(prefix=f".{root.name}-old-", dir=root.parent))
+            os.rename(stale, trash / "cache")
+            shutil.rmtree(trash, ignore_errors=True)
         os.rename(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
