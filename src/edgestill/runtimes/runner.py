@@ -673,6 +673,8 @@ def run_llm_job(job: dict[str, Any], art: Any, info: Any, options: Any, bench: A
             "inputs": f"synthetic prompt (seed {job['seed']})",
             "thread_env": {v: os.environ[v] for v in THREAD_ENV},
             "manifest_present": True,
+            # what the generator set on its runtime that changes numbers (precision hint, KV-cache precision, ...)
+            "generator": getattr(gen, "settings", None),
         },
         samples_ms=samples, warnings=warnings, stability=stability,
     )  # fmt: skip
