@@ -45,8 +45,10 @@ per layer (0.02-0.04 from one-layer micros), fp32 0.26-0.40 (0.10-0.14); conv/ma
 peak, int8 0.8-3.3 (VNNI/AMX beyond the profile's int8 peak). The zoo models measured against the estimates
 (``perf/estimator_accuracy.py``, 10 models × onnx/openvino/tflite × fp32/int8 = 60 cells, in
 ``perf/results/estimator_accuracy.json``): 60% within ±25%, median |error| 22% (one-layer micros: 55%, 21%); fp32
-26/30 within, int8 10/30. int8 is under-estimated: the per-layer int8 efficiencies of same-shape stacks are higher
-than the zoo networks reach, most of all with LiteRT (0/10 int8 cells within ±25%).
+26/30 within, int8 10/30, before the stems, the unfused micro and the .tflite graphs (67%, int8 13/30, after the
+latter). int8 was under-estimated mostly where a network's cost is not in its stacked layers: the stem (the int8
+convs run 6× faster than fp32, the 3-channel stem barely faster) and LiteRT's builtin HARD_SWISH. Stem efficiencies
+from a run on a loaded host (load 17): 0.04-0.21 of the int8 peak against 0.95-3.7 for the convs.
 
 The file ``<out_folder>/<profile id>.calibration.yaml`` (schema ``edgestill-device-calibration`` v1) is written
 atomically; entries for other (runtime, precision, threads) already there are kept. The raw micro measurements go
