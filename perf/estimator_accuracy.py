@@ -133,7 +133,7 @@ def calibrate_host(quick: bool, reuse: bool = False,
     micro: list[dict[str, Any]] = []
     if saved is not None:
         micro = list(saved.get("calibration_micro") or [])
-        entries = _refit(micro, quick) if micro else [e for e in saved.get("calibration") or [] if e.get("threads") == 1]
+        entries = _refit(micro) if micro else [e for e in saved.get("calibration") or [] if e.get("threads") == 1]
         if not entries:
             raise SystemExit("--reuse-measurements: the saved run has no calibration entries or micro timings")
         cached.unlink(missing_ok=True)
@@ -168,14 +168,14 @@ def calibrate_host(quick: bool, reuse: bool = False,
     return profile, [{k: e.get(k) for k in keep} for e in entries], micro
 
 
-def _refit(micro: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
+def _refit(micro: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Calibration entries refitted from saved micro timings (rows of ``runtime, precision, threads, name, p50_ms``)."""
     from edgestill.devices import profiles
     from edgestill.devices.calibrate import fit_entry
     from edgestill.devices.microbench import micro_models
 
     host = profiles.host_profile()
-    by_name = {m.name: m for m in micro_models(quick=quick)}
+    by_name = {m.name: m for q in (False, True) for m in micro_models(quick=q)}  # names carry their shapes
     groups: dict[tuple[str, str, int], list[Any]] = {}
     for r in micro:
         if r["name"] in by_name:
