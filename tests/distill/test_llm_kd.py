@@ -265,3 +265,19 @@ def test_truncation_report_is_exact_at_full_vocabulary_and_names_each_k():
         truncation_report(teacher, student, sequences(2), k_values=(0, VOCAB + 1))
     with pytest.raises(InputError, match="same tokenizer"):
         truncation_report(teacher, tiny_llama(0, vocab=VOCAB + 1), sequences(2))
+
+
+def test_the_students_rest_is_exact_whether_its_top_k_holds_little_or_nearly_all_its_mass():
+    from edgestill.compress.distill.llm_kd import _rest_logsumexp
+
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(8, VOCAB, generator=g) * 2
+    idx = torch.randn(8, VOCAB, generator=g).topk(5, -1).indices
+    s[4:] = s[4:].scatter_add(-1, idx[4:], torch.full((4, 5), 25.0))  # rows 4-7: top-k mass 1 - 1e-9
+    for k_idx in (idx, torch.arange(VOCAB).expand(8, VOCAB)):  # and k = vocab: no rest at all
+        x = s.clone().requires_grad_(True)
+        got = _rest_logsumexp(x, x.gather(-1, k_idx), k_idx)
+        want = s.double().scatter(-1, k_idx, float("-inf")).logsumexp(-1)
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=0)
+        (grad,) = torch.autograd.grad(got[torch.isfinite(got)].sum() + got.sum() * 0, x)
+        assert torch.isfinite(grad).all()
