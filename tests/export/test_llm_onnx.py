@@ -296,3 +296,16 @@ def test_builder_refusal_is_unsupported(hf_dir: Path, tmp_path: Path) -> None:
         export_llm_onnx(odd, tmp_path / "out", "m", "fp32")
     assert (tmp_path / "out" / "m.builder.log").is_file() and not (tmp_path / "out" / "m").exists()
     assert not list((tmp_path / "out").glob(".m-builder*"))
+
+
+def test_a_head_size_onnxruntime_cannot_run_is_refused_before_building(tmp_path):
+    """Bad input: heads of size 8 (hidden 16 / 2 heads). onnxruntime's GroupQueryAttention needs a multiple of 16, so
+    the builder's file would only fail when run; the export refuses it first, naming the other formats."""
+    from edgestill.errors import UnsupportedError
+    from edgestill.export.llm_onnx import export_llm_onnx
+    from edgestill.models.llm import make_tiny_llama
+
+    hf = make_tiny_llama(tmp_path / "hf", layers=1, hidden=16, heads=2, kv_heads=1, intermediate=32, context_length=32)
+    with pytest.raises(UnsupportedError, match="multiple of 16"):
+        export_llm_onnx(hf, tmp_path / "work", "m", "fp32")
+    assert not (tmp_path / "work" / "m").exists()

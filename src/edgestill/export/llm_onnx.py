@@ -99,6 +99,7 @@ def export_llm_onnx(
     config = _read_causal_lm_config(hf)
     builder_precision = _builder_precision(precision)
     context = _context_length(config, context_length, hf)
+    _check_head_size(config, hf)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     out = work / name
@@ -150,6 +151,20 @@ def _builder_precision(precision: str) -> str:
                "for smaller files)") if precision == Precision.FP16 else ""
         raise UnsupportedError(f"the ONNX KV-cache export makes {', '.join(BUILDER_PRECISIONS)}, not {precision!r}{why}.")
     return BUILDER_PRECISIONS[precision]
+
+
+ORT_HEAD_MULTIPLE = 16  # onnxruntime's CPU GroupQueryAttention kernel: "head_size shall be a multiple of 16"
+
+
+def _check_head_size(config: dict[str, Any], hf: Path) -> None:
+    """Refuse a head size onnxruntime's attention kernel cannot run, before a file is built that fails at run time."""
+    heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
+    head = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads
+                                       else None)
+    if isinstance(head, int) and head % ORT_HEAD_MULTIPLE:
+        raise UnsupportedError(f"{hf} has attention heads of size {head}; onnxruntime's CPU attention kernel "
+                               f"(GroupQueryAttention) needs a multiple of {ORT_HEAD_MULTIPLE}. Use OpenVINO or TFLite "
+                               "for this model, or a head size such as 16, 32 or 64 (hidden_size / num_attention_heads).")
 
 
 def _context_length(config: dict[str, Any], requested: int | None, hf: Path) -> int:
