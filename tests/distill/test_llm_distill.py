@@ -33,6 +33,16 @@ TINY = LlamaSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, cont
 MEMORIZE = LMTrainConfig(steps=150, batch_size=6, lr=1e-2, warmup=10, log_every=50)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread and lose a lot on a busy machine (the threads wait for each
+    other); the previous setting is restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def problems():
     return generate_problems(10, seed=0, difficulty="easy")
@@ -41,7 +51,6 @@ def problems():
 @pytest.fixture(scope="module")
 def teacher(problems, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
     """A tiny teacher that memorised six problems (trained once, then found in the cache)."""
-    torch.set_num_threads(2)
     cache = tmp_path_factory.mktemp("cache")
     folder, info = train_teacher(problems[:6], problems[6:8], MEMORIZE, size=TINY, max_new_tokens=40, cache_dir=cache)
     return folder, info, cache
