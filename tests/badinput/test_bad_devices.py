@@ -28,6 +28,9 @@ from tests.badinput.conftest import assert_bad_input, edgestill, no_artifacts, t
 _INVENTORY_HEAD = "schema: edgestill-inventory\nschema_version: 1\n"
 _LOCAL = "  - name: a\n    profile: host\n    transport: local\n"
 
+# Per case id: its working folder, the CLI's result, the folder's files before the run.
+Results = dict[str, tuple[Path, subprocess.CompletedProcess[str], dict[str, bytes]]]
+
 # Input files each case may name (relative to the case's working folder).
 _FILES: dict[str, str] = {
     "partial.yaml": "schema: edgestill-device-profile\nschema_version: 1\nid: partial\n",
@@ -57,8 +60,10 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ("--runtime", "tensorflow", "onnxruntime")),
     ("calibrate-unknown-precision", ("devices", "calibrate", "host", "--precision", "int3", "--db", "db/r.db"),
      ("--precision", "int3", "int8")),
-    ("calibrate-threads-0", ("devices", "calibrate", "host", "--threads", "0", "--db", "db/r.db"), ("--threads", "'0'")),
-    ("calibrate-threads-text", ("devices", "calibrate", "host", "--threads", "a", "--db", "db/r.db"), ("--threads", "'a'")),
+    ("calibrate-threads-0", ("devices", "calibrate", "host", "--threads", "0", "--db", "db/r.db"),
+     ("--threads", "'0'")),
+    ("calibrate-threads-text", ("devices", "calibrate", "host", "--threads", "a", "--db", "db/r.db"),
+     ("--threads", "'a'")),
     ("calibrate-no-inventory", ("devices", "calibrate", "pi9", "--db", "db/r.db"), ("'pi9'", "--inventory")),
     ("calibrate-inventory-bad-profile", ("devices", "calibrate", "a", "--inventory", "badprofile-inv.yaml",
                                          "--db", "db/r.db"), ("badprofile-inv.yaml", "profile 'nope'")),
@@ -119,7 +124,7 @@ def _run_case(folder: Path, args: tuple[str, ...]) -> tuple[subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess[str], dict[str, bytes]]]:
+def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     """Every case run once, four CLI processes at a time (each is mostly interpreter start-up)."""
     folders = {case_id: tmp_path_factory.mktemp(case_id) for case_id, _, _ in CASES}
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -128,7 +133,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, s
 
 
 @pytest.mark.parametrize(("case_id", "phrases"), [(c[0], c[2]) for c in CASES], ids=[c[0] for c in CASES])
-def test_device_commands_refuse_bad_input(results: dict[str, tuple[Path, subprocess.CompletedProcess[str], dict[str, bytes]]],
+def test_device_commands_refuse_bad_input(results: Results,
                                           case_id: str, phrases: tuple[str, ...]) -> None:
     folder, r, before = results[case_id]
     assert_bad_input(r, *phrases)

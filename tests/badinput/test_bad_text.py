@@ -59,6 +59,9 @@ def _replace(**values: Any) -> Edit:
     return lambda doc: doc.update(values)
 
 
+# Per case id: its working folder, the CLI's result, the folder's files before the run.
+Results = dict[str, tuple[Path, subprocess.CompletedProcess[str], dict[str, bytes]]]
+
 # Data files each case may name (relative to its working folder).
 _FILES: dict[str, bytes] = {
     "latin.txt": b"caf\xe9\n",
@@ -108,7 +111,8 @@ CASES: list[tuple[str, Callable[[], dict[str, Any]], Edit, tuple[str, ...]]] = [
      ("student.hidden 30", "student.heads 4")),
     ("max-length-over-positions", _classifier, _set("export", max_length=1000),
      ("export.max_length 1000", "64")),
-    ("dynamic-length-text", _classifier, _set("export", dynamic_length="yes"), ("export.dynamic_length", "true or false")),
+    ("dynamic-length-text", _classifier, _set("export", dynamic_length="yes"),
+     ("export.dynamic_length", "true or false")),
     ("trust-checkpoint-text", _classifier, _set("teacher", trust_checkpoint="yes"),
      ("teacher.trust_checkpoint", "true or false")),
     ("epochs-0", _classifier, _set("distill", epochs=0), ("epochs", "0")),
@@ -139,7 +143,7 @@ def _run_case(folder: Path, llama: Path, make: Callable[[], dict[str, Any]], edi
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess[str], dict[str, bytes]]]:
+def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     """Every case run once, four CLI processes at a time (a refused recipe is mostly interpreter start-up)."""
     llama = make_tiny_llama(tmp_path_factory.mktemp("llama") / "llama", layers=1, hidden=32, heads=2, kv_heads=1,
                             intermediate=64, context_length=64)
@@ -150,7 +154,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, s
 
 
 @pytest.mark.parametrize(("case_id", "phrases"), [(c[0], c[3]) for c in CASES], ids=[c[0] for c in CASES])
-def test_run_refuses_a_bad_text_recipe(results: dict[str, tuple[Path, subprocess.CompletedProcess[str], dict[str, bytes]]],
+def test_run_refuses_a_bad_text_recipe(results: Results,
                                        case_id: str, phrases: tuple[str, ...]) -> None:
     folder, r, before = results[case_id]
     assert_bad_input(r, *phrases)
