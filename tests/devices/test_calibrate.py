@@ -179,6 +179,10 @@ def test_stacked_micros_have_k_times_the_work() -> None:
     micros = micro_models(quick=False)
     singles = {m.name: m for m in micros if m.layers == 1}
     stacks = [m for m in micros if m.layers > 1]
+    kinds = {(r, p): {m.kind for m in micros_for(micros, r, p)} for r in ("onnxruntime", "openvino", "litert")
+             for p in ("fp32", "int8")}
+    assert [k for k, v in kinds.items() if "unfused" in v] == [("litert", "int8")]  # XNNPACK's builtin HARD_SWISH
+    assert [k[0] for k, v in kinds.items() if "stem" in v] == ["onnxruntime"] * 2 + ["litert"] * 2
     assert {m.kind for m in stacks} == {*STACKED_KINDS, "unfused"} and all(m.layers == STACK for m in stacks)
     assert len(stacks) == sum(1 for m in singles.values() if m.kind in (*STACKED_KINDS, "unfused"))
     for m in stacks:

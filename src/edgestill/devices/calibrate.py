@@ -15,8 +15,9 @@ that once-per-call cost:
   layer that took no longer than its bytes take at the copies' bandwidth (the GEMV, which streams its weights) is
   memory-bound: the estimator's roofline (``max(compute, memory)``) predicts it from bandwidth, so it does not set an
   efficiency. The efficiency is the share of peak over the whole op, cache stalls included;
-- ``efficiency["stem"]`` from the two stem micros (a stride-2 3×3 and 7×7 conv on a 224×224 RGB image, one layer
-  each: a stem cannot stack): MAC/s over peak of its p50 less ``overhead_ms`` and its per-node cost, the decomposition
+- ``efficiency["stem"]`` (onnxruntime and LiteRT; OpenVINO's stem micro times its layout reorders more than the conv,
+  so its stem keeps the conv's efficiency: ``microbench.STEM_RUNTIMES``) from the two stem micros (a stride-2 3×3 and
+  7×7 conv on a 224×224 RGB image, one layer each: a stem cannot stack): MAC/s over peak of its p50 less ``overhead_ms`` and its per-node cost, the decomposition
   the estimator adds back once per network. A network's first conv runs far below the conv rate (each kernel tap
   reads 3 bytes): on the development host at 1 thread LiteRT int8 ran the ResNet 7×7 stem barely faster than fp32
   while its 3×3 convs ran 6× faster, so the zoo's int8 CNNs took twice their estimate while the stem was priced as a
