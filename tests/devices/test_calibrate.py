@@ -221,6 +221,7 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert entry["efficiency"]["attention"] == entry["efficiency"]["matmul"]
     assert set(entry["efficiency"]) == set(OP_CLASSES)
     assert "stem" not in entry["derived"]  # timed: not the conv's
+    assert [e for _, e in entry["stem_curve"]] == pytest.approx([TRUTH["stem"]] * 2, rel=1e-3)
     assert entry["builtin_ns_per_byte"] == pytest.approx(BUILTIN_NS_PER_BYTE, rel=1e-3)
     n_loo = sum(1 for m in micros if (m.kind in (*COMPUTE_CLASSES, "eltwise") and m.layers == 1)
                 or m.kind in ("copy", "stem"))
@@ -243,7 +244,7 @@ def test_fit_recovers_a_known_roofline() -> None:
     entry, _ = fit_entry(old, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
                          precision="fp32", threads=1)
     assert entry["derived"]["stem"] == "conv" and entry["efficiency"]["stem"] == entry["efficiency"]["conv"]
-    assert "builtin_ns_per_byte" not in entry
+    assert "builtin_ns_per_byte" not in entry and "stem_curve" not in entry
 
 
 def test_fit_refuses_missing_micros() -> None:

@@ -177,6 +177,14 @@ def test_a_quantized_graph_prices_each_node_at_its_own_dtype_calibration(tmp_pat
     stem = estimate({"layers": [["stem", 2e8, 1e5, "int8"]]}, pi5, runtime="litert", precision="int8", threads=1)
     assert math.isclose(stem.settings["estimate_ms"],
                         2e8 / (pi5.peak_macs_per_s("int8", 1) * 0.1) * 1e3 + 0.02 + 0.2, rel_tol=1e-3)
+    # with the stem micros' curve, a stem's efficiency is interpolated in log MACs between them, the nearest beyond
+    doc["entries"][1]["stem_curve"] = [[1e7, 0.04], [1e8, 0.16]]
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    pi5 = load_profile("raspberry-pi-5")
+    peak = pi5.peak_macs_per_s("int8", 1)
+    for macs, eff in ((1e6, 0.04), (math.sqrt(1e7 * 1e8), 0.08), (2e8, 0.16)):
+        stem = estimate({"layers": [["stem", macs, 1.0, "int8"]]}, pi5, runtime="litert", precision="int8", threads=1)
+        assert math.isclose(stem.settings["estimate_ms"], macs / (peak * eff) * 1e3 + 0.02 + 0.2, rel_tol=1e-3)
 
 
 def test_a_tflite_artifact_is_costed_from_its_own_graph(tiny_tflite_pair: dict[str, Path]):

@@ -315,6 +315,8 @@ def fit_entry(
     }
     if builtin is not None:
         entry["builtin_ns_per_byte"] = round(builtin, 6)
+    if stems:  # a stem's efficiency grows with its work (the 7×7 ResNet stem ran 3× the 3×3 one's rate)
+        entry["stem_curve"] = sorted([int(m.macs), round(stem_eff(m, ms), 5)] for m, ms in stems)
     return entry, rows
 
 

@@ -251,12 +251,14 @@ def _byte_scales(layers: _Layers, precision: str) -> np.ndarray:
 
 def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth_bps: float, eff: Mapping[str, float],
                  bw_eff: float, per_node_ms: float, overhead_ms: float, elementwise_bw_eff: float | None = None,
-                 fp32_elementwise_bw_eff: float | None = None) -> float:
+                 fp32_elementwise_bw_eff: float | None = None, stem_curve: Sequence[Sequence[float]] | None = None
+                 ) -> float:
     """The roofline sum. ``elementwise_bw_eff`` (a calibration's, from its stacked elementwise micro) is the bandwidth
     efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too.
     ``fp32_elementwise_bw_eff`` (the fp32 calibration's) prices the MAC-less fp32 nodes of a quantized graph, which
     run fp32 kernels, not the int8 ones the int8 entry measured."""
-    eff_arr = np.array([_efficiency(eff, c) if c in COMPUTE_CLASSES else 1.0 for c in layers.classes])
+    eff_arr = np.array([_stem_efficiency(stem_curve, m) if c == "stem" and stem_curve else
+                        _efficiency(eff, c) if c in COMPUTE_CLASSES else 1.0 for c, m in zip(layers.classes, layers.macs)])
     scale = _byte_scales(layers, precision)
     compute_s = layers.macs / (peak_macs * eff_arr)
     quantized = precision == "int8" and "int8" in layers.dtypes
@@ -271,6 +273,18 @@ def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth
     bw = np.array([node_bw(c, d) for c, d in zip(layers.classes, layers.dtypes)])
     memory_s = layers.bytes * scale / (bandwidth_bps * bw)
     return float(np.sum(np.maximum(compute_s, memory_s)) * 1e3 + per_node_ms * len(layers.classes) + overhead_ms)
+
+
+def _stem_efficiency(curve: Sequence[Sequence[float]], macs: float) -> float:
+    """A stem's efficiency from a calibration's ``stem_curve`` (``[[MACs, efficiency], ...]`` of its stem micros):
+    interpolated in log MACs between the micros, the nearest one's beyond them (a stem with more work per output pixel
+    keeps the vector units busier: the 7×7 ResNet stem ran about 3× the 3×3 one's rate)."""
+    pts = sorted((float(m), float(e)) for m, e in curve if m > 0 and e > 0)
+    if not pts:
+        return 1.0
+    x = math.log(max(float(macs), 1.0))
+    xs, ys = [math.log(m) for m, _ in pts], [math.log(e) for _, e in pts]
+    return float(math.exp(np.interp(x, xs, ys)))
 
 
 def _efficiency(eff: Mapping[str, float], op_class: str) -> float:
@@ -625,14 +639,16 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                      bandwidth_bps=bandwidth_bps, eff=eff, bw_eff=float(bw_eff),
                                      per_node_ms=float(calibration.get("per_node_ms") or 0.0),
                                      overhead_ms=float(calibration.get("overhead_ms") or 0.0),
-                                     elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"))
+                                     elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
+                                     stem_curve=calibration.get("stem_curve"))
             fp32_part = _roofline_ms(layers.subset(fp32_nodes), precision="fp32",
                                      peak_macs=float(profile.peak_macs_per_s("fp32", threads)),
                                      bandwidth_bps=bandwidth_bps,
                                      eff={c: float(v) for c, v in (fp32_entry.get("efficiency") or {}).items() if v},
                                      bw_eff=float(fp32_entry["bandwidth_efficiency"]),
                                      per_node_ms=float(fp32_entry.get("per_node_ms") or 0.0), overhead_ms=0.0,
-                                     elementwise_bw_eff=fp32_entry.get("elementwise_bandwidth_efficiency"))
+                                     elementwise_bw_eff=fp32_entry.get("elementwise_bandwidth_efficiency"),
+                                     stem_curve=fp32_entry.get("stem_curve"))
             point = int8_part + fp32_part
         else:
             point = _roofline_ms(layers, precision=precision,
@@ -641,7 +657,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                  per_node_ms=float(calibration.get("per_node_ms") or 0.0),
                                  overhead_ms=float(calibration.get("overhead_ms") or 0.0),
                                  elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
-                                 fp32_elementwise_bw_eff=(fp32_entry or {}).get("elementwise_bandwidth_efficiency"))
+                                 fp32_elementwise_bw_eff=(fp32_entry or {}).get("elementwise_bandwidth_efficiency"),
+                                 stem_curve=calibration.get("stem_curve"))
         point += builtin_ms
         error = dict(calibration.get("error") or {})
         median_abs = float(error.get("median_abs_percent") or 25.0)
