@@ -13,13 +13,17 @@ made in (int8-static), a text-model option (--seq-len), a --tolerance override, 
 of an LLM artifact: a prompt longer than the context, a prompt that fits but not with its new tokens, an .npz
 missing prompt_ids, a prompt_len wider than prompt_ids, ids outside the vocabulary, max_new_tokens 0, float ids, a
 prompt_len with fewer rows than prompt_ids; ``bench`` with ``--gen-tokens 1``, ``--prompt-tokens 0`` and with a
-runtime that does not run the file. ``estimate`` of an LLM artifact on an unknown device, with an unknown precision
+runtime that does not run the file. ``distill`` of a token-KD recipe with different tokenizers and of a Socratic
+one without generations. Crafted LLM manifests given to ``bench``: a model_file and a files entry outside the folder,
+a negative context length, a source.llm that is a string, an export whose genai_config.json was edited. ``estimate`` of an LLM artifact on an unknown device, with an unknown precision
 and with 0 threads.
 Each must exit 2 with one paragraph naming the value, leave ``--out`` absent and store no measured row.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -134,6 +138,9 @@ _GAP_PRECISION = pytest.mark.xfail(strict=True, reason="edgestill estimate of an
                                    "(exit 0, an estimate printed); with --model the same value is refused (exit 2)")
 _GAP_THREADS = pytest.mark.xfail(strict=True, reason="edgestill estimate of an LLM artifact accepts --threads 0 "
                                  "(exit 0); with --model the same value is refused (exit 2)")
+_GAP_LLM_BLOCK = pytest.mark.xfail(strict=True, reason="a manifest whose source.llm is a string, not an object, is "
+                                   "refused (exit 2) but the message says the file's inputs disagree with the manifest's, "
+                                   "not that source.llm is malformed")
 _GAP_CORPUS = pytest.mark.xfail(strict=True, reason="an empty data.corpus JSONL is refused (exit 2) but the message "
                                 "calls it 'generations ... has no rows', not data.corpus")
 
@@ -172,6 +179,15 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("bench-prompt-tokens-0", ("bench", _MANIFEST, "--prompt-tokens", "0", *_QUICK), ("prompt", "got 0")),
     ("export-tolerance", (*_EXPORT, "--tolerance", "fp32.max_abs=1"), ("--tolerance", "causal LM")),
     *[(f"recipe-{cid}", ("run", f"key-{cid}.yaml"), phrases) for cid, _, phrases in _KEY_CASES],
+    ("distill-different-tokenizers", ("distill", "difftok.yaml"), ("different tokenizers",)),
+    ("distill-socratic-without-generations", ("distill", "socratic-no-gen.yaml"), ("socratic", "teacher.generations")),
+    ("manifest-model-file-outside", ("bench", "ex/outside.manifest.json", *_QUICK), ("'../../etc/passwd'", "outside")),
+    ("manifest-files-entry-outside", ("bench", "ex/outside-entry.manifest.json", *_QUICK), ("hostname", "outside")),
+    ("manifest-context-negative", ("bench", "ex/negative-context.manifest.json", *_QUICK), ("context of -5",)),
+    pytest.param("manifest-llm-block-not-object", ("bench", "ex/llm-string.manifest.json", *_QUICK), ("source", "llm"),
+                 marks=_GAP_LLM_BLOCK),
+    ("genai-config-tampered", ("bench", "tampered/t-onnx-fp32.manifest.json", *_QUICK),
+     ("genai_config.json", "changed since it was exported")),
     ("estimate-unknown-device", ("estimate", _MANIFEST, "--device", "nope", "--db", "db/r.db"), ("'nope'",)),
     pytest.param("estimate-threads-0", ("estimate", _MANIFEST, "--device", "raspberry-pi-5", "--threads", "0",
                                         "--db", "db/r.db"), ("threads",), marks=_GAP_THREADS),
@@ -206,14 +222,31 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         make(root / name)
     r = edgestill(*_EXPORT[:-1], "ex", cwd=root, timeout=600)
     assert r.returncode == 0 and (root / _MANIFEST).is_file(), r.stderr
+    _crafted_manifests(root)
     return root
+
+
+def _crafted_manifests(root: Path) -> None:
+    """Manifests beside the real export that a user (or an attacker) could hand over, and a copy of the export whose
+    genai_config.json was edited after export."""
+    good = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
+    crafted = {
+        "outside": {**good, "model_file": "../../etc/passwd"},
+        "outside-entry": {**good, "files": {**good["files"], "../../../etc/hostname": "0" * 64}},
+        "negative-context": {**good, "source": {**good["source"], "llm": {**good["source"]["llm"], "context_length": -5}}},
+        "llm-string": {**good, "source": {**good["source"], "llm": "x"}},
+    }
+    for name, doc in crafted.items():
+        (root / "ex" / f"{name}.manifest.json").write_text(json.dumps(doc), encoding="utf-8")
+    shutil.copytree(root / "ex", root / "tampered")
+    (root / "tampered" / "t-onnx-fp32" / "genai_config.json").write_text("{}\n", encoding="utf-8")
 
 
 def _run_case(root: Path, folder: Path, args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
     """Run one case in its own folder: the inputs linked in, so ``--out``/``--db`` land in ``folder``."""
     for item in root.iterdir():
         (folder / item.name).symlink_to(item)
-    extra = ("--out", "out", "--db", "db/r.db") if args[0] == "run" else ()
+    extra = {"run": ("--out", "out", "--db", "db/r.db"), "distill": ("--out", "out")}.get(args[0], ())
     return edgestill(*args, *extra, cwd=folder, timeout=600, env={"HF_HUB_OFFLINE": "1"})
 
 
