@@ -13,10 +13,10 @@ made in (int8-static), a text-model option (--seq-len), a --tolerance override, 
 of an LLM artifact: a prompt longer than the context, a prompt that fits but not with its new tokens, an .npz
 missing prompt_ids, a prompt_len wider than prompt_ids, ids outside the vocabulary, max_new_tokens 0, float ids, a
 prompt_len with fewer rows than prompt_ids; ``bench`` with ``--gen-tokens 1``, ``--prompt-tokens 0`` and with a
-runtime that does not run the file. ``distill`` of a token-KD recipe with different tokenizers and of a Socratic
-one without generations. Crafted LLM manifests given to ``bench``: a model_file and a files entry outside the folder,
-a negative context length, a source.llm that is a string, an export whose genai_config.json was edited. ``estimate`` of an LLM artifact on an unknown device, with an unknown precision
-and with 0 threads.
+runtime that does not run the file. ``distill`` of a token-KD recipe with different tokenizers and of a Socratic one
+without generations. Crafted LLM manifests given to ``bench``: a model_file and a files entry outside the folder, a
+negative context length, a source.llm that is a string, an export whose genai_config.json was edited. ``estimate``
+of an LLM artifact on an unknown device, with an unknown precision and with 0 threads.
 Each must exit 2 with one paragraph naming the value, leave ``--out`` absent and store no measured row.
 """
 
@@ -139,8 +139,8 @@ _GAP_PRECISION = pytest.mark.xfail(strict=True, reason="edgestill estimate of an
 _GAP_THREADS = pytest.mark.xfail(strict=True, reason="edgestill estimate of an LLM artifact accepts --threads 0 "
                                  "(exit 0); with --model the same value is refused (exit 2)")
 _GAP_LLM_BLOCK = pytest.mark.xfail(strict=True, reason="a manifest whose source.llm is a string, not an object, is "
-                                   "refused (exit 2) but the message says the file's inputs disagree with the manifest's, "
-                                   "not that source.llm is malformed")
+                                   "refused (exit 2) but the message says the file's inputs disagree with the "
+                                   "manifest's, not that source.llm is malformed")
 _GAP_CORPUS = pytest.mark.xfail(strict=True, reason="an empty data.corpus JSONL is refused (exit 2) but the message "
                                 "calls it 'generations ... has no rows', not data.corpus")
 
@@ -233,7 +233,8 @@ def _crafted_manifests(root: Path) -> None:
     crafted = {
         "outside": {**good, "model_file": "../../etc/passwd"},
         "outside-entry": {**good, "files": {**good["files"], "../../../etc/hostname": "0" * 64}},
-        "negative-context": {**good, "source": {**good["source"], "llm": {**good["source"]["llm"], "context_length": -5}}},
+        "negative-context": {**good, "source": {**good["source"],
+                                                "llm": {**good["source"]["llm"], "context_length": -5}}},
         "llm-string": {**good, "source": {**good["source"], "llm": "x"}},
     }
     for name, doc in crafted.items():
