@@ -46,8 +46,9 @@ DIFFICULTIES: dict[str, Difficulty] = {
     "default": Difficulty(ab=(2, 15), c=(2, 6), d=(1, 20)),
     "hard": Difficulty(ab=(2, 39), c=(2, 9), d=(1, 50)),
 }
-"""Sizes of the built-in task. "default" is what a ~1M-parameter teacher learns to >= 90% exact match in a few CPU
-minutes while a 2-layer, 64-wide student trained on the ground truth alone stays clearly below (see perf/llm_chain.py)."""
+"""Sizes of the built-in task. Measured with perf/llm_chain.py (one thread, a busy 2-core machine): the 0.8M-parameter
+4-layer teacher reached 87.0% test exact match on "easy" (2000 problems, 800 steps of 32) and 83.3% on "default"
+(3000 problems, 1200 steps), while the 2-layer, 64-wide student on the ground truth alone stayed at 6.3% and 3.0%."""
 
 
 @dataclass(frozen=True)

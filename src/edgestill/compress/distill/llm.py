@@ -90,9 +90,9 @@ class LlamaSize:
 
 
 TEACHER_SIZE = LlamaSize(layers=4, hidden=128, heads=4, kv_heads=2, intermediate=384)
-"""About 0.8M parameters: learns the default corpus to >= 90% exact match in a few CPU minutes."""
+"""0.81M parameters: 83.3% test exact match on the default corpus after 1200 steps of 32 (87.0% on "easy" after 800)."""
 STUDENT_SIZE = LlamaSize(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128)
-"""About 0.08M parameters: two narrow layers, clearly imperfect on the corpus alone."""
+"""0.087M parameters: two narrow layers, 3-6% exact match on the corpus alone after 400-600 steps."""
 
 
 # ------------------------------------------------------------------------------------------------ examples
