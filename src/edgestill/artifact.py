@@ -220,7 +220,7 @@ class Artifact:
             inputs=check.specs(d.get("inputs", []), "inputs"),
             outputs=check.specs(d.get("outputs", []), "outputs"),
             parent_sha256=check.optional(d.get("parent_sha256"), "parent_sha256", str),
-            source=check.optional(d.get("source"), "source", dict) or {},
+            source=check.source(d.get("source")),
             calibration=check.optional(d.get("calibration"), "calibration", dict),
             quantization=check.optional(d.get("quantization"), "quantization", dict),
             validation=check.optional(d.get("validation"), "validation", dict),
@@ -353,6 +353,28 @@ class _ManifestCheck:
         if value is not None and not isinstance(value, kind):
             raise InputError(self.refuse(key, f"is a {type(value).__name__}", f"it must be a {kind.__name__} or null"))
         return value
+
+    def source(self, value: Any) -> dict[str, Any]:
+        """The free-form ``source`` block; its ``llm`` block (a generative model's facts) is typed: an object whose
+        sizes are whole numbers > 0 and whose token ids are whole numbers >= 0 or null."""
+        source = self.optional(value, "source", dict) or {}
+        llm = source.get("llm")
+        if llm is None:
+            return source
+        if not isinstance(llm, dict):
+            raise InputError(self.refuse("source.llm", f"is a {type(llm).__name__}", "it must be an object "
+                                         "(vocab_size, context_length, eos_token_id, ...) or absent"))
+        for key in ("vocab_size", "context_length"):
+            v = llm.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(self.refuse(f"source.llm.{key}", f"is {self._short(v)}", "it must be a whole number "
+                                             "> 0"))
+        for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
+            v = llm.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < llm["vocab_size"]):
+                raise InputError(self.refuse(f"source.llm.{key}", f"is {self._short(v)}", "it must be a token id in "
+                                             f"[0, {llm['vocab_size']}) or null"))
+        return source
 
     def relative_file(self, directory: Path, value: Any, key: str) -> str:
         """``value`` as a relative file name that stays inside ``directory`` after resolving symlinks."""

@@ -62,7 +62,10 @@ def load_llm_data(recipe: Recipe) -> LLMData:
         parts = splits(d.problems, d.val, d.test, seed=d.seed)
         name = f"builtin reasoning ({d.problems} problems, seed {d.seed})"
     else:
-        rows = read_generations(d.path)
+        try:
+            rows = read_generations(d.path)
+        except InputError as exc:
+            raise InputError(f"data.corpus: {exc}") from None
         unanswered = [i + 1 for i, (_, c) in enumerate(rows) if extract_answer(c) is None]
         if unanswered:
             raise InputError(f"data.corpus {d.path}: {len(unanswered)} row(s) (first: row {unanswered[0]}) have no final "

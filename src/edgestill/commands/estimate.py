@@ -65,6 +65,11 @@ def estimate(
             raise InputError("give either an ARTIFACT (a manifest or an .onnx file) or --model NAME, not "
                              f"{'both' if artifact is not None else 'neither'}. "
                              "Example: edgestill estimate --model mobilenet_v2 --device raspberry-pi-5")
+        if threads < 1:
+            raise InputError(f"--threads must be a positive integer (CPU threads), got {threads}.")
+        if precision is not None and (by_size or (artifact is not None and is_llm_artifact(artifact))):
+            raise InputError(f"--precision {precision!r} does not apply to a generative model's decode estimate: it "
+                             "reads the weights' own bits (the artifact's, or --weight-bits). Drop --precision.")
         profile = load_profile(device)
         if by_size:
             record = estimate_llm_size(profile, params_billions=params_billions, weight_bits=weight_bits,
