@@ -86,7 +86,7 @@ def seq_kd_pairs(args: argparse.Namespace, teacher_dir: Path,
 
 
 def topk_objective_factory(args: argparse.Namespace, teacher_dir: Path) -> Any:
-    """``make(examples) -> objective`` for token-level KD from the offline top-k cache, or None when the module is
+    """``make(examples, student) -> objective`` for token-level KD from the offline top-k cache, or None when the module is
     not there. The cache is built once per example list (the teacher loaded for that only, then released)."""
     try:
         from edgestill.compress.distill.llm_cache import build_topk_cache_from_folder
@@ -95,7 +95,7 @@ def topk_objective_factory(args: argparse.Namespace, teacher_dir: Path) -> Any:
         print(f"token-kd skipped: {exc}", file=sys.stderr)
         return None
 
-    def make(examples: list[tuple[list[int], list[int]]]) -> Any:
+    def make(examples: list[tuple[list[int], list[int]]], student: Any = None) -> Any:
         path = args.work / f"topk-{teacher_dir.name}-k{args.k}-n{len(examples)}"
         build_topk_cache_from_folder(teacher_dir, [p + c for p, c in examples], k=args.k, path=path)
         return TokenKDObjective(path, kind="fkl", temperature=1.0, alpha=args.alpha)
@@ -123,7 +123,7 @@ def train_student(args: argparse.Namespace, mode: str, seed: int, teacher_dir: P
                                               intermediate=args.student_hidden * 2)))
     model, tok = load_causal_lm(folder)
     examples = encode_examples(tok, pairs)
-    objective = make_objective(examples) if make_objective is not None else None
+    objective = make_objective(examples, student=None) if make_objective is not None else None
     config = LMTrainConfig(steps=args.student_steps, batch_size=args.batch, lr=args.student_lr, seed=seed)
     train = train_causal_lm(model, examples, config, objective=objective)
     completions = greedy_completions(model, tok, parts["test"], max_new_tokens=args.max_new_tokens)

@@ -87,3 +87,15 @@ def test_a_socratic_recipe_learns_from_a_black_box_teachers_generations(tmp_path
     (row,) = report["artifacts"]
     assert row["passed"] and row["test_accuracy"] == report["student"]["test_exact_match"]
     assert "teacher_answer_ids" not in np.load(out / "checkpoints" / "test-eval.npz").files
+
+
+def test_on_policy_token_kd_keeps_the_teacher_loaded_and_samples_the_student(tmp_path: Path) -> None:
+    """distill.on_policy > 0: the objective scores the student's own samples with the loaded teacher (no cache)."""
+    doc = recipe(distill={"method": "token-kd", "steps": 4, "batch_size": 8, "lr": 0.01, "on_policy": 0.5})
+    doc.pop("export")
+    doc.pop("bench")
+    out = tmp_path / "out"
+    report = run_recipe(recipe_from_dict(doc), RunOptions(out_dir=out, db=None, cache_dir=tmp_path / "cache"))
+    assert report["student"]["method"] == "token-kd" and report["student"]["train"]["steps"] == 4
+    assert not (out / "checkpoints" / "teacher-topk").exists()
+    assert any("on-policy" in line for line in report["log"])

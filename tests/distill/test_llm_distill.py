@@ -150,7 +150,7 @@ def test_distill_lm_modes(problems, teacher, tmp_path: Path) -> None:
     assert socratic["data"]["verified"] == 6 and "test_teacher_agreement" not in socratic
     calls = []
     token = distill_lm("token-kd", teacher_dir=teacher[0], name="token",
-                       make_objective=lambda examples: calls.append(len(examples)) or completion_ce, **common)
+                       make_objective=lambda examples, student: calls.append(len(examples)) or completion_ce, **common)
     assert calls == [6] and token["train"]["steps"] == 4
     with pytest.raises(ConfigError, match="mode 'seq-kd' needs teacher_dir"):
         distill_lm("seq-kd", **common)
@@ -159,5 +159,5 @@ def test_distill_lm_modes(problems, teacher, tmp_path: Path) -> None:
     build_char_tokenizer(tmp_path / "digits", alphabet="0123456789+-*=;# QA:?()\n")
     other = make_tiny_llama(tmp_path / "other", tokenizer_dir=tmp_path / "digits", **vars(TINY))
     with pytest.raises(InputError, match="different tokenizers"):
-        distill_lm("token-kd", teacher_dir=teacher[0], make_objective=lambda e: completion_ce,
+        distill_lm("token-kd", teacher_dir=teacher[0], make_objective=lambda e, student: completion_ce,
                    **{**common, "student_dir": other})

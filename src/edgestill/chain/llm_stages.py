@@ -197,19 +197,25 @@ def distill_stage(recipe: Recipe, data: LLMData, teacher_dir: Path | None, out: 
 
 
 def _objective(recipe: Recipe, teacher_dir: Path | None, out: Path, log: Callable[[str], None]) -> Callable[..., Any]:
-    """``make_objective(examples)`` for token-level KD: the teacher's top-k cache over the training sequences, built
-    once (reused when it matches), then the KD objective reading only that cache."""
+    """``make_objective(examples, student)`` for token-level KD: the teacher's top-k cache over the training
+    sequences, built once (reused when it matches; rebuilt for another teacher or corpus), then the KD objective
+    reading only that cache. With ``distill.on_policy`` the teacher stays loaded and scores the student's samples."""
     from edgestill.compress.distill.llm_cache import build_topk_cache, tokenizer_sha256
     from edgestill.compress.distill.llm_kd import TokenKDObjective
     from edgestill.models.llm import load_causal_lm
 
     d = recipe.distill
 
-    def make(examples: list[Any]) -> Any:
+    def make(examples: list[Any], student: Any) -> Any:
         teacher, _ = load_causal_lm(teacher_dir, trust_checkpoint=recipe.teacher.trust_checkpoint)
+        if d.on_policy > 0:  # sequences sampled from the student are scored by the loaded teacher: no cache
+            log(f"token-level KD with the teacher loaded, {d.on_policy:.0%} of the batches on-policy")
+            return TokenKDObjective(teacher, kind=d.kind, beta=d.beta, temperature=d.temperature, alpha=d.alpha,
+                                    on_policy=d.on_policy, student=student, max_new_tokens=recipe.data.max_new_tokens,
+                                    seed=d.seed)
         log(f"teacher top-{d.top_k} logit cache over {len(examples)} training sequences")
         cache = build_topk_cache(teacher, [list(p) + list(c) for p, c in examples], k=d.top_k, path=out / TOPK_CACHE,
-                                 tokenizer_sha256=tokenizer_sha256(Path(teacher_dir) / "tokenizer.json"))
+                                 tokenizer_sha256=tokenizer_sha256(Path(teacher_dir) / "tokenizer.json"), replace=True)
         del teacher  # the student trains from the cache alone
         return TokenKDObjective(cache, kind=d.kind, beta=d.beta, temperature=d.temperature, alpha=d.alpha)
 

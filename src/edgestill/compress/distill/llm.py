@@ -418,14 +418,15 @@ def distill_lm(mode: str, *, student_dir: str | os.PathLike[str], out_dir: str |
                train_problems: Sequence[Problem], val_problems: Sequence[Problem],
                test_problems: Sequence[Problem], config: LMTrainConfig,
                teacher_dir: str | os.PathLike[str] | None = None, generations: str | os.PathLike[str] | None = None,
-               make_objective: Callable[[list[Example]], Objective] | None = None, samples_per_prompt: int = 4,
+               make_objective: Callable[..., Objective] | None = None, samples_per_prompt: int = 4,
                temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 64, name: str = "student",
                progress: Progress | None = None) -> dict[str, Any]:
     """Train the student at ``student_dir`` in one mode and write it to ``out_dir/name`` as an HF folder.
 
     Modes: ``ground-truth`` (the corpus alone: the no-KD baseline), ``seq-kd`` (the teacher's verified sampled
     traces for the training prompts), ``socratic`` (the verified rows of the JSONL ``generations``, no teacher
-    weights), ``token-kd`` (the corpus with the objective ``make_objective(examples)`` builds, e.g. KL to the
+    weights), ``token-kd`` (the corpus with the objective ``make_objective(examples, student=model)`` builds (the
+    loaded student, for on-policy KD, which samples from it), e.g. KL to the
     teacher's cached top-k logits) and ``seq+token`` (the teacher's traces with that objective).
 
     Returns:
@@ -464,7 +465,7 @@ def distill_lm(mode: str, *, student_dir: str | os.PathLike[str], out_dir: str |
     if mode == "socratic":
         pairs, data = examples_from_generations(read_generations(generations), train_problems)
     examples = encode_examples(tokenizer, pairs)
-    objective = make_objective(examples) if mode in ("token-kd", "seq+token") else None
+    objective = make_objective(examples, student=student) if mode in ("token-kd", "seq+token") else None
     train = train_causal_lm(student, examples, config, objective=objective, progress=progress)
     test_completions = greedy_completions(student, tokenizer, test_problems, max_new_tokens=max_new_tokens)
     result: dict[str, Any] = {
