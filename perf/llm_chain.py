@@ -1,4 +1,5 @@
-"""Small generative LMs (issue 16), the training half: does distillation beat the same student on the corpus alone?
+"""Small generative LMs (issue 16): does distillation beat the same student on the corpus alone, and what do the
+models give once exported (``--deploy``: perf/llm_deploy.py on the teacher and each mode's seed-0 student)?
 
 On the built-in reasoning corpus (``edgestill.data.reasoning``: multi-step arithmetic with worked steps, the ground
 truth written in three equivalent styles):
@@ -134,6 +135,9 @@ def train_student(args: argparse.Namespace, mode: str, seed: int, teacher_dir: P
            "parameters": sum(p.numel() for p in model.parameters())}
     if objective is not None:
         row["teacher_loaded_while_training"] = getattr(objective, "teacher", None) is not None
+    if args.deploy and seed == 0:  # the trained weights, for perf/llm_deploy.py (the folder holds the tokenizer)
+        model.save_pretrained(str(folder), safe_serialization=True)
+        row["folder"] = str(folder)
     return row
 
 
@@ -188,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".cache" / "llm_chain")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--deploy", action="store_true", help="then export the teacher and each mode's seed-0 student "
+                    "with a KV cache, score and time every file (perf/llm_deploy.py; its JSON lines follow)")
+    ap.add_argument("--deploy-args", default="", help="extra perf/llm_deploy.py arguments, e.g. '--threads 1,2'")
     args = ap.parse_args(argv)
 
     import torch
@@ -235,6 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     line(verdict)
     if args.markdown:
         print(markdown(info, stats, args), file=sys.stderr)
+    if args.deploy:
+        import shlex
+        import subprocess
+
+        models = [f"teacher={teacher_dir}"] + [f"student-{r['mode']}={r['folder']}" for r in rows if r.get("folder")]
+        cmd = [sys.executable, str(Path(__file__).with_name("llm_deploy.py")), "--train", str(args.train),
+               "--val", str(args.val), "--test", str(args.test), "--corpus-seed", str(args.corpus_seed), "--difficulty", args.difficulty,
+               "--max-new-tokens", str(args.max_new_tokens), *[a for m in models for a in ("--model", m)],
+               *(["--markdown"] if args.markdown else []), *shlex.split(args.deploy_args)]
+        emit.flush()
+        return subprocess.run(cmd, stdout=emit, check=False).returncode
     return 0
 
 

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--gen", type=int, default=64)
-    ap.add_argument("--val", type=int, default=16)
+    ap.add_argument("--val", type=int, default=100, help="the validation split's size (as perf/llm_chain.py's)")
+    ap.add_argument("--validate-prompts", type=int, default=16, help="validation prompts each file is checked on")
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--corpus-seed", type=int, default=0)
     ap.add_argument("--difficulty", default="default")
@@ -99,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        val = eval_file(work / "val.npz", hf_dir, parts["val"], args.max_new_tokens)
+        val = eval_file(work / "val.npz", hf_dir, parts["val"][:args.validate_prompts], args.max_new_tokens)
         test = eval_file(work / "test.npz", hf_dir, parts["test"], args.max_new_tokens)
         result = export_llm(hf_dir, work / "artifacts", formats=args.formats.split(","),
-                            precisions=args.precisions.split(","), name=label, eval_data=val, n_prompts=args.val)
+                            precisions=args.precisions.split(","), name=label, eval_data=val,
+                            n_prompts=min(args.validate_prompts, len(parts["val"])))
         for cell in result.cells:
             row = {"what": "artifact", "model": label, "format": cell.format, "precision": cell.precision,
                    "status": cell.status, "bytes": cell.model_bytes, "route": cell.route,
