@@ -104,3 +104,32 @@ def test_bias_correction_removes_most_of_the_mean_output_error_of_int8_weights()
         assert mean_err(corrected) < 0.5 * mean_err(model)
     assert prepare_for_int8(model, (calib[:1],), equalize=False, bias_correction=True)[1]["bias_correction"]["reason"].startswith("no calibration")
     assert np.isfinite(bc["max_abs_shift"])
+
+
+def test_bias_correction_of_a_linear_over_tokens_corrects_per_output_channel() -> None:
+    """A transformer's Linear sees (N, T, C): the correction is one value per output channel (the last dim), not one
+    per token. (Averaging over dim 1 gave T values: vit_small's int8 export failed with '576 vs 197'.)"""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(8, 24)
+
+        def forward(self, x):  # (N, 8, 5) image-like input -> 5 tokens of width 8 -> (N, 5, 24)
+            return self.proj(x.transpose(1, 2))
+
+    torch.manual_seed(5)
+    model = Tokens().eval()
+    calib = torch.randn(64, 8, 5) + 0.5
+    corrected, report = prepare_for_int8(model, (calib[:1],), equalize=False, bias_correction=True,
+                                         calibration=calib.numpy())
+    bc = report["bias_correction"]
+    assert bc["applied"] and bc["layers"] == 1 and corrected.proj.bias.shape == (24,)
+    with torch.no_grad():
+        q = __import__("copy").deepcopy(corrected)
+        q.proj.weight.data = fake_quant_weight(q.proj.weight)
+        base = __import__("copy").deepcopy(model)
+        base.proj.weight.data = fake_quant_weight(base.proj.weight)
+        ref = model(calib)
+        err = lambda m: float((m(calib) - ref).mean(dim=(0, 1)).abs().mean())  # noqa: E731
+        assert err(q) < 0.5 * err(base)

@@ -338,7 +338,10 @@ def _correct_biases(model: torch.nn.Module, calibration: np.ndarray, dtype: Any,
         delta = fake_quant_weight(mod.weight) - mod.weight.detach()
         zero = torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype)
         shift = functional_call(mod, {"weight": delta, "bias": zero}, (mean_x,))
-        shift = shift.reshape(shift.shape[0], shift.shape[1], -1).mean(dim=(0, 2)) if shift.dim() > 2 else shift.reshape(-1, shift.shape[-1]).mean(0)
+        # per output channel: dim 1 of a conv's (N, C, H, W); the last dim of a Linear's output, whatever its rank
+        # (a transformer's Linear sees (N, T, C): averaging over dim 1 gave one value per token, not per channel)
+        shift = (shift.reshape(shift.shape[0], shift.shape[1], -1).mean(dim=(0, 2)) if isinstance(mod, nn.Conv2d)
+                 else shift.reshape(-1, shift.shape[-1]).mean(0))
         if mod.bias is None:
             mod.bias = nn.Parameter(torch.zeros_like(zero))
         mod.bias.data -= shift
