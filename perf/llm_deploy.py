@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=3000, help="the training split's size (the held-out problems follow it)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".cache" / "llm_deploy")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds over all cells, interleaved; a cell's median")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
 
-    from edgestill.benchmarks.bench import benchmark_matrix
+    from edgestill.benchmarks.bench import benchmark_matrix, median_round
     from edgestill.chain.llm_export import export_llm
     from edgestill.data.reasoning import splits
     from edgestill.runtimes import RuntimeOptions
@@ -116,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     timed = [r for r in rows if r["status"] == "passed"]
     ms = benchmark_matrix([r["manifest"] for r in timed], threads, options=RuntimeOptions(),
-                          bench=BenchOptions(min_runs=3, min_seconds=1.0), rounds=1, prompt_tokens=args.prompt,
-                          gen_tokens=args.gen)
+                          bench=BenchOptions(min_runs=3, min_seconds=1.0), rounds=args.rounds,
+                          prompt_tokens=args.prompt, gen_tokens=args.gen)
+    n_cells = len(timed) * len(threads)
     for i, r in enumerate(timed):
         for j, t in enumerate(threads):
-            m = ms[i * len(threads) + j]
+            m = median_round(ms[i * len(threads) + j::n_cells])  # rounds outer, then artifacts, then threads
             cell = {"threads": t, "kind": m.kind, "ttft_ms": m.ttft_ms, "prefill_tokens_per_s": m.prefill_tokens_per_s,
                     "decode_tokens_per_s": m.decode_tokens_per_s, "prompt_tokens": m.prompt_tokens,
                     "generated_tokens": m.generated_tokens, "error": m.error}
