@@ -33,14 +33,6 @@ a wrong scale or a dropped block gives about 0 dB or less."""
 
 
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgestill.models.llm import make_tiny_llama
-
-    return make_tiny_llama(tmp_path_factory.mktemp("llama") / "tiny", layers=2, hidden=64, heads=4, kv_heads=2,
-                           intermediate=128, context_length=256, seed=0)
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-llm")
 
@@ -61,13 +53,6 @@ def fp32(hf_dir: Path, work: Path) -> Artifact:
 @pytest.fixture(scope="module")
 def int4(hf_dir: Path, work: Path) -> Artifact:
     return _export(hf_dir, work, "tiny_int4", "int4-weight")
-
-
-@pytest.fixture(scope="module")
-def torch_model(hf_dir: Path):
-    from edgestill.models.llm import load_causal_lm
-
-    return load_causal_lm(hf_dir)[0]
 
 
 @pytest.fixture(scope="module")

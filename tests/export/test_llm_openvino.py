@@ -25,14 +25,6 @@ STEPS = 32
 
 
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgestill.models.llm import make_tiny_llama
-
-    return make_tiny_llama(tmp_path_factory.mktemp("llama") / "tiny", layers=2, hidden=64, heads=4, kv_heads=2,
-                           intermediate=128, context_length=256, seed=0)
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ov-llm")
 
@@ -53,13 +45,6 @@ def int8(hf_dir: Path, work: Path) -> Artifact:
     art = export_llm_openvino(hf_dir, work, "tiny_int8", "int8-weight")
     art.write_manifest()
     return art
-
-
-@pytest.fixture(scope="module")
-def torch_model(hf_dir: Path):
-    from edgestill.models.llm import load_causal_lm
-
-    return load_causal_lm(hf_dir)[0]
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ Paths are relative to the recipe's folder and checked when the recipe is read, b
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgestill.chain.text import _float, _int
 from edgestill.errors import ConfigError, InputError, did_you_mean
 
 BUILTIN_CORPUS = "builtin"
@@ -30,21 +30,6 @@ METHODS = ("ground-truth", "seq-kd", "token-kd", "seq+token", "socratic")
 KD_KINDS = ("fkl", "rkl", "jsd")
 LLM_FORMATS = ("onnx", "openvino", "tflite")
 LLM_PRECISIONS = ("fp32", "fp16", "int8-weight", "int4-weight")
-
-
-def _int(where: str, value: Any, low: int, high: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{where} must be a whole number {span}, got {value!r}.")
-
-
-def _float(where: str, value: Any, low: float, high: float | None = None, *, open_low: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if open_low else value >= low) and (high is None or value <= high)
-    if not ok:
-        span = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigError(f"{where} must be a number {span}, got {value!r}.")
 
 
 def _choice(where: str, value: Any, valid: tuple[str, ...]) -> None:
