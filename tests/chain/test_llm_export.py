@@ -63,6 +63,14 @@ def test_onnx_fp32_published_failing_int4_rejected_fp16_reported(tiny_llama: Pat
     assert isinstance(result.failure(), CheckFailed)
     assert json.loads((out / ".edgestill-out").read_text())["kind"] == "export"
 
+    # bad input: a file someone put inside the artifact's folder; the rerun must not delete it with the folder
+    (out / "tiny-onnx-fp32" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        export_llm(tiny_llama, out, formats=["onnx"], precisions=["fp32"], name="tiny", n_prompts=3, steps=6)
+    assert (out / "tiny-onnx-fp32" / "notes.txt").read_text() == "mine"
+    assert not list(out.glob(".llm-export-*"))
+    Artifact.load(out / "tiny-onnx-fp32.manifest.json").verify_files()  # the earlier file is intact
+
 
 def test_the_inputs_are_checked_before_anything_is_written(tiny_llama: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"

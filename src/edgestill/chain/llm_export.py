@@ -21,6 +21,7 @@ input has been checked.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -221,14 +222,41 @@ def _exporter(fmt: str) -> Callable[..., Artifact]:
     return getattr(importlib.import_module(module), func)
 
 
-def _clear(out_dir: Path, entry: str) -> None:
-    """Remove ``entry`` and its rejected twin from ``out_dir`` (a link is unlinked, never followed)."""
-    for name in (entry, entry + REJECTED_SUFFIX):
+def _clear(out_dir: Path, entry: str, manifest: str) -> None:
+    """Remove ``entry`` and its rejected twin from ``out_dir`` (a link is unlinked, never followed): only an artifact
+    an earlier export wrote there, i.e. one whose manifest (or rejected manifest) is beside it.
+
+    Raises:
+        InputError: ``entry`` exists without such a manifest (not edgestill's: it is never deleted)."""
+    for name, twin in ((entry, manifest), (entry + REJECTED_SUFFIX, manifest + REJECTED_SUFFIX)):
         p = out_dir / name
+        if p.is_dir() and not p.is_symlink() and name != twin:
+            _check_ours(p, out_dir / twin)
+        elif p.exists() and name != twin and not (out_dir / twin).is_file():
+            raise InputError(f"{p} exists but no edgestill manifest ({twin}) says an export wrote it, so it is not "
+                             "replaced. Move it away, or export into another --out.")
         if p.is_symlink() or p.is_file():
             p.unlink()
         elif p.is_dir():
             shutil.rmtree(p)
+
+
+def _check_ours(folder: Path, manifest: Path) -> None:
+    """``folder`` holds only files ``manifest`` lists (an earlier export's artifact), else InputError: a file someone
+    else put there would be deleted with it."""
+    try:
+        listed = set(json.loads(manifest.read_text(encoding="utf-8")).get("files") or {})
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if listed is None:
+        raise InputError(f"{folder} exists but no readable edgestill manifest ({manifest.name}) says an export wrote "
+                         "it, so it is not replaced. Move it away, or export into another --out.")
+    root = folder.parent
+    extra = sorted(str(f.relative_to(root)) for f in folder.rglob("*") if not f.is_dir() and
+                   str(f.relative_to(root)) not in listed)
+    if extra:
+        raise InputError(f"{folder} holds {len(extra)} file(s) its manifest does not list (first: {extra[0]}); "
+                         "edgestill replaces only what it wrote. Move them away, or export into another --out.")
 
 
 def _settle(art: Artifact, staging: Path, out_dir: Path, passed: bool) -> Path:
@@ -237,7 +265,7 @@ def _settle(art: Artifact, staging: Path, out_dir: Path, passed: bool) -> Path:
     art.write_manifest()
     manifest = art.manifest_path.name
     for entry in (art.name, manifest):
-        _clear(out_dir, entry)
+        _clear(out_dir, entry, manifest)
     suffix = "" if passed else REJECTED_SUFFIX
     for entry in (art.name, manifest):  # the folder first: a manifest never names files that are not there yet
         os.replace(staging / entry, out_dir / (entry + suffix))
