@@ -2,37 +2,46 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
+import subprocess
+import sys
 
 import pytest
 
 from edgestill import signals
 
 
-def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_check(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_check() -> None:
     """Fault: Ctrl-C arrives inside a library call that catches every exception (a converter falling back to
-    another path), so the KeyboardInterrupt never reaches edgestill; the next check raises it again."""
-    monkeypatch.setattr(signals, "_pending", [])
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        signals.install()
-        signals.check()  # nothing pending: no-op
-        try:  # the library's catch-all
-            os.kill(os.getpid(), signal.SIGINT)
-            threading.Event().wait(1)  # let the handler run
-        except BaseException:  # noqa: BLE001 - that is the library's bug this guards against
-            pass
-        with pytest.raises(KeyboardInterrupt) as info:
-            signals.check()
-        assert not isinstance(info.value, signals.Terminated)
-        signals._pending.append(signal.SIGTERM)
-        with pytest.raises(signals.Terminated):
-            signals.check()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    another path), so the KeyboardInterrupt never reaches edgestill; the next check raises it again.
+
+    The real SIGINT goes to a fresh child process: sent to the pytest process after the OpenVINO LLM export tests
+    (NNCF int8 weight compression and its compiled model in the same process), it ended pytest with a segmentation
+    fault, which the same steps in a plain process do not (they exit 130 as they should)."""
+    script = """
+import os, signal, threading
+from edgestill import signals
+signals.install()
+signals.check()  # nothing pending: no-op
+try:  # the library's catch-all
+    os.kill(os.getpid(), signal.SIGINT)
+    threading.Event().wait(1)  # let the handler run
+except BaseException:
+    pass
+try:
+    signals.check()
+    raise SystemExit("not raised")
+except KeyboardInterrupt as exc:
+    assert not isinstance(exc, signals.Terminated)
+signals._pending.append(signal.SIGTERM)
+try:
+    signals.check()
+    raise SystemExit("SIGTERM not raised")
+except signals.Terminated:
+    print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_the_chain_stops_at_the_next_stage_after_a_swallowed_interrupt(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
