@@ -98,9 +98,11 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
     console.print(models)
     if report.get("artifacts"):
         embed = report.get("task") == "text-embed"  # an embedder: agreement with the teacher's embeddings, no accuracy
+        generate = report.get("task") == "generate"  # exact match, and time to first token / decode tokens/s
         arts = Table(title="Artifacts, each on its own runtime (latency at the first bench thread count)")
-        cols = ("cosine", "retrieval") if embed else ("test acc", "drop pts", "teacher agree")
-        for col in ("artifact", "runtime", "parity", *cols, "p50 ms", "p90 ms", "KB"):
+        cols = ("cosine", "retrieval") if embed else ("exact match" if generate else "test acc", "drop pts", "teacher agree")
+        timing = ("TTFT ms", "decode tok/s") if generate else ("p50 ms", "p90 ms")
+        for col in ("artifact", "runtime", "parity", *cols, *timing, "KB"):
             arts.add_column(col, justify="left" if col in ("artifact", "runtime", "parity") else "right")
         for r in report["artifacts"]:
             m = (r.get("measurements") or [{}])[0]
@@ -108,10 +110,11 @@ def print_summary(report: dict[str, Any], out: Path, file: TextIO | None = None)
             scores = ((num(r.get("teacher_cosine")), pct(r.get("teacher_retrieval_agreement"))) if embed else
                       (pct(r.get("test_accuracy")), str(r.get("accuracy_drop_points", "—")),
                        pct(r.get("teacher_top1_agreement"))))
+            keys = (("ttft_ms", "{:.2f}"), ("decode_tokens_per_s", "{:.0f}")) if generate else (
+                ("p50_ms", "{:.3f}"), ("p90_ms", "{:.3f}"))
+            shown = [f.format(m[k]) if measured and m.get(k) is not None else "—" for k, f in keys]
             arts.add_row(escape(str(r["artifact"])), escape(str(r.get("runtime") or "—")), "pass" if r["passed"] else "FAIL",
-                         *scores, f"{m['p50_ms']:.3f}" if measured else "—",
-                         f"{m['p90_ms']:.3f}" if measured else "—",
-                         "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}")
+                         *scores, *shown, "" if r.get("model_bytes") is None else f"{r['model_bytes'] / 1024:.0f}")
         console.print(arts)
     for c in report.get("checks", []):
         console.print(f"{'[green]PASS' if c['verdict'] == 'pass' else '[red]FAIL'}[/] {escape(describe_check(c))}", markup=True,
