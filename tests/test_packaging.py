@@ -53,7 +53,7 @@ def test_core_dependencies_have_no_torch_and_extras_cover_the_rest() -> None:
     assert {"torch", "onnxscript", "nncf", "litert-torch", "ai-edge-quantizer", "torchao"} <= {_dist(r) for r in extras["compress"]}
     assert extras["all"] == ["edgestill[onnx,openvino,tflite,compress]"]
     makefile = (ROOT / "Makefile").read_text()
-    assert "-c constraints.txt -e '.[all,hf,dev]'" in makefile
+    assert "-c constraints.txt -e '.[all,hf,llm,dev]'" in makefile
     assert {"transformers", "tokenizers", "optimum", "optimum-onnx", "optimum-intel"} <= {_dist(r) for r in extras["hf"]}
 
 
