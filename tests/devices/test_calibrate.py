@@ -4,6 +4,7 @@ follows the contract and the profiles loader merges it, and a real quick calibra
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ PEAK = 50e9  # MAC/s of the synthetic device
 BANDWIDTH_GBS = 20.0
 TRUTH = {"conv": 0.6, "conv1x1": 0.45, "depthwise": 0.08, "matmul": 0.5, "stem": 0.12}
 BUILTIN_NS_PER_BYTE = 1.5  # an activation the runtime leaves unfused after a conv (LiteRT's builtin HARD_SWISH)
+BUILTIN_LUT_NS_PER_BYTE = 0.1  # the same for a table-lookup kernel (LiteRT's builtin int8 GELU)
 BW_EFF = 0.7
 OVERHEAD_MS, PER_NODE_MS = 0.03, 0.002
 
@@ -53,15 +55,16 @@ def roofline_ms(micro, threads: int = 1, precision: str = "fp32") -> float:
     fixed = OVERHEAD_MS + PER_NODE_MS * micro.nodes
     scale = 0.25 if precision == "int8" else 1.0
     per_layer_bytes = micro.bytes / micro.layers
-    if micro.kind in (*COMPUTE_CLASSES, "stem", "unfused"):  # a roofline: the larger of compute and memory, per layer
+    if micro.kind in (*COMPUTE_CLASSES, "stem", "unfused", "lut"):  # a roofline: the larger of compute and memory
         memory_ms = per_layer_bytes * scale / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
         layer = max(micro.macs / micro.layers / (TRUTH[micro.op_class] * peak) * 1e3, memory_ms)
-        if micro.kind == "unfused":  # the conv's roofline (its own bytes), then the activation at the builtin rate
+        if micro.kind in ("unfused", "lut"):  # the conv's roofline (its own bytes), then the activation's builtin rate
             h, w, c = micro.shape
             conv_bytes = FP32_BYTES_PER_CONV1X1(h, w, c)
             layer = max(micro.macs / micro.layers / (TRUTH["conv1x1"] * peak) * 1e3,
                         conv_bytes * scale / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3)
-            layer += 2 * h * w * c * (1 if precision == "int8" else 4) * BUILTIN_NS_PER_BYTE * 1e-6
+            rate = BUILTIN_NS_PER_BYTE if micro.kind == "unfused" else BUILTIN_LUT_NS_PER_BYTE
+            layer += 2 * h * w * c * (1 if precision == "int8" else 4) * rate * 1e-6
         return fixed + BOUNDARY_MS + micro.layers * layer
     if micro.kind == "eltwise":
         return fixed + BOUNDARY_MS + micro.layers * per_layer_bytes * scale / (ELT_BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
@@ -136,6 +139,10 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
         elif micro.kind == "unfused":  # a 1×1 conv, then HardSwish
             z = np.einsum("chw,oc->ohw", x[0], w["w"][:, :, 0, 0]) + w["b"][:, None, None]
             np.testing.assert_allclose(y[0], z * np.clip(z + 3, 0, 6) / 6, rtol=1e-4, atol=1e-4)
+        elif micro.kind == "lut":  # a 1×1 conv, then GELU
+            z = np.einsum("chw,oc->ohw", x[0], w["w"][:, :, 0, 0]) + w["b"][:, None, None]
+            erf = np.vectorize(math.erf)
+            np.testing.assert_allclose(y[0], 0.5 * z * (1 + erf(z / np.sqrt(2))), rtol=1e-4, atol=1e-4)
         elif micro.kind == "matmul":
             m, k, n = micro.shape
             np.testing.assert_allclose(y, x @ w["w"] + w["b"], rtol=1e-4, atol=1e-4)
@@ -150,7 +157,7 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
             assert len(model.graph.node) == micro.nodes
             np.testing.assert_allclose(y, x + sum(w[f"c{i}"] for i in range(micro.nodes)), rtol=1e-5, atol=1e-5)
         cost = graph_cost(model)
-        computes = micro.kind in (*COMPUTE_CLASSES, "stem", "unfused")
+        computes = micro.kind in (*COMPUTE_CLASSES, "stem", "unfused", "lut")
         assert cost.total_macs == (micro.macs if computes else 0), micro.name
         assert len(cost.nodes) == micro.nodes, micro.name  # the bias Add of the matmul fuses, as runtimes fuse it
         assert cost.nodes[0].op_class == micro.op_class, micro.name
@@ -182,9 +189,10 @@ def test_stacked_micros_have_k_times_the_work() -> None:
     kinds = {(r, p): {m.kind for m in micros_for(micros, r, p)} for r in ("onnxruntime", "openvino", "litert")
              for p in ("fp32", "int8")}
     assert [k for k, v in kinds.items() if "unfused" in v] == [("litert", "int8")]  # XNNPACK's builtin HARD_SWISH
+    assert [k for k, v in kinds.items() if "lut" in v] == [("litert", "int8")]  # and its builtin int8 GELU
     assert [k[0] for k, v in kinds.items() if "stem" in v] == ["onnxruntime"] * 2 + ["litert"] * 2
-    assert {m.kind for m in stacks} == {*STACKED_KINDS, "unfused"} and all(m.layers == STACK for m in stacks)
-    assert len(stacks) == sum(1 for m in singles.values() if m.kind in (*STACKED_KINDS, "unfused"))
+    assert {m.kind for m in stacks} == {*STACKED_KINDS, "unfused", "lut"} and all(m.layers == STACK for m in stacks)
+    assert len(stacks) == sum(1 for m in singles.values() if m.kind in (*STACKED_KINDS, "unfused", "lut"))
     for m in stacks:
         one = singles[m.base]
         assert (m.macs, m.bytes, m.nodes) == (STACK * one.macs, STACK * one.bytes, STACK * one.nodes)
@@ -223,6 +231,7 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert "stem" not in entry["derived"]  # timed: not the conv's
     assert [e for _, e in entry["stem_curve"]] == pytest.approx([TRUTH["stem"]] * 2, rel=1e-3)
     assert entry["builtin_ns_per_byte"] == pytest.approx(BUILTIN_NS_PER_BYTE, rel=1e-3)
+    assert entry["builtin_lut_ns_per_byte"] == pytest.approx(BUILTIN_LUT_NS_PER_BYTE, rel=1e-3)
     n_loo = sum(1 for m in micros if (m.kind in (*COMPUTE_CLASSES, "eltwise") and m.layers == 1)
                 or m.kind in ("copy", "stem"))
     assert entry["error"]["n"] == n_loo and entry["error"]["median_abs_percent"] < 0.5
@@ -240,11 +249,12 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert row["error_percent"] == pytest.approx(-50.0, abs=2.0)
     assert entry["error"]["within_25_percent"] < 1.0
     # timings saved before the stem and unfused micros existed: the stem takes the conv's efficiency, no builtin rate
-    old = [(m, roofline_ms(m)) for m in micros if m.kind not in ("stem", "unfused")]
+    old = [(m, roofline_ms(m)) for m in micros if m.kind not in ("stem", "unfused", "lut")]
     entry, _ = fit_entry(old, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
                          precision="fp32", threads=1)
     assert entry["derived"]["stem"] == "conv" and entry["efficiency"]["stem"] == entry["efficiency"]["conv"]
     assert "builtin_ns_per_byte" not in entry and "stem_curve" not in entry
+    assert "builtin_lut_ns_per_byte" not in entry
 
 
 def test_fit_refuses_missing_micros() -> None:

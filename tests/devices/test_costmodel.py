@@ -329,3 +329,50 @@ def test_a_stem_is_a_dense_conv_on_few_channels_with_overlapping_windows():
     assert conv(3, 7, 2) == "stem" and conv(3, 3, 2) == "stem" and conv(1, 3, 1) == "stem"
     assert conv(3, 16, 16) == "conv"  # patch embedding: every input pixel read once
     assert conv(8, 3, 2) == "conv"
+
+
+def test_a_lookup_reads_the_rows_it_gathers_not_the_table():
+    """An embedding Gather of 16 tokens from a 1000 × 64 table moves 16 rows: counting the 256 KB table put a text
+    model's per-call memory term several times too high."""
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 16])
+    y = helper.make_tensor_value_info("y", F32, [1, 16, 64])
+    (node,) = graph_cost(_model(nodes, [ids], [y], [_init("table", (1000, 64))])).nodes
+    assert node.param_bytes == 16 * 64 * 4
+    small = graph_cost(_model(nodes, [ids], [y], [_init("table", (4, 64))])).nodes[0]
+    assert small.param_bytes == 4 * 64 * 4  # never more than the table
+
+
+def test_tflite_embedding_lookup_reads_its_rows(tmp_path: Path):
+    pytest.importorskip("ai_edge_litert")
+    import torch
+
+    from edgestill.devices.tflite_cost import tflite_cost
+    from edgestill.export.api import get_exporter
+
+    class Embed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = torch.nn.Embedding(1000, 32)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.table(ids) * 2.0
+
+    art = get_exporter("tflite")(Embed().eval(), (torch.zeros(1, 8, dtype=torch.int64),), staging_dir=tmp_path,
+                                 name="embed", precision="fp32")
+    lookups = [n for n in tflite_cost(art.model_path).nodes if n.op_type in ("EMBEDDING_LOOKUP", "GATHER")]
+    assert lookups and all(n.param_bytes == 8 * 32 * 4 for n in lookups)
+
+
+def test_summary_marks_table_lookup_kernels_outside_the_delegate():
+    """A builtin int8 GELU (a 256-entry table per element in LiteRT) is marked "lut" for the estimator's lut rate; a
+    builtin HARD_SWISH stays true."""
+    from edgestill.devices.costmodel import GraphCost, NodeCost
+
+    def node(op: str, builtin: bool) -> NodeCost:
+        return NodeCost(name=op, op_type=op, op_class="elementwise", macs=0, param_bytes=0, act_bytes=100,
+                        dtype="int8", builtin=builtin)
+
+    cost = GraphCost(nodes=[node("GELU", True), node("HARD_SWISH", True), node("GELU", False)], batch=1,
+                     total_params=0, total_param_bytes=0, inputs={})
+    assert [row[4:] for row in cost_summary(cost)["layers"]] == [["lut"], [True], []]

@@ -174,6 +174,16 @@ def test_a_quantized_graph_prices_each_node_at_its_own_dtype_calibration(tmp_pat
     after = estimate(builtin, pi5, runtime="litert", precision="int8", threads=1).settings["estimate_ms"]
     assert math.isclose(after, int8_part + 0.2 + 3e5 * 2.0 * 1e-6 + 0.02, rel_tol=1e-3)
     assert after > before
+    # a table-lookup kernel (int8 GELU, LOGISTIC, ...: the row's fifth element "lut") at the lut micro's rate; an entry
+    # from before the lut micro prices it at the HARD_SWISH rate
+    lut = {"layers": [["conv", 2e8, 1e5, "int8"], ["elementwise", 0, 3e5, "int8", "lut"]]}
+    assert estimate(lut, pi5, runtime="litert", precision="int8", threads=1).settings["estimate_ms"] == after
+    doc["entries"][1]["builtin_lut_ns_per_byte"] = 0.1
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    pi5 = load_profile("raspberry-pi-5")
+    assert math.isclose(estimate(lut, pi5, runtime="litert", precision="int8", threads=1).settings["estimate_ms"],
+                        int8_part + 0.2 + 3e5 * 0.1 * 1e-6 + 0.02, rel_tol=1e-3)
+    assert estimate(builtin, pi5, runtime="litert", precision="int8", threads=1).settings["estimate_ms"] == after
     stem = estimate({"layers": [["stem", 2e8, 1e5, "int8"]]}, pi5, runtime="litert", precision="int8", threads=1)
     assert math.isclose(stem.settings["estimate_ms"],
                         2e8 / (pi5.peak_macs_per_s("int8", 1) * 0.1) * 1e3 + 0.02 + 0.2, rel_tol=1e-3)

@@ -25,7 +25,11 @@ that once-per-call cost:
 - ``builtin_ns_per_byte`` (LiteRT int8 only): the unfused micro (a 1×1 conv and a HardSwish, stacked) less the
   same-shape 1×1 conv's slope, per byte of the activation's int8 input and output. XNNPACK leaves an int8 HARD_SWISH to
   LiteRT's builtin kernels (mobilenet_v3: 19-20 of them, 4.7 ms measured against a 0.84 ms estimate when they were
-  priced as XNNPACK elementwise passes); the estimator prices every int8 op outside the delegate at this rate;
+  priced as XNNPACK elementwise passes); the estimator prices the int8 ops outside the delegate at this rate, but for
+  the table-lookup ones;
+- ``builtin_lut_ns_per_byte`` (LiteRT int8 only): the same from the ``lut`` micro (a 1×1 conv and a GELU): LiteRT's
+  int8 GELU, LOGISTIC, TANH and ELU are a 256-entry table lookup per element, far cheaper than HARD_SWISH's
+  fixed-point arithmetic (vit_small's 4 int8 GELUs priced at the HARD_SWISH rate put its estimate 45% high);
 - ``bandwidth_efficiency`` from the large elementwise Adds (16-32 MB, DRAM): bytes read and written per second over
   ``profile.bandwidth_gbs``: the memory term of the compute layers;
 - ``elementwise_bandwidth_efficiency`` from the residual-Add stack's slope: its bytes, counted as the estimator
@@ -76,6 +80,7 @@ from edgestill.devices.microbench import (
     QUANTIZED_KINDS,
     RUNTIME_FORMATS,
     STACKED_KINDS,
+    UNFUSED_KINDS,
     MicroModel,
     build_micro_set,
     micro_artifact_name,
@@ -201,7 +206,7 @@ def fit_entry(
     # (t_K - t_1) / (K - 1), free of what a call pays once (call overhead, boundary quantize/dequantize, layout
     # reorders); the intercept t_1 - slope is that once-per-call cost.
     layers: dict[str, list[tuple[MicroModel, float, float]]] = {}  # kind -> [(single micro, per-layer ms, intercept)]
-    for kind in (*STACKED_KINDS, "unfused"):
+    for kind in (*STACKED_KINDS, *UNFUSED_KINDS):
         group = by_kind.get(kind, [])
         singles = {m.name: (m, ms) for m, ms in group if m.layers == 1}
         for m, ms in group:
@@ -209,7 +214,7 @@ def fit_entry(
                 one, one_ms = singles[m.base]
                 slope = layer_slope(one_ms, ms, m.layers)
                 layers.setdefault(kind, []).append((one, slope, one_ms - slope))
-        if not layers.get(kind) and kind != "unfused":
+        if not layers.get(kind) and kind not in UNFUSED_KINDS:
             raise RuntimeFailure(f"calibration of {runtime} {precision} ×{threads} has no single-layer and stacked "
                                  f"pair for {kind}; both are needed for the per-layer fit.")
     intercepts = [b for kind in COMPUTE_CLASSES for _, _, b in layers[kind]]
@@ -247,6 +252,7 @@ def fit_entry(
     for cls, src in derived.items():
         efficiency[cls] = efficiency[src]
     builtin = _builtin_ns_per_byte(layers.get("unfused", []), layers["conv1x1"], precision)
+    builtin_lut = _builtin_ns_per_byte(layers.get("lut", []), layers["conv1x1"], precision)
     elt_achieved = _median([elt_gbs(m, sl) for m, sl, _ in layers["eltwise"]])
 
     rows: list[dict[str, Any]] = []
@@ -315,6 +321,8 @@ def fit_entry(
     }
     if builtin is not None:
         entry["builtin_ns_per_byte"] = round(builtin, 6)
+    if builtin_lut is not None:
+        entry["builtin_lut_ns_per_byte"] = round(builtin_lut, 6)
     if stems:  # a stem's efficiency grows with its work (the 7×7 ResNet stem ran 3× the 3×3 one's rate)
         entry["stem_curve"] = sorted([int(m.macs), round(stem_eff(m, ms), 5)] for m, ms in stems)
     return entry, rows

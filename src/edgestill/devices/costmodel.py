@@ -94,6 +94,11 @@ _DTYPE_NAMES = {1: "fp32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bo
                 16: "bf16"}
 
 
+# LiteRT's int8 kernels for these ops are a 256-entry table lookup per element (``builtin`` nodes of these types are
+# priced at a calibration's ``builtin_lut_ns_per_byte``, timed by the GELU micro, not at the HARD_SWISH rate).
+LUT_OPS = frozenset({"GELU", "LOGISTIC", "TANH", "ELU"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeCost:
     """The cost of one node after fusion (``fused`` names the elementwise ops folded into it; ``builtin``: the runtime
@@ -456,6 +461,9 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
                     b = elems(r) * _ELEM_BYTES.get(types.get(r, 1), 4)
                     for s in dq_params.get(t, []):
                         b += elems(s) * _ELEM_BYTES.get(types.get(s, 1), 4)
+                    if m.op_type == "Gather" and t == m.input[0]:
+                        # a lookup (an embedding table) reads the rows it gathers, not the table
+                        b = min(b, size_of(m.output[0]))
                     param_bytes += b
                     seen_params.setdefault(r, elems(r) * _ELEM_BYTES.get(types.get(r, 1), 4))
                     for s in dq_params.get(t, []):
@@ -513,7 +521,8 @@ def cost_summary(cost: GraphCost) -> dict[str, Any]:
         "total_param_bytes": cost.total_param_bytes, "total_act_bytes": cost.total_act_bytes,
         "nodes": len(cost.nodes), "by_class": {k: v for k, v in cost.by_class().items() if v["nodes"]},
         # per node after fusion: [op class, MACs, bytes moved (parameters + activations), dtype] and, for a node
-        # outside the runtime's delegate, a fifth element true: the roofline's input
-        "layers": [[n.op_class, n.macs, n.param_bytes + n.act_bytes, n.dtype, *([True] if n.builtin else [])]
+        # outside the runtime's delegate, a fifth element: "lut" for a table-lookup kernel (LUT_OPS), else true
+        "layers": [[n.op_class, n.macs, n.param_bytes + n.act_bytes, n.dtype,
+                    *(["lut" if n.op_type in LUT_OPS else True] if n.builtin else [])]
                    for n in cost.nodes],
     }

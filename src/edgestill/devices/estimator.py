@@ -154,19 +154,23 @@ class _Layers:
     bytes: np.ndarray
     dtypes: tuple[str, ...]
     builtin: tuple[bool, ...]
+    lut: tuple[bool, ...] = ()  # a builtin node whose kernel is a table lookup (the summary row's fifth element "lut")
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> _Layers:
         rows = summary["layers"]
         return cls(tuple(r[0] for r in rows), np.array([float(r[1]) for r in rows]),
                    np.array([float(r[2]) for r in rows]), tuple(r[3] for r in rows),
-                   tuple(bool(r[4]) if len(r) > 4 else False for r in rows))
+                   tuple(bool(r[4]) if len(r) > 4 else False for r in rows),
+                   tuple(len(r) > 4 and r[4] == "lut" for r in rows))
 
     def subset(self, keep: Sequence[bool]) -> _Layers:
         """The nodes where ``keep`` is true."""
         idx = [i for i, k in enumerate(keep) if k]
+        lut = self.lut or (False,) * len(self.classes)
         return _Layers(tuple(self.classes[i] for i in idx), self.macs[idx], self.bytes[idx],
-                       tuple(self.dtypes[i] for i in idx), tuple(self.builtin[i] for i in idx))
+                       tuple(self.dtypes[i] for i in idx), tuple(self.builtin[i] for i in idx),
+                       tuple(lut[i] for i in idx))
 
 
 def _data_text(name: str) -> str:
@@ -565,18 +569,22 @@ def _check_choice(profile: Any, runtime: str, precision: str, threads: int, acce
 
 
 def _split_builtin(layers: _Layers, calibration: Mapping[str, Any], precision: str) -> tuple[_Layers, float]:
-    """The elementwise nodes a runtime runs outside its delegate at ``precision`` (LiteRT's builtin int8 HARD_SWISH),
-    priced at the calibration's ``builtin_ns_per_byte`` (its unfused micro) plus its per-node cost, and the other
-    nodes. Data movement outside the delegate (resnet's int8 PADV2: a copy, 1.6 MB) stays in the roofline: the rate of
-    an arithmetic kernel put resnet18's estimate 2.5 ms too high. Without that rate every node stays in the roofline."""
+    """The elementwise nodes a runtime runs outside its delegate at ``precision`` (LiteRT's builtin int8 HARD_SWISH,
+    GELU), priced per byte plus its per-node cost, and the other nodes. The rate is the calibration's
+    ``builtin_ns_per_byte`` (its unfused micro: HARD_SWISH), or for a table-lookup kernel (``lut``: GELU, LOGISTIC,
+    TANH, ELU) its ``builtin_lut_ns_per_byte`` (the lut micro; a calibration without it: the HARD_SWISH rate). Data
+    movement outside the delegate (resnet's int8 PADV2: a copy, 1.6 MB) stays in the roofline: the rate of an
+    arithmetic kernel put resnet18's estimate 2.5 ms too high. A node without a rate stays in the roofline."""
     rate = calibration.get("builtin_ns_per_byte")
-    outside = [b and d == precision and c == "elementwise"
-               for b, d, c in zip(layers.builtin, layers.dtypes, layers.classes)]
-    if rate is None or not any(outside):
+    lut_rate = calibration.get("builtin_lut_ns_per_byte", rate)
+    lut = layers.lut or (False,) * len(layers.classes)
+    rates = [(lut_rate if t else rate) if b and d == precision and c == "elementwise" else None
+             for b, d, c, t in zip(layers.builtin, layers.dtypes, layers.classes, lut)]
+    outside = [r is not None for r in rates]
+    if not any(outside):
         return layers, 0.0
-    count = sum(outside)
-    ms = float(layers.bytes[np.array(outside)].sum()) * float(rate) * 1e-6
-    return layers.subset([not o for o in outside]), ms + float(calibration.get("per_node_ms") or 0.0) * count
+    ms = sum(float(n) * float(r) * 1e-6 for n, r in zip(layers.bytes, rates) if r is not None)
+    return layers.subset([not o for o in outside]), ms + float(calibration.get("per_node_ms") or 0.0) * sum(outside)
 
 
 def _summary_of(cost: GraphCost | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -3,7 +3,8 @@
 Each micro model isolates one term of the estimator's roofline: 3×3, 1×1 and depthwise 3×3 convolutions and a fully
 connected layer (MatMul + bias; compute per op class), two stems (a stride-2 3×3 and 7×7 conv on a 224×224 RGB image:
 the first layer of a CNN, which runs far below the conv rate), for LiteRT int8 a 1×1 conv followed by a HardSwish
-that XNNPACK leaves to LiteRT's builtin kernels (``unfused``), a residual elementwise Add of two activations (the cost of a
+(``unfused``) or a GELU (``lut``: a table lookup per element in LiteRT's int8 kernel) that XNNPACK leaves to LiteRT's
+builtin kernels, a residual elementwise Add of two activations (the cost of a
 network's standalone elementwise nodes), a large elementwise Add over 16-32 MB (DRAM bandwidth), one tiny Add (the
 fixed per-call overhead) and a chain of tiny Adds (the per-node cost). Their MACs and bytes are analytic
 (:func:`micro_models`) and written as edgestill artifacts (manifest + file), so the ordinary bench path (the runner,
@@ -69,12 +70,17 @@ STACKED_KINDS: tuple[str, ...] = (*COMPUTE_CLASSES, "eltwise")
 # ``unfused`` (a 1×1 conv followed by HardSwish, stacked) is built for LiteRT int8 only: XNNPACK leaves the int8
 # HARD_SWISH to LiteRT's builtin kernels, and its stack's slope less the same 1×1 conv's is that kernel's cost.
 UNFUSED_SETS: tuple[tuple[str, str], ...] = (("litert", "int8"),)
+# The activations a 1×1 conv is followed by in an unfused micro: ``unfused`` a HardSwish (LiteRT's int8 kernel does
+# fixed-point arithmetic per element), ``lut`` a GELU (LiteRT's int8 GELU, like its int8 LOGISTIC, TANH and ELU, is
+# a 256-entry table lookup per element: on this Xeon vit_small's 4 int8 GELUs priced at the HardSwish rate put its
+# LiteRT int8 estimate 45% over the measurement, text_transformer's 2 put it 150% over).
+UNFUSED_KINDS: tuple[str, ...] = ("unfused", "lut")
 # Runtimes whose stem micro times the stem: OpenVINO's one-layer stem is dominated by its reorders into and out of
 # its blocked layout (on this host its 3×3 int8 stem micro took 0.87 ms where the same conv inside mobilenet_v2 took
 # 0.21 ms by OpenVINO's own per-layer counters, both on a loaded machine), so OpenVINO's stem keeps the conv's efficiency
 STEM_RUNTIMES: tuple[str, ...] = ("onnxruntime", "litert")
 # Micro kinds quantized in an int8 set (the copies and the overhead micros stay fp32 files)
-QUANTIZED_KINDS: tuple[str, ...] = (*STACKED_KINDS, "stem", "unfused")
+QUANTIZED_KINDS: tuple[str, ...] = (*STACKED_KINDS, "stem", "unfused", "lut")
 
 # Shapes (H, W, C for convolutions; M, K, N for the GEMM; elements for the copy). Chosen so each full-size micro
 # takes about 0.2-5 ms on one Cortex-A76 core at a typical efficiency: ~29 M MACs per 3×3 conv, ~13 M per 1×1, the
@@ -91,6 +97,7 @@ FULL_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     # (H, input channels, output channels, kernel) at stride 2: MobileNet/EfficientNet's 3×3 and ResNet's 7×7 stems
     "stem": ((224, 3, 32, 3), (224, 3, 64, 7)),
     "unfused": ((56, 56, 64),),  # the shape of one conv1x1 micro: the activation's cost is the difference
+    "lut": ((56, 56, 64),),
 }
 # Quick mode (a smoke test of the whole path, or a first look): two small shapes per kind, about 2 M MACs each.
 QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -102,6 +109,7 @@ QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "eltwise": ((14, 14, 32),),
     "stem": ((64, 3, 16, 3), (64, 3, 16, 7)),
     "unfused": ((14, 14, 64),),
+    "lut": ((14, 14, 64),),
 }
 
 
@@ -130,7 +138,7 @@ class MicroModel:
     @property
     def op_class(self) -> str:
         """The cost model's op class this micro measures (``elementwise`` for eltwise, copy, call and nodes)."""
-        if self.kind == "unfused":
+        if self.kind in UNFUSED_KINDS:
             return "conv1x1"
         return self.kind if self.kind in (*COMPUTE_CLASSES, "stem") else "elementwise"
 
@@ -146,7 +154,7 @@ class MicroModel:
 
     def stacked(self, layers: int) -> MicroModel:
         """The same layer repeated ``layers`` times in sequence (each its own weights): K× the MACs, bytes, nodes."""
-        if self.kind not in (*STACKED_KINDS, "unfused") or self.layers != 1:
+        if self.kind not in (*STACKED_KINDS, *UNFUSED_KINDS) or self.layers != 1:
             raise ConfigError(f"only single-layer {', '.join(STACKED_KINDS)} and unfused micros stack, not "
                               f"{self.name!r}.")
         return MicroModel(name=f"{self.name}-x{layers}", kind=self.kind, shape=self.shape, input_shape=self.input_shape,
@@ -186,16 +194,16 @@ def _stem(h: int, cin: int, cout: int, k: int) -> MicroModel:
                       bytes=FP32_BYTES * (cin * h * h + cout * out * out + cout * cin * k * k + cout))
 
 
-def _unfused(h: int, w: int, c: int) -> MicroModel:
+def _unfused(h: int, w: int, c: int, kind: str = "unfused") -> MicroModel:
     conv = _conv("conv1x1", h, w, c)
-    return MicroModel(name=f"unfused-{h}x{w}x{c}", kind="unfused", shape=(h, w, c), input_shape=conv.input_shape,
+    return MicroModel(name=f"{kind}-{h}x{w}x{c}", kind=kind, shape=(h, w, c), input_shape=conv.input_shape,
                       macs=conv.macs, bytes=conv.bytes + FP32_BYTES * 2 * h * w * c)
 
 
 def micros_for(micros: Sequence[MicroModel], runtime: str, precision: str) -> list[MicroModel]:
     """The micros a (runtime, precision) set times: all but the unfused ones outside ``UNFUSED_SETS`` and the stems
     outside ``STEM_RUNTIMES``."""
-    return [m for m in micros if (m.kind != "unfused" or (runtime, precision) in UNFUSED_SETS)
+    return [m for m in micros if (m.kind not in UNFUSED_KINDS or (runtime, precision) in UNFUSED_SETS)
             and (m.kind != "stem" or runtime in STEM_RUNTIMES)]
 
 
@@ -214,7 +222,7 @@ def micro_models(*, quick: bool = False) -> list[MicroModel]:
     single = [_conv(kind, *s) for kind in ("conv", "conv1x1", "depthwise") for s in shapes[kind]]
     single += [_gemm(*s) for s in shapes["matmul"]]
     single += [_eltwise(*s) for s in shapes["eltwise"]]
-    single += [_unfused(*s) for s in shapes["unfused"]]
+    single += [_unfused(*s, kind=kind) for kind in UNFUSED_KINDS for s in shapes[kind]]
     out = [m for s in single for m in (s, s.stacked(k))]
     out += [_stem(*s) for s in shapes["stem"]]
     out += [_copy(*s) for s in shapes["copy"]]
@@ -264,14 +272,18 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
         nodes.append(helper.make_node("Conv", ["x", wname, bname], ["y"], kernel_shape=[k, k], pads=[k // 2] * 4,
                                       strides=[2, 2]))
         out_shape = list(_output_shape(micro))
-    elif micro.kind == "unfused":  # layers of a 1×1 conv and a HardSwish
+    elif micro.kind in UNFUSED_KINDS:  # layers of a 1×1 conv and a HardSwish (unfused) or a GELU (lut)
         h, w, c = micro.shape
         prev = "x"
         for i in range(layers):
             wname = weight(f"w{sfx(i)}", (c, c, 1, 1), 1.0 / np.sqrt(c))
             bname = weight(f"b{sfx(i)}", (c,), 0.1)
             nodes.append(helper.make_node("Conv", [prev, wname, bname], [f"c{i}"], kernel_shape=[1, 1]))
-            nodes.append(helper.make_node("HardSwish", [f"c{i}"], [tensor(i)]))
+            # opset 17 has no Gelu: onnxruntime's contrib op (the lut micro is timed on LiteRT only; this form is
+            # its reference and its cost)
+            act = (helper.make_node("HardSwish", [f"c{i}"], [tensor(i)]) if micro.kind == "unfused" else
+                   helper.make_node("Gelu", [f"c{i}"], [tensor(i)], domain="com.microsoft"))
+            nodes.append(act)
             prev = tensor(i)
         out_shape = [1, c, h, w]
     elif micro.kind == "matmul":  # MatMul + bias Add on (1, M, K): M rows of one sample, as in a transformer
@@ -307,10 +319,14 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
         out_shape = list(micro.input_shape)
     else:
         raise ConfigError(f"unknown micro kind {micro.kind!r}; valid: "
-                          f"{', '.join((*STACKED_KINDS, 'stem', 'unfused', 'copy', 'call', 'nodes'))}.")
+                          f"{', '.join((*STACKED_KINDS, 'stem', *UNFUSED_KINDS, 'copy', 'call', 'nodes'))}.")
+    # ONNX shape inference does not know the contrib Gelu: the lut micro's tensors are declared (all one shape)
+    shaped = sorted({t for n in nodes for t in n.output} - {"y"}) if micro.kind == "lut" else []
     graph = helper.make_graph(nodes, micro.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(micro.input_shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgestill-microbench")
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits,
+                              value_info=[helper.make_tensor_value_info(t, TensorProto.FLOAT, out_shape) for t in shaped])
+    opsets = [helper.make_opsetid("", OPSET), *([helper.make_opsetid("com.microsoft", 1)] if micro.kind == "lut" else [])]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="edgestill-microbench")
     model.ir_version = 8  # readable by every onnxruntime and OpenVINO release that supports opset 17
     onnx.checker.check_model(model)
     return model
@@ -467,9 +483,10 @@ def _torch_module(micro: MicroModel, seed: int) -> Any:
     if micro.kind == "stem":
         h, cin, cout, k = micro.shape
         return nn.Conv2d(cin, cout, k, stride=2, padding=k // 2, bias=True).eval()
-    if micro.kind == "unfused":
+    if micro.kind in UNFUSED_KINDS:
         c = micro.shape[2]
-        return stack(lambda: nn.Sequential(nn.Conv2d(c, c, 1, bias=True), nn.Hardswish()))
+        act = nn.Hardswish if micro.kind == "unfused" else nn.GELU
+        return stack(lambda: nn.Sequential(nn.Conv2d(c, c, 1, bias=True), act()))
     if micro.kind == "matmul":
         return stack(lambda: nn.Linear(micro.shape[1], micro.shape[2], bias=True))
     if micro.kind == "eltwise":

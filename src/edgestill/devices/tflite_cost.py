@@ -192,6 +192,9 @@ def tflite_cost(model: str | Path, *, batch: int = 1) -> GraphCost:
         main = acts[0] if acts else (ins[0] if ins else None)
         dtype = _DTYPE.get(dtype_name(main), "fp32") if main is not None else "fp32"
         param_bytes = sum(nbytes(p) for p in params)
+        if name in ("EMBEDDING_LOOKUP", "GATHER") and outs and params:
+            # a lookup (an embedding table) reads the rows it gathers, not the table
+            param_bytes = min(param_bytes, nbytes(outs[0]))
         for p in params:
             seen.setdefault(p, nbytes(p))
         if name in _QDQ:
