@@ -232,6 +232,11 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert [e for _, e in entry["stem_curve"]] == pytest.approx([TRUTH["stem"]] * 2, rel=1e-3)
     assert entry["builtin_ns_per_byte"] == pytest.approx(BUILTIN_NS_PER_BYTE, rel=1e-3)
     assert entry["builtin_lut_ns_per_byte"] == pytest.approx(BUILTIN_LUT_NS_PER_BYTE, rel=1e-3)
+    # each compute class's efficiency against its shapes' MACs per byte: flat on a device whose efficiency is
+    for cls, curve in entry["efficiency_curve"].items():
+        assert len(curve) >= 2 and [e for _, e in curve] == pytest.approx([TRUTH[cls]] * len(curve), rel=1e-3), cls
+        assert [i for i, _ in curve] == sorted(i for i, _ in curve)
+    assert set(entry["efficiency_curve"]) >= {"conv", "conv1x1", "depthwise"}
     n_loo = sum(1 for m in micros if (m.kind in (*COMPUTE_CLASSES, "eltwise") and m.layers == 1)
                 or m.kind in ("copy", "stem"))
     assert entry["error"]["n"] == n_loo and entry["error"]["median_abs_percent"] < 0.5

@@ -197,6 +197,33 @@ def test_a_quantized_graph_prices_each_node_at_its_own_dtype_calibration(tmp_pat
         assert math.isclose(stem.settings["estimate_ms"], macs / (peak * eff) * 1e3 + 0.02 + 0.2, rel_tol=1e-3)
 
 
+def test_an_efficiency_curve_prices_a_layer_by_its_arithmetic_intensity(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """With an entry's ``efficiency_curve`` a class's efficiency is interpolated in log MACs-per-byte between the
+    micros' points, the nearest beyond them (few-channel 1×1 convs run far below wide ones); a class without a curve
+    keeps its one efficiency."""
+    entry = {"runtime": "litert", "precision": "fp32", "threads": 1,
+             "efficiency": {c: 0.5 for c in ("conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise",
+                                             "pool", "other")},
+             "efficiency_curve": {"conv1x1": [[10.0, 0.2], [1000.0, 0.8]]},
+             "bandwidth_efficiency": 1000.0, "elementwise_bandwidth_efficiency": 1000.0, "overhead_ms": 0.0,
+             "per_node_ms": 0.0, "error": {"median_abs_percent": 10.0}}
+    doc = {"schema": "edgestill-device-calibration", "schema_version": 1, "profile": "raspberry-pi-5",
+           "created": "2026-12-02T14:00:00Z", "entries": [entry]}
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("EDGESTILL_PROFILES", str(tmp_path))
+    pi5 = load_profile("raspberry-pi-5")
+    peak = pi5.peak_macs_per_s("fp32", 1)
+
+    def ms(op_class: str, macs: float, nbytes: float) -> float:
+        return estimate({"layers": [[op_class, macs, nbytes, "fp32"]]}, pi5, runtime="litert", precision="fp32",
+                        threads=1).settings["estimate_ms"]
+
+    for intensity, eff in ((1.0, 0.2), (10.0, 0.2), (100.0, 0.4), (1000.0, 0.8), (1e5, 0.8)):  # log-log between
+        assert math.isclose(ms("conv1x1", 1e8, 1e8 / intensity), 1e8 / (peak * eff) * 1e3, rel_tol=2e-3), intensity
+    assert math.isclose(ms("conv", 1e8, 1e6), 1e8 / (peak * 0.5) * 1e3, rel_tol=2e-3)
+
+
 def test_a_tflite_artifact_is_costed_from_its_own_graph(tiny_tflite_pair: dict[str, Path]):
     from edgestill.devices.tflite_cost import tflite_cost
 

@@ -30,6 +30,9 @@ that once-per-call cost:
 - ``builtin_lut_ns_per_byte`` (LiteRT int8 only): the same from the ``lut`` micro (a 1×1 conv and a GELU): LiteRT's
   int8 GELU, LOGISTIC, TANH and ELU are a 256-entry table lookup per element, far cheaper than HARD_SWISH's
   fixed-point arithmetic (vit_small's 4 int8 GELUs priced at the HARD_SWISH rate put its estimate 45% high);
+- ``efficiency_curve`` for conv, conv1x1, depthwise and matmul: each compute-bound shape's efficiency against its
+  arithmetic intensity (MACs per byte, bytes as the estimator counts them), which the estimator interpolates at each
+  node's own intensity (the 1×1 conv micros include two few-channel shapes, 16 and 32 channels, for this);
 - ``bandwidth_efficiency`` from the large elementwise Adds (16-32 MB, DRAM): bytes read and written per second over
   ``profile.bandwidth_gbs``: the memory term of the compute layers;
 - ``elementwise_bandwidth_efficiency`` from the residual-Add stack's slope: its bytes, counted as the estimator
@@ -253,6 +256,10 @@ def fit_entry(
         efficiency[cls] = efficiency[src]
     builtin = _builtin_ns_per_byte(layers.get("unfused", []), layers["conv1x1"], precision)
     builtin_lut = _builtin_ns_per_byte(layers.get("lut", []), layers["conv1x1"], precision)
+    # each class's efficiency against its layers' arithmetic intensity (MACs per byte, as the estimator counts bytes)
+    curves = {kind: sorted([round(m.macs / (m.bytes * (byte_scale if m.kind in QUANTIZED_KINDS else 1.0)), 4),
+                            round(eff(m, sl), 5)] for m, sl, _ in compute_bound(layers[kind]))
+              for kind in COMPUTE_CLASSES}
     elt_achieved = _median([elt_gbs(m, sl) for m, sl, _ in layers["eltwise"]])
 
     rows: list[dict[str, Any]] = []
@@ -323,6 +330,7 @@ def fit_entry(
         entry["builtin_ns_per_byte"] = round(builtin, 6)
     if builtin_lut is not None:
         entry["builtin_lut_ns_per_byte"] = round(builtin_lut, 6)
+    entry["efficiency_curve"] = {k: v for k, v in curves.items() if len(v) > 1}
     if stems:  # a stem's efficiency grows with its work (the 7×7 ResNet stem ran 3× the 3×3 one's rate)
         entry["stem_curve"] = sorted([int(m.macs), round(stem_eff(m, ms), 5)] for m, ms in stems)
     return entry, rows

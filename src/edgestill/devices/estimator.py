@@ -55,6 +55,13 @@ factor: the entry was measured at that thread count), and the band comes from it
 entry's efficiencies are per layer, from the slope of stacked microbenchmarks (:mod:`edgestill.devices.calibrate`);
 its ``elementwise_bandwidth_efficiency`` (from a stack of residual Adds) prices the nodes without MACs (elementwise,
 pool, other) in place of the DRAM copies' ``bandwidth_efficiency``, which still prices the compute layers' memory term.
+An entry with an ``efficiency_curve`` (each compute class's per-shape efficiencies against the shape's arithmetic
+intensity, MACs per byte as counted here) prices a conv, 1×1 conv, depthwise or matmul node at the efficiency
+interpolated in log-log at the node's own MACs per byte, the nearest point's beyond the micros' range; attention and
+a class without a curve keep the class's one (median) efficiency. Few-channel layers run far below wide ones on
+wide-vector and tile units: on the development host OpenVINO int8 ran a 16-channel 1×1 conv at 56×56 at 148 GMAC/s,
+a 128-channel one at 28×28 at 985 GMAC/s, and mobilenet_v2's 16- to 32-channel 1×1 convs at 100-200 GMAC/s by its own
+per-layer counters, so the one median efficiency put OpenVINO int8 mobilenet_v2 35% under.
 
 int8. A graph stored in fp32 (the ONNX export an OpenVINO or LiteRT int8 artifact is estimated from) moves a quarter
 of its bytes in int8, every node. A graph already quantized (onnxruntime's QDQ export: a node is marked int8) is taken
@@ -72,7 +79,9 @@ barely faster than fp32, its 3×3 convs 6× faster): a calibration that timed th
 efficiency; one made before them, and the published fit (whose rows cannot separate it), at the conv's. An int8 op a
 runtime leaves outside its delegate (a ``.tflite`` file's ops XNNPACK does not take, marked ``builtin`` by
 :func:`~edgestill.devices.tflite_cost.tflite_cost`: mobilenet_v3's int8 HARD_SWISH) costs its bytes at the entry's
-``builtin_ns_per_byte`` (LiteRT's own kernel, timed by the unfused micro) instead of the roofline.
+``builtin_ns_per_byte`` (LiteRT's own kernel, timed by the unfused micro) instead of the roofline; a table-lookup
+kernel (int8 GELU, LOGISTIC, TANH, ELU: ``costmodel.LUT_OPS``) at ``builtin_lut_ns_per_byte`` (the lut micro: on the
+development host 0.10 ns/byte against HARD_SWISH's 1.56).
 
 LiteRT artifacts are costed from the ``.tflite`` file itself (:mod:`edgestill.devices.tflite_cost`): the project's
 LiteRT quantizer leaves LayerNorm, attention, Softmax, GELU pieces and mobilenet_v3's hard-sigmoid in fp32 between
@@ -255,15 +264,19 @@ def _byte_scales(layers: _Layers, precision: str) -> np.ndarray:
 
 def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth_bps: float, eff: Mapping[str, float],
                  bw_eff: float, per_node_ms: float, overhead_ms: float, elementwise_bw_eff: float | None = None,
-                 fp32_elementwise_bw_eff: float | None = None, stem_curve: Sequence[Sequence[float]] | None = None
-                 ) -> float:
+                 fp32_elementwise_bw_eff: float | None = None, stem_curve: Sequence[Sequence[float]] | None = None,
+                 efficiency_curve: Mapping[str, Sequence[Sequence[float]]] | None = None) -> float:
     """The roofline sum. ``elementwise_bw_eff`` (a calibration's, from its stacked elementwise micro) is the bandwidth
     efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too.
     ``fp32_elementwise_bw_eff`` (the fp32 calibration's) prices the MAC-less fp32 nodes of a quantized graph, which
     run fp32 kernels, not the int8 ones the int8 entry measured."""
-    eff_arr = np.array([_stem_efficiency(stem_curve, m) if c == "stem" and stem_curve else
-                        _efficiency(eff, c) if c in COMPUTE_CLASSES else 1.0 for c, m in zip(layers.classes, layers.macs)])
     scale = _byte_scales(layers, precision)
+    curves = efficiency_curve or {}
+    intensity = layers.macs / np.maximum(layers.bytes * scale, 1.0)
+    eff_arr = np.array([_stem_efficiency(stem_curve, m) if c == "stem" and stem_curve else
+                        _stem_efficiency(curves[c], i) if c in curves else
+                        _efficiency(eff, c) if c in COMPUTE_CLASSES else 1.0
+                        for c, m, i in zip(layers.classes, layers.macs, intensity)])
     compute_s = layers.macs / (peak_macs * eff_arr)
     quantized = precision == "int8" and "int8" in layers.dtypes
 
@@ -650,7 +663,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                      per_node_ms=float(calibration.get("per_node_ms") or 0.0),
                                      overhead_ms=float(calibration.get("overhead_ms") or 0.0),
                                      elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
-                                     stem_curve=calibration.get("stem_curve"))
+                                     stem_curve=calibration.get("stem_curve"),
+                                     efficiency_curve=calibration.get("efficiency_curve"))
             fp32_part = _roofline_ms(layers.subset(fp32_nodes), precision="fp32",
                                      peak_macs=float(profile.peak_macs_per_s("fp32", threads)),
                                      bandwidth_bps=bandwidth_bps,
@@ -658,7 +672,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                      bw_eff=float(fp32_entry["bandwidth_efficiency"]),
                                      per_node_ms=float(fp32_entry.get("per_node_ms") or 0.0), overhead_ms=0.0,
                                      elementwise_bw_eff=fp32_entry.get("elementwise_bandwidth_efficiency"),
-                                     stem_curve=fp32_entry.get("stem_curve"))
+                                     stem_curve=fp32_entry.get("stem_curve"),
+                                     efficiency_curve=fp32_entry.get("efficiency_curve"))
             point = int8_part + fp32_part
         else:
             point = _roofline_ms(layers, precision=precision,
@@ -668,7 +683,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                  overhead_ms=float(calibration.get("overhead_ms") or 0.0),
                                  elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
                                  fp32_elementwise_bw_eff=(fp32_entry or {}).get("elementwise_bandwidth_efficiency"),
-                                 stem_curve=calibration.get("stem_curve"))
+                                 stem_curve=calibration.get("stem_curve"),
+                                 efficiency_curve=calibration.get("efficiency_curve"))
         point += builtin_ms
         error = dict(calibration.get("error") or {})
         median_abs = float(error.get("median_abs_percent") or 25.0)
