@@ -165,7 +165,7 @@ def calibrate_host(quick: bool, reuse: bool = False,
         raise SystemExit(f"the host profile did not merge the calibration written to {cached} (missing {missing})")
     keep = ("runtime", "precision", "threads", "efficiency", "bandwidth_efficiency", "elementwise_bandwidth_efficiency",
             "overhead_ms", "call_overhead_ms", "per_node_ms", "builtin_ns_per_byte", "builtin_lut_ns_per_byte",
-            "stem_curve", "efficiency_curve", "error")
+            "stem_curve", "efficiency_curve", "softmax_bandwidth_efficiency", "error")
     return profile, [{k: e.get(k) for k in keep} for e in entries], micro
 
 

@@ -45,6 +45,7 @@ class RooflineProfile:
 
 
 ELT_BW_EFF = 2.5  # activation-sized elementwise layers run from cache, faster than the copies' DRAM bandwidth
+SOFTMAX_BW_EFF = 0.4  # a Softmax's bytes go slower (an exp per element)
 BOUNDARY_MS = 0.05  # what a call pays once at its boundary (quantize/dequantize, layout reorders)
 
 
@@ -66,8 +67,9 @@ def roofline_ms(micro, threads: int = 1, precision: str = "fp32") -> float:
             rate = BUILTIN_NS_PER_BYTE if micro.kind == "unfused" else BUILTIN_LUT_NS_PER_BYTE
             layer += 2 * h * w * c * (1 if precision == "int8" else 4) * rate * 1e-6
         return fixed + BOUNDARY_MS + micro.layers * layer
-    if micro.kind == "eltwise":
-        return fixed + BOUNDARY_MS + micro.layers * per_layer_bytes * scale / (ELT_BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
+    if micro.kind in ("eltwise", "softmax"):
+        rate = ELT_BW_EFF if micro.kind == "eltwise" else SOFTMAX_BW_EFF
+        return fixed + BOUNDARY_MS + micro.layers * per_layer_bytes * scale / (rate * BANDWIDTH_GBS * 1e9) * 1e3
     if micro.kind == "copy":
         return fixed + micro.bytes / (BW_EFF * BANDWIDTH_GBS * 1e9) * 1e3
     return fixed
@@ -143,6 +145,9 @@ def test_micro_models_compute_what_they_claim(quick: bool) -> None:
             z = np.einsum("chw,oc->ohw", x[0], w["w"][:, :, 0, 0]) + w["b"][:, None, None]
             erf = np.vectorize(math.erf)
             np.testing.assert_allclose(y[0], 0.5 * z * (1 + erf(z / np.sqrt(2))), rtol=1e-4, atol=1e-4)
+        elif micro.kind == "softmax":  # over the last axis
+            e = np.exp(x - x.max(axis=-1, keepdims=True))
+            np.testing.assert_allclose(y, e / e.sum(axis=-1, keepdims=True), rtol=1e-5, atol=1e-6)
         elif micro.kind == "matmul":
             m, k, n = micro.shape
             np.testing.assert_allclose(y, x @ w["w"] + w["b"], rtol=1e-4, atol=1e-4)
@@ -191,8 +196,9 @@ def test_stacked_micros_have_k_times_the_work() -> None:
     assert [k for k, v in kinds.items() if "unfused" in v] == [("litert", "int8")]  # XNNPACK's builtin HARD_SWISH
     assert [k for k, v in kinds.items() if "lut" in v] == [("litert", "int8")]  # and its builtin int8 GELU
     assert [k[0] for k, v in kinds.items() if "stem" in v] == ["onnxruntime"] * 2 + ["litert"] * 2
-    assert {m.kind for m in stacks} == {*STACKED_KINDS, "unfused", "lut"} and all(m.layers == STACK for m in stacks)
-    assert len(stacks) == sum(1 for m in singles.values() if m.kind in (*STACKED_KINDS, "unfused", "lut"))
+    assert {m.kind for m in stacks} == {*STACKED_KINDS, "unfused", "lut", "softmax"}
+    assert all(m.layers == STACK for m in stacks)
+    assert len(stacks) == sum(1 for m in singles.values() if m.kind in (*STACKED_KINDS, "unfused", "lut", "softmax"))
     for m in stacks:
         one = singles[m.base]
         assert (m.macs, m.bytes, m.nodes) == (STACK * one.macs, STACK * one.bytes, STACK * one.nodes)
@@ -232,6 +238,8 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert [e for _, e in entry["stem_curve"]] == pytest.approx([TRUTH["stem"]] * 2, rel=1e-3)
     assert entry["builtin_ns_per_byte"] == pytest.approx(BUILTIN_NS_PER_BYTE, rel=1e-3)
     assert entry["builtin_lut_ns_per_byte"] == pytest.approx(BUILTIN_LUT_NS_PER_BYTE, rel=1e-3)
+    assert entry["softmax_bandwidth_efficiency"] == pytest.approx(SOFTMAX_BW_EFF, rel=1e-3)
+    assert "softmax" not in entry["derived"]
     # each compute class's efficiency against its shapes' MACs per byte: flat on a device whose efficiency is
     for cls, curve in entry["efficiency_curve"].items():
         assert len(curve) >= 2 and [e for _, e in curve] == pytest.approx([TRUTH[cls]] * len(curve), rel=1e-3), cls
@@ -254,12 +262,13 @@ def test_fit_recovers_a_known_roofline() -> None:
     assert row["error_percent"] == pytest.approx(-50.0, abs=2.0)
     assert entry["error"]["within_25_percent"] < 1.0
     # timings saved before the stem and unfused micros existed: the stem takes the conv's efficiency, no builtin rate
-    old = [(m, roofline_ms(m)) for m in micros if m.kind not in ("stem", "unfused", "lut")]
+    old = [(m, roofline_ms(m)) for m in micros if m.kind not in ("stem", "unfused", "lut", "softmax")]
     entry, _ = fit_entry(old, peak_macs_per_s=PEAK, bandwidth_gbs=BANDWIDTH_GBS, runtime="onnxruntime",
                          precision="fp32", threads=1)
     assert entry["derived"]["stem"] == "conv" and entry["efficiency"]["stem"] == entry["efficiency"]["conv"]
     assert "builtin_ns_per_byte" not in entry and "stem_curve" not in entry
-    assert "builtin_lut_ns_per_byte" not in entry
+    assert "builtin_lut_ns_per_byte" not in entry and "softmax_bandwidth_efficiency" not in entry
+    assert entry["derived"]["softmax"] == "elementwise"
 
 
 def test_fit_refuses_missing_micros() -> None:

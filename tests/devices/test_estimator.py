@@ -222,6 +222,14 @@ def test_an_efficiency_curve_prices_a_layer_by_its_arithmetic_intensity(tmp_path
     for intensity, eff in ((1.0, 0.2), (10.0, 0.2), (100.0, 0.4), (1000.0, 0.8), (1e5, 0.8)):  # log-log between
         assert math.isclose(ms("conv1x1", 1e8, 1e8 / intensity), 1e8 / (peak * eff) * 1e3, rel_tol=2e-3), intensity
     assert math.isclose(ms("conv", 1e8, 1e6), 1e8 / (peak * 0.5) * 1e3, rel_tol=2e-3)
+    # a Softmax's bytes at the entry's softmax rate once it has one, else at the elementwise rate
+    bw = pi5.bandwidth_gbs * 1e9
+    assert math.isclose(ms("softmax", 0, 1e10), 1e10 / (bw * 1000.0) * 1e3, rel_tol=2e-3)
+    doc["entries"][0]["softmax_bandwidth_efficiency"] = 0.5
+    (tmp_path / "raspberry-pi-5.calibration.yaml").write_text(yaml.safe_dump(doc))
+    pi5 = load_profile("raspberry-pi-5")
+    assert math.isclose(ms("softmax", 0, 1e10), 1e10 / (bw * 0.5) * 1e3, rel_tol=2e-3)
+    assert math.isclose(ms("elementwise", 0, 1e10), 1e10 / (bw * 1000.0) * 1e3, rel_tol=2e-3)
 
 
 def test_a_tflite_artifact_is_costed_from_its_own_graph(tiny_tflite_pair: dict[str, Path]):

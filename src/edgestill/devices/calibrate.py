@@ -82,6 +82,7 @@ from edgestill.devices.microbench import (
     COMPUTE_CLASSES,
     QUANTIZED_KINDS,
     RUNTIME_FORMATS,
+    OPTIONAL_STACKED_KINDS,
     STACKED_KINDS,
     UNFUSED_KINDS,
     MicroModel,
@@ -96,11 +97,11 @@ from edgestill.record import Measurement
 CALIBRATION_SCHEMA = "edgestill-device-calibration"
 CALIBRATION_SCHEMA_VERSION = 1
 CALIBRATION_SUFFIX = ".calibration.yaml"
-OP_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "elementwise", "attention", "pool",
-                                "other")
+OP_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "elementwise", "softmax", "attention",
+                                "pool", "other")
 # classes without a micro of their own take another's efficiency (stem: only when no stem micro was timed)
 DERIVED_CLASSES: dict[str, str] = {"attention": "matmul", "pool": "elementwise", "other": "elementwise",
-                                   "stem": "conv"}
+                                   "stem": "conv", "softmax": "elementwise"}
 CAL_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 WITHIN_PERCENT = 25.0
 # A micro whose p50 is mostly the fixed per-call terms says little about its op's speed: its work time is never taken
@@ -209,7 +210,7 @@ def fit_entry(
     # (t_K - t_1) / (K - 1), free of what a call pays once (call overhead, boundary quantize/dequantize, layout
     # reorders); the intercept t_1 - slope is that once-per-call cost.
     layers: dict[str, list[tuple[MicroModel, float, float]]] = {}  # kind -> [(single micro, per-layer ms, intercept)]
-    for kind in (*STACKED_KINDS, *UNFUSED_KINDS):
+    for kind in (*STACKED_KINDS, *UNFUSED_KINDS, *OPTIONAL_STACKED_KINDS):
         group = by_kind.get(kind, [])
         singles = {m.name: (m, ms) for m, ms in group if m.layers == 1}
         for m, ms in group:
@@ -217,7 +218,7 @@ def fit_entry(
                 one, one_ms = singles[m.base]
                 slope = layer_slope(one_ms, ms, m.layers)
                 layers.setdefault(kind, []).append((one, slope, one_ms - slope))
-        if not layers.get(kind) and kind not in UNFUSED_KINDS:
+        if not layers.get(kind) and kind not in (*UNFUSED_KINDS, *OPTIONAL_STACKED_KINDS):
             raise RuntimeFailure(f"calibration of {runtime} {precision} ×{threads} has no single-layer and stacked "
                                  f"pair for {kind}; both are needed for the per-layer fit.")
     intercepts = [b for kind in COMPUTE_CLASSES for _, _, b in layers[kind]]
@@ -249,7 +250,8 @@ def fit_entry(
         efficiency[kind] = _median([eff(m, sl) for m, sl, _ in compute_bound(layers[kind])])
     efficiency["elementwise"] = _median([eff(m, sl) for m, sl, _ in layers["eltwise"]])
     stems = by_kind.get("stem", [])
-    derived = {cls: src for cls, src in DERIVED_CLASSES.items() if cls != "stem" or not stems}
+    derived = {cls: src for cls, src in DERIVED_CLASSES.items()
+               if (cls != "stem" or not stems) and (cls != "softmax" or not layers.get("softmax"))}
     if stems:
         efficiency["stem"] = _median([stem_eff(m, ms) for m, ms in stems])
     for cls, src in derived.items():
@@ -261,6 +263,8 @@ def fit_entry(
                             round(eff(m, sl), 5)] for m, sl, _ in compute_bound(layers[kind]))
               for kind in COMPUTE_CLASSES}
     elt_achieved = _median([elt_gbs(m, sl) for m, sl, _ in layers["eltwise"]])
+    if layers.get("softmax"):
+        efficiency["softmax"] = _median([eff(m, sl) for m, sl, _ in layers["softmax"]])
 
     rows: list[dict[str, Any]] = []
     errors: list[float] = []
@@ -328,6 +332,9 @@ def fit_entry(
     }
     if builtin is not None:
         entry["builtin_ns_per_byte"] = round(builtin, 6)
+    if layers.get("softmax"):  # Softmax's bytes per second over the bandwidth, as for the residual Adds
+        entry["softmax_bandwidth_efficiency"] = round(
+            _median([elt_gbs(m, sl) for m, sl, _ in layers["softmax"]]) / bandwidth_gbs, 5) if bandwidth_gbs else None
     if builtin_lut is not None:
         entry["builtin_lut_ns_per_byte"] = round(builtin_lut, 6)
     entry["efficiency_curve"] = {k: v for k, v in curves.items() if len(v) > 1}

@@ -49,8 +49,12 @@ from edgestill.errors import InputError
 if TYPE_CHECKING:
     import onnx
 
-OP_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise", "pool",
-                                "other")
+OP_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise",
+                                "softmax", "pool", "other")
+# ``softmax`` (Softmax, LogSoftmax) is a memory-bound class of its own: an exp per element over three passes, and
+# onnxruntime's int8 QLinearSoftmax took 7x its fp32 Softmax on the development host (text_transformer: 0.31 ms of
+# 0.9, priced as one int8 elementwise pass)
+_SOFTMAX_OPS = {"Softmax", "LogSoftmax"}
 COMPUTE_CLASSES: tuple[str, ...] = ("stem", "conv", "conv1x1", "depthwise", "matmul", "attention")
 # a dense conv reading this many input channels or fewer (RGB, RGBA, grey) is a ``stem``
 STEM_MAX_CHANNELS = 4
@@ -396,6 +400,8 @@ def graph_cost(model: str | Path | onnx.ModelProto, *, batch: int = 1) -> GraphC
             return "attention", macs
         if op in _POOL_OPS:
             return "pool", 0
+        if op in _SOFTMAX_OPS:
+            return "softmax", 0
         if op in _ELEMENTWISE_OPS:
             return "elementwise", 0
         return "other", 0

@@ -265,7 +265,8 @@ def _byte_scales(layers: _Layers, precision: str) -> np.ndarray:
 def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth_bps: float, eff: Mapping[str, float],
                  bw_eff: float, per_node_ms: float, overhead_ms: float, elementwise_bw_eff: float | None = None,
                  fp32_elementwise_bw_eff: float | None = None, stem_curve: Sequence[Sequence[float]] | None = None,
-                 efficiency_curve: Mapping[str, Sequence[Sequence[float]]] | None = None) -> float:
+                 efficiency_curve: Mapping[str, Sequence[Sequence[float]]] | None = None,
+                 softmax_bw_eff: float | None = None, fp32_softmax_bw_eff: float | None = None) -> float:
     """The roofline sum. ``elementwise_bw_eff`` (a calibration's, from its stacked elementwise micro) is the bandwidth
     efficiency of the nodes without MACs (elementwise, pool, other); None: ``bw_eff`` for them too.
     ``fp32_elementwise_bw_eff`` (the fp32 calibration's) prices the MAC-less fp32 nodes of a quantized graph, which
@@ -283,6 +284,10 @@ def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth
     def node_bw(c: str, d: str) -> float:
         if c in COMPUTE_CLASSES or not elementwise_bw_eff:
             return bw_eff
+        if c == "softmax":  # its own micro's rate where the calibration timed one, else the elementwise one's
+            if quantized and d == "fp32":
+                return fp32_softmax_bw_eff or fp32_elementwise_bw_eff or elementwise_bw_eff
+            return softmax_bw_eff or elementwise_bw_eff
         if quantized and d == "fp32" and fp32_elementwise_bw_eff:
             return fp32_elementwise_bw_eff
         return elementwise_bw_eff
@@ -664,7 +669,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                      overhead_ms=float(calibration.get("overhead_ms") or 0.0),
                                      elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
                                      stem_curve=calibration.get("stem_curve"),
-                                     efficiency_curve=calibration.get("efficiency_curve"))
+                                     efficiency_curve=calibration.get("efficiency_curve"),
+                                     softmax_bw_eff=calibration.get("softmax_bandwidth_efficiency"))
             fp32_part = _roofline_ms(layers.subset(fp32_nodes), precision="fp32",
                                      peak_macs=float(profile.peak_macs_per_s("fp32", threads)),
                                      bandwidth_bps=bandwidth_bps,
@@ -673,7 +679,8 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                      per_node_ms=float(fp32_entry.get("per_node_ms") or 0.0), overhead_ms=0.0,
                                      elementwise_bw_eff=fp32_entry.get("elementwise_bandwidth_efficiency"),
                                      stem_curve=fp32_entry.get("stem_curve"),
-                                     efficiency_curve=fp32_entry.get("efficiency_curve"))
+                                     efficiency_curve=fp32_entry.get("efficiency_curve"),
+                                     softmax_bw_eff=fp32_entry.get("softmax_bandwidth_efficiency"))
             point = int8_part + fp32_part
         else:
             point = _roofline_ms(layers, precision=precision,
@@ -684,7 +691,9 @@ def estimate(cost: GraphCost | Mapping[str, Any], profile: Any, *, runtime: str,
                                  elementwise_bw_eff=calibration.get("elementwise_bandwidth_efficiency"),
                                  fp32_elementwise_bw_eff=(fp32_entry or {}).get("elementwise_bandwidth_efficiency"),
                                  stem_curve=calibration.get("stem_curve"),
-                                 efficiency_curve=calibration.get("efficiency_curve"))
+                                 efficiency_curve=calibration.get("efficiency_curve"),
+                                 softmax_bw_eff=calibration.get("softmax_bandwidth_efficiency"),
+                                 fp32_softmax_bw_eff=(fp32_entry or {}).get("softmax_bandwidth_efficiency"))
         point += builtin_ms
         error = dict(calibration.get("error") or {})
         median_abs = float(error.get("median_abs_percent") or 25.0)

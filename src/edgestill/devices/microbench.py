@@ -80,7 +80,10 @@ UNFUSED_KINDS: tuple[str, ...] = ("unfused", "lut")
 # 0.21 ms by OpenVINO's own per-layer counters, both on a loaded machine), so OpenVINO's stem keeps the conv's efficiency
 STEM_RUNTIMES: tuple[str, ...] = ("onnxruntime", "litert")
 # Micro kinds quantized in an int8 set (the copies and the overhead micros stay fp32 files)
-QUANTIZED_KINDS: tuple[str, ...] = (*STACKED_KINDS, "stem", "unfused", "lut")
+# ``softmax``: a stack of Softmax over the last axis of an attention-score-shaped tensor (heads × tokens × tokens),
+# timed in every set; optional in the fit (timings saved before it existed have none)
+OPTIONAL_STACKED_KINDS: tuple[str, ...] = ("softmax",)
+QUANTIZED_KINDS: tuple[str, ...] = (*STACKED_KINDS, "stem", "unfused", "lut", "softmax")
 
 # Shapes (H, W, C for convolutions; M, K, N for the GEMM; elements for the copy). Chosen so each full-size micro
 # takes about 0.2-5 ms on one Cortex-A76 core at a typical efficiency: ~29 M MACs per 3×3 conv, ~13 M per 1×1, the
@@ -100,6 +103,7 @@ FULL_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "stem": ((224, 3, 32, 3), (224, 3, 64, 7)),
     "unfused": ((56, 56, 64),),  # the shape of one conv1x1 micro: the activation's cost is the difference
     "lut": ((56, 56, 64),),
+    "softmax": ((6, 197, 197),),  # vit_small's attention scores
 }
 # Quick mode (a smoke test of the whole path, or a first look): two small shapes per kind, about 2 M MACs each.
 QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -112,6 +116,7 @@ QUICK_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "stem": ((64, 3, 16, 3), (64, 3, 16, 7)),
     "unfused": ((14, 14, 64),),
     "lut": ((14, 14, 64),),
+    "softmax": ((2, 32, 32),),
 }
 
 
@@ -142,6 +147,8 @@ class MicroModel:
         """The cost model's op class this micro measures (``elementwise`` for eltwise, copy, call and nodes)."""
         if self.kind in UNFUSED_KINDS:
             return "conv1x1"
+        if self.kind == "softmax":
+            return "softmax"
         return self.kind if self.kind in (*COMPUTE_CLASSES, "stem") else "elementwise"
 
     @property
@@ -156,7 +163,7 @@ class MicroModel:
 
     def stacked(self, layers: int) -> MicroModel:
         """The same layer repeated ``layers`` times in sequence (each its own weights): K× the MACs, bytes, nodes."""
-        if self.kind not in (*STACKED_KINDS, *UNFUSED_KINDS) or self.layers != 1:
+        if self.kind not in (*STACKED_KINDS, *UNFUSED_KINDS, *OPTIONAL_STACKED_KINDS) or self.layers != 1:
             raise ConfigError(f"only single-layer {', '.join(STACKED_KINDS)} and unfused micros stack, not "
                               f"{self.name!r}.")
         return MicroModel(name=f"{self.name}-x{layers}", kind=self.kind, shape=self.shape, input_shape=self.input_shape,
@@ -209,6 +216,13 @@ def micros_for(micros: Sequence[MicroModel], runtime: str, precision: str) -> li
             and (m.kind != "stem" or runtime in STEM_RUNTIMES)]
 
 
+def _softmax(heads: int, rows: int, cols: int) -> MicroModel:
+    # one Softmax over the last axis: reads and writes the tensor (an exp and a division per element)
+    n = heads * rows * cols
+    return MicroModel(name=f"softmax-{heads}x{rows}x{cols}", kind="softmax", shape=(heads, rows, cols),
+                      input_shape=(1, heads, rows, cols), macs=n, bytes=FP32_BYTES * 2 * n)
+
+
 def _eltwise(h: int, w: int, c: int) -> MicroModel:
     # one residual Add of two activations: reads two tensors and writes one
     return MicroModel(name=f"eltwise-{h}x{w}x{c}", kind="eltwise", shape=(h, w, c), input_shape=(1, c, h, w),
@@ -225,6 +239,7 @@ def micro_models(*, quick: bool = False) -> list[MicroModel]:
     single += [_gemm(*s) for s in shapes["matmul"]]
     single += [_eltwise(*s) for s in shapes["eltwise"]]
     single += [_unfused(*s, kind=kind) for kind in UNFUSED_KINDS for s in shapes[kind]]
+    single += [_softmax(*s) for s in shapes["softmax"]]
     out = [m for s in single for m in (s, s.stacked(k))]
     out += [_stem(*s) for s in shapes["stem"]]
     out += [_copy(*s) for s in shapes["copy"]]
@@ -274,6 +289,12 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
         nodes.append(helper.make_node("Conv", ["x", wname, bname], ["y"], kernel_shape=[k, k], pads=[k // 2] * 4,
                                       strides=[2, 2]))
         out_shape = list(_output_shape(micro))
+    elif micro.kind == "softmax":  # Softmax over the last axis, ``layers`` times
+        prev = "x"
+        for i in range(layers):
+            nodes.append(helper.make_node("Softmax", [prev], [tensor(i)], axis=-1))
+            prev = tensor(i)
+        out_shape = list(micro.input_shape)
     elif micro.kind in UNFUSED_KINDS:  # layers of a 1×1 conv and a HardSwish (unfused) or a GELU (lut)
         h, w, c = micro.shape
         prev = "x"
@@ -321,7 +342,7 @@ def build_onnx_graph(micro: MicroModel, *, seed: int = 0) -> Any:
         out_shape = list(micro.input_shape)
     else:
         raise ConfigError(f"unknown micro kind {micro.kind!r}; valid: "
-                          f"{', '.join((*STACKED_KINDS, 'stem', *UNFUSED_KINDS, 'copy', 'call', 'nodes'))}.")
+                          f"{', '.join((*STACKED_KINDS, 'stem', *UNFUSED_KINDS, 'softmax', 'copy', 'call', 'nodes'))}.")
     # ONNX shape inference does not know the contrib Gelu: the lut micro's tensors are declared (all one shape)
     shaped = sorted({t for n in nodes for t in n.output} - {"y"}) if micro.kind == "lut" else []
     graph = helper.make_graph(nodes, micro.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(micro.input_shape))],
@@ -485,6 +506,14 @@ def _torch_module(micro: MicroModel, seed: int) -> Any:
     if micro.kind == "stem":
         h, cin, cout, k = micro.shape
         return nn.Conv2d(cin, cout, k, stride=2, padding=k // 2, bias=True).eval()
+    if micro.kind == "softmax":
+        class SoftmaxStack(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                for _ in range(micro.layers):
+                    x = torch.softmax(x, dim=-1)
+                return x
+
+        return SoftmaxStack().eval()
     if micro.kind in UNFUSED_KINDS:
         c = micro.shape[2]
         act = nn.Hardswish if micro.kind == "unfused" else nn.GELU

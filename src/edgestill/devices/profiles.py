@@ -52,7 +52,7 @@ DEVICE_CLASSES = ("phone", "jetson", "raspberry-pi", "x86", "other")  # "other":
 PRECISIONS = ("fp32", "fp16", "int8")
 RUNTIMES = ("onnxruntime", "litert", "openvino")
 ACCELERATOR_KINDS = ("gpu", "npu", "dsp")
-OP_CLASSES = ("stem", "conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise", "pool", "other")
+OP_CLASSES = ("stem", "conv", "conv1x1", "depthwise", "matmul", "attention", "elementwise", "softmax", "pool", "other")
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _RUNTIME_ACCELERATOR = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 

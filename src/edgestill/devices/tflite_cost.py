@@ -185,6 +185,8 @@ def tflite_cost(model: str | Path, *, batch: int = 1) -> GraphCost:
             op_class = "attention" if name == "BATCH_MATMUL" and both_act else "matmul"
         elif name in _POOL:
             op_class = "pool"
+        elif name in ("SOFTMAX", "LOG_SOFTMAX"):
+            op_class = "softmax"
         elif name in _ELEMENTWISE or name in _QDQ:
             op_class = "elementwise"
         else:
