@@ -20,8 +20,10 @@
 
 Nothing in (b) is fitted on the zoo cells: the estimate of a cell comes from the micro timings and that cell's graph.
 
-``perf/results/estimator_accuracy.json`` holds the last full run (this Xeon at 1 thread, before the stem and unfused
-micros existed): 60 cells, 67% within ±25%, median |error| 21% (target 80%: not met); fp32 27/30, int8 13/30.
+``perf/results/estimator_accuracy.json`` holds the last full run (this Xeon at 1 thread, 2026-12-03, quiet): 60 cells,
+90% within ±25%, median |error| 8% (target 80%: met); fp32 29/30, int8 25/30 (OpenVINO int8 6/10).
+``perf/results/estimator_accuracy_runs.jsonl`` holds the five full runs of that day, one JSON line each (83%, then 77%
+and 82% with the intensity curves, then 88% and 90% with the softmax class).
 
 Re-scoring without measuring (``--reuse-measurements [RUN.json]``, default ``perf/results/estimator_accuracy.json``):
 the saved run's measured p50s are taken as the measured side and its micro timings are refitted with the current

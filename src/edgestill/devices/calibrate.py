@@ -33,6 +33,10 @@ that once-per-call cost:
 - ``efficiency_curve`` for conv, conv1x1, depthwise and matmul: each compute-bound shape's efficiency against its
   arithmetic intensity (MACs per byte, bytes as the estimator counts them), which the estimator interpolates at each
   node's own intensity (the 1×1 conv micros include two few-channel shapes, 16 and 32 channels, for this);
+- ``softmax_bandwidth_efficiency`` from the softmax stack's slope (Softmax over 6×197×197 attention scores), its
+  bytes per second over ``profile.bandwidth_gbs``: the memory term of the ``softmax`` class (an exp per element; on
+  this host onnxruntime's int8 QLinearSoftmax took 0.55 ms per layer against 0.08 ms for its fp32 Softmax); a
+  calibration without the micro prices Softmax as elementwise (``derived``);
 - ``bandwidth_efficiency`` from the large elementwise Adds (16-32 MB, DRAM): bytes read and written per second over
   ``profile.bandwidth_gbs``: the memory term of the compute layers;
 - ``elementwise_bandwidth_efficiency`` from the residual-Add stack's slope: its bytes, counted as the estimator
@@ -51,12 +55,12 @@ OpenVINO int8 25%: its int8 depthwise layers run up to 3× apart across shapes).
 What it fitted on the development host (Xeon with AMX, 1 thread, full calibration): depthwise int8 efficiency 0.04-0.10
 per layer (0.02-0.04 from one-layer micros), fp32 0.26-0.40 (0.10-0.14); conv/matmul fp32 0.75-1.09 of the profile's
 peak, int8 0.8-3.3 (VNNI/AMX beyond the profile's int8 peak). The zoo models measured against the estimates
-(``perf/estimator_accuracy.py``, 10 models × onnx/openvino/tflite × fp32/int8 = 60 cells, in
-``perf/results/estimator_accuracy.json``): 60% within ±25%, median |error| 22% (one-layer micros: 55%, 21%); fp32
-26/30 within, int8 10/30, before the stems, the unfused micro and the .tflite graphs (67%, int8 13/30, after the
-latter). int8 was under-estimated mostly where a network's cost is not in its stacked layers: the stem (the int8
-convs run 6× faster than fp32, the 3-channel stem barely faster) and LiteRT's builtin HARD_SWISH. Stem efficiencies
-from a run on a loaded host (load 17): 0.04-0.21 of the int8 peak against 0.95-3.7 for the convs.
+(``perf/estimator_accuracy.py``, 10 models × onnx/openvino/tflite × fp32/int8 = 60 cells): 88% and 90% within ±25% in
+two quiet runs (median |error| 11%, 8%; ``perf/results/estimator_accuracy_runs.jsonl`` has every run and what changed
+between them). int8 had been under-estimated mostly where a network's cost is not in its stacked wide layers: the stem
+(the int8 convs run 6× faster than fp32, the 3-channel stem barely faster), few-channel 1×1 convs, LiteRT's builtin
+HARD_SWISH and onnxruntime's int8 Softmax. The leave-one-shape-out error of OpenVINO int8 is the widest (about 40%):
+its few-channel 1×1 shapes run 3-7× below its wide ones, and the left-out prediction uses the class's median.
 
 The file ``<out_folder>/<profile id>.calibration.yaml`` (schema ``edgestill-device-calibration`` v1) is written
 atomically; entries for other (runtime, precision, threads) already there are kept. The raw micro measurements go

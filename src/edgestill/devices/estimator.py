@@ -89,18 +89,15 @@ DEQUANTIZE and QUANTIZE, which the fp32 ONNX graph does not show; the file's gra
 OpenVINO artifacts are still estimated from the fp32 ONNX export (OpenVINO fuses into bf16/int8 subgraphs of its own).
 
 Measured on the development host (Xeon with AMX, 1 thread, ``perf/estimator_accuracy.py``; 10 zoo models × onnx,
-openvino, tflite × fp32, int8): with one-layer micros 55% of 60 cells within ±25% (median |error| 21%); with the
-differential micros and the QDQ passes 60% (median 22%); with LiteRT artifacts costed from the .tflite file 67%
-(median 21%; ``perf/results/estimator_accuracy.json``, the same calibration): fp32 27/30 (onnx 8/10, openvino 10/10,
-tflite 9/10; the misses under by 26-30%), int8 13/30 (onnx 7/10, openvino 4/10, tflite 2/10). LiteRT int8 from the
-file's graph: vit_small -72% → -37%, text_transformer -56% → +2%, mobilenet_v1 -29% → -24%; still under by 28-82%:
-mobilenet_v3 int8 (-82%, -75%) runs its 19-20 int8 HARD_SWISH ops outside XNNPACK on LiteRT's builtin kernels, which
-no calibration micro timed then; the fully int8 CNNs (resnet18 -50%, squeezenet -59%, resnet50 -38%, mobilenet_v2
--42%) were under because their stem ran as a conv in the estimate: timed alone on this host, LiteRT's int8 7×7 stem was
-barely faster than fp32. The stem and unfused micros and the builtin pricing came after that run; they have not yet
-been scored on a quiet machine (the host was shared by many jobs, load 15-23, when they were written). OpenVINO int8
-is still estimated from the fp32 ONNX graph (six of ten under by 32-59%; its compiled model runs every conv of
-mobilenet_v2 in int8 on AMX, so the miss is in the per-class int8 efficiencies, not in fp32 islands).
+openvino, tflite × fp32, int8 = 60 cells; every run in ``perf/results/estimator_accuracy_runs.jsonl``): with one-layer
+micros 55% within ±25% (median |error| 21%); with the differential micros and the QDQ passes 60% (22%); with LiteRT
+artifacts costed from the .tflite file 67% (21%); with the stem and unfused micros 83% (15%); with the intensity
+curves, the lut micro and row-sized lookups 77% and 82% (16%, 11%) in two runs; with the softmax class 88% and 90%
+(11%, 8%). What still misses is OpenVINO int8 (4-6 of 10 within): mobilenet_v3_small/large, vit_small and
+text_transformer 33-50% low. Its own per-layer counters show small 1×1 convs (squeeze-excite blocks on 1×1 pixels:
+2-9 µs each; 14×14 expansions at 100-200 GMAC/s) and its int8 transformer pieces running well below any micro's rate,
+while a chain of tiny int8 convs put its fixed cost per conv at 1.3 µs; OpenVINO is still costed from the fp32 ONNX
+graph, not from its compiled model.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each micro model isolates one term of the estimator's roofline: 3×3, 1×1 and d
 connected layer (MatMul + bias; compute per op class), two stems (a stride-2 3×3 and 7×7 conv on a 224×224 RGB image:
 the first layer of a CNN, which runs far below the conv rate), for LiteRT int8 a 1×1 conv followed by a HardSwish
 (``unfused``) or a GELU (``lut``: a table lookup per element in LiteRT's int8 kernel) that XNNPACK leaves to LiteRT's
-builtin kernels, a residual elementwise Add of two activations (the cost of a
+builtin kernels, a stack of Softmax over attention-score-shaped tensors (``softmax``), a residual elementwise Add of two activations (the cost of a
 network's standalone elementwise nodes), a large elementwise Add over 16-32 MB (DRAM bandwidth), one tiny Add (the
 fixed per-call overhead) and a chain of tiny Adds (the per-node cost). Their MACs and bytes are analytic
 (:func:`micro_models`) and written as edgestill artifacts (manifest + file), so the ordinary bench path (the runner,
