@@ -424,3 +424,22 @@ def test_calibration_over_ssh_measures_on_the_device(sshd_factory, tmp_path: Pat
     with pytest.raises(InputError):
         calibrate_device("host", measure=device_measure(locked, quick=True), out_folder=tmp_path / "cal2", quick=True)
     assert not (tmp_path / "cal2" / "host.calibration.yaml").exists()
+
+
+def test_the_human_output_names_every_fitted_term(capsys: pytest.CaptureFixture[str]) -> None:
+    """``devices calibrate`` without --json shows, besides the class efficiencies, the stem, Softmax and builtin-kernel
+    rates a calibration fitted (what a user checks before trusting estimates of a MobileNet-v3 or a transformer)."""
+    from types import SimpleNamespace
+
+    from edgestill.commands.devices_calibrate import _render
+
+    micros = micro_models(quick=False)
+    entry, _ = fit_entry([(m, roofline_ms(m, precision="int8")) for m in micros], peak_macs_per_s=2 * PEAK,
+                         bandwidth_gbs=BANDWIDTH_GBS, runtime="litert", precision="int8", threads=1)
+    _render(SimpleNamespace(profile_id="synthetic", entries=[entry], warnings=[], run_id=None, db=None,
+                            path=Path("synthetic.calibration.yaml")))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "litert int8 ×1" in out and f"stem {TRUTH['stem']:.3f}" in out
+    assert f"softmax {SOFTMAX_BW_EFF:.2f} of bandwidth" in out
+    assert f"builtin kernels {BUILTIN_NS_PER_BYTE:.2f} ns/byte" in out
+    assert f"table lookups {BUILTIN_LUT_NS_PER_BYTE:.2f} ns/byte" in out

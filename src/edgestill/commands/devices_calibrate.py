@@ -110,6 +110,13 @@ def _render(result: Any) -> None:
         eff, err, bw = e["efficiency"], e["error"], e["bandwidth_efficiency"]
         console.print(f"  {escape(e['runtime'])} {escape(e['precision'])} ×{e['threads']}")
         console.print("    efficiency  " + "  ".join(f"{c} {eff[c]:.3f}" for c in ("conv", "conv1x1", "depthwise", "matmul")))
+        extra = [f"stem {eff['stem']:.3f}" if "stem" not in (e.get("derived") or {}) and "stem" in eff else "",
+                 f"softmax {e['softmax_bandwidth_efficiency']:.2f} of bandwidth"
+                 if e.get("softmax_bandwidth_efficiency") else "",
+                 f"builtin kernels {e['builtin_ns_per_byte']:.2f} ns/byte" if e.get("builtin_ns_per_byte") else "",
+                 f"table lookups {e['builtin_lut_ns_per_byte']:.2f} ns/byte" if e.get("builtin_lut_ns_per_byte") else ""]
+        if any(extra):
+            console.print("    also        " + "  ".join(x for x in extra if x))
         console.print(f"    bandwidth   {e['achieved_bandwidth_gbs']:.1f} GB/s"
                       + ("" if bw is None else f" ({bw:.2f} of the profile's {e['bandwidth_gbs']:g} GB/s)"))
         console.print(f"    fixed       {e['overhead_ms'] * 1e3:.1f} µs per call, {e['per_node_ms'] * 1e3:.2f} µs per node")
