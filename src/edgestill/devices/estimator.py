@@ -271,8 +271,8 @@ def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth
     scale = _byte_scales(layers, precision)
     curves = efficiency_curve or {}
     intensity = layers.macs / np.maximum(layers.bytes * scale, 1.0)
-    eff_arr = np.array([_stem_efficiency(stem_curve, m) if c == "stem" and stem_curve else
-                        _stem_efficiency(curves[c], i) if c in curves else
+    eff_arr = np.array([_curve_efficiency(stem_curve, m) if c == "stem" and stem_curve else
+                        _curve_efficiency(curves[c], i) if c in curves else
                         _efficiency(eff, c) if c in COMPUTE_CLASSES else 1.0
                         for c, m, i in zip(layers.classes, layers.macs, intensity)])
     compute_s = layers.macs / (peak_macs * eff_arr)
@@ -294,14 +294,15 @@ def _roofline_ms(layers: _Layers, *, precision: str, peak_macs: float, bandwidth
     return float(np.sum(np.maximum(compute_s, memory_s)) * 1e3 + per_node_ms * len(layers.classes) + overhead_ms)
 
 
-def _stem_efficiency(curve: Sequence[Sequence[float]], macs: float) -> float:
-    """A stem's efficiency from a calibration's ``stem_curve`` (``[[MACs, efficiency], ...]`` of its stem micros):
-    interpolated in log MACs between the micros, the nearest one's beyond them (a stem with more work per output pixel
-    keeps the vector units busier: the 7×7 ResNet stem ran about 3× the 3×3 one's rate)."""
+def _curve_efficiency(curve: Sequence[Sequence[float]], at: float) -> float:
+    """An efficiency from a calibration's curve (``[[x, efficiency], ...]`` of its micros), interpolated in log-log
+    between the micros, the nearest one's beyond them. ``stem_curve`` is over a stem's MACs (a stem with more work per
+    output pixel keeps the vector units busier: the 7×7 ResNet stem ran about 3× the 3×3 one's rate);
+    ``efficiency_curve`` over a layer's MACs per byte."""
     pts = sorted((float(m), float(e)) for m, e in curve if m > 0 and e > 0)
     if not pts:
         return 1.0
-    x = math.log(max(float(macs), 1.0))
+    x = math.log(max(float(at), 1e-9))
     xs, ys = [math.log(m) for m, _ in pts], [math.log(e) for _, e in pts]
     return float(math.exp(np.interp(x, xs, ys)))
 
